@@ -1,0 +1,6 @@
+"""cosearch: mixed-precision mixture-of-supernets and accelerator co-search."""
+from .errors import UserError
+from .space import Arch, LayerArch, SearchSpace
+
+__all__ = ["Arch", "LayerArch", "SearchSpace", "UserError"]
+__version__ = "0.1.0"

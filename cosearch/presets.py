@@ -1,0 +1,32 @@
+"""Find preset YAML files (``spaces/``, ``hw_models/``) by name or path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def preset_dir(kind: str) -> Path:
+    return ROOT / kind
+
+
+def list_presets(kind: str) -> list[str]:
+    d = preset_dir(kind)
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def resolve(name_or_path: str | Path, kind: str) -> Path:
+    """A preset name (``multi30k``) or a path to a YAML file -> an existing path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise UserError(f"{p}: no such file; give a path to a YAML file or one of the presets: "
+                            f"{', '.join(list_presets(kind))}")
+        return p
+    cand = preset_dir(kind) / f"{name_or_path}.yaml"
+    if cand.is_file():
+        return cand
+    raise UserError(f"unknown {kind} preset {str(name_or_path)!r}; choose one of "
+                    f"{', '.join(list_presets(kind)) or '(none)'} or give a path to a YAML file")
