@@ -1,0 +1,345 @@
+"""Transformer building blocks shared by the supernet and extracted sub-networks.
+
+The forward code (attention, layers, encoder/decoder, incremental decoding) is written
+once. A supernet is this model built from *elastic* parts (largest weights, experts,
+routers, per-bit quantizers; the active sizes are set by ``Supernet.set_arch``); an
+extracted sub-network is the same model built from *plain* parts of exactly the arch's
+sizes. Sharing the code is what makes extraction parity exact.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quant import ActQuantizer, WeightQuantizer
+
+
+# --------------------------------------------------------------------------- helpers
+@lru_cache(maxsize=64)
+def _sinusoid_cpu(length: int, dim: int) -> torch.Tensor:
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+    ang = pos * freq[None]
+    pe = torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
+    if dim % 2:
+        pe = torch.cat([pe, torch.zeros(length, 1)], dim=1)
+    return pe
+
+
+def sinusoid(length: int, dim: int, device, dtype=torch.float32) -> torch.Tensor:
+    """Sinusoidal positions computed for the active width (not a slice of the widest)."""
+    return _sinusoid_cpu(length, dim).to(device=device, dtype=dtype)
+
+
+class ArchCode:
+    """The current arch's encoding, shared by all routers of one supernet (not a module)."""
+
+    def __init__(self):
+        self.code: np.ndarray | None = None
+        self._cache: dict = {}
+
+    def set(self, code: np.ndarray) -> None:
+        self.code, self._cache = code, {}
+
+    def tensor(self, device) -> torch.Tensor:
+        t = self._cache.get(device)
+        if t is None:
+            t = self._cache[device] = torch.as_tensor(self.code, device=device)
+        return t
+
+
+# --------------------------------------------------------------------------- linears
+class ElasticLinear(nn.Module):
+    """A linear layer of the supernet: m experts of the largest shape, an optional router,
+    per-bit weight quantizers and an activation quantizer. The active sub-layer uses the
+    leading ``out_features`` rows and ``in_features`` columns."""
+
+    def __init__(self, in_max: int, out_max: int, *, bias: bool = True, weight_bits=(16,),
+                 act_bits=(16,), experts: int = 1, mos: str = "none", router_hidden: int = 128,
+                 arch_code: ArchCode | None = None, code_size: int = 0):
+        super().__init__()
+        self.mos = mos if experts > 1 or mos != "none" else "none"
+        m = experts if self.mos != "none" else 1
+        w = torch.empty(m, out_max, in_max)
+        for i in range(m):
+            nn.init.xavier_uniform_(w[i])
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(torch.zeros(out_max)) if bias else None
+        self.router = None
+        if self.mos != "none":
+            n_out = m if self.mos == "layer" else m * out_max
+            self.router = nn.Sequential(nn.Linear(code_size, router_hidden), nn.ReLU(),
+                                        nn.Linear(router_hidden, n_out))
+            # start from the uniform mixture; the router still gets gradients
+            nn.init.zeros_(self.router[2].weight)
+            nn.init.zeros_(self.router[2].bias)
+        self.arch_code = arch_code
+        self.wq = WeightQuantizer(out_max, tuple(weight_bits))
+        self.aq = ActQuantizer(tuple(act_bits))
+        self.experts, self.in_max, self.out_max = m, in_max, out_max
+        self.in_features, self.out_features = in_max, out_max
+        self.weight_bits, self.act_bits = max(weight_bits), max(act_bits)
+
+    def configure(self, in_features: int, out_features: int, weight_bits, act_bits) -> None:
+        self.in_features, self.out_features = in_features, out_features
+        self.weight_bits, self.act_bits = weight_bits, act_bits
+
+    def mixture_weights(self) -> torch.Tensor | None:
+        """Router output: (m,) for layer-wise MoS, (out, m) for neuron-wise."""
+        if self.router is None:
+            return None
+        logits = self.router(self.arch_code.tensor(self.weight.device))
+        if self.mos == "layer":
+            return torch.softmax(logits, dim=-1)
+        return torch.softmax(logits.view(self.out_max, self.experts)[: self.out_features], dim=-1)
+
+    def mixed_weight(self) -> torch.Tensor:
+        """W(arch): the expert mixture of the active slice, before quantization."""
+        o, i = self.out_features, self.in_features
+        experts = self.weight[:, :o, :i]
+        alpha = self.mixture_weights()
+        if alpha is None:
+            return experts[0]
+        if self.mos == "layer":
+            return torch.einsum("m,moi->oi", alpha, experts)
+        return torch.einsum("om,moi->oi", alpha, experts)
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.wq(self.mixed_weight(), self.weight_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bias[: self.out_features] if self.bias is not None else None
+        return F.linear(self.aq(x, self.act_bits), self.quantized_weight(), b)
+
+
+class QLinear(nn.Module):
+    """A plain linear layer of an extracted sub-network: weights already mixed, sliced and
+    fake-quantized (``weight_scale`` keeps the per-channel scale for integer export)."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 weight_bits: float = 16, act_bits: int = 16):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.register_buffer("weight_scale", torch.ones(out_features, 1) if weight_bits < 16 else None)
+        self.aq = ActQuantizer((act_bits,))
+        self.in_features, self.out_features = in_features, out_features
+        self.weight_bits, self.act_bits = weight_bits, act_bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.aq(x, self.act_bits), self.weight, self.bias)
+
+
+# --------------------------------------------------------------------------- norms, embeddings
+class ElasticLayerNorm(nn.Module):
+    """LayerNorm over the leading ``dim`` features (a plain one when dim == max)."""
+
+    def __init__(self, max_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(max_dim))
+        self.bias = nn.Parameter(torch.zeros(max_dim))
+        self.dim, self.eps = max_dim, eps
+
+    def forward(self, x):
+        d = self.dim
+        return F.layer_norm(x, (d,), self.weight[:d], self.bias[:d], self.eps)
+
+
+class ElasticEmbedding(nn.Module):
+    """The (shared) token table; the output projection is tied to it. The table is
+    quantized once at its widest active width and each side reads its leading columns,
+    so encoder and decoder agree on one quantized table (as an export stores it)."""
+
+    def __init__(self, vocab: int, max_dim: int, bits: float = 16):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(vocab, max_dim) * max_dim ** -0.5)
+        self.wq = WeightQuantizer(vocab, (bits,))
+        self.bits, self.dim = bits, max_dim
+
+    def table(self) -> torch.Tensor:
+        return self.wq(self.weight[:, : self.dim], self.bits)
+
+
+class PlainEmbedding(nn.Module):
+    """An extracted table: already quantized; ``weight_scale`` is kept for export."""
+
+    def __init__(self, vocab: int, dim: int, bits: float = 16):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(vocab, dim))
+        self.register_buffer("weight_scale", torch.ones(vocab, 1) if bits < 16 else None)
+        self.bits, self.dim = bits, dim
+
+    def table(self) -> torch.Tensor:
+        return self.weight
+
+
+# --------------------------------------------------------------------------- blocks
+class Attention(nn.Module):
+    def __init__(self, q: nn.Module, k: nn.Module, v: nn.Module, out: nn.Module, heads: int, head_dim: int):
+        super().__init__()
+        self.q, self.k, self.v, self.out = q, k, v, out
+        self.heads, self.head_dim = heads, head_dim
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, _ = t.shape
+        return t.view(B, T, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, memory=None, key_mask=None, causal=False, cache=None):
+        """Self-attention (memory None) or cross-attention over ``memory``. ``cache`` (a
+        dict) holds keys/values for incremental decoding."""
+        B, T, _ = x.shape
+        q = self._split(self.q(x))
+        if memory is None:
+            k, v = self._split(self.k(x)), self._split(self.v(x))
+            if cache is not None:
+                if "k" in cache:
+                    k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+                cache["k"], cache["v"] = k, v
+        elif cache is not None and "k" in cache:
+            k, v = cache["k"], cache["v"]
+        else:
+            k, v = self._split(self.k(memory)), self._split(self.v(memory))
+            if cache is not None:
+                cache["k"], cache["v"] = k, v
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=causal and T > 1)
+        return self.out(o.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, fc1: nn.Module, fc2: nn.Module):
+        super().__init__()
+        self.fc1, self.fc2 = fc1, fc2
+        self.dropout = 0.0
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x))
+        return self.fc2(F.dropout(h, self.dropout, self.training))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, ln1, attn, ln2, ffn):
+        super().__init__()
+        self.ln1, self.attn, self.ln2, self.ffn = ln1, attn, ln2, ffn
+        self.dropout = 0.0
+
+    def forward(self, x, key_mask):
+        p, tr = self.dropout, self.training
+        x = x + F.dropout(self.attn(self.ln1(x), key_mask=key_mask), p, tr)
+        return x + F.dropout(self.ffn(self.ln2(x)), p, tr)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm decoder layer; ``cross_layers`` says how many of the last encoder layers
+    its cross-attention reads (their outputs concatenated along time, as HAT does)."""
+
+    def __init__(self, ln1, self_attn, ln2, ffn, ln_cross=None, cross_attn=None, cross_layers: int = 0):
+        super().__init__()
+        self.ln1, self.self_attn, self.ln2, self.ffn = ln1, self_attn, ln2, ffn
+        self.ln_cross, self.cross_attn = ln_cross, cross_attn
+        self.cross_layers = cross_layers
+        self.dropout = 0.0
+
+    def forward(self, x, memory=None, cache=None):
+        """memory: ``EncoderOut`` or None (decoder-only)."""
+        p, tr = self.dropout, self.training
+        c_self = cache.setdefault("self", {}) if cache is not None else None
+        x = x + F.dropout(self.self_attn(self.ln1(x), causal=True, cache=c_self), p, tr)
+        if self.cross_attn is not None:
+            mem, mask = memory.last(self.cross_layers)
+            c_cross = cache.setdefault("cross", {}) if cache is not None else None
+            x = x + F.dropout(self.cross_attn(self.ln_cross(x), memory=mem, key_mask=mask, cache=c_cross), p, tr)
+        return x + F.dropout(self.ffn(self.ln2(x)), p, tr)
+
+
+@dataclass
+class EncoderOut:
+    """Normalised outputs of the last encoder layers (oldest first) and the source mask."""
+
+    states: list
+    key_mask: torch.Tensor  # (B, 1, 1, S) bool, True = attend
+
+    def last(self, k: int):
+        mem = torch.cat(self.states[-k:], dim=1) if k > 1 else self.states[-1]
+        mask = self.key_mask.repeat(1, 1, 1, k) if k > 1 else self.key_mask
+        return mem, mask
+
+    def index_select(self, idx: torch.Tensor) -> "EncoderOut":
+        return EncoderOut([s.index_select(0, idx) for s in self.states], self.key_mask.index_select(0, idx))
+
+
+# --------------------------------------------------------------------------- the model
+class Transformer(nn.Module):
+    """Encoder-decoder or decoder-only transformer, pre-norm, sinusoidal positions, output
+    projection tied to the token table. Active sizes live in plain attributes so the
+    supernet can change them between steps."""
+
+    def __init__(self, family: str, embed: nn.Module, encoder_layers: list, decoder_layers: list,
+                 encoder_norm: nn.Module | None, decoder_norm: nn.Module, *, pad_id: int = 0,
+                 encoder_dim: int = 0, decoder_dim: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.family, self.pad_id = family, pad_id
+        self.embed = embed
+        self.encoder_layers = nn.ModuleList(encoder_layers)
+        self.decoder_layers = nn.ModuleList(decoder_layers)
+        self.encoder_norm, self.decoder_norm = encoder_norm, decoder_norm
+        self.encoder_dim, self.decoder_dim = encoder_dim, decoder_dim
+        self.n_encoder, self.n_decoder = len(encoder_layers), len(decoder_layers)
+        self.dropout = dropout
+        #: how many last encoder outputs any decoder layer reads
+        self.max_cross = max([getattr(l, "cross_layers", 0) for l in decoder_layers] or [0])
+
+    # ---- embeddings
+    def _embed(self, table, tokens, dim, offset=0):
+        x = F.embedding(tokens, table[:, :dim]) * math.sqrt(dim)
+        pos = sinusoid(offset + tokens.shape[1], dim, x.device, x.dtype)[offset:]
+        return F.dropout(x + pos, self.dropout, self.training)
+
+    # ---- encoder
+    def encode(self, src: torch.Tensor, table: torch.Tensor | None = None) -> EncoderOut:
+        table = self.embed.table() if table is None else table
+        key_mask = (src != self.pad_id)[:, None, None, :]
+        x = self._embed(table, src, self.encoder_dim)
+        states, keep_from = [], self.n_encoder - max(self.max_cross, 1)
+        for i in range(self.n_encoder):
+            x = self.encoder_layers[i](x, key_mask)
+            if i >= keep_from:
+                states.append(x)
+        return EncoderOut([self.encoder_norm(s) for s in states], key_mask)
+
+    # ---- decoder
+    def _decode(self, table, tokens, memory, cache=None, offset=0):
+        x = self._embed(table, tokens, self.decoder_dim, offset)
+        for i in range(self.n_decoder):
+            layer_cache = cache.setdefault(i, {}) if cache is not None else None
+            x = self.decoder_layers[i](x, memory, layer_cache)
+        x = self.decoder_norm(x)
+        return F.linear(x, table[:, : self.decoder_dim])
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """encoder_decoder: ``forward(src, tgt_in)``; decoder_only: ``forward(tokens)``.
+        Returns logits (B, T, vocab)."""
+        table = self.embed.table()
+        if self.family == "decoder_only":
+            (tokens,) = inputs
+            return self._decode(table, tokens, None)
+        src, tgt_in = inputs
+        return self._decode(table, tgt_in, self.encode(src, table))
+
+    def decode_step(self, tokens: torch.Tensor, memory: EncoderOut | None, cache: dict, step: int) -> torch.Tensor:
+        """Incremental decoding with a KV cache: ``tokens`` (B, 1) at position ``step``;
+        returns logits (B, vocab). ``cache`` starts as {} and is updated in place."""
+        return self._decode(self.embed.table(), tokens, memory, cache, offset=step)[:, -1]
+
+    @staticmethod
+    def reorder_cache(cache: dict, idx: torch.Tensor) -> dict:
+        """Select beams: every cached key/value tensor indexed along the batch."""
+        def sel(d):
+            return {k: (sel(v) if isinstance(v, dict) else v.index_select(0, idx)) for k, v in d.items()}
+        return sel(cache)

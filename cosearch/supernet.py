@@ -1,0 +1,202 @@
+"""The mixed-precision mixture-of-supernets (MoS) and sub-network extraction.
+
+``Supernet(space)`` holds the largest weights (m experts where the space asks for MoS),
+one router per MoS layer, per-bit weight quantizers and activation quantizers.
+``set_arch(arch)`` selects a sub-network; ``extract(arch)`` returns a plain
+``Transformer`` of exactly that arch's sizes with the mixture collapsed.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .modules import (ArchCode, Attention, DecoderLayer, ElasticEmbedding, ElasticLayerNorm,
+                      ElasticLinear, EncoderLayer, FeedForward, PlainEmbedding, QLinear, Transformer)
+from .space import Arch, LayerArch, SearchSpace
+
+ATTENTION_ROLES = ("q", "k", "v", "out")
+
+
+def _layer(space: SearchSpace, side: str, make_linear, make_norm, embed: int, enc_embed: int,
+           ffn: int, heads: int, cross_layers: int):
+    """One encoder or decoder layer; ``make_linear(role, in, out)`` and ``make_norm(dim)``
+    decide whether parts are elastic or plain."""
+    a, hd = space.attn_dim(side, heads), space.head_dim(side, heads)
+
+    def attn(prefix, kv_in):
+        return Attention(make_linear(f"{prefix}q", embed, a), make_linear(f"{prefix}k", kv_in, a),
+                         make_linear(f"{prefix}v", kv_in, a), make_linear(f"{prefix}out", a, embed), heads, hd)
+
+    ffn_mod = FeedForward(make_linear("fc1", embed, ffn), make_linear("fc2", ffn, embed))
+    if side == "encoder":
+        return EncoderLayer(make_norm(embed), attn("", embed), make_norm(embed), ffn_mod)
+    if space.is_encdec:
+        return DecoderLayer(make_norm(embed), attn("", embed), make_norm(embed), ffn_mod,
+                            make_norm(embed), attn("cross_", enc_embed), cross_layers)
+    return DecoderLayer(make_norm(embed), attn("", embed), make_norm(embed), ffn_mod)
+
+
+class Supernet(nn.Module):
+    """Weight-sharing supernet over ``space``. Call as the arch's model:
+    ``net(src, tgt_in, arch=a)`` (encoder-decoder) or ``net(tokens, arch=a)``."""
+
+    def __init__(self, space: SearchSpace, pad_id: int = 0):
+        super().__init__()
+        self.space, self.pad_id = space, pad_id
+        s, q, mos = space.spec, space.spec.quantization, space.spec.mos
+        self.arch_code = ArchCode()
+        code_size = space.encoding_size()
+        mixed_roles = {"fc1", "fc2"} | ({f"{p}{r}" for p in ("", "cross_") for r in ATTENTION_ROLES}
+                                         if "attention" in mos.sublayers else set())
+
+        def elastic_linear(role, i, o):
+            use_mos = mos.mode != "none" and role in mixed_roles
+            return ElasticLinear(i, o, weight_bits=q.weight_bits, act_bits=q.act_bits,
+                                 experts=mos.experts if use_mos else 1, mos=mos.mode if use_mos else "none",
+                                 router_hidden=mos.router_hidden, arch_code=self.arch_code, code_size=code_size)
+
+        def side_layers(side):
+            sd = space.side(side)
+            enc = space.max_embed_dim("encoder") if space.is_encdec else 0
+            return [_layer(space, side, elastic_linear, ElasticLayerNorm, max(sd.embed_dim), enc,
+                           max(sd.ffn_dim), max(sd.heads), max(sd.cross_layers or [0]))
+                    for _ in range(max(sd.layers))]
+
+        enc_layers = side_layers("encoder") if space.is_encdec else []
+        self.model = Transformer(
+            s.family, ElasticEmbedding(s.vocab_size, space.embed_table_dim(), q.embedding_bits),
+            enc_layers, side_layers("decoder"),
+            ElasticLayerNorm(space.max_embed_dim("encoder")) if space.is_encdec else None,
+            ElasticLayerNorm(space.max_embed_dim("decoder")), pad_id=pad_id,
+            encoder_dim=space.max_embed_dim("encoder") if space.is_encdec else 0,
+            decoder_dim=space.max_embed_dim("decoder"), dropout=s.dropout)
+        self.arch: Arch | None = None
+        self.set_arch(space.largest())
+
+    # ---- selecting a sub-network
+    def set_arch(self, arch: Arch) -> None:
+        if arch == self.arch:
+            return
+        sp, m = self.space, self.model
+        self.arch_code.set(sp.encode(arch))
+        max_emb = {side: sp.max_embed_dim(side) for side in sp.sides()}
+        m.encoder_dim, m.decoder_dim = arch.encoder_embed_dim, arch.decoder_embed_dim
+        m.n_encoder, m.n_decoder = len(arch.encoder), len(arch.decoder)
+        m.embed.dim = max(arch.encoder_embed_dim, arch.decoder_embed_dim)
+        # HAT scales dropout with the active width
+        m.dropout = sp.spec.dropout * arch.decoder_embed_dim / max_emb["decoder"]
+        if sp.is_encdec:
+            m.encoder_norm.dim = arch.encoder_embed_dim
+        m.decoder_norm.dim = arch.decoder_embed_dim
+        m.max_cross = max([la.cross_layers for la in arch.decoder] or [0])
+        for side, layers, mods in (("encoder", arch.encoder, m.encoder_layers), ("decoder", arch.decoder, m.decoder_layers)):
+            e = arch.encoder_embed_dim if side == "encoder" else arch.decoder_embed_dim
+            p = sp.spec.dropout * e / max_emb[side] if side in max_emb else 0.0
+            for la, mod in zip(layers, mods):
+                self._configure_layer(mod, side, la, e, arch.encoder_embed_dim, p)
+        self.arch = arch
+
+    def _configure_layer(self, mod, side: str, la: LayerArch, e: int, e_enc: int, p: float) -> None:
+        sp = self.space
+        a, hd = sp.attn_dim(side, la.heads), sp.head_dim(side, la.heads)
+        bits = (la.weight_bits, la.act_bits)
+        attns = [(mod.attn if side == "encoder" else mod.self_attn, e)]
+        if side == "decoder" and mod.cross_attn is not None:
+            attns.append((mod.cross_attn, e_enc))
+            mod.ln_cross.dim = e
+            mod.cross_layers = la.cross_layers
+        for att, kv_in in attns:
+            att.heads, att.head_dim = la.heads, hd
+            att.q.configure(e, a, *bits)
+            att.k.configure(kv_in, a, *bits)
+            att.v.configure(kv_in, a, *bits)
+            att.out.configure(a, e, *bits)
+        mod.ffn.fc1.configure(e, la.ffn_dim, *bits)
+        mod.ffn.fc2.configure(la.ffn_dim, e, *bits)
+        mod.ln1.dim = mod.ln2.dim = e
+        mod.dropout = mod.ffn.dropout = p
+
+    def forward(self, *inputs: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
+        if arch is not None:
+            self.set_arch(arch)
+        return self.model(*inputs)
+
+    def encode(self, src, arch: Arch | None = None):
+        if arch is not None:
+            self.set_arch(arch)
+        return self.model.encode(src)
+
+    def decode_step(self, tokens, memory, cache, step, arch: Arch | None = None):
+        if arch is not None:
+            self.set_arch(arch)
+        return self.model.decode_step(tokens, memory, cache, step)
+
+    def elastic_linears(self):
+        return [m for m in self.modules() if isinstance(m, ElasticLinear)]
+
+    def router_parameters(self):
+        return [p for m in self.elastic_linears() if m.router is not None for p in m.router.parameters()]
+
+    # ---- extraction
+    @torch.no_grad()
+    def extract(self, arch: Arch) -> Transformer:
+        """A standalone model of this arch: no router, no unused rows, expert mixture
+        computed once, weights stored fake-quantized (scales kept for export)."""
+        self.set_arch(arch)
+        sub = build_standalone(self.space, arch, pad_id=self.pad_id)
+        sup_mods = dict(self.model.named_modules())
+        for name, mod in sub.named_modules():
+            src = sup_mods[name]
+            if isinstance(mod, QLinear):
+                w = src.mixed_weight()
+                mod.weight.copy_(src.wq(w, src.weight_bits))
+                if mod.weight_scale is not None:
+                    mod.weight_scale.copy_(src.wq.scale(w, src.weight_bits))
+                if mod.bias is not None:
+                    mod.bias.copy_(src.bias[: mod.out_features])
+                _copy_act_quantizer(src.aq, mod.aq)
+            elif isinstance(mod, ElasticLayerNorm):
+                mod.weight.copy_(src.weight[: mod.dim])
+                mod.bias.copy_(src.bias[: mod.dim])
+            elif isinstance(mod, PlainEmbedding):
+                full = src.weight[:, : mod.dim]
+                mod.weight.copy_(src.wq(full, src.bits))
+                if mod.weight_scale is not None:
+                    mod.weight_scale.copy_(src.wq.scale(full, src.bits))
+        sub.train(self.training)
+        return sub
+
+
+def _copy_act_quantizer(src: nn.Module, dst: nn.Module) -> None:
+    """Learned activation clipping of the chosen bit-width travels with the layer."""
+    own = src.state_dict()
+    dst.load_state_dict({k: v for k, v in own.items() if k in dst.state_dict()}, strict=False)
+
+
+def build_standalone(space: SearchSpace, arch: Arch, pad_id: int = 0) -> Transformer:
+    """A plain model with exactly the arch's shapes (weights zero): what ``extract`` fills
+    and what an exported ``model.safetensors`` loads into."""
+    def maker(la: LayerArch):
+        def make_linear(role, i, o):
+            return QLinear(i, o, weight_bits=la.weight_bits, act_bits=la.act_bits)
+        return make_linear
+
+    def layers(side):
+        la_list = arch.encoder if side == "encoder" else arch.decoder
+        e = arch.encoder_embed_dim if side == "encoder" else arch.decoder_embed_dim
+        out = []
+        for la in la_list:
+            mod = _layer(space, side, maker(la), ElasticLayerNorm, e, arch.encoder_embed_dim,
+                         la.ffn_dim, la.heads, la.cross_layers)
+            mod.dropout = mod.ffn.dropout = space.spec.dropout * e / space.max_embed_dim(side)
+            out.append(mod)
+        return out
+
+    width = max(arch.encoder_embed_dim, arch.decoder_embed_dim)
+    return Transformer(
+        space.family, PlainEmbedding(space.vocab_size, width, space.spec.quantization.embedding_bits),
+        layers("encoder") if space.is_encdec else [], layers("decoder"),
+        ElasticLayerNorm(arch.encoder_embed_dim) if space.is_encdec else None,
+        ElasticLayerNorm(arch.decoder_embed_dim), pad_id=pad_id, encoder_dim=arch.encoder_embed_dim,
+        decoder_dim=arch.decoder_embed_dim,
+        dropout=space.spec.dropout * arch.decoder_embed_dim / space.max_embed_dim("decoder"))
