@@ -31,6 +31,23 @@ STORAGE_BITS = {1: 1.0, 1.58: 1.6, 2: 2.0, 3: 3.0, 4: 4.0, 8: 8.0, 16: 16.0}
 FLOAT_BITS = 32
 
 
+def _plain_int(x):
+    """numpy integers and whole floats -> int, so JSON, equality and digests agree."""
+    if isinstance(x, (bool, np.bool_)):
+        return x
+    if isinstance(x, (int, np.integer)) or (isinstance(x, (float, np.floating)) and float(x).is_integer()):
+        return int(x)
+    return x
+
+
+def _plain_bits(b):
+    """Like canonical_bits, but leaves unknown values alone so validate_arch can name them."""
+    try:
+        return canonical_bits(b)
+    except (TypeError, ValueError):
+        return b
+
+
 def canonical_bits(b: float) -> float:
     """1.58 stays a float; whole numbers become ints so JSON and hashes are stable."""
     for known in WEIGHT_BITS:
@@ -197,6 +214,13 @@ class LayerArch:
     #: decoder layers of an encoder-decoder: how many last encoder layers to attend to.
     cross_layers: int = 0
 
+    def __post_init__(self):
+        # 16.0 and 16 (or np.int64(128) and 128) are equal and hash alike; normalise them so
+        # to_json() and digest() agree too (digests are cache keys).
+        for k in ("ffn_dim", "heads", "act_bits", "cross_layers"):
+            object.__setattr__(self, k, _plain_int(getattr(self, k)))
+        object.__setattr__(self, "weight_bits", _plain_bits(self.weight_bits))
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -206,6 +230,13 @@ class Arch:
     decoder: tuple[LayerArch, ...]
     encoder_embed_dim: int = 0
     encoder: tuple[LayerArch, ...] = ()
+
+    def __post_init__(self):
+        # Same reason as LayerArch: equal archs must have equal JSON and digests.
+        object.__setattr__(self, "decoder_embed_dim", _plain_int(self.decoder_embed_dim))
+        object.__setattr__(self, "encoder_embed_dim", _plain_int(self.encoder_embed_dim))
+        object.__setattr__(self, "decoder", tuple(self.decoder))
+        object.__setattr__(self, "encoder", tuple(self.encoder))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -280,6 +311,8 @@ class SearchSpace:
             raise UserError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
         except OSError as e:
             raise UserError(f"{path}: cannot read ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a text file (not UTF-8); give a YAML search-space file") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -288,7 +321,8 @@ class SearchSpace:
             raise UserError(f"{source}: a search space must be a YAML mapping with keys "
                             "name, family, vocab_size, decoder, ...")
         try:
-            spec = SpaceSpec(**data)
+            # model_validate, not SpaceSpec(**data): YAML keys may be numbers.
+            spec = SpaceSpec.model_validate(data)
         except ValidationError as e:
             raise UserError(_format_validation_error(source, e)) from None
         return cls(spec=spec, source=source)
@@ -424,6 +458,14 @@ class SearchSpace:
         """Uniform crossover: each gene from a or b with equal probability."""
         rng = np.random.default_rng(rng)
         va, vb = self._to_genes(a, rng), self._to_genes(b, rng)
+        # A layer only one parent has takes that parent's genes on both sides, so that every
+        # gene of the child comes from a or b (not from the random filler of absent layers).
+        for side in self.sides():
+            na, nb = va[(side, "layers")], vb[(side, "layers")]
+            for i in range(min(na, nb), max(na, nb)):
+                src, dst = (va, vb) if na > nb else (vb, va)
+                for k, _ in self._layer_gene_keys(side):
+                    dst[(side, k, i)] = src[(side, k, i)]
         return self._from_genes({k: (va[k] if rng.random() < 0.5 else vb[k]) for k, _ in self.genes()})
 
     def validate_arch(self, arch: Arch, source: str = "arch") -> Arch:
@@ -438,10 +480,13 @@ class SearchSpace:
             check(f"{side}_embed_dim", emb, self.side(side).embed_dim)
             check(f"{side} layer count", len(layers), self.side(side).layers)
             for i, la in enumerate(layers):
-                for k, opts in self._layer_gene_keys(side):
+                keys = self._layer_gene_keys(side)
+                for k, opts in keys:
                     if k == "cross_layers":
                         opts = tuple(c for c in opts if c <= len(arch.encoder)) or opts
                     check(f"{side}[{i}].{k}", getattr(la, k), opts)
+                if "cross_layers" not in dict(keys):
+                    check(f"{side}[{i}].cross_layers", la.cross_layers, (0,))
         if not self.is_encdec and (arch.encoder or arch.encoder_embed_dim):
             raise UserError(f"{source}: space {self.name!r} is decoder_only; the arch has an encoder")
         return arch
@@ -456,8 +501,7 @@ class SearchSpace:
         return total
 
     def cardinality_log10(self) -> float:
-        c = self.cardinality()
-        return math.log10(c) if c < 10 ** 300 else len(str(c)) - 1
+        return math.log10(self.cardinality())  # exact for Python ints of any size
 
     # ---- encoding for routers and predictors
     def encoding_size(self) -> int:
