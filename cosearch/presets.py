@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from .errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +32,23 @@ def resolve(name_or_path: str | Path, kind: str) -> Path:
         return cand
     raise UserError(f"unknown {kind} preset {str(name_or_path)!r}; choose one of "
                     f"{', '.join(list_presets(kind)) or '(none)'} or give a path to a YAML file")
+
+
+def read_yaml(path: Path):
+    """Parse a YAML file; every way it can fail is a one-line UserError naming the file."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise UserError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8); give a YAML file") from None
+
+
+def load_preset_yaml(name_or_path: str | Path, kind: str):
+    """A preset name or YAML path -> (parsed data, the path it came from)."""
+    path = resolve(name_or_path, kind)
+    return read_yaml(path), path

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .errors import UserError
-from .presets import resolve
+from .presets import load_preset_yaml
 
 #: Weight bit-widths cosearch knows; 1.58 is ternary.
 WEIGHT_BITS = (1, 1.58, 2, 3, 4, 8, 16)
@@ -193,13 +192,15 @@ class SpaceSpec(_Strict):
 
 def _format_validation_error(path: str, err: ValidationError) -> str:
     e = err.errors()[0]
-    loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+    # Whole-file checks have no location; their messages name the fields themselves.
+    loc = ".".join(str(x) for x in e["loc"])
+    loc = f"{loc}: " if loc else ""
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown field; check the spelling against the schema in README.md"
     elif e["type"] == "missing":
         msg = "required field is missing"
-    return f"{path}: {loc}: {msg}"
+    return f"{path}: {loc}{msg}"
 
 
 # --------------------------------------------------------------------------- values
@@ -302,17 +303,7 @@ class SearchSpace:
     # ---- loading
     @classmethod
     def load(cls, name_or_path: str | Path) -> "SearchSpace":
-        path = resolve(name_or_path, "spaces")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise UserError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-        except OSError as e:
-            raise UserError(f"{path}: cannot read ({e.strerror})") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not a text file (not UTF-8); give a YAML search-space file") from None
+        data, path = load_preset_yaml(name_or_path, "spaces")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
