@@ -1,0 +1,160 @@
+"""One call from a data path to encoded splits, a tokenizer and batch iterators."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from .corpus import default_corpus
+from .readers import list_splits, read_parallel, read_text, resolve_split
+from .tokenizer import Tokenizer, train_or_load_tokenizer
+
+TASKS = ("translation", "lm")
+#: Canonical split names and what users may call them.
+_SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid", "test": "test"}
+#: Share of an LM text held out (from its end) for validation.
+LM_VALID_FRACTION = 0.05
+
+Pairs = list[tuple[list[int], list[int]]]
+
+
+@dataclass
+class TaskData:
+    """Encoded splits of one task plus the tokenizer that made them.
+
+    ``train``/``valid``/``test`` are lists of ``(src_ids, tgt_ids)`` (translation) or
+    1-D ``np.int32`` token arrays (lm); ``test`` may be ``None``. ``text`` holds the raw
+    ``(src, tgt)`` sentence pairs of valid/test, aligned with the encoded ones (BLEU
+    references). ``max_len`` is the longest train sentence (translation, in tokens
+    with bos/eos) or the LM block length.
+    """
+
+    task: str
+    tokenizer: Tokenizer
+    train: Pairs | np.ndarray
+    valid: Pairs | np.ndarray
+    test: Pairs | np.ndarray | None
+    max_len: int
+    src: str = "en"
+    tgt: str = "de"
+    text: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> Pairs | np.ndarray:
+        """Encoded split by name (``valid`` also answers to ``val`` and ``dev``)."""
+        canon = _SPLIT_NAMES.get(name)
+        if canon is None:
+            raise UserError(f"unknown split {name!r}; use train, valid or test")
+        data = getattr(self, canon)
+        if data is None:
+            raise UserError(f"this {self.task} data has no {canon} split")
+        return data
+
+    def batches(self, split: str, max_tokens: int | None = None, batch_size: int | None = None,
+                seed: int = 0, shuffle: bool | None = None, repeat: bool | None = None,
+                block: int | None = None, num_shards: int = 1, shard_index: int = 0):
+        """A resumable batch iterator over ``split``.
+
+        Translation takes ``max_tokens``; lm takes ``batch_size`` (and ``block``,
+        default ``max_len``). ``shuffle`` defaults to True for train only; ``repeat``
+        defaults to ``shuffle`` (train: endless; valid/test: one pass).
+        """
+        from .batches import LMBatches, TranslationBatches  # torch only when batching
+
+        data = self.split(split)
+        if shuffle is None:
+            shuffle = _SPLIT_NAMES[split] == "train"
+        if self.task == "translation":
+            if max_tokens is None:
+                raise TypeError("translation batches need max_tokens")
+            return TranslationBatches(data, max_tokens, seed, shuffle=shuffle, repeat=repeat,
+                                      num_shards=num_shards, shard_index=shard_index)
+        if batch_size is None:
+            raise TypeError("lm batches need batch_size")
+        return LMBatches(data, block or self.max_len, batch_size, seed, shuffle=shuffle,
+                         repeat=repeat, num_shards=num_shards, shard_index=shard_index)
+
+
+def build_task_data(task: Literal["translation", "lm"], data: str | Path | None, vocab_size: int,
+                    workdir: str | Path, src: str = "en", tgt: str = "de", max_len: int = 256,
+                    cache_dir: str | Path | None = None) -> TaskData:
+    """Read ``data``, train or load the tokenizer, and encode every split.
+
+    translation: ``data`` is a folder of ``{split}.{src}``/``{split}.{tgt}`` files (plain
+    or .gz) with splits train, valid (or val/dev) and optionally test (or the first
+    ``test*`` split, e.g. Multi30k's test_2016_flickr); train pairs with an empty side or
+    longer than ``max_len`` tokens (with bos/eos) are dropped. lm: ``data`` is a text
+    file or folder (``None``: the embedded :func:`default_corpus`); the last 5% of the
+    text (cut at a line end) is valid, there is no test, and ``max_len`` is the block
+    length. The tokenizer is cached under ``cache_dir`` (default ``workdir/tokenizers``).
+    """
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    if max_len < 2:
+        raise UserError(f"max_len={max_len} is too small; use e.g. 256")
+    cache = Path(cache_dir) if cache_dir is not None else Path(workdir) / "tokenizers"
+    if task == "lm":
+        return _build_lm(data, vocab_size, cache, max_len)
+    if data is None:
+        raise UserError("the translation task needs --data: a folder with train.SRC/train.TGT "
+                        "and valid.SRC/valid.TGT files (plain or .gz)")
+    return _build_translation(Path(data), vocab_size, cache, src, tgt, max_len)
+
+
+def _build_translation(data: Path, vocab_size: int, cache: Path, src: str, tgt: str,
+                       max_len: int) -> TaskData:
+    train_text = read_parallel(data, src, tgt, "train")
+    valid_name = resolve_split(data, "valid", src, tgt)
+    if valid_name is None:
+        raise UserError(f"no validation split (valid, val or dev).{src}/.{tgt} in {data}; "
+                        f"splits present: {', '.join(list_splits(data, src, tgt)) or 'none'}")
+    test_name = resolve_split(data, "test", src, tgt)
+    text = {"valid": read_parallel(data, src, tgt, valid_name)}
+    if test_name is not None:
+        text["test"] = read_parallel(data, src, tgt, test_name)
+
+    tok = train_or_load_tokenizer([s for pair in train_text for s in pair], vocab_size, cache)
+    train_all = _encode_pairs(tok, train_text)
+    # bos/eos take one place on each side.
+    train = [(s, t) for s, t in train_all if s and t and max(len(s), len(t)) + 1 <= max_len]
+    if not train:
+        raise UserError(f"every train pair in {data} is empty or longer than max_len={max_len} "
+                        "tokens; raise max_len")
+    enc = {k: _encode_pairs(tok, v) for k, v in text.items()}
+    info = {"data": str(data), "splits": {"train": "train", "valid": valid_name, "test": test_name},
+            "train_pairs_read": len(train_all), "train_pairs_dropped": len(train_all) - len(train),
+            "vocab_size": tok.vocab_size}
+    return TaskData("translation", tok, train, enc["valid"], enc.get("test"), max_len,
+                    src=src, tgt=tgt, text=text, info=info)
+
+
+def _encode_pairs(tok: Tokenizer, pairs: Sequence[tuple[str, str]]) -> Pairs:
+    srcs = tok.encode_batch([s for s, _ in pairs])
+    tgts = tok.encode_batch([t for _, t in pairs])
+    return list(zip(srcs, tgts))
+
+
+def split_lm_text(text: str, valid_fraction: float = LM_VALID_FRACTION) -> tuple[str, str]:
+    """(train, valid): valid is the last ``valid_fraction`` of ``text``, starting at a line."""
+    cut = int(len(text) * (1 - valid_fraction))
+    newline = text.find("\n", cut)
+    if 0 <= newline < len(text) - 1:
+        cut = newline + 1
+    return text[:cut], text[cut:]
+
+
+def _build_lm(data: str | Path | None, vocab_size: int, cache: Path, max_len: int) -> TaskData:
+    text = default_corpus() if data is None else read_text(data)
+    train_text, valid_text = split_lm_text(text)
+    if not valid_text.strip():
+        raise UserError(f"{data} is too short to hold out 5% for validation; give more text")
+    tok = train_or_load_tokenizer([train_text], vocab_size, cache, keep_whitespace=True)
+    train = np.asarray(tok.encode(train_text), dtype=np.int32)
+    valid = np.asarray(tok.encode(valid_text), dtype=np.int32)
+    info = {"data": "default_corpus" if data is None else str(data),
+            "train_tokens": int(train.size), "valid_tokens": int(valid.size),
+            "vocab_size": tok.vocab_size}
+    return TaskData("lm", tok, train, valid, None, max_len, src="", tgt="", info=info)
