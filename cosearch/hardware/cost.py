@@ -1,0 +1,135 @@
+"""The per-operator path: cost one sub-network operator by operator, with a table of rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..space import FLOAT_BITS, STORAGE_BITS, Arch, SearchSpace
+from .gemm_cost import FIELDS, gemm, vector
+from .schema import Hardware, load_hardware
+from .workload import Scenario, build_graph
+
+#: Sizes are summed in tenths of a bit so that ternary (1.6 storage bits) stays an integer.
+DECI = 10
+
+
+def _deci(bits: float) -> int:
+    return int(round(bits * DECI))
+
+
+def size_decibits(space: SearchSpace, arch: Arch) -> int:
+    """Exported weight size in tenths of a bit, by the rules of ``space.size`` (exact)."""
+    emb = space.spec.quantization.embedding_bits
+    total = 0
+    for _, r, c in space.embedding_shapes(arch):
+        total += r * c * _deci(STORAGE_BITS[emb]) + (r * FLOAT_BITS * DECI if emb < 16 else 0)
+    for lin in space.linears(arch):
+        total += lin.in_features * lin.out_features * _deci(STORAGE_BITS[lin.weight_bits])
+        total += (lin.out_features if lin.bias else 0) * FLOAT_BITS * DECI
+        if lin.weight_bits < 16:
+            total += lin.out_features * FLOAT_BITS * DECI
+    return total + space.norm_params(arch) * FLOAT_BITS * DECI
+
+
+def op_cost(op: dict, hw: Hardware) -> dict:
+    """One operator's totals (decode steps summed; activation bytes: the largest step)."""
+    d = hw.derived
+    if op["kind"] == "gemm":
+        r = gemm(op["M"], op["K"], op["N"], op["count"], hw.cycles_per_mac(op["wbits"], op["ab"]),
+                 op["w_bpe"], op["ab"] / 8, op["ab"] / 8, op["w_dram"],
+                 hw.mac_energy_pj(op["wbits"], op["ab"]), d)
+    else:
+        r = vector(op["elems"], op["passes"], op["count"], op["bpe"], op["dram_in"], d)
+    out = {k: float(np.sum(r[k])) for k in FIELDS if k != "act_bytes"}
+    out["act_bytes"] = float(np.max(r["act_bytes"]))
+    return out
+
+
+@dataclass
+class CostReport:
+    """Totals and per-operator rows of one sub-network on one accelerator."""
+
+    hw: str
+    scenario: Scenario
+    latency_ms: float
+    energy_mj: float
+    size_bytes: float
+    peak_memory_bytes: float
+    cycles: float
+    dram_bytes: float
+    macs: float
+    area_mm2: float | None
+    fpga: dict | None
+    feasible: bool
+    ops: pd.DataFrame = field(repr=False)
+
+    def totals(self) -> dict:
+        """JSON-ready totals (no per-operator rows)."""
+        out = {"hw": self.hw, "scenario": self.scenario.name, "seq_len": self.scenario.seq_len,
+               "decode_tokens": self.scenario.decode_tokens, "batch": self.scenario.batch,
+               "latency_ms": self.latency_ms, "energy_mj": self.energy_mj, "size_bytes": self.size_bytes,
+               "peak_memory_bytes": self.peak_memory_bytes, "cycles": self.cycles,
+               "dram_bytes": self.dram_bytes, "macs": self.macs, "feasible": self.feasible}
+        if self.area_mm2 is not None:
+            out["area_mm2"] = self.area_mm2
+        if self.fpga is not None:
+            out["fpga"] = self.fpga
+        return out
+
+
+def resources(hw: Hardware, uses_lut_macs: bool) -> tuple[float | None, dict | None, bool]:
+    """(area mm^2 or None, FPGA resources or None, feasible) of an accelerator."""
+    if hw.kind == "fpga":
+        f = hw.fpga_resources(uses_lut_macs)
+        return None, f, f["feasible"]
+    area = hw.area_mm2()
+    budget = hw.codesign.area_budget_mm2
+    return area, None, budget is None or area <= budget
+
+
+def totals_from_sums(hw: Hardware, cycles, energy_fj, size_deci, kv_bytes, act_bytes):
+    """The unit conversions both paths share (same operations, same rounding)."""
+    latency_ms = cycles / (hw.clock_mhz * 1e3)
+    energy_mj = energy_fj * 1e-12
+    size_bytes = size_deci / (8 * DECI)
+    peak = size_bytes + kv_bytes + act_bytes
+    return latency_ms, energy_mj, size_bytes, peak
+
+
+def cost(space: SearchSpace, arch: Arch, hw: Hardware | str, scenario: str | Scenario = "prefill",
+         seq_len: int = 30, decode_tokens: int = 30, batch: int = 1) -> CostReport:
+    """Cost one sub-network operator by operator on one accelerator.
+
+    ``scenario``: ``prefill`` (whole sequence) or ``decode`` (``decode_tokens`` generated
+    with a KV cache); ``seq_len`` source/prompt tokens; ``batch`` sequences at once.
+    """
+    hw = load_hardware(hw)
+    sc = scenario if isinstance(scenario, Scenario) else Scenario(scenario, seq_len, decode_tokens, batch)
+    g = build_graph(space, arch, sc)
+    rows = []
+    for name, op in g.nodes(data=True):
+        c = op_cost(op, hw)
+        util = c["macs"] / (c["compute_cycles"] * hw.array.rows * hw.array.cols) if op["kind"] == "gemm" else np.nan
+        rows.append({"op": name, "role": op["role"], "kind": op["kind"],
+                     "M": op.get("M"), "K": op.get("K"), "N": op.get("N"), "count": op["count"],
+                     "w_bits": op.get("wbits"), "a_bits": op["ab"], **c,
+                     "kv_bytes": float(op.get("kv_bytes", 0.0)), "pe_utilization": util,
+                     "bound": "memory" if c["memory_cycles"] > c["compute_cycles"] else "compute"})
+    ops = pd.DataFrame(rows)
+    for k in ("M", "K", "N"):  # decode attention sizes vary by step: show the last one
+        ops[k] = [v[-1] if isinstance(v, np.ndarray) else v for v in ops[k]]
+    sums = {k: sum(r[k] for r in rows) for k in ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes")}
+    act = max(r["act_bytes"] for r in rows)
+    lut = hw.kind == "fpga" and any(hw.uses_lut(r["w_bits"]) for r in rows if r["role"] in _LINEAR_ROLES)
+    area, fpga, feasible = resources(hw, lut)
+    latency_ms, energy_mj, size_bytes, peak = totals_from_sums(
+        hw, sums["cycles"], sums["energy_fj"], float(size_decibits(space, arch)), sums["kv_bytes"], act)
+    return CostReport(hw=hw.name, scenario=sc, latency_ms=latency_ms, energy_mj=energy_mj,
+                      size_bytes=size_bytes, peak_memory_bytes=peak, cycles=sums["cycles"],
+                      dram_bytes=sums["dram_bytes"], macs=sums["macs"], area_mm2=area, fpga=fpga,
+                      feasible=feasible, ops=ops)
+
+
+_LINEAR_ROLES = {"q", "k", "v", "out", "cross_q", "cross_k", "cross_v", "cross_out", "fc1", "fc2"}

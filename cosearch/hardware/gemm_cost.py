@@ -1,0 +1,103 @@
+"""Per-operator cost formulas: a GEMM on a systolic PE array, and element-wise vector work.
+
+Written once with numpy ufuncs so the same code costs one operator (scalars, the
+per-operator path) or a million (arrays, the vectorised path). Every result is rounded to
+a whole number of cycles, bytes or femtojoules, so totals are sums of integers held exactly
+in float64: any summation order gives the same bits, which is what lets the batch path
+equal the per-operator path exactly.
+
+The model (see ``shared/notes/hardware_cost.md`` and ``hw_models/README.md``):
+
+* mapping (array rows, array cols, streamed) = OS (M, N, K), WS (K, N, M), IS (K, M, N);
+  folds = ceil(Sr/R) * ceil(Sc/C); cycles per fold = T' + fill/drain with
+  T' = ceil(T * cycles-per-MAC) (precision), fill/drain 2R + C - 2 (WS/IS) or 2R - 2 (OS,
+  as SCALE-Sim v3 counts it);
+* DRAM traffic: static weights (and the KV cache) are read once; activations only when
+  they overflow their buffer; when neither operand fits, the cheaper one is re-streamed
+  once per chunk of the other; WS/IS spill 32-bit partial sums when a K x C weight block
+  overflows the weight buffer; outputs are written back when they overflow;
+* latency = max(compute, DRAM bytes / bandwidth) (double buffering) + a prologue (DRAM
+  latency + the first weight tile);
+* energy = MACs x energy per MAC at those bits + SRAM bytes x pJ/B of each buffer (reads
+  per dataflow) + DRAM bytes x pJ/B.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: 32-bit partial sums.
+PSUM_BYTES = 4.0
+
+ceil, where, maximum, minimum = np.ceil, np.where, np.maximum, np.minimum
+
+
+def gemm(M, K, N, count, cpm, w_bpe, x_bpe, y_bpe, w_dram, e_mac, d) -> dict:
+    """Cost of ``count`` GEMMs (M x K) @ (K x N) on accelerator constants ``d``.
+
+    ``cpm``: PE cycles per MAC at these bits; ``*_bpe``: bytes per element of weights (the
+    second operand), inputs, outputs; ``w_dram``: the second operand lives in DRAM (static
+    weights, KV cache) rather than on chip; ``e_mac``: pJ per MAC. Arguments broadcast.
+    """
+    R, C, df = d.rows, d.cols, np.asarray(d.dataflow)
+    os_, ws_ = df == 0, df == 1
+    Sr = where(os_, M, K)
+    Sc = where(os_ | ws_, N, M)
+    T = where(os_, K, where(ws_, M, N))
+    folds = ceil(Sr / R) * ceil(Sc / C)
+    fill = where(os_, 2 * R - 2, 2 * R + C - 2)
+    compute = folds * (ceil(T * cpm) + fill)
+
+    xb, wb, yb = ceil(M * K * x_bpe), ceil(K * N * w_bpe), ceil(M * N * y_bpe)
+    fit_w, fit_x = wb <= d.wbuf, xb <= d.ibuf
+    w_dram = np.asarray(w_dram, dtype=bool)
+    refetch = where(fit_w | fit_x, 0.0,
+                    minimum((ceil(wb / d.wbuf) - 1) * xb, (ceil(xb / d.ibuf) - 1) * wb))
+    k_split = where(os_, 1.0, ceil(K * C * w_bpe / d.wbuf))
+    dram = (where(w_dram | ~fit_w, wb, 0.0) + where(fit_x, 0.0, xb) + refetch
+            + (k_split - 1) * 2 * M * N * PSUM_BYTES + where(yb > d.obuf, yb, 0.0))
+    memory = ceil(dram / d.bytes_per_cycle)
+    prologue = where(dram > 0, d.dram_latency + ceil(minimum(dram, R * C * w_bpe) / d.bytes_per_cycle), 0.0)
+
+    is_ = ~(os_ | ws_)
+    x_reads = M * K * where(is_, 1.0, ceil(N / C)) * x_bpe
+    w_reads = K * N * where(os_, ceil(M / R), where(ws_, 1.0, ceil(M / C))) * w_bpe
+    y_writes = M * N * where(os_, y_bpe, ceil(K / R) * PSUM_BYTES)
+    macs = M * K * N
+    pj = macs * e_mac + x_reads * d.e_ibuf + w_reads * d.e_wbuf + y_writes * d.e_obuf + dram * d.e_dram
+    return {
+        "cycles": count * (maximum(compute, memory) + prologue),
+        "compute_cycles": count * compute,
+        "memory_cycles": count * memory,
+        "dram_bytes": count * dram,
+        "energy_fj": count * np.rint(pj * 1000.0),
+        "macs": count * macs,
+        "act_bytes": xb + yb + where(w_dram, 0.0, wb),
+    }
+
+
+def vector(elems, passes, count, bpe, dram_in, d) -> dict:
+    """Cost of ``count`` element-wise operators over ``elems`` values, ``passes`` operations
+    each, on a vector unit of ``d.lanes``; ``dram_in``: the input comes from DRAM (an
+    embedding gather); otherwise DRAM is touched only when the tensor overflows the
+    output buffer (read and write back)."""
+    nbytes = ceil(elems * bpe)
+    dram_in = np.asarray(dram_in, dtype=bool)
+    compute = ceil(elems * passes / d.lanes)
+    dram = where(dram_in, nbytes, where(nbytes > d.obuf, 2 * nbytes, 0.0))
+    memory = ceil(dram / d.bytes_per_cycle)
+    latency = where(dram > 0, d.dram_latency, 0.0)
+    pj = elems * passes * d.e_vec + 2 * nbytes * d.e_obuf + dram * d.e_dram
+    zero = 0.0 * elems
+    return {
+        "cycles": count * (maximum(compute, memory) + latency),
+        "compute_cycles": count * compute,
+        "memory_cycles": count * memory,
+        "dram_bytes": count * dram,
+        "energy_fj": count * np.rint(pj * 1000.0),
+        "macs": count * zero,
+        "act_bytes": 2 * nbytes,
+    }
+
+
+#: Quantities every operator reports, in this order.
+FIELDS = ("cycles", "compute_cycles", "memory_cycles", "dram_bytes", "energy_fj", "macs", "act_bytes")

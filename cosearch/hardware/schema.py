@@ -1,0 +1,382 @@
+"""Accelerator presets: the YAML schema, validation and precision rules.
+
+A preset (``hw_models/NAME.yaml``) describes one accelerator: a PE array with a dataflow,
+three on-chip buffers, DRAM bandwidth, a vector unit for element-wise work, energy per
+operation and per byte, and either ASIC area figures or an FPGA device with its DSP, BRAM
+and LUT budget. ``Hardware`` is frozen; ``with_params`` makes a validated variant (the
+co-design search changes PE rows/cols, buffers, dataflow, bandwidth and clock).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from ..errors import UserError
+from ..presets import resolve
+from ..space import _format_validation_error
+
+#: Dataflow names and the integer codes the vectorised kernel uses.
+DATAFLOWS = ("os", "ws", "is")
+#: Bit Fusion fuses 2-bit bricks into these operand widths.
+BRICK_WIDTHS = (2, 4, 8, 16)
+#: Horowitz (ISSCC 2014), 45 nm: SRAM read energy per 64-bit access is ~10 pJ at 8 KB and
+#: grows about with the square root of the capacity (32 KB ~20 pJ, 1 MB ~100 pJ).
+SRAM_PJ_PER_BYTE_8KB_45NM = 10.0 / 8
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArraySpec(_Strict):
+    rows: int
+    cols: int
+
+    @field_validator("rows", "cols")
+    @classmethod
+    def _positive(cls, v):
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class DspPacking(_Strict):
+    """FPGA: MACs one DSP does per cycle when both operands have at most ``max_bits``."""
+
+    max_bits: int
+    macs: float
+
+
+class PESpec(_Strict):
+    #: bit_parallel: P-bit multipliers, wider operands take ceil(w/P)*ceil(a/P) passes;
+    #: bit_fusion: 16 two-bit bricks per PE fused per operand width (Bit Fusion, ISCA 2018);
+    #: bit_serial: one activation bit per cycle over ``bits``-wide weights (Stripes);
+    #: dsp: FPGA DSP48-based PE with operand packing (``dsp_packing``).
+    style: Literal["bit_parallel", "bit_fusion", "bit_serial", "dsp"]
+    bits: int = 8
+    dsp_packing: list[DspPacking] = []
+    #: FPGA: weights of at most this many bits (binary/ternary) multiply on LUTs instead.
+    lut_weight_bits: float | None = None
+    lut_macs_per_pe: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.bits not in (1, 2, 4, 8, 16):
+            raise ValueError(f"bits {self.bits} must be one of 1, 2, 4, 8, 16")
+        if self.style == "dsp":
+            if not self.dsp_packing:
+                raise ValueError("style dsp needs dsp_packing (e.g. [{max_bits: 8, macs: 2}, {max_bits: 16, macs: 1}])")
+            if max(p.max_bits for p in self.dsp_packing) < 16:
+                raise ValueError("dsp_packing must cover 16-bit operands (a rule with max_bits: 16)")
+            if any(p.macs <= 0 for p in self.dsp_packing):
+                raise ValueError("dsp_packing macs must be positive")
+        if self.lut_weight_bits is not None and self.lut_macs_per_pe < 1:
+            raise ValueError("lut_weight_bits needs lut_macs_per_pe >= 1")
+        return self
+
+
+class MemorySpec(_Strict):
+    weight_kb: float
+    input_kb: float
+    output_kb: float
+    dram_gbps: float
+    #: fixed start-up of every operator that touches DRAM (request latency), in cycles.
+    dram_latency_cycles: int = 100
+
+    @model_validator(mode="after")
+    def _positive(self):
+        for k in ("weight_kb", "input_kb", "output_kb", "dram_gbps"):
+            if getattr(self, k) <= 0:
+                raise ValueError(f"{k} must be positive")
+        if self.dram_latency_cycles < 0:
+            raise ValueError("dram_latency_cycles must be >= 0")
+        return self
+
+
+class VectorSpec(_Strict):
+    #: element-wise operations per cycle (softmax, layer norm, residual adds).
+    lanes: int
+
+    @field_validator("lanes")
+    @classmethod
+    def _positive(cls, v):
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class EnergySpec(_Strict):
+    #: one 8x8-bit integer multiply-accumulate at this node; narrower MACs scale with w*a/64.
+    mac_int8_pj: float
+    #: one fp16 multiply-accumulate (used when weights or activations are 16-bit floats).
+    mac_fp16_pj: float
+    #: one element-wise vector operation (16-bit float).
+    vector_op_pj: float
+    #: DRAM access per byte.
+    dram_pj_per_byte: float
+    #: on-chip SRAM per byte at 8 KB; larger buffers cost sqrt(kb/8) times more. Default:
+    #: Horowitz 45 nm (1.25 pJ/B) times ``sram_scale``.
+    sram_pj_per_byte_8kb: float | None = None
+    sram_scale: float = 1.0
+
+    @model_validator(mode="after")
+    def _positive(self):
+        for k, v in self.model_dump().items():
+            if v is not None and v <= 0:
+                raise ValueError(f"{k} must be positive")
+        return self
+
+
+class AreaSpec(_Strict):
+    """ASIC area at the preset's node."""
+
+    #: one PE (multiplier, accumulator, registers) in um^2.
+    pe_um2: float
+    #: SRAM per KB in mm^2.
+    sram_mm2_per_kb: float
+    vector_lane_um2: float = 0.0
+    #: control, DRAM interface, NoC: a fixed overhead.
+    other_mm2: float = 0.0
+
+
+class FpgaDevice(_Strict):
+    part: str
+    dsp: int
+    bram36: int
+    lut: int
+    #: fraction of each resource a design may use before routing fails.
+    max_utilization: float = 0.9
+    #: LUTs per PE (operand muxes, accumulator control) and fixed (DMA, control).
+    lut_per_pe: int = 60
+    lut_base: int = 30000
+    #: LUTs of one LUT-based binary/ternary MAC (add/sub, popcount share).
+    lut_per_lut_mac: int = 12
+    #: DSPs and LUTs per vector lane.
+    dsp_per_vector_lane: int = 1
+    lut_per_vector_lane: int = 200
+
+    @model_validator(mode="after")
+    def _check(self):
+        if min(self.dsp, self.bram36, self.lut) < 1:
+            raise ValueError("dsp, bram36 and lut must be >= 1")
+        if not 0 < self.max_utilization <= 1:
+            raise ValueError("max_utilization must be in (0, 1]")
+        return self
+
+
+class CodesignSpec(_Strict):
+    """Choices the co-design search may make, and the budget that bounds them."""
+
+    rows: list[int] | None = None
+    cols: list[int] | None = None
+    weight_kb: list[float] | None = None
+    input_kb: list[float] | None = None
+    output_kb: list[float] | None = None
+    dataflow: list[Literal["os", "ws", "is"]] | None = None
+    dram_gbps: list[float] | None = None
+    clock_mhz: list[float] | None = None
+    #: ASIC: designs above this area are infeasible (FPGA: the device's resources decide).
+    area_budget_mm2: float | None = None
+
+    @model_validator(mode="after")
+    def _lists(self):
+        for k, v in self.model_dump().items():
+            if isinstance(v, list):
+                if not v:
+                    raise ValueError(f"{k} must be a non-empty list")
+                if k != "dataflow" and any(x <= 0 for x in v):
+                    raise ValueError(f"{k} choices must be positive")
+        return self
+
+
+class Hardware(_Strict):
+    """One accelerator. Load with :func:`load_hardware`; vary with :meth:`with_params`."""
+
+    name: str
+    kind: Literal["asic", "fpga"]
+    description: str = ""
+    node_nm: int
+    clock_mhz: float
+    dataflow: Literal["os", "ws", "is"]
+    array: ArraySpec
+    pe: PESpec
+    memory: MemorySpec
+    vector: VectorSpec
+    energy: EnergySpec
+    area: AreaSpec | None = None
+    fpga: FpgaDevice | None = None
+    codesign: CodesignSpec = CodesignSpec()
+
+    @model_validator(mode="after")
+    def _kind(self):
+        if self.clock_mhz <= 0:
+            raise ValueError("clock_mhz must be positive")
+        if self.kind == "asic":
+            if self.area is None:
+                raise ValueError("kind asic needs an 'area' section (pe_um2, sram_mm2_per_kb)")
+            if self.fpga is not None:
+                raise ValueError("kind asic takes no 'fpga' section")
+            if self.pe.style == "dsp":
+                raise ValueError("pe.style dsp is for kind fpga")
+        else:
+            if self.fpga is None:
+                raise ValueError("kind fpga needs an 'fpga' section (part, dsp, bram36, lut)")
+            if self.pe.style != "dsp":
+                raise ValueError("kind fpga needs pe.style dsp")
+        return self
+
+    # ---- precision: how (weight bits, activation bits) map onto one PE
+    def cycles_per_mac(self, wb: float, ab: int) -> float:
+        """PE cycles one MAC takes (fractions: a PE does several narrow MACs per cycle)."""
+        pe = self.pe
+        w, a = compute_bits(wb), compute_bits(ab)
+        if pe.style == "bit_parallel":
+            return float(math.ceil(w / pe.bits) * math.ceil(a / pe.bits))
+        if pe.style == "bit_fusion":
+            bw, ba = _brick(w), _brick(a)
+            return (bw / 2) * (ba / 2) / 16
+        if pe.style == "bit_serial":
+            return float(a) * math.ceil(w / pe.bits)
+        if self.uses_lut(wb):
+            return 1.0 / pe.lut_macs_per_pe
+        widest = max(w, a)
+        rule = min((p for p in pe.dsp_packing if p.max_bits >= widest), key=lambda p: p.max_bits)
+        return 1.0 / rule.macs
+
+    def uses_lut(self, wb: float) -> bool:
+        """FPGA: binary/ternary weights multiply on LUTs (XNOR/popcount, add/sub)."""
+        return self.pe.lut_weight_bits is not None and wb <= self.pe.lut_weight_bits
+
+    def mac_energy_pj(self, wb: float, ab: int) -> float:
+        """Energy of one MAC: fp16 if either operand is 16-bit, else int8 scaled by w*a/64."""
+        if wb >= 16 or ab >= 16:
+            return self.energy.mac_fp16_pj
+        w, a = compute_bits(wb), compute_bits(ab)
+        if self.pe.style == "bit_fusion":
+            w, a = _brick(w), _brick(a)
+        elif self.pe.style == "bit_parallel":  # a P-bit multiplier burns P x P per pass
+            w, a = math.ceil(w / self.pe.bits) * self.pe.bits, math.ceil(a / self.pe.bits) * self.pe.bits
+        return self.energy.mac_int8_pj * (w * a) / 64
+
+    # ---- derived constants (computed once; the kernels read these)
+    @cached_property
+    def key(self) -> str:
+        """A stable identity for caches (two equal presets share it)."""
+        return self.model_dump_json()
+
+    @cached_property
+    def derived(self) -> "Derived":
+        m, e = self.memory, self.energy
+        base = e.sram_pj_per_byte_8kb or SRAM_PJ_PER_BYTE_8KB_45NM * e.sram_scale
+
+        def sram(kb):
+            return base * math.sqrt(max(kb, 8.0) / 8.0)
+
+        return Derived(
+            rows=self.array.rows, cols=self.array.cols, dataflow=DATAFLOWS.index(self.dataflow),
+            wbuf=m.weight_kb * 1024, ibuf=m.input_kb * 1024, obuf=m.output_kb * 1024,
+            bytes_per_cycle=m.dram_gbps * 1e9 / (self.clock_mhz * 1e6),
+            dram_latency=float(m.dram_latency_cycles), lanes=float(self.vector.lanes),
+            e_wbuf=sram(m.weight_kb), e_ibuf=sram(m.input_kb), e_obuf=sram(m.output_kb),
+            e_dram=e.dram_pj_per_byte, e_vec=e.vector_op_pj)
+
+    def with_params(self, **params) -> "Hardware":
+        """A validated variant: rows, cols, weight_kb, input_kb, output_kb, dataflow,
+        dram_gbps, clock_mhz (the co-design knobs)."""
+        d = self.model_dump()
+        where = {"rows": ("array",), "cols": ("array",), "weight_kb": ("memory",),
+                 "input_kb": ("memory",), "output_kb": ("memory",), "dram_gbps": ("memory",),
+                 "dataflow": (), "clock_mhz": ()}
+        for k, v in params.items():
+            if k not in where:
+                raise UserError(f"unknown accelerator parameter {k!r}; choose from {', '.join(where)}")
+            node = d
+            for part in where[k]:
+                node = node[part]
+            node[k] = v
+        return hardware_from_dict(d, source=f"{self.name} with {params}")
+
+    # ---- resources
+    def area_mm2(self) -> float:
+        """ASIC area: PEs + SRAM + vector lanes + fixed overhead."""
+        a, m = self.area, self.memory
+        pes = self.array.rows * self.array.cols
+        return (pes * a.pe_um2 + self.vector.lanes * a.vector_lane_um2) / 1e6 \
+            + (m.weight_kb + m.input_kb + m.output_kb) * a.sram_mm2_per_kb + a.other_mm2
+
+    def fpga_resources(self, uses_lut_macs: bool) -> dict:
+        """FPGA use: one DSP per PE, BRAM18 per bank (one bank per array edge port), LUTs."""
+        f, m, R, C = self.fpga, self.memory, self.array.rows, self.array.cols
+        dsp = R * C + self.vector.lanes * f.dsp_per_vector_lane
+        bram18 = sum(banks * math.ceil(kb * 8192 / banks / 18432)
+                     for kb, banks in ((m.weight_kb, C), (m.input_kb, R), (m.output_kb, C)))
+        bram36 = math.ceil(bram18 / 2)
+        lut = f.lut_base + R * C * f.lut_per_pe + self.vector.lanes * f.lut_per_vector_lane
+        if uses_lut_macs:
+            lut += R * C * self.pe.lut_macs_per_pe * f.lut_per_lut_mac
+        u = f.max_utilization
+        feasible = dsp <= u * f.dsp and bram36 <= u * f.bram36 and lut <= u * f.lut
+        return {"dsp": dsp, "bram36": bram36, "lut": lut, "dsp_avail": f.dsp,
+                "bram36_avail": f.bram36, "lut_avail": f.lut, "feasible": bool(feasible)}
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Per-accelerator constants in the units the kernels use (bytes, cycles, pJ/byte)."""
+
+    rows: int
+    cols: int
+    dataflow: int
+    wbuf: float
+    ibuf: float
+    obuf: float
+    bytes_per_cycle: float
+    dram_latency: float
+    lanes: float
+    e_wbuf: float
+    e_ibuf: float
+    e_obuf: float
+    e_dram: float
+    e_vec: float
+
+
+def compute_bits(b: float) -> int:
+    """Bits a multiplier sees: ternary (1.58) takes a 2-bit operand."""
+    return 2 if abs(b - 1.58) < 1e-6 else int(b)
+
+
+def _brick(b: int) -> int:
+    return next(w for w in BRICK_WIDTHS if w >= b)
+
+
+def hardware_from_dict(data, source: str = "<memory>") -> Hardware:
+    """Validate a preset mapping; a mistake is a one-line UserError naming the field."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a hardware preset must be a YAML mapping with keys "
+                        "name, kind, node_nm, clock_mhz, dataflow, array, pe, memory, ...")
+    try:
+        return Hardware(**data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(source, e)) from None
+
+
+def load_hardware(name_or_path: str | Path | Hardware) -> Hardware:
+    """A preset name (``hw_models/NAME.yaml``) or a YAML path -> a validated ``Hardware``."""
+    if isinstance(name_or_path, Hardware):
+        return name_or_path
+    path = resolve(name_or_path, "hw_models")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    return hardware_from_dict(data, source=str(path))
