@@ -1,0 +1,70 @@
+"""Training checkpoints: atomic writes, safe loads, finding the one to resume from.
+
+A checkpoint is a plain dict of tensors, numbers and strings saved with ``torch.save``
+to a temporary file and moved into place with ``os.replace``, so a killed run never
+leaves a half-written file. Loading uses ``torch.load(weights_only=True)``: a checkpoint
+from somewhere else cannot run code.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_path
+from .errors import UserError
+
+CKPT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step_{step:08d}.pt"
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a readable cosearch checkpoint ({first}); "
+                        "delete it to fall back to the previous one") from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise UserError(f"{path} is not a cosearch training checkpoint (no model/step); "
+                        "pass the run folder that `cosearch train` wrote")
+    return state
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint of a run, oldest first."""
+    d = Path(run_dir) / CKPT_DIR
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run, or None when it has none."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (keep >= 1)."""
+    for _, p in list_checkpoints(run_dir)[: -max(1, keep)]:
+        p.unlink(missing_ok=True)

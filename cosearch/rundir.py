@@ -1,0 +1,137 @@
+"""The run folder that ``cosearch train`` writes and ``cosearch eval`` reads.
+
+Layout::
+
+    RUN/config.json        space (as a dict), task, data path, seed, workers, hyper-parameters
+    RUN/tokenizer.model    the tokenizer the model was trained with
+    RUN/checkpoints/       step_XXXXXXXX.pt (atomic; the newest is resumed from)
+    RUN/metrics.jsonl      one JSON line per log step
+    RUN/summary.json       written when training finishes
+    RUN/tokenizers/        tokenizer cache (keyed by the data's hash)
+
+Everything needed to rebuild the model and its data is in ``config.json``, so a run is
+evaluated from its folder alone. Re-running ``train`` on an existing folder resumes only
+when every setting matches; otherwise a ``UserError`` names the first setting that differs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_text
+from .errors import UserError
+from .space import SearchSpace
+
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.model"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+FORMAT = 1
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "space":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def first_difference(saved: dict, given: dict) -> tuple[str, Any, Any] | None:
+    """(setting, saved value, given value) of the first setting that differs, else None.
+
+    The space is compared as a whole (its YAML may have moved; its content may not).
+    """
+    a, b = _flatten(saved), _flatten(given)
+    for k in list(b) + [k for k in a if k not in b]:
+        if k == "space_source":
+            continue
+        if _canon(a.get(k)) != _canon(b.get(k)):
+            return k, a.get(k), b.get(k)
+    return None
+
+
+def _canon(v):
+    # JSON turns tuples into lists; compare what a round trip would give.
+    return json.loads(json.dumps(v, sort_keys=True))
+
+
+def read_config(run_dir: str | Path) -> dict:
+    """The run's ``config.json``; a ``UserError`` when the folder is not a run."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a cosearch run (no {CONFIG}); pass the --out "
+                        "folder of `cosearch train`")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e}); the run folder is damaged") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or "space" not in cfg:
+        raise UserError(f"{path}: not a cosearch run config (format {FORMAT}); pass the --out "
+                        "folder of `cosearch train`")
+    return cfg
+
+
+def check_config(run_dir: str | Path, config: dict) -> bool:
+    """True when ``run_dir`` already holds this run (resume), False when it is new or empty.
+
+    Raises ``UserError`` when the folder holds a run with other settings (naming the first
+    that differs), or files that are not a run. Writes nothing.
+    """
+    run_dir = Path(run_dir)
+    config = {"format": FORMAT, **config}
+    if (run_dir / CONFIG).is_file():
+        saved = read_config(run_dir)
+        diff = first_difference(saved, config)
+        if diff:
+            k, old, new = diff
+            k = k.removeprefix("train.")  # hyper-parameters are named like their flags
+            show = (lambda v: "(another space)") if k == "space" else repr
+            raise UserError(f"{run_dir} holds a run made with {k}={show(old)}, but this command "
+                            f"gives {k}={show(new)}; rerun with the same settings to resume, "
+                            "or choose a new --out")
+        return True
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"{run_dir} exists and is not a cosearch run; choose a new or empty --out")
+    return False
+
+
+def write_config(run_dir: str | Path, config: dict) -> None:
+    atomic_write_text(Path(run_dir) / CONFIG,
+                      json.dumps({"format": FORMAT, **config}, indent=2, sort_keys=True) + "\n")
+
+
+def space_of(config: dict) -> SearchSpace:
+    return SearchSpace.from_dict(config["space"], source=config.get("space_source", "<run>"))
+
+
+def append_metrics(run_dir: str | Path, record: dict) -> None:
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
+    """Drop metric lines after ``last_step`` (steps a killed run did not checkpoint),
+    so a resumed run's log has each step once."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            break  # a line cut by a kill: everything after it is gone too
+    atomic_write_text(path, "".join(x + "\n" for x in keep))

@@ -1,0 +1,115 @@
+"""The sandwich rule with in-place distillation: which sub-networks train at a step, and
+their losses.
+
+Each step trains the largest sub-network at its highest precision (task loss with label
+smoothing; its detached outputs are the teacher), the smallest at the lowest *enabled*
+bit-widths, and ``n_random`` random sub-networks whose per-layer bit-widths are drawn
+from the enabled ones. The non-largest members minimise
+``(1 - distill) * task_loss + distill * KL(teacher || student)``: pure distillation
+(BigNAS) lets weak early teachers hold the small networks back, pure task loss loses the
+smoothing effect of the teacher, so the default mixes both equally.
+
+Bit-widths are enabled in stages (quantization notes: float first, then 8/4/3, then
+2/ternary/1): by default float only for the first 20% of the steps, then >= 3 bits,
+from 50% everything. A bit-width's learned scales stay at their statistic-based init
+until it is enabled, so enabling it initialises it from the current weights.
+
+Everything is a pure function of ``(seed, step)``: all data-parallel workers and a
+resumed run draw the same sub-networks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .space import Arch, SearchSpace
+
+#: Weight bit-widths allowed in the middle stage (ParetoQ: >= 3 bits stays close to float).
+MID_STAGE_MIN_BITS = 3
+
+
+@dataclass(frozen=True)
+class Member:
+    """One sub-network of a sandwich step."""
+
+    role: str  # largest | smallest | random
+    arch: Arch
+
+
+def enabled_bits(space: SearchSpace, step: int, steps: int,
+                 stages: tuple[float, float] | None) -> tuple[tuple, tuple]:
+    """(weight bits, activation bits) that may be sampled at ``step`` (1-based) of ``steps``.
+
+    ``stages`` = (f1, f2): before ``f1 * steps`` only the highest precision, before
+    ``f2 * steps`` weights of at least 3 bits (and every activation width), then all.
+    ``None`` enables everything from the start.
+    """
+    q = space.spec.quantization
+    wbits, abits = tuple(q.weight_bits), tuple(q.act_bits)
+    if stages is None:
+        return wbits, abits
+    frac = (step - 1) / max(steps, 1)
+    if frac < stages[0]:
+        return (max(wbits),), (max(abits),)
+    if frac < stages[1]:
+        mid = tuple(b for b in wbits if b >= MID_STAGE_MIN_BITS) or (max(wbits),)
+        return mid, abits
+    return wbits, abits
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """The generator that draws step ``step``'s sub-networks (same on every worker)."""
+    return np.random.default_rng([int(seed), int(step), 0x5A17])
+
+
+def _with_random_bits(space: SearchSpace, arch: Arch, wbits: tuple, abits: tuple,
+                      rng: np.random.Generator) -> Arch:
+    def f(la):
+        return replace(la, weight_bits=wbits[rng.integers(len(wbits))],
+                       act_bits=abits[rng.integers(len(abits))])
+    return replace(arch, encoder=tuple(map(f, arch.encoder)), decoder=tuple(map(f, arch.decoder)))
+
+
+def sandwich(space: SearchSpace, seed: int, step: int, steps: int, n_random: int = 2,
+             stages: tuple[float, float] | None = (0.2, 0.5)) -> list[Member]:
+    """The members of step ``step``: largest first (the teacher), smallest, then randoms."""
+    wbits, abits = enabled_bits(space, step, steps, stages)
+    rng = step_rng(seed, step)
+    members = [Member("largest", space.largest()),
+               Member("smallest", space.with_bits(space.smallest(), min(wbits), min(abits)))]
+    for _ in range(n_random):
+        members.append(Member("random", _with_random_bits(space, space.sample(rng), wbits, abits, rng)))
+    return members
+
+
+def task_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int,
+              label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean token cross-entropy (label-smoothed) over non-pad targets, in float32."""
+    v = logits.shape[-1]
+    return F.cross_entropy(logits.float().reshape(-1, v), target.reshape(-1), ignore_index=pad_id,
+                           label_smoothing=label_smoothing)
+
+
+def distill_loss(logits: torch.Tensor, teacher_logp: torch.Tensor, target: torch.Tensor,
+                 pad_id: int) -> torch.Tensor:
+    """Mean over non-pad tokens of KL(teacher || student); ``teacher_logp`` is detached
+    log-probabilities."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    kl = F.kl_div(logp, teacher_logp, log_target=True, reduction="none").sum(-1)
+    mask = target != pad_id
+    return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+
+def member_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int, label_smoothing: float,
+                teacher_logp: torch.Tensor | None, distill: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(loss to minimise, task loss, KL or None) of one sandwich member: the task loss
+    alone for the teacher, else ``(1 - distill) * task + distill * KL``."""
+    ce = task_loss(logits, target, pad_id, label_smoothing)
+    if teacher_logp is None:
+        return ce, ce, None
+    kd = distill_loss(logits, teacher_logp, target, pad_id)
+    return (1 - distill) * ce + distill * kd, ce, kd

@@ -1,0 +1,439 @@
+"""Supernet training: the sandwich rule with in-place distillation, resumable, in one
+process or as one of several data-parallel workers.
+
+``train(...)`` prepares the run folder (config, tokenizer), then runs
+:func:`run_worker` in this process, or, with ``workers=N``, in N Ray Train workers
+(``cosearch.ray_train``; Ray is imported only then). Each step:
+
+* the sandwich members come from ``(seed, step)`` (``cosearch.sandwich``), so every
+  worker and every resumed run trains the same sub-networks;
+* each member runs forward and backward on the same batch (gradients accumulate; under
+  DDP only the last member's backward all-reduces, the others run in ``no_sync``);
+* one AdamW step with warm-up then cosine (or inverse-sqrt) decay, after clipping.
+
+Dropout is seeded from ``(seed, step, rank)`` and the data iterator is a pure function of
+its position, so killing a run and re-running the same command ends, on the CPU, at
+bit-identical weights to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .data import TaskData, build_task_data
+from .data.tokenizer import Tokenizer
+from .errors import UserError
+from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, space_of,
+                     truncate_metrics, write_config)
+from .sandwich import member_loss, sandwich
+from .space import SearchSpace
+from .supernet import Supernet
+
+SCHEDULES = ("cosine", "inverse_sqrt")
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a training run (all stored in the run's config.json)."""
+
+    steps: int = 2000
+    #: target tokens per batch and worker (lm: batch rows = max_tokens // max_len)
+    max_tokens: int = 4096
+    lr: float = 1e-3
+    #: warm-up steps; None = 5% of the steps (at most 4000)
+    warmup: int | None = None
+    schedule: str = "cosine"
+    #: cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    #: random sub-networks per step besides the largest and the smallest
+    n_random: int = 2
+    #: weight of KL(teacher || student) in the non-largest members' loss
+    distill: float = 0.5
+    #: fractions of the steps at which >= 3-bit and then all bit-widths are enabled
+    #: (None: all bit-widths from the start)
+    bit_stages: tuple[float, float] | None = (0.2, 0.5)
+    log_every: int = 10
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    #: longest sentence (translation) / block length (lm); None = the space's max_positions
+    max_len: int | None = None
+    src: str = "en"
+    tgt: str = "de"
+
+    def resolved(self, space: SearchSpace) -> "TrainConfig":
+        """Fill the automatic values and check every setting (``UserError`` names it)."""
+        warmup = self.warmup if self.warmup is not None else min(4000, max(1, self.steps // 20))
+        max_len = self.max_len if self.max_len is not None else space.spec.max_positions
+        c = _replace(self, warmup=warmup, max_len=max_len,
+                     betas=tuple(self.betas),
+                     bit_stages=None if self.bit_stages is None else tuple(self.bit_stages))
+        checks = [("steps", c.steps >= 1, ">= 1"), ("max_tokens", c.max_tokens >= 2, ">= 2"),
+                  ("lr", c.lr > 0, "> 0"), ("warmup", c.warmup >= 0, ">= 0"),
+                  ("schedule", c.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+                  ("min_lr_ratio", 0 <= c.min_lr_ratio <= 1, "in [0, 1]"),
+                  ("weight_decay", c.weight_decay >= 0, ">= 0"),
+                  ("label_smoothing", 0 <= c.label_smoothing < 1, "in [0, 1)"),
+                  ("clip_norm", c.clip_norm > 0, "> 0"), ("n_random", c.n_random >= 0, ">= 0"),
+                  ("distill", 0 <= c.distill <= 1, "in [0, 1]"),
+                  ("bit_stages", c.bit_stages is None or (len(c.bit_stages) == 2 and
+                                                          0 <= c.bit_stages[0] <= c.bit_stages[1] <= 1),
+                   "two fractions 0 <= f1 <= f2 <= 1"),
+                  ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
+                  ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
+                  ("max_len", c.max_len >= 2, ">= 2")]
+        for name, ok, want in checks:
+            if not ok:
+                raise UserError(f"{name}={getattr(c, name)!r} is invalid; it must be {want}")
+        return c
+
+
+def _replace(cfg: TrainConfig, **kw) -> TrainConfig:
+    return TrainConfig(**{**asdict(cfg), **kw})
+
+
+def train_config_from_dict(d: dict) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise UserError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    d = dict(d)
+    if d.get("betas") is not None:
+        d["betas"] = tuple(d["betas"])
+    if d.get("bit_stages") is not None:
+        d["bit_stages"] = tuple(d["bit_stages"])
+    return TrainConfig(**d)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of (1-based) ``step``: linear warm-up, then cosine or inverse-sqrt."""
+    w = cfg.warmup or 0
+    if step <= w:
+        return cfg.lr * step / w
+    if cfg.schedule == "inverse_sqrt":
+        return cfg.lr * math.sqrt(max(w, 1) / step)
+    p = (step - w) / max(cfg.steps - w, 1)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class RunSummary:
+    """What a training call did (also written to RUN/summary.json when it finishes)."""
+
+    run_dir: str
+    step: int  # last step trained (== steps when finished)
+    steps: int
+    start_step: int  # 0, or the checkpoint step this call resumed from
+    finished: bool
+    losses: dict = field(default_factory=dict)  # last logged loss per sandwich role
+    steps_per_s: float = 0.0
+    tokens_per_s: float = 0.0  # target tokens of all workers' batches per second
+    elapsed: float = 0.0  # seconds of training, summed over resumed sessions
+    workers: int = 1
+    state_digest: str = ""  # sha256 of the final weights (equal on every worker)
+
+
+@dataclass
+class DistInfo:
+    """Where this worker sits in a data-parallel job (rank 0 of 1 in-process)."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: called with the metrics dict at every log step (Ray's ``train.report``)
+    report: Callable[[dict], None] | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 of every tensor of the state dict (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norms and the quantizers' learned log-scales."""
+    decay, plain = [], []
+    for name, p in net.named_parameters():
+        (decay if p.ndim >= 2 and "log_" not in name else plain).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": plain, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=cfg.betas)
+
+
+def make_batches(td: TaskData, cfg: TrainConfig, seed: int, dist: DistInfo):
+    """This worker's shard of the training batches (resumable)."""
+    if td.task == "translation":
+        return td.batches("train", max_tokens=cfg.max_tokens, seed=seed,
+                          num_shards=dist.world, shard_index=dist.rank)
+    return td.batches("train", batch_size=max(1, cfg.max_tokens // cfg.max_len), block=cfg.max_len,
+                      seed=seed, num_shards=dist.world, shard_index=dist.rank)
+
+
+def model_inputs(batch: dict) -> tuple[tuple, torch.Tensor]:
+    """(model inputs, next-token targets) of a translation or lm batch."""
+    if "src" in batch:
+        return (batch["src"], batch["tgt_in"]), batch["tgt_out"]
+    return (batch["input"],), batch["target"]
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _dropout_seed(seed: int, step: int, rank: int) -> int:
+    return ((int(seed) * 1_000_003 + int(step)) * 1024 + int(rank)) % (2 ** 63)
+
+
+def _rng_state() -> dict:
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# --------------------------------------------------------------------------- data
+def load_task_data(config: dict, run_dir: str | Path) -> TaskData:
+    """The run's data, tokenised with the run's tokenizer (cached in RUN/tokenizers)."""
+    space, t = space_of(config), config["train"]
+    return build_task_data(config["task"], config["data"], vocab_size=space.vocab_size, workdir=run_dir,
+                           src=t["src"], tgt=t["tgt"], max_len=t["max_len"])
+
+
+def check_tokenizer(run_dir: Path, tok: Tokenizer, space: SearchSpace) -> None:
+    """Save the tokenizer of a new run; refuse to resume when the data changed it."""
+    if tok.vocab_size > space.vocab_size:
+        raise UserError(f"the tokenizer has {tok.vocab_size} pieces but the space's vocab_size is "
+                        f"{space.vocab_size}; raise vocab_size in the space YAML")
+    path = run_dir / TOKENIZER
+    if path.is_file():
+        if path.read_bytes() != tok.to_bytes():
+            raise UserError(f"the data gives another tokenizer than {path} (the data changed since "
+                            "this run started); restore the data or choose a new --out")
+        return
+    tok.save(run_dir)
+
+
+# --------------------------------------------------------------------------- the loop
+def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, progress: bool = True,
+               stop_at: int | None = None) -> dict:
+    """Train (or resume) the run described by ``job`` (its config plus ``run_dir``) as
+    worker ``dist.rank`` of ``dist.world``; returns a ``RunSummary`` as a dict.
+
+    ``stop_at`` ends the session after that step without a checkpoint, as a kill would.
+    """
+    run_dir = Path(job["run_dir"])
+    space, cfg, seed = space_of(job), train_config_from_dict(job["train"]), int(job["seed"])
+    td = task_data if task_data is not None else load_task_data(job, run_dir)
+    device, lead = dist.device, dist.rank == 0
+    pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
+
+    torch.manual_seed(seed)  # the same initial weights on every worker
+    net = Supernet(space, pad_id=pad).to(device)
+    opt = make_optimizer(net, cfg)
+    batches = make_batches(td, cfg, seed, dist)
+    start, elapsed_before = 0, 0.0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, map_location=device)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        batches.load_state({**json.loads(state["data_state"]), "shard_index": dist.rank})
+        _set_rng_state(state["rng"])
+        start, elapsed_before = int(state["step"]), float(state.get("elapsed", 0.0))
+    if lead:
+        truncate_metrics(run_dir, start)
+
+    model = net
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        # each step uses other sub-networks, hence other parameters
+        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
+                    find_unused_parameters=True)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+    net.train()
+
+    bar = None
+    if progress and lead:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    t_log, tok_since_log, tok_total = t0, 0, 0
+    loss_sums: dict[str, list] = {}  # metric name -> [sum, count] since the last log
+    last_losses: dict = {}
+    step = start
+    finished = start >= cfg.steps
+    try:
+        for step in range(start + 1, cfg.steps + 1):
+            if stop_at is not None and step > stop_at:
+                step -= 1
+                break
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = to_device(next(batches), device)
+            inputs, target = model_inputs(batch)
+            members = sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages)
+            torch.manual_seed(_dropout_seed(seed, step, dist.rank))
+            teacher = None
+            for i, m in enumerate(members):
+                sync = dist.world == 1 or i == len(members) - 1
+                with (nullcontext() if sync else model.no_sync()):
+                    with autocast:
+                        logits = model(*inputs, arch=m.arch)[..., :vocab]
+                    loss, ce, kd = member_loss(logits, target, pad, cfg.label_smoothing, teacher, cfg.distill)
+                    loss.backward()
+                if teacher is None:
+                    teacher = F.log_softmax(logits.detach().float(), dim=-1)
+                _accumulate(loss_sums, f"loss_{m.role}", ce)
+                if kd is not None:
+                    _accumulate(loss_sums, f"kd_{m.role}", kd)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            tok_since_log += int(batch["ntokens"])
+            if bar is not None:
+                bar.update(1)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                record, tok_global = _log_record(step, lr, loss_sums, tok_since_log,
+                                                 time.perf_counter() - t_log, dist, device)
+                record["elapsed"] = round(elapsed_before + time.perf_counter() - t0, 3)
+                tok_total += tok_global
+                last_losses = {k.removeprefix("loss_"): v for k, v in record.items() if k.startswith("loss_")}
+                if lead:
+                    append_metrics(run_dir, record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss_largest']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                if dist.report is not None:
+                    dist.report(record)
+                loss_sums, tok_since_log, t_log = {}, 0, time.perf_counter()
+
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                if lead:
+                    save_checkpoint(checkpoint_path(run_dir, step), {
+                        "step": step, "model": net.state_dict(), "optimizer": opt.state_dict(),
+                        "data_state": json.dumps(batches.state()), "rng": _rng_state(),
+                        "elapsed": elapsed_before + time.perf_counter() - t0})
+                    prune_checkpoints(run_dir, cfg.keep_checkpoints)
+        else:
+            finished = True
+    finally:
+        if bar is not None:
+            bar.close()
+    secs = time.perf_counter() - t0
+    trained = step - start
+    return asdict(RunSummary(
+        run_dir=str(run_dir), step=step, steps=cfg.steps, start_step=start, finished=finished or step >= cfg.steps,
+        losses=last_losses, steps_per_s=trained / secs if secs > 0 and trained else 0.0,
+        tokens_per_s=tok_total / secs if secs > 0 else 0.0, elapsed=elapsed_before + secs,
+        workers=dist.world, state_digest=state_digest(net)))
+
+
+def _accumulate(sums: dict, name: str, value: torch.Tensor) -> None:
+    s = sums.setdefault(name, [0.0, 0])
+    s[0] += float(value.detach())
+    s[1] += 1
+
+
+def _log_record(step: int, lr: float, sums: dict, tokens: int, secs: float,
+                dist: DistInfo, device) -> tuple[dict, int]:
+    """One metrics line: per sandwich role the mean task loss (``loss_ROLE``, label-smoothed
+    cross-entropy) and distillation KL (``kd_ROLE``), averaged over steps and workers;
+    tokens/s of all workers. Every worker calls this at the same steps (it all-reduces)."""
+    names = sorted(sums)
+    vals = torch.tensor([sums[n][0] / sums[n][1] for n in names] + [float(tokens)], dtype=torch.float64)
+    if dist.world > 1:
+        import torch.distributed as tdist
+        v = vals.to(device)
+        tdist.all_reduce(v)
+        vals = v.cpu()
+        vals[:-1] /= dist.world
+    tok = int(vals[-1])
+    record: dict[str, Any] = {"step": step}
+    record.update({n: round(float(x), 5) for n, x in zip(names, vals[:-1])})
+    record.update({"lr": lr, "tokens_per_s": round(tok / secs, 1) if secs > 0 else 0.0})
+    return record, tok
+
+
+# --------------------------------------------------------------------------- entry point
+def _as_space(space) -> SearchSpace:
+    if isinstance(space, SearchSpace):
+        return space
+    if isinstance(space, dict):
+        return SearchSpace.from_dict(space)
+    return SearchSpace.load(space)
+
+
+def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | None, out: str | Path,
+          steps: int = 2000, workers: int | None = None, gpu: bool = False, seed: int = 0, *,
+          progress: bool = True, stop_at: int | None = None, **hparams) -> RunSummary:
+    """Train the supernet of ``space`` on ``task`` (``translation`` or ``lm``) with ``data``
+    (None: the embedded default corpus, lm only), writing the run folder ``out``.
+
+    ``workers=N`` runs N Ray Train workers (DDP; gloo on the CPU, NCCL with ``gpu``);
+    ``None`` trains in this process without importing Ray. ``hparams`` are
+    :class:`TrainConfig` fields. Re-running with the same arguments resumes from the last
+    checkpoint; other arguments on an existing run raise ``UserError``.
+    """
+    space = _as_space(space)
+    try:
+        cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
+    except TypeError as e:
+        raise UserError(f"bad training setting: {e}") from None
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers {workers} is invalid; give 1 or more (or leave it out to train in-process)")
+    if gpu and not torch.cuda.is_available():
+        raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu to train on the CPU")
+    out = Path(out)
+    config = {"space": space.to_dict(), "space_source": space.source, "task": task,
+              "data": None if data is None else str(Path(data).resolve()), "seed": int(seed),
+              "workers": workers, "gpu": bool(gpu), "train": asdict(cfg)}
+    created = not out.exists()
+    resume = check_config(out, config)
+    try:
+        td = load_task_data(config, out)
+        check_tokenizer(out, td.tokenizer, space)
+        if not resume:
+            write_config(out, config)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # nothing half-made left behind
+        raise
+    job = {"format": 1, **config, "run_dir": str(out.resolve())}
+    if workers is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
+        result = run_worker(job, DistInfo(device=device), task_data=td, progress=progress, stop_at=stop_at)
+    else:
+        from .ray_train import train_with_ray
+        result = train_with_ray(job, workers=workers, gpu=gpu, progress=progress, stop_at=stop_at)
+    summary = RunSummary(**result)
+    if summary.finished:
+        atomic_write_text(out / SUMMARY, json.dumps(asdict(summary), indent=2) + "\n")
+    return summary
