@@ -7,9 +7,10 @@
 
 No torch here: the search calls this thousands of times per second on a CPU.
 """
+from .batch import Genes, cost_batch
 from .cost import CostReport, cost
 from .schema import Hardware, hardware_from_dict, load_hardware
 from .workload import Scenario, build_graph
 
-__all__ = ["CostReport", "Hardware", "Scenario", "build_graph", "cost", "hardware_from_dict",
-           "load_hardware"]
+__all__ = ["CostReport", "Genes", "Hardware", "Scenario", "build_graph", "cost", "cost_batch",
+           "hardware_from_dict", "load_hardware"]

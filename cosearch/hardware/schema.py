@@ -14,11 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
-from ..presets import resolve
+from ..presets import load_preset_yaml
 from ..space import _format_validation_error
 
 #: Dataflow names and the integer codes the vectorised kernel uses.
@@ -370,13 +369,5 @@ def load_hardware(name_or_path: str | Path | Hardware) -> Hardware:
     """A preset name (``hw_models/NAME.yaml``) or a YAML path -> a validated ``Hardware``."""
     if isinstance(name_or_path, Hardware):
         return name_or_path
-    path = resolve(name_or_path, "hw_models")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    data, path = load_preset_yaml(name_or_path, "hw_models")
     return hardware_from_dict(data, source=str(path))

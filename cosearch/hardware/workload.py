@@ -91,7 +91,7 @@ def layer_ops(space: SearchSpace, side: str, sc: Scenario, lin: dict, e, heads, 
 
     def linear(role, M, count=1, kv=False):
         i, o, name, w, x = lin[role]
-        kvb = M * count * o * (x / 8) if kv else 0.0  # the keys/values this layer caches
+        kvb = np.ceil(M * count * o * (x / 8)) if kv else 0.0  # keys/values this layer caches
         return _gemm(name + sfx, M, i, o, count, w, storage_bpe(w), x, True, kv_bytes=kvb, role=role)
 
     def block(M, L, kv_self, count, steps_kv=None, cached=False):

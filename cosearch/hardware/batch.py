@@ -1,0 +1,333 @@
+"""The vectorised path: cost many sub-networks (on one or many accelerators) in numpy.
+
+A layer's cost depends only on its genes (embedding width, the encoder width its cross-
+attention reads, FFN width, heads, bits, cross span), so each distinct layer configuration
+is costed once (all its operators at once, by the same rules and formulas as the per-
+operator path) into a table; an architecture's totals are then a gather and a sum over its
+layers. Tables are cached per (space, accelerator, scenario). All per-operator quantities
+are whole numbers, so the sums equal the per-operator path's bit for bit.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from ..space import FLOAT_BITS, STORAGE_BITS, Arch, LayerArch, SearchSpace
+from .cost import DECI, _deci, resources, totals_from_sums
+from .gemm_cost import gemm, vector
+from .schema import Hardware, load_hardware
+from .workload import LOGIT_BITS, Scenario, layer_ops, side_ops
+
+#: Columns of a layer table.
+COLS = ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes", "act_bytes", "size_deci", "uses_lut")
+_C = {k: i for i, k in enumerate(COLS)}
+_TABLES: OrderedDict = OrderedDict()
+_MAX_TABLES = 128
+#: Build the whole table of a side when a batch has at least this many archs on one accelerator.
+_FULL_TABLE_MIN_BATCH = 64
+_GET = attrgetter("ffn_dim", "heads", "weight_bits", "act_bits", "cross_layers")
+
+
+@dataclass
+class _Radix:
+    """Gene options of one side's layers and the mixed-radix layer code."""
+
+    names: tuple
+    options: list  # list of np.ndarray, one per gene
+    _luts: dict = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(o) for o in self.options]
+
+    @property
+    def n_codes(self) -> int:
+        return int(np.prod(self.sizes))
+
+    def decode(self, codes: np.ndarray) -> dict:
+        out, rest = {}, codes.copy()
+        for name, opts in zip(reversed(self.names), reversed(self.options)):
+            out[name] = opts[rest % len(opts)]
+            rest //= len(opts)
+        return out
+
+    def index(self, **values) -> np.ndarray:
+        """The part of the layer code the given genes contribute (a dense lookup per gene:
+        values are small numbers; bits are looked up at 1/100 resolution for 1.58)."""
+        code = 0
+        stride = np.cumprod([1] + self.sizes[::-1])[::-1][1:]
+        for name, opts, st in zip(self.names, self.options, stride):
+            if name in values:
+                lut = self._luts.get(name)
+                if lut is None:
+                    lut = np.full(int(round(opts.max() * 100)) + 1, -1, dtype=np.int64)
+                    lut[np.round(opts * 100).astype(np.int64)] = np.arange(len(opts)) * st
+                    self._luts[name] = lut
+                key = np.round(np.asarray(values[name]) * 100).astype(np.int64)
+                if key.size and (key.max() >= len(lut) or key.min() < 0 or lut[key].min() < 0):
+                    raise UserError(f"an architecture has a {name} value outside the space's choices "
+                                    f"{opts.tolist()}; check it with space.validate_arch")
+                code = code + lut[key]
+        return code
+
+
+_RADIX: dict = {}
+
+
+def _radix(space: SearchSpace, side: str) -> _Radix:
+    hit = _RADIX.get((id(space), side))
+    if hit is not None and hit[0] is space:
+        return hit[1]
+    rad = _new_radix(space, side)
+    if len(_RADIX) > 256:
+        _RADIX.clear()
+    _RADIX[(id(space), side)] = (space, rad)
+    return rad
+
+
+def _new_radix(space: SearchSpace, side: str) -> _Radix:
+    s, q = space.side(side), space.spec.quantization
+    enc = space.side("encoder").embed_dim if space.is_encdec else [0]
+    cross = s.cross_layers if (side == "decoder" and space.is_encdec) else [0]
+    opts = [s.embed_dim, enc, s.ffn_dim, s.heads, q.weight_bits, q.act_bits, cross]
+    return _Radix(("e", "e_enc", "ffn", "heads", "wb", "ab", "cross"),
+                  [np.asarray(o, dtype=np.float64) for o in opts])
+
+
+def _lookup(fn, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """fn(a_i, b_i) for arrays with few distinct values (bit-widths)."""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    ua, ia = np.unique(a, return_inverse=True)
+    ub, ib = np.unique(b, return_inverse=True)
+    table = np.array([[fn(float(x) if x != int(x) else int(x), int(y)) for y in ub] for x in ua])
+    return table[ia.reshape(a.shape), ib.reshape(b.shape)]
+
+
+def _storage_deci(w: np.ndarray) -> np.ndarray:
+    return _lookup(lambda x, _: _deci(STORAGE_BITS[x]), w, 0 * w)
+
+
+def _ops_rows(ops: list[dict], hw: Hardware, m: int) -> np.ndarray:
+    """(m, cycles..act_bytes) totals of a list of operators whose fields are (m, 1) or
+    (m, steps) arrays; the same formulas as the per-operator path."""
+    d = hw.derived
+    out = np.zeros((m, 6))
+    for op in ops:
+        if op["kind"] == "gemm":
+            cpm = _lookup(hw.cycles_per_mac, op["wbits"], op["ab"])
+            e_mac = _lookup(hw.mac_energy_pj, op["wbits"], op["ab"])
+            r = gemm(op["M"], op["K"], op["N"], op["count"], cpm, op["w_bpe"], op["ab"] / 8, op["ab"] / 8,
+                     op["w_dram"], e_mac, d)
+            kv = op["kv_bytes"]
+        else:
+            r = vector(op["elems"], op["passes"], op["count"], op["bpe"], op["dram_in"], d)
+            kv = 0.0
+        shape = (m, 1)
+        for k in ("cycles", "energy_fj", "dram_bytes", "macs"):
+            out[:, _C[k]] += np.broadcast_to(r[k], np.broadcast_shapes(np.shape(r[k]), shape)).sum(axis=-1)
+        out[:, _C["kv_bytes"]] += np.broadcast_to(np.ceil(kv), shape)[:, 0]
+        act = np.broadcast_to(r["act_bytes"], np.broadcast_shapes(np.shape(r["act_bytes"]), shape)).max(axis=-1)
+        out[:, _C["act_bytes"]] = np.maximum(out[:, _C["act_bytes"]], act)
+    return out
+
+
+def _layer_rows(space: SearchSpace, side: str, sc: Scenario, hw: Hardware, codes: np.ndarray) -> np.ndarray:
+    """Table rows (len(codes), COLS) for layer configurations given by their codes."""
+    rad = _radix(space, side)
+    absent = codes >= rad.n_codes
+    g = {k: v[:, None] for k, v in rad.decode(np.where(absent, 0, codes)).items()}
+    attn = {h: space.attn_dim(side, int(h)) for h in space.side(side).heads}
+    a = _lookup(lambda h, _: attn[h], g["heads"], 0 * g["heads"])
+    e, wb, ab = g["e"], g["wb"], g["ab"]
+    dims = {"q": (e, a), "k": (e, a), "v": (e, a), "out": (a, e), "fc1": (e, g["ffn"]), "fc2": (g["ffn"], e)}
+    if side == "decoder" and space.is_encdec:
+        dims.update(cross_q=(e, a), cross_k=(g["e_enc"], a), cross_v=(g["e_enc"], a), cross_out=(a, e))
+    lin = {r: (i, o, r, wb, ab) for r, (i, o) in dims.items()}
+    ops = layer_ops(space, side, sc, lin, e, g["heads"], g["ffn"], ab, g["cross"], side)
+    rows = np.zeros((len(codes), len(COLS)))
+    rows[:, :6] = _ops_rows(ops, hw, len(codes))
+    scale = np.where(wb < 16, FLOAT_BITS * DECI, 0)  # per-channel scales of quantized weights
+    size = sum(i * o * _storage_deci(wb) + o * FLOAT_BITS * DECI + o * scale for i, o in dims.values())
+    rows[:, _C["size_deci"]] = size[:, 0]
+    rows[:, _C["uses_lut"]] = (hw.kind == "fpga") & _lookup(lambda w, _: hw.uses_lut(w), wb, 0 * wb)[:, 0]
+    rows[absent] = 0.0
+    return rows
+
+
+def _side_rows(space: SearchSpace, side: str, sc: Scenario, hw: Hardware) -> np.ndarray:
+    """Embedding gather, final norm and logits, one row per embedding width of the side."""
+    e = np.asarray(space.side(side).embed_dim, dtype=np.float64)[:, None]
+    pre, post = side_ops(space, side, sc, e)
+    return _ops_rows(pre + post, hw, len(e))
+
+
+def _tables(space: SearchSpace, sc: Scenario, hw: Hardware, codes: dict, full: bool) -> dict:
+    """Per side: (layer table or None, rows for ``codes`` when no full table, side rows)."""
+    key = (id(space), space.source, hw.key, sc)
+    cached = _TABLES.get(key)
+    if cached is not None:
+        _TABLES.move_to_end(key)
+        return {s: (cached[s][0], None, cached[s][1]) for s in space.sides()}
+    out = {}
+    for side in space.sides():
+        side_rows = _side_rows(space, side, sc, hw)
+        n_codes = _radix(space, side).n_codes
+        if full:  # every configuration, plus a zero row for absent layers
+            table = _layer_rows(space, side, sc, hw, np.arange(n_codes + 1))
+            out[side] = (table, None, side_rows)
+        else:
+            uniq, inv = np.unique(codes[side], return_inverse=True)
+            out[side] = (None, (_layer_rows(space, side, sc, hw, uniq), inv), side_rows)
+    if full:
+        _TABLES[key] = {s: (out[s][0], out[s][2]) for s in space.sides()}
+        while len(_TABLES) > _MAX_TABLES:
+            _TABLES.popitem(last=False)
+    return out
+
+
+#: LayerArch fields in the order ``vars(layer).values()`` yields them (checked below).
+_LAYER_FIELDS = ("ffn_dim", "heads", "weight_bits", "act_bits", "cross_layers")
+_FAST_VARS = tuple(LayerArch.__dataclass_fields__) == _LAYER_FIELDS
+
+
+def _layer_values(layers: list) -> np.ndarray:
+    """(len(layers), 5) gene values; ``vars`` is ~2x faster than attribute getters."""
+    get = map(dict.values, map(vars, layers)) if _FAST_VARS else map(_GET, layers)
+    return np.fromiter(chain.from_iterable(get), np.float64, 5 * len(layers)).reshape(-1, 5)
+
+
+@dataclass
+class Genes:
+    """A batch of architectures as arrays: per side the embedding width, the layer count and
+    every layer's genes (flattened, arch after arch: ffn, heads, weight bits, act bits,
+    cross span)."""
+
+    n: int
+    embed: dict
+    counts: dict
+    layers: dict
+
+    @classmethod
+    def from_archs(cls, space: SearchSpace, archs: Sequence[Arch]) -> "Genes":
+        embed, counts, layers = {}, {}, {}
+        for side in space.sides():
+            stacks = list(map(attrgetter(side), archs))
+            counts[side] = np.fromiter(map(len, stacks), dtype=np.int64, count=len(archs))
+            embed[side] = np.fromiter(map(attrgetter(f"{side}_embed_dim"), archs), np.float64, len(archs))
+            layers[side] = _layer_values(list(chain.from_iterable(stacks)))
+        return cls(len(archs), embed, counts, layers)
+
+    def padded_codes(self, space: SearchSpace, side: str) -> np.ndarray:
+        """(n, max layers) layer codes; absent layers point at the table's zero row."""
+        rad = _radix(space, side)
+        L, cnt = self.layers[side], self.counts[side]
+        enc = self.embed["encoder"] if space.is_encdec else np.zeros(self.n)
+        per_arch = rad.index(e=self.embed[side], e_enc=enc)
+        code = np.repeat(per_arch, cnt) + rad.index(ffn=L[:, 0], heads=L[:, 1], wb=L[:, 2], ab=L[:, 3],
+                                                     cross=L[:, 4])
+        width = int(cnt.max()) if self.n else 0
+        out = np.full((self.n, width), rad.n_codes, dtype=np.int64)
+        owner = np.repeat(np.arange(self.n), cnt)
+        pos = np.arange(len(L)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        out[owner, pos] = code
+        return out
+
+
+def _global_size_deci(space: SearchSpace, g: Genes) -> np.ndarray:
+    """Embedding tables and layer norms, as ``space.size`` counts them (tenths of a bit)."""
+    ebits = space.spec.quantization.embedding_bits
+    per_row = _deci(STORAGE_BITS[ebits])
+    extra = FLOAT_BITS * DECI if ebits < 16 else 0
+    V = space.vocab_size
+    if space.is_encdec and space.spec.share_embeddings:
+        widths = [np.maximum(g.embed["encoder"], g.embed["decoder"])]
+    else:
+        widths = [g.embed[s] for s in space.sides()]
+    total = sum(V * w * per_row + V * extra for w in widths)
+    for side in space.sides():
+        per = 3 if (side == "decoder" and space.is_encdec) else 2
+        total = total + 2 * g.embed[side] * (per * g.counts[side] + 1) * FLOAT_BITS * DECI
+    return total
+
+
+def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> dict:
+    codes = {s: g.padded_codes(space, s) for s in space.sides()}
+    key = (id(space), space.source, hw.key, sc)
+    tabs = _tables(space, sc, hw, codes, full=key in _TABLES or g.n >= _FULL_TABLE_MIN_BATCH)
+    tot = np.zeros((g.n, len(COLS)))
+    for side in space.sides():
+        table, partial, side_rows = tabs[side]
+        # layer slot first: reductions over the leading axis are contiguous adds (fast)
+        if table is not None:
+            rows = table[codes[side].T]
+        else:
+            uniq_rows, inv = partial
+            rows = uniq_rows[inv.reshape(codes[side].shape).T]
+        summed, peak = rows.sum(axis=0), rows[:, :, 5::2].max(axis=0)
+        e_idx = np.searchsorted(np.asarray(space.side(side).embed_dim, dtype=np.float64), g.embed[side])
+        srow = side_rows[e_idx]
+        tot[:, :5] += summed[:, :5] + srow[:, :5]
+        tot[:, 6] += summed[:, 6]
+        tot[:, 5] = np.maximum(tot[:, 5], np.maximum(peak[:, 0], srow[:, 5]))
+        tot[:, 7] = np.maximum(tot[:, 7], peak[:, 1])
+    size = tot[:, 6] + _global_size_deci(space, g)
+    lat, energy, size_bytes, peak = totals_from_sums(hw, tot[:, 0], tot[:, 1], size, tot[:, 4], tot[:, 5])
+    out = {"latency_ms": lat, "energy_mj": energy, "size_bytes": size_bytes, "peak_memory_bytes": peak,
+           "cycles": tot[:, 0], "dram_bytes": tot[:, 2], "macs": tot[:, 3]}
+    res = {flag: resources(hw, bool(flag)) for flag in (0, 1)}
+    lut = tot[:, 7].astype(int)
+    out["feasible"] = np.array([res[f][2] for f in (0, 1)])[lut]
+    if hw.kind == "fpga":
+        for k in ("dsp", "bram36", "lut"):
+            out[f"fpga_{k}"] = np.array([res[f][1][k] for f in (0, 1)], dtype=np.float64)[lut]
+        out["area_mm2"] = np.full(g.n, np.nan)
+    else:
+        out["area_mm2"] = np.full(g.n, res[0][0])
+    return out
+
+
+def cost_batch(space: SearchSpace, archs: Sequence[Arch] | Genes, hw: Hardware | str | Sequence,
+               scenario: str | Scenario = "prefill", seq_len: int = 30, decode_tokens: int = 30,
+               batch: int = 1) -> dict[str, np.ndarray]:
+    """Cost many sub-networks at once: the same numbers as :func:`cost`, as arrays.
+
+    ``hw``: one accelerator for all, or one per architecture (co-design). Returns arrays of
+    length len(archs): latency_ms, energy_mj, size_bytes, peak_memory_bytes, cycles,
+    dram_bytes, macs, feasible, area_mm2 (NaN on FPGAs) and, when any accelerator is an
+    FPGA, fpga_dsp, fpga_bram36, fpga_lut (NaN on ASICs).
+    """
+    sc = scenario if isinstance(scenario, Scenario) else Scenario(scenario, seq_len, decode_tokens, batch)
+    g = archs if isinstance(archs, Genes) else Genes.from_archs(space, archs)
+    if isinstance(hw, (str, Hardware)) or not isinstance(hw, Sequence):
+        return _batch_one_hw(space, g, load_hardware(hw), sc)
+    hws = [load_hardware(h) for h in hw]
+    if len(hws) != g.n:
+        raise ValueError(f"got {len(hws)} accelerators for {g.n} architectures")
+    groups: dict[str, list[int]] = {}
+    for i, h in enumerate(hws):
+        groups.setdefault(h.key, []).append(i)
+    out: dict[str, np.ndarray] = {}
+    for idx in groups.values():
+        part = _batch_one_hw(space, _subset(space, g, idx), hws[idx[0]], sc)
+        for k, v in part.items():
+            if k not in out:
+                out[k] = np.full(g.n, False) if v.dtype == bool else np.full(g.n, np.nan)
+            out[k][idx] = v
+    return out
+
+
+def _subset(space: SearchSpace, g: Genes, idx: list[int]) -> Genes:
+    idx = np.asarray(idx)
+    layers = {}
+    for side in space.sides():
+        starts = np.concatenate([[0], np.cumsum(g.counts[side])[:-1]])
+        take = np.concatenate([np.arange(starts[i], starts[i] + g.counts[side][i]) for i in idx])
+        layers[side] = g.layers[side][take]
+    return Genes(len(idx), {s: v[idx] for s, v in g.embed.items()},
+                 {s: v[idx] for s, v in g.counts.items()}, layers)
