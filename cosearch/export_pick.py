@@ -1,0 +1,124 @@
+"""Choosing the trial to export from a search folder (``trials.csv`` + ``search.json``).
+
+``--trial N`` takes trial N; ``--pick best-quality`` takes the feasible trial with the best
+quality (highest BLEU when the search measured it, else lowest validation loss), among
+those within ``--latency-max`` when given.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+TRIALS, SEARCH_CONFIG = "trials.csv", "search.json"
+PICKS = ("best-quality",)
+_NUMBER_COLUMNS = ("number", "trial")
+_HW_PREFIXES = ("hw.", "hw_")
+
+
+@dataclass
+class ChosenTrial:
+    number: int
+    arch: dict
+    run: str | None
+    hardware: str | None
+    hardware_params: dict = field(default_factory=dict)
+    scenario: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+def _search_config(search: Path) -> dict:
+    path = search / SEARCH_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); the search folder is damaged") from None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _first(d: dict, *keys):
+    for k in keys:
+        if d.get(k) not in (None, ""):
+            return d[k]
+    return None
+
+
+def _plain(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and v != v:  # NaN: not measured
+        return None
+    return v
+
+
+def pick_trial(search: str | Path, trial: int | None = None, pick: str | None = None,
+               latency_max: float | None = None) -> ChosenTrial:
+    """The trial of ``search`` to export (``UserError`` naming the file when impossible)."""
+    import pandas as pd
+
+    search = Path(search)
+    path = search / TRIALS
+    if not path.is_file():
+        raise UserError(f"{search} is not a search folder (no {TRIALS}); pass the --out folder of "
+                        "`cosearch search`, or a training run folder with --arch FILE.json")
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise UserError(f"{path}: cannot read ({str(e).splitlines()[0]})") from None
+    num_col = next((c for c in _NUMBER_COLUMNS if c in df.columns), None)
+    if num_col is None or "arch" not in df.columns:
+        raise UserError(f"{path}: needs columns 'number' and 'arch'; it has {', '.join(df.columns)}")
+    if (trial is None) == (pick is None):
+        raise UserError("give exactly one of --trial N and --pick best-quality")
+    if trial is not None:
+        rows = df[df[num_col] == int(trial)]
+        if rows.empty:
+            raise UserError(f"{path} has no trial {trial}; trials are {df[num_col].min()}..{df[num_col].max()}")
+        row = rows.iloc[0]
+    else:
+        row = _best_quality(df, path, pick, latency_max)
+    try:
+        arch = json.loads(row["arch"])
+    except (TypeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: trial {row[num_col]} has no valid arch JSON ({e})") from None
+    cfg = _search_config(search)
+    hw_params = {}
+    if "hw" in df.columns and isinstance(row["hw"], str) and row["hw"].strip().startswith("{"):
+        hw_params = json.loads(row["hw"])
+    for c in df.columns:
+        if c.startswith(_HW_PREFIXES) and _plain(row[c]) is not None:
+            hw_params[c[3:]] = _plain(row[c])
+    metrics = {c: _plain(row[c]) for c in df.columns if c not in ("arch", "hw") and not c.startswith(_HW_PREFIXES)}
+    scenario = cfg.get("scenario")
+    return ChosenTrial(number=int(row[num_col]), arch=arch,
+                       run=_first(cfg, "run", "run_dir", "supernet"),
+                       hardware=_first(cfg, "hardware", "hw"), hardware_params=hw_params,
+                       scenario=scenario.get("name") if isinstance(scenario, dict) else scenario,
+                       metrics=metrics)
+
+
+def _best_quality(df, path: Path, pick: str, latency_max: float | None):
+    if pick not in PICKS:
+        raise UserError(f"--pick {pick!r} is unknown; use one of {', '.join(PICKS)}")
+    ok = df
+    if "feasible" in ok.columns:
+        ok = ok[ok["feasible"].astype(str).str.lower().isin(("true", "1", "1.0"))]
+    if latency_max is not None:
+        if "latency_ms" not in ok.columns:
+            raise UserError(f"{path} has no latency_ms column; drop --latency-max")
+        ok = ok[ok["latency_ms"] <= latency_max]
+    if "bleu" in ok.columns and ok["bleu"].notna().any():
+        ok = ok[ok["bleu"].notna()].sort_values("bleu", ascending=False, kind="stable")
+    elif "loss" in ok.columns and ok["loss"].notna().any():
+        ok = ok[ok["loss"].notna()].sort_values("loss", kind="stable")
+    else:
+        ok = ok.iloc[0:0]
+    if ok.empty:
+        bound = f" within --latency-max {latency_max} ms" if latency_max is not None else ""
+        raise UserError(f"{path}: no feasible trial with a measured quality{bound}; "
+                        "relax the bound or pass --trial N")
+    return ok.iloc[0]
