@@ -1,0 +1,263 @@
+"""Evaluate any sub-network of a trained run with inherited weights.
+
+``evaluate(run_dir, arch, split)`` rebuilds everything from the run folder (space,
+tokenizer, data, newest checkpoint), extracts the arch as a plain model (exactly the
+supernet's function, see ``Supernet.extract``) and returns the token-level loss and
+perplexity; for translation also BLEU (sacrebleu on detokenised text) of beam-search
+translations decoded with a KV cache.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .data import TaskData
+from .data.tokenizer import Tokenizer
+from .errors import UserError
+from .modules import Transformer
+from .rundir import TOKENIZER, read_config, space_of
+from .space import Arch, SearchSpace
+from .supernet import Supernet
+from .train import check_tokenizer, load_task_data, model_inputs, to_device
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass
+class LoadedRun:
+    """A run folder read back: its config, space, tokenizer and supernet (eval mode)."""
+
+    run_dir: Path
+    config: dict
+    space: SearchSpace
+    tokenizer: Tokenizer
+    net: Supernet
+    step: int
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """The supernet of the newest checkpoint of ``run_dir``, with its config and tokenizer."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    space = space_of(config)
+    tok_path = run_dir / TOKENIZER
+    if not tok_path.is_file():
+        raise UserError(f"{run_dir} has no {TOKENIZER}; the run folder is incomplete, train again")
+    tok = Tokenizer.load(tok_path)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise UserError(f"{run_dir} has no checkpoint yet; train longer (checkpoints come every "
+                        "--ckpt-every steps and at the end)")
+    state = load_checkpoint(ckpt, map_location=device)
+    net = Supernet(space, pad_id=tok.pad_id).to(device)
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"{ckpt} does not fit the space in {run_dir}/config.json "
+                        f"({str(e).splitlines()[0]})") from None
+    return LoadedRun(run_dir, config, space, tok, net.eval(), int(state["step"]))
+
+
+def resolve_arch(space: SearchSpace, spec: str | Arch) -> Arch:
+    """``largest``, ``smallest``, an ``Arch``, or a JSON file holding an arch (or a dict
+    with an ``arch`` key, as search results store it)."""
+    if isinstance(spec, Arch):
+        return space.validate_arch(spec)
+    if spec == "largest":
+        return space.largest()
+    if spec == "smallest":
+        return space.smallest()
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"--arch {spec!r}: give largest, smallest or an existing arch JSON file")
+    try:
+        d = json.loads(path.read_text())
+        if isinstance(d, dict) and isinstance(d.get("arch"), dict):
+            d = d["arch"]
+        arch = Arch.from_dict(d)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: not an arch JSON file ({type(e).__name__}: {e}); write one with "
+                        "Arch.to_json() or take it from a search result") from None
+    return space.validate_arch(arch, source=str(path))
+
+
+# --------------------------------------------------------------------------- loss
+@torch.no_grad()
+def eval_loss(model: torch.nn.Module, batches, pad_id: int, vocab: int,
+              device: torch.device) -> tuple[float, int]:
+    """(mean token cross-entropy without smoothing, target tokens) over ``batches``."""
+    total, ntok = 0.0, 0
+    for batch in batches:
+        batch = to_device(batch, device)
+        inputs, target = model_inputs(batch)
+        logits = model(*inputs)[..., :vocab].float()
+        total += float(F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1),
+                                       ignore_index=pad_id, reduction="sum"))
+        ntok += int((target != pad_id).sum())
+    if ntok == 0:
+        raise UserError("the evaluation split has no tokens")
+    return total / ntok, ntok
+
+
+# --------------------------------------------------------------------------- decoding
+def _strip(seq: list[int], eos: int) -> list[int]:
+    return seq[: seq.index(eos)] if eos in seq else seq
+
+
+@torch.no_grad()
+def greedy_decode(model: Transformer, src: torch.Tensor, bos: int, eos: int, max_len: int,
+                  vocab: int) -> list[list[int]]:
+    """Greedy translations of ``src`` (B, S) with the KV cache; eos is not included."""
+    memory = model.encode(src)
+    B = src.shape[0]
+    tokens = torch.full((B, 1), bos, dtype=torch.long, device=src.device)
+    done = torch.zeros(B, dtype=torch.bool, device=src.device)
+    out, cache = [], {}
+    for t in range(max_len):
+        logits = model.decode_step(tokens, memory, cache, t)[:, :vocab]
+        nxt = logits.argmax(-1).masked_fill(done, eos)
+        out.append(nxt)
+        done |= nxt == eos
+        if bool(done.all()):
+            break
+        tokens = nxt[:, None]
+    seqs = torch.stack(out, 1).tolist()
+    return [_strip(s, eos) for s in seqs]
+
+
+@torch.no_grad()
+def beam_search(model: Transformer, src: torch.Tensor, beam: int, bos: int, eos: int, max_len: int,
+                vocab: int, len_penalty: float = 1.0) -> list[list[int]]:
+    """Beam-search translations of ``src`` (B, S) with the KV cache (reordered per step).
+
+    Finished beams carry on with eos at no cost, so they compete with open ones on their
+    final score; at the end the best beam by ``score / length ** len_penalty`` wins.
+    With ``beam=1`` this is exactly greedy decoding.
+    """
+    B, K, dev = src.shape[0], beam, src.device
+    memory = model.encode(src)
+    flat = torch.arange(B, device=dev).repeat_interleave(K)
+    memory = memory.index_select(flat)
+    scores = torch.full((B, K), float("-inf"), device=dev)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    tokens = torch.full((B * K, 1), bos, dtype=torch.long, device=dev)
+    done = torch.zeros(B * K, dtype=torch.bool, device=dev)
+    length = torch.zeros(B * K, device=dev)
+    hist = torch.zeros(B * K, 0, dtype=torch.long, device=dev)
+    cache: dict = {}
+    for t in range(max_len):
+        logp = F.log_softmax(model.decode_step(tokens, memory, cache, t)[:, :vocab].float(), dim=-1)
+        # a finished beam may only repeat eos, at no cost
+        logp[done] = float("-inf")
+        logp[done, eos] = 0.0
+        cand = (scores.reshape(B * K, 1) + logp).reshape(B, K * vocab)
+        scores, idx = cand.topk(K, dim=-1)
+        src_beam = (idx // vocab + torch.arange(B, device=dev)[:, None] * K).reshape(-1)
+        tok = (idx % vocab).reshape(-1)
+        done, length, hist = done[src_beam], length[src_beam], hist[src_beam]
+        length = length + (~done).float()
+        hist = torch.cat([hist, tok[:, None]], 1)
+        done = done | (tok == eos)
+        if bool(done.all()):
+            break
+        cache = Transformer.reorder_cache(cache, src_beam)
+        tokens = tok[:, None]
+    final = scores.reshape(-1) / length.clamp_min(1) ** len_penalty
+    best = final.reshape(B, K).argmax(-1) + torch.arange(B, device=dev) * K
+    return [_strip(s, eos) for s in hist[best].tolist()]
+
+
+def decode_max_len(src: torch.Tensor, pad_id: int, limit: int) -> int:
+    """How many tokens to generate for a batch: 1.5 x its longest source + 10, capped."""
+    return int(min(limit, int((src != pad_id).sum(1).max()) * 1.5 + 10))
+
+
+@torch.no_grad()
+def translate(model: Transformer, td: TaskData, split: str, device: torch.device, beam: int = 4,
+              max_len: int | None = None, max_tokens: int = 4096, len_penalty: float = 1.0,
+              limit: int = 256) -> list[str]:
+    """Detokenised translations of every sentence of ``split``, in the split's order."""
+    tok = td.tokenizer
+    n = len(td.split(split))
+    hyps: list[str] = [""] * n
+    for batch in td.batches(split, max_tokens=max_tokens, shuffle=False, repeat=False):
+        src = batch["src"].to(device)
+        ml = max_len or decode_max_len(src, tok.pad_id, limit)
+        if beam == 1:
+            out = greedy_decode(model, src, tok.bos_id, tok.eos_id, ml, tok.vocab_size)
+        else:
+            out = beam_search(model, src, beam, tok.bos_id, tok.eos_id, ml, tok.vocab_size, len_penalty)
+        for i, ids in zip(batch["index"].tolist(), out):
+            hyps[i] = tok.decode(ids)
+    return hyps
+
+
+def bleu(hyps: list[str], refs: list[str]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, exp smoothing) of detokenised text."""
+    import sacrebleu
+    return float(sacrebleu.corpus_bleu(hyps, [refs]).score)
+
+
+# --------------------------------------------------------------------------- entry point
+def evaluate(run_dir: str | Path, arch: str | Arch = "largest", split: str = "valid", *,
+             beam: int = 4, max_len: int | None = None, max_tokens: int = 4096,
+             len_penalty: float = 1.0, bleu_score: bool = True, max_sentences: int | None = None,
+             gpu: bool = False, hypotheses_out: str | Path | None = None) -> dict:
+    """Loss and perplexity of ``arch`` (``largest``, ``smallest``, an Arch or a JSON file)
+    on ``split`` of the run's data; translation adds ``bleu`` (beam search, KV cache).
+
+    ``max_sentences`` evaluates only the first sentences (quick checks);
+    ``hypotheses_out`` writes the translations, one per line.
+    """
+    if beam < 1:
+        raise UserError(f"--beam {beam} is invalid; give 1 (greedy) or more")
+    if gpu and not torch.cuda.is_available():
+        raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
+    device = torch.device("cuda" if gpu else "cpu")
+    run = load_run(run_dir, device)
+    a = resolve_arch(run.space, arch)
+    td = load_task_data(run.config, run.run_dir)
+    check_tokenizer(run.run_dir, td.tokenizer, run.space)
+    if max_sentences is not None:
+        td = _head(td, split, max_sentences)
+    model = run.net.extract(a).eval()
+    tok, t = td.tokenizer, run.config["train"]
+    if td.task == "translation":
+        batches = td.batches(split, max_tokens=max_tokens, shuffle=False, repeat=False)
+    else:
+        block = t["max_len"]
+        batches = td.batches(split, batch_size=max(1, max_tokens // block), block=block, shuffle=False, repeat=False)
+    loss, ntok = eval_loss(model, batches, tok.pad_id, tok.vocab_size, device)
+    result = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": ntok, "split": split,
+              "step": run.step, "arch": a.to_dict()}
+    if td.task == "translation" and bleu_score:
+        hyps = translate(model, td, split, device, beam=beam, max_len=max_len, max_tokens=max_tokens,
+                         len_penalty=len_penalty, limit=run.space.spec.max_positions)
+        refs = [tgt for _, tgt in td.text[_canon_split(split)]]
+        result["bleu"] = bleu(hyps, refs)
+        if hypotheses_out is not None:
+            from .atomic import atomic_write_text
+            atomic_write_text(hypotheses_out, "".join(h + "\n" for h in hyps))
+    return result
+
+
+def _canon_split(split: str) -> str:
+    return {"val": "valid", "dev": "valid"}.get(split, split)
+
+
+def _head(td: TaskData, split: str, n: int) -> TaskData:
+    """``td`` with only the first ``n`` sentences (translation) of ``split``."""
+    from dataclasses import replace
+    if td.task != "translation":
+        return td
+    s = _canon_split(split)
+    data = td.split(s)[:n]
+    text = dict(td.text)
+    if s in text:
+        text[s] = text[s][:n]
+    return replace(td, **{s: data}, text=text)
