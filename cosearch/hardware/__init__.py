@@ -1,16 +1,18 @@
 """Analytical accelerator cost engine: presets, workload graphs, per-operator and batch costs.
 
-    hw = load_hardware("zcu102")
-    rep = cost(space, arch, hw, scenario="decode")            # totals + rep.ops table
+    hw = load_hardware("zcu102")                              # preset name or YAML path
+    rep = cost(space, arch, hw, scenario="decode")            # totals + rep.ops (DataFrame)
     out = cost_batch(space, archs, hw, scenario="decode")     # same numbers, vectorised
-    hw_space = accelerator_space(hw); hw2 = hw.with_params(rows=64)
+    hw_space = accelerator_space(hw)                          # co-design knobs + budget
+    hw2 = hw.with_params(rows=64, dataflow="os")              # an accelerator variant
 
 No torch here: the search calls this thousands of times per second on a CPU.
 """
+from .accel_space import AcceleratorSpace, accelerator_space
 from .batch import Genes, cost_batch
 from .cost import CostReport, cost
 from .schema import Hardware, hardware_from_dict, load_hardware
 from .workload import Scenario, build_graph
 
-__all__ = ["CostReport", "Genes", "Hardware", "Scenario", "build_graph", "cost", "cost_batch",
-           "hardware_from_dict", "load_hardware"]
+__all__ = ["AcceleratorSpace", "CostReport", "Genes", "Hardware", "Scenario", "accelerator_space",
+           "build_graph", "cost", "cost_batch", "hardware_from_dict", "load_hardware"]

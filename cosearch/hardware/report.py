@@ -1,0 +1,68 @@
+"""Text tables of a cost report (the ``cosearch cost`` command prints these)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UserError
+from ..space import Arch, SearchSpace
+from .cost import CostReport
+
+_COLUMNS = {"op": "operator", "M": "M", "K": "K", "N": "N", "count": "x", "w_bits": "w", "a_bits": "a",
+            "cycles": "cycles", "bound": "bound", "pe_utilization": "util", "dram_kb": "DRAM KB",
+            "energy_uj": "energy uJ"}
+
+
+def load_arch(space: SearchSpace, what: str) -> Arch:
+    """``largest``, ``smallest`` or a JSON file written by ``Arch.to_json()``, validated."""
+    if what == "largest":
+        return space.largest()
+    if what == "smallest":
+        return space.smallest()
+    path = Path(what)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the architecture file ({e.strerror}); "
+                        "give largest, smallest or a JSON file from Arch.to_json()") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    try:
+        arch = Arch.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{path}: not an architecture as Arch.to_json() writes it "
+                        f"({type(e).__name__}: {e})") from None
+    return space.validate_arch(arch, source=str(path))
+
+
+def ops_table(rep: CostReport) -> pd.DataFrame:
+    """Per-operator rows with readable units."""
+    df = rep.ops.copy()
+    df["dram_kb"] = df["dram_bytes"] / 1024
+    df["energy_uj"] = df["energy_fj"] * 1e-9
+    return df[list(_COLUMNS)].rename(columns=_COLUMNS)
+
+
+def format_report(rep: CostReport) -> str:
+    """The operator table followed by the totals."""
+    t = rep.totals()
+    sc = rep.scenario
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
+        table = ops_table(rep).to_string(index=False, float_format=lambda x: f"{x:,.3g}")
+    lines = [table, "",
+             f"{rep.hw}, {sc.name}: seq_len {sc.seq_len}"
+             + (f", {sc.decode_tokens} tokens decoded" if sc.name == "decode" else "") + f", batch {sc.batch}",
+             f"  latency      {t['latency_ms']:.4f} ms ({t['cycles']:,.0f} cycles)",
+             f"  energy       {t['energy_mj']:.4f} mJ",
+             f"  weights      {t['size_bytes'] / 1e6:.3f} MB",
+             f"  peak memory  {t['peak_memory_bytes'] / 1e6:.3f} MB",
+             f"  DRAM traffic {t['dram_bytes'] / 1e6:.3f} MB, {t['macs'] / 1e9:.4f} GMAC"]
+    if rep.area_mm2 is not None:
+        lines.append(f"  area         {rep.area_mm2:.3f} mm^2" + ("" if rep.feasible else "  (over budget)"))
+    if rep.fpga is not None:
+        f = rep.fpga
+        lines.append(f"  FPGA         DSP {f['dsp']}/{f['dsp_avail']}, BRAM36 {f['bram36']}/{f['bram36_avail']}, "
+                     f"LUT {f['lut']:,}/{f['lut_avail']:,}: " + ("feasible" if f["feasible"] else "INFEASIBLE"))
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""``cosearch cost`` and the accelerator co-design space."""
+import json
+
+import pytest
+
+from cosearch.cli import main
+from cosearch.errors import UserError
+from cosearch.hardware import accelerator_space, load_hardware
+from cosearch.space import SearchSpace
+
+
+def test_cost_json_asic(capsys):
+    assert main(["cost", "--space", "multi30k", "--hw", "tpu_like", "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)
+    assert {"latency_ms", "energy_mj", "size_bytes", "area_mm2"} <= set(t)
+    space = SearchSpace.load("multi30k")
+    assert t["size_bytes"] == pytest.approx(space.size(space.largest()).weight_bits / 8)
+
+
+def test_cost_json_fpga_from_arch_file(tmp_path, capsys):
+    space = SearchSpace.load("tiny_lm")
+    arch = space.smallest()
+    f = tmp_path / "arch.json"
+    f.write_text(arch.to_json())
+    assert main(["cost", "--space", "tiny_lm", "--hw", "zcu102", "--arch", str(f), "--scenario", "decode",
+                 "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)
+    assert t["scenario"] == "decode" and set(t["fpga"]) >= {"dsp", "bram36", "lut", "feasible"}
+    assert "area_mm2" not in t
+
+
+def test_cost_table(capsys):
+    assert main(["cost", "--space", "tiny_lm", "--hw", "bitfusion", "--arch", "smallest"]) == 0
+    out = capsys.readouterr().out
+    assert "decoder.0.self_attn.q" in out and "latency" in out and "area" in out
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "not valid JSON"),
+    ('{"x": 1}', "not an architecture"),
+    ('{"decoder_embed_dim": 999, "decoder": [{"ffn_dim": 128, "heads": 2}]}', "decoder_embed_dim = 999"),
+])
+def test_bad_arch_file_is_one_line_error(tmp_path, capsys, content, words):
+    f = tmp_path / "a.json"
+    f.write_text(content)
+    assert main(["cost", "--space", "tiny_lm", "--hw", "zcu102", "--arch", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
+
+
+def test_missing_arch_file_and_bad_hw(capsys):
+    assert main(["cost", "--space", "tiny_lm", "--hw", "zcu102", "--arch", "/nonexistent/a.json"]) == 2
+    assert main(["cost", "--space", "tiny_lm", "--hw", "no_such_hw"]) == 2
+    assert "no_such_hw" in capsys.readouterr().err
+
+
+def test_accelerator_space():
+    acc = accelerator_space("tpu_like")
+    ch = acc.choices()
+    assert set(ch) == {"rows", "cols", "weight_kb", "input_kb", "output_kb", "dataflow", "dram_gbps", "clock_mhz"}
+    assert all(isinstance(v, list) and v for v in ch.values())
+    assert acc.cardinality() == __import__("math").prod(len(v) for v in ch.values())
+    p = acc.sample(0)
+    hw = acc.make(p)
+    assert acc.make(dict(p)) is hw and hw.array.rows == p["rows"] and hw.dataflow == p["dataflow"]
+    assert not acc.feasible(acc.make({"rows": 256, "cols": 256, "input_kb": 24576}))
+    assert acc.feasible(acc.base)
+    z = accelerator_space(load_hardware("zcu102"))
+    assert not z.feasible(z.make({"rows": 64, "cols": 64})) and z.area_budget_mm2 is None
+    # defaults around the preset when the YAML has no codesign section
+    d = load_hardware("eyeriss_like").model_dump()
+    d.pop("codesign")
+    from cosearch.hardware import hardware_from_dict
+    e = accelerator_space(hardware_from_dict(d))
+    assert e.choices()["rows"] == [6, 12, 24] and e.choices()["dataflow"] == ["os", "ws", "is"]
+    with pytest.raises(UserError):
+        acc.make({"bogus": 1})
+
+
+def test_optuna_suggest():
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    acc = accelerator_space("bitfusion")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    hw = acc.suggest(trial)
+    assert hw.array.rows == trial.params["hw.rows"]

@@ -1,0 +1,104 @@
+"""Hardware presets: every shipped preset loads; mistakes are one-line UserErrors."""
+import pytest
+import yaml
+
+from cosearch.errors import UserError
+from cosearch.hardware import accelerator_space, hardware_from_dict, load_hardware
+from cosearch.presets import list_presets
+
+PRESETS = list_presets("hw_models")
+
+
+def test_required_presets_exist():
+    assert {"tpu_like", "bitfusion", "eyeriss_like", "zcu102", "alveo_u250"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_loads_and_is_consistent(name):
+    hw = load_hardware(name)
+    assert hw.name == name
+    if hw.kind == "fpga":
+        assert hw.fpga_resources(False)["feasible"], "a shipped FPGA preset must fit its device"
+    else:
+        assert hw.area_mm2() > 0
+        assert accelerator_space(hw).feasible(hw), "a shipped ASIC preset must be within its own budget"
+
+
+def test_zcu102_device_figures():
+    f = load_hardware("zcu102").fpga
+    assert (f.dsp, f.bram36, f.lut) == (2520, 912, 274080)
+    assert load_hardware("zcu102").memory.dram_gbps == 19.2
+
+
+def _data(name="tpu_like"):
+    return yaml.safe_load(load_hardware(name).model_dump_json())
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d.pop("clock_mhz"), ["clock_mhz", "required"]),
+    (lambda d: d.update(colour="red"), ["colour", "unknown field"]),
+    (lambda d: d["array"].update(rows=0), ["array.rows", ">= 1"]),
+    (lambda d: d.update(dataflow="rs"), ["dataflow"]),
+    (lambda d: d.pop("area"), ["area"]),
+    (lambda d: d["memory"].update(dram_gbps=-1), ["dram_gbps", "positive"]),
+    (lambda d: d["pe"].update(style="dsp"), ["pe", "dsp_packing"]),
+])
+def test_bad_asic_preset_names_the_field(mutate, words):
+    d = _data()
+    mutate(d)
+    with pytest.raises(UserError) as e:
+        hardware_from_dict(d, source="my.yaml")
+    msg = str(e.value)
+    assert msg.startswith("my.yaml:") and "\n" not in msg
+    for w in words:
+        assert w in msg
+
+
+def test_bad_fpga_packing_is_rejected():
+    d = _data("zcu102")
+    d["pe"]["dsp_packing"] = [{"max_bits": 8, "macs": 2}]
+    with pytest.raises(UserError, match="16-bit"):
+        hardware_from_dict(d, source="f.yaml")
+
+
+def test_bad_yaml_file_and_unknown_name(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(UserError, match="broken.yaml"):
+        load_hardware(p)
+    with pytest.raises(UserError, match="zcu102"):  # lists the presets
+        load_hardware("no_such_accelerator")
+    q = tmp_path / "list.yaml"
+    q.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_hardware(q)
+
+
+def test_with_params_validates():
+    hw = load_hardware("tpu_like")
+    v = hw.with_params(rows=64, dataflow="os", dram_gbps=68)
+    assert (v.array.rows, v.dataflow, v.memory.dram_gbps) == (64, "os", 68)
+    assert hw.array.rows == 128  # the original is untouched
+    assert v.key != hw.key
+    with pytest.raises(UserError, match="unknown accelerator parameter"):
+        hw.with_params(pes=4)
+    with pytest.raises(UserError, match="rows"):
+        hw.with_params(rows=0)
+
+
+def test_precision_mapping():
+    bf = load_hardware("bitfusion")
+    assert bf.cycles_per_mac(8, 8) == 1 and bf.cycles_per_mac(4, 4) == 0.25
+    assert bf.cycles_per_mac(2, 4) == 0.125 and bf.cycles_per_mac(1.58, 8) == bf.cycles_per_mac(2, 8)
+    assert bf.cycles_per_mac(16, 16) == 4
+    tpu = load_hardware("tpu_like")
+    assert tpu.cycles_per_mac(4, 8) == 1 and tpu.cycles_per_mac(16, 8) == 2 and tpu.cycles_per_mac(16, 16) == 4
+    z = load_hardware("zcu102")
+    assert z.cycles_per_mac(4, 4) == 0.25 and z.cycles_per_mac(8, 8) == 0.5 and z.cycles_per_mac(16, 8) == 1
+    assert z.uses_lut(1.58) and not z.uses_lut(2) and z.cycles_per_mac(1.58, 8) == 0.25
+    # energy per MAC never falls as bits grow
+    for hw in (bf, tpu, z, load_hardware("eyeriss_like")):
+        bits = [1, 1.58, 2, 3, 4, 8, 16]
+        for a in (4, 8, 16):
+            e = [hw.mac_energy_pj(w, a) for w in bits]
+            assert e == sorted(e), hw.name
