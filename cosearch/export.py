@@ -257,7 +257,7 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
            arch: Any = None, search: str | Path | None = None, trial: int | None = None,
            pick: str | None = None, latency_max: float | None = None,
            checkpoint: str | Path | None = None, hardware: Any = None,
-           hardware_params: dict | None = None, scenario: str = "prefill",
+           hardware_params: dict | None = None, scenario: str | None = None,
            tokenizer: str | Path | bytes | None = None, task: str | None = None,
            metrics: dict | None = None, onnx: bool = False, force: bool = False) -> Path:
     """Export one sub-network to the folder ``out`` (what ``cosearch export`` runs).
@@ -269,16 +269,26 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     ``Hardware``) with ``hardware_params`` adds the predicted cost and schedule.csv.
     """
     source: dict = {}
-    if search is not None:
+    languages = None
+    if search is not None and (trial is not None or pick is not None):
+        if arch is not None:
+            raise UserError("give one of --trial, --pick and --arch, not several")
         from .export_pick import pick_trial
         chosen = pick_trial(search, trial=trial, pick=pick, latency_max=latency_max)
         run = run if run is not None else chosen.run
-        arch = arch if arch is not None else chosen.arch
+        arch = chosen.arch
         hardware = hardware if hardware is not None else chosen.hardware
         hardware_params = hardware_params if hardware_params is not None else chosen.hardware_params
-        scenario = chosen.scenario or scenario
+        scenario = scenario or chosen.scenario
         metrics = {**chosen.metrics, **(metrics or {})}
         source.update(search=str(Path(search).resolve()), trial=chosen.number)
+    elif search is not None:
+        from .export_pick import search_defaults
+        ctx = search_defaults(search)
+        run = run if run is not None else ctx["run"]
+        hardware = hardware if hardware is not None else ctx["hardware"]
+        scenario = scenario or ctx["scenario"]
+        source.update(search=str(Path(search).resolve()))
     elif trial is not None or pick is not None:
         raise UserError("--trial and --pick need a search folder; with a run folder pass --arch FILE.json")
     if arch is None:
@@ -292,15 +302,19 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
         if tokenizer is None and (run / TOKENIZER).is_file():
             tokenizer = run / TOKENIZER
         source.update(run=str(run.resolve()), checkpoint=run_cfg["checkpoint"], step=run_cfg["step"])
+        if task == "translation":
+            hp = run_cfg.get("train") or {}
+            languages = {"src": hp.get("src", "en"), "tgt": hp.get("tgt", "de")}
     space = supernet.space
     arch = arch_from(arch, space)
     hw_info, predicted, schedule = None, {}, None
     if hardware is not None:
-        hw_info, predicted, schedule = hardware_report(space, arch, hardware, hardware_params, scenario)
+        hw_info, predicted, schedule = hardware_report(space, arch, hardware, hardware_params,
+                                                        scenario or "prefill")
     was_training = supernet.training
     with torch.no_grad():
         model = supernet.eval().extract(arch)
     supernet.train(was_training)
     return write_export(out, model, space, arch, tokenizer=tokenizer, task=task, hardware=hw_info,
                         predicted=predicted, metrics=metrics, schedule=schedule, source=source,
-                        onnx=onnx, force=force)
+                        onnx=onnx, force=force, extra={"languages": languages})

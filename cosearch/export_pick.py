@@ -85,7 +85,7 @@ def pick_trial(search: str | Path, trial: int | None = None, pick: str | None = 
         arch = json.loads(row["arch"])
     except (TypeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: trial {row[num_col]} has no valid arch JSON ({e})") from None
-    cfg = _search_config(search)
+    ctx = search_defaults(search)
     hw_params = {}
     if "hw" in df.columns and isinstance(row["hw"], str) and row["hw"].strip().startswith("{"):
         hw_params = json.loads(row["hw"])
@@ -93,12 +93,18 @@ def pick_trial(search: str | Path, trial: int | None = None, pick: str | None = 
         if c.startswith(_HW_PREFIXES) and _plain(row[c]) is not None:
             hw_params[c[3:]] = _plain(row[c])
     metrics = {c: _plain(row[c]) for c in df.columns if c not in ("arch", "hw") and not c.startswith(_HW_PREFIXES)}
+    return ChosenTrial(number=int(row[num_col]), arch=arch, hardware_params=hw_params, metrics=metrics, **ctx)
+
+
+def search_defaults(search: str | Path) -> dict:
+    """What a search folder says about every trial: {run, hardware, scenario}."""
+    search = Path(search)
+    if not search.is_dir():
+        raise UserError(f"{search} does not exist; pass a search or training run folder")
+    cfg = _search_config(search)
     scenario = cfg.get("scenario")
-    return ChosenTrial(number=int(row[num_col]), arch=arch,
-                       run=_first(cfg, "run", "run_dir", "supernet"),
-                       hardware=_first(cfg, "hardware", "hw"), hardware_params=hw_params,
-                       scenario=scenario.get("name") if isinstance(scenario, dict) else scenario,
-                       metrics=metrics)
+    return {"run": _first(cfg, "run", "run_dir", "supernet"), "hardware": _first(cfg, "hardware", "hw"),
+            "scenario": scenario.get("name") if isinstance(scenario, dict) else scenario}
 
 
 def _best_quality(df, path: Path, pick: str, latency_max: float | None):

@@ -1,0 +1,52 @@
+"""``cosearch export DIR (--trial N | --pick best-quality | --arch FILE.json) --out OUT``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub):
+    p = sub.add_parser("export", help="export a sub-network as a self-contained deployable folder",
+                       description="Write OUT/config.json, model.safetensors (packed integer codes), "
+                       "the tokenizer, schedule.csv and, with --onnx, model.onnx.")
+    p.add_argument("dir", help="a search folder (cosearch search --out) or a training run folder "
+                   "(cosearch train --out; then --arch is needed)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, metavar="N", help="the search trial number N")
+    which.add_argument("--pick", choices=["best-quality"], help="the best feasible trial")
+    which.add_argument("--arch", metavar="FILE.json", help="an arch as JSON (a file, or the JSON itself)")
+    p.add_argument("--latency-max", type=float, metavar="MS", help="with --pick: only trials this fast")
+    p.add_argument("--out", required=True, help="the export folder to create")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (fixed-length forward), checked")
+    p.add_argument("--checkpoint", help="a checkpoint file of the run (default: its newest)")
+    p.add_argument("--hardware", help="accelerator preset or YAML for the predicted cost and schedule.csv "
+                   "(default: the search's)")
+    p.add_argument("--scenario", choices=["prefill", "decode"], help="cost scenario (default: the search's, else prefill)")
+    p.add_argument("--force", action="store_true", help="replace OUT when it exists")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..export import export
+    from ..export_pick import TRIALS
+
+    d = Path(args.dir)
+    if args.latency_max is not None and args.pick is None:
+        raise UserError("--latency-max goes with --pick best-quality")
+    is_search = (d / TRIALS).is_file() or (d / "search.json").is_file()
+    if not is_search and args.arch is None:
+        raise UserError(f"{d} is not a search folder (no {TRIALS}); with a training run folder give --arch FILE.json")
+    kw = dict(search=d) if is_search else dict(run=d)
+    out = export(args.out, arch=args.arch, trial=args.trial, pick=args.pick, latency_max=args.latency_max,
+                 checkpoint=args.checkpoint, hardware=args.hardware, scenario=args.scenario,
+                 onnx=args.onnx, force=args.force, **kw)
+    from ..export import read_config
+    cfg, _, _ = read_config(out)
+    pred = cfg["predicted"]
+    line = f"exported to {out}: {pred['params']:,} parameters, {pred['size_bytes'] / 1e6:.3f} MB predicted"
+    if "latency_ms" in pred:
+        line += f", {pred['latency_ms']:.3f} ms and {pred['energy_mj']:.4g} mJ on {cfg['hardware']['name']}"
+    if cfg.get("onnx_check"):
+        line += f"; ONNX checked with {cfg['onnx_check']['runtime']} (max diff {cfg['onnx_check']['max_abs_diff']:.2g})"
+    print(line)
+    return 0

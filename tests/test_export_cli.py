@@ -1,0 +1,224 @@
+"""Export from run and search folders, and running exports: translate, generate, finetune."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cosearch
+from cosearch.checkpoint import checkpoint_path, save_checkpoint
+from cosearch.cli import main
+from cosearch.data.tokenizer import TokenizerSettings, train_tokenizer
+from cosearch.errors import UserError
+from cosearch.export import export, open_exported
+from cosearch.finetune import attach_fixed_quantizers, finetune
+from cosearch.generate import generate_text, sample_tokens, translate_lines
+from cosearch.rundir import write_config
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_export import inputs, random_supernet, tiny_space  # noqa: E402
+
+EN = ["a dog runs in the park", "two men play football", "a woman reads a book",
+      "the cat sleeps on the sofa", "children play in the snow", "a man rides a bike"] * 4
+DE = ["ein hund rennt im park", "zwei maenner spielen fussball", "eine frau liest ein buch",
+      "die katze schlaeft auf dem sofa", "kinder spielen im schnee", "ein mann faehrt rad"] * 4
+
+
+def make_run(root: Path, family: str) -> tuple[Path, object]:
+    """A run folder as `cosearch train` writes it: config, tokenizer, one checkpoint."""
+    space = tiny_space(family, vocab=64)
+    run = root / f"run_{family}"
+    task = "translation" if family == "encoder_decoder" else "lm"
+    write_config(run, {"space": space.to_dict(), "space_source": "<test>", "task": task, "data": None,
+                       "seed": 0, "train": {"src": "en", "tgt": "de"}})
+    tok = train_tokenizer(EN + DE, TokenizerSettings(vocab_size=60, keep_whitespace=family == "decoder_only"))
+    assert tok.vocab_size <= space.vocab_size
+    tok.save(run)
+    net = random_supernet(space, seed=1)
+    save_checkpoint(checkpoint_path(run, 7), {"step": 7, "model": net.state_dict()})
+    return run, net
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    data = root / "data"
+    data.mkdir()
+    (data / "train.en").write_text("\n".join(EN) + "\n")
+    (data / "train.de").write_text("\n".join(DE) + "\n")
+    (data / "lm.txt").write_text("\n".join(EN + DE) + "\n")
+    out = {"data": data}
+    for family in ("encoder_decoder", "decoder_only"):
+        run, net = make_run(root, family)
+        arch = net.space.with_bits(net.space.sample(2), weight_bits=4)
+        (root / f"{family}.json").write_text(arch.to_json())
+        exp = root / f"exp_{family}"
+        rc = main(["export", str(run), "--arch", str(root / f"{family}.json"), "--out", str(exp),
+                   "--hardware", "zcu102"])
+        assert rc == 0
+        out[family] = (run, net, arch, exp)
+    return out
+
+
+def test_cli_export_from_a_run_folder(runs):
+    run, net, arch, exp = runs["encoder_decoder"]
+    assert {p.name for p in exp.iterdir()} == {"config.json", "model.safetensors", "tokenizer.model", "schedule.csv"}
+    cfg = json.loads((exp / "config.json").read_text())
+    assert cfg["task"] == "translation" and cfg["tokenizer"] == "tokenizer.model"
+    assert cfg["source"]["step"] == 7 and cfg["languages"] == {"src": "en", "tgt": "de"}
+    assert (exp / "tokenizer.model").read_bytes() == (run / "tokenizer.model").read_bytes()
+    model = cosearch.load_exported(exp)
+    x = inputs(net.space, seed=4)
+    with torch.no_grad():
+        assert torch.allclose(net(*x, arch=arch), model(*x), atol=1e-5, rtol=0)
+
+
+def test_cli_export_mistakes_exit_2(runs, tmp_path, capsys):
+    run, net, arch, exp = runs["decoder_only"]
+    assert main(["export", str(run), "--trial", "3", "--out", str(tmp_path / "a")]) == 2
+    assert "--arch" in capsys.readouterr().err
+    assert main(["export", str(run), "--arch", str(tmp_path / "missing.json"), "--out", str(tmp_path / "b")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert main(["export", str(run), "--arch", "{\"decoder\": 3}", "--out", str(tmp_path / "c")]) == 2
+    assert main(["export", str(tmp_path / "nope"), "--arch", "x.json", "--out", str(tmp_path / "d")]) == 2
+    assert main(["export", str(run), "--arch", arch.to_json(), "--out", str(exp)]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- search folders
+def _fake_search(root: Path, run: Path, archs) -> Path:
+    import pandas as pd
+    d = root / "search"
+    d.mkdir()
+    rows = [{"number": i, "arch": a.to_json(), "loss": loss, "latency_ms": lat, "feasible": feas}
+            for i, (a, loss, lat, feas) in enumerate(archs)]
+    pd.DataFrame(rows).to_csv(d / "trials.csv", index=False)
+    (d / "search.json").write_text(json.dumps({"run": str(run), "hardware": "zcu102", "scenario": "prefill"}))
+    return d
+
+
+def test_export_from_a_search_folder(runs, tmp_path):
+    run, net, _, _ = runs["decoder_only"]
+    sp = net.space
+    a0, a1, a2, a3 = (sp.sample(i) for i in range(4))
+    search = _fake_search(tmp_path, run, [(a0, 3.0, 1.0, True), (a1, 2.0, 5.0, True),
+                                          (a2, 1.0, 0.5, False), (a3, 2.5, 0.8, True)])
+    out = export(tmp_path / "t2", search=search, trial=2)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cosearch.Arch.from_dict(cfg["arch"]) == a2 and cfg["source"]["trial"] == 2
+    assert cfg["search_metrics"]["loss"] == 1.0 and cfg["hardware"]["name"] == "zcu102"
+    assert main(["export", str(search), "--pick", "best-quality", "--out", str(tmp_path / "best")]) == 0
+    assert open_exported(tmp_path / "best").arch == a1  # a2 is infeasible
+    assert main(["export", str(search), "--pick", "best-quality", "--latency-max", "2",
+                 "--out", str(tmp_path / "fast")]) == 0
+    assert open_exported(tmp_path / "fast").arch == a3
+    with pytest.raises(UserError, match="no trial 9"):
+        export(tmp_path / "x", search=search, trial=9)
+    with pytest.raises(UserError, match="no feasible trial"):
+        export(tmp_path / "x", search=search, pick="best-quality", latency_max=0.1)
+
+
+# --------------------------------------------------------------------------- translate / generate
+def test_translate_file_and_stdin(runs, tmp_path, capsys, monkeypatch):
+    _, _, _, exp = runs["encoder_decoder"]
+    src = tmp_path / "in.en"
+    src.write_text("a dog runs\n\ntwo men play football\n")
+    assert main(["translate", str(exp), "--input", str(src), "--beam", "3"]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""  # three lines, empty kept
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a dog runs\n\ntwo men play football\n"))
+    assert main(["translate", str(exp), "--beam", "3"]) == 0
+    assert capsys.readouterr().out.split("\n") == lines
+
+
+def test_translate_equals_evaluation_decoding(runs):
+    from cosearch.evaluate import beam_search
+    run, net, arch, exp = runs["encoder_decoder"]
+    e = open_exported(exp)
+    tok = e.tokenizer()
+    got = list(translate_lines(e, ["a woman reads a book"], beam=2))
+    ids = torch.tensor([tok.encode("a woman reads a book") + [tok.eos_id]])
+    sub = net.extract(arch).eval()
+    ref = beam_search(sub, ids, 2, tok.bos_id, tok.eos_id, int(ids.shape[1] * 1.5 + 10), tok.vocab_size)
+    assert got == [tok.decode(ref[0])]
+
+
+def test_generate_is_seeded_and_kv_cache_matches_full_forward(runs):
+    _, _, _, exp = runs["decoder_only"]
+    e = open_exported(exp)
+    a = generate_text(e, "a dog", max_new_tokens=12, seed=5)
+    assert a == generate_text(e, "a dog", max_new_tokens=12, seed=5)
+    # greedy with the cache == greedy by re-running the whole sequence (within the window)
+    vocab, window = e.tokenizer().vocab_size, e.space.spec.max_positions
+    prompt = [5, 9, 11]
+    new = sample_tokens(e.model, prompt, 20, vocab, window, temperature=0)
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(20):
+            seq.append(int(e.model(torch.tensor([seq]))[0, -1, :vocab].argmax()))
+    assert new == seq[len(prompt):]
+    # past the window it keeps going on recent context
+    assert len(sample_tokens(e.model, prompt, window + 10, vocab, window, temperature=1.0)) == window + 10
+
+
+def test_generate_cli(runs, capsys):
+    _, _, _, exp = runs["decoder_only"]
+    assert main(["generate", str(exp), "--prompt", "a dog", "--max-new-tokens", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("a dog")
+
+
+def test_wrong_family_and_missing_tokenizer(runs, tmp_path, capsys):
+    _, net, arch, exp_lm = runs["decoder_only"]
+    assert main(["translate", str(exp_lm), "--input", str(exp_lm / "config.json")]) == 2
+    assert "cosearch generate" in capsys.readouterr().err
+    bare = export(tmp_path / "bare", supernet=net, arch=arch)
+    assert main(["generate", str(bare), "--prompt", "x"]) == 2
+    assert "no tokenizer" in capsys.readouterr().err
+    assert main(["generate", str(exp_lm), "--prompt", "x", "--temperature", "-1"]) == 2
+
+
+# --------------------------------------------------------------------------- finetune
+def test_fixed_scale_requantization_starts_at_the_export(runs):
+    _, _, _, exp = runs["encoder_decoder"]
+    model = cosearch.load_exported(exp)
+    x = inputs(open_exported(exp).space, seed=1)
+    with torch.no_grad():
+        ref = model(*x)
+        got = attach_fixed_quantizers(model)(*x)
+    assert torch.equal(ref, got)
+
+
+@pytest.mark.parametrize("family", ["encoder_decoder", "decoder_only"])
+def test_finetune_writes_a_valid_export_and_learns(runs, tmp_path, family):
+    _, _, _, exp = runs[family]
+    data = runs["data"] if family == "encoder_decoder" else runs["data"] / "lm.txt"
+    same = finetune(exp, data, steps=0, out=tmp_path / "zero", progress=False)
+    x = inputs(open_exported(exp).space, seed=2)
+    with torch.no_grad():
+        assert torch.equal(cosearch.load_exported(exp)(*x), cosearch.load_exported(same)(*x))
+    out = finetune(exp, data, steps=25, lr=3e-3, out=tmp_path / "ft", progress=False, max_tokens=256)
+    before, after = open_exported(exp), open_exported(out)
+    assert after.arch == before.arch
+    hist = after.config["finetuned"][-1]
+    assert hist["steps"] == 25 and hist["last_loss"] < hist["first_loss"]
+    sb, sa = before.model.state_dict(), after.model.state_dict()
+    scales = [k for k in sb if k.endswith("weight_scale")]
+    assert scales and all(torch.equal(sb[k], sa[k]) for k in scales)  # stored scales fixed
+    assert any(not torch.equal(sb[k], sa[k]) for k in sb if k.endswith(".weight"))
+    assert (out / "tokenizer.model").is_file() and (out / "schedule.csv").is_file()
+
+
+def test_finetune_cli_and_mistakes(runs, tmp_path, capsys):
+    _, _, _, exp = runs["decoder_only"]
+    assert main(["finetune", str(exp), "--data", str(runs["data"] / "lm.txt"), "--steps", "2",
+                 "--out", str(tmp_path / "ft")]) == 0
+    assert cosearch.load_exported(tmp_path / "ft") is not None
+    assert main(["finetune", str(exp), "--data", str(tmp_path / "none.txt"), "--steps", "2",
+                 "--out", str(tmp_path / "ft2")]) == 2
+    assert "none.txt" in capsys.readouterr().err
+    assert not (tmp_path / "ft2").exists()
