@@ -90,10 +90,13 @@ def check_config(run_dir: str | Path, config: dict) -> bool:
         if diff:
             k, old, new = diff
             k = k.removeprefix("train.")  # hyper-parameters are named like their flags
-            show = (lambda v: "(another space)") if k == "space" else repr
-            raise UserError(f"{run_dir} holds a run made with {k}={show(old)}, but this command "
-                            f"gives {k}={show(new)}; rerun with the same settings to resume, "
-                            "or choose a new --out")
+            if k == "space":
+                old = f"{saved['space'].get('name')!r} (from {saved.get('space_source')})"
+                new = f"{config['space'].get('name')!r} (from {config.get('space_source')}, other content)"
+            else:
+                old, new = repr(old), repr(new)
+            raise UserError(f"{run_dir} holds a run made with {k}={old}, but this command gives "
+                            f"{k}={new}; rerun with the same settings to resume, or choose a new --out")
         return True
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise UserError(f"{run_dir} exists and is not a cosearch run; choose a new or empty --out")

@@ -1,0 +1,75 @@
+"""``cosearch train --space S --task T --data D --out RUN [--steps N] [--workers N] [--gpu] [--seed N]``."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+
+def _stages(text: str):
+    if text.lower() in ("none", "off", "all"):
+        return None
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two fractions F1,F2 (e.g. 0.2,0.5) or 'off'") from None
+    return (a, b)
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train a supernet (sandwich rule, in-place distillation; resumable)",
+                       description="Train the mixed-precision supernet of a space. Re-running the same "
+                       "command on the same --out resumes from the last checkpoint.")
+    p.add_argument("--space", required=True, help="preset name (spaces/NAME.yaml) or a YAML file")
+    p.add_argument("--task", required=True, choices=["translation", "lm"])
+    p.add_argument("--data", default=None, help="translation: folder with {split}.SRC/{split}.TGT (plain "
+                   "or .gz); lm: a text file or folder (default: the Python standard library's source)")
+    p.add_argument("--out", required=True, help="run folder (created; an existing run is resumed)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-parallel Ray Train workers (default: train in this process, no Ray)")
+    p.add_argument("--gpu", action="store_true", help="train on CUDA (bf16 autocast)")
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("hyper-parameters")
+    g.add_argument("--max-tokens", type=int, default=4096, help="target tokens per batch and worker")
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5%% of --steps)")
+    g.add_argument("--schedule", choices=["cosine", "inverse_sqrt"], default="cosine")
+    g.add_argument("--label-smoothing", type=float, default=0.1)
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--clip-norm", type=float, default=1.0)
+    g.add_argument("--n-random", type=int, default=2, help="random sub-networks per step (besides "
+                   "the largest and the smallest)")
+    g.add_argument("--distill", type=float, default=0.5, help="weight of the KL to the largest in "
+                   "the other sub-networks' loss")
+    g.add_argument("--bit-stages", type=_stages, default=(0.2, 0.5), metavar="F1,F2",
+                   help="fractions of the steps at which >=3-bit, then all bit-widths are enabled "
+                   "(default 0.2,0.5; 'off' enables all at once)")
+    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--ckpt-every", type=int, default=500)
+    g.add_argument("--max-len", type=int, default=None, help="longest sentence / lm block (default: "
+                   "the space's max_positions)")
+    g.add_argument("--src", default="en", help="translation source language suffix")
+    g.add_argument("--tgt", default="de", help="translation target language suffix")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..train import train  # torch is imported only when the command runs
+
+    summary = train(args.space, args.task, args.data, args.out, steps=args.steps, workers=args.workers,
+                    gpu=args.gpu, seed=args.seed, progress=not args.no_progress,
+                    max_tokens=args.max_tokens, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
+                    label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
+                    clip_norm=args.clip_norm, n_random=args.n_random, distill=args.distill,
+                    bit_stages=args.bit_stages, log_every=args.log_every, ckpt_every=args.ckpt_every,
+                    max_len=args.max_len, src=args.src, tgt=args.tgt)
+    if args.json:
+        print(json.dumps(asdict(summary), indent=2))
+    else:
+        losses = ", ".join(f"{k} {v:.3f}" for k, v in sorted(summary.losses.items()))
+        print(f"trained {summary.run_dir} to step {summary.step}/{summary.steps} "
+              f"({summary.steps_per_s:.2f} steps/s, {summary.tokens_per_s:.0f} tokens/s); loss: {losses}")
+    return 0
