@@ -15,7 +15,7 @@ from cosearch.space import SearchSpace
 def consts(rows=2, cols=2, dataflow=1, wbuf=1e9, ibuf=1e9, obuf=1e9, bpc=4.0, lat=0.0):
     return SimpleNamespace(rows=rows, cols=cols, dataflow=dataflow, wbuf=wbuf, ibuf=ibuf, obuf=obuf,
                            bytes_per_cycle=bpc, dram_latency=lat, lanes=4.0, e_wbuf=1.0, e_ibuf=1.0,
-                           e_obuf=1.0, e_dram=100.0, e_vec=0.5)
+                           e_obuf=1.0, e_dram=100.0, e_vec=0.5, pipelined=False, act_dram=False, psum_bytes=4.0)
 
 
 def run(M, K, N, d, count=1, cpm=1.0, wbpe=1.0, xbpe=1.0, ybpe=1.0, w_dram=True, e_mac=0.25):

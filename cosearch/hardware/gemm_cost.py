@@ -11,10 +11,10 @@ The model (see ``shared/notes/hardware_cost.md`` and ``hw_models/README.md``):
 * mapping (array rows, array cols, streamed) = OS (M, N, K), WS (K, N, M), IS (K, M, N);
   folds = ceil(Sr/R) * ceil(Sc/C); cycles per fold = T' + fill/drain with
   T' = ceil(T * cycles-per-MAC) (precision), fill/drain 2R + C - 2 (WS/IS) or 2R - 2 (OS,
-  as SCALE-Sim v3 counts it);
+  as SCALE-Sim v3 counts it), paid once per operator instead when folds are pipelined;
 * DRAM traffic: static weights (and the KV cache) are read once; activations only when
-  they overflow their buffer; when neither operand fits, the cheaper one is re-streamed
-  once per chunk of the other; WS/IS spill 32-bit partial sums when a K x C weight block
+  they overflow their buffer (or always, for layer-by-layer designs); when neither operand fits, the cheaper one is re-streamed
+  once per chunk of the other; WS/IS spill partial sums when a K x C weight block
   overflows the weight buffer; outputs are written back when they overflow;
 * latency = max(compute, DRAM bytes / bandwidth) (double buffering) + a prologue (DRAM
   latency + the first weight tile);
@@ -24,9 +24,6 @@ The model (see ``shared/notes/hardware_cost.md`` and ``hw_models/README.md``):
 from __future__ import annotations
 
 import numpy as np
-
-#: 32-bit partial sums.
-PSUM_BYTES = 4.0
 
 ceil, where, maximum, minimum = np.ceil, np.where, np.maximum, np.minimum
 
@@ -45,7 +42,8 @@ def gemm(M, K, N, count, cpm, w_bpe, x_bpe, y_bpe, w_dram, e_mac, d) -> dict:
     T = where(os_, K, where(ws_, M, N))
     folds = ceil(Sr / R) * ceil(Sc / C)
     fill = where(os_, 2 * R - 2, 2 * R + C - 2)
-    compute = folds * (ceil(T * cpm) + fill)
+    steps = ceil(T * cpm)
+    compute = where(d.pipelined, folds * steps + fill, folds * (steps + fill))
 
     xb, wb, yb = ceil(M * K * x_bpe), ceil(K * N * w_bpe), ceil(M * N * y_bpe)
     fit_w, fit_x = wb <= d.wbuf, xb <= d.ibuf
@@ -53,15 +51,16 @@ def gemm(M, K, N, count, cpm, w_bpe, x_bpe, y_bpe, w_dram, e_mac, d) -> dict:
     refetch = where(fit_w | fit_x, 0.0,
                     minimum((ceil(wb / d.wbuf) - 1) * xb, (ceil(xb / d.ibuf) - 1) * wb))
     k_split = where(os_, 1.0, ceil(K * C * w_bpe / d.wbuf))
-    dram = (where(w_dram | ~fit_w, wb, 0.0) + where(fit_x, 0.0, xb) + refetch
-            + (k_split - 1) * 2 * M * N * PSUM_BYTES + where(yb > d.obuf, yb, 0.0))
+    act_dram = np.asarray(d.act_dram, dtype=bool)
+    dram = (where(w_dram | ~fit_w, wb, 0.0) + where(fit_x & ~act_dram, 0.0, xb) + refetch
+            + (k_split - 1) * 2 * M * N * d.psum_bytes + where((yb > d.obuf) | act_dram, yb, 0.0))
     memory = ceil(dram / d.bytes_per_cycle)
     prologue = where(dram > 0, d.dram_latency + ceil(minimum(dram, R * C * w_bpe) / d.bytes_per_cycle), 0.0)
 
     is_ = ~(os_ | ws_)
     x_reads = M * K * where(is_, 1.0, ceil(N / C)) * x_bpe
     w_reads = K * N * where(os_, ceil(M / R), where(ws_, 1.0, ceil(M / C))) * w_bpe
-    y_writes = M * N * where(os_, y_bpe, ceil(K / R) * PSUM_BYTES)
+    y_writes = M * N * where(os_, y_bpe, ceil(K / R) * d.psum_bytes)
     macs = M * K * N
     pj = macs * e_mac + x_reads * d.e_ibuf + w_reads * d.e_wbuf + y_writes * d.e_obuf + dram * d.e_dram
     return {
@@ -83,7 +82,7 @@ def vector(elems, passes, count, bpe, dram_in, d) -> dict:
     nbytes = ceil(elems * bpe)
     dram_in = np.asarray(dram_in, dtype=bool)
     compute = ceil(elems * passes / d.lanes)
-    dram = where(dram_in, nbytes, where(nbytes > d.obuf, 2 * nbytes, 0.0))
+    dram = where(dram_in, nbytes, where((nbytes > d.obuf) | np.asarray(d.act_dram, dtype=bool), 2 * nbytes, 0.0))
     memory = ceil(dram / d.bytes_per_cycle)
     latency = where(dram > 0, d.dram_latency, 0.0)
     pj = elems * passes * d.e_vec + 2 * nbytes * d.e_obuf + dram * d.e_dram

@@ -36,6 +36,9 @@ class _Strict(BaseModel):
 class ArraySpec(_Strict):
     rows: int
     cols: int
+    #: consecutive folds overlap their fill and drain (weights double-buffered in the PEs,
+    #: as ZigZag assumes); False counts fill + drain per fold, as SCALE-Sim does.
+    pipelined_folds: bool = False
 
     @field_validator("rows", "cols")
     @classmethod
@@ -63,6 +66,8 @@ class PESpec(_Strict):
     #: FPGA: weights of at most this many bits (binary/ternary) multiply on LUTs instead.
     lut_weight_bits: float | None = None
     lut_macs_per_pe: int = 0
+    #: partial sums spilled to the output buffer between K folds.
+    psum_bits: int = 32
 
     @model_validator(mode="after")
     def _check(self):
@@ -87,6 +92,9 @@ class MemorySpec(_Strict):
     dram_gbps: float
     #: fixed start-up of every operator that touches DRAM (request latency), in cycles.
     dram_latency_cycles: int = 100
+    #: layer-by-layer execution: every operator reads its inputs from DRAM and writes its
+    #: outputs back (ZigZag's default); False keeps activations on chip while they fit.
+    activations_in_dram: bool = False
 
     @model_validator(mode="after")
     def _positive(self):
@@ -283,7 +291,8 @@ class Hardware(_Strict):
             bytes_per_cycle=m.dram_gbps * 1e9 / (self.clock_mhz * 1e6),
             dram_latency=float(m.dram_latency_cycles), lanes=float(self.vector.lanes),
             e_wbuf=sram(m.weight_kb), e_ibuf=sram(m.input_kb), e_obuf=sram(m.output_kb),
-            e_dram=e.dram_pj_per_byte, e_vec=e.vector_op_pj)
+            e_dram=e.dram_pj_per_byte, e_vec=e.vector_op_pj, pipelined=self.array.pipelined_folds,
+            act_dram=m.activations_in_dram, psum_bytes=self.pe.psum_bits / 8)
 
     def with_params(self, **params) -> "Hardware":
         """A validated variant: rows, cols, weight_kb, input_kb, output_kb, dataflow,
@@ -343,6 +352,9 @@ class Derived:
     e_obuf: float
     e_dram: float
     e_vec: float
+    pipelined: bool = False
+    act_dram: bool = False
+    psum_bytes: float = 4.0
 
 
 def compute_bits(b: float) -> int:
