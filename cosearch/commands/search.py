@@ -1,0 +1,58 @@
+"""``cosearch search``: Optuna co-search of a trained supernet and an accelerator."""
+from __future__ import annotations
+
+
+def register(sub):
+    p = sub.add_parser("search", help="multi-objective co-search of sub-networks (and accelerator knobs)",
+                       description="Search a trained supernet with the hardware cost engine; results, "
+                       "the Pareto front and plots go to --out. Re-running the same command resumes; "
+                       "--trials is the study's total.")
+    src = p.add_argument_group("what is searched")
+    src.add_argument("--run", help="run folder of `cosearch train` (quality = validation loss with inherited weights)")
+    src.add_argument("--space", help="search space (preset or YAML) when no --run is given (needs --synthetic-quality)")
+    src.add_argument("--synthetic-quality", action="store_true",
+                     help="use a deterministic synthetic quality instead of a supernet (tests, benchmarks)")
+    src.add_argument("--hw", required=True, help="accelerator preset (hw_models/NAME.yaml) or YAML path")
+    src.add_argument("--cosearch-hw", action="store_true", help="also search the accelerator's codesign knobs")
+    src.add_argument("--scenario", default="decode", choices=["decode", "prefill"],
+                     help="how latency is measured (default: decode, token by token as HAT)")
+    obj = p.add_argument_group("objectives and constraints")
+    obj.add_argument("--objectives", default="quality,latency,size",
+                     help="comma list of quality|bleu|latency|energy|size|params|area (default: quality,latency,size)")
+    obj.add_argument("--latency-max", type=float, help="latency bound in ms (a constraint)")
+    obj.add_argument("--area-max", type=float, help="ASIC area bound in mm^2 (a constraint)")
+    obj.add_argument("--predictor", action="store_true",
+                     help="screen candidates with a quality predictor; only promising ones are measured")
+    obj.add_argument("--max-batches", type=int, default=20, help="validation batches per quality measurement")
+    run = p.add_argument_group("search")
+    run.add_argument("--trials", type=int, default=100, help="total trials of the study (default 100)")
+    run.add_argument("--sampler", default="nsga2", choices=["nsga2", "tpe", "random", "evolution"])
+    run.add_argument("--population", type=int, default=50, help="NSGA-II population (default 50)")
+    run.add_argument("--batch", type=int, help="designs proposed and costed together")
+    run.add_argument("--storage", help="SQLAlchemy URL, journal:PATH or memory (default: sqlite in --out)")
+    run.add_argument("--study", help="study name (default: cosearch)")
+    run.add_argument("--workers", type=int, default=1, help="Ray workers measuring quality (default 1: no Ray)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", required=True, help="folder for search.json, trials.csv, pareto.csv and plots")
+    run.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_search)
+
+
+def run_search(args):
+    from ..errors import UserError
+    from ..search import search
+    if args.synthetic_quality and args.run:
+        raise UserError("give --run or --synthetic-quality, not both")
+    res = search(args.run, args.hw, out=args.out, objectives=args.objectives, cosearch_hw=args.cosearch_hw,
+                 latency_max=args.latency_max, area_max=args.area_max, trials=args.trials,
+                 sampler=args.sampler, storage=args.storage, study=args.study, workers=args.workers,
+                 seed=args.seed, scenario=args.scenario, space=args.space,
+                 quality="synthetic" if args.synthetic_quality else None, predictor=args.predictor,
+                 batch=args.batch, population=args.population, max_batches=args.max_batches,
+                 progress=not args.no_progress)
+    print(f"{res.trials} trials ({res.feasible} feasible, {res.measured} measured now), "
+          f"{len(res.pareto)} on the Pareto front -> {res.out}/pareto.csv")
+    if res.predictor:
+        p = res.predictor
+        print(f"predictor vs measured: Spearman {p['spearman']:.3f}, Kendall {p['kendall']:.3f} (n={p['n']})")
+    return 0

@@ -1,0 +1,112 @@
+"""A trial's parameters <-> a design (an ``Arch`` plus accelerator parameters).
+
+Every gene of ``space.genes()`` is one categorical Optuna parameter, *including the genes
+of layers the arch does not use* (layer 3's FFN width when the arch has 2 layers). That
+keeps the parameter space fixed, which Optuna's samplers need (NSGA-II crossover and TPE
+compare trials parameter by parameter), at the price of some parameters that do not change
+the arch: two trials can decode to the same arch, so evaluations are cached by arch digest.
+
+Accelerator parameters (``--cosearch-hw``) are categorical parameters named ``hw.<knob>``
+with the choices of the preset's ``codesign`` section.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from optuna.distributions import CategoricalDistribution
+
+from ..errors import UserError
+from ..space import Arch, SearchSpace
+
+HW_PREFIX = "hw."
+
+
+def gene_name(key: tuple) -> str:
+    """("decoder", "ffn_dim", 2) -> "decoder.ffn_dim.2" (the Optuna parameter name)."""
+    return ".".join(str(k) for k in key)
+
+
+def accelerator_choices(hw) -> dict[str, list]:
+    """The co-design knobs of an accelerator and their choices (empty: nothing to search)."""
+    from ..hardware import accelerator_space
+    return {k: list(v) for k, v in accelerator_space(hw).choices().items() if len(v) > 1}
+
+
+@dataclass(frozen=True)
+class Design:
+    """What one trial evaluates: a sub-network and (when co-searching) accelerator knobs."""
+
+    arch: Arch
+    hw_params: tuple = ()  # sorted (knob, value) pairs; hashable
+
+    @property
+    def hw_dict(self) -> dict:
+        return dict(self.hw_params)
+
+    def key(self) -> str:
+        """Cache key: the arch digest plus the accelerator knobs."""
+        return self.arch.digest() + (json.dumps(self.hw_params) if self.hw_params else "")
+
+
+@dataclass
+class ParamSpace:
+    """The fixed Optuna parameter space of a search; decodes parameters into designs."""
+
+    space: SearchSpace
+    hw_choices: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._genes = [(gene_name(k), k, tuple(opts)) for k, opts in self.space.genes()]
+        self._dists = {n: CategoricalDistribution(list(opts)) for n, _, opts in self._genes}
+        for k, opts in self.hw_choices.items():
+            if not opts:
+                raise UserError(f"accelerator knob {k!r} has no choices; give a non-empty list")
+            self._dists[HW_PREFIX + k] = CategoricalDistribution(list(opts))
+
+    @classmethod
+    def build(cls, space: SearchSpace, hw=None, cosearch_hw: bool = False) -> "ParamSpace":
+        choices = accelerator_choices(hw) if (cosearch_hw and hw is not None) else {}
+        if cosearch_hw and not choices:
+            raise UserError(f"--cosearch-hw: accelerator {getattr(hw, 'name', hw)!r} has no codesign "
+                            "choices; add a 'codesign' section (rows, cols, ...) to its YAML")
+        return cls(space, choices)
+
+    # ---- Optuna side
+    def distributions(self) -> dict[str, CategoricalDistribution]:
+        return dict(self._dists)
+
+    def names(self) -> list[str]:
+        return list(self._dists)
+
+    def suggest(self, trial) -> Design:
+        """Ask every parameter of a live ``optuna.Trial`` and decode the design."""
+        params = {n: trial.suggest_categorical(n, d.choices) for n, d in self._dists.items()}
+        return self.design(params)
+
+    # ---- plain dicts
+    def design(self, params: dict[str, Any]) -> Design:
+        """Parameters (a trial's ``params``) -> the design they describe."""
+        try:
+            genes = {key: params[n] for n, key, _ in self._genes}
+        except KeyError as e:
+            raise UserError(f"trial parameters lack {e.args[0]!r}: the study was made for another "
+                            "search space; use a new --study or --out") from None
+        arch = self.space._from_genes(genes)
+        hw = tuple(sorted((n[len(HW_PREFIX):], params[n]) for n in self._dists if n.startswith(HW_PREFIX)))
+        return Design(arch, hw)
+
+    def params_of(self, design: Design, rng=0) -> dict[str, Any]:
+        """A full parameter dict for a design; genes of absent layers are drawn from ``rng``."""
+        genes = self.space._to_genes(design.arch, np.random.default_rng(rng))
+        out = {n: genes[key] for n, key, _ in self._genes}
+        for k, v in design.hw_params:
+            out[HW_PREFIX + k] = v
+        for n, d in self._dists.items():  # knobs the design leaves open: first choice
+            out.setdefault(n, d.choices[0])
+        return out
+
+    def random_params(self, rng: np.random.Generator) -> dict[str, Any]:
+        return {n: d.choices[rng.integers(len(d.choices))] for n, d in self._dists.items()}

@@ -1,0 +1,123 @@
+"""Plots of a search: PNG (matplotlib, headless) and one interactive HTML page (plotly).
+
+* ``pareto_size.png``: quality vs weight size, every feasible trial faint, the Pareto front
+  bold, coloured by latency;
+* ``pareto_latency.png``: quality vs latency, coloured by weight size;
+* ``hypervolume.png``: hypervolume of the feasible measured trials vs trials.
+
+``plots.html`` holds the same three figures, built with ``plotly.graph_objects`` (hover
+shows the trial number, bits and costs). It embeds plotly.js once (about 4.7 MB) so it
+opens offline; three separate pages, or Optuna's own figures, would embed it three times.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .objectives import OBJECTIVES, Objective
+
+HTML = "plots.html"
+
+
+def _quality_col(df: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[str, str]:
+    for o in objectives:
+        if o.column in ("loss", "bleu"):
+            return o.name, o.label
+    o = objectives[0]
+    return o.name, o.label
+
+
+def _usable(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["feasible"].astype(bool) & df["source"].isin(["measured", "cost-only"])]
+
+
+def _scatter_png(ax, df, x, y, color, xlabel, ylabel, clabel, fig):
+    import matplotlib.pyplot as plt  # noqa: F401
+    ok = _usable(df)
+    front = ok[ok["pareto"].astype(bool)].sort_values(x)
+    bad = df[~df["feasible"].astype(bool)]
+    if len(bad):
+        ax.scatter(bad[x], bad[y], s=6, c="lightgrey", marker="x", label="infeasible")
+    if len(ok):
+        ax.scatter(ok[x], ok[y], s=8, c=ok[color], cmap="viridis", alpha=0.25)
+    if len(front):
+        sc = ax.scatter(front[x], front[y], s=30, c=front[color], cmap="viridis", edgecolors="k",
+                        label="Pareto front (all objectives)")
+        fig.colorbar(sc, ax=ax, label=clabel)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+
+
+def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], html: bool = True) -> list[Path]:
+    """Write the PNGs (and ``plots.html``) into ``out``; returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .results import hv_curve
+    out = Path(out)
+    q, qlabel = _quality_col(df, objectives)
+    lat, size = OBJECTIVES["latency"], OBJECTIVES["size"]
+    files = []
+    specs = [("pareto_size.png", "size_mb", size.label, "latency_ms", lat.label),
+             ("pareto_latency.png", "latency_ms", lat.label, "size_mb", size.label)]
+    for name, x, xl, c, cl in specs:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+        _scatter_png(ax, df, x, q, c, xl, qlabel, cl, fig)
+        ax.set_title(f"{qlabel} vs {xl.split(' (')[0]}")
+        fig.tight_layout()
+        fig.savefig(out / name)
+        plt.close(fig)
+        files.append(out / name)
+    at, hv, ref = hv_curve(df, objectives)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    if len(at):
+        ax.plot(at, hv, lw=1.5)
+    ax.set_xlabel("measured trials")
+    ax.set_ylabel("hypervolume (" + ", ".join(o.name for o in objectives) + ")")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "hypervolume.png")
+    plt.close(fig)
+    files.append(out / "hypervolume.png")
+    if html:
+        files.append(_html(out, df, q, qlabel, specs, at, hv))
+    return files
+
+
+def _html(out: Path, df, q, qlabel, specs, at, hv) -> Path:
+    import plotly.graph_objects as go
+
+    from ..rundir import atomic_write_text
+    ok = _usable(df)
+    hover = [f"trial {n}<br>bits {w}<br>act {a}<br>{qlabel.split(' (')[0]} {v:.4g}<br>"
+             f"latency {lt:.4g} ms<br>size {s:.4g} MB" for n, w, a, v, lt, s in
+             zip(ok["number"], ok.get("weight_bits", ""), ok.get("act_bits", ""), ok[q], ok["latency_ms"],
+                 ok["size_mb"])]
+    figs = []
+    for _, x, xl, c, cl in specs:
+        front = ok["pareto"].astype(bool).to_numpy()
+        fig = go.Figure()
+        fig.add_trace(go.Scattergl(x=ok[x], y=ok[q], mode="markers", name="feasible",
+                                   marker=dict(size=5, color=ok[c], colorscale="Viridis", opacity=0.3),
+                                   text=hover, hoverinfo="text"))
+        fig.add_trace(go.Scatter(x=ok[x][front], y=ok[q][front], mode="markers", name="Pareto front",
+                                 marker=dict(size=10, color=ok[c][front], colorscale="Viridis",
+                                             line=dict(width=1, color="black"), colorbar=dict(title=cl)),
+                                 text=list(np.array(hover, dtype=object)[front]), hoverinfo="text"))
+        fig.update_layout(title=f"{qlabel} vs {xl}", xaxis_title=xl, yaxis_title=qlabel, height=480)
+        figs.append(fig)
+    fig = go.Figure(go.Scatter(x=at, y=hv, mode="lines", name="hypervolume"))
+    fig.update_layout(title="hypervolume vs trials", xaxis_title="measured trials",
+                      yaxis_title="hypervolume", height=380)
+    figs.append(fig)
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>cosearch search</title></head><body>"
+            + "".join(parts) + "</body></html>")
+    atomic_write_text(out / HTML, page)
+    return out / HTML

@@ -1,0 +1,78 @@
+"""Where quality is measured: in this process, or in Ray actors (one supernet each).
+
+Only quality runs remotely: costs are a vectorised numpy call in the driver, and Optuna's
+ask/tell stays in the driver too, so constraints and user attributes reach the study
+intact (Ray Tune's OptunaSearch would drop them). Ray is imported only when asked for.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from ..space import Arch
+
+
+class LocalPool:
+    """Measures synchronously; ``submit`` returns a handle that is already done."""
+
+    def __init__(self, factory: Callable):
+        self.source = factory()
+        self.workers = 1
+
+    def submit(self, archs: Sequence[Arch]):
+        return self.source(list(archs)) if archs else {}
+
+    def wait(self, handles: list) -> tuple[list, list]:
+        """(done handles, their results)."""
+        return handles[:1], handles[:1]
+
+    def close(self):
+        pass
+
+
+class _Actor:
+    def __init__(self, factory):
+        self.source = factory()
+
+    def measure(self, archs):
+        return self.source(list(archs))
+
+
+class RayPool:
+    """``workers`` Ray actors, each building its own quality source once (e.g. loading the
+    supernet); batches go to the least busy actor."""
+
+    def __init__(self, factory: Callable, workers: int):
+        import ray  # lazily: ray takes seconds to import and start
+        self.ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        actor = ray.remote(num_cpus=1)(_Actor)
+        self.actors = [actor.remote(factory) for _ in range(workers)]
+        self.workers = workers
+        self._busy: dict = {}
+        self._n = 0
+
+    def submit(self, archs: Sequence[Arch]):
+        if not archs:
+            return self.ray.put({})
+        counts = {i: 0 for i in range(len(self.actors))}
+        for i in self._busy.values():
+            counts[i] += 1
+        i = min(counts, key=counts.get)
+        ref = self.actors[i].measure.remote(list(archs))
+        self._busy[ref] = i
+        return ref
+
+    def wait(self, handles: list) -> tuple[list, list]:
+        done, _ = self.ray.wait(handles, num_returns=1)
+        for r in done:
+            self._busy.pop(r, None)
+        return done, self.ray.get(done)
+
+    def close(self):
+        for a in self.actors:
+            self.ray.kill(a)
+        if self._started:
+            self.ray.shutdown()
