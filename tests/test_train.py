@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -162,3 +164,11 @@ def test_cli_train(tmp_path, capsys, one_thread):
     argv[argv.index("--steps") + 1] = "3"
     assert main(argv) == 2  # other --steps on the same run
     assert "steps=2" in capsys.readouterr().err
+
+
+def test_in_process_training_never_imports_ray(tmp_path):
+    data = write_lm_text(tmp_path / "t.txt")
+    code = ("import sys, torch; torch.set_num_threads(1); from cosearch.train import train; "
+            f"train({lm_space()!r}, 'lm', {str(data)!r}, {str(tmp_path / 'r')!r}, steps=1, max_tokens=64, "
+            "progress=False); assert 'ray' not in sys.modules, 'ray was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
