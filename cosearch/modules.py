@@ -112,11 +112,18 @@ class ElasticLinear(nn.Module):
         return torch.einsum("om,moi->oi", alpha, experts)
 
     def quantized_weight(self) -> torch.Tensor:
-        return self.wq(self.mixed_weight(), self.weight_bits)
+        w = self.mixed_weight()
+        if self.weight_bits == 16 and torch.is_autocast_enabled(w.device.type):
+            # autocast rounds to bf16 anyway (coarser than fp16): skip the fp16 pass
+            return w
+        return self.wq(w, self.weight_bits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aq(x, self.act_bits)
+
+    def forward(self, x: torch.Tensor, input_quantized: bool = False) -> torch.Tensor:
         b = self.bias[: self.out_features] if self.bias is not None else None
-        return F.linear(self.aq(x, self.act_bits), self.quantized_weight(), b)
+        return F.linear(x if input_quantized else self.aq(x, self.act_bits), self.quantized_weight(), b)
 
 
 class QLinear(nn.Module):
@@ -133,8 +140,11 @@ class QLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight_bits, self.act_bits = weight_bits, act_bits
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.aq(x, self.act_bits), self.weight, self.bias)
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aq(x, self.act_bits)
+
+    def forward(self, x: torch.Tensor, input_quantized: bool = False) -> torch.Tensor:
+        return F.linear(x if input_quantized else self.aq(x, self.act_bits), self.weight, self.bias)
 
 
 # --------------------------------------------------------------------------- norms, embeddings
@@ -195,9 +205,11 @@ class Attention(nn.Module):
         """Self-attention (memory None) or cross-attention over ``memory``. ``cache`` (a
         dict) holds keys/values for incremental decoding."""
         B, T, _ = x.shape
-        q = self._split(self.q(x))
+        # q, k and v read the same input at the same bits: quantize it once
+        xq = self.q.quantize_input(x)
+        q = self._split(self.q(xq, True))
         if memory is None:
-            k, v = self._split(self.k(x)), self._split(self.v(x))
+            k, v = self._split(self.k(xq, True)), self._split(self.v(xq, True))
             if cache is not None:
                 if "k" in cache:
                     k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
@@ -205,7 +217,8 @@ class Attention(nn.Module):
         elif cache is not None and "k" in cache:
             k, v = cache["k"], cache["v"]
         else:
-            k, v = self._split(self.k(memory)), self._split(self.v(memory))
+            mq = self.k.quantize_input(memory)
+            k, v = self._split(self.k(mq, True)), self._split(self.v(mq, True))
             if cache is not None:
                 cache["k"], cache["v"] = k, v
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=causal and T > 1)

@@ -1,0 +1,91 @@
+"""Forward+backward time of a sub-network inside the supernet vs. its extracted module.
+
+The ratio is the price of routing (MoS mixture), slicing and weight fake-quantization
+during supernet training. Run:
+
+    python benchmarks/supernet_overhead.py --device cpu  --out benchmarks/results/supernet_overhead_cpu.json
+    python benchmarks/supernet_overhead.py --device cuda --out benchmarks/results/supernet_overhead_h100.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cosearch.space import SearchSpace  # noqa: E402
+from cosearch.supernet import Supernet  # noqa: E402
+
+
+def time_fwd_bwd(model, inputs, arch, device, amp, repeats, warmup=3):
+    def step():
+        kw = {"arch": arch} if arch is not None else {}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(*inputs, **kw)
+        out.float().logsumexp(-1).mean().backward()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--space", default="multi30k")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=None, help="sentences per batch")
+    ap.add_argument("--len", type=int, default=30, help="tokens per sentence")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    dev = torch.device(a.device)
+    amp = dev.type == "cuda"
+    batch = a.batch or (128 if dev.type == "cuda" else 8)
+    repeats = a.repeats or (20 if dev.type == "cuda" else 3)
+    torch.manual_seed(0)
+    space = SearchSpace.load(a.space)
+    net = Supernet(space).to(dev).train()
+    V = space.vocab_size
+    inputs = [torch.randint(3, V, (batch, a.len), device=dev)]
+    if space.is_encdec:
+        inputs.append(torch.randint(3, V, (batch, a.len), device=dev))
+    configs = {
+        "largest_float": space.largest(),
+        "largest_w4a8": space.with_bits(space.largest(), 4, 8 if 8 in space.spec.quantization.act_bits else 16),
+        "largest_ternary_a8": space.with_bits(space.largest(), 1.58 if 1.58 in space.spec.quantization.weight_bits else 16, 8 if 8 in space.spec.quantization.act_bits else 16),
+        "random": space.sample(0),
+    }
+    rows = {}
+    for name, arch in configs.items():
+        sup = time_fwd_bwd(net, inputs, arch, dev, amp, repeats)
+        sub = net.extract(arch).to(dev).train()
+        alone = time_fwd_bwd(sub, inputs, None, dev, amp, repeats)
+        rows[name] = {"supernet_ms": round(sup * 1e3, 3), "standalone_ms": round(alone * 1e3, 3),
+                      "ratio": round(sup / alone, 3), "params": space.param_count(arch)}
+        print(f"{name:20s} supernet {sup*1e3:9.2f} ms  standalone {alone*1e3:9.2f} ms  ratio {sup/alone:5.2f}")
+    info = {"space": a.space, "device": a.device, "batch": batch, "len": a.len, "amp_bf16": amp,
+            "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+            "threads": torch.get_num_threads(), "results": rows}
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+    main()
