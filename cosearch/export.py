@@ -269,7 +269,7 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     ``Hardware``) with ``hardware_params`` adds the predicted cost and schedule.csv.
     """
     source: dict = {}
-    languages = None
+    languages = search_space = None
     if search is not None and (trial is not None or pick is not None):
         if arch is not None:
             raise UserError("give one of --trial, --pick and --arch, not several")
@@ -281,6 +281,7 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
         hardware_params = hardware_params if hardware_params is not None else chosen.hardware_params
         scenario = scenario or chosen.scenario
         metrics = {**chosen.metrics, **(metrics or {})}
+        search_space = chosen.space
         source.update(search=str(Path(search).resolve()), trial=chosen.number)
     elif search is not None:
         from .export_pick import search_defaults
@@ -288,9 +289,13 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
         run = run if run is not None else ctx["run"]
         hardware = hardware if hardware is not None else ctx["hardware"]
         scenario = scenario or ctx["scenario"]
+        search_space = ctx["space"]
         source.update(search=str(Path(search).resolve()))
     elif trial is not None or pick is not None:
         raise UserError("--trial and --pick need a search folder; with a run folder pass --arch FILE.json")
+    if search is not None and run is None and supernet is None:
+        raise UserError(f"{search}/search.json does not name the training run; pass --run RUN "
+                        "(the folder the search measured)")
     if arch is None:
         raise UserError("say which sub-network to export: --trial N, --pick best-quality, or --arch FILE.json")
     if supernet is None:
@@ -306,6 +311,9 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
             hp = run_cfg.get("train") or {}
             languages = {"src": hp.get("src", "en"), "tgt": hp.get("tgt", "de")}
     space = supernet.space
+    if search_space is not None and SearchSpace.from_dict(search_space).to_dict() != space.to_dict():
+        raise UserError(f"{search} searched another space than the run {run} was trained on; "
+                        "pass the run the search measured (--run)")
     arch = arch_from(arch, space)
     hw_info, predicted, schedule = None, {}, None
     if hardware is not None:

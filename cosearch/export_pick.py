@@ -15,7 +15,6 @@ from .errors import UserError
 TRIALS, SEARCH_CONFIG = "trials.csv", "search.json"
 PICKS = ("best-quality",)
 _NUMBER_COLUMNS = ("number", "trial")
-_HW_PREFIXES = ("hw.", "hw_")
 
 
 @dataclass
@@ -26,6 +25,7 @@ class ChosenTrial:
     hardware: str | None
     hardware_params: dict = field(default_factory=dict)
     scenario: str | None = None
+    space: dict | None = None
     metrics: dict = field(default_factory=dict)
 
 
@@ -87,12 +87,12 @@ def pick_trial(search: str | Path, trial: int | None = None, pick: str | None = 
         raise UserError(f"{path}: trial {row[num_col]} has no valid arch JSON ({e})") from None
     ctx = search_defaults(search)
     hw_params = {}
-    if "hw" in df.columns and isinstance(row["hw"], str) and row["hw"].strip().startswith("{"):
-        hw_params = json.loads(row["hw"])
-    for c in df.columns:
-        if c.startswith(_HW_PREFIXES) and _plain(row[c]) is not None:
-            hw_params[c[3:]] = _plain(row[c])
-    metrics = {c: _plain(row[c]) for c in df.columns if c not in ("arch", "hw") and not c.startswith(_HW_PREFIXES)}
+    if isinstance(row.get("hw_params"), str) and row["hw_params"].strip():
+        try:
+            hw_params = json.loads(row["hw_params"])
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: trial {row[num_col]} has bad hw_params JSON ({e})") from None
+    metrics = {c: _plain(row[c]) for c in df.columns if c not in ("arch", "hw_params")}
     return ChosenTrial(number=int(row[num_col]), arch=arch, hardware_params=hw_params, metrics=metrics, **ctx)
 
 
@@ -104,7 +104,8 @@ def search_defaults(search: str | Path) -> dict:
     cfg = _search_config(search)
     scenario = cfg.get("scenario")
     return {"run": _first(cfg, "run", "run_dir", "supernet"), "hardware": _first(cfg, "hardware", "hw"),
-            "scenario": scenario.get("name") if isinstance(scenario, dict) else scenario}
+            "scenario": scenario.get("name") if isinstance(scenario, dict) else scenario,
+            "space": cfg.get("space")}
 
 
 def _best_quality(df, path: Path, pick: str, latency_max: float | None):
@@ -117,6 +118,8 @@ def _best_quality(df, path: Path, pick: str, latency_max: float | None):
         if "latency_ms" not in ok.columns:
             raise UserError(f"{path} has no latency_ms column; drop --latency-max")
         ok = ok[ok["latency_ms"] <= latency_max]
+    if "source" in ok.columns:  # only qualities measured on the supernet, not predicted ones
+        ok = ok[ok["source"].astype(str) == "measured"]
     if "bleu" in ok.columns and ok["bleu"].notna().any():
         ok = ok[ok["bleu"].notna()].sort_values("bleu", ascending=False, kind="stable")
     elif "loss" in ok.columns and ok["loss"].notna().any():

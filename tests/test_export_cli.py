@@ -92,13 +92,16 @@ def test_cli_export_mistakes_exit_2(runs, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- search folders
 def _fake_search(root: Path, run: Path, archs) -> Path:
+    """trials.csv / search.json with the columns `cosearch search` writes (a subset)."""
     import pandas as pd
     d = root / "search"
     d.mkdir()
-    rows = [{"number": i, "arch": a.to_json(), "loss": loss, "latency_ms": lat, "feasible": feas}
+    rows = [{"number": i, "feasible": feas, "source": "measured", "quality": loss, "latency_ms": lat,
+             "loss": loss, "bleu": float("nan"), "hw_params": "{}", "arch": a.to_json()}
             for i, (a, loss, lat, feas) in enumerate(archs)]
+    rows.append({**rows[0], "number": len(rows), "source": "predicted", "loss": -1.0, "quality": -1.0})
     pd.DataFrame(rows).to_csv(d / "trials.csv", index=False)
-    (d / "search.json").write_text(json.dumps({"run": str(run), "hardware": "zcu102", "scenario": "prefill"}))
+    (d / "search.json").write_text(json.dumps({"run": str(run), "hw": "zcu102", "scenario": "prefill"}))
     return d
 
 
@@ -222,3 +225,27 @@ def test_finetune_cli_and_mistakes(runs, tmp_path, capsys):
                  "--out", str(tmp_path / "ft2")]) == 2
     assert "none.txt" in capsys.readouterr().err
     assert not (tmp_path / "ft2").exists()
+
+
+@pytest.mark.slow  # a real (tiny) search: ~15 s on 2 cores
+def test_export_from_a_real_search(runs, tmp_path):
+    study = pytest.importorskip("cosearch.search.study")
+    run, net, _, _ = runs["decoder_only"]
+    import pandas as pd
+    study.search(None, "zcu102", out=tmp_path / "s", trials=8, quality="synthetic", space=net.space,
+                 progress=False)
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    if "run" not in json.loads((tmp_path / "s" / "search.json").read_text()):
+        with pytest.raises(UserError, match="--run"):
+            export(tmp_path / "e0", search=tmp_path / "s", trial=0)
+    n = int(df["number"].iloc[-1])
+    assert main(["export", str(tmp_path / "s"), "--trial", str(n), "--run", str(run),
+                 "--out", str(tmp_path / "e")]) == 0
+    e = open_exported(tmp_path / "e")
+    assert e.arch == cosearch.Arch.from_json(df["arch"].iloc[-1])
+    assert e.config["hardware"]["name"] == "zcu102" and e.config["search_metrics"]["number"] == n
+    assert e.config["predicted"]["latency_ms"] == pytest.approx(df["latency_ms"].iloc[-1], rel=1e-6)
+    assert main(["export", str(tmp_path / "s"), "--pick", "best-quality", "--run", str(run),
+                 "--out", str(tmp_path / "b")]) == 0
+    best = df[df["feasible"] & (df["source"] == "measured")].sort_values("loss").iloc[0]
+    assert open_exported(tmp_path / "b").arch == cosearch.Arch.from_json(best["arch"])

@@ -17,6 +17,8 @@ def register(sub):
     p.add_argument("--latency-max", type=float, metavar="MS", help="with --pick: only trials this fast")
     p.add_argument("--out", required=True, help="the export folder to create")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (fixed-length forward), checked")
+    p.add_argument("--run", help="with a search folder: the training run it measured (default: the one "
+                   "search.json names)")
     p.add_argument("--checkpoint", help="a checkpoint file of the run (default: its newest)")
     p.add_argument("--hardware", help="accelerator preset or YAML for the predicted cost and schedule.csv "
                    "(default: the search's)")
@@ -36,7 +38,9 @@ def run(args) -> int:
     is_search = (d / TRIALS).is_file() or (d / "search.json").is_file()
     if not is_search and args.arch is None:
         raise UserError(f"{d} is not a search folder (no {TRIALS}); with a training run folder give --arch FILE.json")
-    kw = dict(search=d) if is_search else dict(run=d)
+    kw = dict(search=d, run=args.run) if is_search else dict(run=d)
+    if args.run and not is_search:
+        raise UserError("--run goes with a search folder; here DIR is already the run")
     out = export(args.out, arch=args.arch, trial=args.trial, pick=args.pick, latency_max=args.latency_max,
                  checkpoint=args.checkpoint, hardware=args.hardware, scenario=args.scenario,
                  onnx=args.onnx, force=args.force, **kw)
