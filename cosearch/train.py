@@ -301,22 +301,8 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
             inputs, target = model_inputs(batch)
             members = sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages)
             torch.manual_seed(_dropout_seed(seed, step, dist.rank))
-            teacher = None
-            for i, m in enumerate(members):
-                sync = dist.world == 1 or i == len(members) - 1
-                with (nullcontext() if sync else model.no_sync()):
-                    with autocast:
-                        logits = model(*inputs, arch=m.arch)[..., :vocab]
-                    loss, ce, kd = member_loss(logits, target, pad, cfg.label_smoothing, teacher, cfg.distill)
-                    loss.backward()
-                if teacher is None:
-                    teacher = F.log_softmax(logits.detach().float(), dim=-1)
-                _accumulate(loss_sums, f"loss_{m.role}", ce)
-                if kd is not None:
-                    _accumulate(loss_sums, f"kd_{m.role}", kd)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            sandwich_step(model, net, opt, members, inputs, target, cfg, pad, vocab, autocast,
+                          ddp=dist.world > 1, sums=loss_sums)
             tok_since_log += int(batch["ntokens"])
             if bar is not None:
                 bar.update(1)
@@ -356,9 +342,37 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
         workers=dist.world, state_digest=state_digest(net)))
 
 
+def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimizer, members: list,
+                  inputs: tuple, target: torch.Tensor, cfg: TrainConfig, pad: int, vocab: int,
+                  autocast=nullcontext(), ddp: bool = False, sums: dict | None = None) -> None:
+    """One optimizer step over the sandwich ``members`` (the first is the teacher).
+
+    ``model`` is ``net`` or its DDP wrapper (then all but the last backward skip the
+    all-reduce). Adds each member's task loss and KL to ``sums`` when given.
+    """
+    teacher = None
+    for i, m in enumerate(members):
+        sync = not ddp or i == len(members) - 1
+        with (nullcontext() if sync else model.no_sync()):
+            with autocast:
+                logits = model(*inputs, arch=m.arch)[..., :vocab]
+            loss, ce, kd = member_loss(logits, target, pad, cfg.label_smoothing, teacher, cfg.distill)
+            loss.backward()
+        if teacher is None and len(members) > 1:
+            teacher = F.log_softmax(logits.detach().float(), dim=-1)
+        if sums is not None:
+            _accumulate(sums, f"loss_{m.role}", ce)
+            if kd is not None:
+                _accumulate(sums, f"kd_{m.role}", kd)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def _accumulate(sums: dict, name: str, value: torch.Tensor) -> None:
+    # on-device sums: reading a loss every step would stall the GPU queue
     s = sums.setdefault(name, [0.0, 0])
-    s[0] += float(value.detach())
+    s[0] = s[0] + value.detach().float()
     s[1] += 1
 
 
@@ -368,7 +382,7 @@ def _log_record(step: int, lr: float, sums: dict, tokens: int, secs: float,
     cross-entropy) and distillation KL (``kd_ROLE``), averaged over steps and workers;
     tokens/s of all workers. Every worker calls this at the same steps (it all-reduces)."""
     names = sorted(sums)
-    vals = torch.tensor([sums[n][0] / sums[n][1] for n in names] + [float(tokens)], dtype=torch.float64)
+    vals = torch.tensor([float(sums[n][0]) / sums[n][1] for n in names] + [float(tokens)], dtype=torch.float64)
     if dist.world > 1:
         import torch.distributed as tdist
         v = vals.to(device)
