@@ -183,3 +183,13 @@ def test_asic_area_grows_with_array_and_buffers():
     hw = load_hardware("tpu_like")
     assert hw.with_params(rows=256).area_mm2() > hw.area_mm2()
     assert hw.with_params(input_kb=1024).area_mm2() < hw.area_mm2()
+
+
+def test_pipelined_folds_and_layer_by_layer_dram():
+    base = consts(rows=2, cols=2, bpc=1000.0)
+    piped = SimpleNamespace(**{**vars(base), "pipelined": True})
+    # 4 folds of T=4: fill/drain (2R+C-2 = 4) once instead of per fold
+    assert run(4, 4, 4, base)["compute_cycles"] == 32 and run(4, 4, 4, piped)["compute_cycles"] == 20
+    lbl = SimpleNamespace(**{**vars(base), "act_dram": True})
+    # layer by layer: inputs (16 B) read and outputs (16 B) written on top of the weights
+    assert run(4, 4, 4, lbl)["dram_bytes"] == run(4, 4, 4, base)["dram_bytes"] + 32
