@@ -107,9 +107,10 @@ class ElasticLinear(nn.Module):
         alpha = self.mixture_weights()
         if alpha is None:
             return experts[0]
+        # broadcast-multiply-sum: an einsum here lowers to a slow batched matmul on GPUs
         if self.mos == "layer":
-            return torch.einsum("m,moi->oi", alpha, experts)
-        return torch.einsum("om,moi->oi", alpha, experts)
+            return (alpha.view(-1, 1, 1) * experts).sum(0)
+        return (alpha.t().unsqueeze(-1) * experts).sum(0)
 
     def quantized_weight(self) -> torch.Tensor:
         w = self.mixed_weight()
