@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 
 def rank_correlation(predicted, measured) -> dict:
     """Spearman's rho and Kendall's tau between predictions and measurements."""
+    from scipy import stats  # slow to import; only needed here
+
     p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     if len(p) < 3 or np.ptp(p) == 0 or np.ptp(m) == 0:
         return {"n": int(len(p)), "spearman": float("nan"), "kendall": float("nan")}

@@ -10,6 +10,7 @@ PostgreSQL) sharing one study stop together at the total, each trial evaluated o
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import math
 import os
@@ -213,7 +214,7 @@ def _check_config(out: Path | None, cfg: dict) -> None:
     """search.json records what the study measures; a resumed search must match it."""
     if out is None:
         return
-    from ..rundir import atomic_write_text, first_difference
+    from ..rundir import first_difference
     path = out / CONFIG
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -221,7 +222,6 @@ def _check_config(out: Path | None, cfg: dict) -> None:
         if d:
             raise UserError(f"{out} holds a search made with {d[0]}={d[1]!r}, but this command gives "
                             f"{d[0]}={d[2]!r}; rerun with the same settings to resume, or choose a new --out")
-    atomic_write_text(path, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def _fail_stale(study: optuna.Study) -> int:
@@ -260,7 +260,7 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
            workers: int = 1, seed: int | None = 0, scenario: str = "decode",
            space: SearchSpace | str | None = None, quality: Any = None, predictor: bool = False,
            batch: int | None = None, population: int = 50, split: str = "valid",
-           max_batches: int = 20, progress: bool = True, write: bool = True,
+           max_batches: int = 20, progress: bool = True, write: bool = True, plots: bool = True,
            evolution: EvolutionSettings | None = None) -> SearchResult:
     """Run (or resume) a co-search and write its results to ``out``.
 
@@ -268,7 +268,7 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
     or ``space`` plus ``quality="synthetic"`` / a quality source object (``source(archs) ->
     {"loss": array}``). ``trials`` is the study's total. ``storage``: see
     :mod:`cosearch.search.storage`. Every mistake in the inputs raises ``UserError`` before
-    any trial runs.
+    any trial runs. ``plots=False`` skips the PNG/HTML plots (``cosearch pareto`` draws them).
     """
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -292,17 +292,20 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
     needs_quality = any(o.column in QUALITY_COLUMNS for o in objs)
 
     out = Path(out) if out is not None else None
-    store = open_storage(storage, out)
     directions = [o.direction for o in objs]
     name = study or "cosearch"
-    st = open_study(store, name, directions, make_sampler(sampler, seed, population))
     cfg = {"objectives": [o.name for o in objs], "directions": directions, "hw": costs.hw.name,
-           "hw_digest": __import__("hashlib").sha1(costs.hw.key.encode()).hexdigest()[:16],
+           "hw_digest": hashlib.sha1(costs.hw.key.encode()).hexdigest()[:16],
            "cosearch_hw": cosearch_hw, "latency_max": latency_max, "area_max": area_max,
            "scenario": scenario, "space": sp.to_dict(), "quality": qname if needs_quality else None,
            "study": name, "storage": describe(storage) if storage else "sqlite:///DIR/study.db"}
     if write:
         _check_config(out, cfg)
+    store = open_storage(storage, out)
+    st = open_study(store, name, directions, make_sampler(sampler, seed, population))
+    if write and out is not None:
+        from ..rundir import atomic_write_text
+        atomic_write_text(out / CONFIG, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     _fail_stale(st)
 
     # seed the caches from what the study already holds
@@ -381,8 +384,9 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
     pred_report = screen.report() if screen is not None else None
     files: list[Path] = []
     if write and out is not None:
-        files = write_results(out, rows, objs, extra={"predictor": pred_report, "reachable": reach.__dict__,
-                                                     "elapsed_s": time.perf_counter() - t0})
+        files = write_results(out, rows, objs, plots=plots,
+                              extra={"predictor": pred_report, "reachable": reach.__dict__,
+                                     "elapsed_s": time.perf_counter() - t0})
     front = [r for r in rows if r.get("pareto")]
     return SearchResult(out=out, study=st, trials=len(rows), feasible=sum(r["feasible"] for r in rows),
                         measured=measured, pareto=front, predictor=pred_report, reachable=reach.__dict__,
