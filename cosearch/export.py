@@ -194,25 +194,22 @@ def load_exported(out: str | Path) -> Transformer:
 
 
 # --------------------------------------------------------------------------- from runs and searches
-def load_supernet(run: str | Path, checkpoint: str | Path | None = None) -> tuple[Supernet, dict]:
-    """The trained supernet of a run folder (its newest checkpoint unless one is given)."""
+def load_supernet(run: str | Path, checkpoint: str | Path | None = None):
+    """The trained supernet of a run folder (``evaluate.LoadedRun``), from its newest
+    checkpoint or from ``checkpoint``."""
     from .checkpoint import latest_checkpoint, load_checkpoint
-    from .rundir import read_config as read_run_config, space_of
-    cfg = read_run_config(run)
-    space = space_of(cfg)
-    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run)
-    if ckpt is None:
-        raise UserError(f"{run} has no checkpoint yet; train it first (cosearch train ... --out {run})")
-    state = load_checkpoint(ckpt)
-    from .data.tokenizer import PAD_ID
-    net = Supernet(space, pad_id=PAD_ID)
-    try:
-        net.load_state_dict(state["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{ckpt}: weights do not fit the run's space ({first}); pass the "
-                        "checkpoint of this run") from None
-    return net.eval(), {**cfg, "checkpoint": str(ckpt), "step": int(state["step"])}
+    from .evaluate import load_run
+    loaded = load_run(run)
+    loaded.checkpoint = str(latest_checkpoint(run))
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint)
+        try:
+            loaded.net.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise UserError(f"{checkpoint}: weights do not fit the space of {run} "
+                            f"({str(e).splitlines()[0]}); pass a checkpoint of this run") from None
+        loaded.step, loaded.checkpoint = int(state["step"]), str(checkpoint)
+    return loaded
 
 
 def arch_from(value: Any, space: SearchSpace, source: str = "arch") -> Arch:
@@ -301,14 +298,13 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     if supernet is None:
         if run is None:
             raise UserError("export needs the trained supernet: a run folder (or a search made from one)")
-        supernet, run_cfg = load_supernet(run, checkpoint)
-        run = Path(run)
-        task = task or run_cfg.get("task")
-        if tokenizer is None and (run / TOKENIZER).is_file():
-            tokenizer = run / TOKENIZER
-        source.update(run=str(run.resolve()), checkpoint=run_cfg["checkpoint"], step=run_cfg["step"])
+        loaded = load_supernet(run, checkpoint)
+        supernet, run = loaded.net, Path(run)
+        task = task or loaded.config.get("task")
+        tokenizer = tokenizer if tokenizer is not None else loaded.tokenizer.to_bytes()
+        source.update(run=str(run.resolve()), step=loaded.step, checkpoint=loaded.checkpoint)
         if task == "translation":
-            hp = run_cfg.get("train") or {}
+            hp = loaded.config.get("train") or {}
             languages = {"src": hp.get("src", "en"), "tgt": hp.get("tgt", "de")}
     space = supernet.space
     if search_space is not None and SearchSpace.from_dict(search_space).to_dict() != space.to_dict():

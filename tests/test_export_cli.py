@@ -249,3 +249,20 @@ def test_export_from_a_real_search(runs, tmp_path):
                  "--out", str(tmp_path / "b")]) == 0
     best = df[df["feasible"] & (df["source"] == "measured")].sort_values("loss").iloc[0]
     assert open_exported(tmp_path / "b").arch == cosearch.Arch.from_json(best["arch"])
+
+
+def test_export_from_a_chosen_checkpoint(tmp_path):
+    run, net7 = make_run(tmp_path, "decoder_only")
+    net3 = random_supernet(net7.space, seed=9)
+    save_checkpoint(checkpoint_path(run, 3), {"step": 3, "model": net3.state_dict()})
+    arch = net7.space.sample(1)
+    x = inputs(net7.space)
+    for ckpt, net, step in ((None, net7, 7), (checkpoint_path(run, 3), net3, 3)):
+        out = export(tmp_path / f"e{step}", run=run, arch=arch, checkpoint=ckpt)
+        e = open_exported(out)
+        assert e.config["source"]["step"] == step
+        with torch.no_grad():
+            assert torch.allclose(net(*x, arch=arch), e.model(*x), atol=1e-5, rtol=0)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="bad.pt"):
+        export(tmp_path / "x", run=run, arch=arch, checkpoint=tmp_path / "bad.pt")
