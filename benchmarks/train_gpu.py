@@ -1,0 +1,308 @@
+"""GPU benchmark of supernet training on Multi30k En-De with spaces/multi30k.yaml (issue 4, item 5).
+
+Needs python3 with torch (CUDA), numpy, pydantic, pyyaml, sentencepiece, sacrebleu and tqdm;
+no Ray, no Optuna. Run from the repository root:
+
+    # (a) throughput: cost per trained sub-network vs the plain largest model, and MFU
+    python3 benchmarks/train_gpu.py throughput --out benchmarks/results/train_gpu_throughput.json
+    # (b) quality in a fixed budget, one MoS mode per call (each call < 10 minutes)
+    python3 benchmarks/train_gpu.py quality --mos layer  --budget-s 420 --out benchmarks/results/train_gpu_quality_layer.json
+    python3 benchmarks/train_gpu.py quality --mos none   --budget-s 420 --out benchmarks/results/train_gpu_quality_none.json
+    python3 benchmarks/train_gpu.py quality --mos neuron --budget-s 420 --out benchmarks/results/train_gpu_quality_neuron.json
+
+The Multi30k folder is --data, else $COSEARCH_SHARED_DATA/multi30k, else shared/data/multi30k
+next to or inside the repository. ``--device cpu`` with small settings checks the script on
+a machine without a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+NEEDED = ("torch", "numpy", "pydantic", "yaml", "sentencepiece", "sacrebleu", "tqdm")
+#: dense bf16 peak of the GPUs we expect (TFLOP/s); --peak-tflops overrides.
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0}
+
+
+def _check_imports() -> None:
+    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"missing Python packages: {', '.join(missing)} "
+                 "(pip install torch numpy pydantic pyyaml sentencepiece sacrebleu tqdm)")
+
+
+def find_data(arg: str | None) -> Path:
+    cands = [Path(arg)] if arg else []
+    env = os.environ.get("COSEARCH_SHARED_DATA")
+    if env:
+        cands.append(Path(env) / "multi30k")
+    cands += [ROOT / "shared" / "data" / "multi30k", ROOT.parent / "shared" / "data" / "multi30k"]
+    for c in cands:
+        if (c / "train.en.gz").is_file() or (c / "train.en").is_file():
+            return c
+    sys.exit(f"Multi30k not found in {', '.join(map(str, cands))}; pass --data")
+
+
+def peak_tflops(device) -> float | None:
+    import torch
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
+        if all(part in name for part in key.split()):
+            return PEAK_BF16_TFLOPS[key]
+    return None
+
+
+def space_dict(name: str, mos: str | None) -> dict:
+    from cosearch.space import SearchSpace
+    d = SearchSpace.load(name).to_dict()
+    if mos is not None:
+        d["mos"] = dict(d["mos"], mode=mos, experts=1 if mos == "none" else max(2, d["mos"]["experts"]))
+        d["name"] = f"{d['name']}_{mos}"
+    return d
+
+
+# --------------------------------------------------------------------------- FLOPs
+def train_flops(space, arch, src_shape, tgt_shape) -> float:
+    """Training FLOPs (3 x forward, matmuls and attention only) of ``arch`` on padded
+    batches of source (B, S) and target (B, T) shapes."""
+    B, S = src_shape
+    T = tgt_shape[1]
+    cross = {i: la.cross_layers for i, la in enumerate(arch.decoder)}
+    f = 0.0
+    for lin in space.linears(arch):
+        mm = 2.0 * lin.in_features * lin.out_features
+        if lin.side == "encoder":
+            f += mm * B * S
+        elif lin.role in ("cross_k", "cross_v"):
+            f += mm * B * S * cross[lin.layer]
+        else:
+            f += mm * B * T
+    for i, la in enumerate(arch.encoder):
+        f += 4.0 * B * S * S * space.attn_dim("encoder", la.heads)
+    for i, la in enumerate(arch.decoder):
+        a = space.attn_dim("decoder", la.heads)
+        f += 4.0 * B * T * T * a + 4.0 * B * T * S * cross[i] * a
+    f += 2.0 * B * T * arch.decoder_embed_dim * space.vocab_size  # tied output projection
+    return 3.0 * f
+
+
+# --------------------------------------------------------------------------- timing
+def _median_step_time(step, batches, device, warmup: int, repeats: int) -> float:
+    import torch
+    for i in range(warmup):
+        step(batches[i % len(batches)])
+    times = []
+    for i in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step(batches[(warmup + i) % len(batches)])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup: int, repeats: int,
+                       seed: int = 0) -> dict:
+    """Median step times of (1) a full sandwich step, (2) the supernet training only its
+    largest arch, (3) the largest arch extracted as a plain model (same optimizer, loss,
+    bf16 autocast), on the same batches."""
+    import torch
+    import torch.nn.functional as F
+    from contextlib import nullcontext
+
+    from cosearch.sandwich import Member, sandwich
+    from cosearch.supernet import Supernet
+    from cosearch.train import TrainConfig, make_optimizer, model_inputs, sandwich_step, to_device
+
+    cfg = TrainConfig(steps=1000, max_tokens=max_tokens, n_random=n_random, bit_stages=None).resolved(space)
+    it = td.batches("train", max_tokens=max_tokens, seed=seed)
+    batches = [to_device(next(it), device) for _ in range(warmup + repeats)]
+    pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    torch.manual_seed(seed)
+    net = Supernet(space, pad_id=pad).to(device).train()
+    opt = make_optimizer(net, cfg)
+    largest = space.largest()
+    step_no = [0]
+
+    def supernet_step(members_of):
+        def step(batch):
+            step_no[0] += 1
+            inputs, target = model_inputs(batch)
+            sandwich_step(net, net, opt, members_of(step_no[0]), inputs, target, cfg, pad, vocab, autocast)
+        return step
+
+    full = supernet_step(lambda s: sandwich(space, seed, s, cfg.steps, n_random, None))
+    only_largest = supernet_step(lambda s: [Member("largest", largest)])
+    t_full = _median_step_time(full, batches, device, warmup, repeats)
+    t_sup_largest = _median_step_time(only_largest, batches, device, warmup, repeats)
+
+    plain = net.extract(largest).to(device).train()
+    plain_opt = make_optimizer(plain, cfg)
+
+    def plain_step(batch):
+        inputs, target = model_inputs(batch)
+        with autocast:
+            logits = plain(*inputs)[..., :vocab]
+        loss = F.cross_entropy(logits.float().reshape(-1, vocab), target.reshape(-1), ignore_index=pad,
+                               label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), cfg.clip_norm)
+        plain_opt.step()
+        plain_opt.zero_grad(set_to_none=True)
+
+    t_plain = _median_step_time(plain_step, batches, device, warmup, repeats)
+    members = 2 + n_random
+    flops_largest = sum(train_flops(space, largest, b["src"].shape, b["tgt_in"].shape) for b in batches) / len(batches)
+    tokens = sum(int(b["ntokens"]) for b in batches) / len(batches)
+    peak = peak_tflops(device)
+    res = {
+        "max_tokens": max_tokens, "mean_target_tokens_per_batch": tokens, "members_per_step": members,
+        "sandwich_step_s": t_full, "supernet_largest_only_step_s": t_sup_largest, "plain_largest_step_s": t_plain,
+        "cost_per_subnet_vs_plain": (t_full / members) / t_plain,
+        "supernet_largest_vs_plain": t_sup_largest / t_plain,
+        "sandwich_steps_per_s": 1 / t_full, "sandwich_target_tokens_per_s": tokens / t_full,
+        "plain_target_tokens_per_s": tokens / t_plain,
+        "largest_train_tflop_per_step": flops_largest / 1e12,
+        "peak_bf16_tflops": peak,
+    }
+    if peak:
+        res["mfu_plain_largest"] = flops_largest / t_plain / (peak * 1e12)
+        res["mfu_supernet_largest_only"] = flops_largest / t_sup_largest / (peak * 1e12)
+    return res
+
+
+# --------------------------------------------------------------------------- commands
+def _device(name: str):
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device; use --device cpu for a smoke run")
+    if name == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.device(name)
+
+
+def _machine(device) -> dict:
+    import torch
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "platform": platform.platform()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _task_data(space, data: Path, cache: Path):
+    from cosearch.data import build_task_data
+    return build_task_data("translation", data, vocab_size=space.vocab_size, workdir=cache,
+                           max_len=space.spec.max_positions)
+
+
+def cmd_throughput(args) -> dict:
+    from cosearch.space import SearchSpace
+    device = _device(args.device)
+    space = SearchSpace.from_dict(space_dict(args.space, args.mos))
+    with tempfile.TemporaryDirectory() as cache:
+        td = _task_data(space, find_data(args.data), Path(cache))
+    res = measure_throughput(space, td, device, args.max_tokens, args.n_random, args.warmup, args.repeats)
+    return {"benchmark": "train_gpu throughput", "space": args.space, "mos": space.spec.mos.mode,
+            "device": _machine(device), **res,
+            "goals": {"cost_per_subnet_vs_plain": "<= 1.3", "mfu_plain_largest": ">= 0.30"}}
+
+
+def cmd_quality(args) -> dict:
+    import torch
+
+    from cosearch.evaluate import evaluate
+    from cosearch.space import SearchSpace
+    from cosearch.train import train
+
+    device = _device(args.device)
+    sd = space_dict(args.space, args.mos)
+    space = SearchSpace.from_dict(sd)
+    data = find_data(args.data)
+    out = Path(args.run_dir or tempfile.mkdtemp(prefix=f"cosearch_{args.mos}_"))
+    t0 = time.perf_counter()
+    steps = args.steps
+    calib = None
+    if steps is None:
+        # steps that fit the budget, from the measured sandwich step time
+        with tempfile.TemporaryDirectory() as cache:
+            td = _task_data(space, data, Path(cache))
+            calib = measure_throughput(space, td, device, args.max_tokens, args.n_random, warmup=5, repeats=15)
+        spent = time.perf_counter() - t0
+        steps = max(10, int((args.budget_s - spent) / calib["sandwich_step_s"] * 0.92))
+        del td
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    t_train = time.perf_counter()
+    summary = train(sd, "translation", data, out, steps=steps, gpu=device.type == "cuda", seed=args.seed,
+                    progress=False, max_tokens=args.max_tokens, lr=args.lr, warmup=args.warmup,
+                    n_random=args.n_random, log_every=50, ckpt_every=steps, bit_stages=tuple(args.bit_stages))
+    train_s = time.perf_counter() - t_train
+    evals = {}
+    for arch in ("largest", "smallest"):
+        t = time.perf_counter()
+        r = evaluate(out, arch, "test", beam=args.beam, gpu=device.type == "cuda", max_sentences=args.max_sentences)
+        evals[arch] = {"bleu": r["bleu"], "loss": r["loss"], "ppl": r["ppl"], "eval_s": time.perf_counter() - t}
+        print(f"{arch}: test BLEU {r['bleu']:.2f}, loss {r['loss']:.3f}", flush=True)
+    return {"benchmark": "train_gpu quality", "space": args.space, "mos": args.mos, "device": _machine(device),
+            "budget_s": args.budget_s, "steps": steps, "train_s": train_s,
+            "total_s": time.perf_counter() - t0, "max_tokens": args.max_tokens, "lr": args.lr,
+            "n_random": args.n_random, "beam": args.beam, "split": "test (test_2016_flickr)",
+            "final_train_losses": summary.losses, "train_tokens_per_s": summary.tokens_per_s,
+            "test": evals, "calibration": calib, "run_dir": str(out),
+            "goal": "largest BLEU >= 34"}
+
+
+def main(argv=None) -> int:
+    _check_imports()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("throughput", "quality"):
+        p = sub.add_parser(name)
+        p.add_argument("--out", required=True, help="result JSON path")
+        p.add_argument("--data", default=None, help="Multi30k folder")
+        p.add_argument("--space", default="multi30k")
+        p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+        p.add_argument("--max-tokens", type=int, default=8192)
+        p.add_argument("--n-random", type=int, default=2)
+        p.add_argument("--seed", type=int, default=0)
+    t = sub.choices["throughput"]
+    t.add_argument("--mos", default=None, choices=["none", "layer", "neuron"], help="default: the space's")
+    t.add_argument("--warmup", type=int, default=10)
+    t.add_argument("--repeats", type=int, default=30)
+    q = sub.choices["quality"]
+    q.add_argument("--mos", required=True, choices=["none", "layer", "neuron"])
+    q.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for calibration + training")
+    q.add_argument("--steps", type=int, default=None, help="fixed steps instead of the budget")
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--warmup", type=int, default=None)
+    q.add_argument("--bit-stages", type=float, nargs=2, default=(0.2, 0.5))
+    q.add_argument("--beam", type=int, default=4)
+    q.add_argument("--max-sentences", type=int, default=None)
+    q.add_argument("--run-dir", default=None, help="keep the run here (default: a temp folder)")
+    args = ap.parse_args(argv)
+    res = cmd_throughput(args) if args.cmd == "throughput" else cmd_quality(args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in res.items() if not isinstance(v, dict)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
