@@ -33,7 +33,7 @@ def _assert_equal(space, archs, hws, scenario, out, **kw):
 @pytest.mark.parametrize("scenario", ["prefill", "decode"])
 def test_batch_equals_per_operator(space_name, hw, scenario):
     space = SearchSpace.load(space_name)
-    archs = _archs(space, 3, seed=len(hw))
+    archs = _archs(space, 1 if space_name == "hat_wmt14" else 2, seed=len(hw))
     _assert_equal(space, archs, hw, scenario, cost_batch(space, archs, hw, scenario))
 
 
