@@ -193,3 +193,14 @@ def test_pipelined_folds_and_layer_by_layer_dram():
     lbl = SimpleNamespace(**{**vars(base), "act_dram": True})
     # layer by layer: inputs (16 B) read and outputs (16 B) written on top of the weights
     assert run(4, 4, 4, lbl)["dram_bytes"] == run(4, 4, 4, base)["dram_bytes"] + 32
+
+
+@pytest.mark.parametrize("hw_name", ["tpu_like", "zcu102"])
+def test_whole_model_faster_with_more_bandwidth(hw_name):
+    space = SearchSpace.load("multi30k")
+    arch = space.sample(np.random.default_rng(7))
+    hw = load_hardware(hw_name)
+    for scenario in ("prefill", "decode"):
+        slow = cost(space, arch, hw, scenario).latency_ms
+        fast = cost(space, arch, hw.with_params(dram_gbps=2 * hw.memory.dram_gbps), scenario).latency_ms
+        assert fast <= slow

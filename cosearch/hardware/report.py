@@ -42,6 +42,8 @@ def ops_table(rep: CostReport) -> pd.DataFrame:
     df = rep.ops.copy()
     df["dram_kb"] = df["dram_bytes"] / 1024
     df["energy_uj"] = df["energy_fj"] * 1e-9
+    for k in ("M", "K", "N", "count"):  # whole numbers; blank for element-wise operators
+        df[k] = pd.array([None if pd.isna(v) else int(v) for v in df[k]], dtype="Int64")
     return df[list(_COLUMNS)].rename(columns=_COLUMNS)
 
 
