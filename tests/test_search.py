@@ -273,3 +273,12 @@ def test_storage_kinds(tmp_path):
     assert type(j).__name__ == "JournalStorage"
     s = open_storage(None, tmp_path / "o")
     assert s.url.startswith("sqlite:///") and (tmp_path / "o").is_dir()
+
+
+def test_fast_arch_json_matches_arch_to_json():
+    from cosearch.search.params import arch_digest, arch_json
+    for name in ("tiny_lm", "multi30k"):
+        sp = SearchSpace.load(name)
+        for i in range(30):
+            a = sp.sample(i)
+            assert arch_json(a) == a.to_json() and arch_digest(a) == a.digest()

@@ -48,8 +48,9 @@ class EvolutionProposer:
         self.study, self.pspace, self.s = study, pspace, settings
         self.rng = np.random.default_rng(seed)
         self.precheck = precheck  # designs -> bool mask of cost-feasible ones
-        self._queue: list[dict] = []
+        self._queue: list[tuple[dict, Design]] = []
         self._dists = pspace.distributions()
+        self._keys: dict[int, str] = {}  # trial number -> design key, filled incrementally
 
     # ---- generations
     def _finished(self) -> list[optuna.trial.FrozenTrial]:
@@ -61,19 +62,21 @@ class EvolutionProposer:
             return []
         dirs = [d.name.lower() for d in self.study.directions]
         loss = to_minimize(np.array([t.values for t in ok]), dirs)
-        rank = nondomination_rank(loss)
+        rank = nondomination_rank(loss, n_below=self.s.parents)
         order = np.lexsort((self.rng.random(len(ok)), loss[:, 0] if len(dirs) == 1 else np.zeros(len(ok)), rank))
         return [ok[i].params for i in order[: self.s.parents]]
 
-    def _feasible(self, cands: list[dict]) -> list[dict]:
+    def _feasible(self, cands: list[tuple[dict, Design]]) -> list[tuple[dict, Design]]:
         if self.precheck is None or not cands:
             return cands
-        mask = self.precheck([self.pspace.design(c) for c in cands])
+        mask = self.precheck([d for _, d in cands])
         return [c for c, m in zip(cands, mask) if m]
 
-    def _fill(self, n: int, make: Callable[[], dict], seen: set) -> list[dict]:
-        """``n`` new feasible, not yet evaluated candidates (fewer feasibility checks fail late)."""
-        out: list[dict] = []
+    def _fill(self, n: int, make: Callable[[], dict], seen: set) -> list[tuple[dict, Design]]:
+        """``n`` new, not yet evaluated candidates that pass the cost precheck (when the
+        bound is so tight that ``max_resample`` rounds find too few, the rest are taken as
+        they come and recorded infeasible)."""
+        out: list[tuple[dict, Design]] = []
         for _ in range(self.s.max_resample):
             want = n - len(out)
             if want <= 0:
@@ -81,13 +84,14 @@ class EvolutionProposer:
             batch = []
             for _ in range(2 * want):
                 c = make()
-                k = self.pspace.design(c).key()
-                if k not in seen:
-                    seen.add(k)
-                    batch.append(c)
+                d = self.pspace.design(c)
+                if d.key() not in seen:
+                    seen.add(d.key())
+                    batch.append((c, d))
             out += self._feasible(batch)[:want]
-        if len(out) < n:  # the bound is tight: fill with what comes (they are told infeasible)
-            out += [make() for _ in range(n - len(out))]
+        while len(out) < n:
+            c = make()
+            out.append((c, self.pspace.design(c)))
         return out[:n]
 
     def _mutate(self, p: dict) -> dict:
@@ -100,9 +104,12 @@ class EvolutionProposer:
     def _cross(self, a: dict, b: dict) -> dict:
         return {n: (a[n] if self.rng.random() < 0.5 else b[n]) for n in self._dists}
 
-    def _generation(self) -> list[dict]:
+    def _generation(self) -> list[tuple[dict, Design]]:
         trials = self._finished()
-        seen = {self.pspace.design(t.params).key() for t in trials}
+        for t in trials:
+            if t.number not in self._keys:
+                self._keys[t.number] = self.pspace.design(t.params).key()
+        seen = set(self._keys.values())
         parents = self._parents(trials)
         rand = lambda: self.pspace.random_params(self.rng)  # noqa: E731
         if len(trials) < self.s.population or len(parents) < 2:
@@ -118,8 +125,8 @@ class EvolutionProposer:
                 + self._fill(self.s.crossovers, cross, seen))
 
     # ---- the proposer interface
-    def ask(self, k: int) -> list[dict]:
-        """Up to ``k`` parameter dicts; a new generation starts when the last one is used up."""
+    def ask(self, k: int) -> list[tuple[dict, Design]]:
+        """Up to ``k`` (parameters, design); a new generation starts when the last is used up."""
         if not self._queue:
             self._queue = self._generation()
         out, self._queue = self._queue[:k], self._queue[k:]

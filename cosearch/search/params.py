@@ -11,8 +11,10 @@ with the choices of the preset's ``codesign`` section.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,20 @@ def accelerator_choices(hw) -> dict[str, list]:
     return {k: list(v) for k, v in accelerator_space(hw).choices().items() if len(v) > 1}
 
 
+@lru_cache(maxsize=1 << 16)
+def arch_json(arch: Arch) -> str:
+    """``arch.to_json()``, built without ``dataclasses.asdict`` (whose deep copies cost ~1 ms
+    per arch) and memoised: the search needs it for every trial. Identical output."""
+    d = {"decoder": [dict(vars(la)) for la in arch.decoder], "decoder_embed_dim": arch.decoder_embed_dim,
+         "encoder": [dict(vars(la)) for la in arch.encoder], "encoder_embed_dim": arch.encoder_embed_dim}
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+def arch_digest(arch: Arch) -> str:
+    """``arch.digest()`` through the memoised :func:`arch_json`."""
+    return hashlib.sha1(arch_json(arch).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Design:
     """What one trial evaluates: a sub-network and (when co-searching) accelerator knobs."""
@@ -48,7 +64,7 @@ class Design:
 
     def key(self) -> str:
         """Cache key: the arch digest plus the accelerator knobs."""
-        return self.arch.digest() + (json.dumps(self.hw_params) if self.hw_params else "")
+        return arch_digest(self.arch) + (json.dumps(self.hw_params) if self.hw_params else "")
 
 
 @dataclass

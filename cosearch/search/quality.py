@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..space import Arch, SearchSpace
+from .params import arch_digest
 
 #: Loss added per layer by low weight / activation bits in the synthetic model (assumed,
 #: shaped after published quantisation-aware-training gaps: ternary and 2-bit hurt most).
@@ -58,7 +59,7 @@ class SyntheticQuality:
                 pen += _W_PENALTY[la.weight_bits] + _A_PENALTY[la.act_bits]
         depth = len(arch.decoder) + len(arch.encoder)
         pen /= max(depth, 1) ** 0.5
-        h = int(hashlib.sha1(arch.digest().encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        h = int(hashlib.sha1(arch_digest(arch).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         return 6.0 - 0.35 * math.log(max(cap, 1.0) / 1e4) + pen + self.noise * (2 * h - 1)
 
     def __call__(self, archs: Sequence[Arch]) -> dict[str, np.ndarray]:
@@ -143,7 +144,7 @@ class CachedQuality:
         self.cache.setdefault(digest, dict(metrics))
 
     def __call__(self, archs: Sequence[Arch]) -> dict[str, np.ndarray]:
-        keys = [a.digest() for a in archs]
+        keys = [arch_digest(a) for a in archs]
         todo: dict[str, Arch] = {}
         for k, a in zip(keys, archs):
             if k not in self.cache and k not in todo:

@@ -30,7 +30,7 @@ from .constraints import Bounds, check_reachable
 from .evolution import EvolutionProposer, EvolutionSettings
 from .front import pareto_mask, to_minimize
 from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Outcome, parse_objectives
-from .params import Design, ParamSpace
+from .params import Design, ParamSpace, arch_digest, arch_json
 from .predictor import QualityPredictor, rank_correlation
 from .quality import CachedQuality, SupernetQuality, SyntheticQuality
 from .storage import describe, open_storage, open_study
@@ -106,9 +106,9 @@ class _EvolutionProposer:
         return self._pending
 
     def ask(self, k: int) -> list[_Proposal]:
-        params = self.evo.ask(k)
-        self._pending += len(params)
-        return [_Proposal(self.evo.pspace.design(p), params=p) for p in params]
+        got = self.evo.ask(k)
+        self._pending += len(got)
+        return [_Proposal(d, params=p) for p, d in got]
 
     def record(self, props, outcomes, attrs):
         self.evo.record([p.params for p in props], [o.values for o in outcomes],
@@ -428,7 +428,7 @@ def _prepare_quality(props, cm, evaluator: Evaluator, screen, known, q_index, ne
            "needs_quality": needs_quality}
     if not needs_quality:
         return ctx
-    digests = [d.arch.digest() for d in designs]
+    digests = [arch_digest(d.arch) for d in designs]
     measure = np.ones(len(designs), dtype=bool)
     pred = screen.predict(designs) if screen is not None else None
     if pred is not None:
@@ -455,14 +455,14 @@ def _finish(ctx, res, evaluator: Evaluator, proposer, screen, known) -> int:
     newly = 0
     if ctx["to_measure"]:
         for i, a in enumerate(ctx["to_measure"]):
-            known[a.digest()] = {k: float(v[i]) for k, v in res.items()}
+            known[arch_digest(a)] = {k: float(v[i]) for k, v in res.items()}
         newly = len(ctx["to_measure"])
     q = None
     sources = ["cost-only"] * len(designs)
     if ctx["needs_quality"]:
         cols: dict[str, list] = {}
         for j, d in enumerate(designs):
-            k = d.arch.digest()
+            k = arch_digest(d.arch)
             if ctx["measure"][j] and k in known:
                 row, sources[j] = known[k], "measured"
             else:
@@ -473,7 +473,7 @@ def _finish(ctx, res, evaluator: Evaluator, proposer, screen, known) -> int:
     outs = evaluator.outcomes(designs, cm, q)
     attrs = []
     for j, (d, o) in enumerate(zip(designs, outs)):
-        a = {"arch": d.arch.to_json(), "digest": d.arch.digest(), "source": sources[j],
+        a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch), "source": sources[j],
              "metrics": {k: _clean(v) for k, v in o.metrics.items()}}
         if d.hw_params:
             a["hw_params"] = d.hw_dict
