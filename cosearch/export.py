@@ -80,6 +80,9 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
             schedule.to_csv(tmp / SCHEDULE, index=False)
         onnx_info = None
         if onnx:
+            if not 1 <= onnx_length <= space.spec.max_positions:
+                raise UserError(f"--onnx-length {onnx_length} must be in 1..{space.spec.max_positions} "
+                                "(the space's max_positions)")
             from .export_onnx import check_onnx, to_onnx
             data = to_onnx(model, tmp / ONNX_FILE, length=onnx_length)
             onnx_info = check_onnx(model, data, length=onnx_length)
@@ -256,7 +259,8 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
            checkpoint: str | Path | None = None, hardware: Any = None,
            hardware_params: dict | None = None, scenario: str | None = None,
            tokenizer: str | Path | bytes | None = None, task: str | None = None,
-           metrics: dict | None = None, onnx: bool = False, force: bool = False) -> Path:
+           metrics: dict | None = None, onnx: bool = False, onnx_length: int = 32,
+           force: bool = False) -> Path:
     """Export one sub-network to the folder ``out`` (what ``cosearch export`` runs).
 
     The sub-network comes from a search folder (``search`` with ``trial`` or ``pick``
@@ -321,4 +325,4 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     supernet.train(was_training)
     return write_export(out, model, space, arch, tokenizer=tokenizer, task=task, hardware=hw_info,
                         predicted=predicted, metrics=metrics, schedule=schedule, source=source,
-                        onnx=onnx, force=force, extra={"languages": languages})
+                        onnx=onnx, onnx_length=onnx_length, force=force, extra={"languages": languages})

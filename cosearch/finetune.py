@@ -144,5 +144,6 @@ def _write(exp: Exported, net: Transformer, out: Path, data, steps: int, lr: flo
                         hardware=cfg.get("hardware"), predicted=predicted,
                         metrics=cfg.get("search_metrics"), schedule=schedule,
                         source=cfg.get("source"), onnx=bool((cfg.get("files") or {}).get("onnx")),
+                        onnx_length=int((cfg.get("onnx_check") or {}).get("length", 32)),
                         extra={"languages": cfg.get("languages"), "finetuned": history}, force=force)
 

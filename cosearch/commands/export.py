@@ -19,6 +19,7 @@ def register(sub):
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (fixed-length forward), checked")
     p.add_argument("--run", help="with a search folder: the training run it measured (default: the one "
                    "search.json names)")
+    p.add_argument("--onnx-length", type=int, default=32, help="token length of the ONNX graph's inputs (default 32)")
     p.add_argument("--checkpoint", help="a checkpoint file of the run (default: its newest)")
     p.add_argument("--hardware", help="accelerator preset or YAML for the predicted cost and schedule.csv "
                    "(default: the search's)")
@@ -43,7 +44,7 @@ def run(args) -> int:
         raise UserError("--run goes with a search folder; here DIR is already the run")
     out = export(args.out, arch=args.arch, trial=args.trial, pick=args.pick, latency_max=args.latency_max,
                  checkpoint=args.checkpoint, hardware=args.hardware, scenario=args.scenario,
-                 onnx=args.onnx, force=args.force, **kw)
+                 onnx=args.onnx, onnx_length=args.onnx_length, force=args.force, **kw)
     from ..export import read_config
     cfg, _, _ = read_config(out)
     pred = cfg["predicted"]
