@@ -225,7 +225,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch = "largest", split: str = "va
     check_tokenizer(run.run_dir, td.tokenizer, run.space)
     if max_sentences is not None:
         td = _head(td, split, max_sentences)
-    model = run.net.extract(a).eval()
+    model = run.net.extract(a).to(device).eval()
     tok, t = td.tokenizer, run.config["train"]
     if td.task == "translation":
         batches = td.batches(split, max_tokens=max_tokens, shuffle=False, repeat=False)
