@@ -38,10 +38,13 @@ class LoadedRun:
     tokenizer: Tokenizer
     net: Supernet
     step: int
+    checkpoint: str = ""  # the checkpoint file the weights came from
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """The supernet of the newest checkpoint of ``run_dir``, with its config and tokenizer."""
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
+             checkpoint: str | Path | None = None) -> LoadedRun:
+    """The supernet of the newest checkpoint of ``run_dir`` (or of ``checkpoint``), with
+    its config and tokenizer."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     space = space_of(config)
@@ -49,7 +52,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     if not tok_path.is_file():
         raise UserError(f"{run_dir} has no {TOKENIZER}; the run folder is incomplete, train again")
     tok = Tokenizer.load(tok_path)
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"{run_dir} has no checkpoint yet; train longer (checkpoints come every "
                         "--ckpt-every steps and at the end)")
@@ -60,7 +63,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     except RuntimeError as e:
         raise UserError(f"{ckpt} does not fit the space in {run_dir}/config.json "
                         f"({str(e).splitlines()[0]})") from None
-    return LoadedRun(run_dir, config, space, tok, net.eval(), int(state["step"]))
+    return LoadedRun(run_dir, config, space, tok, net.eval(), int(state["step"]), str(ckpt))
 
 
 def resolve_arch(space: SearchSpace, spec: str | Arch) -> Arch:
@@ -207,19 +210,21 @@ def bleu(hyps: list[str], refs: list[str]) -> float:
 def evaluate(run_dir: str | Path, arch: str | Arch = "largest", split: str = "valid", *,
              beam: int = 4, max_len: int | None = None, max_tokens: int = 4096,
              len_penalty: float = 1.0, bleu_score: bool = True, max_sentences: int | None = None,
-             gpu: bool = False, hypotheses_out: str | Path | None = None) -> dict:
+             gpu: bool = False, hypotheses_out: str | Path | None = None,
+             checkpoint: str | Path | None = None) -> dict:
     """Loss and perplexity of ``arch`` (``largest``, ``smallest``, an Arch or a JSON file)
     on ``split`` of the run's data; translation adds ``bleu`` (beam search, KV cache).
 
     ``max_sentences`` evaluates only the first sentences (quick checks);
-    ``hypotheses_out`` writes the translations, one per line.
+    ``hypotheses_out`` writes the translations, one per line; ``checkpoint`` evaluates
+    another checkpoint of the run than the newest.
     """
     if beam < 1:
         raise UserError(f"--beam {beam} is invalid; give 1 (greedy) or more")
     if gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
     device = torch.device("cuda" if gpu else "cpu")
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, checkpoint)
     a = resolve_arch(run.space, arch)
     td = load_task_data(run.config, run.run_dir)
     check_tokenizer(run.run_dir, td.tokenizer, run.space)

@@ -61,6 +61,9 @@ def test_translation_eval_keys_and_inheritance(mt_run, tmp_path, one_thread):
     assert small["loss"] == pytest.approx(ref, abs=1e-5) and "bleu" not in small
     # trained: better than a uniform guess over the vocabulary
     assert r["loss"] < math.log(td.tokenizer.vocab_size)
+    assert run.checkpoint.endswith("step_00000030.pt")
+    with pytest.raises(UserError, match="does not exist"):
+        evaluate(mt_run, "largest", checkpoint=mt_run / "checkpoints" / "step_00000007.pt")
 
 
 def test_eval_cli_json_and_arch_files(mt_run, tmp_path, capsys, one_thread):

@@ -19,6 +19,7 @@ def register(sub):
     p.add_argument("--max-sentences", type=int, default=None, help="evaluate only the first N sentences")
     p.add_argument("--no-bleu", action="store_true", help="skip decoding (loss and perplexity only)")
     p.add_argument("--hypotheses", default=None, help="write the translations to this file")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint file of the run (default: its newest)")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--json", action="store_true", help="print a JSON object with loss, ppl[, bleu]")
     p.set_defaults(func=run)
@@ -29,7 +30,8 @@ def run(args) -> int:
 
     r = evaluate(args.run, args.arch, args.split, beam=args.beam, max_len=args.max_len,
                  max_tokens=args.max_tokens, len_penalty=args.len_penalty, bleu_score=not args.no_bleu,
-                 max_sentences=args.max_sentences, gpu=args.gpu, hypotheses_out=args.hypotheses)
+                 max_sentences=args.max_sentences, gpu=args.gpu, hypotheses_out=args.hypotheses,
+                 checkpoint=args.checkpoint)
     if args.json:
         print(json.dumps(r))
         return 0
