@@ -1,0 +1,24 @@
+"""``cosearch demo``: train, co-search, plot, export and generate on the embedded corpus."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..demo import DemoSettings, run_demo
+
+
+def register(sub):
+    d = DemoSettings()
+    p = sub.add_parser("demo", help="the whole tour offline in minutes: train, co-search, plot, export, generate")
+    p.add_argument("--out", default=str(d.out), help=f"folder for every result (default {d.out})")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"supernet training steps (default {d.steps})")
+    p.add_argument("--trials", type=int, default=d.trials, help=f"search trials (default {d.trials})")
+    p.add_argument("--latency-max", type=float, default=d.latency_max,
+                   help=f"latency bound in ms on the ZCU102 (default {d.latency_max})")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.set_defaults(func=run)
+
+
+def run(args):
+    run_demo(DemoSettings(out=Path(args.out), steps=args.steps, trials=args.trials,
+                          latency_max=args.latency_max, seed=args.seed))
+    return 0

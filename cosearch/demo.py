@@ -1,0 +1,95 @@
+"""``cosearch demo``: the whole tour on a laptop, offline, in minutes.
+
+Trains a small mixed-precision MoS language-model supernet on the embedded default
+corpus (the Python standard library's own source), co-searches it under a latency bound
+on a ZCU102 FPGA, draws the Pareto front, exports the best sub-network under the bound
+and generates a sample with it. Every step is the public API the CLI also uses, and
+every step resumes when the demo is run again.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path = Path("cosearch_demo")
+    space: str = "tiny_lm"
+    hw: str = "zcu102"
+    steps: int = 1200
+    #: tokens per training batch (8 blocks of 128)
+    max_tokens: int = 1024
+    #: latency bound (ms) for generating 30 tokens on the FPGA
+    latency_max: float = 4.0
+    trials: int = 300
+    seed: int = 0
+    corpus_bytes: int = 600_000
+
+
+def run_demo(s: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
+    """Run every stage; returns the paths of the results."""
+    from .data import default_corpus
+    from .export import export
+    from .generate import generate_text
+    from .search import search
+    from .train import train
+
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    say = print if progress else (lambda *a, **k: None)
+
+    # 1. the embedded corpus, written once so the run folder can name its data
+    corpus = out / "corpus" / "stdlib.txt"
+    if not corpus.exists():
+        corpus.parent.mkdir(parents=True, exist_ok=True)
+        tmp = corpus.with_suffix(".tmp")
+        tmp.write_text(default_corpus(max_bytes=s.corpus_bytes))
+        tmp.replace(corpus)
+    say(f"[1/5] training a {s.space} supernet on {corpus} ({corpus.stat().st_size / 1e3:.0f} kB of "
+        f"Python source), {s.steps} steps")
+    run = out / "run"
+    summary = train(s.space, "lm", corpus, run, steps=s.steps, seed=s.seed, progress=progress,
+                    max_tokens=s.max_tokens, n_random=1, ckpt_every=50, log_every=10)
+
+    say(f"[2/5] co-searching sub-networks and bit-widths on {s.hw}: latency <= {s.latency_max} ms "
+        f"for 30 generated tokens, {s.trials} trials (NSGA-II)")
+    res = search(run, s.hw, out=out / "search", objectives="quality,latency,size",
+                 latency_max=s.latency_max, trials=s.trials, sampler="nsga2", seed=s.seed,
+                 max_batches=4, population=30, progress=progress)
+    if not res.pareto:
+        raise UserError(f"no feasible sub-network met latency <= {s.latency_max} ms; raise the bound")
+
+    say("[3/5] Pareto front plotted")
+    say("[4/5] exporting the best-quality sub-network under the bound")
+    exp_dir = out / "export"
+    export(exp_dir, search=out / "search", run=run, pick="best-quality", latency_max=s.latency_max, force=True)
+
+    say("[5/5] generating with the exported model")
+    sample = generate_text(exp_dir, prompt="def ", max_new_tokens=80, temperature=0.7, seed=s.seed)
+    (out / "sample.txt").write_text("def " + sample + "\n")
+
+    files = {
+        "run": run, "metrics": run / "metrics.jsonl", "search": out / "search",
+        "trials": out / "search" / "trials.csv", "pareto": out / "search" / "pareto.csv",
+        "plots": sorted(p for p in (out / "search").glob("*.png")),
+        "export": exp_dir, "sample": out / "sample.txt",
+    }
+    best = min(res.pareto, key=lambda r: r.get("loss", float("inf")))
+    say("")
+    say(f"done in {time.perf_counter() - t0:.0f} s")
+    losses = ", ".join(f"{k} {v:.3f}" for k, v in summary.losses.items())
+    say(f"  supernet run        {run}  (last losses: {losses})")
+    say(f"  search ({res.trials} trials, {res.feasible} feasible, {len(res.pareto)} on the front)  {out / 'search'}")
+    for p in files["plots"]:
+        say(f"  plot                {p}")
+    say(f"  exported model      {exp_dir}  (loss {best.get('loss', float('nan')):.3f}, "
+        f"latency {best.get('latency_ms', float('nan')):.2f} ms)")
+    say(f"  sample              {out / 'sample.txt'}")
+    say("  ---- sample ----")
+    say("def " + sample)
+    return files
