@@ -284,10 +284,12 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
     costs = CostModel(sp, hw, scenario)
     pspace = ParamSpace.build(sp, costs.hw, cosearch_hw)
     reach = check_reachable(sp, costs, bounds, pspace.hw_choices, [o.name for o in objs], seed=seed or 0)
-    if any(o.name == "bleu" for o in objs) and quality is None:
-        bleu = True
-    else:
-        bleu = False
+    bleu = any(o.name == "bleu" for o in objs) and quality is None
+    if bleu and run_dir is not None:
+        from ..rundir import read_config
+        if read_config(run_dir).get("task") != "translation":
+            raise UserError("--objectives bleu needs a translation run; use quality (validation loss) "
+                            "for a language model")
     factory, qname = _quality_factory(quality, run_dir, sp, split, max_batches, bleu)
     needs_quality = any(o.column in QUALITY_COLUMNS for o in objs)
 
@@ -298,7 +300,9 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
            "hw_digest": hashlib.sha1(costs.hw.key.encode()).hexdigest()[:16],
            "cosearch_hw": cosearch_hw, "latency_max": latency_max, "area_max": area_max,
            "scenario": scenario, "space": sp.to_dict(), "quality": qname if needs_quality else None,
-           "study": name, "storage": describe(storage) if storage else "sqlite:///DIR/study.db"}
+           "study": name, "storage": describe(storage) if storage else "sqlite:///DIR/study.db",
+           # the supernet measured: `cosearch export DIR --pick ...` loads it without --run
+           "run": str(Path(run_dir).resolve()) if run_dir is not None else None}
     if write:
         _check_config(out, cfg)
     store = open_storage(storage, out)
@@ -309,6 +313,7 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
     _fail_stale(st)
 
     # seed the caches from what the study already holds
+    # measured archs are remembered by digest: a resumed study never measures one twice
     cache_src = CachedQuality(_Lazy(factory)) if workers == 1 else None
     known: dict[str, dict] = {}
     q_index = next((i for i, o in enumerate(objs) if o.column in QUALITY_COLUMNS), None)
@@ -342,6 +347,8 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
     pool = None
     if needs_quality:
         from .workers import LocalPool, RayPool
+        if _count(st) < trials and cache_src is not None:
+            cache_src.source.build()  # load the supernet now: its errors come before any trial
         pool = RayPool(factory, workers) if workers > 1 else LocalPool(lambda: cache_src)
     done0 = _count(st)
     bar = _bar(progress, trials, done0)
@@ -399,10 +406,13 @@ class _Lazy:
     def __init__(self, factory):
         self.factory, self.source, self.name = factory, None, "lazy"
 
-    def __call__(self, archs):
+    def build(self):
         if self.source is None:
             self.source = self.factory()
-        return self.source(archs)
+        return self.source
+
+    def __call__(self, archs):
+        return self.build()(archs)
 
 
 def _preset_knobs(hw, pspace: ParamSpace) -> tuple:
