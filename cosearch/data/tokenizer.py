@@ -15,13 +15,13 @@ import io
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
+from ..atomic import atomic_write_bytes
 from ..errors import UserError
 
 MODEL_FILE = "tokenizer.model"
@@ -71,7 +71,7 @@ class Tokenizer:
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/tokenizer.model`` atomically; returns its path."""
         path = Path(directory) / MODEL_FILE
-        _atomic_write(path, self._proto)
+        atomic_write_bytes(path, self._proto)
         return path
 
     @classmethod
@@ -93,18 +93,6 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, keeps_whitespace={self.keeps_whitespace})"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -196,5 +184,5 @@ def train_or_load_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: st
     if path.is_file():
         return Tokenizer.load(path)
     tok = train_tokenizer(texts, settings)
-    _atomic_write(path, tok.to_bytes())
+    atomic_write_bytes(path, tok.to_bytes())
     return tok
