@@ -330,6 +330,7 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
         for k, q in known.items():
             cache_src.seed(k, q)
 
+    extra = 0
     if sampler == "evolution":
         evo = EvolutionProposer(st, pspace, seed=seed, settings=evolution or EvolutionSettings(),
                                 precheck=lambda ds: _precheck(ds, costs, bounds))
@@ -337,9 +338,13 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
     else:
         proposer = _OptunaProposer(st, pspace, trials)
         if _count(st) == 0:  # the extremes anchor the front's two ends
-            for a in (sp.largest(), sp.smallest()):
+            anchors = (sp.largest(), sp.smallest())
+            for a in anchors:
                 st.enqueue_trial(pspace.params_of(Design(a, _preset_knobs(costs.hw, pspace))),
                                  skip_if_exists=True)
+            # enqueued trials carry no NSGA-II generation: without these extra slots the first
+            # generation stays short and the second batch joins it (evolution would start at 2x)
+            extra = len(anchors)
     bs = batch or (population if sampler == "nsga2" else 100 if sampler == "evolution" else 10)
     bs = max(1, min(bs, trials))
     evaluator = Evaluator(sp, objs, costs, quality=None, bounds=bounds)  # quality: measured below
@@ -360,7 +365,8 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
                 left = trials - _count(st) - proposer.pending()
                 if left <= 0:
                     break
-                props = proposer.ask(min(bs, left))
+                props = proposer.ask(min(bs + extra, left))
+                extra = 0
                 if not props:
                     break
                 designs = [p.design for p in props]

@@ -1,0 +1,52 @@
+"""Co-search on a real (tiny, briefly trained) supernet: quality is its validation loss."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from cosearch.errors import UserError
+from cosearch.search import search
+from cosearch.search.quality import SupernetQuality
+from cosearch.space import Arch
+from cosearch.train import train
+
+from train_fixtures import lm_space, write_lm_text
+
+pytestmark = pytest.mark.xdist_group("search_supernet")
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("lm")
+    data = write_lm_text(root / "text.txt")
+    train(lm_space(), "lm", data, root / "run", steps=4, max_tokens=256, ckpt_every=4, log_every=2,
+          progress=False)
+    return root / "run"
+
+
+def test_search_measures_inherited_weight_loss_and_caches(lm_run, tmp_path):
+    kw = dict(out=tmp_path / "s", trials=8, sampler="random", batch=4, max_batches=2, progress=False,
+              plots=False, objectives="quality,latency,size")
+    r = search(lm_run, "zcu102", **kw)
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert len(df) == 8 and set(df["source"]) == {"measured"}
+    assert r.measured == df["digest"].nunique()
+    assert all(math.isfinite(v) and v > 0 for v in df["quality"])
+    # the stored quality is the loss the supernet gives that arch on the same subset
+    q = SupernetQuality(lm_run, max_batches=2)
+    a = Arch.from_json(df["arch"].iloc[2])
+    assert df["quality"].iloc[2] == pytest.approx(q.measure(a)["loss"], rel=1e-5)
+    # resuming with a larger total measures only new archs; the same total measures none
+    r2 = search(lm_run, "zcu102", **dict(kw, trials=10))
+    assert r2.trials == 10 and r2.measured <= 2
+    assert search(lm_run, "zcu102", **dict(kw, trials=10)).measured == 0
+
+
+def test_bleu_needs_a_translation_run(lm_run, tmp_path):
+    with pytest.raises(UserError, match="bleu needs a translation run"):
+        search(lm_run, "zcu102", out=tmp_path / "b", trials=2, objectives="bleu,latency", progress=False,
+               plots=False, max_batches=1)
