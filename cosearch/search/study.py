@@ -6,6 +6,9 @@ actors), and record every trial with its objective values, constraints
 (``trial.set_constraint``) and metrics. The trial count is a total over the study: a
 re-run of the same command resumes it, and several processes (or machines, through
 PostgreSQL) sharing one study stop together at the total, each trial evaluated once.
+(Exception: the evolution sampler records whole batches with ``add_trials``, so several
+*processes* running it on one study may overshoot the total by up to one batch each;
+Ray workers inside one search do not.)
 """
 from __future__ import annotations
 
