@@ -42,3 +42,16 @@ def test_synthetic_search_names_no_run(tmp_path):
     search(hw="zcu102", space="tiny_lm", quality="synthetic", out=tmp_path / "s", trials=4,
            sampler="random", batch=4, progress=False, plots=False)
     assert json.loads((tmp_path / "s" / "search.json").read_text())["run"] is None
+
+
+def test_export_finds_a_custom_accelerator_file(tmp_path):
+    run, _ = make_run(tmp_path, "decoder_only")
+    preset = Path(cosearch.__file__).resolve().parent.parent / "hw_models" / "zcu102.yaml"
+    hw = tmp_path / "my_board.yaml"
+    hw.write_text(preset.read_text().replace("name: zcu102", "name: my_board", 1))
+    space = space_of(read_config(run))
+    res = search(run, hw=str(hw), quality=SyntheticQuality(space), out=tmp_path / "s", trials=6,
+                 sampler="random", batch=6, progress=False, plots=False)
+    assert json.loads((res.out / "search.json").read_text())["hardware"] == str(hw.resolve())
+    assert main(["export", str(res.out), "--pick", "best-quality", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["hardware"]["name"] == "my_board"

@@ -207,6 +207,13 @@ def _space_of(run_dir, space) -> SearchSpace:
     return space_of(read_config(run_dir))
 
 
+def _hardware_ref(hw: Any, name: str) -> str:
+    """The accelerator as `load_hardware` can find it again from another folder."""
+    if isinstance(hw, (str, Path)) and Path(hw).suffix.lower() in (".yaml", ".yml"):
+        return str(Path(hw).resolve())
+    return name
+
+
 def _clean(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -312,7 +319,9 @@ def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | 
     st = open_study(store, name, directions, make_sampler(sampler, seed, population))
     if write and out is not None:
         from ..rundir import atomic_write_text
-        atomic_write_text(out / CONFIG, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        # what export loads: a preset name, or the YAML file's path (hw_digest checks identity)
+        record = {**cfg, "hardware": _hardware_ref(hw, costs.hw.name)}
+        atomic_write_text(out / CONFIG, json.dumps(record, indent=2, sort_keys=True) + "\n")
     _fail_stale(st)
 
     # seed the caches from what the study already holds
