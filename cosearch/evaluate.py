@@ -24,7 +24,7 @@ from .modules import Transformer
 from .rundir import TOKENIZER, read_config, space_of
 from .space import Arch, SearchSpace
 from .supernet import Supernet
-from .train import check_tokenizer, load_task_data, model_inputs, to_device
+from .train import check_tokenizer, load_task_data, model_inputs, run_arch, to_device
 
 
 # --------------------------------------------------------------------------- loading
@@ -39,6 +39,7 @@ class LoadedRun:
     net: Supernet
     step: int
     checkpoint: str = ""  # the checkpoint file the weights came from
+    arch: Arch | None = None  # a standalone run's arch (None: a supernet run)
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
@@ -57,13 +58,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
         raise UserError(f"{run_dir} has no checkpoint yet; train longer (checkpoints come every "
                         "--ckpt-every steps and at the end)")
     state = load_checkpoint(ckpt, map_location=device)
-    net = Supernet(space, pad_id=tok.pad_id).to(device)
+    arch = run_arch(config)
+    net = Supernet(space, pad_id=tok.pad_id, arch=arch).to(device)
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as e:
         raise UserError(f"{ckpt} does not fit the space in {run_dir}/config.json "
                         f"({str(e).splitlines()[0]})") from None
-    return LoadedRun(run_dir, config, space, tok, net.eval(), int(state["step"]), str(ckpt))
+    return LoadedRun(run_dir, config, space, tok, net.eval(), int(state["step"]), str(ckpt), arch)
 
 
 def resolve_arch(space: SearchSpace, spec: str | Arch) -> Arch:
@@ -207,13 +209,14 @@ def bleu(hyps: list[str], refs: list[str]) -> float:
 
 
 # --------------------------------------------------------------------------- entry point
-def evaluate(run_dir: str | Path, arch: str | Arch = "largest", split: str = "valid", *,
+def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "valid", *,
              beam: int = 4, max_len: int | None = None, max_tokens: int = 4096,
              len_penalty: float = 1.0, bleu_score: bool = True, max_sentences: int | None = None,
              gpu: bool = False, hypotheses_out: str | Path | None = None,
              checkpoint: str | Path | None = None) -> dict:
-    """Loss and perplexity of ``arch`` (``largest``, ``smallest``, an Arch or a JSON file)
-    on ``split`` of the run's data; translation adds ``bleu`` (beam search, KV cache).
+    """Loss and perplexity of ``arch`` (``largest``, ``smallest``, an Arch or a JSON file;
+    None: the largest, or a standalone run's own arch) on ``split`` of the run's data;
+    translation adds ``bleu`` (beam search, KV cache).
 
     ``max_sentences`` evaluates only the first sentences (quick checks);
     ``hypotheses_out`` writes the translations, one per line; ``checkpoint`` evaluates
@@ -225,7 +228,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch = "largest", split: str = "va
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
     device = torch.device("cuda" if gpu else "cpu")
     run = load_run(run_dir, device, checkpoint)
-    a = resolve_arch(run.space, arch)
+    a = run.arch if arch is None and run.arch is not None else resolve_arch(run.space, arch or "largest")
     td = load_task_data(run.config, run.run_dir)
     check_tokenizer(run.run_dir, td.tokenizer, run.space)
     if max_sentences is not None:

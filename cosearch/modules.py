@@ -55,6 +55,31 @@ class ArchCode:
         return t
 
 
+# --------------------------------------------------------------------------- MoS init
+#: experts start as one xavier init plus noise of this std relative to the init's std
+EXPERT_INIT_NOISE = 0.05
+#: std of the router's last layer at init (zero would give every expert the same gradient)
+ROUTER_INIT_STD = 0.1
+
+
+def init_experts(m: int, out_max: int, in_max: int) -> torch.Tensor:
+    """(m, out, in) expert weights that start as one xavier-initialised weight plus small
+    noise, so any mixture of them starts as the plain layer (independent inits would make
+    the uniform mixture 1/sqrt(m) smaller) while the experts can still drift apart."""
+    w0 = nn.init.xavier_uniform_(torch.empty(out_max, in_max))
+    if m == 1:
+        return w0[None]
+    noise = torch.randn(m - 1, out_max, in_max) * (EXPERT_INIT_NOISE * float(w0.std()))
+    return torch.cat([w0[None], w0 + noise])
+
+
+def init_router_output(last: nn.Linear) -> None:
+    """Small random weights, zero bias: near-uniform mixtures that already differ per
+    arch, so the experts get different gradients from the first step."""
+    nn.init.normal_(last.weight, std=ROUTER_INIT_STD)
+    nn.init.zeros_(last.bias)
+
+
 # --------------------------------------------------------------------------- linears
 class ElasticLinear(nn.Module):
     """A linear layer of the supernet: m experts of the largest shape, an optional router,
@@ -67,19 +92,14 @@ class ElasticLinear(nn.Module):
         super().__init__()
         self.mos = mos if experts > 1 or mos != "none" else "none"
         m = experts if self.mos != "none" else 1
-        w = torch.empty(m, out_max, in_max)
-        for i in range(m):
-            nn.init.xavier_uniform_(w[i])
-        self.weight = nn.Parameter(w)
+        self.weight = nn.Parameter(init_experts(m, out_max, in_max))
         self.bias = nn.Parameter(torch.zeros(out_max)) if bias else None
         self.router = None
         if self.mos != "none":
             n_out = m if self.mos == "layer" else m * out_max
             self.router = nn.Sequential(nn.Linear(code_size, router_hidden), nn.ReLU(),
                                         nn.Linear(router_hidden, n_out))
-            # start from the uniform mixture; the router still gets gradients
-            nn.init.zeros_(self.router[2].weight)
-            nn.init.zeros_(self.router[2].bias)
+            init_router_output(self.router[2])
         self.arch_code = arch_code
         self.wq = WeightQuantizer(out_max, tuple(weight_bits))
         self.aq = ActQuantizer(tuple(act_bits))

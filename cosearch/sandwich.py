@@ -85,6 +85,25 @@ def sandwich(space: SearchSpace, seed: int, step: int, steps: int, n_random: int
     return members
 
 
+def staged_arch(arch: Arch, wbits: tuple, abits: tuple) -> Arch:
+    """``arch`` with each layer's bit-widths raised to the lowest enabled ones at or above
+    them (a bit-width not yet enabled trains at the next enabled one)."""
+    def up(b, enabled):
+        return b if b in enabled else min((x for x in enabled if x >= b), default=max(enabled))
+
+    def f(la):
+        return replace(la, weight_bits=up(la.weight_bits, wbits), act_bits=up(la.act_bits, abits))
+    return replace(arch, encoder=tuple(map(f, arch.encoder)), decoder=tuple(map(f, arch.decoder)))
+
+
+def standalone(space: SearchSpace, arch: Arch, step: int, steps: int,
+               stages: tuple[float, float] | None = (0.2, 0.5)) -> list[Member]:
+    """The one member of a standalone run's step: ``arch``, its bit-widths staged as the
+    supernet's (float first, then >= 3 bits, then all), so both see the same recipe."""
+    wbits, abits = enabled_bits(space, step, steps, stages)
+    return [Member("standalone", staged_arch(arch, wbits, abits))]
+
+
 def task_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int,
               label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean token cross-entropy (label-smoothed) over non-pad targets, in float32."""

@@ -4,17 +4,43 @@
 one router per MoS layer, per-bit weight quantizers and activation quantizers.
 ``set_arch(arch)`` selects a sub-network; ``extract(arch)`` returns a plain
 ``Transformer`` of exactly that arch's sizes with the mixture collapsed.
+
+``Supernet(space, arch=a)`` is the *standalone* model of one arch: the same parts
+(quantizers, dropout, forward code) built at exactly that arch's shapes and without
+experts, so training it from scratch uses the supernet's recipe unchanged (HAT's
+retraining step, and the reference for the supernet-vs-standalone gap).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .errors import UserError
 from .modules import (ArchCode, Attention, DecoderLayer, ElasticEmbedding, ElasticLayerNorm,
                       ElasticLinear, EncoderLayer, FeedForward, PlainEmbedding, QLinear, Transformer)
 from .space import Arch, LayerArch, SearchSpace
 
 ATTENTION_ROLES = ("q", "k", "v", "out")
+
+
+def scaled_dropout(space: SearchSpace, side: str, width: int) -> float:
+    """HAT scales dropout with the active width: ``dropout * width / widest``."""
+    return space.spec.dropout * width / space.max_embed_dim(side)
+
+
+def check_model_support(space: SearchSpace) -> None:
+    """Refuse space settings the model does not build (``UserError`` names the fix)."""
+    if space.is_encdec and not space.spec.share_embeddings:
+        raise UserError(f"space {space.name}: share_embeddings: false is not supported by the model "
+                        "(encoder and decoder always share one token table); set share_embeddings: true")
+
+
+def _shape_key(arch: Arch):
+    """An arch without its bit-widths: what fixes the tensor shapes."""
+    def strip(la):
+        return (la.ffn_dim, la.heads, la.cross_layers)
+    return (arch.encoder_embed_dim, arch.decoder_embed_dim, tuple(map(strip, arch.encoder)),
+            tuple(map(strip, arch.decoder)))
 
 
 def _layer(space: SearchSpace, side: str, make_linear, make_norm, embed: int, enc_embed: int,
@@ -40,9 +66,12 @@ class Supernet(nn.Module):
     """Weight-sharing supernet over ``space``. Call as the arch's model:
     ``net(src, tgt_in, arch=a)`` (encoder-decoder) or ``net(tokens, arch=a)``."""
 
-    def __init__(self, space: SearchSpace, pad_id: int = 0):
+    def __init__(self, space: SearchSpace, pad_id: int = 0, arch: Arch | None = None):
         super().__init__()
+        check_model_support(space)
         self.space, self.pad_id = space, pad_id
+        #: the one arch of a standalone model (None: a supernet over the whole space)
+        self.fixed_arch = None if arch is None else space.validate_arch(arch)
         s, q, mos = space.spec, space.spec.quantization, space.spec.mos
         self.arch_code = ArchCode()
         code_size = space.encoding_size()
@@ -50,48 +79,56 @@ class Supernet(nn.Module):
                                          if "attention" in mos.sublayers else set())
 
         def elastic_linear(role, i, o):
-            use_mos = mos.mode != "none" and role in mixed_roles
+            use_mos = mos.mode != "none" and role in mixed_roles and arch is None
             return ElasticLinear(i, o, weight_bits=q.weight_bits, act_bits=q.act_bits,
                                  experts=mos.experts if use_mos else 1, mos=mos.mode if use_mos else "none",
                                  router_hidden=mos.router_hidden, arch_code=self.arch_code, code_size=code_size)
 
+        if arch is None:
+            width = {side: space.max_embed_dim(side) for side in space.sides()}
+        else:
+            width = {side: getattr(arch, f"{side}_embed_dim") for side in space.sides()}
+        enc = width.get("encoder", 0)
+
         def side_layers(side):
+            if arch is not None:  # exactly the arch's layers
+                return [_layer(space, side, elastic_linear, ElasticLayerNorm, width[side], enc,
+                               la.ffn_dim, la.heads, la.cross_layers) for la in getattr(arch, side)]
             sd = space.side(side)
-            enc = space.max_embed_dim("encoder") if space.is_encdec else 0
-            return [_layer(space, side, elastic_linear, ElasticLayerNorm, max(sd.embed_dim), enc,
+            return [_layer(space, side, elastic_linear, ElasticLayerNorm, width[side], enc,
                            max(sd.ffn_dim), max(sd.heads), max(sd.cross_layers or [0]))
                     for _ in range(max(sd.layers))]
 
         enc_layers = side_layers("encoder") if space.is_encdec else []
         self.model = Transformer(
-            s.family, ElasticEmbedding(s.vocab_size, space.embed_table_dim(), q.embedding_bits),
+            s.family, ElasticEmbedding(s.vocab_size, max(width.values()), q.embedding_bits),
             enc_layers, side_layers("decoder"),
-            ElasticLayerNorm(space.max_embed_dim("encoder")) if space.is_encdec else None,
-            ElasticLayerNorm(space.max_embed_dim("decoder")), pad_id=pad_id,
-            encoder_dim=space.max_embed_dim("encoder") if space.is_encdec else 0,
-            decoder_dim=space.max_embed_dim("decoder"), dropout=s.dropout)
+            ElasticLayerNorm(enc) if space.is_encdec else None,
+            ElasticLayerNorm(width["decoder"]), pad_id=pad_id,
+            encoder_dim=enc, decoder_dim=width["decoder"], dropout=s.dropout)
         self.arch: Arch | None = None
-        self.set_arch(space.largest())
+        self.set_arch(space.largest() if arch is None else self.fixed_arch)
 
     # ---- selecting a sub-network
     def set_arch(self, arch: Arch) -> None:
         if arch == self.arch:
             return
+        if self.fixed_arch is not None and _shape_key(arch) != _shape_key(self.fixed_arch):
+            raise UserError("this is a standalone model of one arch; it runs only that arch (at any "
+                            "bit-widths), not other sizes")
         sp, m = self.space, self.model
         self.arch_code.set(sp.encode(arch))
-        max_emb = {side: sp.max_embed_dim(side) for side in sp.sides()}
         m.encoder_dim, m.decoder_dim = arch.encoder_embed_dim, arch.decoder_embed_dim
         m.n_encoder, m.n_decoder = len(arch.encoder), len(arch.decoder)
         m.embed.dim = max(arch.encoder_embed_dim, arch.decoder_embed_dim)
-        # HAT scales dropout with the active width
-        m.dropout = sp.spec.dropout * arch.decoder_embed_dim / max_emb["decoder"]
+        m.dropout = scaled_dropout(sp, "decoder", arch.decoder_embed_dim)
         if sp.is_encdec:
             m.encoder_norm.dim = arch.encoder_embed_dim
         m.decoder_norm.dim = arch.decoder_embed_dim
         m.max_cross = max([la.cross_layers for la in arch.decoder] or [0])
         for side, layers, mods in (("encoder", arch.encoder, m.encoder_layers), ("decoder", arch.decoder, m.decoder_layers)):
             e = arch.encoder_embed_dim if side == "encoder" else arch.decoder_embed_dim
-            p = sp.spec.dropout * e / max_emb[side] if side in max_emb else 0.0
+            p = scaled_dropout(sp, side, e) if layers else 0.0
             for la, mod in zip(layers, mods):
                 self._configure_layer(mod, side, la, e, arch.encoder_embed_dim, p)
         self.arch = arch
@@ -167,6 +204,31 @@ class Supernet(nn.Module):
         return sub
 
 
+@torch.no_grad()
+def expert_specialisation(net: Supernet, probes: list[Arch]) -> dict[str, float]:
+    """How far the mixture has moved from one shared weight, averaged over MoS linears.
+
+    ``expert_dist``: mean pairwise ``||E_i - E_j|| / mean ||E||`` of the experts (0: all
+    experts equal, i.e. the plain supernet); ``router_spread``: std across the ``probes``
+    archs of the mixture weights, averaged over experts (and neurons), (0: the router
+    ignores the arch). Empty for a supernet without MoS.
+    """
+    mixed = [m for m in net.elastic_linears() if m.router is not None]
+    if not mixed:
+        return {}
+    codes = torch.as_tensor(net.space.encode_many(probes), device=mixed[0].weight.device)
+    dists, spreads = [], []
+    for m in mixed:
+        e = m.weight.float().flatten(1)
+        scale = e.norm(dim=1).mean().clamp_min(1e-12)
+        pairs = torch.pdist(e) / scale
+        dists.append(float(pairs.mean()))
+        logits = m.router(codes).float()
+        alpha = torch.softmax(logits.view(len(probes), -1, m.experts), dim=-1)
+        spreads.append(float(alpha.std(dim=0).mean()) if len(probes) > 1 else 0.0)
+    return {"expert_dist": sum(dists) / len(dists), "router_spread": sum(spreads) / len(spreads)}
+
+
 def _copy_act_quantizer(src: nn.Module, dst: nn.Module) -> None:
     """Learned activation clipping of the chosen bit-width travels with the layer."""
     own = src.state_dict()
@@ -188,7 +250,7 @@ def build_standalone(space: SearchSpace, arch: Arch, pad_id: int = 0) -> Transfo
         for la in la_list:
             mod = _layer(space, side, maker(la), ElasticLayerNorm, e, arch.encoder_embed_dim,
                          la.ffn_dim, la.heads, la.cross_layers)
-            mod.dropout = mod.ffn.dropout = space.spec.dropout * e / space.max_embed_dim(side)
+            mod.dropout = mod.ffn.dropout = scaled_dropout(space, side, e)
             out.append(mod)
         return out
 
@@ -199,4 +261,4 @@ def build_standalone(space: SearchSpace, arch: Arch, pad_id: int = 0) -> Transfo
         ElasticLayerNorm(arch.encoder_embed_dim) if space.is_encdec else None,
         ElasticLayerNorm(arch.decoder_embed_dim), pad_id=pad_id, encoder_dim=arch.encoder_embed_dim,
         decoder_dim=arch.decoder_embed_dim,
-        dropout=space.spec.dropout * arch.decoder_embed_dim / space.max_embed_dim("decoder"))
+        dropout=scaled_dropout(space, "decoder", arch.decoder_embed_dim))

@@ -36,11 +36,13 @@ from .data.tokenizer import Tokenizer
 from .errors import UserError
 from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, space_of,
                      truncate_metrics, write_config)
-from .sandwich import member_loss, sandwich
-from .space import SearchSpace
-from .supernet import Supernet
+from .sandwich import member_loss, sandwich, standalone
+from .space import Arch, SearchSpace
+from .supernet import Supernet, check_model_support, expert_specialisation
 
 SCHEDULES = ("cosine", "inverse_sqrt")
+#: a standalone run's arch, for ``cosearch export RUN --arch RUN/arch.json``
+ARCH_FILE = "arch.json"
 
 
 # --------------------------------------------------------------------------- settings
@@ -241,12 +243,31 @@ def check_tokenizer(run_dir: Path, tok: Tokenizer, space: SearchSpace) -> None:
 
 
 # --------------------------------------------------------------------------- the loop
+def run_arch(config: dict) -> Arch | None:
+    """The arch of a standalone run (``config["arch"]``), None for a supernet run."""
+    d = config.get("arch")
+    return None if d is None else Arch.from_dict(d)
+
+
+def step_members(space: SearchSpace, arch: Arch | None, seed: int, step: int, cfg: TrainConfig) -> list:
+    """What trains at ``step``: the sandwich of a supernet run, or the standalone arch."""
+    if arch is not None:
+        return standalone(space, arch, step, cfg.steps, cfg.bit_stages)
+    return sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages)
+
+
+def specialisation_probes(space: SearchSpace) -> list[Arch]:
+    """Fixed archs whose router outputs measure MoS specialisation during training."""
+    return [space.largest(), space.smallest()] + [space.sample(seed) for seed in range(4)]
+
+
 def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, progress: bool = True,
-               stop_at: int | None = None) -> dict:
+               stop_at: int | None = None, deadline: float | None = None) -> dict:
     """Train (or resume) the run described by ``job`` (its config plus ``run_dir``) as
     worker ``dist.rank`` of ``dist.world``; returns a ``RunSummary`` as a dict.
 
-    ``stop_at`` ends the session after that step without a checkpoint, as a kill would.
+    ``stop_at`` ends the session after that step without a checkpoint, as a kill would;
+    ``deadline`` (a ``time.time()``) checkpoints and ends it at the first step past it.
     """
     run_dir = Path(job["run_dir"])
     space, cfg, seed = space_of(job), train_config_from_dict(job["train"]), int(job["seed"])
@@ -254,8 +275,10 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
     device, lead = dist.device, dist.rank == 0
     pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
 
+    fixed = run_arch(job)
     torch.manual_seed(seed)  # the same initial weights on every worker
-    net = Supernet(space, pad_id=pad).to(device)
+    net = Supernet(space, pad_id=pad, arch=fixed).to(device)
+    probes = specialisation_probes(space) if net.router_parameters() else []
     opt = make_optimizer(net, cfg)
     batches = make_batches(td, cfg, seed, dist)
     start, elapsed_before = 0, 0.0
@@ -299,7 +322,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
                 g["lr"] = lr
             batch = to_device(next(batches), device)
             inputs, target = model_inputs(batch)
-            members = sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages)
+            members = step_members(space, fixed, seed, step, cfg)
             torch.manual_seed(_dropout_seed(seed, step, dist.rank))
             sandwich_step(model, net, opt, members, inputs, target, cfg, pad, vocab, autocast,
                           ddp=dist.world > 1, sums=loss_sums)
@@ -307,27 +330,32 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
             if bar is not None:
                 bar.update(1)
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            out_of_time = deadline is not None and time.time() > deadline
+            if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
                 record, tok_global = _log_record(step, lr, loss_sums, tok_since_log,
                                                  time.perf_counter() - t_log, dist, device)
                 record["elapsed"] = round(elapsed_before + time.perf_counter() - t0, 3)
                 tok_total += tok_global
                 last_losses = {k.removeprefix("loss_"): v for k, v in record.items() if k.startswith("loss_")}
+                if lead and probes:
+                    record.update({f"mos_{k}": round(v, 5) for k, v in expert_specialisation(net, probes).items()})
                 if lead:
                     append_metrics(run_dir, record)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss_largest']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                    bar.set_postfix(loss=f"{next(iter(last_losses.values())):.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 if dist.report is not None:
                     dist.report(record)
                 loss_sums, tok_since_log, t_log = {}, 0, time.perf_counter()
 
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
                 if lead:
                     save_checkpoint(checkpoint_path(run_dir, step), {
                         "step": step, "model": net.state_dict(), "optimizer": opt.state_dict(),
                         "data_state": json.dumps(batches.state()), "rng": _rng_state(),
                         "elapsed": elapsed_before + time.perf_counter() - t0})
                     prune_checkpoints(run_dir, cfg.keep_checkpoints)
+            if out_of_time:
+                break
         else:
             finished = True
     finally:
@@ -407,7 +435,8 @@ def _as_space(space) -> SearchSpace:
 
 def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | None, out: str | Path,
           steps: int = 2000, workers: int | None = None, gpu: bool = False, seed: int = 0, *,
-          progress: bool = True, stop_at: int | None = None, **hparams) -> RunSummary:
+          progress: bool = True, stop_at: int | None = None, arch: Arch | None = None,
+          deadline: float | None = None, **hparams) -> RunSummary:
     """Train the supernet of ``space`` on ``task`` (``translation`` or ``lm``) with ``data``
     (None: the embedded default corpus, lm only), writing the run folder ``out``.
 
@@ -415,8 +444,16 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     ``None`` trains in this process without importing Ray. ``hparams`` are
     :class:`TrainConfig` fields. Re-running with the same arguments resumes from the last
     checkpoint; other arguments on an existing run raise ``UserError``.
+
+    ``arch`` trains that one sub-network from scratch as a standalone model (same recipe:
+    schedule, smoothing, staged QAT at its bit-widths); the run records it, and eval,
+    export and translate then use it. ``deadline`` (a ``time.time()``) checkpoints and
+    stops early (the summary says ``finished: false``; re-running resumes).
     """
     space = _as_space(space)
+    check_model_support(space)
+    if arch is not None:
+        arch = space.validate_arch(arch)
     try:
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
     except TypeError as e:
@@ -429,6 +466,8 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     config = {"space": space.to_dict(), "space_source": space.source, "task": task,
               "data": None if data is None else str(Path(data).resolve()), "seed": int(seed),
               "workers": workers, "gpu": bool(gpu), "train": asdict(cfg)}
+    if arch is not None:
+        config["arch"] = arch.to_dict()
     created = not out.exists()
     resume = check_config(out, config)
     try:
@@ -436,6 +475,8 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         check_tokenizer(out, td.tokenizer, space)
         if not resume:
             write_config(out, config)
+            if arch is not None:
+                atomic_write_text(out / ARCH_FILE, arch.to_json() + "\n")
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)  # nothing half-made left behind
@@ -443,7 +484,8 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     job = {"format": 1, **config, "run_dir": str(out.resolve())}
     if workers is None:
         device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
-        result = run_worker(job, DistInfo(device=device), task_data=td, progress=progress, stop_at=stop_at)
+        result = run_worker(job, DistInfo(device=device), task_data=td, progress=progress, stop_at=stop_at,
+                            deadline=deadline)
     else:
         from .ray_train import train_with_ray
         result = train_with_ray(job, workers=workers, gpu=gpu, progress=progress, stop_at=stop_at)

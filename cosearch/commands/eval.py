@@ -9,7 +9,8 @@ def register(sub):
                        description="Evaluate any arch of a trained run with inherited weights; "
                        "everything is rebuilt from the run folder.")
     p.add_argument("--run", required=True, help="run folder written by `cosearch train`")
-    p.add_argument("--arch", default="largest", help="largest, smallest or an arch JSON file")
+    p.add_argument("--arch", default=None, help="largest, smallest or an arch JSON file (default: the "
+                   "largest; for a standalone run its own arch)")
     p.add_argument("--split", default="valid", choices=["valid", "test", "train"])
     p.add_argument("--beam", type=int, default=4, help="beam size for BLEU (1 = greedy)")
     p.add_argument("--max-len", type=int, default=None,

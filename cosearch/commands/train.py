@@ -1,4 +1,5 @@
-"""``cosearch train --space S --task T --data D --out RUN [--steps N] [--workers N] [--gpu] [--seed N]``."""
+"""``cosearch train --space S --task T --data D --out RUN [--arch largest|smallest|FILE] [--steps N]
+[--workers N] [--gpu] [--seed N]``."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,9 @@ def register(sub):
     p.add_argument("--data", default=None, help="translation: folder with {split}.SRC/{split}.TGT (plain "
                    "or .gz); lm: a text file or folder (default: the Python standard library's source)")
     p.add_argument("--out", required=True, help="run folder (created; an existing run is resumed)")
+    p.add_argument("--arch", default=None, metavar="largest|smallest|FILE.json",
+                   help="train only this sub-network from scratch, as a standalone model with the same "
+                   "recipe (default: train the supernet)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--workers", type=int, default=None,
                    help="data-parallel Ray Train workers (default: train in this process, no Ray)")
@@ -59,17 +63,28 @@ def register(sub):
 def run(args) -> int:
     from ..train import train  # torch is imported only when the command runs
 
-    summary = train(args.space, args.task, args.data, args.out, steps=args.steps, workers=args.workers,
+    space, arch = args.space, None
+    if args.arch is not None:
+        from ..evaluate import resolve_arch
+        from ..space import SearchSpace
+        space = SearchSpace.load(args.space)
+        arch = resolve_arch(space, args.arch)
+    summary = train(space, args.task, args.data, args.out, steps=args.steps, workers=args.workers,
                     gpu=args.gpu, seed=args.seed, progress=not args.no_progress,
                     max_tokens=args.max_tokens, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
                     label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
                     clip_norm=args.clip_norm, n_random=args.n_random, distill=args.distill,
                     bit_stages=args.bit_stages, log_every=args.log_every, ckpt_every=args.ckpt_every,
-                    max_len=args.max_len, src=args.src, tgt=args.tgt)
-    if args.json:
+                    max_len=args.max_len, src=args.src, tgt=args.tgt, arch=arch)
+    report(summary, args.json)
+    return 0
+
+
+def report(summary, as_json: bool) -> None:
+    """Print a training summary (one line, or JSON)."""
+    if as_json:
         print(json.dumps(asdict(summary), indent=2))
     else:
         losses = ", ".join(f"{k} {v:.3f}" for k, v in sorted(summary.losses.items()))
         print(f"trained {summary.run_dir} to step {summary.step}/{summary.steps} "
               f"({summary.steps_per_s:.2f} steps/s, {summary.tokens_per_s:.0f} tokens/s); loss: {losses}")
-    return 0
