@@ -21,7 +21,8 @@ evaluation deadline, so everything ends in time.
 
 GPU (4 x H100, one command under 10 minutes)::
 
-    python benchmarks/fidelity.py --data ../shared/data/multi30k --out $OUT --time-budget 540
+    python benchmarks/fidelity.py --data ../shared/data/multi30k --out /tmp/fidelity \
+        --result $OUT/fidelity.json --copy-logs $OUT/fidelity_logs --time-budget 520
 
 CPU smoke test (tiny settings)::
 
@@ -44,7 +45,10 @@ sys.path.insert(0, str(HERE.parent))
 MODES = ("none", "layer", "neuron")
 #: the recipe every supernet and standalone run uses (TrainConfig fields; --recipe overrides)
 RECIPE = dict(lr=1e-3, warmup=None, schedule="cosine", label_smoothing=0.1, weight_decay=0.01,
-              n_random=2, distill=0.5, bit_stages=(0.2, 0.5), log_every=25, ckpt_every=100000)
+              n_random=2, distill=0.5, bit_stages=(0.2, 0.5), ema_start=0.6, ema_decay=0.99,
+              log_every=25, ckpt_every=100000)
+#: supernet jobs also evaluate the un-averaged weights: BLEU for these archs (loss for all)
+RAW_BLEU_ARCHS = ("0", "1")
 
 
 # --------------------------------------------------------------------------- choosing archs
@@ -83,7 +87,10 @@ def rank_stats(a: list[float], b: list[float]) -> dict:
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     if len(pairs) < 3:
         return {"kendall_tau": None, "spearman": None, "n": len(pairs)}
-    from scipy.stats import kendalltau, spearmanr
+    try:
+        from scipy.stats import kendalltau, spearmanr
+    except ImportError:  # the job results stay; rerun `fidelity.py report --out DIR` where scipy is
+        return {"kendall_tau": None, "spearman": None, "n": len(pairs), "note": "scipy missing"}
     xs, ys = zip(*pairs)
     return {"kendall_tau": float(kendalltau(xs, ys).statistic), "spearman": float(spearmanr(xs, ys).statistic),
             "n": len(pairs)}
@@ -107,6 +114,7 @@ def summarise(out: Path, plan: dict) -> dict:
                "arch": a, "standalone": standalone[i]}
         for mode in plan["modes"]:
             row[mode] = jobs.get(f"supernet_{mode}", {}).get("evals", {}).get(str(i))
+            row[f"{mode}_no_average"] = jobs.get(f"supernet_{mode}", {}).get("evals_raw", {}).get(str(i))
         per_arch.append(row)
     report["per_arch"] = per_arch
     for mode in plan["modes"]:
@@ -145,6 +153,7 @@ def run_job(spec_path: str) -> int:
     after every evaluation)."""
     import torch
 
+    from cosearch.checkpoint import load_checkpoint
     from cosearch.evaluate import bleu, eval_loss, load_run, translate
     from cosearch.space import Arch, SearchSpace
     from cosearch.train import load_task_data, train
@@ -196,6 +205,18 @@ def run_job(spec_path: str) -> int:
                              limit=space.spec.max_positions)
             result["evals"][idx]["bleu"] = bleu(hyps, refs)
             save()
+        state = load_checkpoint(run.checkpoint)
+        if arch is None and state.get("ema") is not None:  # what the weight average gained
+            run.net.load_state_dict(state["model"])
+            result["evals_raw"] = {}
+            for idx, a in evals.items():
+                model = run.net.extract(Arch.from_dict(a)).to(device).eval()
+                batches = td.batches("valid", max_tokens=spec["eval_tokens"], shuffle=False, repeat=False)
+                r = result["evals_raw"][idx] = {"loss": eval_loss(model, batches, tok.pad_id, vocab, device)[0]}
+                if idx in RAW_BLEU_ARCHS and time.time() < spec["eval_deadline"]:
+                    r["bleu"] = bleu(translate(model, td, "test", device, beam=spec["beam"],
+                                               max_tokens=spec["eval_tokens"], limit=space.spec.max_positions), refs)
+                save()
         result["finished"] = True
     except Exception as e:  # a failed job must not take the others' results with it
         result["error"] = f"{type(e).__name__}: {e}"
@@ -223,11 +244,24 @@ def assign_gpus(costs: dict[str, float], n_gpus: int) -> dict[str, int]:
     return out
 
 
+def copy_logs(out: Path, dest: Path) -> None:
+    """The small files of a run (logs, job results, metrics), not the checkpoints."""
+    import shutil
+    for pattern in ("plan.json", "fidelity.json", "logs/*.log", "jobs/*.json", "runs/*/metrics.jsonl",
+                    "runs/*/summary.json", "runs/*/arch.json"):
+        for f in out.glob(pattern):
+            target = dest / f.relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd")
-    j = sub.add_parser("job")
+    j = sub.add_parser("job", help="(internal) train and evaluate one job")
     j.add_argument("spec")
+    r = sub.add_parser("report", help="recompute the report from a (copied) run folder's plan and job results")
+    r.add_argument("dir")
     p.add_argument("--data", default="../shared/data/multi30k", help="Multi30k folder (train/val/test_2016_flickr)")
     p.add_argument("--out", default="benchmarks/results/fidelity_run", help="work and result folder")
     p.add_argument("--space", default="multi30k")
@@ -247,10 +281,20 @@ def main(argv=None) -> int:
     p.add_argument("--eval-tokens", type=int, default=12000, help="tokens per evaluation batch")
     p.add_argument("--recipe", default="{}", help="JSON of TrainConfig overrides for every run")
     p.add_argument("--cpu", action="store_true", help="run the jobs one after the other on the CPU")
-    p.add_argument("--result", default=None, help="also copy the report here (e.g. benchmarks/results/fidelity.json)")
+    p.add_argument("--result", default=None, help="also write the report here (e.g. benchmarks/results/fidelity.json)")
+    p.add_argument("--copy-logs", default=None, metavar="DIR",
+                   help="at the end copy the job logs, job results and training metrics (no checkpoints) here")
     args = p.parse_args(argv)
     if args.cmd == "job":
         return run_job(args.spec)
+    if args.cmd == "report":
+        d = Path(args.dir)
+        text = json.dumps(summarise(d, json.loads((d / "plan.json").read_text())), indent=1)
+        (d / "fidelity.json").write_text(text)
+        if args.result:
+            Path(args.result).write_text(text)
+        print(text)
+        return 0
 
     from cosearch.space import SearchSpace
 
@@ -340,6 +384,8 @@ def main(argv=None) -> int:
                     pr.kill()
             break
     rep = write_report()
+    if args.copy_logs:
+        copy_logs(out, Path(args.copy_logs))
     codes = {n: pr.returncode for n, pr in procs.items()}
     print(json.dumps({"modes": rep["modes"], "mos_vs_none": rep.get("mos_vs_none"), "seed_noise": rep["seed_noise"],
                       "exit_codes": codes, "wall_s": rep["wall_s"]}, indent=1))

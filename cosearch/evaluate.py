@@ -24,7 +24,7 @@ from .modules import Transformer
 from .rundir import TOKENIZER, read_config, space_of
 from .space import Arch, SearchSpace
 from .supernet import Supernet
-from .train import check_tokenizer, load_task_data, model_inputs, run_arch, to_device
+from .train import averaged_state, check_tokenizer, load_task_data, model_inputs, run_arch, to_device
 
 
 # --------------------------------------------------------------------------- loading
@@ -61,7 +61,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     arch = run_arch(config)
     net = Supernet(space, pad_id=tok.pad_id, arch=arch).to(device)
     try:
-        net.load_state_dict(state["model"])
+        net.load_state_dict(averaged_state(state))
     except RuntimeError as e:
         raise UserError(f"{ckpt} does not fit the space in {run_dir}/config.json "
                         f"({str(e).splitlines()[0]})") from None

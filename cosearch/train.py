@@ -70,6 +70,11 @@ class TrainConfig:
     #: fractions of the steps at which >= 3-bit and then all bit-widths are enabled
     #: (None: all bit-widths from the start)
     bit_stages: tuple[float, float] | None = (0.2, 0.5)
+    #: weight averaging: an exponential moving average of the weights from this fraction of
+    #: the steps on, kept in the checkpoints and used by evaluation and export (None: off)
+    ema_start: float | None = 0.6
+    #: the average's decay per step (0.99: about the last 100 steps)
+    ema_decay: float = 0.99
     log_every: int = 10
     ckpt_every: int = 500
     keep_checkpoints: int = 2
@@ -96,6 +101,8 @@ class TrainConfig:
                   ("bit_stages", c.bit_stages is None or (len(c.bit_stages) == 2 and
                                                           0 <= c.bit_stages[0] <= c.bit_stages[1] <= 1),
                    "two fractions 0 <= f1 <= f2 <= 1"),
+                  ("ema_start", c.ema_start is None or 0 <= c.ema_start <= 1, "in [0, 1] or None"),
+                  ("ema_decay", 0 <= c.ema_decay < 1, "in [0, 1)"),
                   ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
                   ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
                   ("max_len", c.max_len >= 2, ">= 2")]
@@ -203,6 +210,26 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+@torch.no_grad()
+def update_average(avg: dict | None, net: torch.nn.Module, step: int, cfg: TrainConfig) -> dict | None:
+    """The weight average after ``step``: None before ``ema_start``, then a copy of the
+    floating-point state, then ``avg += (1 - ema_decay) * (w - avg)`` every step."""
+    if cfg.ema_start is None or step <= cfg.ema_start * cfg.steps:
+        return avg
+    cur = {k: v for k, v in net.state_dict().items() if v.is_floating_point()}
+    if avg is None:
+        return {k: v.detach().clone() for k, v in cur.items()}
+    for k, v in cur.items():
+        avg[k].lerp_(v, 1.0 - cfg.ema_decay)
+    return avg
+
+
+def averaged_state(state: dict) -> dict:
+    """A checkpoint's weights for evaluation and export: the weight average where the
+    run has one, else the trained weights."""
+    return {**state["model"], **state["ema"]} if state.get("ema") is not None else state["model"]
+
+
 def _dropout_seed(seed: int, step: int, rank: int) -> int:
     return ((int(seed) * 1_000_003 + int(step)) * 1024 + int(rank)) % (2 ** 63)
 
@@ -281,7 +308,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
     probes = specialisation_probes(space) if net.router_parameters() else []
     opt = make_optimizer(net, cfg)
     batches = make_batches(td, cfg, seed, dist)
-    start, elapsed_before = 0, 0.0
+    start, elapsed_before, avg = 0, 0.0, None
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         state = load_checkpoint(ckpt, map_location=device)
@@ -290,6 +317,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
         batches.load_state({**json.loads(state["data_state"]), "shard_index": dist.rank})
         _set_rng_state(state["rng"])
         start, elapsed_before = int(state["step"]), float(state.get("elapsed", 0.0))
+        avg = state.get("ema")
     if lead:
         truncate_metrics(run_dir, start)
 
@@ -326,6 +354,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
             torch.manual_seed(_dropout_seed(seed, step, dist.rank))
             sandwich_step(model, net, opt, members, inputs, target, cfg, pad, vocab, autocast,
                           ddp=dist.world > 1, sums=loss_sums)
+            avg = update_average(avg, net, step, cfg)
             tok_since_log += int(batch["ntokens"])
             if bar is not None:
                 bar.update(1)
@@ -352,7 +381,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
                     save_checkpoint(checkpoint_path(run_dir, step), {
                         "step": step, "model": net.state_dict(), "optimizer": opt.state_dict(),
                         "data_state": json.dumps(batches.state()), "rng": _rng_state(),
-                        "elapsed": elapsed_before + time.perf_counter() - t0})
+                        "elapsed": elapsed_before + time.perf_counter() - t0, "ema": avg})
                     prune_checkpoints(run_dir, cfg.keep_checkpoints)
             if out_of_time:
                 break
