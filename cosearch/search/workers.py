@@ -122,3 +122,29 @@ class RayPool:
             self.ray.kill(a)
         if self._started:
             self.ray.shutdown()
+
+
+class SplitSource:
+    """A quality source that splits each call over a pool's workers and waits for all:
+    one source object (e.g. shared by many searches, behind one cache) measuring in parallel."""
+
+    def __init__(self, pool, name: str = "pool"):
+        self.pool, self.name = pool, name
+
+    def __call__(self, archs: Sequence[Arch]) -> dict:
+        import numpy as np
+        archs = list(archs)
+        if not archs:
+            return {"loss": np.zeros(0)}
+        n = min(self.pool.workers, len(archs))
+        parts = [archs[i::n] for i in range(n)]
+        handles = [self.pool.submit(p) for p in parts]
+        results = []
+        for h in handles:
+            _, got = self.pool.wait([h])
+            results.append(got[0])
+        out = {k: np.empty(len(archs)) for k in results[0]}
+        for i, r in enumerate(results):
+            for k, v in r.items():
+                out[k][i::n] = v
+        return out
