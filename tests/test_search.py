@@ -259,11 +259,18 @@ def test_cache_measures_each_arch_once(space):
 
 @pytest.mark.slow
 def test_predictor_screen_skips_measurements_and_reports_correlation(tmp_path):
-    r = run(tmp_path, trials=120, sampler="random", predictor=True, batch=20)
+    r = run(tmp_path, trials=120, sampler="random", predictor=True, predictor_warmup=40, predictor_refit=25,
+            batch=20)
     df = pd.read_csv(tmp_path / "s" / "trials.csv")
     assert set(df["source"]) == {"measured", "predicted"}
     assert r.measured == df.loc[df["source"] == "measured", "digest"].nunique() < 110
     assert r.predictor is not None and r.predictor["n"] > 0 and r.predictor["spearman"] > 0.5
+    assert r.predictor["metric"] == "loss" and r.predictor["kendall"] > 0.3
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["predictor"]["kendall"] == r.predictor["kendall"]
+    # fitted on measured points only: every predicted row took its value from the predictor
+    pred = df[df["source"] == "predicted"]
+    assert (pred["quality"] == pred["predicted_loss"]).all()
     assert (pd.read_csv(tmp_path / "s" / "pareto.csv")["source"] == "measured").all()
 
 

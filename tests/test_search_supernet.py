@@ -9,7 +9,7 @@ import torch
 
 from cosearch.errors import UserError
 from cosearch.search import search
-from cosearch.search.quality import SupernetQuality
+from cosearch.search.quality import MeasureSettings, SupernetQuality
 from cosearch.space import Arch
 from cosearch.train import train
 
@@ -37,7 +37,7 @@ def test_search_measures_inherited_weight_loss_and_caches(lm_run, tmp_path):
     assert r.measured == df["digest"].nunique()
     assert all(math.isfinite(v) and v > 0 for v in df["quality"])
     # the stored quality is the loss the supernet gives that arch on the same subset
-    q = SupernetQuality(lm_run, max_batches=2)
+    q = SupernetQuality(lm_run, MeasureSettings(max_batches=2))
     a = Arch.from_json(df["arch"].iloc[2])
     assert df["quality"].iloc[2] == pytest.approx(q.measure(a)["loss"], rel=1e-5)
     # resuming with a larger total measures only new archs; the same total measures none

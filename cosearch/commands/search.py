@@ -23,7 +23,13 @@ def register(sub):
     obj.add_argument("--area-max", type=float, help="ASIC area bound in mm^2 (a constraint)")
     obj.add_argument("--predictor", action="store_true",
                      help="screen candidates with a quality predictor; only promising ones are measured")
+    obj.add_argument("--predictor-warmup", type=int, default=1000,
+                     help="archs measured before the predictor screens candidates (HAT: ~1-2k; default 1000)")
     obj.add_argument("--max-batches", type=int, default=20, help="validation batches per quality measurement")
+    obj.add_argument("--bleu-sentences", type=int, default=200,
+                     help="BLEU (greedy) on the first N validation sentences (default 200)")
+    obj.add_argument("--gpu", action="store_true",
+                     help="measure quality on the GPU (--workers processes share it, one supernet each)")
     run = p.add_argument_group("search")
     run.add_argument("--trials", type=int, default=100, help="total trials of the study (default 100)")
     run.add_argument("--sampler", default="nsga2", choices=["nsga2", "tpe", "random", "evolution"])
@@ -31,7 +37,8 @@ def register(sub):
     run.add_argument("--batch", type=int, help="designs proposed and costed together")
     run.add_argument("--storage", help="SQLAlchemy URL, journal:PATH or memory (default: sqlite in --out)")
     run.add_argument("--study", help="study name (default: cosearch)")
-    run.add_argument("--workers", type=int, default=1, help="Ray workers measuring quality (default 1: no Ray)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="quality workers: processes on the GPU with --gpu, else Ray actors (default 1)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", required=True, help="folder for search.json, trials.csv, pareto.csv and plots")
     run.add_argument("--no-progress", action="store_true")
@@ -39,20 +46,29 @@ def register(sub):
 
 
 def run_search(args):
+    import optuna
+
     from ..errors import UserError
-    from ..search import search
+    from ..search import SearchConfig, search
     if args.synthetic_quality and args.run:
         raise UserError("give --run or --synthetic-quality, not both")
-    res = search(args.run, args.hw, out=args.out, objectives=args.objectives, cosearch_hw=args.cosearch_hw,
-                 latency_max=args.latency_max, area_max=args.area_max, trials=args.trials,
-                 sampler=args.sampler, storage=args.storage, study=args.study, workers=args.workers,
-                 seed=args.seed, scenario=args.scenario, space=args.space,
-                 quality="synthetic" if args.synthetic_quality else None, predictor=args.predictor,
-                 batch=args.batch, population=args.population, max_batches=args.max_batches,
-                 progress=not args.no_progress)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says enough (CLI only)
+    cfg = SearchConfig(run_dir=args.run, hw=args.hw, out=args.out, objectives=args.objectives,
+                       cosearch_hw=args.cosearch_hw, latency_max=args.latency_max, area_max=args.area_max,
+                       trials=args.trials, sampler=args.sampler, storage=args.storage, study=args.study,
+                       workers=args.workers, gpu=args.gpu, seed=args.seed, scenario=args.scenario,
+                       space=args.space, quality="synthetic" if args.synthetic_quality else None,
+                       predictor=args.predictor, predictor_warmup=args.predictor_warmup, batch=args.batch,
+                       population=args.population, max_batches=args.max_batches,
+                       bleu_sentences=args.bleu_sentences, progress=not args.no_progress)
+    res = search(config=cfg)
     print(f"{res.trials} trials ({res.feasible} feasible, {res.measured} measured now), "
           f"{len(res.pareto)} on the Pareto front -> {res.out}/pareto.csv")
     if res.predictor:
         p = res.predictor
-        print(f"predictor vs measured: Spearman {p['spearman']:.3f}, Kendall {p['kendall']:.3f} (n={p['n']})")
+        if p["n"]:
+            print(f"predictor ({p['metric']}) on archs measured after it predicted them: Kendall tau "
+                  f"{p['kendall']}, Spearman {p['spearman']} (n={p['n']})")
+        else:
+            print(f"predictor: not used ({p['measured']} archs measured, warm-up {p['warmup']})")
     return 0

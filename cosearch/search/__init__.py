@@ -4,6 +4,7 @@
     res = search("runs/tiny", "zcu102", out="search/tiny", objectives="quality,latency,size",
                  latency_max=5.0, trials=300, sampler="nsga2")
 """
-from .study import SAMPLERS, SearchResult, search
+from .config import SAMPLERS, SearchConfig
+from .study import SearchResult, search
 
-__all__ = ["SAMPLERS", "SearchResult", "search"]
+__all__ = ["SAMPLERS", "SearchConfig", "SearchResult", "search"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -77,54 +78,107 @@ class PredictedQuality:
         return {"loss": self.predictor.predict(self.space.encode_many(list(archs)))}
 
 
-class SupernetQuality:
-    """Validation loss (and BLEU when asked) with inherited supernet weights.
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How a supernet measures quality: the fixed validation subset and the device."""
 
-    The supernet and a fixed validation subset (the first ``max_batches`` batches of
-    ``split``, in file order; BLEU on its first ``bleu_sentences`` sentences) are loaded
-    once; each call extracts every arch (exactly the supernet's function) and evaluates it.
+    split: str = "valid"
+    max_batches: int = 20
+    max_tokens: int = 4096          # tokens per validation batch
+    bleu: bool = False
+    bleu_sentences: int = 200       # BLEU on the first N sentences of ``split``
+    bleu_max_tokens: int = 16384    # source tokens per decoding batch (big on a GPU)
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class SupernetSpec:
+    """A picklable recipe for a :class:`SupernetQuality` (what a worker process builds once)."""
+
+    run_dir: str
+    settings: MeasureSettings = MeasureSettings()
+
+    @property
+    def name(self) -> str:
+        s = self.settings
+        return f"supernet:{s.split}:{s.max_batches}" + (f":bleu{s.bleu_sentences}" if s.bleu else "")
+
+    def __call__(self) -> "SupernetQuality":
+        return SupernetQuality(self.run_dir, self.settings)
+
+
+class SupernetQuality:
+    """Validation loss (and greedy BLEU when asked) with inherited supernet weights.
+
+    Everything fixed is prepared once: the supernet on ``settings.device``, the validation
+    batches (the first ``max_batches`` of ``split`` in file order) already on the device, and
+    the BLEU subset (its first ``bleu_sentences`` sentences) cut into a few large decoding
+    batches. Each arch is then extracted on the device (exactly the supernet's function)
+    and evaluated: one forward pass per loss batch, batched greedy decoding with the KV
+    cache for BLEU (sacrebleu on detokenised text).
     """
 
-    def __init__(self, run_dir: str | Path, split: str = "valid", max_batches: int = 20, bleu: bool = False,
-                 bleu_sentences: int = 200, beam: int = 1, max_tokens: int = 4096, device: str = "cpu"):
+    def __init__(self, run_dir: str | Path, settings: MeasureSettings = MeasureSettings()):
         import itertools
 
         import torch
 
         from .. import evaluate as ev  # torch only here, and only when measuring
-        from ..train import check_tokenizer, load_task_data
+        from ..train import check_tokenizer, load_task_data, to_device
+        s = self.settings = settings
         self.ev, self.torch = ev, torch
-        self.split, self.bleu, self.beam = split, bleu, beam
-        self.name = f"supernet:{split}:{max_batches}"
-        self.device = torch.device(device)
+        self.name = SupernetSpec(str(run_dir), settings).name
+        if s.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
+        self.device = torch.device(s.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # measurement, not training: TF32 is fine
         self.run = ev.load_run(run_dir, self.device)
         td = load_task_data(self.run.config, self.run.run_dir)
         check_tokenizer(self.run.run_dir, td.tokenizer, self.run.space)
         if td.task == "translation":
-            it = td.batches(split, max_tokens=max_tokens, shuffle=False, repeat=False)
+            it = td.batches(s.split, max_tokens=s.max_tokens, shuffle=False, repeat=False)
         else:
             block = self.run.config["train"]["max_len"]
-            it = td.batches(split, batch_size=max(1, max_tokens // block), block=block, shuffle=False, repeat=False)
-        self.batches = list(itertools.islice(it, max_batches))
+            it = td.batches(s.split, batch_size=max(1, s.max_tokens // block), block=block, shuffle=False,
+                            repeat=False)
+        self.batches = [to_device(b, self.device) for b in itertools.islice(it, s.max_batches)]
         if not self.batches:
-            raise UserError(f"{run_dir}: split {split!r} has no validation batches to measure quality on")
+            raise UserError(f"{run_dir}: split {s.split!r} has no validation batches to measure quality on")
         self.td = td
-        if bleu:
+        if s.bleu:
             if td.task != "translation":
                 raise UserError("--objectives bleu needs a translation run; use quality (loss) for a language model")
-            self.td_bleu = ev._head(td, split, bleu_sentences)
-            self.refs = [tgt for _, tgt in self.td_bleu.text[ev._canon_split(split)]]
+            sub = ev._head(td, s.split, s.bleu_sentences)
+            self.refs = [tgt for _, tgt in sub.text[ev._canon_split(s.split)]]
+            tok, limit = td.tokenizer, self.run.space.spec.max_positions
+            self.bleu_batches = []
+            for b in sub.batches(s.split, max_tokens=s.bleu_max_tokens, shuffle=False, repeat=False):
+                src = b["src"].to(self.device)
+                self.bleu_batches.append((src, b["index"].tolist(), ev.decode_max_len(src, tok.pad_id, limit)))
+
+    def model(self, arch: Arch):
+        with self.device:  # build the sub-network on the device: no host copies
+            return self.run.net.extract(arch).eval()
 
     def measure(self, arch: Arch) -> dict[str, float]:
-        model = self.run.net.extract(arch).eval()
+        model = self.model(arch)
         tok = self.td.tokenizer
         loss, _ = self.ev.eval_loss(model, self.batches, tok.pad_id, tok.vocab_size, self.device)
         out = {"loss": loss}
-        if self.bleu:
-            hyps = self.ev.translate(model, self.td_bleu, self.split, self.device, beam=self.beam,
-                                     limit=self.run.space.spec.max_positions)
-            out["bleu"] = self.ev.bleu(hyps, self.refs)
+        if self.settings.bleu:
+            out["bleu"] = self.ev.bleu(self.translate(model), self.refs)
         return out
+
+    def translate(self, model) -> list[str]:
+        """Greedy translations of the BLEU subset, in its order."""
+        tok = self.td.tokenizer
+        hyps = [""] * len(self.refs)
+        for src, index, max_len in self.bleu_batches:
+            out = self.ev.greedy_decode(model, src, tok.bos_id, tok.eos_id, max_len, tok.vocab_size)
+            for i, ids in zip(index, out):
+                hyps[i] = tok.decode(ids)
+        return hyps
 
     def __call__(self, archs: Sequence[Arch]) -> dict[str, np.ndarray]:
         rows = [self.measure(a) for a in archs]

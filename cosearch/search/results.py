@@ -45,8 +45,9 @@ def summarize(study: optuna.Study, objectives: Sequence[Objective]) -> list[dict
             row[o.name] = v
         row.update({k: (np.nan if v is None else v) for k, v in (u.get("metrics") or {}).items()
                     if k not in row})
-        if "predicted_loss" in u:
-            row["predicted_loss"] = u["predicted_loss"]
+        for k in ("predicted_loss", "predicted_bleu"):
+            if k in u:
+                row[k] = u[k]
         row.update({f"c_{k}": v for k, v in cons.items()})
         if arch is not None:
             row["layers"] = len(arch.encoder) + len(arch.decoder)
@@ -75,23 +76,35 @@ def mark_pareto(rows: list[dict], objectives: Sequence[Objective]) -> None:
 
 
 def reference_point(loss: np.ndarray) -> np.ndarray:
-    """Nadir of the points plus 10% of each range (1 where a range is 0)."""
+    """Nadir of the points plus 10% of each range (1 where a range is 0): for plots only;
+    a search's summary uses its fixed reference (``study.fixed_reference``)."""
     hi, lo = loss.max(0), loss.min(0)
     span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
     return hi + 0.1 * span
 
 
-def hv_curve(df: pd.DataFrame, objectives: Sequence[Objective], points: int = 200) -> tuple:
-    """(trial counts, hypervolume after each, reference) over measured feasible trials."""
+def hv_curve(df: pd.DataFrame, objectives: Sequence[Objective], points: int = 200,
+             reference: Sequence[float] | None = None) -> tuple:
+    """(trial counts, hypervolume after each, reference) over measured feasible trials;
+    ``reference`` (minimised) defaults to one taken from the points themselves."""
     use = df[df["source"].isin(["measured", "cost-only"])]
     dirs = [o.direction for o in objectives]
     loss = to_minimize(use[[o.name for o in objectives]].to_numpy(dtype=np.float64), dirs)
     feas = use["feasible"].to_numpy(dtype=bool)
     if not feas.any():
         return np.zeros(0), np.zeros(0), None
-    ref = reference_point(loss[feas])
+    ref = np.asarray(reference, dtype=np.float64) if reference is not None else reference_point(loss[feas])
     at = np.unique(np.linspace(1, len(loss), min(points, len(loss))).astype(int))
     return at, hypervolume_history(loss, feas, ref, at), ref
+
+
+def front_hypervolume(rows: list[dict], objectives: Sequence[Objective], reference: Sequence[float]) -> float:
+    """Hypervolume of the measured, feasible rows against a fixed reference (minimised)."""
+    use = [r for r in rows if r["feasible"] and r["source"] in ("measured", "cost-only")]
+    if not use:
+        return 0.0
+    loss = to_minimize(np.array([[r[o.name] for o in objectives] for r in use]), [o.direction for o in objectives])
+    return hypervolume(loss, reference)
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
@@ -100,7 +113,7 @@ def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_results(out: str | Path, rows: list[dict], objectives: Sequence[Objective], extra: dict | None = None,
-                  plots: bool = True) -> list[Path]:
+                  plots: bool = True, reference: Sequence[float] | None = None) -> list[Path]:
     """Write trials.csv, pareto.csv, summary.json and the plots; returns the paths."""
     from ..rundir import atomic_write_text
     out = Path(out)
@@ -117,10 +130,17 @@ def write_results(out: str | Path, rows: list[dict], objectives: Sequence[Object
                "directions": [o.direction for o in objectives]}
     if len(df):
         summary["measured"] = int((df["source"] == "measured").sum())
-        at, hv, ref = hv_curve(df, objectives)
-        if ref is not None:
-            summary["hypervolume"] = float(hv[-1])
-            summary["hypervolume_reference"] = [float(x) for x in ref]
+        if reference is not None:
+            # fixed by the space and the accelerator (not by this run's points): runs compare
+            summary["hypervolume"] = front_hypervolume(rows, objectives, reference)
+            summary["hypervolume_reference"] = [float(x) for x in reference]
+            summary["hypervolume_reference_rule"] = ("minimised objectives; loss: ln(vocab), bleu: 0 (negated), "
+                                                     "costs: 1.1 x the largest arch's on the preset")
+        else:
+            at, hv, ref = hv_curve(df, objectives)
+            if ref is not None:
+                summary["hypervolume"] = float(hv[-1])
+                summary["hypervolume_reference"] = [float(x) for x in ref]
     summary.update(extra or {})
     atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     files.append(out / SUMMARY)

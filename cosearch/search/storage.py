@@ -7,6 +7,7 @@ several processes on one machine); anything else -> an SQLAlchemy URL (``sqlite:
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import optuna
@@ -23,13 +24,48 @@ def describe(url: str) -> str:
     return url
 
 
+def storage_url(storage: str | None, out: str | Path | None) -> str:
+    """The storage a search uses: ``storage``, or the SQLite file in ``out``."""
+    if storage is not None:
+        return storage
+    if out is None:
+        raise UserError("give --out (the study is kept in DIR/study.db) or --storage")
+    return f"sqlite:///{Path(out).resolve() / 'study.db'}"
+
+
+def lock_path(storage: str) -> Path | None:
+    """The lock file that serialises proposing among processes of this machine sharing a
+    file storage (SQLite or journal); None for memory and server databases."""
+    if storage.startswith("journal:"):
+        return Path(storage[len("journal:"):] + ".lock")
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        return Path(storage[len("sqlite:///"):] + ".lock")
+    return None
+
+
+@contextlib.contextmanager
+def study_lock(storage: str):
+    """Held while creating the study and while proposing trials: two searches on one fresh
+    file storage then neither race creating the tables nor take the same queued trial or
+    propose the same arch. Server databases (PostgreSQL) keep their own transactions."""
+    path = lock_path(storage)
+    if path is None or not path.parent.is_dir():  # no folder: opening the storage will say so
+        yield
+        return
+    import fcntl
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def open_storage(storage: str | None, out: str | Path | None):
     """An Optuna storage object for ``storage`` (see the module doc)."""
     if storage is None:
-        if out is None:
-            raise UserError("give --out (the study is kept in DIR/study.db) or --storage")
-        Path(out).mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{Path(out).resolve() / 'study.db'}"
+        Path(storage_url(storage, out)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    storage = storage_url(storage, out)
     if storage == "memory":
         return optuna.storages.InMemoryStorage()
     try:
@@ -42,8 +78,11 @@ def open_storage(storage: str | None, out: str | Path | None):
             raise UserError(f"--storage {storage!r}: give an SQLAlchemy URL (sqlite:///path.db, "
                             "postgresql://user@host/db), journal:PATH or memory")
         sqlite = storage.startswith("sqlite")
+        if storage.startswith("postgresql"):
+            _need_driver("psycopg2", "postgres", storage)
         kw = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-        rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kw)
+        with study_lock(storage):  # several processes on a fresh file would race creating tables
+            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kw)
         if sqlite:
             _fast_sqlite(rdb)
         return rdb
@@ -53,6 +92,14 @@ def open_storage(storage: str | None, out: str | Path | None):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"--storage {describe(storage)} cannot be opened ({type(e).__name__}: "
                         f"{first[:200]}); check the URL, the server and the driver") from None
+
+
+def _need_driver(module: str, extra: str, storage: str) -> None:
+    import importlib.util
+    if storage.startswith("postgresql+") or importlib.util.find_spec(module) is not None:
+        return
+    raise UserError(f"--storage {describe(storage)} needs the {module} driver: "
+                    f"pip install 'cosearch[{extra}]'")
 
 
 def _fast_sqlite(rdb) -> None:

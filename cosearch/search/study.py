@@ -1,11 +1,18 @@
 """The co-search loop: Optuna ask/tell (or the evolutionary proposer), costs, quality.
 
 One iteration: propose a batch of designs, cost them all at once (numpy), optionally let
-the quality predictor pick the ones worth measuring, measure quality (here or in Ray
-actors), and record every trial with its objective values, constraints
-(``trial.set_constraint``) and metrics. The trial count is a total over the study: a
-re-run of the same command resumes it, and several processes (or machines, through
-PostgreSQL) sharing one study stop together at the total, each trial evaluated once.
+the quality predictor pick the ones worth measuring, measure quality (here, in worker
+processes on the GPU, or in Ray actors), and record every trial with its objective values,
+constraints (``trial.set_constraint``) and metrics. The trial count is a total over the
+study: a re-run of the same command resumes it, and several processes (or machines,
+through PostgreSQL) sharing one study stop together at the total, each trial evaluated once.
+
+Every finished trial is a distinct design. The genes of layers an arch does not use are
+still Optuna parameters (the samplers need a fixed space), so two trials can decode to the
+same arch: such a proposal is told FAIL at once (``duplicate_of``) and another is asked,
+so it costs nothing and is not counted. Processes of one machine sharing a file storage
+propose under a file lock, which also fails trials left RUNNING by a killed process
+(``study.tell(n, state=FAIL)``) and queues their design again (``retry_of``).
 (Exception: the evolution sampler records whole batches with ``add_trials``, so several
 *processes* running it on one study may overshoot the total by up to one batch each;
 Ray workers inside one search do not.)
@@ -15,6 +22,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import logging
 import math
 import os
 import socket
@@ -29,17 +37,19 @@ from optuna.trial import TrialState
 
 from ..errors import UserError
 from ..space import SearchSpace
+from .config import SAMPLERS, SearchConfig, make_config
 from .constraints import Bounds, check_reachable
 from .evolution import EvolutionProposer, EvolutionSettings
 from .front import pareto_mask, to_minimize
-from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Outcome, parse_objectives
+from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Objective, Outcome, parse_objectives
 from .params import Design, ParamSpace, arch_digest, arch_json
 from .predictor import QualityPredictor, rank_correlation
-from .quality import CachedQuality, SupernetQuality, SyntheticQuality
-from .storage import describe, open_storage, open_study
+from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality
+from .storage import describe, open_storage, open_study, storage_url, study_lock
 
-SAMPLERS = ("nsga2", "tpe", "random", "evolution")
+__all__ = ["SAMPLERS", "SearchConfig", "SearchResult", "search"]
 CONFIG = "search.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,10 +60,12 @@ class SearchResult:
     feasible: int
     measured: int               # archs whose quality this call measured
     pareto: list[dict]          # the feasible, measured front (rows as in pareto.csv)
-    predictor: dict | None      # rank correlation of predictions with measurements
+    predictor: dict | None      # held-out rank correlation of predictions with measurements
     reachable: dict
     elapsed_s: float
     files: list[Path] = field(default_factory=list)
+    hypervolume: float | None = None
+    hypervolume_reference: list[float] | None = None
 
 
 # --------------------------------------------------------------------------- proposers
@@ -68,29 +80,80 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class _OptunaProposer:
-    """Optuna's own samplers through ask/tell; trials past the total are failed at once."""
+def _alive_count(study: optuna.Study) -> int:
+    """Trials that count towards the total: finished or being evaluated (queued ones do not)."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
 
-    def __init__(self, study: optuna.Study, pspace: ParamSpace, total: int):
-        self.study, self.pspace, self.total = study, pspace, total
+
+class _OptunaProposer:
+    """Optuna's own samplers through ask/tell. A proposal that decodes to a design the
+    study already holds is failed at once and replaced; trials past the total are failed."""
+
+    def __init__(self, study: optuna.Study, pspace: ParamSpace, total: int, lock, seed: int | None,
+                 retries: int = 4):
+        self.study, self.pspace, self.total, self.lock = study, pspace, total, lock
+        self.rng = np.random.default_rng(seed)
+        self.retries = retries
+        self._keys: dict[int, str] = {}  # trial number -> design key of live trials
 
     def pending(self) -> int:
         return 0  # asked trials are RUNNING in the storage and counted there
 
+    def _taken(self) -> tuple[set, list]:
+        """Design keys of finished and running trials, and their sorted numbers."""
+        live = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        for t in live:
+            if t.number not in self._keys:
+                k = t.user_attrs.get("key")
+                if k is None and t.state == TrialState.COMPLETE:
+                    k = self.pspace.design(t.params).key()
+                if k is not None:  # (a trial another machine is still asking has none yet)
+                    self._keys[t.number] = k
+        numbers = sorted(t.number for t in live)
+        return {self._keys[n] for n in numbers if n in self._keys}, numbers
+
     def ask(self, k: int) -> list[_Proposal]:
-        trials = [self.study.ask() for _ in range(k)]
-        alive = sorted(t.number for t in self.study.get_trials(deepcopy=False)
-                       if t.state != TrialState.FAIL)
-        out = []
-        for t in trials:
-            if bisect.bisect_left(alive, t.number) >= self.total:
-                # another worker took the last slots between our count and our ask
-                t.set_user_attr("over_budget", True)
-                self.study.tell(t, state=TrialState.FAIL)
-                continue
-            t.set_user_attr("owner", _owner())
-            out.append(_Proposal(self.pspace.suggest(t), trial=t))
-        return out
+        with self.lock():
+            _fail_stale(self.study)
+            taken, alive = self._taken()
+            left = self.total - len(alive)
+            out: list[_Proposal] = []
+            for attempt in range(self.retries + 1):
+                want = min(k, left) - len(out)
+                if want <= 0:
+                    break
+                if attempt == self.retries:  # the sampler keeps repeating itself: new random designs
+                    for _ in range(want):
+                        p = self._unseen_random(taken)
+                        if p is None:
+                            break
+                        self.study.enqueue_trial(p, user_attrs={"fallback": "random"})
+                for t in [self.study.ask() for _ in range(want)]:
+                    d = self.pspace.suggest(t)
+                    key = d.key()
+                    if key in taken:
+                        t.set_user_attr("duplicate", True)
+                        self.study.tell(t, state=TrialState.FAIL)
+                        continue
+                    if bisect.bisect_left(alive, t.number) >= self.total:
+                        # another machine took the last slots between our count and our ask
+                        t.set_user_attr("over_budget", True)
+                        self.study.tell(t, state=TrialState.FAIL)
+                        continue
+                    taken.add(key)
+                    self._keys[t.number] = key
+                    bisect.insort(alive, t.number)
+                    for name, v in (("owner", _owner()), ("key", key), ("digest", arch_digest(d.arch))):
+                        t.set_user_attr(name, v)
+                    out.append(_Proposal(d, trial=t))
+            return out
+
+    def _unseen_random(self, taken: set, tries: int = 200) -> dict | None:
+        for _ in range(tries):
+            p = self.pspace.random_params(self.rng)
+            if self.pspace.design(p).key() not in taken:
+                return p
+        return None
 
     def record(self, props: Sequence[_Proposal], outcomes: Sequence[Outcome], attrs: Sequence[dict]):
         for p, o, a in zip(props, outcomes, attrs):
@@ -115,7 +178,8 @@ class _EvolutionProposer:
 
     def record(self, props, outcomes, attrs):
         self.evo.record([p.params for p in props], [o.values for o in outcomes],
-                        [o.constraints for o in outcomes], [dict(a, owner=_owner()) for a in attrs])
+                        [o.constraints for o in outcomes],
+                        [dict(a, owner=_owner(), key=p.design.key()) for p, a in zip(props, attrs)])
         self._pending -= len(props)
 
 
@@ -123,35 +187,66 @@ def make_sampler(name: str, seed: int | None, population: int):
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        # batches are asked before any of them is told: without the liar TPE proposes the
+        # same region for a whole batch
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     if name in ("random", "evolution"):
         return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"--sampler {name!r}: choose from {', '.join(SAMPLERS)}")
 
 
+def _fail_stale(study: optuna.Study) -> int:
+    """Trials left RUNNING by a killed process of this machine are failed (public
+    ``study.tell``) and their design is queued again, so it is evaluated once after all."""
+    host = socket.gethostname()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        h, _, pid = t.user_attrs.get("owner", "").rpartition(":")
+        if h == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(t.number, state=TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # --------------------------------------------------------------------------- the screen
 class _Screen:
-    """The predictor screen: fitted on measured trials, it skips candidates whose
-    optimistic predicted point (mean - one spread) is dominated by the measured front."""
+    """The predictor screen (HAT-style): the first ``warmup`` designs are all measured;
+    then a predictor fitted only on measured points (refitted every ``refit`` new ones)
+    predicts the quality column of each candidate, and a candidate is measured only when
+    its optimistic point (prediction one ensemble spread better) is not dominated by the
+    measured front; the others are recorded with the predicted value (``source=predicted``).
+    So every design that could join the front is measured before it does."""
 
-    def __init__(self, space: SearchSpace, directions: list[str], q_index: int, warmup: int = 40,
-                 refit_every: int = 25, seed: int = 0):
-        self.space, self.dirs, self.q = space, directions, q_index
-        self.warmup, self.refit_every, self.seed = warmup, refit_every, seed
+    def __init__(self, space: SearchSpace, directions: list[str], q_index: int, column: str,
+                 warmup: int = 1000, refit: int = 100, seed: int = 0):
+        self.space, self.dirs, self.q, self.column = space, directions, q_index, column
+        self.warmup, self.refit, self.seed = warmup, refit, seed
         self.X: list[np.ndarray] = []
         self.y: list[float] = []
         self.front = np.zeros((0, len(directions)))
         self.model: QualityPredictor | None = None
         self._fitted_at = 0
-        self.pairs: list[tuple[float, float]] = []  # (predicted before measuring, measured)
+        self.pairs: list[tuple[float, float]] = []  # (predicted before measuring, measured): held out
 
-    def add(self, design: Design, loss: float, values: list[float] | None, feasible: bool):
+    def add(self, design: Design, value: float, values: list[float] | None, feasible: bool):
+        """A measured design (never a predicted one)."""
         self.X.append(self.space.encode(design.arch))
-        self.y.append(loss)
+        self.y.append(value)
         if feasible and values is not None:
             pts = np.vstack([self.front, to_minimize(np.array([values]), self.dirs)])
             self.front = pts[pareto_mask(pts)]
-        if len(self.y) >= self.warmup and len(self.y) - self._fitted_at >= self.refit_every:
+        if len(self.y) >= self.warmup and len(self.y) - self._fitted_at >= min(self.refit, len(self.y)):
             self.model = QualityPredictor(seed=self.seed).fit(np.array(self.X), np.array(self.y))
             self._fitted_at = len(self.y)
 
@@ -175,36 +270,66 @@ class _Screen:
 
     def report(self) -> dict | None:
         if not self.pairs:
-            return None
+            return {"metric": self.column, "n": 0, "kendall": None, "spearman": None,
+                    "measured": len(self.y), "warmup": self.warmup}
         p, m = zip(*self.pairs)
-        return rank_correlation(p, m)
+        r = rank_correlation(p, m)
+        return {"metric": self.column, **{k: _clean(v) for k, v in r.items()}, "measured": len(self.y),
+                "warmup": self.warmup}
 
 
 # --------------------------------------------------------------------------- helpers
-def _quality_factory(quality, run_dir, space: SearchSpace, split: str, max_batches: int,
-                     bleu: bool) -> tuple[Callable, str]:
-    """A picklable zero-argument factory of the quality source (Ray actors call it)."""
-    if quality is None:
-        if run_dir is None:
+@dataclass(frozen=True)
+class _SyntheticSpec:
+    """A picklable factory of the synthetic quality (worker processes build it)."""
+
+    space: dict
+    source: str
+    name: str = "synthetic"
+
+    def __call__(self):
+        return SyntheticQuality(SearchSpace.from_dict(self.space, source=self.source))
+
+
+@dataclass(frozen=True)
+class _Given:
+    source: Any
+
+    def __call__(self):
+        return self.source
+
+
+def _quality_factory(cfg: SearchConfig, space: SearchSpace, bleu: bool) -> tuple[Callable, str]:
+    """A picklable zero-argument factory of the quality source (workers call it) and its name."""
+    if cfg.quality is None:
+        if cfg.run_dir is None:
             raise UserError("give --run RUN (a trained supernet) or --synthetic-quality")
-        rd = str(run_dir)
-        return (lambda: SupernetQuality(rd, split=split, max_batches=max_batches, bleu=bleu)), \
-            f"supernet:{split}:{max_batches}"
-    if quality == "synthetic":
-        sd, src = space.to_dict(), space.source
-        return (lambda: SyntheticQuality(SearchSpace.from_dict(sd, source=src))), "synthetic"
-    if isinstance(quality, str):
-        raise UserError(f"quality {quality!r}: use 'synthetic' or a quality source object")
-    return (lambda: quality), getattr(quality, "name", type(quality).__name__)
+        ms = MeasureSettings(split=cfg.split, max_batches=cfg.max_batches, max_tokens=cfg.max_tokens, bleu=bleu,
+                             bleu_sentences=cfg.bleu_sentences, device="cuda" if cfg.gpu else "cpu")
+        spec = SupernetSpec(str(cfg.run_dir), ms)
+        # the device is not part of the name: a search started on CPU may resume on a GPU
+        return spec, spec.name
+    if cfg.quality == "synthetic":
+        return _SyntheticSpec(space.to_dict(), space.source), "synthetic"
+    if isinstance(cfg.quality, str):
+        raise UserError(f"quality {cfg.quality!r}: use 'synthetic' or a quality source object")
+    return _Given(cfg.quality), getattr(cfg.quality, "name", type(cfg.quality).__name__)
 
 
 def _space_of(run_dir, space) -> SearchSpace:
+    given = None
     if space is not None:
-        return space if isinstance(space, SearchSpace) else SearchSpace.load(space)
+        given = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
     if run_dir is None:
-        raise UserError("give --run RUN (a trained supernet) or --space SPACE with --synthetic-quality")
+        if given is None:
+            raise UserError("give --run RUN (a trained supernet) or --space SPACE with --synthetic-quality")
+        return given
     from ..rundir import read_config, space_of
-    return space_of(read_config(run_dir))
+    run_space = space_of(read_config(run_dir))
+    if given is not None and given.to_dict() != run_space.to_dict():
+        raise UserError(f"--space {given.source} is not the space {run_dir} was trained on; drop --space "
+                        "(the run's own space is used)")
+    return run_space
 
 
 def _hardware_ref(hw: Any, name: str) -> str:
@@ -220,217 +345,246 @@ def _clean(v):
     return v
 
 
-def _check_config(out: Path | None, cfg: dict) -> None:
+def _check_config(out: Path | None, record: dict) -> None:
     """search.json records what the study measures; a resumed search must match it."""
     if out is None:
         return
     from ..rundir import first_difference
     path = out / CONFIG
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        d = first_difference({k: saved.get(k) for k in cfg}, cfg)
-        if d:
-            raise UserError(f"{out} holds a search made with {d[0]}={d[1]!r}, but this command gives "
-                            f"{d[0]}={d[2]!r}; rerun with the same settings to resume, or choose a new --out")
-
-
-def _fail_stale(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed process of this machine are failed, so the total
-    counts them again (a resumed search redoes them)."""
-    host = socket.gethostname()
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get("owner", "")
-        h, _, pid = owner.rpartition(":")
-        if h == host and pid.isdigit() and not _alive(int(pid)):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            n += 1
-    return n
-
-
-def _alive(pid: int) -> bool:
+    if not path.is_file():
+        return
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}); delete {out} (or choose a new --out) "
+                        "and search again") from None
+    d = first_difference({k: saved.get(k) for k in record}, record)
+    if d:
+        raise UserError(f"{out} holds a search made with {d[0]}={d[1]!r}, but this command gives "
+                        f"{d[0]}={d[2]!r}; rerun with the same settings to resume, or choose a new --out")
 
 
-def _count(study: optuna.Study) -> int:
-    return sum(t.state != TrialState.FAIL for t in study.get_trials(deepcopy=False))
+def fixed_reference(objs: Sequence[Objective], space: SearchSpace, evaluator: Evaluator,
+                    knobs: tuple) -> list[float]:
+    """The hypervolume reference point (minimised): fixed by the space and the accelerator,
+    never by a run's own results, so hypervolumes of runs of one space compare. Loss: the
+    cross-entropy of a uniform guess (ln vocab); BLEU: 0; costs: 1.1 x the largest arch's."""
+    cm = evaluator.cost_metrics([Design(space.largest(), knobs)])
+    ref = []
+    for o in objs:
+        if o.column == "loss":
+            ref.append(math.log(space.vocab_size))
+        elif o.column == "bleu":
+            ref.append(0.0)
+        else:
+            ref.append(1.1 * float(cm[o.column][0]) if o.column in cm else float("nan"))
+    return ref
 
 
 # --------------------------------------------------------------------------- search
-def search(run_dir: str | Path | None = None, hw: Any = "zcu102", *, out: str | Path | None,
-           objectives: str | Sequence[str] = "quality,latency,size", cosearch_hw: bool = False,
-           latency_max: float | None = None, area_max: float | None = None, trials: int = 100,
-           sampler: str = "nsga2", storage: str | None = None, study: str | None = None,
-           workers: int = 1, seed: int | None = 0, scenario: str = "decode",
-           space: SearchSpace | str | None = None, quality: Any = None, predictor: bool = False,
-           batch: int | None = None, population: int = 50, split: str = "valid",
-           max_batches: int = 20, progress: bool = True, write: bool = True, plots: bool = True,
-           evolution: EvolutionSettings | None = None) -> SearchResult:
-    """Run (or resume) a co-search and write its results to ``out``.
+def search(run_dir: str | Path | None = None, hw: Any = None, *, config: SearchConfig | None = None,
+           **options) -> SearchResult:
+    """Run (or resume) a co-search and write its results to ``config.out``.
 
-    ``run_dir``: a trained supernet run (quality = validation loss with inherited weights);
-    or ``space`` plus ``quality="synthetic"`` / a quality source object (``source(archs) ->
-    {"loss": array}``). ``trials`` is the study's total. ``storage``: see
-    :mod:`cosearch.search.storage`. Every mistake in the inputs raises ``UserError`` before
-    any trial runs. ``plots=False`` skips the PNG/HTML plots (``cosearch pareto`` draws them).
+    Give a :class:`SearchConfig`, or its fields as keyword options (``run_dir`` and ``hw``
+    also positionally). Every mistake in the inputs raises ``UserError`` before any trial
+    runs. ``trials`` is the study's total of finished trials, each a distinct design.
     """
-    t0 = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    objs = parse_objectives(objectives)
-    if sampler not in SAMPLERS:
-        raise UserError(f"--sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
-    if trials < 1 or workers < 1:
-        raise UserError("--trials and --workers must be >= 1")
-    if population < 2:
-        raise UserError("--population must be >= 2")
-    bounds = Bounds(latency_max, area_max)
-    sp = _space_of(run_dir, space)
-    costs = CostModel(sp, hw, scenario)
-    pspace = ParamSpace.build(sp, costs.hw, cosearch_hw)
-    reach = check_reachable(sp, costs, bounds, pspace.hw_choices, [o.name for o in objs], seed=seed or 0)
-    bleu = any(o.name == "bleu" for o in objs) and quality is None
-    if bleu and run_dir is not None:
-        from ..rundir import read_config
-        if read_config(run_dir).get("task") != "translation":
-            raise UserError("--objectives bleu needs a translation run; use quality (validation loss) "
-                            "for a language model")
-    factory, qname = _quality_factory(quality, run_dir, sp, split, max_batches, bleu)
-    needs_quality = any(o.column in QUALITY_COLUMNS for o in objs)
+    if run_dir is not None:
+        options["run_dir"] = run_dir
+    if hw is not None:
+        options["hw"] = hw
+    cfg = make_config(config, **options)
+    return _Search(cfg).run()
 
-    out = Path(out) if out is not None else None
-    directions = [o.direction for o in objs]
-    name = study or "cosearch"
-    cfg = {"objectives": [o.name for o in objs], "directions": directions, "hw": costs.hw.name,
-           "hw_digest": hashlib.sha1(costs.hw.key.encode()).hexdigest()[:16],
-           "cosearch_hw": cosearch_hw, "latency_max": latency_max, "area_max": area_max,
-           "scenario": scenario, "space": sp.to_dict(), "quality": qname if needs_quality else None,
-           "study": name, "storage": describe(storage) if storage else "sqlite:///DIR/study.db",
-           # the supernet measured: `cosearch export DIR --pick ...` loads it without --run
-           "run": str(Path(run_dir).resolve()) if run_dir is not None else None}
-    if write:
-        _check_config(out, cfg)
-    store = open_storage(storage, out)
-    st = open_study(store, name, directions, make_sampler(sampler, seed, population))
-    if write and out is not None:
-        from ..rundir import atomic_write_text
-        # what export loads: a preset name, or the YAML file's path (hw_digest checks identity)
-        record = {**cfg, "hardware": _hardware_ref(hw, costs.hw.name)}
-        atomic_write_text(out / CONFIG, json.dumps(record, indent=2, sort_keys=True) + "\n")
-    _fail_stale(st)
 
-    # seed the caches from what the study already holds
-    # measured archs are remembered by digest: a resumed study never measures one twice
-    cache_src = CachedQuality(_Lazy(factory)) if workers == 1 else None
-    known: dict[str, dict] = {}
-    q_index = next((i for i, o in enumerate(objs) if o.column in QUALITY_COLUMNS), None)
-    screen = _Screen(sp, directions, q_index, seed=seed or 0) if (predictor and q_index is not None) else None
-    for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        m = t.user_attrs.get("metrics") or {}
-        if t.user_attrs.get("source") == "measured" and "loss" in m:
-            q = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
-            known[t.user_attrs.get("digest", "")] = q
-            if screen is not None:
-                d = pspace.design(t.params)
-                screen.add(d, m["loss"], t.values, all(v <= 0 for v in (t.constraints or {}).values()))
-    if cache_src is not None:
-        for k, q in known.items():
-            cache_src.seed(k, q)
+class _Search:
+    """One search: the parts built from the config, then the propose/measure/record loop."""
 
-    extra = 0
-    if sampler == "evolution":
-        evo = EvolutionProposer(st, pspace, seed=seed, settings=evolution or EvolutionSettings(),
-                                precheck=lambda ds: _precheck(ds, costs, bounds))
-        proposer: Any = _EvolutionProposer(evo)
-    else:
-        proposer = _OptunaProposer(st, pspace, trials)
-        if _count(st) == 0:  # the extremes anchor the front's two ends
-            anchors = (sp.largest(), sp.smallest())
+    def __init__(self, cfg: SearchConfig):
+        self.t0 = time.perf_counter()
+        cfg.check()
+        self.cfg = cfg
+        self.objs = parse_objectives(cfg.objectives)
+        self.bounds = Bounds(cfg.latency_max, cfg.area_max)
+        self.space = sp = _space_of(cfg.run_dir, cfg.space)
+        self.costs = CostModel(sp, cfg.hw, cfg.scenario)
+        self.pspace = ParamSpace.build(sp, self.costs.hw, cfg.cosearch_hw)
+        designs = sp.cardinality() * math.prod(len(v) for v in self.pspace.hw_choices.values())
+        if cfg.trials > designs:
+            raise UserError(f"--trials {cfg.trials} exceeds the {designs} distinct designs of this space; "
+                            f"give --trials {designs} or fewer")
+        self.reach = check_reachable(sp, self.costs, self.bounds, self.pspace.hw_choices,
+                                     [o.name for o in self.objs], seed=cfg.seed or 0)
+        bleu = any(o.name == "bleu" for o in self.objs) and cfg.quality is None
+        if bleu and cfg.run_dir is not None:
+            from ..rundir import read_config
+            if read_config(cfg.run_dir).get("task") != "translation":
+                raise UserError("--objectives bleu needs a translation run; use quality (validation loss) "
+                                "for a language model")
+        self.factory, qname = _quality_factory(cfg, sp, bleu)
+        self.needs_quality = any(o.column in QUALITY_COLUMNS for o in self.objs)
+        self.directions = [o.direction for o in self.objs]
+        self.out = Path(cfg.out) if cfg.out is not None else None
+        self.name = cfg.study or "cosearch"
+        self.url = storage_url(cfg.storage, self.out) if cfg.storage != "memory" else "memory"
+        self.knobs = _preset_knobs(self.costs.hw, self.pspace)
+        self.evaluator = Evaluator(sp, self.objs, self.costs, quality=None, bounds=self.bounds)
+        self.reference = fixed_reference(self.objs, sp, self.evaluator, self.knobs)
+        self.record = {
+            "objectives": [o.name for o in self.objs], "directions": self.directions, "hw": self.costs.hw.name,
+            "hw_digest": hashlib.sha1(self.costs.hw.key.encode()).hexdigest()[:16],
+            "cosearch_hw": cfg.cosearch_hw, "latency_max": cfg.latency_max, "area_max": cfg.area_max,
+            "scenario": cfg.scenario, "space": sp.to_dict(), "quality": qname if self.needs_quality else None,
+            "study": self.name, "storage": describe(cfg.storage) if cfg.storage else "sqlite:///DIR/study.db",
+            # a resumed study must keep its sampler: another one would read the trials differently
+            "sampler": cfg.sampler, "seed": cfg.seed, "population": cfg.population,
+            "predictor": cfg.predictor, "predictor_warmup": cfg.predictor_warmup if cfg.predictor else None,
+            # the supernet measured: `cosearch export DIR --pick ...` loads it without --run
+            "run": str(Path(cfg.run_dir).resolve()) if cfg.run_dir is not None else None}
+        if cfg.write:
+            _check_config(self.out, self.record)
+
+    def lock(self):
+        return study_lock(self.url)
+
+    def open(self) -> optuna.Study:
+        cfg = self.cfg
+        store = open_storage(cfg.storage, self.out)
+        with self.lock():  # two processes on a fresh storage would both create the study
+            st = open_study(store, self.name, self.directions, make_sampler(cfg.sampler, cfg.seed, cfg.population))
+        if cfg.write and self.out is not None:
+            from ..rundir import atomic_write_text
+            # what export loads: a preset name, or the YAML file's path (hw_digest checks identity)
+            rec = {**self.record, "hardware": _hardware_ref(cfg.hw, self.costs.hw.name)}
+            atomic_write_text(self.out / CONFIG, json.dumps(rec, indent=2, sort_keys=True) + "\n")
+        return st
+
+    def run(self) -> SearchResult:
+        cfg, sp, objs = self.cfg, self.space, self.objs
+        st = self.open()
+        with self.lock():
+            _fail_stale(st)
+
+        # measured archs are remembered by digest: a resumed study never measures one twice
+        known: dict[str, dict] = {}
+        q_index = next((i for i, o in enumerate(objs) if o.column in QUALITY_COLUMNS), None)
+        screen = None
+        if cfg.predictor and q_index is not None:
+            screen = _Screen(sp, self.directions, q_index, objs[q_index].column, warmup=cfg.predictor_warmup,
+                             refit=cfg.predictor_refit, seed=cfg.seed or 0)
+        for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            m = t.user_attrs.get("metrics") or {}
+            if t.user_attrs.get("source") == "measured" and "loss" in m:
+                known[t.user_attrs.get("digest", "")] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
+                if screen is not None and m.get(screen.column) is not None:
+                    screen.add(self.pspace.design(t.params), m[screen.column], t.values,
+                               all(v <= 0 for v in (t.constraints or {}).values()))
+
+        extra = 0
+        if cfg.sampler == "evolution":
+            evo = EvolutionProposer(st, self.pspace, seed=cfg.seed, settings=cfg.evolution or EvolutionSettings(),
+                                    precheck=lambda ds: _precheck(ds, self.costs, self.bounds))
+            proposer: Any = _EvolutionProposer(evo)
+        else:
+            proposer = _OptunaProposer(st, self.pspace, cfg.trials, self.lock, cfg.seed)
+            extra = self._seed_anchors(st)
+        bs = cfg.batch or (cfg.population if cfg.sampler == "nsga2" else 100 if cfg.sampler == "evolution" else 10)
+        bs = max(1, min(bs, cfg.trials))
+
+        pool = None
+        if self.needs_quality and _alive_count(st) < cfg.trials:
+            pool = self._pool(known)
+        done0 = _alive_count(st)
+        bar = _bar(cfg.progress, cfg.trials, done0)
+        measured = 0
+        inflight: list = []
+        deadline = None if cfg.time_limit_s is None else self.t0 + cfg.time_limit_s
+        slots = max(1, cfg.workers)
+        try:
+            while True:
+                while len(inflight) < slots and (deadline is None or time.perf_counter() < deadline):
+                    left = cfg.trials - _alive_count(st) - proposer.pending()
+                    if left <= 0:
+                        break
+                    props = proposer.ask(min(bs + extra, left))
+                    extra = 0
+                    if not props:
+                        break
+                    batch = _prepare(props, self.evaluator, screen, known, q_index, self.needs_quality)
+                    handle = pool.submit(batch.to_measure) if pool is not None else {}
+                    inflight.append((handle, batch))
+                if not inflight:
+                    break
+                if pool is None:
+                    done_handles, results = [inflight[0][0]], [inflight[0][0]]
+                else:
+                    done_handles, results = pool.wait([h for h, _ in inflight])
+                for h, res in zip(done_handles, results):
+                    i = next(j for j, (hh, _) in enumerate(inflight) if hh is h)
+                    _, batch = inflight.pop(i)
+                    measured += _finish(batch, res, self.evaluator, proposer, screen, known)
+                    if bar is not None:
+                        bar.update(len(batch.props))
+        finally:
+            if bar is not None:
+                bar.close()
+            if pool is not None:
+                pool.close()
+        return self._results(st, screen, measured)
+
+    def _seed_anchors(self, st: optuna.Study) -> int:
+        """The largest and the smallest arch anchor the front's two ends: queued once, when
+        the study is new (under the lock: a second process sees them and queues nothing)."""
+        with self.lock():
+            if st.get_trials(deepcopy=False):
+                return 0
+            anchors = [self.space.largest(), self.space.smallest()][: self.cfg.trials]
             for a in anchors:
-                st.enqueue_trial(pspace.params_of(Design(a, _preset_knobs(costs.hw, pspace))),
-                                 skip_if_exists=True)
-            # enqueued trials carry no NSGA-II generation: without these extra slots the first
-            # generation stays short and the second batch joins it (evolution would start at 2x)
-            extra = len(anchors)
-    bs = batch or (population if sampler == "nsga2" else 100 if sampler == "evolution" else 10)
-    bs = max(1, min(bs, trials))
-    evaluator = Evaluator(sp, objs, costs, quality=None, bounds=bounds)  # quality: measured below
+                st.enqueue_trial(self.pspace.params_of(Design(a, self.knobs)), user_attrs={"anchor": True})
+        # queued trials carry no NSGA-II generation: without these extra slots the first
+        # generation stays short and the second batch joins it (evolution would start at 2x)
+        return len(anchors)
 
-    pool = None
-    if needs_quality:
-        from .workers import LocalPool, RayPool
-        if _count(st) < trials and cache_src is not None:
-            cache_src.source.build()  # load the supernet now: its errors come before any trial
-        pool = RayPool(factory, workers) if workers > 1 else LocalPool(lambda: cache_src)
-    done0 = _count(st)
-    bar = _bar(progress, trials, done0)
-    measured = 0
-    inflight: list = []
-    try:
-        while True:
-            while len(inflight) < max(1, workers):
-                left = trials - _count(st) - proposer.pending()
-                if left <= 0:
-                    break
-                props = proposer.ask(min(bs + extra, left))
-                extra = 0
-                if not props:
-                    break
-                designs = [p.design for p in props]
-                cm = evaluator.cost_metrics(designs)
-                ctx = _prepare_quality(props, cm, evaluator, screen, known, q_index, needs_quality)
-                handle = pool.submit(ctx["to_measure"]) if pool is not None else {}
-                inflight.append((handle, ctx))
-            if not inflight:
-                break
-            if pool is None:
-                done_handles, results = [inflight[0][0]], [inflight[0][0]]
-            else:
-                done_handles, results = pool.wait([h for h, _ in inflight])
-            for h, res in zip(done_handles, results):
-                i = next(j for j, (hh, _) in enumerate(inflight) if hh is h)
-                _, ctx = inflight.pop(i)
-                measured += _finish(ctx, res, evaluator, proposer, screen, known)
-                if bar is not None:
-                    bar.update(len(ctx["props"]))
-    finally:
-        if bar is not None:
-            bar.close()
-        if pool is not None:
-            pool.close()
+    def _pool(self, known: dict):
+        from .workers import LocalPool, ProcessPool, RayPool
+        cfg = self.cfg
+        if cfg.workers > 1 and (cfg.gpu or not _ray_installed()):
+            return ProcessPool(self.factory, cfg.workers)
+        if cfg.workers > 1:
+            return RayPool(self.factory, cfg.workers)
+        src = CachedQuality(self.factory())  # load the supernet now: its errors come before any trial
+        for k, q in known.items():
+            src.seed(k, q)
+        return LocalPool(lambda: src)
 
-    from .results import summarize, write_results
-    rows = summarize(st, objs)
-    pred_report = screen.report() if screen is not None else None
-    files: list[Path] = []
-    if write and out is not None:
-        files = write_results(out, rows, objs, plots=plots,
-                              extra={"predictor": pred_report, "reachable": reach.__dict__,
-                                     "elapsed_s": time.perf_counter() - t0})
-    front = [r for r in rows if r.get("pareto")]
-    return SearchResult(out=out, study=st, trials=len(rows), feasible=sum(r["feasible"] for r in rows),
-                        measured=measured, pareto=front, predictor=pred_report, reachable=reach.__dict__,
-                        elapsed_s=time.perf_counter() - t0, files=files)
+    def _results(self, st: optuna.Study, screen, measured: int) -> SearchResult:
+        from .results import summarize, write_results
+        cfg, objs = self.cfg, self.objs
+        rows = summarize(st, objs)
+        pred = screen.report() if screen is not None else None
+        if pred is not None:
+            log.info("predictor (%s): held-out Kendall tau %s on %d archs", pred["metric"], pred["kendall"], pred["n"])
+        files: list[Path] = []
+        hv = None
+        from .results import front_hypervolume
+        hv = front_hypervolume(rows, objs, self.reference)
+        if cfg.write and self.out is not None:
+            files = write_results(self.out, rows, objs, plots=cfg.plots, reference=self.reference,
+                                  extra={"predictor": pred, "reachable": self.reach.__dict__,
+                                         "elapsed_s": time.perf_counter() - self.t0})
+        front = [r for r in rows if r.get("pareto")]
+        return SearchResult(out=self.out, study=st, trials=len(rows), feasible=sum(r["feasible"] for r in rows),
+                            measured=measured, pareto=front, predictor=pred, reachable=self.reach.__dict__,
+                            elapsed_s=time.perf_counter() - self.t0, files=files, hypervolume=hv,
+                            hypervolume_reference=self.reference)
 
 
-class _Lazy:
-    """Builds the quality source on first use (the supernet loads only if needed)."""
-
-    def __init__(self, factory):
-        self.factory, self.source, self.name = factory, None, "lazy"
-
-    def build(self):
-        if self.source is None:
-            self.source = self.factory()
-        return self.source
-
-    def __call__(self, archs):
-        return self.build()(archs)
+def _ray_installed() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("ray") is not None
 
 
 def _preset_knobs(hw, pspace: ParamSpace) -> tuple:
@@ -449,71 +603,80 @@ def _precheck(designs, costs: CostModel, bounds: Bounds) -> np.ndarray:
     return np.all(np.stack(list(cons.values())) <= 0, axis=0)
 
 
-def _prepare_quality(props, cm, evaluator: Evaluator, screen, known, q_index, needs_quality) -> dict:
-    """Decide which designs get measured; the others take the predictor's value."""
+@dataclass
+class _Batch:
+    """One proposed batch on its way through measurement."""
+
+    props: list
+    cost_metrics: dict
+    needs_quality: bool
+    measure: np.ndarray                  # which designs get a measured quality
+    to_measure: list = field(default_factory=list)   # distinct archs sent to the quality source
+    predicted: np.ndarray | None = None  # the predictor's value of the quality column
+    column: str | None = None            # that column
+
+
+def _prepare(props, evaluator: Evaluator, screen, known, q_index, needs_quality) -> _Batch:
+    """Cost a batch and decide which designs get measured; the others take the predictor's value."""
     designs = [p.design for p in props]
-    ctx = {"props": props, "cm": cm, "to_measure": [], "pred": None, "measure": np.zeros(len(props), bool),
-           "needs_quality": needs_quality}
+    batch = _Batch(props, evaluator.cost_metrics(designs), needs_quality, np.zeros(len(props), bool))
     if not needs_quality:
-        return ctx
-    digests = [arch_digest(d.arch) for d in designs]
+        return batch
     measure = np.ones(len(designs), dtype=bool)
     pred = screen.predict(designs) if screen is not None else None
     if pred is not None:
         mean, std = pred
-        ctx["pred"] = mean
-        q = {"loss": mean, "bleu": mean}
-        outs = evaluator.outcomes(designs, cm, {k: v for k, v in q.items() if k == evaluator.objectives[q_index].column})
+        batch.predicted, batch.column = mean, screen.column
+        outs = evaluator.outcomes(designs, batch.cost_metrics, {screen.column: mean})
         vals = np.array([o.values for o in outs])
         feas = np.array([o.feasible for o in outs])
         measure = screen.worth_measuring(vals, feas, std)
-    ctx["measure"] = measure
+    batch.measure = measure
     seen = set()
-    for d, k, m in zip(designs, digests, measure):
+    for d, m in zip(designs, measure):
+        k = arch_digest(d.arch)
         if m and k not in known and k not in seen:
             seen.add(k)
-            ctx["to_measure"].append(d.arch)
-    return ctx
+            batch.to_measure.append(d.arch)
+    return batch
 
 
-def _finish(ctx, res, evaluator: Evaluator, proposer, screen, known) -> int:
+def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known) -> int:
     """Record one measured batch in the study; returns how many archs were measured."""
-    props, cm = ctx["props"], ctx["cm"]
+    props = batch.props
     designs = [p.design for p in props]
-    newly = 0
-    if ctx["to_measure"]:
-        for i, a in enumerate(ctx["to_measure"]):
-            known[arch_digest(a)] = {k: float(v[i]) for k, v in res.items()}
-        newly = len(ctx["to_measure"])
+    for i, a in enumerate(batch.to_measure):
+        known[arch_digest(a)] = {k: float(v[i]) for k, v in res.items()}
     q = None
     sources = ["cost-only"] * len(designs)
-    if ctx["needs_quality"]:
-        cols: dict[str, list] = {}
+    if batch.needs_quality:
+        cols: dict[str, list] = {c: [] for c in QUALITY_COLUMNS}
         for j, d in enumerate(designs):
             k = arch_digest(d.arch)
-            if ctx["measure"][j] and k in known:
+            if batch.measure[j] and k in known:
                 row, sources[j] = known[k], "measured"
-            else:
-                row, sources[j] = {"loss": float(ctx["pred"][j]), "bleu": float(ctx["pred"][j])}, "predicted"
+            else:  # only the predicted column: a predicted loss is never stored as BLEU
+                row, sources[j] = {batch.column: float(batch.predicted[j])}, "predicted"
             for c in QUALITY_COLUMNS:
-                cols.setdefault(c, []).append(row.get(c, float("nan")))
+                cols[c].append(row.get(c, float("nan")))
         q = {c: np.array(v, dtype=np.float64) for c, v in cols.items()}
-    outs = evaluator.outcomes(designs, cm, q)
+    outs = evaluator.outcomes(designs, batch.cost_metrics, q)
     attrs = []
     for j, (d, o) in enumerate(zip(designs, outs)):
         a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch), "source": sources[j],
              "metrics": {k: _clean(v) for k, v in o.metrics.items()}}
         if d.hw_params:
             a["hw_params"] = d.hw_dict
-        if ctx["pred"] is not None:
-            a["predicted_loss"] = float(ctx["pred"][j])
+        if batch.predicted is not None:
+            a[f"predicted_{batch.column}"] = float(batch.predicted[j])
         attrs.append(a)
         if screen is not None and sources[j] == "measured":
-            if ctx["pred"] is not None:
-                screen.pairs.append((float(ctx["pred"][j]), float(o.metrics["loss"])))
-            screen.add(d, float(o.metrics["loss"]), o.values, o.feasible)
+            value = float(o.metrics[screen.column])
+            if batch.predicted is not None:
+                screen.pairs.append((float(batch.predicted[j]), value))
+            screen.add(d, value, o.values, o.feasible)
     proposer.record(props, outs, attrs)
-    return newly
+    return len(batch.to_measure)
 
 
 def _bar(progress: bool, total: int, initial: int):

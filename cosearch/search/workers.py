@@ -1,4 +1,5 @@
-"""Where quality is measured: in this process, or in Ray actors (one supernet each).
+"""Where quality is measured: in this process, in worker processes on this machine (one
+supernet each, e.g. several on one GPU), or in Ray actors (one supernet each).
 
 Only quality runs remotely: costs are a vectorised numpy call in the driver, and Optuna's
 ask/tell stays in the driver too, so constraints and user attributes reach the study
@@ -27,6 +28,51 @@ class LocalPool:
 
     def close(self):
         pass
+
+
+def _build(factory):
+    global _SOURCE
+    try:
+        _SOURCE = factory()
+    except Exception as e:  # noqa: BLE001 - kept and raised by the first _measure call, in the driver
+        _SOURCE = e
+
+
+def _measure(archs):
+    if isinstance(_SOURCE, Exception):
+        raise _SOURCE
+    return _SOURCE(list(archs))
+
+
+_SOURCE: object = None
+
+
+class ProcessPool:
+    """``workers`` processes (spawned: CUDA needs a fresh process), each building its quality
+    source once; batches go to whichever is free. Several processes keep one GPU busy where
+    a single one would wait on Python between small kernels."""
+
+    def __init__(self, factory: Callable, workers: int):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_build,
+                                        initargs=(factory,))
+        self.workers = workers
+        # build every worker's source now: its errors (and the load time) come before any trial
+        for f in [self.pool.submit(_measure, []) for _ in range(workers)]:
+            f.result()
+
+    def submit(self, archs: Sequence[Arch]):
+        return self.pool.submit(_measure, list(archs))
+
+    def wait(self, handles: list) -> tuple[list, list]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        done = [h for h in handles if h in done]
+        return done, [h.result() for h in done]
+
+    def close(self):
+        self.pool.shutdown(cancel_futures=True)
 
 
 class _Actor:
@@ -76,3 +122,29 @@ class RayPool:
             self.ray.kill(a)
         if self._started:
             self.ray.shutdown()
+
+
+class SplitSource:
+    """A quality source that splits each call over a pool's workers and waits for all:
+    one source object (e.g. shared by many searches, behind one cache) measuring in parallel."""
+
+    def __init__(self, pool, name: str = "pool"):
+        self.pool, self.name = pool, name
+
+    def __call__(self, archs: Sequence[Arch]) -> dict:
+        import numpy as np
+        archs = list(archs)
+        if not archs:
+            return {"loss": np.zeros(0)}
+        n = min(self.pool.workers, len(archs))
+        parts = [archs[i::n] for i in range(n)]
+        handles = [self.pool.submit(p) for p in parts]
+        results = []
+        for h in handles:
+            _, got = self.pool.wait([h])
+            results.append(got[0])
+        out = {k: np.empty(len(archs)) for k in results[0]}
+        for i, r in enumerate(results):
+            for k, v in r.items():
+                out[k][i::n] = v
+        return out

@@ -1,0 +1,83 @@
+"""Everything one co-search is told: a plain dataclass, checked once before any trial."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .evolution import EvolutionSettings
+
+SAMPLERS = ("nsga2", "tpe", "random", "evolution")
+
+
+@dataclass
+class SearchConfig:
+    """A co-search (see :func:`cosearch.search.search`).
+
+    What is searched: ``run_dir`` (a trained supernet; quality measured with inherited
+    weights) or ``space`` plus ``quality`` (``"synthetic"`` or a quality source object).
+    ``trials`` is the study's total of finished trials, each a distinct design.
+    """
+
+    run_dir: str | Path | None = None
+    hw: Any = "zcu102"
+    out: str | Path | None = None
+    objectives: Any = "quality,latency,size"
+    cosearch_hw: bool = False
+    latency_max: float | None = None
+    area_max: float | None = None
+    scenario: str = "decode"
+    space: Any = None
+    quality: Any = None
+    # the search
+    trials: int = 100
+    sampler: str = "nsga2"
+    population: int = 50
+    batch: int | None = None
+    seed: int | None = 0
+    storage: str | None = None
+    study: str | None = None
+    evolution: EvolutionSettings | None = None
+    time_limit_s: float | None = None   # stop proposing after this long (benchmarks); None: no limit
+    # measuring quality on the supernet
+    workers: int = 1
+    gpu: bool = False
+    split: str = "valid"
+    max_batches: int = 20
+    max_tokens: int = 4096
+    bleu_sentences: int = 200
+    # the quality predictor (HAT-style screening)
+    predictor: bool = False
+    predictor_warmup: int = 1000    # measured archs before the predictor screens candidates
+    predictor_refit: int = 100      # refit after this many new measurements
+    # output
+    progress: bool = True
+    write: bool = True
+    plots: bool = True
+
+    def check(self) -> None:
+        """One-line UserErrors for settings that cannot work, before anything runs."""
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"--sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}")
+        for name in ("trials", "workers", "max_batches", "max_tokens", "bleu_sentences"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: give a number >= 1")
+        if self.population < 2:
+            raise UserError("--population must be >= 2")
+        if self.batch is not None and self.batch < 1:
+            raise UserError(f"--batch {self.batch}: give a number >= 1")
+        if self.predictor and self.predictor_warmup < 3:
+            raise UserError("--predictor-warmup must be >= 3 (the predictor needs measured archs to fit)")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise UserError("time limit must be > 0 seconds")
+
+
+def make_config(config: SearchConfig | None, **options) -> SearchConfig:
+    """``config`` with ``options`` replaced; an unknown option name is a TypeError."""
+    names = {f.name for f in fields(SearchConfig)}
+    bad = sorted(set(options) - names)
+    if bad:
+        raise TypeError(f"search() got unknown option(s) {bad}")
+    from dataclasses import replace
+    return replace(config or SearchConfig(), **options)
