@@ -57,9 +57,15 @@ def register(sub):
 
 
 def run(args) -> int:
-    from ..train import train  # torch is imported only when the command runs
+    # torch (and Ray, for --workers) are imported only when the command runs
+    if args.workers is None:
+        from ..train import train
+    else:
+        from functools import partial
 
-    summary = train(args.space, args.task, args.data, args.out, steps=args.steps, workers=args.workers,
+        from ..ray_train import train_distributed
+        train = partial(train_distributed, workers=args.workers)
+    summary = train(args.space, args.task, args.data, args.out, steps=args.steps,
                     gpu=args.gpu, seed=args.seed, progress=not args.no_progress,
                     max_tokens=args.max_tokens, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
                     label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
