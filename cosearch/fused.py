@@ -20,6 +20,8 @@ expressions run eagerly; tests compare both with the reference path.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections import Counter
 from functools import lru_cache
 
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import UserError
 from .quant import _STAT_EPS, _clip_range, _codes_of, _levels_of, _lsq_range, _qp, bits_key
 from .space import canonical_bits
 
@@ -42,6 +45,18 @@ def set_compile(on: bool | None) -> None:
 def compile_counts() -> dict[str, int]:
     """Graphs compiled so far, by compiled function (a recompile adds one)."""
     return dict(_COMPILES)
+
+
+#: ``fused`` or ``reference``: the weight path training uses (default: fused on CUDA only)
+PATH_ENV = "COSEARCH_WEIGHT_PATH"
+
+
+def fused_by_default(device: torch.device) -> bool:
+    """Whether training on ``device`` uses the fused path (``$COSEARCH_WEIGHT_PATH`` overrides)."""
+    choice = os.environ.get(PATH_ENV, "")
+    if choice not in ("", "fused", "reference"):
+        raise UserError(f"{PATH_ENV}={choice!r} is invalid; use 'fused' or 'reference' (or unset it)")
+    return choice == "fused" if choice else device.type == "cuda"
 
 
 def use_fused(model: nn.Module, on: bool = True) -> nn.Module:
@@ -172,7 +187,8 @@ def elastic_weights(layers: list) -> Tensor:
     log_factors = [None if bits == 16 else l.wq.log_factor[bits_key(bits)] for l in layers]
     args = (weights, routers, code, log_factors, first.out_features, first.in_features)
     if _compiling(device):
-        return _compiled_weights(mode, bits, out_dtype, len(layers))(*args)
+        return _guarded(_compiled_weights(mode, bits, out_dtype, len(layers)), quantized_weights,
+                        args, (mode, bits, out_dtype))
     return quantized_weights(*args, mode, bits, out_dtype)
 
 
@@ -185,6 +201,17 @@ def quantize_activation(aq: nn.Module, x: Tensor, bits: int) -> Tensor:
         raise ValueError(f"activation bit-width {bits} not in {aq.bit_choices}")
     log_clip = aq.log_clip[f"b{bits}"] if bits < 8 else None
     if _compiling(x.device):
-        return _compiled_act(bits)(x, log_clip)
+        return _guarded(_compiled_act(bits), act_fake_quant, (x, log_clip), (bits,))
     return act_fake_quant(x, log_clip, bits)
+
+
+def _guarded(compiled, eager, args: tuple, constants: tuple):
+    """The compiled function; if compiling fails (no compiler, a backend bug), warn once and
+    run the same expression eagerly from then on."""
+    try:
+        return compiled(*args)
+    except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the eager path
+        warnings.warn(f"torch.compile of the fused path failed ({type(e).__name__}: {e}); running it eagerly")
+        set_compile(False)
+        return eager(*args, *constants)
 

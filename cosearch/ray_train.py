@@ -15,11 +15,13 @@ this module uses ``cosearch.train``; the training step knows nothing of Ray.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from .atomic import atomic_write_text
 from .errors import UserError
+from .fused import PATH_ENV
 from .train import DistInfo, RunSummary, run_worker, train
 
 WORKERS_DIR = "workers"
@@ -30,6 +32,7 @@ def _worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    os.environ.update(config["env"])  # the driver's choice of weight path
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     dist = DistInfo(rank=rank, world=world, device=ray.train.torch.get_device(),
@@ -63,7 +66,8 @@ def train_with_ray(job: dict, workers: int, gpu: bool = False, progress: bool = 
         ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"job": job, "progress": progress, "stop_at": stop_at},
+        train_loop_config={"job": job, "progress": progress, "stop_at": stop_at,
+                           "env": {k: os.environ[k] for k in (PATH_ENV,) if k in os.environ}},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         # our run folder, not Ray's checkpoints, is what resumes: a fresh Ray run name each time

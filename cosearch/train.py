@@ -35,6 +35,7 @@ from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, pru
 from .data import TaskData, build_task_data
 from .data.tokenizer import Tokenizer
 from .errors import UserError
+from .fused import fused_by_default, use_fused
 from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, space_of,
                      truncate_metrics, write_config)
 from .sandwich import member_loss, sandwich
@@ -258,7 +259,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
     pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
 
     torch.manual_seed(seed)  # the same initial weights on every worker
-    net = Supernet(space, pad_id=pad).to(device)
+    net = use_fused(Supernet(space, pad_id=pad).to(device), fused_by_default(device))
     opt = make_optimizer(net, cfg)
     batches = make_batches(td, cfg, seed, dist)
     start, elapsed_before = 0, 0.0

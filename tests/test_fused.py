@@ -113,14 +113,14 @@ def test_stacked_weights_are_the_layers_weights_in_row_order():
 @pytest.mark.slow
 def test_compiled_path_matches_reference_without_per_shape_recompiles():
     fused.set_compile(True)
-    before = fused.compile_counts()
     layer = _layer("layer", experts=2)
-    for i, o, t in ((17, 13, 5), (20, 9, 7)):  # two shapes, both below the largest
+    counts = []
+    for i, o, t in ((17, 13, 5), (20, 9, 7), (15, 11, 3)):  # three shapes, all below the largest
         layer.configure(i, o, 4, 8)
         ref = _run(layer, (2, t, i), False)
         got = _run(layer, (2, t, i), True)
         _assert_same(ref, got, exact_forward=False, rtol=1e-5, atol=1e-6)
-    after = fused.compile_counts()
-    new = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-    # dynamic shapes: one graph per function, not one per shape
-    assert new == {"weight[layer,4,None,x1]": 1, "act[8]": 1}
+        counts.append(fused.compile_counts())
+    assert counts[0]["weight[layer,4,None,x1]"] >= 1 and counts[0]["act[8]"] >= 1
+    # dynamic shapes: new sizes reuse the graphs compiled for the first ones
+    assert counts[2] == counts[1] == counts[0]
