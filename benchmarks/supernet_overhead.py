@@ -5,6 +5,10 @@ during supernet training. Run:
 
     python benchmarks/supernet_overhead.py --device cpu  --out benchmarks/results/supernet_overhead_cpu.json
     python benchmarks/supernet_overhead.py --device cuda --out benchmarks/results/supernet_overhead_h100.json
+
+``--path both`` (the default) times the reference weight path and the fused one
+(``cosearch.fused``; torch.compile on CUDA) in the same process, so before/after come
+from one card; the extracted model uses the same activation-quantizer path.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cosearch.fused import compile_counts, use_fused  # noqa: E402
 from cosearch.space import SearchSpace  # noqa: E402
 from cosearch.supernet import Supernet  # noqa: E402
 
@@ -52,6 +57,8 @@ def main():
     ap.add_argument("--len", type=int, default=30, help="tokens per sentence")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--path", default="both", choices=["both", "reference", "fused"],
+                    help="weight path: reference (eager), fused (torch.compile on CUDA), or both")
     a = ap.parse_args()
     dev = torch.device(a.device)
     amp = dev.type == "cuda"
@@ -70,18 +77,23 @@ def main():
         "largest_ternary_a8": space.with_bits(space.largest(), 1.58 if 1.58 in space.spec.quantization.weight_bits else 16, 8 if 8 in space.spec.quantization.act_bits else 16),
         "random": space.sample(0),
     }
-    rows = {}
-    for name, arch in configs.items():
-        sup = time_fwd_bwd(net, inputs, arch, dev, amp, repeats)
-        sub = net.extract(arch).to(dev).train()
-        alone = time_fwd_bwd(sub, inputs, None, dev, amp, repeats)
-        rows[name] = {"supernet_ms": round(sup * 1e3, 3), "standalone_ms": round(alone * 1e3, 3),
-                      "ratio": round(sup / alone, 3), "params": space.param_count(arch)}
-        print(f"{name:20s} supernet {sup*1e3:9.2f} ms  standalone {alone*1e3:9.2f} ms  ratio {sup/alone:5.2f}")
+    paths = ["reference", "fused"] if a.path == "both" else [a.path]
+    rows = {path: {} for path in paths}
+    for path in paths:
+        use_fused(net, path == "fused")
+        for name, arch in configs.items():
+            sup = time_fwd_bwd(net, inputs, arch, dev, amp, repeats)
+            sub = use_fused(net.extract(arch).to(dev).train(), path == "fused")
+            alone = time_fwd_bwd(sub, inputs, None, dev, amp, repeats)
+            rows[path][name] = {"supernet_ms": round(sup * 1e3, 3), "standalone_ms": round(alone * 1e3, 3),
+                                "ratio": round(sup / alone, 3), "params": space.param_count(arch)}
+            print(f"{path:9s} {name:20s} supernet {sup*1e3:9.2f} ms  standalone {alone*1e3:9.2f} ms  "
+                  f"ratio {sup/alone:5.2f}", flush=True)
     info = {"space": a.space, "device": a.device, "batch": batch, "len": a.len, "amp_bf16": amp,
             "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
             "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-            "threads": torch.get_num_threads(), "results": rows}
+            "threads": torch.get_num_threads(), "results": rows[paths[-1]], "paths": rows,
+            "compiled_graphs": compile_counts()}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(info, indent=2))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused as fused_path
 from .quant import ActQuantizer, WeightQuantizer
 
 
@@ -84,7 +85,10 @@ def init_router_output(last: nn.Linear) -> None:
 class ElasticLinear(nn.Module):
     """A linear layer of the supernet: m experts of the largest shape, an optional router,
     per-bit weight quantizers and an activation quantizer. The active sub-layer uses the
-    leading ``out_features`` rows and ``in_features`` columns."""
+    leading ``out_features`` rows and ``in_features`` columns. ``fused`` (see
+    ``cosearch.fused.use_fused``) computes the same weights and activations in fused kernels."""
+
+    fused = False
 
     def __init__(self, in_max: int, out_max: int, *, bias: bool = True, weight_bits=(16,),
                  act_bits=(16,), experts: int = 1, mos: str = "none", router_hidden: int = 128,
@@ -133,6 +137,8 @@ class ElasticLinear(nn.Module):
         return (alpha.t().unsqueeze(-1) * experts).sum(0)
 
     def quantized_weight(self) -> torch.Tensor:
+        if self.fused:
+            return fused_path.elastic_weights([self])
         w = self.mixed_weight()
         if self.weight_bits == 16 and torch.is_autocast_enabled(w.device.type):
             # autocast rounds to bf16 anyway (coarser than fp16): skip the fp16 pass
@@ -140,16 +146,20 @@ class ElasticLinear(nn.Module):
         return self.wq(w, self.weight_bits)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        return self.aq(x, self.act_bits)
+        return fused_path.quantize_activation(self.aq, x, self.act_bits) if self.fused else self.aq(x, self.act_bits)
+
+    def active_bias(self) -> torch.Tensor | None:
+        return self.bias[: self.out_features] if self.bias is not None else None
 
     def forward(self, x: torch.Tensor, input_quantized: bool = False) -> torch.Tensor:
-        b = self.bias[: self.out_features] if self.bias is not None else None
-        return F.linear(x if input_quantized else self.aq(x, self.act_bits), self.quantized_weight(), b)
+        return F.linear(x if input_quantized else self.quantize_input(x), self.quantized_weight(), self.active_bias())
 
 
 class QLinear(nn.Module):
     """A plain linear layer of an extracted sub-network: weights already mixed, sliced and
     fake-quantized (``weight_scale`` keeps the per-channel scale for integer export)."""
+
+    fused = False
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  weight_bits: float = 16, act_bits: int = 16):
@@ -162,10 +172,10 @@ class QLinear(nn.Module):
         self.weight_bits, self.act_bits = weight_bits, act_bits
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        return self.aq(x, self.act_bits)
+        return fused_path.quantize_activation(self.aq, x, self.act_bits) if self.fused else self.aq(x, self.act_bits)
 
     def forward(self, x: torch.Tensor, input_quantized: bool = False) -> torch.Tensor:
-        return F.linear(x if input_quantized else self.aq(x, self.act_bits), self.weight, self.bias)
+        return F.linear(x if input_quantized else self.quantize_input(x), self.weight, self.bias)
 
 
 # --------------------------------------------------------------------------- norms, embeddings
@@ -212,6 +222,22 @@ class PlainEmbedding(nn.Module):
 
 
 # --------------------------------------------------------------------------- blocks
+def _stackable(*layers) -> bool:
+    """Fused elastic layers of one shape, bits and MoS mode: their weights stack into one matmul."""
+    a = layers[0]
+    return isinstance(a, ElasticLinear) and a.fused and all(
+        isinstance(b, ElasticLinear) and b.fused and b.mos == a.mos and b.experts == a.experts
+        and (b.in_features, b.out_features, b.weight_bits) == (a.in_features, a.out_features, a.weight_bits)
+        and (b.bias is None) == (a.bias is None) for b in layers[1:])
+
+
+def _stacked_projection(layers: tuple, x: torch.Tensor) -> list:
+    """Outputs of several stackable layers on the same (already quantized) input, one matmul."""
+    bias = None if layers[0].bias is None else torch.cat([l.active_bias() for l in layers])
+    y = F.linear(x, fused_path.elastic_weights(list(layers)), bias)
+    return y.split([l.out_features for l in layers], dim=-1)
+
+
 class Attention(nn.Module):
     def __init__(self, q: nn.Module, k: nn.Module, v: nn.Module, out: nn.Module, heads: int, head_dim: int):
         super().__init__()
@@ -228,18 +254,25 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         # q, k and v read the same input at the same bits: quantize it once
         xq = self.q.quantize_input(x)
-        q = self._split(self.q(xq, True))
-        if memory is None:
+        if memory is None and cache is None and _stackable(self.q, self.k, self.v):
+            q, k, v = map(self._split, _stacked_projection((self.q, self.k, self.v), xq))
+        elif memory is None:
+            q = self._split(self.q(xq, True))
             k, v = self._split(self.k(xq, True)), self._split(self.v(xq, True))
             if cache is not None:
                 if "k" in cache:
                     k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
                 cache["k"], cache["v"] = k, v
         elif cache is not None and "k" in cache:
+            q = self._split(self.q(xq, True))
             k, v = cache["k"], cache["v"]
         else:
+            q = self._split(self.q(xq, True))
             mq = self.k.quantize_input(memory)
-            k, v = self._split(self.k(mq, True)), self._split(self.v(mq, True))
+            if _stackable(self.k, self.v):
+                k, v = map(self._split, _stacked_projection((self.k, self.v), mq))
+            else:
+                k, v = self._split(self.k(mq, True)), self._split(self.v(mq, True))
             if cache is not None:
                 cache["k"], cache["v"] = k, v
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=causal and T > 1)

@@ -1,4 +1,4 @@
-"""``train(..., workers=N)``: the same training function in N Ray Train workers.
+"""``train_distributed(..., workers=N)``: the same training function in N Ray Train workers.
 
 ``ray.train.torch.TorchTrainer`` starts N workers and their process group (gloo on the
 CPU, NCCL on GPUs); each runs :func:`cosearch.train.run_worker` with its rank. Workers
@@ -9,16 +9,20 @@ from (so on several machines the run folder must be on a shared file system). Ev
 worker writes ``RUN/workers/rankR.json`` with its summary, including a hash of its final
 weights.
 
-Ray is imported only here, and only when ``workers`` is given.
+Ray is imported only here, and only when a distributed run starts. The import goes one way:
+this module uses ``cosearch.train``; the training step knows nothing of Ray.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from .atomic import atomic_write_text
 from .errors import UserError
+from .fused import PATH_ENV
+from .train import DistInfo, RunSummary, run_worker, train
 
 WORKERS_DIR = "workers"
 
@@ -28,8 +32,7 @@ def _worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from .train import DistInfo, run_worker
-
+    os.environ.update(config["env"])  # the driver's choice of weight path
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     dist = DistInfo(rank=rank, world=world, device=ray.train.torch.get_device(),
@@ -63,7 +66,8 @@ def train_with_ray(job: dict, workers: int, gpu: bool = False, progress: bool = 
         ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"job": job, "progress": progress, "stop_at": stop_at},
+        train_loop_config={"job": job, "progress": progress, "stop_at": stop_at,
+                           "env": {k: os.environ[k] for k in (PATH_ENV,) if k in os.environ}},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         # our run folder, not Ray's checkpoints, is what resumes: a fresh Ray run name each time
@@ -74,3 +78,11 @@ def train_with_ray(job: dict, workers: int, gpu: bool = False, progress: bool = 
     if len(results) != workers:
         raise RuntimeError(f"{len(results)} of {workers} Ray workers reported a result in {run_dir / WORKERS_DIR}")
     return results[0]
+
+
+def train_distributed(space, task: str, data, out, workers: int, gpu: bool = False, **kwargs) -> RunSummary:
+    """``cosearch.train.train`` on ``workers`` Ray Train workers (DDP; gloo on the CPU, NCCL
+    with ``gpu``, one process per GPU); the other arguments are ``train``'s."""
+    def runner(job: dict, progress: bool, stop_at: int | None) -> dict:
+        return train_with_ray(job, workers=workers, gpu=gpu, progress=progress, stop_at=stop_at)
+    return train(space, task, data, out, workers=workers, gpu=gpu, runner=runner, **kwargs)

@@ -2,8 +2,9 @@
 process or as one of several data-parallel workers.
 
 ``train(...)`` prepares the run folder (config, tokenizer), then runs
-:func:`run_worker` in this process, or, with ``workers=N``, in N Ray Train workers
-(``cosearch.ray_train``; Ray is imported only then). Each step:
+:func:`run_worker` in this process, or hands the job to a ``runner`` (e.g.
+``cosearch.ray_train.train_distributed`` passes one that starts N Ray Train workers; this
+module knows nothing of Ray). Each step:
 
 * the sandwich members come from ``(seed, step)`` (``cosearch.sandwich``), so every
   worker and every resumed run trains the same sub-networks;
@@ -34,6 +35,7 @@ from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, pru
 from .data import TaskData, build_task_data
 from .data.tokenizer import Tokenizer
 from .errors import UserError
+from .fused import fused_by_default, use_fused
 from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, space_of,
                      truncate_metrics, write_config)
 from .sandwich import member_loss, sandwich, standalone
@@ -300,11 +302,13 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
     space, cfg, seed = space_of(job), train_config_from_dict(job["train"]), int(job["seed"])
     td = task_data if task_data is not None else load_task_data(job, run_dir)
     device, lead = dist.device, dist.rank == 0
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL and the caching allocator use the current device
     pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
 
     fixed = run_arch(job)
     torch.manual_seed(seed)  # the same initial weights on every worker
-    net = Supernet(space, pad_id=pad, arch=fixed).to(device)
+    net = use_fused(Supernet(space, pad_id=pad, arch=fixed).to(device), fused_by_default(device))
     probes = specialisation_probes(space) if net.router_parameters() else []
     opt = make_optimizer(net, cfg)
     batches = make_batches(td, cfg, seed, dist)
@@ -462,15 +466,20 @@ def _as_space(space) -> SearchSpace:
     return SearchSpace.load(space)
 
 
+#: Runs a prepared job elsewhere: ``runner(job, progress, stop_at)`` returns rank 0's summary dict.
+JobRunner = Callable[[dict, bool, "int | None"], dict]
+
+
 def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | None, out: str | Path,
           steps: int = 2000, workers: int | None = None, gpu: bool = False, seed: int = 0, *,
           progress: bool = True, stop_at: int | None = None, arch: Arch | None = None,
-          deadline: float | None = None, **hparams) -> RunSummary:
+          deadline: float | None = None, runner: JobRunner | None = None, **hparams) -> RunSummary:
     """Train the supernet of ``space`` on ``task`` (``translation`` or ``lm``) with ``data``
     (None: the embedded default corpus, lm only), writing the run folder ``out``.
 
-    ``workers=N`` runs N Ray Train workers (DDP; gloo on the CPU, NCCL with ``gpu``);
-    ``None`` trains in this process without importing Ray. ``hparams`` are
+    Without ``runner`` the job runs in this process (``workers`` must be None); with one
+    (``workers`` data-parallel workers, as ``cosearch.ray_train.train_distributed`` gives)
+    the runner runs it. ``hparams`` are
     :class:`TrainConfig` fields. Re-running with the same arguments resumes from the last
     checkpoint; other arguments on an existing run raise ``UserError``.
 
@@ -489,6 +498,8 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         raise UserError(f"bad training setting: {e}") from None
     if workers is not None and workers < 1:
         raise UserError(f"--workers {workers} is invalid; give 1 or more (or leave it out to train in-process)")
+    if (workers is None) != (runner is None):
+        raise ValueError("give workers together with a runner (cosearch.ray_train.train_distributed), or neither")
     if gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu to train on the CPU")
     out = Path(out)
@@ -511,13 +522,12 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
             shutil.rmtree(out, ignore_errors=True)  # nothing half-made left behind
         raise
     job = {"format": 1, **config, "run_dir": str(out.resolve())}
-    if workers is None:
+    if runner is None:
         device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
         result = run_worker(job, DistInfo(device=device), task_data=td, progress=progress, stop_at=stop_at,
                             deadline=deadline)
     else:
-        from .ray_train import train_with_ray
-        result = train_with_ray(job, workers=workers, gpu=gpu, progress=progress, stop_at=stop_at)
+        result = runner(job, progress, stop_at)
     summary = RunSummary(**result)
     if summary.finished:
         atomic_write_text(out / SUMMARY, json.dumps(asdict(summary), indent=2) + "\n")

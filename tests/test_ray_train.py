@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cosearch.rundir import read_metrics
-from cosearch.ray_train import worker_results
-from cosearch.train import train
+from cosearch.ray_train import train_distributed, worker_results
 
 from train_fixtures import lm_space, write_lm_text
 
@@ -22,7 +21,7 @@ def ray_cluster():
 
 def test_two_workers_stay_identical_and_learn(tmp_path, ray_cluster):
     data = write_lm_text(tmp_path / "t.txt", lines=600)
-    s = train(lm_space(), "lm", data, tmp_path / "run", steps=8, workers=2, max_tokens=256, lr=5e-3,
+    s = train_distributed(lm_space(), "lm", data, tmp_path / "run", steps=8, workers=2, max_tokens=256, lr=5e-3,
               warmup=1, n_random=1, log_every=4, ckpt_every=8, progress=False)
     ranks = worker_results(tmp_path / "run")
     assert [r["workers"] for r in ranks] == [2, 2]

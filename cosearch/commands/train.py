@@ -61,7 +61,14 @@ def register(sub):
 
 
 def run(args) -> int:
-    from ..train import train  # torch is imported only when the command runs
+    # torch (and Ray, for --workers) are imported only when the command runs
+    if args.workers is None:
+        from ..train import train
+    else:
+        from functools import partial
+
+        from ..ray_train import train_distributed
+        train = partial(train_distributed, workers=args.workers)
 
     space, arch = args.space, None
     if args.arch is not None:
@@ -69,7 +76,7 @@ def run(args) -> int:
         from ..space import SearchSpace
         space = SearchSpace.load(args.space)
         arch = resolve_arch(space, args.arch)
-    summary = train(space, args.task, args.data, args.out, steps=args.steps, workers=args.workers,
+    summary = train(space, args.task, args.data, args.out, steps=args.steps,
                     gpu=args.gpu, seed=args.seed, progress=not args.no_progress,
                     max_tokens=args.max_tokens, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
                     label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,

@@ -1,0 +1,217 @@
+"""The fused weight and activation paths of the supernet's linear layers.
+
+The reference path (``ElasticLinear.mixed_weight`` + ``WeightQuantizer``, ``ActQuantizer``)
+runs a dozen small kernels per layer: router MLP, softmax, expert mixture, slice, per-row
+statistic, scale, fake quantization and its hand-written backward. Here the same numbers
+are written as plain tensor expressions (the straight-through gradients come from a
+surrogate term that is zero in the forward pass, so the forward value is the reference's
+``level * scale`` product exactly), and ``torch.compile`` turns each into a few fused
+kernels, forward and backward.
+
+Recompilation is bounded: there is one compiled function per (kind, MoS mode, bit-width,
+output dtype, number of stacked layers) and it is compiled with dynamic shapes, so the
+active sizes (rows, columns, tokens) are symbols, not constants. ``compile_counts()`` says
+how many graphs each function compiled. Several layers that read the same input at the same
+bits (q, k and v of an attention) are quantized in one call and multiplied in one matmul.
+
+Without ``torch.compile`` (``set_compile(False)``, or on the CPU by default) the same
+expressions run eagerly; tests compare both with the reference path.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import Counter
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import UserError
+from .quant import _STAT_EPS, _clip_range, _codes_of, _levels_of, _lsq_range, _qp, bits_key
+from .space import canonical_bits
+
+_COMPILES: Counter = Counter()
+_STATE = {"compile": None}  # None: compile on CUDA only
+
+
+def set_compile(on: bool | None) -> None:
+    """True: always ``torch.compile``; False: never (eager expressions); None: on CUDA only."""
+    _STATE["compile"] = on
+
+
+def compile_counts() -> dict[str, int]:
+    """Graphs compiled so far, by compiled function (a recompile adds one)."""
+    return dict(_COMPILES)
+
+
+#: ``fused`` or ``reference``: the weight path training uses (default: fused on CUDA only)
+PATH_ENV = "COSEARCH_WEIGHT_PATH"
+
+
+def fused_by_default(device: torch.device) -> bool:
+    """Whether training on ``device`` uses the fused path (``$COSEARCH_WEIGHT_PATH`` overrides)."""
+    choice = os.environ.get(PATH_ENV, "")
+    if choice not in ("", "fused", "reference"):
+        raise UserError(f"{PATH_ENV}={choice!r} is invalid; use 'fused' or 'reference' (or unset it)")
+    return choice == "fused" if choice else device.type == "cuda"
+
+
+def use_fused(model: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every linear layer of ``model`` (supernet or extracted) to the fused path."""
+    for m in model.modules():
+        if hasattr(m, "fused"):
+            m.fused = on
+    return model
+
+
+# --------------------------------------------------------------------------- expressions
+def _straight_through(value: Tensor, surrogate: Tensor) -> Tensor:
+    """``value`` in the forward pass, the gradient of ``surrogate`` in the backward pass."""
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def grid_fake_quant(w: Tensor, s: Tensor, bits: float, gs: float) -> Tensor:
+    """``quant._GridFakeQuant`` as an expression: same forward (exactly), same gradients."""
+    u = (w / s).detach()
+    level = _levels_of(_codes_of(u, bits), bits)
+    lo, hi = _clip_range(bits)
+    inside = ((u >= lo) & (u <= hi)).to(w.dtype)
+    # d/dw = inside; d/ds = gs * (level - u) inside the range and gs * level outside
+    surrogate = w * inside + (s * gs) * (level - u * inside)
+    return _straight_through(level * s.detach(), surrogate)
+
+
+def _row_stat(w: Tensor, bits: float) -> Tensor:
+    a = w.detach().abs()
+    stat = a.mean(dim=1, keepdim=True) if bits == 1 else a.amax(dim=1, keepdim=True) / _qp(bits)
+    return stat.clamp_min(_STAT_EPS)
+
+
+def composed_weight(weight: Tensor, router: tuple | None, code: Tensor | None, mode: str, o: int, i: int) -> Tensor:
+    """W(arch) of one layer: the router's expert mixture of ``weight[:, :o, :i]``."""
+    experts = weight[:, :o, :i]
+    if mode == "none":
+        return experts[0]
+    w1, b1, w2, b2 = router
+    logits = F.linear(F.relu(F.linear(code, w1, b1)), w2, b2)
+    if mode == "layer":
+        return (torch.softmax(logits, dim=-1).view(-1, 1, 1) * experts).sum(0)
+    alpha = torch.softmax(logits.view(weight.shape[1], weight.shape[0])[:o], dim=-1)
+    return (alpha.t().unsqueeze(-1) * experts).sum(0)
+
+
+def quantized_weights(weights: list, routers: list, code: Tensor | None, log_factors: list,
+                      o: int, i: int, mode: str, bits: float, out_dtype: torch.dtype | None) -> Tensor:
+    """The fake-quantized W(arch) of each layer, stacked along the rows (one (n*o, i) matrix).
+
+    ``out_dtype`` None: fp16 rounding at 16 bits (the reference's float weights) and the
+    weight's dtype; a dtype (autocast's): no fp16 pass at 16 bits, cast to it.
+    """
+    out = []
+    for weight, router, log_factor in zip(weights, routers, log_factors):
+        w = composed_weight(weight, router, code, mode, o, i)
+        if bits == 16:
+            q = w if out_dtype is not None else _straight_through(w.half().to(w.dtype), w)
+        else:
+            wf = w.float()
+            scale = log_factor[:o].exp() * _row_stat(wf, bits)
+            q = grid_fake_quant(wf, scale, bits, 1.0 / math.sqrt(o * i * _qp(bits)))
+        out.append(q.to(out_dtype or w.dtype))
+    return out[0] if len(out) == 1 else torch.cat(out, dim=0)
+
+
+def act_fake_quant(x: Tensor, log_clip: Tensor | None, bits: int) -> Tensor:
+    """``ActQuantizer.forward`` as an expression (per-token symmetric; 16 bits: identity)."""
+    if bits == 16:
+        return x
+    qn, qp = _lsq_range(bits)
+    xf = x.float()
+    stat = xf.detach().abs().amax(dim=-1, keepdim=True).clamp_min(_STAT_EPS) / qp
+    if bits == 8:
+        q = torch.round(xf / stat).clamp(-qn, qp) * stat
+        return _straight_through(q.to(x.dtype), x)
+    gs = 1.0 / math.sqrt(x.shape[-1] * qp)
+    return grid_fake_quant(xf, log_clip.exp() * stat, bits, gs).to(x.dtype)
+
+
+# --------------------------------------------------------------------------- compiled versions
+def _counting_backend(name: str):
+    def backend(gm, example_inputs):
+        _COMPILES[name] += 1
+        # the composable-backend pattern of the torch.compile custom-backend docs
+        return torch._dynamo.lookup_backend("inductor")(gm, example_inputs)
+    return backend
+
+
+@lru_cache(maxsize=None)
+def _compiled_weights(mode: str, bits: float, out_dtype, n: int):
+    name = f"weight[{mode},{bits},{out_dtype},x{n}]"
+
+    def fn(weights, routers, code, log_factors, o, i):
+        return quantized_weights(weights, routers, code, log_factors, o, i, mode, bits, out_dtype)
+    return torch.compile(fn, dynamic=True, backend=_counting_backend(name))
+
+
+@lru_cache(maxsize=None)
+def _compiled_act(bits: int):
+    def fn(x, log_clip):
+        return act_fake_quant(x, log_clip, bits)
+    return torch.compile(fn, dynamic=True, backend=_counting_backend(f"act[{bits}]"))
+
+
+def _compiling(device: torch.device) -> bool:
+    on = _STATE["compile"]
+    return device.type == "cuda" if on is None else on
+
+
+# --------------------------------------------------------------------------- layer entry points
+def _autocast_dtype(device: torch.device):
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
+def elastic_weights(layers: list) -> Tensor:
+    """Fake-quantized W(arch) of one or more ``ElasticLinear`` layers of equal shape, bits and
+    MoS mode, stacked along the rows."""
+    first = layers[0]
+    bits = canonical_bits(first.weight_bits)
+    device = first.weight.device
+    out_dtype = _autocast_dtype(device)
+    mode = first.mos
+    code = first.arch_code.tensor(device) if mode != "none" else None
+    weights = [l.weight for l in layers]
+    routers = [None if l.router is None else (l.router[0].weight, l.router[0].bias, l.router[2].weight,
+                                              l.router[2].bias) for l in layers]
+    log_factors = [None if bits == 16 else l.wq.log_factor[bits_key(bits)] for l in layers]
+    args = (weights, routers, code, log_factors, first.out_features, first.in_features)
+    if _compiling(device):
+        return _guarded(_compiled_weights(mode, bits, out_dtype, len(layers)), quantized_weights,
+                        args, (mode, bits, out_dtype))
+    return quantized_weights(*args, mode, bits, out_dtype)
+
+
+def quantize_activation(aq: nn.Module, x: Tensor, bits: int) -> Tensor:
+    """``aq(x, bits)`` through the fused expression (``aq`` an ``ActQuantizer``)."""
+    bits = int(bits)
+    if bits == 16:
+        return x
+    if bits not in aq.bit_choices:
+        raise ValueError(f"activation bit-width {bits} not in {aq.bit_choices}")
+    log_clip = aq.log_clip[f"b{bits}"] if bits < 8 else None
+    if _compiling(x.device):
+        return _guarded(_compiled_act(bits), act_fake_quant, (x, log_clip), (bits,))
+    return act_fake_quant(x, log_clip, bits)
+
+
+def _guarded(compiled, eager, args: tuple, constants: tuple):
+    """The compiled function; if compiling fails (no compiler, a backend bug), warn once and
+    run the same expression eagerly from then on."""
+    try:
+        return compiled(*args)
+    except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the eager path
+        warnings.warn(f"torch.compile of the fused path failed ({type(e).__name__}: {e}); running it eagerly")
+        set_compile(False)
+        return eager(*args, *constants)
+
