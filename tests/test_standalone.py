@@ -69,6 +69,9 @@ def test_cli_train_arch_then_eval(tmp_path, capsys, one_thread):
     assert Arch.from_dict(r["arch"]) == space.smallest() and r["loss"] > 0
     assert main(["eval", "--run", str(run), "--arch", "largest"]) == 2  # another size: refused
     assert "standalone" in capsys.readouterr().err
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--arch", str(run / "arch.json"), "--out", str(out)]) == 0
+    assert f"{space.param_count(space.smallest()):,} parameters" in capsys.readouterr().out
 
 
 def test_retrain_trains_the_searched_arch_with_the_run_recipe(tmp_path, one_thread):
