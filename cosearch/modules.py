@@ -59,8 +59,10 @@ class ArchCode:
 # --------------------------------------------------------------------------- MoS init
 #: experts start as one xavier init plus noise of this std relative to the init's std
 EXPERT_INIT_NOISE = 0.05
-#: std of the router's last layer at init (zero would give every expert the same gradient)
-ROUTER_INIT_STD = 0.1
+#: the router's last layer starts with std GAIN / sqrt(fan-in): mixtures then already differ
+#: per arch (by a few %), so experts get different gradients (zero would make every
+#: expert's gradient equal, and Adam's per-element scaling keeps small differences small)
+ROUTER_INIT_GAIN = 1.5
 
 
 def init_experts(m: int, out_max: int, in_max: int) -> torch.Tensor:
@@ -77,7 +79,7 @@ def init_experts(m: int, out_max: int, in_max: int) -> torch.Tensor:
 def init_router_output(last: nn.Linear) -> None:
     """Small random weights, zero bias: near-uniform mixtures that already differ per
     arch, so the experts get different gradients from the first step."""
-    nn.init.normal_(last.weight, std=ROUTER_INIT_STD)
+    nn.init.normal_(last.weight, std=ROUTER_INIT_GAIN / math.sqrt(last.in_features))
     nn.init.zeros_(last.bias)
 
 

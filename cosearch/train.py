@@ -496,6 +496,8 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
     except TypeError as e:
         raise UserError(f"bad training setting: {e}") from None
+    if workers is not None and deadline is not None:
+        raise UserError("a training deadline works in-process only; leave out --workers (or the deadline)")
     if workers is not None and workers < 1:
         raise UserError(f"--workers {workers} is invalid; give 1 or more (or leave it out to train in-process)")
     if (workers is None) != (runner is None):

@@ -17,6 +17,15 @@ def _stages(text: str):
     return (a, b)
 
 
+def _fraction_or_off(text: str):
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a fraction (e.g. 0.6) or 'off'") from None
+
+
 def register(sub):
     p = sub.add_parser("train", help="train a supernet (sandwich rule, in-place distillation; resumable)",
                        description="Train the mixed-precision supernet of a space. Re-running the same "
@@ -49,6 +58,10 @@ def register(sub):
     g.add_argument("--bit-stages", type=_stages, default=(0.2, 0.5), metavar="F1,F2",
                    help="fractions of the steps at which >=3-bit, then all bit-widths are enabled "
                    "(default 0.2,0.5; 'off' enables all at once)")
+    g.add_argument("--ema-start", type=_fraction_or_off, default=0.6, metavar="F",
+                   help="average the weights (EMA) from this fraction of the steps on; eval and export "
+                   "use the average (default 0.6; 'off' disables)")
+    g.add_argument("--ema-decay", type=float, default=0.99, help="the average's decay per step (default 0.99)")
     g.add_argument("--log-every", type=int, default=10)
     g.add_argument("--ckpt-every", type=int, default=500)
     g.add_argument("--max-len", type=int, default=None, help="longest sentence / lm block (default: "
@@ -81,7 +94,8 @@ def run(args) -> int:
                     max_tokens=args.max_tokens, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
                     label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
                     clip_norm=args.clip_norm, n_random=args.n_random, distill=args.distill,
-                    bit_stages=args.bit_stages, log_every=args.log_every, ckpt_every=args.ckpt_every,
+                    bit_stages=args.bit_stages, ema_start=args.ema_start, ema_decay=args.ema_decay,
+                    log_every=args.log_every, ckpt_every=args.ckpt_every,
                     max_len=args.max_len, src=args.src, tgt=args.tgt, arch=arch)
     report(summary, args.json)
     return 0
