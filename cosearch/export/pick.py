@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 TRIALS, SEARCH_CONFIG = "trials.csv", "search.json"
 PICKS = ("best-quality",)
