@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,11 @@ def _export(tmp_path, family, bits, act_bits, name="e", **space_kw):
     space = tiny_space(family, **space_kw)
     net = random_supernet(space)
     arch = space.with_bits(space.sample(2), weight_bits=bits, act_bits=act_bits)
+    if space.is_encdec:  # one layer reads the last encoder layer, another the last two
+        layers = list(arch.decoder)
+        layers[0] = replace(layers[0], cross_layers=1)
+        layers[-1] = replace(layers[-1], cross_layers=2)
+        arch = replace(arch, decoder=tuple(layers))
     return net, arch, export(tmp_path / name, supernet=net, arch=arch, onnx=True)
 
 
