@@ -64,7 +64,12 @@ def test_graph_holds_low_bit_operators_not_float_weights():
 
 
 # --------------------------------------------------------------------------- onnxruntime
-ort = pytest.importorskip("onnxruntime")
+try:
+    import onnxruntime  # noqa: F401
+    HAVE_ORT = True
+except ImportError:
+    HAVE_ORT = False
+needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime is not installed (pip install 'cosearch[onnx]')")
 
 
 def _export(tmp_path, family, bits, act_bits, name="e", **space_kw):
@@ -79,6 +84,7 @@ def _export(tmp_path, family, bits, act_bits, name="e", **space_kw):
     return net, arch, export(tmp_path / name, supernet=net, arch=arch, onnx=True)
 
 
+@needs_ort
 @pytest.mark.parametrize("family", ["encoder_decoder", "decoder_only"])
 @pytest.mark.parametrize("bits,act_bits", [(4, 8), (1.58, 4), (2, 16), (3, 8), (16, 8), (1, 16)])
 def test_onnx_matches_torch_on_batches_and_the_kv_cache(tmp_path, family, bits, act_bits):
@@ -98,6 +104,7 @@ def test_onnx_matches_torch_on_batches_and_the_kv_cache(tmp_path, family, bits, 
         onnx.checker.check_model(str(out / f))
 
 
+@needs_ort
 @pytest.mark.parametrize("family", ["encoder_decoder", "decoder_only"])
 def test_dynamic_batch_and_length_and_cached_decoding(tmp_path, family):
     net, arch, out = _export(tmp_path, family, 4, 8)
@@ -128,6 +135,7 @@ def test_dynamic_batch_and_length_and_cached_decoding(tmp_path, family):
     assert f"present.0{kind}.key" in {o.name for o in onnx_model.decoder.get_outputs()}
 
 
+@needs_ort
 @pytest.mark.parametrize("bits", [4, 3, 2, 1.58])
 def test_onnx_size_is_close_to_the_packed_weights(tmp_path, bits):
     space = tiny_space("decoder_only", embed=(192,), ffn=(384,), vocab=512, embedding_bits=16)
@@ -139,6 +147,7 @@ def test_onnx_size_is_close_to_the_packed_weights(tmp_path, bits):
     assert onnx_bytes <= 1.3 * (out / "model.safetensors").stat().st_size, bits
 
 
+@needs_ort
 def test_encoder_decoder_shares_one_table(tmp_path):
     _, arch, out = _export(tmp_path, "encoder_decoder", 4, 8, embedding_bits=16, vocab=2000)
     files = json.loads((out / "config.json").read_text())["onnx_check"]["files"]
@@ -148,12 +157,15 @@ def test_encoder_decoder_shares_one_table(tmp_path):
     assert table <= data < 2 * table  # stored once although both graphs read it
 
 
+@needs_ort
 def test_a_rounding_flip_is_reported_not_fatal(tmp_path, monkeypatch):
     import cosearch.export.onnx_runtime as rt
     monkeypatch.setattr(rt, "FLOAT_ATOL", 0.0)  # every float difference now counts as a flip
+    monkeypatch.setattr(rt, "QUANT_NOISE_FACTOR", 0.0)
     _, _, out = _export(tmp_path, "decoder_only", 4, 8)
     check = json.loads((out / "config.json").read_text())["onnx_check"]
-    assert check["positions_over_atol"] > 0 and check["ok"] is False
+    assert check["positions_over_atol"] > 0 and check["positions_over_tolerance"] > 0
+    assert check["ok"] is False
 
 
 def test_export_files_are_readable_by_others(tmp_path):

@@ -37,9 +37,11 @@ def onnx_summary(check: dict) -> str:
     line += (f"; {check['runtime']} vs PyTorch on {check['batches']} batches of {check['batch']}: "
              f"argmax agreement {check['argmax_agreement']:.4f}, max logit diff {check['max_abs_diff']:.2g} "
              f"(99th pct {check['p99_abs_diff']:.2g}), KV-cache steps max diff {check['kv_cache_max_abs_diff']:.2g}")
+    if check.get("positions_over_atol"):
+        line += f"; {check['positions_over_atol']} of {check['positions']} positions moved by activation rounding flips"
     if not check.get("ok"):
-        line += (f"; WARNING: {check['positions_over_atol']} of {check['positions']} positions differ by more "
-                 f"than {check['atol']} (activation rounding flips)")
+        line += (f"; WARNING: {check['positions_over_tolerance']} positions beyond the tolerance "
+                 f"({check['tolerance']}) or argmax differs")
     return line
 
 

@@ -4,12 +4,21 @@
 ``cosearch.generate`` call on a ``Transformer`` (``encode``, ``decode_step``, a cache that
 ``Transformer.reorder_cache`` reorders), so beam search, greedy decoding and sampling run
 unchanged on onnxruntime. ``parity`` compares the graphs with the torch model on several
-batches and reports; it never raises on a difference (8-bit activations round per token,
-so a float summation order may flip one code and move a logit by a quantization step).
+batches and reports; it never raises on a difference.
+
+Why a tolerance that knows about quantization: activations are rounded per token, so a
+different float summation order can flip one code; the flipped value moves the next
+layer's inputs by ~1e-3, which flips more codes there, and so on. In a deep model the
+two engines' logits then differ by about as much as quantizing the activations at all
+changes them (measured: multi30k largest W4A8, random weights, 1.0-1.4x), while with
+16-bit activations they agree to 1e-5. So a position passes when its difference is
+within ``FLOAT_ATOL`` plus ``QUANT_NOISE_FACTOR`` times the torch model's own change from
+float to quantized activations at that position.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +26,15 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..modules import Transformer
+from ..modules import QLinear, Transformer
 from .onnx_graph import DECODER_FILE, DECODER_ONLY_FILE, ENCODER_FILE
 
 #: Logits may differ by float summation order; beyond this a difference counts as a
 #: rounding flip of an activation code (reported, not fatal).
 FLOAT_ATOL = 1e-3
+#: Quantization-aware tolerance: a position's logits may differ by this many times the
+#: largest change that activation quantization makes to them (see the module doc).
+QUANT_NOISE_FACTOR = 2.0
 
 
 def _ort():
@@ -135,25 +147,45 @@ def _inputs(model: Transformer, seed: int, batch: int, length: int) -> tuple[tor
     return src, torch.randint(lo, vocab, (batch, max(1, length - 2)), generator=g)
 
 
+@contextmanager
+def float_activations(model: Transformer):
+    """``model`` with every activation quantizer switched off (16 bits) inside the block."""
+    saved = [(m, m.act_bits, m.aq.bit_choices) for m in model.modules() if isinstance(m, QLinear)]
+    try:
+        for m, _, choices in saved:
+            m.act_bits, m.aq.bit_choices = 16, (*choices, 16)
+        yield model
+    finally:
+        for m, bits, choices in saved:
+            m.act_bits, m.aq.bit_choices = bits, choices
+
+
 @torch.no_grad()
 def parity(model: Transformer, onnx_model: OnnxTransformer, batch: int = 3, lengths=(5, 13),
            seeds=(0, 1), kv_steps: int = 4) -> dict:
     """Compare ONNX and torch on ``len(seeds) * len(lengths)`` random batches (full
-    sequences) and on ``kv_steps`` cached decoding steps. Returns what it measured:
-    max and 99th-percentile absolute logit differences, the share of positions whose
-    argmax agrees, positions with a difference over ``FLOAT_ATOL`` (activation rounding
-    flips), and ``ok`` (argmax identical everywhere, flips on under 5% of positions)."""
+    sequences) and on ``kv_steps`` cached decoding steps. Returns what it measured: max
+    and 99th-percentile absolute logit differences, the median change activation
+    quantization makes (``quantization_change``), the share of positions whose argmax
+    agrees, positions with a difference over ``FLOAT_ATOL`` (rounding flips) and over the
+    quantization-aware tolerance, and ``ok``: greedy tokens identical everywhere and every
+    position within that tolerance."""
     model = model.eval()
-    diffs, agree, total, flipped = [], 0, 0, 0
+    diffs, changes, agree, total, flipped, over = [], [], 0, 0, 0, 0
     for seed in seeds:
         for length in lengths:
             x = _inputs(model, seed, batch, length)
             ref, got = model(*x), onnx_model(*x)
+            with float_activations(model):
+                change = (model(*x) - ref).abs().amax(-1)
+            changes.append(change.reshape(-1))
             d = (ref - got).abs()
             diffs.append(d.reshape(-1))
             agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
             total += ref.shape[0] * ref.shape[1]
-            flipped += int((d.amax(-1) > FLOAT_ATOL).sum())
+            worst = d.amax(-1)
+            flipped += int((worst > FLOAT_ATOL).sum())
+            over += int((worst > FLOAT_ATOL + QUANT_NOISE_FACTOR * change).sum())
     # KV cache: step by step through both caches from the same tokens
     x = _inputs(model, 7, batch, kv_steps + 1)
     memory_t = model.encode(x[0]) if model.family == "encoder_decoder" else None
@@ -168,7 +200,11 @@ def parity(model: Transformer, onnx_model: OnnxTransformer, batch: int = 3, leng
     d = torch.cat(diffs)
     report = {"batch": batch, "lengths": list(lengths), "batches": len(seeds) * len(lengths),
               "max_abs_diff": float(d.max()), "p99_abs_diff": float(torch.quantile(d[:1_000_000], 0.99)),
-              "argmax_agreement": agree / total, "positions": total, "positions_over_atol": flipped,
-              "atol": FLOAT_ATOL, "kv_cache_steps": kv_steps, "kv_cache_max_abs_diff": kv_diff}
-    report["ok"] = agree == total and flipped <= 0.05 * total
+              "quantization_change": float(torch.cat(changes).median()),
+              "argmax_agreement": agree / total, "positions": total,
+              "positions_over_atol": flipped, "atol": FLOAT_ATOL, "positions_over_tolerance": over,
+              "tolerance": f"{FLOAT_ATOL} + {QUANT_NOISE_FACTOR:g} x the change activation quantization makes "
+                           "at the position",
+              "kv_cache_steps": kv_steps, "kv_cache_max_abs_diff": kv_diff}
+    report["ok"] = agree == total and over == 0
     return report
