@@ -327,7 +327,7 @@ def test_crafted_config_sizes_exit_2_without_allocating(runs, tmp_path, capsys):
     (d / "config.json").write_text(json.dumps(cfg))
     assert main(["generate", str(d), "--prompt", "a"]) == 2  # 10^14 weights would need 400 TB
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "config.json" in err
+    assert len(err.strip().splitlines()) == 1 and "config.json" in err and "MB of weights" in err
 
 
 def test_lm_finetune_holds_out_the_validation_tail(runs):
