@@ -194,3 +194,18 @@ def test_onnx_engine_needs_onnx_graphs(tmp_path):
     out = export(tmp_path / "plain", supernet=net, arch=space.sample(0))
     with pytest.raises(UserError, match="--onnx"):
         open_exported(out).onnx_model()
+
+
+@needs_ort
+def test_parity_leaves_the_model_as_it_was(tmp_path):
+    from cosearch.export import write_export
+    space = tiny_space("decoder_only")
+    net = random_supernet(space)
+    arch = space.with_bits(space.sample(1), weight_bits=4, act_bits=4)
+    model = net.extract(arch).eval()
+    x = inputs(space)
+    with torch.no_grad():
+        before = model(*x)
+    write_export(tmp_path / "w", model, space, arch, onnx=True)  # parity switches activations off and back
+    with torch.no_grad():
+        assert torch.equal(model(*x), before)
