@@ -1,6 +1,6 @@
 """cosearch: mixed-precision mixture-of-supernets and accelerator co-search."""
 from .errors import UserError
-from .export_lazy import load_exported
+from .export import load_exported
 from .space import Arch, LayerArch, SearchSpace
 
 __all__ = ["Arch", "LayerArch", "SearchSpace", "UserError"]

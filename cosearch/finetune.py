@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .errors import UserError
-from .export import SCHEDULE, Exported, open_exported, write_export
+from .export.folder import SCHEDULE, Exported, open_exported, write_export
 from .modules import PlainEmbedding, QLinear, Transformer
 from .quant import fake_quant_weight
 
@@ -56,9 +56,12 @@ def detach_fixed_quantizers(model: Transformer) -> Transformer:
 
 
 def _batches(exp: Exported, tok, data: str | Path, max_tokens: int, seed: int, src: str, tgt: str):
-    """Endless shuffled training batches of ``data`` tokenised with the export's tokenizer."""
+    """(endless shuffled training batches of ``data`` tokenised with the export's tokenizer,
+    what was held out). Translation trains on the train split; an LM text loses its last 5%,
+    the validation split training held out and the search ranked models on."""
     from .data.batches import LMBatches, TranslationBatches
     from .data.readers import read_parallel, read_text
+    from .data.tasks import LM_VALID_FRACTION, split_lm_text
 
     limit = exp.space.spec.max_positions
     if exp.task == "translation":
@@ -67,11 +70,17 @@ def _batches(exp: Exported, tok, data: str | Path, max_tokens: int, seed: int, s
                zip(tok.encode_batch([p[0] for p in pairs]), tok.encode_batch([p[1] for p in pairs])) if s and t]
         if not ids:
             raise UserError(f"{data}: every train pair is empty; give sentence pairs to fine-tune on")
-        return TranslationBatches(ids, max_tokens, seed, shuffle=True, repeat=True)
+        return TranslationBatches(ids, max_tokens, seed, shuffle=True, repeat=True), "valid and test splits"
     if exp.task == "lm":
-        ids = tok.encode(read_text(data))
+        train_text, valid_text = split_lm_text(read_text(data))
+        ids = tok.encode(train_text)
+        if len(ids) < 2:
+            raise UserError(f"{data}: too short to fine-tune on once its last 5% (validation) is held out; "
+                            "give more text")
         block = min(limit, max(2, len(ids) - 1))
-        return LMBatches(ids, block, max(1, max_tokens // block), seed, shuffle=True, repeat=True)
+        held = (f"last {LM_VALID_FRACTION:.0%} of the text ({len(valid_text)} characters), the validation "
+                "split of training and search")
+        return LMBatches(ids, block, max(1, max_tokens // block), seed, shuffle=True, repeat=True), held
     raise UserError(f"{exp.path}/config.json has task {exp.task!r}; fine-tuning needs translation or lm "
                     "(export from a training run folder)")
 
@@ -95,7 +104,7 @@ def finetune(model: str | Path, data: str | Path, *, steps: int = 200, out: str 
     exp = open_exported(model)
     tok = exp.tokenizer()
     langs = exp.config.get("languages") or {}
-    batches = _batches(exp, tok, data, max_tokens, seed, src or langs.get("src", "en"),
+    batches, held_out = _batches(exp, tok, data, max_tokens, seed, src or langs.get("src", "en"),
                        tgt or langs.get("tgt", "de"))
     net = attach_fixed_quantizers(exp.model)
     cfg = TrainConfig(steps=max(steps, 1), lr=lr, warmup=max(1, steps // 10), weight_decay=0.0)
@@ -122,11 +131,11 @@ def finetune(model: str | Path, data: str | Path, *, steps: int = 200, out: str 
         if progress:
             it.set_postfix(loss=f"{loss.item():.3f}")
     net = detach_fixed_quantizers(net).eval()
-    return _write(exp, net, out, data, steps, lr, losses, force)
+    return _write(exp, net, out, data, steps, lr, losses, force, held_out)
 
 
 def _write(exp: Exported, net: Transformer, out: Path, data, steps: int, lr: float,
-           losses: list[float], force: bool) -> Path:
+           losses: list[float], force: bool, held_out: str) -> Path:
     cfg = exp.config
     schedule = None
     if (exp.path / SCHEDULE).is_file():
@@ -137,6 +146,7 @@ def _write(exp: Exported, net: Transformer, out: Path, data, steps: int, lr: flo
     tail = losses[-max(1, len(losses) // 10):]
     history = list(cfg.get("finetuned") or []) + [{
         "from": str(exp.path.resolve()), "data": str(Path(data).resolve()), "steps": steps, "lr": lr,
+        "held_out": held_out,
         "first_loss": losses[0] if losses else None,
         "last_loss": sum(tail) / len(tail) if losses else None}]
     return write_export(out, net, exp.space, exp.arch,
@@ -144,6 +154,5 @@ def _write(exp: Exported, net: Transformer, out: Path, data, steps: int, lr: flo
                         hardware=cfg.get("hardware"), predicted=predicted,
                         metrics=cfg.get("search_metrics"), schedule=schedule,
                         source=cfg.get("source"), onnx=bool((cfg.get("files") or {}).get("onnx")),
-                        onnx_length=int((cfg.get("onnx_check") or {}).get("length", 32)),
                         extra={"languages": cfg.get("languages"), "finetuned": history}, force=force)
 

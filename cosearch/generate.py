@@ -1,8 +1,9 @@
 """Run an exported model on text: translate lines (beam search) or continue a prompt.
 
-Both decode with the model's KV cache. Beam search and greedy decoding are the training
-helper's (``cosearch.evaluate``), so evaluation and deployment translate identically;
-sampling for language models lives here.
+Both decode with the model's KV cache, on PyTorch (``engine="torch"``) or on the export's
+ONNX graphs under onnxruntime (``engine="onnx"``). Beam search and greedy decoding are the
+training helper's (``cosearch.evaluate``), so evaluation and deployment translate
+identically on either engine; sampling for language models lives here.
 """
 from __future__ import annotations
 
@@ -13,14 +14,24 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .export import Exported, open_exported
+from .export.folder import Exported, open_exported
 
 #: Sentences decoded together (source tokens per batch) when translating.
 MAX_TOKENS = 2048
+ENGINES = ("torch", "onnx")
 
 
 def _as_exported(model: Exported | str | Path) -> Exported:
     return model if isinstance(model, Exported) else open_exported(model)
+
+
+def network(exp: Exported, engine: str = "torch"):
+    """The model to decode with: the PyTorch ``Transformer`` or the onnxruntime graphs."""
+    if engine == "torch":
+        return exp.model.eval()
+    if engine == "onnx":
+        return exp.onnx_model()
+    raise UserError(f"engine {engine!r} is unknown; use one of {', '.join(ENGINES)}")
 
 
 def _need(exp: Exported, family: str, command: str, other: str) -> None:
@@ -32,7 +43,7 @@ def _need(exp: Exported, family: str, command: str, other: str) -> None:
 @torch.no_grad()
 def translate_lines(model: Exported | str | Path, lines: Iterable[str], beam: int = 4,
                     len_penalty: float = 1.0, max_tokens: int = MAX_TOKENS,
-                    progress: bool = False) -> Iterator[str]:
+                    progress: bool = False, engine: str = "torch") -> Iterator[str]:
     """Translations of ``lines``, in order, one per line (empty lines give empty lines)."""
     from .data.batches import TranslationBatches
     from .evaluate import beam_search, decode_max_len, greedy_decode
@@ -41,7 +52,7 @@ def translate_lines(model: Exported | str | Path, lines: Iterable[str], beam: in
     _need(exp, "encoder_decoder", "translate", "generate")
     if beam < 1:
         raise UserError(f"--beam {beam} is invalid; use 1 (greedy) or more")
-    tok, net = exp.tokenizer(), exp.model.eval()
+    tok, net = exp.tokenizer(), network(exp, engine)
     limit = exp.space.spec.max_positions
     lines = [line.rstrip("\n") for line in lines]
     ids = [tok.encode(line)[: limit - 1] if line.strip() else [] for line in lines]
@@ -108,7 +119,8 @@ def sample_tokens(model, prompt: list[int], max_new_tokens: int, vocab: int, win
 
 
 def generate_text(model: Exported | str | Path, prompt: str = "", max_new_tokens: int = 200,
-                  temperature: float = 0.8, top_k: int | None = 50, seed: int = 0) -> str:
+                  temperature: float = 0.8, top_k: int | None = 50, seed: int = 0,
+                  engine: str = "torch") -> str:
     """The prompt's continuation (text only, without the prompt) from a decoder-only export."""
     exp = _as_exported(model)
     _need(exp, "decoder_only", "generate", "translate")
@@ -122,6 +134,6 @@ def generate_text(model: Exported | str | Path, prompt: str = "", max_new_tokens
     ids = tok.encode(prompt) if prompt else []
     if not ids:  # the LM was trained on running text: start as after a line end
         ids = tok.encode("\n") if tok.keeps_whitespace else [tok.bos_id]
-    new = sample_tokens(exp.model.eval(), ids, max_new_tokens, tok.vocab_size,
+    new = sample_tokens(network(exp, engine), ids, max_new_tokens, tok.vocab_size,
                         exp.space.spec.max_positions, temperature, top_k, seed, stop=tok.eos_id)
     return tok.decode(new)

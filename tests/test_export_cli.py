@@ -266,3 +266,78 @@ def test_export_from_a_chosen_checkpoint(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="bad.pt"):
         export(tmp_path / "x", run=run, arch=arch, checkpoint=tmp_path / "bad.pt")
+
+
+# --------------------------------------------------------------------------- onnx engine, held-out data, crafted configs
+@pytest.fixture(scope="module")
+def onnx_exports(runs, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    root = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for family in ("encoder_decoder", "decoder_only"):
+        run, _, arch, _ = runs[family]
+        out[family] = root / family
+        assert main(["export", str(run), "--arch", arch.to_json(), "--out", str(out[family]), "--onnx"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_translate_engine_onnx_equals_torch(onnx_exports, tmp_path, capsys, beam):
+    src = tmp_path / "in.en"
+    src.write_text("\n".join(EN[:6]) + "\n\na man rides\n")
+    outs = []
+    for engine in ("torch", "onnx"):
+        assert main(["translate", str(onnx_exports["encoder_decoder"]), "--input", str(src), "--beam", str(beam),
+                     "--engine", engine, "--no-progress"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and len(outs[0].split("\n")) == 9
+
+
+def test_generate_engine_onnx_equals_torch(onnx_exports):
+    exp = open_exported(onnx_exports["decoder_only"])
+    a = generate_text(exp, "a dog", max_new_tokens=40, temperature=0, engine="torch")
+    b = generate_text(exp, "a dog", max_new_tokens=40, temperature=0, engine="onnx")
+    assert a == b
+    # past the window the ONNX cache restarts like the torch one
+    vocab, window = exp.tokenizer().vocab_size, exp.space.spec.max_positions
+    assert sample_tokens(exp.onnx_model(), [5, 9], window + 5, vocab, window, temperature=0) == \
+        sample_tokens(exp.model, [5, 9], window + 5, vocab, window, temperature=0)
+
+
+def test_engine_onnx_without_graphs_exits_2(runs, capsys):
+    _, _, _, exp = runs["decoder_only"]
+    assert main(["generate", str(exp), "--prompt", "a", "--engine", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "--onnx" in err and len(err.strip().splitlines()) == 1
+
+
+def test_crafted_config_sizes_exit_2_without_allocating(runs, tmp_path, capsys):
+    _, _, _, exp = runs["decoder_only"]
+    d = tmp_path / "crafted"
+    d.mkdir()
+    for p in exp.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["space"]["vocab_size"] = 10 ** 9
+    cfg["space"]["decoder"]["embed_dim"] = [10 ** 5]
+    cfg["space"]["decoder"]["heads"] = [2]
+    cfg["arch"]["decoder_embed_dim"] = 10 ** 5
+    for la in cfg["arch"]["decoder"]:
+        la["heads"] = 2
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert main(["generate", str(d), "--prompt", "a"]) == 2  # 10^14 weights would need 400 TB
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "config.json" in err and "MB of weights" in err
+
+
+def test_lm_finetune_holds_out_the_validation_tail(runs):
+    from cosearch.data.tasks import split_lm_text
+    from cosearch.finetune import _batches
+    _, _, _, exp = runs["decoder_only"]
+    e = open_exported(exp)
+    tok = e.tokenizer()
+    text_file = runs["data"] / "lm.txt"
+    batches, held = _batches(e, tok, text_file, 256, 0, "en", "de")
+    train_text, valid_text = split_lm_text(text_file.read_text())
+    assert valid_text and "5%" in held
+    assert batches.ids.tolist() == tok.encode(train_text)

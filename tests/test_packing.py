@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cosearch.packing import pack_codes, packed_nbytes, unpack_codes
+from cosearch.export.packing import pack_codes, packed_nbytes, unpack_codes
 from cosearch.space import STORAGE_BITS
 
 RANGES = {1: (-1, 0), 1.58: (-1, 1), 2: (-2, 1), 3: (-4, 3), 4: (-8, 7), 8: (-128, 127)}

@@ -7,7 +7,8 @@ from pathlib import Path
 def register(sub):
     p = sub.add_parser("export", help="export a sub-network as a self-contained deployable folder",
                        description="Write OUT/config.json, model.safetensors (packed integer codes), "
-                       "the tokenizer, schedule.csv and, with --onnx, model.onnx.")
+                       "the tokenizer, schedule.csv and, with --onnx, the low-bit ONNX graphs (dynamic batch and "
+                       "length, KV cache; encoder + decoder-with-past for translation models).")
     p.add_argument("dir", help="a search folder (cosearch search --out) or a training run folder "
                    "(cosearch train --out; then --arch is needed)")
     which = p.add_mutually_exclusive_group(required=True)
@@ -16,10 +17,10 @@ def register(sub):
     which.add_argument("--arch", metavar="FILE.json", help="an arch as JSON (a file, or the JSON itself)")
     p.add_argument("--latency-max", type=float, metavar="MS", help="with --pick: only trials this fast")
     p.add_argument("--out", required=True, help="the export folder to create")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx (fixed-length forward), checked")
+    p.add_argument("--onnx", action="store_true", help="also write the low-bit ONNX graphs and measure their "
+                   "parity with the PyTorch model under onnxruntime")
     p.add_argument("--run", help="with a search folder: the training run it measured (default: the one "
                    "search.json names)")
-    p.add_argument("--onnx-length", type=int, default=32, help="token length of the ONNX graph's inputs (default 32)")
     p.add_argument("--checkpoint", help="a checkpoint file of the run (default: its newest)")
     p.add_argument("--hardware", help="accelerator preset or YAML for the predicted cost and schedule.csv "
                    "(default: the search's)")
@@ -28,10 +29,26 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+def onnx_summary(check: dict) -> str:
+    """One line on the ONNX graphs: size and the parity measured (or why not)."""
+    line = f"ONNX: {', '.join(check['files'])} ({check['bytes'] / 1e6:.3f} MB)"
+    if not check.get("runtime"):
+        return f"{line}; {check.get('note', 'not run')}"
+    line += (f"; {check['runtime']} vs PyTorch on {check['batches']} batches of {check['batch']}: "
+             f"argmax agreement {check['argmax_agreement']:.4f}, max logit diff {check['max_abs_diff']:.2g} "
+             f"(99th pct {check['p99_abs_diff']:.2g}), KV-cache steps max diff {check['kv_cache_max_abs_diff']:.2g}")
+    if check.get("positions_over_atol"):
+        line += f"; {check['positions_over_atol']} of {check['positions']} positions moved by activation rounding flips"
+    if not check.get("ok"):
+        line += (f"; WARNING: {check['positions_over_tolerance']} positions beyond the tolerance "
+                 f"({check['tolerance']}) or argmax differs")
+    return line
+
+
 def run(args) -> int:
     from ..errors import UserError
     from ..export import export
-    from ..export_pick import TRIALS
+    from ..export.pick import TRIALS
 
     d = Path(args.dir)
     if args.latency_max is not None and args.pick is None:
@@ -44,14 +61,15 @@ def run(args) -> int:
         raise UserError("--run goes with a search folder; here DIR is already the run")
     out = export(args.out, arch=args.arch, trial=args.trial, pick=args.pick, latency_max=args.latency_max,
                  checkpoint=args.checkpoint, hardware=args.hardware, scenario=args.scenario,
-                 onnx=args.onnx, onnx_length=args.onnx_length, force=args.force, **kw)
+                 onnx=args.onnx, force=args.force, **kw)
     from ..export import read_config
     cfg, _, _ = read_config(out)
     pred = cfg["predicted"]
     line = f"exported to {out}: {pred['params']:,} parameters, {pred['size_bytes'] / 1e6:.3f} MB predicted"
     if "latency_ms" in pred:
         line += f", {pred['latency_ms']:.3f} ms and {pred['energy_mj']:.4g} mJ on {cfg['hardware']['name']}"
-    if cfg.get("onnx_check"):
-        line += f"; ONNX checked with {cfg['onnx_check']['runtime']} (max diff {cfg['onnx_check']['max_abs_diff']:.2g})"
     print(line)
+    check = cfg.get("onnx_check")
+    if check:
+        print(onnx_summary(check))
     return 0

@@ -15,6 +15,7 @@ def register(sub):
     p.add_argument("--tgt", help="target language suffix (default: the export's, else de)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace --out when it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -23,6 +24,8 @@ def run(args) -> int:
 
     out = finetune(args.model, args.data, steps=args.steps, out=args.out, lr=args.lr,
                    max_tokens=args.max_tokens, seed=args.seed, src=args.src, tgt=args.tgt,
-                   force=args.force)
-    print(f"fine-tuned export written to {out}")
+                   force=args.force, progress=not args.no_progress)
+    from ..export.folder import read_config
+    history = read_config(out)[0]["finetuned"][-1]
+    print(f"fine-tuned export written to {out} (held out from training: {history['held_out']})")
     return 0

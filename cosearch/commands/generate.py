@@ -12,6 +12,8 @@ def register(sub):
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (default 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                   help="run the PyTorch model or the export's ONNX graphs with onnxruntime (default torch)")
     p.set_defaults(func=run)
 
 
@@ -22,6 +24,7 @@ def run(args) -> int:
     if prompt is None:
         prompt = "" if sys.stdin.isatty() else sys.stdin.read()
     text = generate_text(args.model, prompt, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+                         temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                         engine=args.engine)
     print(prompt + text)
     return 0

@@ -10,10 +10,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 TRIALS, SEARCH_CONFIG = "trials.csv", "search.json"
 PICKS = ("best-quality",)
+#: trials.csv ``source`` values whose quality was computed for that very arch
+MEASURED_SOURCES = ("measured", "synthetic")
 _NUMBER_COLUMNS = ("number", "trial")
 
 
@@ -118,8 +120,8 @@ def _best_quality(df, path: Path, pick: str, latency_max: float | None):
         if "latency_ms" not in ok.columns:
             raise UserError(f"{path} has no latency_ms column; drop --latency-max")
         ok = ok[ok["latency_ms"] <= latency_max]
-    if "source" in ok.columns:  # only qualities measured on the supernet, not predicted ones
-        ok = ok[ok["source"].astype(str) == "measured"]
+    if "source" in ok.columns:  # measured qualities (supernet or --synthetic-quality), not predicted ones
+        ok = ok[ok["source"].astype(str).isin(MEASURED_SOURCES)]
     if "bleu" in ok.columns and ok["bleu"].notna().any():
         ok = ok[ok["bleu"].notna()].sort_values("bleu", ascending=False, kind="stable")
     elif "loss" in ok.columns and ok["loss"].notna().any():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .space import canonical_bits
+from ..space import canonical_bits
 
 TERNARY = 1.58
 _TRITS_PER_BYTE = 5

@@ -24,11 +24,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import UserError
-from .modules import PlainEmbedding, QLinear, Transformer
+from ..errors import UserError
+from ..modules import PlainEmbedding, QLinear, Transformer
 from .packing import pack_codes, packed_nbytes, unpack_codes
-from .quant import dequantize_codes, quantize_codes
-from .space import canonical_bits
+from ..quant import dequantize_codes, quantize_codes
+from ..space import canonical_bits
 
 FORMAT = "cosearch-weights/1"
 CODES_SUFFIX = ".codes"

@@ -1,0 +1,248 @@
+"""Export folders: writing one for a standalone model, and reading it back.
+
+An export folder holds::
+
+    OUT/config.json        format, space, arch, bits, task, tokenizer file, hardware target
+                           and accelerator parameters, predicted latency/energy/size, the
+                           search metrics of the trial it came from, where it came from
+    OUT/model.safetensors  packed integer codes + float32 scales (cosearch.export.format)
+    OUT/tokenizer.model    the tokenizer the supernet was trained with (when known)
+    OUT/schedule.csv       the cost engine's per-operator schedule (when a target is known)
+    OUT/model.onnx         with onnx=True, decoder-only: the low-bit decoder with a KV cache
+    OUT/encoder_model.onnx, decoder_model.onnx, model.onnx_data
+                           with onnx=True, encoder-decoder: encoder and decoder-with-past
+                           graphs and their shared weights (cosearch.export.onnx_graph)
+
+The folder is built under a temporary name next to OUT and renamed into place, so OUT is
+never half-written; files get mode 0666 and folders 0777 less the umask (not mkdtemp's
+0700), so a serving process of another user can read them. ``open_exported(OUT)`` needs
+neither the supernet nor the router and never unpickles anything (safetensors and JSON
+only); it checks config.json's sizes against the weight file before allocating.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .format import load_weights, save_weights
+from ..modules import Transformer
+from ..space import Arch, SearchSpace
+from ..supernet import build_standalone
+
+FORMAT = "cosearch-export"
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, SCHEDULE, TOKENIZER = "config.json", "model.safetensors", "schedule.csv", "tokenizer.model"
+
+
+# --------------------------------------------------------------------------- writing
+def bits_summary(space: SearchSpace, arch: Arch) -> dict:
+    """Per-layer weight/activation bits and the embedding bits, for config.json."""
+    def side(layers):
+        return {"weight": [la.weight_bits for la in layers], "act": [la.act_bits for la in layers]}
+    out = {"embedding": space.spec.quantization.embedding_bits, "decoder": side(arch.decoder)}
+    if space.is_encdec:
+        out["encoder"] = side(arch.encoder)
+    return out
+
+
+def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: Arch, *,
+                 tokenizer: str | Path | bytes | None = None, task: str | None = None,
+                 hardware: dict | None = None, predicted: dict | None = None,
+                 metrics: dict | None = None, schedule=None, source: dict | None = None,
+                 onnx: bool = False, extra: dict | None = None, force: bool = False) -> Path:
+    """Write the export folder ``out`` for ``model`` (a standalone of ``arch``).
+
+    ``tokenizer``: a tokenizer.model path or its bytes; ``hardware``: ``{"name", "params"}``;
+    ``predicted``: latency/energy/size; ``metrics``: what the search measured; ``schedule``:
+    a pandas DataFrame of per-operator rows. ``onnx``: also write the low-bit ONNX graphs
+    and record their parity with ``model`` under onnxruntime (``onnx_check``; a difference
+    is reported there, never fatal). ``force`` replaces an existing ``out``.
+    """
+    from .. import __version__
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; choose a new --out or pass --force to replace it")
+    space.validate_arch(arch)
+    model = model.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        save_weights(model, tmp / WEIGHTS)
+        tok_name = None
+        if tokenizer is not None:
+            data = tokenizer if isinstance(tokenizer, bytes) else Path(tokenizer).read_bytes()
+            (tmp / TOKENIZER).write_bytes(data)
+            tok_name = TOKENIZER
+        if schedule is not None:
+            schedule.to_csv(tmp / SCHEDULE, index=False)
+        onnx_files, onnx_info = None, None
+        if onnx:
+            onnx_files, onnx_info = _write_onnx(model, tmp)
+        size = space.size(arch)
+        config = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "cosearch_version": __version__,
+            "space": space.to_dict(), "arch": arch.to_dict(), "bits": bits_summary(space, arch),
+            "task": task, "pad_id": int(model.pad_id), "tokenizer": tok_name,
+            "hardware": hardware,
+            "predicted": {"params": size.params, "size_bytes": size.weight_bits / 8, **(predicted or {})},
+            "search_metrics": metrics or {},
+            "files": {"weights": WEIGHTS, "schedule": SCHEDULE if schedule is not None else None,
+                      "onnx": onnx_files},
+            "onnx_check": onnx_info, "source": source or {}, **(extra or {}),
+        }
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=_json_default) + "\n")
+        readable_by_all(tmp)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_onnx(model: Transformer, folder: Path) -> tuple[dict, dict]:
+    """Write the ONNX graphs of ``model`` into ``folder``: ({role: file}, parity report)."""
+    from .onnx_graph import build_graphs, write_graphs
+    from .onnx_runtime import OnnxTransformer, file_names, parity
+    files = file_names(model.family)
+    written = write_graphs(build_graphs(model), folder)
+    info = {"files": written, "bytes": sum((folder / f).stat().st_size for f in written)}
+    try:
+        import onnxruntime
+    except ImportError:
+        import onnx
+        for f in files.values():
+            onnx.checker.check_model(str(folder / f))
+        return files, {**info, "runtime": None, "note": "onnxruntime not installed: graphs checked by "
+                       "onnx.checker only; pip install 'cosearch[onnx]' to measure parity"}
+    report = parity(model, OnnxTransformer(folder, files, model.family, model.pad_id))
+    return files, {**info, "runtime": f"onnxruntime {onnxruntime.__version__}", **report}
+
+
+def readable_by_all(folder: Path) -> None:
+    """Give ``folder`` and its files the modes a plain mkdir/open would (0777/0666 less
+    the umask) instead of mkdtemp's 0700."""
+    from ..atomic import default_mode
+    for p in folder.rglob("*"):
+        p.chmod(default_mode(directory=p.is_dir()))
+    folder.chmod(default_mode(directory=True))
+
+
+def _json_default(v):
+    if hasattr(v, "item"):  # numpy scalars
+        return v.item()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and deleted after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class Exported:
+    """An export folder, loaded: the model plus what is needed to use it."""
+
+    path: Path
+    config: dict
+    space: SearchSpace
+    arch: Arch
+    model: Transformer
+
+    @property
+    def task(self) -> str | None:
+        return self.config.get("task")
+
+    def tokenizer(self):
+        """The exported tokenizer (``UserError`` when the export has none)."""
+        from ..data.tokenizer import Tokenizer
+        name = self.config.get("tokenizer")
+        if not name:
+            raise UserError(f"{self.path} has no tokenizer; export from a training run folder "
+                            "so the tokenizer is copied along")
+        return Tokenizer.load(self.path / name)
+
+    def onnx_model(self, threads: int | None = None):
+        """The export's ONNX graphs under onnxruntime, with ``Transformer``'s decoding
+        methods (``UserError`` when the export has none or onnxruntime is missing)."""
+        from .onnx_runtime import OnnxTransformer, onnx_files
+        files = onnx_files(self.config)
+        if files is None:
+            raise UserError(f"{self.path} has no low-bit ONNX graphs; export it again with --onnx")
+        for f in files.values():
+            if not isinstance(f, str) or Path(f).name != f or not (self.path / f).is_file():
+                raise UserError(f"{self.path / CONFIG}: files.onnx names {f!r}, which is not a file of the "
+                                "folder; export again with --onnx")
+        return OnnxTransformer(self.path, files, self.space.family, self.config.get("pad_id", 0), threads)
+
+
+def read_config(out: str | Path) -> tuple[dict, SearchSpace, Arch]:
+    """(config, space, arch) of an export folder, checked (``UserError`` naming the file)."""
+    out = Path(out)
+    path = out / CONFIG
+    if not out.is_dir():
+        raise UserError(f"{out} is not an export folder; pass the --out folder of `cosearch export`")
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; pass the --out folder of `cosearch export`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); the export is damaged, export again") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise UserError(f"{path}: not a cosearch export config (format {FORMAT!r})")
+    version = cfg.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{path}: format_version {version!r} is newer than this cosearch reads "
+                        f"({FORMAT_VERSION}); upgrade cosearch")
+    space = SearchSpace.from_dict(cfg.get("space"), source=f"{path} (space)")
+    try:
+        arch = Arch.from_dict(cfg["arch"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{path}: 'arch' is not a valid arch ({type(e).__name__}: {e})") from None
+    space.validate_arch(arch, source=str(path))
+    if not isinstance(cfg.get("pad_id", 0), int):
+        raise UserError(f"{path}: pad_id must be an integer")
+    return cfg, space, arch
+
+
+def check_weight_size(out: Path, space: SearchSpace, arch: Arch, weights: Path) -> None:
+    """Refuse, before anything is allocated, a config.json whose model is larger than the
+    weight file can hold (the packed file is the predicted size plus a small header)."""
+    try:
+        actual = weights.stat().st_size
+    except OSError:
+        raise UserError(f"{weights} does not exist; the export folder is incomplete, export again") from None
+    predicted = space.size(arch).weight_bits / 8
+    if not predicted <= 1.1 * actual + 65536:
+        raise UserError(f"{out / CONFIG}: its space and arch describe {predicted / 1e6:.4g} MB of weights but "
+                        f"{weights.name} holds {actual / 1e6:.4g} MB; config.json does not match the weights "
+                        "(damaged or edited), export again")
+
+
+def open_exported(out: str | Path) -> Exported:
+    """Load an export folder: config, space, arch and the model (eval mode, CPU)."""
+    out = Path(out)
+    cfg, space, arch = read_config(out)
+    weights = (cfg.get("files") or {}).get("weights") or WEIGHTS
+    if not isinstance(weights, str) or Path(weights).name != weights:
+        raise UserError(f"{out / CONFIG}: files.weights must be a file name inside the folder")
+    check_weight_size(out, space, arch, out / weights)
+    model = build_standalone(space, arch, pad_id=cfg.get("pad_id", 0))
+    load_weights(model, out / weights)
+    return Exported(out, cfg, space, arch, model.eval())

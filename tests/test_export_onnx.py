@@ -1,0 +1,211 @@
+"""Low-bit ONNX exports: MatMulNBits forms, size, dynamic shapes, the KV cache, parity
+reports that never abort, and file modes of export folders."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cosearch.export import export, open_exported
+from cosearch.export.onnx_graph import (block_size_for, build_graphs, nbits_weight, pack_low_first,
+                                        table_numerators)
+from cosearch.quant import fake_quant_weight
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_export import inputs, random_supernet, tiny_space  # noqa: E402
+
+ALL_BITS = (1, 1.58, 2, 3, 4, 8)
+
+
+# --------------------------------------------------------------------------- weight forms (no onnxruntime)
+@pytest.mark.parametrize("bits", ALL_BITS)
+def test_nbits_form_reproduces_the_weight_exactly(bits):
+    torch.manual_seed(0)
+    w = torch.randn(24, 40)
+    s = torch.rand(24, 1) * 0.3 + 0.05
+    q = fake_quant_weight(w, bits, s)
+    f = nbits_weight(q, bits, s)
+    assert f.codes.max() < 2 ** f.bits
+    zp = 2 ** (f.bits - 1) if f.zero_point is None else f.zero_point
+    back = (f.codes.astype(np.float32) - np.float32(zp)) * f.scale[:, None]
+    assert np.array_equal(back, q.numpy()), bits
+    num, scale = table_numerators(q, bits, s)
+    assert np.array_equal(num.astype(np.float32) * scale[:, None], q.numpy()), bits
+
+
+def test_low_first_packing_and_block_sizes():
+    q = np.array([[1, 2, 3, 0] * 8], np.uint8)  # K = 32
+    packed = pack_low_first(q, 2, 16)
+    assert packed.shape == (1, 2, 4)
+    assert packed[0, 0, 0] == 1 | 2 << 2 | 3 << 4 | 0 << 6
+    four = pack_low_first(np.array([[1, 15] * 8], np.uint8), 4, 16)
+    assert four.shape == (1, 1, 8) and four[0, 0, 0] == 1 | 15 << 4
+    assert block_size_for(512, 4, False) == 512 and block_size_for(384, 4, False) == 128
+    assert block_size_for(2048, 2, True) == 256  # the CPU kernel's 2-bit limit
+    assert block_size_for(24, 4, False) == 32  # one padded block beats two scales
+
+
+def test_graph_holds_low_bit_operators_not_float_weights():
+    space = tiny_space("decoder_only", embed=(64,), ffn=(128,), vocab=64, embedding_bits=16)
+    net = random_supernet(space)
+    arch = space.with_bits(space.largest(), weight_bits=4, act_bits=8)
+    (model,) = build_graphs(net.extract(arch)).values()
+    ops = [n.op_type for n in model.graph.node]
+    linears = 6 * len(arch.decoder)
+    assert ops.count("MatMulNBits") == linears
+    assert all(i.data_type != 1 or np.prod(i.dims) <= 128 for i in model.graph.initializer)  # no fp32 matrices
+
+
+# --------------------------------------------------------------------------- onnxruntime
+try:
+    import onnxruntime  # noqa: F401
+    HAVE_ORT = True
+except ImportError:
+    HAVE_ORT = False
+needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime is not installed (pip install 'cosearch[onnx]')")
+
+
+def _export(tmp_path, family, bits, act_bits, name="e", **space_kw):
+    space = tiny_space(family, **space_kw)
+    net = random_supernet(space)
+    arch = space.with_bits(space.sample(2), weight_bits=bits, act_bits=act_bits)
+    if space.is_encdec:  # one layer reads the last encoder layer, another the last two
+        layers = list(arch.decoder)
+        layers[0] = replace(layers[0], cross_layers=1)
+        layers[-1] = replace(layers[-1], cross_layers=2)
+        arch = replace(arch, decoder=tuple(layers))
+    return net, arch, export(tmp_path / name, supernet=net, arch=arch, onnx=True)
+
+
+@needs_ort
+@pytest.mark.parametrize("family", ["encoder_decoder", "decoder_only"])
+@pytest.mark.parametrize("bits,act_bits", [(4, 8), (1.58, 4), (2, 16), (3, 8), (16, 8), (1, 16)])
+def test_onnx_matches_torch_on_batches_and_the_kv_cache(tmp_path, family, bits, act_bits):
+    net, arch, out = _export(tmp_path, family, bits, act_bits)
+    cfg = json.loads((out / "config.json").read_text())
+    check = cfg["onnx_check"]
+    assert check["runtime"].startswith("onnxruntime") and check["ok"], check
+    # 8-bit activations may flip one rounding (a quantization step on a few logits): the
+    # greedy tokens must agree everywhere and nearly all logits to float precision
+    assert check["argmax_agreement"] == 1.0 and check["p99_abs_diff"] < 1e-2
+    assert check["kv_cache_max_abs_diff"] < 0.05 and check["batch"] == 3 and len(check["lengths"]) == 2
+    expected = {"decoder": "decoder_model.onnx", "encoder": "encoder_model.onnx"} \
+        if family == "encoder_decoder" else {"decoder": "model.onnx"}
+    assert cfg["files"]["onnx"] == expected
+    import onnx
+    for f in expected.values():
+        onnx.checker.check_model(str(out / f))
+
+
+@needs_ort
+@pytest.mark.parametrize("family", ["encoder_decoder", "decoder_only"])
+def test_dynamic_batch_and_length_and_cached_decoding(tmp_path, family):
+    net, arch, out = _export(tmp_path, family, 4, 8)
+    exp = open_exported(out)
+    onnx_model, model = exp.onnx_model(), exp.model
+    for batch, length in ((1, 4), (3, 9), (2, 17)):
+        x = inputs(exp.space, seed=batch, batch=batch)
+        x = tuple(t[:, :length] if t.shape[1] >= length else t.repeat(1, 3)[:, :length] for t in x)
+        with torch.no_grad():
+            ref = model(*x)
+        got = onnx_model(*x)
+        assert got.shape == ref.shape == (batch, x[-1].shape[1], exp.space.vocab_size)
+        assert torch.allclose(got, ref, atol=1e-4, rtol=0)
+    # the KV cache: token by token equals the full sequence; the present grows by one a step
+    x = inputs(exp.space, seed=5, batch=3)
+    memory = onnx_model.encode(x[0]) if family == "encoder_decoder" else None
+    with torch.no_grad():
+        full = model(*x)
+    cache = {}
+    for t in range(x[-1].shape[1]):
+        step = onnx_model.decode_step(x[-1][:, t:t + 1], memory, cache, t)
+        assert torch.allclose(step, full[:, t], atol=1e-4, rtol=0), t
+        key = next(iter(cache.values()))
+        assert key.shape[0] == 3 and key.shape[2] == t + 1
+    names = {i.name for i in onnx_model.decoder.get_inputs()}
+    kind = ".decoder" if family == "encoder_decoder" else ""
+    assert f"past_key_values.0{kind}.key" in names and f"past_key_values.0{kind}.value" in names
+    assert f"present.0{kind}.key" in {o.name for o in onnx_model.decoder.get_outputs()}
+
+
+@needs_ort
+@pytest.mark.parametrize("bits", [4, 3, 2, 1.58])
+def test_onnx_size_is_close_to_the_packed_weights(tmp_path, bits):
+    space = tiny_space("decoder_only", embed=(192,), ffn=(384,), vocab=512, embedding_bits=16)
+    net = random_supernet(space)
+    arch = space.with_bits(space.largest(), weight_bits=bits, act_bits=8)
+    out = export(tmp_path / "e", supernet=net, arch=arch, onnx=True)
+    onnx_bytes = json.loads((out / "config.json").read_text())["onnx_check"]["bytes"]
+    assert onnx_bytes == (out / "model.onnx").stat().st_size
+    assert onnx_bytes <= 1.3 * (out / "model.safetensors").stat().st_size, bits
+
+
+@needs_ort
+def test_encoder_decoder_shares_one_table(tmp_path):
+    _, arch, out = _export(tmp_path, "encoder_decoder", 4, 8, embedding_bits=16, vocab=2000)
+    files = json.loads((out / "config.json").read_text())["onnx_check"]["files"]
+    assert sorted(files) == ["decoder_model.onnx", "encoder_model.onnx", "model.onnx_data"]
+    table = 2000 * max(arch.encoder_embed_dim, arch.decoder_embed_dim) * 2  # fp16
+    data = (out / "model.onnx_data").stat().st_size
+    assert table <= data < 2 * table  # stored once although both graphs read it
+
+
+@needs_ort
+def test_a_rounding_flip_is_reported_not_fatal(tmp_path, monkeypatch):
+    import cosearch.export.onnx_runtime as rt
+    monkeypatch.setattr(rt, "FLOAT_ATOL", 0.0)  # every float difference now counts as a flip
+    monkeypatch.setattr(rt, "QUANT_NOISE_FACTOR", 0.0)
+    _, _, out = _export(tmp_path, "decoder_only", 4, 8)
+    check = json.loads((out / "config.json").read_text())["onnx_check"]
+    assert check["positions_over_atol"] > 0 and check["positions_over_tolerance"] > 0
+    assert check["ok"] is False
+
+
+def test_export_files_are_readable_by_others(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _, _, out = _export(tmp_path, "encoder_decoder", 4, 8)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    files = list(out.iterdir())
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in files), \
+        {p.name: oct(p.stat().st_mode) for p in files}
+    old = os.umask(0o027)
+    try:
+        _, _, out2 = _export(tmp_path, "decoder_only", 4, 8, name="e2")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out2.stat().st_mode) == 0o750
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in out2.iterdir())
+
+
+def test_onnx_engine_needs_onnx_graphs(tmp_path):
+    from cosearch.errors import UserError
+    space = tiny_space("decoder_only")
+    net = random_supernet(space)
+    out = export(tmp_path / "plain", supernet=net, arch=space.sample(0))
+    with pytest.raises(UserError, match="--onnx"):
+        open_exported(out).onnx_model()
+
+
+@needs_ort
+def test_parity_leaves_the_model_as_it_was(tmp_path):
+    from cosearch.export import write_export
+    space = tiny_space("decoder_only")
+    net = random_supernet(space)
+    arch = space.with_bits(space.sample(1), weight_bits=4, act_bits=4)
+    model = net.extract(arch).eval()
+    x = inputs(space)
+    with torch.no_grad():
+        before = model(*x)
+    write_export(tmp_path / "w", model, space, arch, onnx=True)  # parity switches activations off and back
+    with torch.no_grad():
+        assert torch.equal(model(*x), before)
