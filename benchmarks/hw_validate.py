@@ -73,7 +73,7 @@ def ours_compute_cycles(job: dict) -> tuple[float, float]:
     d = SimpleNamespace(rows=job["rows"], cols=job["cols"], dataflow=("os", "ws", "is").index(job["df"]),
                         wbuf=1e12, ibuf=1e12, obuf=1e12, bytes_per_cycle=1e12, dram_latency=0.0, lanes=1.0,
                         e_wbuf=0.0, e_ibuf=0.0, e_obuf=0.0, e_dram=0.0, e_vec=0.0, pipelined=False,
-                        act_dram=False, psum_bytes=4.0)
+                        act_dram=False, psum_bytes=4.0, fuse_k=False)
     r, secs = timed_gemm((job["M"], job["K"], job["N"], 1, 1.0, 1.0, 1.0, 1.0, True, 0.0, d))
     return r["compute_cycles"], secs
 
@@ -91,7 +91,7 @@ ZIGZAG_BITS = [(8, 8), (4, 8), (4, 4), (2, 4)]
 ZIGZAG_TPU = SimpleNamespace(rows=32, cols=32, dataflow=1, wbuf=1024 * 128.0, ibuf=2 ** 20, obuf=2 ** 20,
                              bytes_per_cycle=8.0, dram_latency=0.0, lanes=1.0, e_wbuf=0.095,
                              e_ibuf=416.16 / 256, e_obuf=378.4 / 256, e_dram=90.0, e_vec=0.0,
-                             pipelined=True, act_dram=True, psum_bytes=2.0)
+                             pipelined=True, act_dram=True, psum_bytes=2.0, fuse_k=False)
 ZIGZAG_MAC_PJ = 0.04 + 0.095 + 2 * 0.021
 
 
