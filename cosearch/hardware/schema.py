@@ -55,9 +55,11 @@ class DspPacking(_Strict):
 
     max_bits: int
     macs: float
-    #: LUTs per PE this mode adds: the correction of the packed products' sign extension
-    #: and carries (WP486), or the float logic of an fp16 MAC around the DSP.
+    #: LUTs this mode adds per PE (operand packing muxes; the float logic of an fp16 MAC
+    #: around the DSP) and per array column: packed products accumulate down a column's
+    #: DSP cascade, so their sign-extension and carry correction sits once at its end (WP486).
     lut_per_pe: int = 0
+    lut_per_column: int = 0
 
 
 class PESpec(_Strict):
@@ -383,10 +385,12 @@ class Hardware(_Strict):
             + (m.weight_kb + m.input_kb + m.output_kb) * a.sram_mm2_per_kb + a.other_mm2
 
     def lut_per_pe(self, features: int) -> float:
-        """FPGA: LUTs of one PE supporting the modes in ``features`` (see pe_features)."""
+        """FPGA: LUTs per PE supporting the modes in ``features`` (see pe_features), the
+        per-column correction logic shared out over the column's PEs."""
         f, pe = self.fpga, self.pe
         n = len(pe.dsp_packing)
-        lut = f.lut_per_pe + sum(p.lut_per_pe for i, p in enumerate(pe.dsp_packing) if features >> i & 1)
+        modes = [p for i, p in enumerate(pe.dsp_packing) if features >> i & 1]
+        lut = f.lut_per_pe + sum(p.lut_per_pe + p.lut_per_column / self.array.rows for p in modes)
         if features >> n & 3:  # LUT MACs: the adder grows with the activation width
             lut += pe.lut_macs_per_pe * f.lut_per_lut_mac * (2 if features >> (n + 1) & 1 else 1)
         return lut
@@ -400,7 +404,7 @@ class Hardware(_Strict):
         bram18 = sum(banks * math.ceil(kb * 8192 / banks / 18432)
                      for kb, banks in ((m.weight_kb, C), (m.input_kb, R), (m.output_kb, C)))
         bram36 = math.ceil(bram18 / 2)
-        lut = int(f.lut_base + R * C * self.lut_per_pe(int(features)) + self.vector.lanes * f.lut_per_vector_lane)
+        lut = int(round(f.lut_base + R * C * self.lut_per_pe(int(features)) + self.vector.lanes * f.lut_per_vector_lane))
         u = f.max_utilization
         feasible = dsp <= u * f.dsp and bram36 <= u * f.bram36 and lut <= u * f.lut and self.within_limits()
         return {"dsp": dsp, "bram36": bram36, "lut": lut, "dsp_avail": f.dsp,
