@@ -24,7 +24,7 @@ def retrain(search: str | Path, out: str | Path, *, trial: int | None = None, pi
     measured); ``overrides`` are ``TrainConfig`` fields (``steps`` etc.; None keeps the
     run's value). Changing ``steps`` without ``warmup`` re-derives the warm-up (5%).
     """
-    from .export_pick import pick_trial
+    from .export.pick import pick_trial
 
     if (trial is None) == (pick is None):
         raise UserError("say which trial to retrain: --trial N or --pick best-quality")

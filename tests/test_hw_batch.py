@@ -99,3 +99,23 @@ def test_workload_graph(space_name):
     score = dec.nodes["decoder.0.self_attn.score"]
     kv0 = 0 if space.is_encdec else 10
     assert list(score["N"]) == [kv0 + 1, kv0 + 2, kv0 + 3, kv0 + 4]
+
+
+def test_power_is_reported_and_bounded():
+    space = SearchSpace.load("multi30k")
+    archs = _archs(space, 4, seed=9)
+    hw = load_hardware("zcu102")
+    out = cost_batch(space, archs, hw, "decode")
+    np.testing.assert_allclose(out["power_w"], out["energy_mj"] / out["latency_ms"], rtol=1e-12)
+    # static power (leakage + DRAM interface) costs energy for as long as the model runs
+    r = cost(space, archs[0], hw, "decode")
+    assert r.energy_mj == pytest.approx(r.ops.energy_fj.sum() * 1e-12 + hw.static_w * r.latency_ms, rel=1e-12)
+    # a faster clock draws more power; a power bound makes the design infeasible
+    fast = cost(space, archs[0], hw.with_params(clock_mhz=300), "decode")
+    assert fast.power_w > r.power_w and fast.latency_ms < r.latency_ms
+    cap = float(np.median(out["power_w"]))
+    capped = hw.with_params(power_max_w=cap)
+    out2 = cost_batch(space, archs, capped, "decode")
+    assert list(out2["feasible"]) == list(out["feasible"] & (out["power_w"] <= cap))
+    assert out["feasible"].any() and not out2["feasible"].all()
+    assert [cost(space, a, capped, "decode").feasible for a in archs] == list(out2["feasible"])

@@ -85,3 +85,44 @@ def test_optuna_suggest():
     trial = study.ask()
     hw = acc.suggest(trial)
     assert hw.array.rows == trial.params["hw.rows"]
+
+
+OS_8x128 = """name: os8x128
+kind: asic
+node_nm: 28
+clock_mhz: 700
+dataflow: {df}
+array: {{rows: 8, cols: 128}}
+pe: {{style: bit_parallel, bits: 8}}
+memory: {{weight_kb: 256, input_kb: 1024, output_kb: 1024, dram_gbps: 34}}
+vector: {{lanes: 64}}
+energy: {{mac_int8_pj: 0.15, mac_fp16_pj: 0.75, vector_op_pj: 0.4, dram_pj_per_byte: 160}}
+area: {{pe_um2: 200, sram_mm2_per_kb: 0.003}}
+"""
+
+
+@pytest.mark.parametrize("df, scalesim", [("os", 76799), ("ws", 8759), ("is", 12735)])
+def test_cost_one_gemm(tmp_path, capsys, df, scalesim):
+    """SCALE-Sim 3.0.0's compute cycles for 2048x16x256 on an 8x128 array."""
+    f = tmp_path / "hw.yaml"
+    f.write_text(OS_8x128.format(df=df))
+    assert main(["cost", "--gemm", "2048x16x256", "--bits", "8,8", "--hw", str(f), "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)
+    assert t["compute_cycles"] == scalesim and t["cycles"] >= t["compute_cycles"]
+    assert {"latency_ms", "energy_mj", "dram_bytes", "power_w", "area_mm2"} <= set(t)
+    assert 0 < t["pe_utilization"] <= 1
+
+
+def test_cost_one_gemm_fpga_and_errors(capsys):
+    assert main(["cost", "--gemm", "1x512x2048", "--bits", "1.58,8", "--hw", "zcu102", "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)
+    assert t["fpga"]["feasible"] and t["bound"] == "memory" and t["w_bits"] == 1.58
+    assert main(["cost", "--gemm", "1x512x2048", "--hw", "zcu102", "--power-max", "0.1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["feasible"] is False
+    for argv, words in ((["--gemm", "1x512"], "MxKxN"), (["--gemm", "1x2x3", "--bits", "8"], "--bits"),
+                        ([], "--space"), (["--gemm", "1x2x3", "--power-max", "-1"], "--power-max")):
+        assert main(["cost", "--hw", "zcu102", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err
+    assert main(["cost", "--gemm", "4x4x4", "--hw", "bitfusion"]) == 0
+    assert "SCALE-Sim" in capsys.readouterr().out

@@ -95,10 +95,51 @@ def test_precision_mapping():
     assert tpu.cycles_per_mac(4, 8) == 1 and tpu.cycles_per_mac(16, 8) == 2 and tpu.cycles_per_mac(16, 16) == 4
     z = load_hardware("zcu102")
     assert z.cycles_per_mac(4, 4) == 0.25 and z.cycles_per_mac(8, 8) == 0.5 and z.cycles_per_mac(16, 8) == 1
-    assert z.uses_lut(1.58) and not z.uses_lut(2) and z.cycles_per_mac(1.58, 8) == 0.25
+    assert z.uses_lut(1.58) and not z.uses_lut(2) and z.cycles_per_mac(1.58, 8) == 0.5
     # energy per MAC never falls as bits grow
     for hw in (bf, tpu, z, load_hardware("eyeriss_like")):
         bits = [1, 1.58, 2, 3, 4, 8, 16]
         for a in (4, 8, 16):
             e = [hw.mac_energy_pj(w, a) for w in bits]
             assert e == sorted(e), hw.name
+
+
+def test_fpga_luts_follow_precision_and_pe_style():
+    z = load_hardware("zcu102")
+    feat = z.pe_features
+    # packing correction: int4 packing needs more logic than int8; 16-bit fixed point none
+    assert z.lut_per_pe(feat(16, 8)) == z.fpga.lut_per_pe < z.lut_per_pe(feat(8, 8)) < z.lut_per_pe(feat(4, 4))
+    assert feat(2, 8) == feat(8, 8)  # same packed DSP mode: 2-bit weights x 8-bit activations pack as int8
+    # ternary weights add LUT MACs, wider with 16-bit activations; modes add up
+    assert z.lut_per_pe(feat(1.58, 16)) > z.lut_per_pe(feat(1.58, 8)) > z.fpga.lut_per_pe
+    assert z.lut_per_pe(feat(8, 8) | feat(4, 4)) == pytest.approx(
+        z.lut_per_pe(feat(8, 8)) + z.lut_per_pe(feat(4, 4)) - z.fpga.lut_per_pe)
+    r8, r4 = z.fpga_resources(feat(8, 8)), z.fpga_resources(feat(4, 4))
+    assert r4["lut"] - r8["lut"] == 32 * 64 * 4 + 64 * (120 - 40)
+    # an fp16 float array (float logic around every DSP) does not fit this part at 32x64
+    d = _data("zcu102")
+    d["pe"]["dsp_packing"][2]["lut_per_pe"] = 200
+    f = hardware_from_dict(d)
+    assert f.fpga_resources(feat(8, 8))["feasible"] and not f.fpga_resources(f.pe_features(16, 16))["feasible"]
+    assert f.with_params(rows=16, cols=32).fpga_resources(f.pe_features(16, 16))["feasible"]
+
+
+def test_dsp_mac_energy_follows_the_packed_operation():
+    z = load_hardware("zcu102")
+    op = z.energy.dsp_op_pj
+    assert z.mac_energy_pj(2, 8) == z.mac_energy_pj(8, 8) == op / 2
+    assert z.mac_energy_pj(4, 4) == z.mac_energy_pj(2, 2) == op / 4
+    assert z.mac_energy_pj(1.58, 8) == z.energy.lut_mac_pj
+
+
+def test_clock_and_dram_bandwidth_are_bounded_by_part_and_board():
+    z = load_hardware("zcu102")
+    assert z.fpga.clock_max_mhz == 300 and z.memory.dram_gbps_max == 19.2
+    assert z.fpga_resources()["feasible"]
+    assert not z.with_params(clock_mhz=350).fpga_resources()["feasible"]
+    assert not z.with_params(dram_gbps=38.4).fpga_resources()["feasible"]
+    assert accelerator_space(z).feasible(z.with_params(clock_mhz=300))
+    d = _data("tpu_like")
+    d["memory"]["dram_gbps_max"] = 34
+    t = hardware_from_dict(d)
+    assert accelerator_space(t).feasible(t) and not accelerator_space(t).feasible(t.with_params(dram_gbps=68))

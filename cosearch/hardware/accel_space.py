@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cost import resources
+from .arch_cost import resources
 from .schema import DATAFLOWS, Hardware, load_hardware
 
 KNOBS = ("rows", "cols", "weight_kb", "input_kb", "output_kb", "dataflow", "dram_gbps", "clock_mhz")
@@ -68,11 +68,12 @@ class AcceleratorSpace:
     def cardinality(self) -> int:
         return int(np.prod([len(v) for v in self.options.values()]))
 
-    def feasible(self, hw: Hardware, uses_lut_macs: bool = False) -> bool:
-        """Within the area budget (ASIC) or the device's resources (FPGA)."""
+    def feasible(self, hw: Hardware, features: int = 0) -> bool:
+        """Within the area budget (ASIC) or the device's resources for PEs supporting the
+        precision modes ``features`` (FPGA), the part's clock and the board's DRAM."""
         if hw.kind == "fpga":
-            return resources(hw, uses_lut_macs)[2]
-        return self.area_budget_mm2 is None or hw.area_mm2() <= self.area_budget_mm2
+            return resources(hw, features)[2]
+        return (self.area_budget_mm2 is None or hw.area_mm2() <= self.area_budget_mm2) and hw.within_limits()
 
 
 def accelerator_space(hw: Hardware | str) -> AcceleratorSpace:

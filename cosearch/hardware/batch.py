@@ -19,13 +19,13 @@ import numpy as np
 
 from ..errors import UserError
 from ..space import FLOAT_BITS, STORAGE_BITS, Arch, LayerArch, SearchSpace
-from .cost import DECI, _deci, resources, totals_from_sums
+from .arch_cost import DECI, _deci, resources, totals_from_sums, within_power
 from .gemm_cost import gemm, vector
 from .schema import Hardware, load_hardware
 from .workload import LOGIT_BITS, Scenario, layer_ops, side_ops
 
 #: Columns of a layer table.
-COLS = ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes", "act_bytes", "size_deci", "uses_lut")
+COLS = ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes", "act_bytes", "size_deci", "features")
 _C = {k: i for i, k in enumerate(COLS)}
 _TABLES: OrderedDict = OrderedDict()
 _MAX_TABLES = 128
@@ -123,7 +123,7 @@ def _ops_rows(ops: list[dict], hw: Hardware, m: int) -> np.ndarray:
             cpm = _lookup(hw.cycles_per_mac, op["wbits"], op["ab"])
             e_mac = _lookup(hw.mac_energy_pj, op["wbits"], op["ab"])
             r = gemm(op["M"], op["K"], op["N"], op["count"], cpm, op["w_bpe"], op["ab"] / 8, op["ab"] / 8,
-                     op["w_dram"], e_mac, d)
+                     op["w_dram"], e_mac, d, op["runs"])
             kv = op["kv_bytes"]
         else:
             r = vector(op["elems"], op["passes"], op["count"], op["bpe"], op["dram_in"], d)
@@ -155,7 +155,7 @@ def _layer_rows(space: SearchSpace, side: str, sc: Scenario, hw: Hardware, codes
     scale = np.where(wb < 16, FLOAT_BITS * DECI, 0)  # per-channel scales of quantized weights
     size = sum(i * o * _storage_deci(wb) + o * FLOAT_BITS * DECI + o * scale for i, o in dims.values())
     rows[:, _C["size_deci"]] = size[:, 0]
-    rows[:, _C["uses_lut"]] = (hw.kind == "fpga") & _lookup(lambda w, _: hw.uses_lut(w), wb, 0 * wb)[:, 0]
+    rows[:, _C["features"]] = _lookup(hw.pe_features, wb, ab)[:, 0]
     rows[absent] = 0.0
     return rows
 
@@ -261,6 +261,7 @@ def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> d
     key = (id(space), space.source, hw.key, sc)
     tabs = _tables(space, sc, hw, codes, full=key in _TABLES or g.n >= _FULL_TABLE_MIN_BATCH)
     tot = np.zeros((g.n, len(COLS)))
+    feats = np.zeros(g.n, dtype=np.int64)
     for side in space.sides():
         table, partial, side_rows = tabs[side]
         # layer slot first: reductions over the leading axis are contiguous adds (fast)
@@ -269,23 +270,24 @@ def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> d
         else:
             uniq_rows, inv = partial
             rows = uniq_rows[inv.reshape(codes[side].shape).T]
-        summed, peak = rows.sum(axis=0), rows[:, :, 5::2].max(axis=0)
+        summed, peak = rows.sum(axis=0), rows[:, :, 5].max(axis=0)
         e_idx = np.searchsorted(np.asarray(space.side(side).embed_dim, dtype=np.float64), g.embed[side])
         srow = side_rows[e_idx]
         tot[:, :5] += summed[:, :5] + srow[:, :5]
         tot[:, 6] += summed[:, 6]
-        tot[:, 5] = np.maximum(tot[:, 5], np.maximum(peak[:, 0], srow[:, 5]))
-        tot[:, 7] = np.maximum(tot[:, 7], peak[:, 1])
+        tot[:, 5] = np.maximum(tot[:, 5], np.maximum(peak, srow[:, 5]))
+        if hw.kind == "fpga":  # the PE logic a design needs: the union of its layers' modes
+            feats = feats | np.bitwise_or.reduce(rows[:, :, 7].astype(np.int64), axis=0)
     size = tot[:, 6] + _global_size_deci(space, g)
-    lat, energy, size_bytes, peak = totals_from_sums(hw, tot[:, 0], tot[:, 1], size, tot[:, 4], tot[:, 5])
+    lat, energy, size_bytes, peak, power = totals_from_sums(hw, tot[:, 0], tot[:, 1], size, tot[:, 4], tot[:, 5])
     out = {"latency_ms": lat, "energy_mj": energy, "size_bytes": size_bytes, "peak_memory_bytes": peak,
-           "cycles": tot[:, 0], "dram_bytes": tot[:, 2], "macs": tot[:, 3]}
-    res = {flag: resources(hw, bool(flag)) for flag in (0, 1)}
-    lut = tot[:, 7].astype(int)
-    out["feasible"] = np.array([res[f][2] for f in (0, 1)])[lut]
+           "power_w": power, "cycles": tot[:, 0], "dram_bytes": tot[:, 2], "macs": tot[:, 3]}
+    kinds, which = np.unique(feats, return_inverse=True)
+    res = [resources(hw, int(f)) for f in kinds]
+    out["feasible"] = np.array([r[2] for r in res], dtype=bool)[which] & within_power(hw, power)
     if hw.kind == "fpga":
         for k in ("dsp", "bram36", "lut"):
-            out[f"fpga_{k}"] = np.array([res[f][1][k] for f in (0, 1)], dtype=np.float64)[lut]
+            out[f"fpga_{k}"] = np.array([r[1][k] for r in res], dtype=np.float64)[which]
         out["area_mm2"] = np.full(g.n, np.nan)
     else:
         out["area_mm2"] = np.full(g.n, res[0][0])
@@ -298,7 +300,7 @@ def cost_batch(space: SearchSpace, archs: Sequence[Arch] | Genes, hw: Hardware |
     """Cost many sub-networks at once: the same numbers as :func:`cost`, as arrays.
 
     ``hw``: one accelerator for all, or one per architecture (co-design). Returns arrays of
-    length len(archs): latency_ms, energy_mj, size_bytes, peak_memory_bytes, cycles,
+    length len(archs): latency_ms, energy_mj, size_bytes, peak_memory_bytes, power_w, cycles,
     dram_bytes, macs, feasible, area_mm2 (NaN on FPGAs) and, when any accelerator is an
     FPGA, fpga_dsp, fpga_bram36, fpga_lut (NaN on ASICs).
     """

@@ -6,18 +6,27 @@ a whole number of cycles, bytes or femtojoules, so totals are sums of integers h
 in float64: any summation order gives the same bits, which is what lets the batch path
 equal the per-operator path exactly.
 
-The model (see ``shared/notes/hardware_cost.md`` and ``hw_models/README.md``):
+The model (``hw_models/README.md``; validation in ``benchmarks/README.md``):
 
-* mapping (array rows, array cols, streamed) = OS (M, N, K), WS (K, N, M), IS (K, M, N);
-  folds = ceil(Sr/R) * ceil(Sc/C); cycles per fold = T' + fill/drain with
-  T' = ceil(T * cycles-per-MAC) (precision), fill/drain 2R + C - 2 (WS/IS) or 2R - 2 (OS,
-  as SCALE-Sim v3 counts it), paid once per operator instead when folds are pipelined;
+* precision: a PE either packs ``pack`` narrow MACs per cycle along the dimension the
+  hardware fuses (Bit Fusion fuses bricks along K; a packed DSP48E2 multiplies one
+  activation by several weights, i.e. along N) or takes ``passes`` cycles per MAC
+  (bit-serial / narrow bit-parallel multipliers): cycles-per-MAC ``cpm`` = passes / pack;
+* mapping (array rows, array cols, streamed) = OS (M, N, K), WS (K, N, M), IS (K, M, N)
+  with the fused dimension divided by ``pack``; folds = ceil(Sr/R) * ceil(Sc/C);
+* ``compute_cycles`` counts as SCALE-Sim v3 does (exact on any R x C):
+  OS folds * (T' + R + C - 2) - 1, WS/IS folds * (T' + 2R + C - 2) - 1, T' = T * passes;
+* the array itself double-buffers when ``d.pipelined``: the next tile loads while the
+  current one computes, so fill and drain are paid once per run of back-to-back GEMMs
+  (one operator, or all heads of an attention product): folds * T' per GEMM + fill - 1
+  per run (else the SCALE-Sim count);
 * DRAM traffic: static weights (and the KV cache) are read once; activations only when
-  they overflow their buffer (or always, for layer-by-layer designs); when neither operand fits, the cheaper one is re-streamed
-  once per chunk of the other; WS/IS spill partial sums when a K x C weight block
-  overflows the weight buffer; outputs are written back when they overflow;
-* latency = max(compute, DRAM bytes / bandwidth) (double buffering) + a prologue (DRAM
-  latency + the first weight tile);
+  they overflow their buffer (or always, for layer-by-layer designs); when neither operand
+  fits, the cheaper one is re-streamed once per chunk of the other; WS/IS spill partial
+  sums when a K x C weight block overflows the weight buffer; outputs are written back
+  when they overflow;
+* latency = max(array cycles, DRAM bytes / bandwidth) (double buffering) + a prologue
+  (DRAM latency + the first weight tile);
 * energy = MACs x energy per MAC at those bits + SRAM bytes x pJ/B of each buffer (reads
   per dataflow) + DRAM bytes x pJ/B.
 """
@@ -28,22 +37,33 @@ import numpy as np
 ceil, where, maximum, minimum = np.ceil, np.where, np.maximum, np.minimum
 
 
-def gemm(M, K, N, count, cpm, w_bpe, x_bpe, y_bpe, w_dram, e_mac, d) -> dict:
+def gemm(M, K, N, count, cpm, w_bpe, x_bpe, y_bpe, w_dram, e_mac, d, runs=None) -> dict:
     """Cost of ``count`` GEMMs (M x K) @ (K x N) on accelerator constants ``d``.
 
     ``cpm``: PE cycles per MAC at these bits; ``*_bpe``: bytes per element of weights (the
     second operand), inputs, outputs; ``w_dram``: the second operand lives in DRAM (static
-    weights, KV cache) rather than on chip; ``e_mac``: pJ per MAC. Arguments broadcast.
+    weights, KV cache) rather than on chip; ``e_mac``: pJ per MAC; ``runs``: into how many
+    back-to-back runs the ``count`` GEMMs fall (attention heads run back to back, so a
+    double-buffered array fills and drains once per run; default: every GEMM alone).
+    Arguments broadcast.
     """
+    runs = count if runs is None else runs
     R, C, df = d.rows, d.cols, np.asarray(d.dataflow)
     os_, ws_ = df == 0, df == 1
-    Sr = where(os_, M, K)
-    Sc = where(os_ | ws_, N, M)
-    T = where(os_, K, where(ws_, M, N))
+    cpm = np.asarray(cpm, dtype=np.float64)
+    pack = where(cpm < 1, np.rint(1.0 / cpm), 1.0)
+    passes = maximum(cpm, 1.0)
+    fuse_k = np.asarray(d.fuse_k, dtype=bool)
+    Kf = where(fuse_k, ceil(K / pack), K)
+    Nf = where(fuse_k, N, ceil(N / pack))
+    Sr = where(os_, M, Kf)
+    Sc = where(os_ | ws_, Nf, M)
+    T = where(os_, Kf, where(ws_, M, Nf))
     folds = ceil(Sr / R) * ceil(Sc / C)
-    fill = where(os_, 2 * R - 2, 2 * R + C - 2)
-    steps = ceil(T * cpm)
-    compute = where(d.pipelined, folds * steps + fill, folds * (steps + fill))
+    fill = where(os_, R + C - 2, 2 * R + C - 2)
+    steps = T * passes
+    scalesim = folds * (steps + fill) - 1
+    compute = where(d.pipelined, count * folds * steps + runs * maximum(fill - 1, 0), count * scalesim)
 
     xb, wb, yb = ceil(M * K * x_bpe), ceil(K * N * w_bpe), ceil(M * N * y_bpe)
     fit_w, fit_x = wb <= d.wbuf, xb <= d.ibuf
@@ -55,17 +75,18 @@ def gemm(M, K, N, count, cpm, w_bpe, x_bpe, y_bpe, w_dram, e_mac, d) -> dict:
     dram = (where(w_dram | ~fit_w, wb, 0.0) + where(fit_x & ~act_dram, 0.0, xb) + refetch
             + (k_split - 1) * 2 * M * N * d.psum_bytes + where((yb > d.obuf) | act_dram, yb, 0.0))
     memory = ceil(dram / d.bytes_per_cycle)
-    prologue = where(dram > 0, d.dram_latency + ceil(minimum(dram, R * C * w_bpe) / d.bytes_per_cycle), 0.0)
+    prologue = where(dram > 0, d.dram_latency + ceil(minimum(dram, R * C * pack * w_bpe) / d.bytes_per_cycle), 0.0)
 
     is_ = ~(os_ | ws_)
-    x_reads = M * K * where(is_, 1.0, ceil(N / C)) * x_bpe
+    x_reads = M * K * where(is_, 1.0, ceil(Nf / C)) * x_bpe
     w_reads = K * N * where(os_, ceil(M / R), where(ws_, 1.0, ceil(M / C))) * w_bpe
-    y_writes = M * N * where(os_, y_bpe, ceil(K / R) * d.psum_bytes)
+    y_writes = M * N * where(os_, y_bpe, ceil(Kf / R) * d.psum_bytes)
     macs = M * K * N
     pj = macs * e_mac + x_reads * d.e_ibuf + w_reads * d.e_wbuf + y_writes * d.e_obuf + dram * d.e_dram
     return {
-        "cycles": count * (maximum(compute, memory) + prologue),
-        "compute_cycles": count * compute,
+        "cycles": maximum(compute, count * memory) + runs * prologue,
+        "compute_cycles": count * scalesim,
+        "array_cycles": compute,
         "memory_cycles": count * memory,
         "dram_bytes": count * dram,
         "energy_fj": count * np.rint(pj * 1000.0),
@@ -90,6 +111,7 @@ def vector(elems, passes, count, bpe, dram_in, d) -> dict:
     return {
         "cycles": count * (maximum(compute, memory) + latency),
         "compute_cycles": count * compute,
+        "array_cycles": count * compute,
         "memory_cycles": count * memory,
         "dram_bytes": count * dram,
         "energy_fj": count * np.rint(pj * 1000.0),
@@ -99,4 +121,4 @@ def vector(elems, passes, count, bpe, dram_in, d) -> dict:
 
 
 #: Quantities every operator reports, in this order.
-FIELDS = ("cycles", "compute_cycles", "memory_cycles", "dram_bytes", "energy_fj", "macs", "act_bytes")
+FIELDS = ("cycles", "compute_cycles", "array_cycles", "memory_cycles", "dram_bytes", "energy_fj", "macs", "act_bytes")

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..space import Arch, SearchSpace
-from .cost import CostReport
+from .arch_cost import CostReport
 
 _COLUMNS = {"op": "operator", "M": "M", "K": "K", "N": "N", "count": "x", "w_bits": "w", "a_bits": "a",
             "cycles": "cycles", "bound": "bound", "pe_utilization": "util", "dram_kb": "DRAM KB",
@@ -60,6 +60,7 @@ def format_report(rep: CostReport) -> str:
              f"  energy       {t['energy_mj']:.4f} mJ",
              f"  weights      {t['size_bytes'] / 1e6:.3f} MB",
              f"  peak memory  {t['peak_memory_bytes'] / 1e6:.3f} MB",
+             f"  power        {t['power_w']:.3f} W" + ("" if rep.feasible else "  (design infeasible)"),
              f"  DRAM traffic {t['dram_bytes'] / 1e6:.3f} MB, {t['macs'] / 1e9:.4f} GMAC"]
     if rep.area_mm2 is not None:
         lines.append(f"  area         {rep.area_mm2:.3f} mm^2" + ("" if rep.feasible else "  (over budget)"))
@@ -67,4 +68,23 @@ def format_report(rep: CostReport) -> str:
         f = rep.fpga
         lines.append(f"  FPGA         DSP {f['dsp']}/{f['dsp_avail']}, BRAM36 {f['bram36']}/{f['bram36_avail']}, "
                      f"LUT {f['lut']:,}/{f['lut_avail']:,}: " + ("feasible" if f["feasible"] else "INFEASIBLE"))
+    return "\n".join(lines)
+
+
+def format_gemm(out: dict) -> str:
+    """One GEMM's cost as aligned lines."""
+    lines = [f"{out['hw']}: GEMM {out['M']}x{out['K']}x{out['N']} (MxKxN), W{out['w_bits']}A{out['a_bits']}, "
+             f"{out['rows']}x{out['cols']} {out['dataflow'].upper()}",
+             f"  compute cycles {out['compute_cycles']:,.0f} (SCALE-Sim count), array {out['array_cycles']:,.0f}, "
+             f"DRAM {out['memory_cycles']:,.0f}: {out['bound']}-bound",
+             f"  cycles         {out['cycles']:,.0f} ({out['latency_ms']:.6f} ms)",
+             f"  energy         {out['energy_mj'] * 1e3:.4f} uJ, power {out['power_w']:.3f} W",
+             f"  DRAM traffic   {out['dram_bytes']:,.0f} B, PE utilisation {out['pe_utilization']:.3f}"]
+    if "area_mm2" in out:
+        lines.append(f"  area           {out['area_mm2']:.3f} mm^2")
+    if "fpga" in out:
+        f = out["fpga"]
+        lines.append(f"  FPGA           DSP {f['dsp']}/{f['dsp_avail']}, BRAM36 {f['bram36']}/{f['bram36_avail']}, "
+                     f"LUT {f['lut']:,}/{f['lut_avail']:,}")
+    lines.append("  feasible" if out["feasible"] else "  INFEASIBLE (resources, clock, DRAM interface or power)")
     return "\n".join(lines)

@@ -36,8 +36,10 @@ class _Strict(BaseModel):
 class ArraySpec(_Strict):
     rows: int
     cols: int
-    #: consecutive folds overlap their fill and drain (weights double-buffered in the PEs,
-    #: as ZigZag assumes); False counts fill + drain per fold, as SCALE-Sim does.
+    #: the array double-buffers (the next weight tile loads while the current one computes,
+    #: as in TPU-style WS arrays and as ZigZag assumes): consecutive folds, and the heads of
+    #: an attention product, overlap their fill and drain; False pays fill + drain per fold,
+    #: as SCALE-Sim counts.
     pipelined_folds: bool = False
 
     @field_validator("rows", "cols")
@@ -53,6 +55,11 @@ class DspPacking(_Strict):
 
     max_bits: int
     macs: float
+    #: LUTs this mode adds per PE (operand packing muxes; the float logic of an fp16 MAC
+    #: around the DSP) and per array column: packed products accumulate down a column's
+    #: DSP cascade, so their sign-extension and carry correction sits once at its end (WP486).
+    lut_per_pe: int = 0
+    lut_per_column: int = 0
 
 
 class PESpec(_Strict):
@@ -90,6 +97,8 @@ class MemorySpec(_Strict):
     input_kb: float
     output_kb: float
     dram_gbps: float
+    #: the board's memory interface: a design asking for more bandwidth is infeasible.
+    dram_gbps_max: float | None = None
     #: fixed start-up of every operator that touches DRAM (request latency), in cycles.
     dram_latency_cycles: int = 100
     #: layer-by-layer execution: every operator reads its inputs from DRAM and writes its
@@ -101,6 +110,8 @@ class MemorySpec(_Strict):
         for k in ("weight_kb", "input_kb", "output_kb", "dram_gbps"):
             if getattr(self, k) <= 0:
                 raise ValueError(f"{k} must be positive")
+        if self.dram_gbps_max is not None and self.dram_gbps_max <= 0:
+            raise ValueError("dram_gbps_max must be positive")
         if self.dram_latency_cycles < 0:
             raise ValueError("dram_latency_cycles must be >= 0")
         return self
@@ -131,11 +142,23 @@ class EnergySpec(_Strict):
     #: Horowitz 45 nm (1.25 pJ/B) times ``sram_scale``.
     sram_pj_per_byte_8kb: float | None = None
     sram_scale: float = 1.0
+    #: FPGA: one DSP48E2 operation, whatever it packs (a packed MAC costs dsp_op_pj / macs);
+    #: default 2 x mac_int8_pj (two int8 MACs per DSP, WP486).
+    dsp_op_pj: float | None = None
+    #: FPGA: one binary/ternary MAC on LUTs at 8-bit activations (add/sub into an adder tree).
+    lut_mac_pj: float | None = None
+    #: power drawn whatever the work (leakage, clock tree, board), in W: costs energy x time.
+    static_w: float = 0.0
+    #: DRAM interface (PHY, I/O, DRAM background) per GB/s of provisioned bandwidth, in W.
+    dram_interface_w_per_gbps: float = 0.0
 
     @model_validator(mode="after")
     def _positive(self):
         for k, v in self.model_dump().items():
-            if v is not None and v <= 0:
+            if k in ("static_w", "dram_interface_w_per_gbps"):
+                if v < 0:
+                    raise ValueError(f"{k} must be >= 0")
+            elif v is not None and v <= 0:
                 raise ValueError(f"{k} must be positive")
         return self
 
@@ -162,8 +185,11 @@ class FpgaDevice(_Strict):
     #: LUTs per PE (operand muxes, accumulator control) and fixed (DMA, control).
     lut_per_pe: int = 60
     lut_base: int = 30000
-    #: LUTs of one LUT-based binary/ternary MAC (add/sub, popcount share).
+    #: LUTs of one LUT-based binary/ternary MAC at 8-bit activations (add/sub, adder-tree
+    #: share); the adder grows with the activation width (x2 at 16 bits).
     lut_per_lut_mac: int = 12
+    #: the fastest clock a systolic DSP array closes timing at on this part (speed grade).
+    clock_max_mhz: float | None = None
     #: DSPs and LUTs per vector lane.
     dsp_per_vector_lane: int = 1
     lut_per_vector_lane: int = 200
@@ -190,6 +216,8 @@ class CodesignSpec(_Strict):
     clock_mhz: list[float] | None = None
     #: ASIC: designs above this area are infeasible (FPGA: the device's resources decide).
     area_budget_mm2: float | None = None
+    #: designs (network + accelerator) drawing more power (energy / latency) are infeasible.
+    power_max_w: float | None = None
 
     @model_validator(mode="after")
     def _lists(self):
@@ -199,6 +227,8 @@ class CodesignSpec(_Strict):
                     raise ValueError(f"{k} must be a non-empty list")
                 if k != "dataflow" and any(x <= 0 for x in v):
                     raise ValueError(f"{k} choices must be positive")
+            elif v is not None and v <= 0:
+                raise ValueError(f"{k} must be positive")
         return self
 
 
@@ -252,19 +282,42 @@ class Hardware(_Strict):
             return float(a) * math.ceil(w / pe.bits)
         if self.uses_lut(wb):
             return 1.0 / pe.lut_macs_per_pe
-        widest = max(w, a)
-        rule = min((p for p in pe.dsp_packing if p.max_bits >= widest), key=lambda p: p.max_bits)
-        return 1.0 / rule.macs
+        return 1.0 / self.dsp_rule(w, a).macs
+
+    def dsp_rule(self, w: int, a: int) -> DspPacking:
+        """FPGA: the packing mode a DSP uses for these operand widths (the narrowest fit)."""
+        return min((p for p in self.pe.dsp_packing if p.max_bits >= max(w, a)), key=lambda p: p.max_bits)
+
+    def pe_features(self, wb: float, ab: int) -> int:
+        """FPGA: the PE logic a layer at these bits needs, as a bit mask (one bit per DSP
+        packing mode, then LUT MACs at <= 8-bit and at 16-bit activations); ASIC: 0. A
+        design's LUTs depend on the union of the modes its layers use."""
+        if self.kind != "fpga":
+            return 0
+        n = len(self.pe.dsp_packing)
+        if self.uses_lut(wb):
+            return 1 << (n + (1 if ab > 8 else 0))
+        rule = self.dsp_rule(compute_bits(wb), compute_bits(ab))
+        return 1 << self.pe.dsp_packing.index(rule)
 
     def uses_lut(self, wb: float) -> bool:
         """FPGA: binary/ternary weights multiply on LUTs (XNOR/popcount, add/sub)."""
         return self.pe.lut_weight_bits is not None and wb <= self.pe.lut_weight_bits
 
     def mac_energy_pj(self, wb: float, ab: int) -> float:
-        """Energy of one MAC: fp16 if either operand is 16-bit, else int8 scaled by w*a/64."""
+        """Energy of one MAC: fp16 if either operand is 16-bit; on an FPGA the DSP operation
+        actually used divided by the MACs it packs (W2A8 and W8A8 are the same packed
+        operation) or a LUT MAC; else int8 scaled by the multiplier the bits occupy."""
         if wb >= 16 or ab >= 16:
             return self.energy.mac_fp16_pj
         w, a = compute_bits(wb), compute_bits(ab)
+        if self.pe.style == "dsp":
+            e = self.energy
+            if self.uses_lut(wb):
+                lut = e.lut_mac_pj if e.lut_mac_pj is not None else e.mac_int8_pj / 4
+                return lut * max(a, 8) / 8
+            op = e.dsp_op_pj if e.dsp_op_pj is not None else 2 * e.mac_int8_pj
+            return op / self.dsp_rule(w, a).macs
         if self.pe.style == "bit_fusion":
             w, a = _brick(w), _brick(a)
         elif self.pe.style == "bit_parallel":  # a P-bit multiplier burns P x P per pass
@@ -292,15 +345,28 @@ class Hardware(_Strict):
             dram_latency=float(m.dram_latency_cycles), lanes=float(self.vector.lanes),
             e_wbuf=sram(m.weight_kb), e_ibuf=sram(m.input_kb), e_obuf=sram(m.output_kb),
             e_dram=e.dram_pj_per_byte, e_vec=e.vector_op_pj, pipelined=self.array.pipelined_folds,
-            act_dram=m.activations_in_dram, psum_bytes=self.pe.psum_bits / 8)
+            act_dram=m.activations_in_dram, psum_bytes=self.pe.psum_bits / 8,
+            fuse_k=self.pe.style == "bit_fusion")
+
+    @property
+    def static_w(self) -> float:
+        """Power drawn whatever the work: static plus the DRAM interface at its bandwidth."""
+        e = self.energy
+        return e.static_w + e.dram_interface_w_per_gbps * self.memory.dram_gbps
+
+    def within_limits(self) -> bool:
+        """Clock within the part's, DRAM bandwidth within the board's interface."""
+        f, m = self.fpga, self.memory
+        clock_ok = f is None or f.clock_max_mhz is None or self.clock_mhz <= f.clock_max_mhz
+        return clock_ok and (m.dram_gbps_max is None or m.dram_gbps <= m.dram_gbps_max)
 
     def with_params(self, **params) -> "Hardware":
         """A validated variant: rows, cols, weight_kb, input_kb, output_kb, dataflow,
-        dram_gbps, clock_mhz (the co-design knobs)."""
+        dram_gbps, clock_mhz (the co-design knobs), or power_max_w (a bound)."""
         d = self.model_dump()
         where = {"rows": ("array",), "cols": ("array",), "weight_kb": ("memory",),
                  "input_kb": ("memory",), "output_kb": ("memory",), "dram_gbps": ("memory",),
-                 "dataflow": (), "clock_mhz": ()}
+                 "dataflow": (), "clock_mhz": (), "power_max_w": ("codesign",)}
         for k, v in params.items():
             if k not in where:
                 raise UserError(f"unknown accelerator parameter {k!r}; choose from {', '.join(where)}")
@@ -318,18 +384,29 @@ class Hardware(_Strict):
         return (pes * a.pe_um2 + self.vector.lanes * a.vector_lane_um2) / 1e6 \
             + (m.weight_kb + m.input_kb + m.output_kb) * a.sram_mm2_per_kb + a.other_mm2
 
-    def fpga_resources(self, uses_lut_macs: bool) -> dict:
-        """FPGA use: one DSP per PE, BRAM18 per bank (one bank per array edge port), LUTs."""
+    def lut_per_pe(self, features: int) -> float:
+        """FPGA: LUTs per PE supporting the modes in ``features`` (see pe_features), the
+        per-column correction logic shared out over the column's PEs."""
+        f, pe = self.fpga, self.pe
+        n = len(pe.dsp_packing)
+        modes = [p for i, p in enumerate(pe.dsp_packing) if features >> i & 1]
+        lut = f.lut_per_pe + sum(p.lut_per_pe + p.lut_per_column / self.array.rows for p in modes)
+        if features >> n & 3:  # LUT MACs: the adder grows with the activation width
+            lut += pe.lut_macs_per_pe * f.lut_per_lut_mac * (2 if features >> (n + 1) & 1 else 1)
+        return lut
+
+    def fpga_resources(self, features: int = 0) -> dict:
+        """FPGA use: one DSP per PE, BRAM18 per bank (one bank per array edge port), LUTs
+        per PE by the precision modes the design needs; feasible within the device, the
+        part's clock and the board's DRAM interface."""
         f, m, R, C = self.fpga, self.memory, self.array.rows, self.array.cols
         dsp = R * C + self.vector.lanes * f.dsp_per_vector_lane
         bram18 = sum(banks * math.ceil(kb * 8192 / banks / 18432)
                      for kb, banks in ((m.weight_kb, C), (m.input_kb, R), (m.output_kb, C)))
         bram36 = math.ceil(bram18 / 2)
-        lut = f.lut_base + R * C * f.lut_per_pe + self.vector.lanes * f.lut_per_vector_lane
-        if uses_lut_macs:
-            lut += R * C * self.pe.lut_macs_per_pe * f.lut_per_lut_mac
+        lut = int(round(f.lut_base + R * C * self.lut_per_pe(int(features)) + self.vector.lanes * f.lut_per_vector_lane))
         u = f.max_utilization
-        feasible = dsp <= u * f.dsp and bram36 <= u * f.bram36 and lut <= u * f.lut
+        feasible = dsp <= u * f.dsp and bram36 <= u * f.bram36 and lut <= u * f.lut and self.within_limits()
         return {"dsp": dsp, "bram36": bram36, "lut": lut, "dsp_avail": f.dsp,
                 "bram36_avail": f.bram36, "lut_avail": f.lut, "feasible": bool(feasible)}
 
@@ -355,6 +432,8 @@ class Derived:
     pipelined: bool = False
     act_dram: bool = False
     psum_bytes: float = 4.0
+    #: packed narrow MACs fuse along K (Bit Fusion's bricks); else along N (DSP packing).
+    fuse_k: bool = False
 
 
 def compute_bits(b: float) -> int:

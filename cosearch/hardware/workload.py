@@ -61,9 +61,10 @@ def storage_bpe(bits) -> np.ndarray | float:
     return np.vectorize(lambda b: STORAGE_BITS[b] / 8, otypes=[float])(bits)
 
 
-def _gemm(name, M, K, N, count, wbits, w_bpe, ab, w_dram, kv_bytes=0.0, role=""):
+def _gemm(name, M, K, N, count, wbits, w_bpe, ab, w_dram, kv_bytes=0.0, role="", runs=None):
+    """A GEMM operator; ``runs``: how many back-to-back runs its ``count`` GEMMs form."""
     return dict(name=name, kind="gemm", M=M, K=K, N=N, count=count, wbits=wbits, w_bpe=w_bpe,
-                ab=ab, w_dram=w_dram, kv_bytes=kv_bytes, role=role)
+                ab=ab, w_dram=w_dram, kv_bytes=kv_bytes, role=role, runs=count if runs is None else runs)
 
 
 def _vec(name, elems, passes, count, ab, bpe=None, dram_in=False, role=""):
@@ -74,9 +75,11 @@ def _vec(name, elems, passes, count, ab, bpe=None, dram_in=False, role=""):
 def _attention(pre, L, n, hd, heads, ab, B, count, cached):
     """Score, softmax and context for ``L`` queries over ``n`` keys per head (``n`` may be
     an array over decode steps)."""
-    return [_gemm(f"{pre}.score", L, hd, n, B * heads * count, ab, ab / 8, ab, cached, role="score"),
+    # the B x heads products of one layer run back to back
+    return [_gemm(f"{pre}.score", L, hd, n, B * heads * count, ab, ab / 8, ab, cached, role="score", runs=count),
             _vec(f"{pre}.softmax", B * heads * L * n, SOFTMAX_PASSES, count, ab, role="softmax"),
-            _gemm(f"{pre}.context", L, n, hd, B * heads * count, ab, ab / 8, ab, cached, role="context")]
+            _gemm(f"{pre}.context", L, n, hd, B * heads * count, ab, ab / 8, ab, cached, role="context",
+                  runs=count)]
 
 
 def layer_ops(space: SearchSpace, side: str, sc: Scenario, lin: dict, e, heads, ffn, ab, cross,

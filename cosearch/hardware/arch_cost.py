@@ -1,4 +1,5 @@
-"""The per-operator path: cost one sub-network operator by operator, with a table of rows."""
+"""The per-operator path: cost one sub-network operator by operator (or one GEMM), with a
+table of rows."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..errors import UserError
 from ..space import FLOAT_BITS, STORAGE_BITS, Arch, SearchSpace
 from .gemm_cost import FIELDS, gemm, vector
 from .schema import Hardware, load_hardware
@@ -39,12 +41,18 @@ def op_cost(op: dict, hw: Hardware) -> dict:
     if op["kind"] == "gemm":
         r = gemm(op["M"], op["K"], op["N"], op["count"], hw.cycles_per_mac(op["wbits"], op["ab"]),
                  op["w_bpe"], op["ab"] / 8, op["ab"] / 8, op["w_dram"],
-                 hw.mac_energy_pj(op["wbits"], op["ab"]), d)
+                 hw.mac_energy_pj(op["wbits"], op["ab"]), d, op.get("runs"))
     else:
         r = vector(op["elems"], op["passes"], op["count"], op["bpe"], op["dram_in"], d)
     out = {k: float(np.sum(r[k])) for k in FIELDS if k != "act_bytes"}
     out["act_bytes"] = float(np.max(r["act_bytes"]))
     return out
+
+
+def pe_utilization(hw: Hardware, macs: float, array_cycles: float, wbits: float, ab: int) -> float:
+    """Useful MACs over the MACs the array could do in those cycles at these bits (<= 1)."""
+    capacity = array_cycles * hw.array.rows * hw.array.cols / hw.cycles_per_mac(wbits, ab)
+    return min(1.0, macs / capacity) if capacity > 0 else float("nan")
 
 
 @dataclass
@@ -57,6 +65,7 @@ class CostReport:
     energy_mj: float
     size_bytes: float
     peak_memory_bytes: float
+    power_w: float
     cycles: float
     dram_bytes: float
     macs: float
@@ -70,7 +79,7 @@ class CostReport:
         out = {"hw": self.hw, "scenario": self.scenario.name, "seq_len": self.scenario.seq_len,
                "decode_tokens": self.scenario.decode_tokens, "batch": self.scenario.batch,
                "latency_ms": self.latency_ms, "energy_mj": self.energy_mj, "size_bytes": self.size_bytes,
-               "peak_memory_bytes": self.peak_memory_bytes, "cycles": self.cycles,
+               "peak_memory_bytes": self.peak_memory_bytes, "power_w": self.power_w, "cycles": self.cycles,
                "dram_bytes": self.dram_bytes, "macs": self.macs, "feasible": self.feasible}
         if self.area_mm2 is not None:
             out["area_mm2"] = self.area_mm2
@@ -79,23 +88,32 @@ class CostReport:
         return out
 
 
-def resources(hw: Hardware, uses_lut_macs: bool) -> tuple[float | None, dict | None, bool]:
-    """(area mm^2 or None, FPGA resources or None, feasible) of an accelerator."""
+def resources(hw: Hardware, features: int = 0) -> tuple[float | None, dict | None, bool]:
+    """(area mm^2 or None, FPGA resources or None, feasible) of an accelerator whose PEs
+    support the precision modes in ``features`` (``Hardware.pe_features``)."""
     if hw.kind == "fpga":
-        f = hw.fpga_resources(uses_lut_macs)
+        f = hw.fpga_resources(features)
         return None, f, f["feasible"]
     area = hw.area_mm2()
     budget = hw.codesign.area_budget_mm2
-    return area, None, budget is None or area <= budget
+    return area, None, (budget is None or area <= budget) and hw.within_limits()
 
 
 def totals_from_sums(hw: Hardware, cycles, energy_fj, size_deci, kv_bytes, act_bytes):
-    """The unit conversions both paths share (same operations, same rounding)."""
+    """The unit conversions both paths share (same operations, same rounding). Static power
+    (leakage, DRAM interface) costs energy for as long as the model runs."""
     latency_ms = cycles / (hw.clock_mhz * 1e3)
-    energy_mj = energy_fj * 1e-12
+    energy_mj = energy_fj * 1e-12 + hw.static_w * latency_ms
     size_bytes = size_deci / (8 * DECI)
     peak = size_bytes + kv_bytes + act_bytes
-    return latency_ms, energy_mj, size_bytes, peak
+    power_w = energy_mj / latency_ms
+    return latency_ms, energy_mj, size_bytes, peak, power_w
+
+
+def within_power(hw: Hardware, power_w):
+    """The design's power within ``codesign.power_max_w`` (when set)."""
+    cap = hw.codesign.power_max_w
+    return power_w <= cap if cap is not None else np.ones_like(power_w, dtype=bool)
 
 
 def cost(space: SearchSpace, arch: Arch, hw: Hardware | str, scenario: str | Scenario = "prefill",
@@ -111,25 +129,63 @@ def cost(space: SearchSpace, arch: Arch, hw: Hardware | str, scenario: str | Sce
     rows = []
     for name, op in g.nodes(data=True):
         c = op_cost(op, hw)
-        util = c["macs"] / (c["compute_cycles"] * hw.array.rows * hw.array.cols) if op["kind"] == "gemm" else np.nan
+        util = pe_utilization(hw, c["macs"], c["array_cycles"], op["wbits"], op["ab"]) \
+            if op["kind"] == "gemm" else np.nan
         rows.append({"op": name, "role": op["role"], "kind": op["kind"],
                      "M": op.get("M"), "K": op.get("K"), "N": op.get("N"), "count": op["count"],
                      "w_bits": op.get("wbits"), "a_bits": op["ab"], **c,
                      "kv_bytes": float(op.get("kv_bytes", 0.0)), "pe_utilization": util,
-                     "bound": "memory" if c["memory_cycles"] > c["compute_cycles"] else "compute"})
+                     "bound": "memory" if c["memory_cycles"] > c["array_cycles"] else "compute"})
     ops = pd.DataFrame(rows)
     for k in ("M", "K", "N"):  # decode attention sizes vary by step: show the last one
         ops[k] = [v[-1] if isinstance(v, np.ndarray) else v for v in ops[k]]
     sums = {k: sum(r[k] for r in rows) for k in ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes")}
     act = max(r["act_bytes"] for r in rows)
-    lut = hw.kind == "fpga" and any(hw.uses_lut(r["w_bits"]) for r in rows if r["role"] in _LINEAR_ROLES)
-    area, fpga, feasible = resources(hw, lut)
-    latency_ms, energy_mj, size_bytes, peak = totals_from_sums(
+    features = 0
+    for r in rows:
+        if r["role"] in _LINEAR_ROLES:
+            features |= hw.pe_features(r["w_bits"], r["a_bits"])
+    area, fpga, feasible = resources(hw, features)
+    latency_ms, energy_mj, size_bytes, peak, power_w = totals_from_sums(
         hw, sums["cycles"], sums["energy_fj"], float(size_decibits(space, arch)), sums["kv_bytes"], act)
+    feasible = bool(feasible and within_power(hw, power_w))
     return CostReport(hw=hw.name, scenario=sc, latency_ms=latency_ms, energy_mj=energy_mj,
-                      size_bytes=size_bytes, peak_memory_bytes=peak, cycles=sums["cycles"],
+                      size_bytes=size_bytes, peak_memory_bytes=peak, power_w=power_w, cycles=sums["cycles"],
                       dram_bytes=sums["dram_bytes"], macs=sums["macs"], area_mm2=area, fpga=fpga,
                       feasible=feasible, ops=ops)
 
 
 _LINEAR_ROLES = {"q", "k", "v", "out", "cross_q", "cross_k", "cross_v", "cross_out", "fc1", "fc2"}
+
+
+def cost_gemm(M: int, K: int, N: int, hw: Hardware | str, wbits: float = 8, abits: int = 8,
+              weights_in_dram: bool = True) -> dict:
+    """Cost one GEMM Y[M,N] = X[M,K] W[K,N] (weights at ``wbits``, activations and outputs
+    at ``abits``) on one accelerator: ``compute_cycles`` as SCALE-Sim v3 counts them (no
+    DRAM, no stalls, every fold pays fill and drain), ``array_cycles`` with the array's own
+    fold overlap, ``cycles`` with DRAM (roofline + prologue), latency, energy, power, DRAM
+    bytes, PE utilisation and the accelerator's resources at these bits."""
+    from .workload import storage_bpe
+    hw = load_hardware(hw)
+    for name, v in (("M", M), ("K", K), ("N", N)):
+        if int(v) != v or v < 1:
+            raise UserError(f"GEMM size {name} = {v}: give positive integers MxKxN")
+    op = dict(kind="gemm", M=M, K=K, N=N, count=1, wbits=wbits, ab=abits, w_bpe=storage_bpe(wbits),
+              w_dram=weights_in_dram)
+    c = op_cost(op, hw)
+    area, fpga, feasible = resources(hw, hw.pe_features(wbits, abits))
+    latency_ms = c["cycles"] / (hw.clock_mhz * 1e3)
+    energy_mj = c["energy_fj"] * 1e-12 + hw.static_w * latency_ms
+    out = {"hw": hw.name, "M": M, "K": K, "N": N, "w_bits": wbits, "a_bits": abits, "dataflow": hw.dataflow,
+           "rows": hw.array.rows, "cols": hw.array.cols,
+           **{k: c[k] for k in ("compute_cycles", "array_cycles", "memory_cycles", "cycles")},
+           "latency_ms": latency_ms, "energy_mj": energy_mj, "power_w": energy_mj / latency_ms,
+           "dram_bytes": c["dram_bytes"], "macs": c["macs"],
+           "pe_utilization": pe_utilization(hw, c["macs"], c["array_cycles"], wbits, abits),
+           "bound": "memory" if c["memory_cycles"] > c["array_cycles"] else "compute"}
+    if area is not None:
+        out["area_mm2"] = area
+    if fpga is not None:
+        out["fpga"] = fpga
+    out["feasible"] = bool(feasible and within_power(hw, out["power_w"]))
+    return out
