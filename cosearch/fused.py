@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import types
 import warnings
 from collections import Counter
 from functools import lru_cache
@@ -146,20 +147,28 @@ def _counting_backend(name: str):
     return backend
 
 
+def _compile(fn, name: str):
+    """``torch.compile`` with dynamic shapes, on a code object of its own: Dynamo keeps its
+    graph cache (and its limit of 8 graphs) per code object, and the closures made here
+    share one, so without this the 9th variant would silently run eagerly."""
+    ident = "fused_" + "".join(c if c.isalnum() else "_" for c in name)
+    names = {"co_name": ident, **({"co_qualname": ident} if hasattr(fn.__code__, "co_qualname") else {})}
+    own = types.FunctionType(fn.__code__.replace(**names), fn.__globals__, ident, fn.__defaults__, fn.__closure__)
+    return torch.compile(own, dynamic=True, backend=_counting_backend(name))
+
+
 @lru_cache(maxsize=None)
 def _compiled_weights(mode: str, bits: float, out_dtype, n: int):
-    name = f"weight[{mode},{bits},{out_dtype},x{n}]"
-
     def fn(weights, routers, code, log_factors, o, i):
         return quantized_weights(weights, routers, code, log_factors, o, i, mode, bits, out_dtype)
-    return torch.compile(fn, dynamic=True, backend=_counting_backend(name))
+    return _compile(fn, f"weight[{mode},{bits},{out_dtype},x{n}]")
 
 
 @lru_cache(maxsize=None)
 def _compiled_act(bits: int):
     def fn(x, log_clip):
         return act_fake_quant(x, log_clip, bits)
-    return torch.compile(fn, dynamic=True, backend=_counting_backend(f"act[{bits}]"))
+    return _compile(fn, f"act[{bits}]")
 
 
 def _compiling(device: torch.device) -> bool:
