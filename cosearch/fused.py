@@ -8,11 +8,16 @@ surrogate term that is zero in the forward pass, so the forward value is the ref
 ``level * scale`` product exactly), and ``torch.compile`` turns each into a few fused
 kernels, forward and backward.
 
-Recompilation is bounded: there is one compiled function per (kind, MoS mode, bit-width,
-output dtype, number of stacked layers) and it is compiled with dynamic shapes, so the
-active sizes (rows, columns, tokens) are symbols, not constants. ``compile_counts()`` says
-how many graphs each function compiled. Several layers that read the same input at the same
-bits (q, k and v of an attention) are quantized in one call and multiplied in one matmul.
+Recompilation is bounded: there is one compiled function per (MoS mode, bit-width, output
+dtype, number of stacked layers), each on its own code object, and the weight functions
+work on the parameters' full (static) shapes, with the active columns masked in the per-row
+statistic and LSQ's gradient scale passed as a tensor; the caller slices the active part.
+So a function compiles once per layer shape (the multi30k sandwich: 31 graphs in all, none
+after its second step), not once per active size; dynamic shapes recompiled on strides and
+coincident sizes instead. Activation quantization is compiled with dynamic shapes (tokens
+vary). ``compile_counts()`` says how many graphs each function compiled. Several layers
+that read the same input at the same bits (q, k and v of an attention) are quantized in one
+call and multiplied in one matmul.
 
 Without ``torch.compile`` (``set_compile(False)``, or on the CPU by default) the same
 expressions run eagerly; tests compare both with the reference path.
