@@ -8,11 +8,16 @@ surrogate term that is zero in the forward pass, so the forward value is the ref
 ``level * scale`` product exactly), and ``torch.compile`` turns each into a few fused
 kernels, forward and backward.
 
-Recompilation is bounded: there is one compiled function per (kind, MoS mode, bit-width,
-output dtype, number of stacked layers) and it is compiled with dynamic shapes, so the
-active sizes (rows, columns, tokens) are symbols, not constants. ``compile_counts()`` says
-how many graphs each function compiled. Several layers that read the same input at the same
-bits (q, k and v of an attention) are quantized in one call and multiplied in one matmul.
+Recompilation is bounded: there is one compiled function per (MoS mode, bit-width, output
+dtype, number of stacked layers), each on its own code object, and the weight functions
+work on the parameters' full (static) shapes, with the active columns masked in the per-row
+statistic and LSQ's gradient scale passed as a tensor; the caller slices the active part.
+So a function compiles once per layer shape (the multi30k sandwich: 31 graphs in all, none
+after its second step), not once per active size; dynamic shapes recompiled on strides and
+coincident sizes instead. Activation quantization is compiled with dynamic shapes (tokens
+vary). ``compile_counts()`` says how many graphs each function compiled. Several layers
+that read the same input at the same bits (q, k and v of an attention) are quantized in one
+call and multiplied in one matmul.
 
 Without ``torch.compile`` (``set_compile(False)``, or on the CPU by default) the same
 expressions run eagerly; tests compare both with the reference path.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import types
 import warnings
 from collections import Counter
 from functools import lru_cache
@@ -84,43 +90,49 @@ def grid_fake_quant(w: Tensor, s: Tensor, bits: float, gs: float) -> Tensor:
     return _straight_through(level * s.detach(), surrogate)
 
 
-def _row_stat(w: Tensor, bits: float) -> Tensor:
-    a = w.detach().abs()
-    stat = a.mean(dim=1, keepdim=True) if bits == 1 else a.amax(dim=1, keepdim=True) / _qp(bits)
+def _row_stat(w: Tensor, bits: float, cols: Tensor, n_cols: Tensor) -> Tensor:
+    """``quant.weight_scale_stat`` over the active columns (``cols`` a 0/1 mask, ``n_cols`` their count)."""
+    a = w.detach().abs() * cols
+    stat = a.sum(dim=1, keepdim=True) / n_cols if bits == 1 else a.amax(dim=1, keepdim=True) / _qp(bits)
     return stat.clamp_min(_STAT_EPS)
 
 
-def composed_weight(weight: Tensor, router: tuple | None, code: Tensor | None, mode: str, o: int, i: int) -> Tensor:
-    """W(arch) of one layer: the router's expert mixture of ``weight[:, :o, :i]``."""
-    experts = weight[:, :o, :i]
+def composed_weight(weight: Tensor, router: tuple | None, code: Tensor | None, mode: str) -> Tensor:
+    """W(arch) of one layer at its full size: the router's mixture of the experts ``weight``
+    (m, out_max, in_max); the caller slices the active rows and columns."""
     if mode == "none":
-        return experts[0]
+        return weight[0]
     w1, b1, w2, b2 = router
     logits = F.linear(F.relu(F.linear(code, w1, b1)), w2, b2)
     if mode == "layer":
-        return (torch.softmax(logits, dim=-1).view(-1, 1, 1) * experts).sum(0)
-    alpha = torch.softmax(logits.view(weight.shape[1], weight.shape[0])[:o], dim=-1)
-    return (alpha.t().unsqueeze(-1) * experts).sum(0)
+        return (torch.softmax(logits, dim=-1).view(-1, 1, 1) * weight).sum(0)
+    alpha = torch.softmax(logits.view(weight.shape[1], weight.shape[0]), dim=-1)
+    return (alpha.t().unsqueeze(-1) * weight).sum(0)
 
 
-def quantized_weights(weights: list, routers: list, code: Tensor | None, log_factors: list,
-                      o: int, i: int, mode: str, bits: float, out_dtype: torch.dtype | None) -> Tensor:
-    """The fake-quantized W(arch) of each layer, stacked along the rows (one (n*o, i) matrix).
+def quantized_weights(weights: list, routers: list, code: Tensor | None, log_factors: list, n_cols: Tensor,
+                      gs: Tensor | None, mode: str, bits: float, out_dtype: torch.dtype | None) -> Tensor:
+    """The fake-quantized W(arch) of each layer at full size, stacked: (n, out_max, in_max).
 
-    ``out_dtype`` None: fp16 rounding at 16 bits (the reference's float weights) and the
-    weight's dtype; a dtype (autocast's): no fp16 pass at 16 bits, cast to it.
+    Shapes are the parameters' (static): the per-row statistic reads only the first
+    ``n_cols`` columns (a 0-d tensor) and ``gs`` (0-d) is LSQ's gradient scale of the active
+    (o, i) slice, so rows and columns outside the slice do not change the slice's values or
+    gradients (the caller slices them away). ``out_dtype`` None: fp16 rounding at 16 bits
+    (the reference's float weights) and the weight's dtype; a dtype (autocast's): no fp16
+    pass at 16 bits, cast to it.
     """
     out = []
+    cols = (torch.arange(weights[0].shape[-1], device=n_cols.device) < n_cols).to(torch.float32)
     for weight, router, log_factor in zip(weights, routers, log_factors):
-        w = composed_weight(weight, router, code, mode, o, i)
+        w = composed_weight(weight, router, code, mode)
         if bits == 16:
             q = w if out_dtype is not None else _straight_through(w.half().to(w.dtype), w)
         else:
             wf = w.float()
-            scale = log_factor[:o].exp() * _row_stat(wf, bits)
-            q = grid_fake_quant(wf, scale, bits, 1.0 / math.sqrt(o * i * _qp(bits)))
+            scale = log_factor.exp() * _row_stat(wf, bits, cols, n_cols)
+            q = grid_fake_quant(wf, scale, bits, gs)
         out.append(q.to(out_dtype or w.dtype))
-    return out[0] if len(out) == 1 else torch.cat(out, dim=0)
+    return torch.stack(out)
 
 
 def act_fake_quant(x: Tensor, log_clip: Tensor | None, bits: int) -> Tensor:
@@ -146,20 +158,28 @@ def _counting_backend(name: str):
     return backend
 
 
+def _compile(fn, name: str, dynamic: bool):
+    """``torch.compile`` with dynamic shapes, on a code object of its own: Dynamo keeps its
+    graph cache (and its limit of 8 graphs) per code object, and the closures made here
+    share one, so without this the 9th variant would silently run eagerly."""
+    ident = "fused_" + "".join(c if c.isalnum() else "_" for c in name)
+    names = {"co_name": ident, **({"co_qualname": ident} if hasattr(fn.__code__, "co_qualname") else {})}
+    own = types.FunctionType(fn.__code__.replace(**names), fn.__globals__, ident, fn.__defaults__, fn.__closure__)
+    return torch.compile(own, dynamic=dynamic, backend=_counting_backend(name))
+
+
 @lru_cache(maxsize=None)
 def _compiled_weights(mode: str, bits: float, out_dtype, n: int):
-    name = f"weight[{mode},{bits},{out_dtype},x{n}]"
-
-    def fn(weights, routers, code, log_factors, o, i):
-        return quantized_weights(weights, routers, code, log_factors, o, i, mode, bits, out_dtype)
-    return torch.compile(fn, dynamic=True, backend=_counting_backend(name))
+    def fn(weights, routers, code, log_factors, n_cols, gs):
+        return quantized_weights(weights, routers, code, log_factors, n_cols, gs, mode, bits, out_dtype)
+    return _compile(fn, f"weight[{mode},{bits},{out_dtype},x{n}]", dynamic=False)
 
 
 @lru_cache(maxsize=None)
 def _compiled_act(bits: int):
     def fn(x, log_clip):
         return act_fake_quant(x, log_clip, bits)
-    return torch.compile(fn, dynamic=True, backend=_counting_backend(f"act[{bits}]"))
+    return _compile(fn, f"act[{bits}]", dynamic=True)
 
 
 def _compiling(device: torch.device) -> bool:
@@ -173,23 +193,37 @@ def _autocast_dtype(device: torch.device):
 
 
 def elastic_weights(layers: list) -> Tensor:
-    """Fake-quantized W(arch) of one or more ``ElasticLinear`` layers of equal shape, bits and
-    MoS mode, stacked along the rows."""
+    """Fake-quantized W(arch) of one or more ``ElasticLinear`` layers of equal shapes, bits and
+    MoS mode, at full size: (n, out_max, in_max); the active part is ``[:, :o, :i]``."""
     first = layers[0]
     bits = canonical_bits(first.weight_bits)
     device = first.weight.device
     out_dtype = _autocast_dtype(device)
     mode = first.mos
+    o, i = first.out_features, first.in_features
     code = first.arch_code.tensor(device) if mode != "none" else None
     weights = [l.weight for l in layers]
     routers = [None if l.router is None else (l.router[0].weight, l.router[0].bias, l.router[2].weight,
                                               l.router[2].bias) for l in layers]
     log_factors = [None if bits == 16 else l.wq.log_factor[bits_key(bits)] for l in layers]
-    args = (weights, routers, code, log_factors, first.out_features, first.in_features)
+    gs = None if bits == 16 else _scalar(device, 1.0 / math.sqrt(o * i * _qp(bits)))
+    args = (weights, routers, code, log_factors, _scalar(device, float(i)), gs)
     if _compiling(device):
         return _guarded(_compiled_weights(mode, bits, out_dtype, len(layers)), quantized_weights,
                         args, (mode, bits, out_dtype))
     return quantized_weights(*args, mode, bits, out_dtype)
+
+
+_SCALARS: dict = {}
+
+
+def _scalar(device: torch.device, value: float) -> Tensor:
+    """A cached 0-d float32 tensor on ``device`` (no host-to-device copy per call)."""
+    key = (device, value)
+    t = _SCALARS.get(key)
+    if t is None:
+        t = _SCALARS[key] = torch.tensor(value, dtype=torch.float32, device=device)
+    return t
 
 
 def quantize_activation(aq: nn.Module, x: Tensor, bits: int) -> Tensor:

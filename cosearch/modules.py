@@ -140,7 +140,7 @@ class ElasticLinear(nn.Module):
 
     def quantized_weight(self) -> torch.Tensor:
         if self.fused:
-            return fused_path.elastic_weights([self])
+            return fused_path.elastic_weights([self])[0, : self.out_features, : self.in_features]
         w = self.mixed_weight()
         if self.weight_bits == 16 and torch.is_autocast_enabled(w.device.type):
             # autocast rounds to bf16 anyway (coarser than fp16): skip the fp16 pass
@@ -234,10 +234,16 @@ def _stackable(*layers) -> bool:
 
 
 def _stacked_projection(layers: tuple, x: torch.Tensor) -> list:
-    """Outputs of several stackable layers on the same (already quantized) input, one matmul."""
-    bias = None if layers[0].bias is None else torch.cat([l.active_bias() for l in layers])
-    y = F.linear(x, fused_path.elastic_weights(list(layers)), bias)
-    return y.split([l.out_features for l in layers], dim=-1)
+    """Outputs of several stackable layers on the same (already quantized) input, one matmul
+    over their full-height weights (rows past ``out_features`` are computed and dropped:
+    shapes stay static, so the fused weight kernels compile once per layer shape)."""
+    a = layers[0]
+    n, o, i = len(layers), a.out_features, a.in_features
+    w = fused_path.elastic_weights(list(layers))  # (n, out_max, in_max)
+    bias = None if a.bias is None else torch.cat([l.bias for l in layers])
+    y = F.linear(x, w.view(n * a.out_max, a.in_max)[:, :i], bias)
+    y = y.view(*y.shape[:-1], n, a.out_max)
+    return [y[..., j, :o] for j in range(n)]
 
 
 class Attention(nn.Module):

@@ -187,9 +187,11 @@ def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay, plain = [], []
     for name, p in net.named_parameters():
         (decay if p.ndim >= 2 and "log_" not in name else plain).append(p)
+    # on CUDA one fused kernel updates all parameters (the default launches several per tensor group)
+    on_cuda = all(p.is_cuda for p in decay + plain)
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                               {"params": plain, "weight_decay": 0.0}],
-                             lr=cfg.lr, betas=cfg.betas)
+                             lr=cfg.lr, betas=cfg.betas, fused=True if on_cuda else None)
 
 
 def make_batches(td: TaskData, cfg: TrainConfig, seed: int, dist: DistInfo):

@@ -17,6 +17,7 @@ ALL_BITS = (1, 1.58, 2, 3, 4, 8, 16)
 
 @pytest.fixture(autouse=True)
 def eager_by_default():
+    torch.manual_seed(0)
     fused.set_compile(False)
     yield
     fused.set_compile(None)
@@ -43,7 +44,9 @@ def _run(model, x_shape, fused_on: bool, seed: int = 1):
     return y.detach(), x.grad.clone(), grads
 
 
-def _assert_same(ref, got, exact_forward: bool, rtol=1e-5, atol=1e-7):
+def _assert_same(ref, got, exact_forward: bool, rtol=1e-5, atol=1e-6):
+    # gradients: the fused path sums over the full-size weight (zeros outside the active
+    # slice) and scales LSQ's gradient after the sum, so sums round differently
     (y0, gx0, g0), (y1, gx1, g1) = ref, got
     if exact_forward:
         assert torch.equal(y1, y0)
@@ -107,7 +110,8 @@ def test_stacked_weights_are_the_layers_weights_in_row_order():
         l.arch_code = layers[0].arch_code
     fused.use_fused(torch.nn.ModuleList(layers), True)
     stacked = fused.elastic_weights(layers)
-    assert torch.equal(stacked, torch.cat([l.quantized_weight() for l in layers]))
+    assert stacked.shape == (3, 20, 24)
+    assert torch.equal(stacked[:, :13, :17], torch.stack([l.quantized_weight() for l in layers]))
 
 
 @pytest.mark.slow
