@@ -204,7 +204,8 @@ def _fail_stale(study: optuna.Study) -> int:
         h, _, pid = t.user_attrs.get("owner", "").rpartition(":")
         if h == host and pid.isdigit() and not _alive(int(pid)):
             study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            keep = {k: v for k, v in t.user_attrs.items() if k in ("anchor", "fallback")}
+            study.enqueue_trial(t.params, user_attrs={**keep, "retry_of": t.number})
             n += 1
     return n
 
