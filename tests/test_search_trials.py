@@ -141,3 +141,24 @@ def test_gpu_flag_path_measures_in_worker_processes_on_cpu(tmp_path):
     q = SyntheticQuality(SearchSpace.load("tiny_lm"))
     from cosearch.space import Arch
     assert df["quality"].tolist() == pytest.approx([q.loss(Arch.from_json(a)) for a in df["arch"]])
+
+
+def test_postgres_without_its_driver_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from cosearch.search.storage import open_storage
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg2" else real(name, *a))
+    with pytest.raises(UserError, match=r"needs the psycopg2 driver: pip install 'cosearch\[postgres\]'"):
+        open_storage("postgresql://u@localhost/db", None)
+
+
+def test_search_leaves_optunas_log_level_alone(tmp_path):
+    import optuna
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    try:
+        run(tmp_path, trials=2)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(before)
