@@ -61,3 +61,14 @@ def test_a_space_that_contradicts_the_run_is_refused_up_front(lm_run, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--space" in err[0]
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_gpu_without_cuda_is_one_line_before_anything_is_written(lm_run, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from cosearch.cli import main
+    rc = main(["search", "--run", str(lm_run), "--gpu", "--workers", "2", "--hw", "zcu102", "--trials", "2",
+               "--out", str(tmp_path / "g"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "drop --gpu" in err[0]
+    assert not (tmp_path / "g").exists()
