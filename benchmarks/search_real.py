@@ -14,8 +14,10 @@ With a trained run folder (multi30k on a GPU; a tiny run on CPU for a check):
 
 All searches share one measurement cache (an arch measured for one sampler is not measured
 again for another), so ``measured_new`` says how many archs each run really measured.
-``--time-budget`` bounds the whole script: a run stops proposing when the budget is spent,
-and the JSON in ``--out`` is rewritten after every run, so partial results are kept.
+``--time-budget`` bounds the whole script: each run gets an equal share of what is left for
+the samplers of its seed and stops proposing when that is spent (``stopped_early``), and
+the JSON in ``--out`` is rewritten after every run, so partial results are kept. ``asked``
+counts Optuna trials including proposals failed at once as duplicates of a known arch.
 
     python benchmarks/search_real.py /tmp/m30k_run --gpu --workers 4 --out benchmarks/results/search_real
     python benchmarks/search_real.py RUN --out /tmp/sr --trials 30 --checkpoints 10,30 --seeds 1  # CPU check
@@ -94,7 +96,8 @@ def main():
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--workers", type=int, default=1, help="measuring processes (one supernet each)")
     ap.add_argument("--hw", default="zcu102")
-    ap.add_argument("--samplers", default="nsga2,tpe,random,evolution")
+    ap.add_argument("--samplers", default="nsga2,evolution,random,tpe",
+                    help="in this order within each seed (TPE last: its ask costs most)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--checkpoints", default="100,300,1000")
@@ -164,9 +167,12 @@ def main():
     cache = CachedQuality(src)
     result["search_bleu_sentences"] = a.search_bleu_sentences if translation else None
     try:
+        samplers = a.samplers.split(",")
         for seed in range(a.seeds):
-            for sampler in a.samplers.split(","):
-                left = deadline - time.perf_counter()
+            for i, sampler in enumerate(samplers):
+                # an equal share of what is left to each remaining sampler of this seed, so
+                # that a slow sampler cannot starve the others of the first seed
+                left = (deadline - time.perf_counter()) / (len(samplers) - i)
                 if left < 5:
                     result["runs"].append({"sampler": sampler, "seed": seed, "skipped": "time budget spent"})
                     continue
@@ -187,6 +193,7 @@ def main():
                     "sampler": sampler, "seed": seed, "trials": n, "seconds": round(secs, 1),
                     "seconds_per_1000_trials": round(secs / n * 1000, 1) if n else None,
                     "measured_new": cache.measured - before, "feasible": r.feasible, "hv": hv,
+                    "asked": len(r.study.trials), "time_limit_s": round(left, 1),
                     "hv_final": r.hypervolume, "stopped_early": n < a.trials})
                 save()
                 print(result["runs"][-1], flush=True)

@@ -50,3 +50,25 @@ def test_bleu_needs_a_translation_run(lm_run, tmp_path):
     with pytest.raises(UserError, match="bleu needs a translation run"):
         search(lm_run, "zcu102", out=tmp_path / "b", trials=2, objectives="bleu,latency", progress=False,
                plots=False, max_batches=1)
+
+
+def test_a_space_that_contradicts_the_run_is_refused_up_front(lm_run, tmp_path, capsys):
+    with pytest.raises(UserError, match="is not the space .* was trained on"):
+        search(lm_run, "zcu102", space="tiny_lm", out=tmp_path / "x", trials=2, progress=False, plots=False)
+    from cosearch.cli import main
+    rc = main(["search", "--run", str(lm_run), "--space", "multi30k", "--hw", "zcu102", "--trials", "2",
+               "--out", str(tmp_path / "y"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--space" in err[0]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_gpu_without_cuda_is_one_line_before_anything_is_written(lm_run, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from cosearch.cli import main
+    rc = main(["search", "--run", str(lm_run), "--gpu", "--workers", "2", "--hw", "zcu102", "--trials", "2",
+               "--out", str(tmp_path / "g"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "drop --gpu" in err[0]
+    assert not (tmp_path / "g").exists()

@@ -67,8 +67,9 @@ def run_search(args):
     if res.predictor:
         p = res.predictor
         if p["n"]:
+            fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
             print(f"predictor ({p['metric']}) on archs measured after it predicted them: Kendall tau "
-                  f"{p['kendall']}, Spearman {p['spearman']} (n={p['n']})")
+                  f"{fmt(p['kendall'])}, Spearman {fmt(p['spearman'])} (n={p['n']})")
         else:
             print(f"predictor: not used ({p['measured']} archs measured, warm-up {p['warmup']})")
     return 0

@@ -73,10 +73,11 @@ class EvolutionProposer:
         return [c for c, m in zip(cands, mask) if m]
 
     def _fill(self, n: int, make: Callable[[], dict], seen: set) -> list[tuple[dict, Design]]:
-        """``n`` new, not yet evaluated candidates that pass the cost precheck (when the
-        bound is so tight that ``max_resample`` rounds find too few, the rest are taken as
-        they come and recorded infeasible)."""
+        """Up to ``n`` new, not yet evaluated designs that pass the cost precheck (when the
+        bound is so tight that ``max_resample`` rounds find too few, unseen infeasible ones
+        fill the rest and are recorded infeasible; never a design already in the study)."""
         out: list[tuple[dict, Design]] = []
+        spare: list[tuple[dict, Design]] = []
         for _ in range(self.s.max_resample):
             want = n - len(out)
             if want <= 0:
@@ -88,11 +89,10 @@ class EvolutionProposer:
                 if d.key() not in seen:
                     seen.add(d.key())
                     batch.append((c, d))
-            out += self._feasible(batch)[:want]
-        while len(out) < n:
-            c = make()
-            out.append((c, self.pspace.design(c)))
-        return out[:n]
+            ok = self._feasible(batch)
+            out += ok[:want]
+            spare += [x for x in batch if x not in ok] + ok[want:]
+        return (out + spare)[:n]
 
     def _mutate(self, p: dict) -> dict:
         c = dict(p)

@@ -3,8 +3,11 @@
 Every gene of ``space.genes()`` is one categorical Optuna parameter, *including the genes
 of layers the arch does not use* (layer 3's FFN width when the arch has 2 layers). That
 keeps the parameter space fixed, which Optuna's samplers need (NSGA-II crossover and TPE
-compare trials parameter by parameter), at the price of some parameters that do not change
-the arch: two trials can decode to the same arch, so evaluations are cached by arch digest.
+compare trials parameter by parameter; with conditional parameters NSGA-II would draw the
+genes of deeper layers at random instead of inheriting them), at the price of parameters
+that do not change the arch: two parameter sets can decode to the same arch. The search
+collapses them by the design key (:meth:`Design.key`): a proposal whose design the study
+already holds is failed at once and replaced, so every finished trial is a distinct design.
 
 Accelerator parameters (``--cosearch-hw``) are categorical parameters named ``hw.<knob>``
 with the choices of the preset's ``codesign`` section.

@@ -53,6 +53,15 @@ def _scatter_png(ax, df, x, y, color, xlabel, ylabel, clabel, fig):
     ax.legend(loc="best", fontsize=8)
 
 
+def _fixed_reference(out: Path):
+    """The search's fixed hypervolume reference from summary.json (None: not recorded)."""
+    import json
+    try:
+        return json.loads((Path(out) / "summary.json").read_text()).get("hypervolume_reference")
+    except (OSError, ValueError):
+        return None
+
+
 def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], html: bool = True) -> list[Path]:
     """Write the PNGs (and ``plots.html``) into ``out``; returns their paths."""
     import matplotlib
@@ -74,7 +83,7 @@ def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], htm
         fig.savefig(out / name)
         plt.close(fig)
         files.append(out / name)
-    at, hv, ref = hv_curve(df, objectives)
+    at, hv, ref = hv_curve(df, objectives, reference=_fixed_reference(out))
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     if len(at):
         ax.plot(at, hv, lw=1.5)

@@ -131,8 +131,6 @@ class SupernetQuality:
         if s.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
         self.device = torch.device(s.device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # measurement, not training: TF32 is fine
         self.run = ev.load_run(run_dir, self.device)
         td = load_task_data(self.run.config, self.run.run_dir)
         check_tokenizer(self.run.run_dir, td.tokenizer, self.run.space)

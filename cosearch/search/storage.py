@@ -35,11 +35,12 @@ def storage_url(storage: str | None, out: str | Path | None) -> str:
 
 def lock_path(storage: str) -> Path | None:
     """The lock file that serialises proposing among processes of this machine sharing a
-    file storage (SQLite or journal); None for memory and server databases."""
+    file storage (SQLite or journal); None for memory and server databases. (Not PATH.lock:
+    Optuna's journal backend takes that name for its own lock.)"""
     if storage.startswith("journal:"):
-        return Path(storage[len("journal:"):] + ".lock")
+        return Path(storage[len("journal:"):] + ".cosearch-lock")
     if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
-        return Path(storage[len("sqlite:///"):] + ".lock")
+        return Path(storage[len("sqlite:///"):] + ".cosearch-lock")
     return None
 
 

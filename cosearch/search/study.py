@@ -204,7 +204,8 @@ def _fail_stale(study: optuna.Study) -> int:
         h, _, pid = t.user_attrs.get("owner", "").rpartition(":")
         if h == host and pid.isdigit() and not _alive(int(pid)):
             study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            keep = {k: v for k, v in t.user_attrs.items() if k in ("anchor", "fallback")}
+            study.enqueue_trial(t.params, user_attrs={**keep, "retry_of": t.number})
             n += 1
     return n
 
@@ -424,6 +425,10 @@ class _Search:
             if read_config(cfg.run_dir).get("task") != "translation":
                 raise UserError("--objectives bleu needs a translation run; use quality (validation loss) "
                                 "for a language model")
+        if cfg.gpu and cfg.quality is None:
+            import torch
+            if not torch.cuda.is_available():
+                raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
         self.factory, qname = _quality_factory(cfg, sp, bleu)
         self.needs_quality = any(o.column in QUALITY_COLUMNS for o in self.objs)
         self.directions = [o.direction for o in self.objs]

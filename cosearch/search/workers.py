@@ -38,6 +38,16 @@ def _build(factory):
         _SOURCE = e
 
 
+def _ready(_=None) -> int:
+    """Run in a worker: its pid once its source is built (or the error that stopped it)."""
+    import os
+    import time
+    if isinstance(_SOURCE, Exception):
+        raise _SOURCE
+    time.sleep(0.05)  # long enough that the next probe goes to another worker
+    return os.getpid()
+
+
 def _measure(archs):
     if isinstance(_SOURCE, Exception):
         raise _SOURCE
@@ -59,8 +69,11 @@ class ProcessPool:
                                         initargs=(factory,))
         self.workers = workers
         # build every worker's source now: its errors (and the load time) come before any trial
-        for f in [self.pool.submit(_measure, []) for _ in range(workers)]:
-            f.result()
+        ready: set[int] = set()
+        for _ in range(50):
+            ready |= {f.result() for f in [self.pool.submit(_ready) for _ in range(workers)]}
+            if len(ready) >= workers:
+                break
 
     def submit(self, archs: Sequence[Arch]):
         return self.pool.submit(_measure, list(archs))

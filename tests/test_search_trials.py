@@ -1,0 +1,164 @@
+"""Every trial is a distinct design, --trials N gives N, settings are checked up front."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cosearch.cli import main
+from cosearch.errors import UserError
+from cosearch.search import SearchConfig, search
+from cosearch.search.objectives import CostModel
+from cosearch.search.params import Design
+from cosearch.search.quality import SyntheticQuality
+from cosearch.space import SearchSpace
+
+from train_fixtures import lm_space
+
+pytestmark = pytest.mark.xdist_group("search")
+
+
+def micro_space(ffn=(32, 64), layers=(1,)) -> SearchSpace:
+    """A space of len(ffn) * ... archs: small enough to exhaust."""
+    d = lm_space()
+    d["decoder"] = dict(embed_dim=[16], layers=list(layers), ffn_dim=list(ffn), heads=[2], head_dim=8)
+    d["quantization"] = dict(weight_bits=[8], act_bits=[8])
+    return SearchSpace.from_dict(d)
+
+
+def run(tmp_path, **kw):
+    cfg = SearchConfig(hw="zcu102", space="tiny_lm", quality="synthetic", out=tmp_path / "s", trials=20,
+                       sampler="random", progress=False, batch=10, plots=False)
+    return search(config=cfg, **kw)
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random", "evolution"])
+def test_every_trial_is_a_distinct_arch(tmp_path, sampler):
+    # a small space of 2 layer counts: many parameter sets decode to one arch
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))  # 3 + 9 = 12 archs
+    r = search(hw="zcu102", space=sp, quality=SyntheticQuality(sp), out=tmp_path / "s", trials=10,
+               sampler=sampler, population=4, batch=4, progress=False, plots=False,
+               evolution=None if sampler != "evolution" else __import__(
+                   "cosearch.search.evolution", fromlist=["x"]).EvolutionSettings(
+                   population=4, parents=2, mutants=2, crossovers=2))
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert len(df) == r.trials == 10
+    assert df["digest"].nunique() == 10
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_trials_n_runs_exactly_n(tmp_path, n):
+    r = run(tmp_path, trials=n, sampler="nsga2")
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert r.trials == len(df) == df["digest"].nunique() == n
+    # the seeded extremes are counted once they run: the largest arch comes first
+    sp = SearchSpace.load("tiny_lm")
+    assert df["arch"].iloc[0] == sp.largest().to_json()
+
+
+def test_trials_of_the_whole_space_and_beyond(tmp_path):
+    sp = micro_space()  # exactly 2 archs
+    r = search(hw="zcu102", space=sp, quality=SyntheticQuality(sp), out=tmp_path / "s", trials=2,
+               sampler="random", progress=False, plots=False)
+    assert r.trials == 2 and pd.read_csv(tmp_path / "s" / "trials.csv")["digest"].nunique() == 2
+    with pytest.raises(UserError, match="--trials 3 exceeds the 2 distinct designs"):
+        search(hw="zcu102", space=sp, quality=SyntheticQuality(sp), out=tmp_path / "t", trials=3,
+               progress=False, plots=False)
+    with pytest.raises(UserError, match="--trials 0"):
+        run(tmp_path, trials=0)
+
+
+def test_resume_checks_the_sampler_and_a_damaged_search_json(tmp_path, capsys):
+    run(tmp_path, trials=4, sampler="random")
+    with pytest.raises(UserError, match="sampler='random'.*sampler='tpe'"):
+        run(tmp_path, trials=6, sampler="tpe")
+    (tmp_path / "s" / "search.json").write_text("{ damaged")
+    rc = main(["search", "--space", "tiny_lm", "--synthetic-quality", "--hw", "zcu102", "--trials", "4",
+               "--sampler", "random", "--out", str(tmp_path / "s"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "search.json is damaged" in err[0]
+
+
+def test_unknown_objective_and_impossible_trials_exit_2(tmp_path, capsys):
+    base = ["search", "--space", "tiny_lm", "--synthetic-quality", "--hw", "zcu102", "--out", str(tmp_path / "s")]
+    assert main(base + ["--objectives", "quality,speed"]) == 2
+    assert main(base + ["--trials", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "unknown objective 'speed'" in err[0] and "--trials -1" in err[1]
+    assert not (tmp_path / "s").exists()
+
+
+def test_hypervolume_reference_is_fixed_by_space_and_hardware(tmp_path):
+    a = run(tmp_path / "a", trials=12, seed=0)
+    b = run(tmp_path / "b", trials=12, seed=1, sampler="nsga2")
+    sa = json.loads((tmp_path / "a" / "s" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "b" / "s" / "summary.json").read_text())
+    assert sa["hypervolume_reference"] == sb["hypervolume_reference"] == a.hypervolume_reference
+    sp = SearchSpace.load("tiny_lm")
+    largest = CostModel(sp, "zcu102", "decode")([Design(sp.largest())])
+    assert a.hypervolume_reference == [math.log(sp.vocab_size), 1.1 * float(largest["latency_ms"][0]),
+                                       1.1 * float(largest["size_mb"][0])]
+    assert sa["hypervolume"] == a.hypervolume and sb["hypervolume"] == b.hypervolume > 0
+
+
+class TwoMetrics:
+    """Loss and a BLEU-like score that disagree in scale (a predicted loss stored as BLEU shows)."""
+
+    name = "two-metrics"
+
+    def __init__(self, space):
+        self.q = SyntheticQuality(space)
+
+    def __call__(self, archs):
+        loss = self.q(archs)["loss"]
+        return {"loss": loss, "bleu": 100.0 - 10.0 * loss}
+
+
+@pytest.mark.slow
+def test_predictor_with_bleu_predicts_bleu_from_measured_points_only(tmp_path):
+    sp = SearchSpace.load("tiny_lm")
+    r = search(hw="zcu102", space=sp, quality=TwoMetrics(sp), objectives="bleu,latency,size",
+               out=tmp_path / "s", trials=100, sampler="random", batch=20, predictor=True,
+               predictor_warmup=30, predictor_refit=20, progress=False, plots=False)
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    pred, meas = df[df["source"] == "predicted"], df[df["source"] == "measured"]
+    assert len(pred) > 0 and len(meas) >= 30
+    assert (pred["bleu"] == pred["predicted_bleu"]).all() and pred["loss"].isna().all()
+    assert pred["bleu"].between(meas["bleu"].min() - 10, meas["bleu"].max() + 10).all()
+    assert r.predictor["metric"] == "bleu" and r.predictor["kendall"] > 0.3
+    assert np.allclose(meas["bleu"], 100.0 - 10.0 * meas["loss"])
+
+
+@pytest.mark.slow
+def test_gpu_flag_path_measures_in_worker_processes_on_cpu(tmp_path):
+    # gpu=True with the synthetic quality: the process pool (what --gpu uses), without a GPU
+    r = run(tmp_path, trials=12, workers=2, gpu=True, batch=3)
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert r.trials == 12 and r.measured == df["digest"].nunique() == 12
+    q = SyntheticQuality(SearchSpace.load("tiny_lm"))
+    from cosearch.space import Arch
+    assert df["quality"].tolist() == pytest.approx([q.loss(Arch.from_json(a)) for a in df["arch"]])
+
+
+def test_postgres_without_its_driver_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from cosearch.search.storage import open_storage
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg2" else real(name, *a))
+    with pytest.raises(UserError, match=r"needs the psycopg2 driver: pip install 'cosearch\[postgres\]'"):
+        open_storage("postgresql://u@localhost/db", None)
+
+
+def test_search_leaves_optunas_log_level_alone(tmp_path):
+    import optuna
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    try:
+        run(tmp_path, trials=2)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(before)
