@@ -1,4 +1,7 @@
-"""Where the supernet's extra time goes on a GPU (torch.profiler), largest arch, bf16."""
+"""Where the supernet's extra time goes on a GPU (torch.profiler), largest arch, bf16.
+
+    python3 benchmarks/profile_supernet.py [SPACE=multi30k] [BATCH=128] [PATH=both|reference|fused]
+"""
 import sys
 from pathlib import Path
 
@@ -6,11 +9,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cosearch.fused import use_fused  # noqa: E402
 from cosearch.space import SearchSpace  # noqa: E402
 from cosearch.supernet import Supernet  # noqa: E402
 
 space = SearchSpace.load(sys.argv[1] if len(sys.argv) > 1 else "multi30k")
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 128
+paths = ["reference", "fused"] if len(sys.argv) <= 3 or sys.argv[3] == "both" else [sys.argv[3]]
 dev = torch.device("cuda")
 net = Supernet(space).to(dev)
 arch = space.largest()
@@ -24,7 +29,9 @@ def step(m, **kw):
     out.float().logsumexp(-1).mean().backward()
 
 
-for m, kw, name in ((net, {"arch": arch}, "supernet"), (sub, {}, "standalone")):
+runs = [(net, {"arch": arch}, f"supernet ({p})", p) for p in paths] + [(sub, {}, "standalone", paths[-1])]
+for m, kw, name, path in runs:
+    use_fused(m, path == "fused")
     for _ in range(3):
         step(m, **kw)
     torch.cuda.synchronize()

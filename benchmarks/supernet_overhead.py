@@ -49,6 +49,29 @@ def time_fwd_bwd(model, inputs, arch, device, amp, repeats, warmup=3):
     return times[len(times) // 2]
 
 
+def path_agreement(net, inputs, arch, device, amp) -> dict:
+    """Fused vs reference on one forward+backward (same dropout masks): the largest logit
+    difference relative to the largest logit, and the worst relative L2 difference of a
+    parameter's gradient (parameters with a gradient norm below 1e-6 left out: key biases
+    have a zero gradient in exact arithmetic)."""
+    res = []
+    for path in ("reference", "fused"):
+        use_fused(net, path == "fused")
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = net(*inputs, arch=arch)
+        out.float().logsumexp(-1).mean().backward()
+        res.append((out.detach().float(), {n: p.grad.detach().float().clone() for n, p in net.named_parameters()
+                                           if p.grad is not None}))
+    (o0, g0), (o1, g1) = res
+    rel = [((g1[n] - g0[n]).norm() / g0[n].norm()).item() for n in g0 if n in g1 and g0[n].norm() > 1e-6]
+    net.zero_grad(set_to_none=True)
+    return {"max_logit_diff_rel": ((o1 - o0).abs().max() / o0.abs().max()).item(),
+            "worst_grad_rel_l2": max(rel), "median_grad_rel_l2": sorted(rel)[len(rel) // 2],
+            "same_parameters_with_grad": g0.keys() == g1.keys()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--space", default="multi30k")
@@ -89,11 +112,16 @@ def main():
                                 "ratio": round(sup / alone, 3), "params": space.param_count(arch)}
             print(f"{path:9s} {name:20s} supernet {sup*1e3:9.2f} ms  standalone {alone*1e3:9.2f} ms  "
                   f"ratio {sup/alone:5.2f}", flush=True)
+    agreement = {}
+    if len(paths) == 2:
+        for name in ("largest_w4a8", "random"):
+            agreement[name] = path_agreement(net, inputs, configs[name], dev, amp)
+            print(f"fused vs reference, {name}: {agreement[name]}", flush=True)
     info = {"space": a.space, "device": a.device, "batch": batch, "len": a.len, "amp_bf16": amp,
             "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
             "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
             "threads": torch.get_num_threads(), "results": rows[paths[-1]], "paths": rows,
-            "compiled_graphs": compile_counts()}
+            "compiled_graphs": compile_counts(), "fused_vs_reference": agreement}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(info, indent=2))
