@@ -20,6 +20,9 @@ from .errors import UserError
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NO_WRITE = {errno.EROFS, errno.EACCES, errno.EPERM}
 WRITE_ERRNOS = frozenset(_NO_ROOM | _NO_WRITE)
+#: mkstemp makes 0600 files; a finished file gets the mode a plain open() would give.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def write_error_message(path: str | Path | None, e: OSError) -> str:
@@ -77,6 +80,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
