@@ -49,16 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"cosearch {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # stdout closed early (`cosearch cost ... | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:
         if not is_write_refusal(e):
             raise
         # A read-only or full disk is the machine, not a bug: one line, like a UserError.
         print(f"cosearch {args.command}: error: {write_error_message(None, e)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        # stdout closed early (`cosearch cost ... | head`): stop quietly, as Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
     except KeyboardInterrupt:
         print(f"cosearch {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -684,3 +684,16 @@ def test_readme_tour_latency_bound_is_feasible():
                   scenario="decode").latency_ms for wb in q.weight_bits for ab in q.act_bits)
     for b in bounds:
         assert ms < b, f"README tour: --latency-max {b} but the fastest design needs {ms:.2f} ms"
+
+
+def test_output_piped_into_head_ends_quietly():
+    """`cosearch cost ... | head -1`: no BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "cosearch.cli", "cost", "--space", "multi30k", "--hw", "zcu102",
+                          "--arch", "smallest", "--scenario", "decode"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, bufsize=0)
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err[-2000:]
