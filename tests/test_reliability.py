@@ -16,8 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tomllib
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -54,8 +54,8 @@ class World:
     run: Path  # trained to its end (3 steps; checkpoints 2 and 3)
     partial: Path  # 4 steps, stopped after step 2 (checkpoints 1 and 2)
     arch: Path  # an arch JSON of the space
-    export: Path = None
-    search: Path = None
+    export: Path | None = None
+    search: Path | None = None
 
 
 def build_world(root: Path, with_search: bool) -> World:
@@ -580,7 +580,7 @@ def test_real_kill_during_start_then_rerun(world_train, tmp_path):
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while p.poll() is None and not out.exists():
-            pass
+            time.sleep(0.005)
         p.send_signal(signal.SIGKILL)
     finally:
         p.wait()
@@ -589,8 +589,13 @@ def test_real_kill_during_start_then_rerun(world_train, tmp_path):
     assert [s for s, _ in list_checkpoints(out)] == [1]
 
 
+def _project() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
 def _declared(kind: str = "all") -> set[str]:
-    proj = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    proj = _project()
     reqs = list(proj["dependencies"])
     if kind == "all":
         reqs += [r for extra in proj.get("optional-dependencies", {}).values() for r in extra]
@@ -603,7 +608,7 @@ def test_search_predictor_dependency_is_a_core_dependency():
 
 
 def test_postgres_driver_is_an_install_extra():
-    proj = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    proj = _project()
     extras = {k: " ".join(v) for k, v in proj.get("optional-dependencies", {}).items()}
     assert any("psycopg2" in v for k, v in extras.items() if k != "test"), extras
 
