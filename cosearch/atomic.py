@@ -27,7 +27,9 @@ os.umask(_UMASK)
 
 def write_error_message(path: str | Path | None, e: OSError) -> str:
     """One line for a refused write: the path, the system's reason and the fix."""
-    where = e.filename if path is None and e.filename else path
+    where = Path(e.filename) if path is None and e.filename else path
+    if where is not None and Path(where).name.startswith(".") and Path(where).name.endswith(".tmp"):
+        where = Path(where).parent  # an atomic write's temporary file: name its folder
     reason = e.strerror or str(e)
     if e.errno in _NO_ROOM:
         fix = "free disk space (or raise the file-size limit) and rerun the same command"

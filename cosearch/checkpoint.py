@@ -40,9 +40,9 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     except (OSError, RuntimeError) as e:
         # torch's writer reports a failed write as RuntimeError ("file write failed",
         # "unexpected pos ..."): the disk, not the data, is the problem.
-        raise UserError(f"cannot write checkpoint {path} ({_first_line(e)}): is the disk full or "
-                        f"read-only? {_previous_checkpoint_note(path)}; free space and rerun the "
-                        "same command to resume") from None
+        raise UserError(f"cannot write checkpoint {path} ({_first_line(e)}): is the disk full, "
+                        f"read-only or past a file-size limit? {_previous_checkpoint_note(path)}; "
+                        "free space and rerun the same command to resume") from None
     return path
 
 
