@@ -1,12 +1,68 @@
 """Atomic file writes: a temporary file in the same folder, then ``os.replace``, so a
-killed process never leaves a half-written file behind."""
+killed process never leaves a half-written file behind.
+
+A write that the machine refuses (read-only or full disk, no permission, file-size
+limit) becomes a one-line ``UserError`` naming the path; the temporary file is removed
+and the file that was there before is untouched.
+"""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from .errors import UserError
+
+#: errno values that mean "this place cannot be written", not a bug in cosearch.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NO_WRITE = {errno.EROFS, errno.EACCES, errno.EPERM}
+WRITE_ERRNOS = frozenset(_NO_ROOM | _NO_WRITE)
+
+
+def write_error_message(path: str | Path | None, e: OSError) -> str:
+    """One line for a refused write: the path, the system's reason and the fix."""
+    where = Path(e.filename) if path is None and e.filename else path
+    if where is not None and Path(where).name.startswith(".") and Path(where).name.endswith(".tmp"):
+        where = Path(where).parent  # an atomic write's temporary file: name its folder
+    reason = e.strerror or str(e)
+    if e.errno in _NO_ROOM:
+        fix = "free disk space (or raise the file-size limit) and rerun the same command"
+    else:
+        fix = "choose a writable folder (e.g. another --out) or fix its permissions"
+    return f"cannot write {where}: {reason}; {fix}"
+
+
+def is_write_refusal(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in WRITE_ERRNOS
+
+
+def make_dir(path: str | Path) -> Path:
+    """``mkdir -p`` that turns a refusal into a ``UserError`` naming the folder."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if is_write_refusal(e):
+            raise UserError(write_error_message(path, e)) from None
+        raise
+    return path
+
+
+def check_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and make sure a file can be created in it (``UserError`` if not)."""
+    path = make_dir(path)
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
+    except OSError as e:
+        if is_write_refusal(e):
+            raise UserError(write_error_message(path, e)) from None
+        raise
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def default_mode(directory: bool = False) -> int:
@@ -25,15 +81,22 @@ def default_mode(directory: bool = False) -> int:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``, on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if is_write_refusal(e):
+            raise UserError(write_error_message(path, e)) from None
+        raise
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_write_refusal(e):
+            raise UserError(write_error_message(path, e)) from None
         raise
 
 

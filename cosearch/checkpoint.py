@@ -26,10 +26,41 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    When the write fails (disk full, read-only, file-size limit) nothing of it is left
+    and the ``UserError`` says whether the run's previous checkpoint still loads.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except UserError as e:
+        raise UserError(f"{e}; {_previous_checkpoint_note(path)}") from None
+    except (OSError, RuntimeError) as e:
+        # torch's writer reports a failed write as RuntimeError ("file write failed",
+        # "unexpected pos ..."): the disk, not the data, is the problem.
+        raise UserError(f"cannot write checkpoint {path} ({_first_line(e)}): is the disk full, "
+                        f"read-only or past a file-size limit? {_previous_checkpoint_note(path)}; "
+                        "free space and rerun the same command to resume") from None
+    return path
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _previous_checkpoint_note(path: Path) -> str:
+    """Whether the newest other checkpoint of the run loads (checked, not assumed)."""
+    others = [p for _, p in list_checkpoints(path.parent.parent) if p != path]
+    if not others:
+        return "no earlier checkpoint exists, so a rerun starts from step 0"
+    prev = others[-1]
+    try:
+        step = int(load_checkpoint(prev)["step"])
+    except UserError:
+        return f"the previous checkpoint {prev} does not load either"
+    return f"the previous checkpoint {prev} (step {step}) is intact and loads"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -40,7 +71,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = _first_line(e)
         raise UserError(f"{path} is not a readable cosearch checkpoint ({first}); "
                         "delete it to fall back to the previous one") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 
 from . import commands
+from .atomic import is_write_refusal, write_error_message
 from .errors import UserError
+from .threads import configure_cpu_threads
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,10 +39,25 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    configure_cpu_threads()  # before any command imports torch
+    if hasattr(signal, "SIGXFSZ"):
+        # Past a file-size limit (ulimit -f) a write then fails with EFBIG, which is
+        # reported like a full disk, instead of the signal killing the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         rc = args.func(args)
     except UserError as e:
         print(f"cosearch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # stdout closed early (`cosearch cost ... | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        if not is_write_refusal(e):
+            raise
+        # A read-only or full disk is the machine, not a bug: one line, like a UserError.
+        print(f"cosearch {args.command}: error: {write_error_message(None, e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cosearch {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_write_text, check_writable_dir
 from .errors import UserError
 
 
@@ -38,18 +39,14 @@ def run_demo(s: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
     from .search import search
     from .train import train
 
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_dir(s.out)  # a read-only --out fails here, before any work
     t0 = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)
 
     # 1. the embedded corpus, written once so the run folder can name its data
     corpus = out / "corpus" / "stdlib.txt"
     if not corpus.exists():
-        corpus.parent.mkdir(parents=True, exist_ok=True)
-        tmp = corpus.with_suffix(".tmp")
-        tmp.write_text(default_corpus(max_bytes=s.corpus_bytes))
-        tmp.replace(corpus)
+        atomic_write_text(corpus, default_corpus(max_bytes=s.corpus_bytes))
     say(f"[1/5] training a {s.space} supernet on {corpus} ({corpus.stat().st_size / 1e3:.0f} kB of "
         f"Python source), {s.steps} steps")
     run = out / "run"
@@ -71,7 +68,7 @@ def run_demo(s: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
 
     say("[5/5] generating with the exported model")
     sample = generate_text(exp_dir, prompt="def ", max_new_tokens=80, temperature=0.7, seed=s.seed)
-    (out / "sample.txt").write_text("def " + sample + "\n")
+    atomic_write_text(out / "sample.txt", "def " + sample + "\n")
 
     files = {
         "run": run, "metrics": run / "metrics.jsonl", "search": out / "search",

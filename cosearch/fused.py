@@ -53,7 +53,8 @@ def compile_counts() -> dict[str, int]:
     return dict(_COMPILES)
 
 
-#: ``fused`` or ``reference``: the weight path training uses (default: fused on CUDA only)
+#: ``fused`` or ``reference``: the weight path training uses (default: reference; on an H200
+#: the compiled fused path made the whole sandwich step 14% slower, see benchmarks/README.md)
 PATH_ENV = "COSEARCH_WEIGHT_PATH"
 
 
@@ -62,7 +63,7 @@ def fused_by_default(device: torch.device) -> bool:
     choice = os.environ.get(PATH_ENV, "")
     if choice not in ("", "fused", "reference"):
         raise UserError(f"{PATH_ENV}={choice!r} is invalid; use 'fused' or 'reference' (or unset it)")
-    return choice == "fused" if choice else device.type == "cuda"
+    return choice == "fused"
 
 
 def use_fused(model: nn.Module, on: bool = True) -> nn.Module:

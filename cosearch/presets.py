@@ -7,11 +7,14 @@ import yaml
 
 from .errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
+#: ``spaces/`` and ``hw_models/`` ship inside the package (links to the repository's
+#: top-level folders in a checkout), so installed and editable copies find them alike.
+PACKAGE_DIR = Path(__file__).resolve().parent
+ROOT = PACKAGE_DIR.parent
 
 
 def preset_dir(kind: str) -> Path:
-    return ROOT / kind
+    return PACKAGE_DIR / kind
 
 
 def list_presets(kind: str) -> list[str]:

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, is_write_refusal, write_error_message
 from .errors import UserError
 from .space import SearchSpace
 
@@ -98,9 +98,20 @@ def check_config(run_dir: str | Path, config: dict) -> bool:
             raise UserError(f"{run_dir} holds a run made with {k}={old}, but this command gives "
                             f"{k}={new}; rerun with the same settings to resume, or choose a new --out")
         return True
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and (not run_dir.is_dir() or not is_unfinished_start(run_dir)):
         raise UserError(f"{run_dir} exists and is not a cosearch run; choose a new or empty --out")
     return False
+
+
+#: What ``cosearch train`` writes into a new run folder before its config.json.
+_BEFORE_CONFIG = {"tokenizers", TOKENIZER}
+
+
+def is_unfinished_start(run_dir: Path) -> bool:
+    """True for an empty folder, or one holding only what a new run writes before its
+    config.json (a run killed while starting): starting it again is safe."""
+    return all(p.name in _BEFORE_CONFIG or (p.name.startswith(".") and p.name.endswith(".tmp"))
+               for p in run_dir.iterdir())
 
 
 def write_config(run_dir: str | Path, config: dict) -> None:
@@ -113,8 +124,14 @@ def space_of(config: dict) -> SearchSpace:
 
 
 def append_metrics(run_dir: str | Path, record: dict) -> None:
-    with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    path = Path(run_dir) / METRICS
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        if is_write_refusal(e):  # a cut last line is dropped on resume (truncate_metrics)
+            raise UserError(write_error_message(path, e)) from None
+        raise
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .atomic import check_writable_dir
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .data import TaskData, build_task_data
 from .data.tokenizer import Tokenizer
@@ -107,7 +108,9 @@ class TrainConfig:
                   ("ema_decay", 0 <= c.ema_decay < 1, "in [0, 1)"),
                   ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
                   ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
-                  ("max_len", c.max_len >= 2, ">= 2")]
+                  ("max_len", 2 <= c.max_len <= space.spec.max_positions,
+                   f"between 2 and the space's max_positions {space.spec.max_positions} (raise "
+                   "max_positions in the space YAML for longer sequences)")]
         for name, ok, want in checks:
             if not ok:
                 raise UserError(f"{name}={getattr(c, name)!r} is invalid; it must be {want}")
@@ -259,18 +262,59 @@ def load_task_data(config: dict, run_dir: str | Path) -> TaskData:
                            src=t["src"], tgt=t["tgt"], max_len=t["max_len"])
 
 
-def check_tokenizer(run_dir: Path, tok: Tokenizer, space: SearchSpace) -> None:
+def check_tokenizer(run_dir: Path, tok: Tokenizer, space: SearchSpace, new_run: bool = False) -> None:
     """Save the tokenizer of a new run; refuse to resume when the data changed it."""
     if tok.vocab_size > space.vocab_size:
         raise UserError(f"the tokenizer has {tok.vocab_size} pieces but the space's vocab_size is "
                         f"{space.vocab_size}; raise vocab_size in the space YAML")
     path = run_dir / TOKENIZER
-    if path.is_file():
+    if path.is_file() and not new_run:  # a new run's folder may hold one from a killed start
         if path.read_bytes() != tok.to_bytes():
             raise UserError(f"the data gives another tokenizer than {path} (the data changed since "
                             "this run started); restore the data or choose a new --out")
         return
     tok.save(run_dir)
+
+
+# --------------------------------------------------------------------------- resuming
+def resume_from(ckpt: Path, state: dict, net: torch.nn.Module, opt: torch.optim.Optimizer,
+                batches, rank: int) -> tuple[int, float]:
+    """Restore weights, optimizer, data position and RNG from a loaded checkpoint;
+    returns (step, elapsed seconds). Anything that does not fit this run is a
+    ``UserError`` naming the checkpoint, before any step is trained."""
+    fix = "delete it to resume from the previous checkpoint, or choose a new --out"
+    missing = [k for k in ("model", "optimizer", "data_state", "rng", "step") if k not in state]
+    if missing:
+        raise UserError(f"{ckpt} has no {', '.join(missing)} state, so training cannot resume from it; {fix}")
+    try:
+        net.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise UserError(f"{ckpt} does not fit this run's space ({_mismatch(e)}); {fix}") from None
+    try:
+        opt.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+        raise UserError(f"{ckpt}: its optimizer state does not fit this run ({_mismatch(e)}); {fix}") from None
+    try:
+        data_state = json.loads(state["data_state"])
+        if not isinstance(data_state, dict):
+            raise TypeError("not a JSON object")
+        batches.load_state({**data_state, "shard_index": rank})
+    except UserError as e:
+        raise UserError(f"{ckpt}: {e}; {fix}") from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserError(f"{ckpt}: its data position (data_state) is damaged ({_mismatch(e)}); {fix}") from None
+    try:
+        _set_rng_state(state["rng"])
+        return int(state["step"]), float(state.get("elapsed", 0.0))
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError) as e:
+        raise UserError(f"{ckpt}: its random-number or step state is damaged ({_mismatch(e)}); {fix}") from None
+
+
+def _mismatch(e: Exception) -> str:
+    """The telling line of a (possibly multi-line) error, kept short."""
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()] or [type(e).__name__]
+    line = next((x for x in lines if x.startswith(("size mismatch", "Missing key", "Unexpected key"))), lines[0])
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 # --------------------------------------------------------------------------- the loop
@@ -318,11 +362,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         state = load_checkpoint(ckpt, map_location=device)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        batches.load_state({**json.loads(state["data_state"]), "shard_index": dist.rank})
-        _set_rng_state(state["rng"])
-        start, elapsed_before = int(state["step"]), float(state.get("elapsed", 0.0))
+        start, elapsed_before = resume_from(ckpt, state, net, opt, batches, dist.rank)
         avg = state.get("ema")
     if lead:
         truncate_metrics(run_dir, start)
@@ -472,6 +512,20 @@ def _as_space(space) -> SearchSpace:
 JobRunner = Callable[[dict, bool, "int | None"], dict]
 
 
+#: the model family each task trains
+TASK_FAMILY = {"translation": "encoder_decoder", "lm": "decoder_only"}
+
+
+def check_task(space: SearchSpace, task: str) -> None:
+    """``UserError`` unless ``task`` is known and fits the space's family."""
+    if task not in TASK_FAMILY:
+        raise UserError(f"unknown task {task!r}; use one of {', '.join(TASK_FAMILY)}")
+    if space.family != TASK_FAMILY[task]:
+        other = next(t for t, f in TASK_FAMILY.items() if f == space.family)
+        raise UserError(f"--task {task} needs a {TASK_FAMILY[task]} space, but {space.name!r} "
+                        f"({space.source}) is {space.family}; use --task {other} or another --space")
+
+
 def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | None, out: str | Path,
           steps: int = 2000, workers: int | None = None, gpu: bool = False, seed: int = 0, *,
           progress: bool = True, stop_at: int | None = None, arch: Arch | None = None,
@@ -491,6 +545,7 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     stops early (the summary says ``finished: false``; re-running resumes).
     """
     space = _as_space(space)
+    check_task(space, task)
     check_model_support(space)
     if arch is not None:
         arch = space.validate_arch(arch)
@@ -515,8 +570,9 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     created = not out.exists()
     resume = check_config(out, config)
     try:
+        check_writable_dir(out)
         td = load_task_data(config, out)
-        check_tokenizer(out, td.tokenizer, space)
+        check_tokenizer(out, td.tokenizer, space, new_run=not resume)
         if not resume:
             write_config(out, config)
             if arch is not None:
