@@ -545,8 +545,8 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     stops early (the summary says ``finished: false``; re-running resumes).
     """
     space = _as_space(space)
+    check_model_support(space)  # what the space itself cannot build comes first
     check_task(space, task)
-    check_model_support(space)
     if arch is not None:
         arch = space.validate_arch(arch)
     try:
