@@ -41,7 +41,7 @@ def run_demo(s: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
 
     out = check_writable_dir(s.out)  # a read-only --out fails here, before any work
     t0 = time.perf_counter()
-    say = print if progress else (lambda *a, **k: None)
+    say = print if progress else (lambda *a, **k: None)  # stage lines; the summary always prints
 
     # 1. the embedded corpus, written once so the run folder can name its data
     corpus = out / "corpus" / "stdlib.txt"
@@ -77,16 +77,17 @@ def run_demo(s: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
         "export": exp_dir, "sample": out / "sample.txt",
     }
     best = min(res.pareto, key=lambda r: r.get("loss", float("inf")))
-    say("")
-    say(f"done in {time.perf_counter() - t0:.0f} s")
+    if progress:
+        print("")
+    print(f"done in {time.perf_counter() - t0:.0f} s")
     losses = ", ".join(f"{k} {v:.3f}" for k, v in summary.losses.items())
-    say(f"  supernet run        {run}  (last losses: {losses})")
-    say(f"  search ({res.trials} trials, {res.feasible} feasible, {len(res.pareto)} on the front)  {out / 'search'}")
+    print(f"  supernet run        {run}  (last losses: {losses})")
+    print(f"  search ({res.trials} trials, {res.feasible} feasible, {len(res.pareto)} on the front)  {out / 'search'}")
     for p in files["plots"]:
-        say(f"  plot                {p}")
-    say(f"  exported model      {exp_dir}  (loss {best.get('loss', float('nan')):.3f}, "
-        f"latency {best.get('latency_ms', float('nan')):.2f} ms)")
-    say(f"  sample              {out / 'sample.txt'}")
+        print(f"  plot                {p}")
+    print(f"  exported model      {exp_dir}  (loss {best.get('loss', float('nan')):.3f}, "
+          f"latency {best.get('latency_ms', float('nan')):.2f} ms)")
+    print(f"  sample              {out / 'sample.txt'}")
     say("  ---- sample ----")
     say("def " + sample)
     return files

@@ -185,11 +185,16 @@ def decode_max_len(src: torch.Tensor, pad_id: int, limit: int) -> int:
 @torch.no_grad()
 def translate(model: Transformer, td: TaskData, split: str, device: torch.device, beam: int = 4,
               max_len: int | None = None, max_tokens: int = 4096, len_penalty: float = 1.0,
-              limit: int = 256) -> list[str]:
-    """Detokenised translations of every sentence of ``split``, in the split's order."""
+              limit: int = 256, progress: bool = False) -> list[str]:
+    """Detokenised translations of every sentence of ``split``, in the split's order
+    (``progress``: a bar over sentences with rate and ETA)."""
     tok = td.tokenizer
     n = len(td.split(split))
     hyps: list[str] = [""] * n
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=n, desc=f"translate {split}", unit="sent", leave=False)
     for batch in td.batches(split, max_tokens=max_tokens, shuffle=False, repeat=False):
         src = batch["src"].to(device)
         ml = max_len or decode_max_len(src, tok.pad_id, limit)
@@ -199,6 +204,10 @@ def translate(model: Transformer, td: TaskData, split: str, device: torch.device
             out = beam_search(model, src, beam, tok.bos_id, tok.eos_id, ml, tok.vocab_size, len_penalty)
         for i, ids in zip(batch["index"].tolist(), out):
             hyps[i] = tok.decode(ids)
+        if bar is not None:
+            bar.update(len(out))
+    if bar is not None:
+        bar.close()
     return hyps
 
 
@@ -213,7 +222,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
              beam: int = 4, max_len: int | None = None, max_tokens: int = 4096,
              len_penalty: float = 1.0, bleu_score: bool = True, max_sentences: int | None = None,
              gpu: bool = False, hypotheses_out: str | Path | None = None,
-             checkpoint: str | Path | None = None) -> dict:
+             checkpoint: str | Path | None = None, progress: bool = False) -> dict:
     """Loss and perplexity of ``arch`` (``largest``, ``smallest``, an Arch or a JSON file;
     None: the largest, or a standalone run's own arch) on ``split`` of the run's data;
     translation adds ``bleu`` (beam search, KV cache).
@@ -245,7 +254,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
               "step": run.step, "arch": a.to_dict()}
     if td.task == "translation" and bleu_score:
         hyps = translate(model, td, split, device, beam=beam, max_len=max_len, max_tokens=max_tokens,
-                         len_penalty=len_penalty, limit=run.space.spec.max_positions)
+                         len_penalty=len_penalty, limit=run.space.spec.max_positions, progress=progress)
         refs = [tgt for _, tgt in td.text[_canon_split(split)]]
         result["bleu"] = bleu(hyps, refs)
         if hypotheses_out is not None:

@@ -72,8 +72,14 @@ def test_eval_cli_json_and_arch_files(mt_run, tmp_path, capsys, one_thread):
     f.write_text(space.smallest().to_json())
     assert main(["eval", "--run", str(mt_run), "--arch", str(f), "--split", "test", "--json",
                  "--beam", "2", "--max-sentences", "5"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)
     assert {"loss", "ppl", "bleu"} <= set(out) and out["split"] == "test"
+    assert "translate test" in cap.err  # the decoding progress bar
+    assert main(["eval", "--run", str(mt_run), "--arch", str(f), "--split", "test", "--json",
+                 "--beam", "2", "--max-sentences", "5", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out) == out and "translate" not in cap.err
     assert resolve_arch(space, str(f)) == space.smallest()
     f.write_text(json.dumps({"arch": space.largest().to_dict(), "objectives": [1, 2]}))
     assert resolve_arch(space, str(f)) == space.largest()

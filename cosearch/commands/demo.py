@@ -15,10 +15,11 @@ def register(sub):
     p.add_argument("--latency-max", type=float, default=d.latency_max,
                    help=f"latency bound in ms on the ZCU102 (default {d.latency_max})")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=run)
 
 
 def run(args):
     run_demo(DemoSettings(out=Path(args.out), steps=args.steps, trials=args.trials,
-                          latency_max=args.latency_max, seed=args.seed))
+                          latency_max=args.latency_max, seed=args.seed), progress=not args.no_progress)
     return 0
