@@ -391,6 +391,12 @@ def _(w, tmp):
     return ["cost", "--space", "tiny_lm", "--hw", tmp / "hw.yaml"]
 
 
+@case("cost_arch_file_not_utf8", "arch.json", "largest", group="other")
+def _(w, tmp):
+    (tmp / "arch.json").write_bytes(b"\xff\xfe not text")
+    return ["cost", "--space", w.space, "--hw", "zcu102", "--arch", tmp / "arch.json"]
+
+
 @case("space_show_unknown", "no_such_space", group="other")
 def _(w, tmp):
     return ["space", "show", "no_such_space"]
@@ -478,7 +484,7 @@ def _(w, tmp):
     return ["export", w.search, "--trial", "999", "--run", w.run, "--out", tmp / "exp"]
 
 
-@case("export_arch_json_broken", "arch", group="other")
+@case("export_arch_json_broken", "--arch", "does not parse", group="other")
 def _(w, tmp):
     return ["export", w.run, "--arch", "{broken", "--out", tmp / "exp"]
 

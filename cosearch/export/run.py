@@ -45,7 +45,11 @@ def arch_from(value: Any, space: SearchSpace, source: str = "arch") -> Arch:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserError(f"{path}: not a JSON arch ({e})") from None
     elif isinstance(value, str):
-        value = json.loads(value)
+        try:
+            value, source = json.loads(value), "--arch"
+        except json.JSONDecodeError as e:
+            raise UserError(f"--arch: the inline JSON does not parse ({e.msg} at column {e.colno}); give an "
+                            "arch JSON file or the JSON Arch.to_json() writes, quoted for the shell") from None
     if isinstance(value, dict) and "arch" in value and "decoder" not in value:
         value = value["arch"]  # an export's or a trial's JSON holding the arch
     try:
