@@ -474,9 +474,20 @@ def _(w, tmp):
     return ["generate", _crafted_export(w, tmp, "embed_dim", 10 ** 5), "--prompt", "red", "--max-new-tokens", "2"]
 
 
-@case("export_out_in_readonly_folder", "ro", group="other", readonly="ro")
+def _names_the_out_parent(w, tmp, err):
+    assert f"cannot write {tmp / 'ro'}: " in err and "--out" in err
+
+
+@case("export_out_in_readonly_folder", "ro", group="other", readonly="ro", after=_names_the_out_parent)
 def _(w, tmp):
     return ["export", w.run, "--arch", w.arch, "--out", tmp / "ro" / "exp", "--hardware", "zcu102"]
+
+
+@case("export_out_in_readonly_folder_checked_first", group="other", readonly="ro", after=_names_the_out_parent)
+def _(w, tmp):
+    # DIR is no run either: the read-only --out is found before any reading or extracting
+    (tmp / "not_a_run").mkdir()
+    return ["export", tmp / "not_a_run", "--arch", w.arch, "--out", tmp / "ro" / "exp"]
 
 
 @case("export_trial_that_does_not_exist", "999", group="other")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import check_writable_dir
 from ..errors import UserError
 from ..space import Arch, SearchSpace
 from ..supernet import Supernet
@@ -89,6 +90,7 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     (an Arch, dict, JSON string or JSON file). ``hardware`` (preset name, YAML path or
     ``Hardware``) with ``hardware_params`` adds the predicted cost and schedule.csv.
     """
+    check_writable_dir(Path(out).parent)  # a read-only --out fails here, before any loading
     source: dict = {}
     languages = search_space = None
     if search is not None and (trial is not None or pick is not None):
