@@ -247,7 +247,7 @@ def test_export_from_a_real_search(runs, tmp_path):
     assert e.config["predicted"]["latency_ms"] == pytest.approx(df["latency_ms"].iloc[-1], rel=1e-6)
     assert main(["export", str(tmp_path / "s"), "--pick", "best-quality", "--run", str(run),
                  "--out", str(tmp_path / "b")]) == 0
-    best = df[df["feasible"] & (df["source"] == "measured")].sort_values("loss").iloc[0]
+    best = df[df["feasible"] & (df["source"] == "synthetic")].sort_values("loss").iloc[0]
     assert open_exported(tmp_path / "b").arch == cosearch.Arch.from_json(best["arch"])
 
 

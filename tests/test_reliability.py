@@ -391,6 +391,12 @@ def _(w, tmp):
     return ["cost", "--space", "tiny_lm", "--hw", tmp / "hw.yaml"]
 
 
+@case("cost_arch_file_not_utf8", "arch.json", "largest", group="other")
+def _(w, tmp):
+    (tmp / "arch.json").write_bytes(b"\xff\xfe not text")
+    return ["cost", "--space", w.space, "--hw", "zcu102", "--arch", tmp / "arch.json"]
+
+
 @case("space_show_unknown", "no_such_space", group="other")
 def _(w, tmp):
     return ["space", "show", "no_such_space"]
@@ -468,9 +474,20 @@ def _(w, tmp):
     return ["generate", _crafted_export(w, tmp, "embed_dim", 10 ** 5), "--prompt", "red", "--max-new-tokens", "2"]
 
 
-@case("export_out_in_readonly_folder", "ro", group="other", readonly="ro")
+def _names_the_out_parent(w, tmp, err):
+    assert f"cannot write {tmp / 'ro'}: " in err and "--out" in err
+
+
+@case("export_out_in_readonly_folder", "ro", group="other", readonly="ro", after=_names_the_out_parent)
 def _(w, tmp):
     return ["export", w.run, "--arch", w.arch, "--out", tmp / "ro" / "exp", "--hardware", "zcu102"]
+
+
+@case("export_out_in_readonly_folder_checked_first", group="other", readonly="ro", after=_names_the_out_parent)
+def _(w, tmp):
+    # DIR is no run either: the read-only --out is found before any reading or extracting
+    (tmp / "not_a_run").mkdir()
+    return ["export", tmp / "not_a_run", "--arch", w.arch, "--out", tmp / "ro" / "exp"]
 
 
 @case("export_trial_that_does_not_exist", "999", group="other")
@@ -478,7 +495,7 @@ def _(w, tmp):
     return ["export", w.search, "--trial", "999", "--run", w.run, "--out", tmp / "exp"]
 
 
-@case("export_arch_json_broken", "arch", group="other")
+@case("export_arch_json_broken", "--arch", "does not parse", group="other")
 def _(w, tmp):
     return ["export", w.run, "--arch", "{broken", "--out", tmp / "exp"]
 

@@ -140,7 +140,9 @@ def test_search_writes_results_and_resumes_to_a_total(tmp_path):
     assert r.trials == 20 and 0 < r.measured <= 20
     df = pd.read_csv(tmp_path / "s" / "trials.csv")
     assert len(df) == 20 and df["number"].is_unique
-    assert set(df["source"]) == {"measured"}
+    # a synthetic quality is labelled as such, never as measured on a supernet
+    assert set(df["source"]) == {"synthetic"}
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["measured"] == 20
     front = pd.read_csv(tmp_path / "s" / "pareto.csv")
     assert len(front) >= 2 and front["feasible"].all()
     # the front is exactly the non-dominated set of the trials
@@ -159,12 +161,29 @@ def test_search_writes_results_and_resumes_to_a_total(tmp_path):
     r2 = run(tmp_path, trials=27)
     df2 = pd.read_csv(tmp_path / "s" / "trials.csv")
     assert r2.trials == 27 and len(df2) == 27 and df2["number"].is_unique
-    assert r2.measured <= 7
+    # archs of the first call are known on resume (synthetic rows too): only new ones are measured
+    assert r2.measured == len(set(df2["digest"][20:]) - set(df["digest"]))
+    assert set(df2["source"]) == {"synthetic"}
     # same total again: nothing to do
     assert run(tmp_path, trials=27).measured == 0
     # other settings on the same folder: refused, one line
     with pytest.raises(UserError, match="holds a search made with objectives"):
         run(tmp_path, trials=27, objectives="quality,latency")
+
+
+def test_resumed_synthetic_search_measures_no_known_arch_again(tmp_path):
+    """Synthetic rows count as measured on resume: with two archs (the anchors, scored by the
+    first call) and many accelerator knobs, the second call scores no arch again."""
+    two = SearchSpace.from_dict({
+        "name": "two_archs", "family": "decoder_only", "vocab_size": 128, "max_positions": 32,
+        "decoder": {"embed_dim": [16], "layers": [1], "ffn_dim": [32], "heads": [2], "head_dim": 8},
+        "quantization": {"weight_bits": [4, 8], "act_bits": [8]}})
+    assert two.cardinality() == 2
+    first = run(tmp_path, space=two, trials=6, batch=6, cosearch_hw=True)
+    assert first.measured == 2
+    again = run(tmp_path, space=two, trials=12, batch=6, cosearch_hw=True)
+    assert again.trials == 12 and again.measured == 0
+    assert set(pd.read_csv(tmp_path / "s" / "trials.csv")["source"]) == {"synthetic"}
 
 
 def test_constraints_keep_infeasible_trials_off_the_front(tmp_path):
@@ -262,8 +281,8 @@ def test_predictor_screen_skips_measurements_and_reports_correlation(tmp_path):
     r = run(tmp_path, trials=120, sampler="random", predictor=True, predictor_warmup=40, predictor_refit=25,
             batch=20)
     df = pd.read_csv(tmp_path / "s" / "trials.csv")
-    assert set(df["source"]) == {"measured", "predicted"}
-    assert r.measured == df.loc[df["source"] == "measured", "digest"].nunique() < 110
+    assert set(df["source"]) == {"synthetic", "predicted"}
+    assert r.measured == df.loc[df["source"] == "synthetic", "digest"].nunique() < 110
     assert r.predictor is not None and r.predictor["n"] > 0 and r.predictor["spearman"] > 0.5
     assert r.predictor["metric"] == "loss" and r.predictor["kendall"] > 0.3
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
@@ -271,7 +290,7 @@ def test_predictor_screen_skips_measurements_and_reports_correlation(tmp_path):
     # fitted on measured points only: every predicted row took its value from the predictor
     pred = df[df["source"] == "predicted"]
     assert (pred["quality"] == pred["predicted_loss"]).all()
-    assert (pd.read_csv(tmp_path / "s" / "pareto.csv")["source"] == "measured").all()
+    assert (pd.read_csv(tmp_path / "s" / "pareto.csv")["source"] == "synthetic").all()
 
 
 def test_storage_kinds(tmp_path):

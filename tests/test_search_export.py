@@ -31,7 +31,9 @@ def test_export_pick_from_a_search_folder_without_run(tmp_path):
     assert main(["export", str(res.out), "--pick", "best-quality", "--out", str(tmp_path / "best")]) == 0
     exp = json.loads((tmp_path / "best" / "config.json").read_text())
     trials = pd.read_csv(res.out / "trials.csv")
-    ok = trials[trials["feasible"] & (trials["source"] == "measured")]
+    assert set(trials["source"]) == {"synthetic"}  # not "measured": no supernet was evaluated
+    assert set(pd.read_csv(res.out / "pareto.csv")["source"]) == {"synthetic"}
+    ok = trials[trials["feasible"] & (trials["source"] == "synthetic")]
     best = ok.sort_values("loss", kind="stable").iloc[0]
     assert exp["source"]["run"] == str(run.resolve()) and exp["source"]["trial"] == int(best["number"])
     assert cosearch.Arch.from_dict(exp["arch"]) == cosearch.Arch.from_dict(json.loads(best["arch"]))

@@ -97,7 +97,7 @@ def test_ray_workers_measure_in_parallel(tmp_path):
                sampler="nsga2", population=6, batch=4, workers=2, progress=False, plots=False)
     df = pd.read_csv(tmp_path / "s" / "trials.csv")
     assert r.trials == 24 and len(df) == 24 and df["number"].is_unique
-    assert set(df["source"]) == {"measured"}
+    assert set(df["source"]) == {"synthetic"}
     assert r.measured == df["digest"].nunique()
     from cosearch.search.quality import SyntheticQuality
     from cosearch.space import Arch, SearchSpace

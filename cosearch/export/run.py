@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import check_writable_dir
 from ..errors import UserError
 from ..space import Arch, SearchSpace
 from ..supernet import Supernet
@@ -45,7 +46,11 @@ def arch_from(value: Any, space: SearchSpace, source: str = "arch") -> Arch:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserError(f"{path}: not a JSON arch ({e})") from None
     elif isinstance(value, str):
-        value = json.loads(value)
+        try:
+            value, source = json.loads(value), "--arch"
+        except json.JSONDecodeError as e:
+            raise UserError(f"--arch: the inline JSON does not parse ({e.msg} at column {e.colno}); give an "
+                            "arch JSON file or the JSON Arch.to_json() writes, quoted for the shell") from None
     if isinstance(value, dict) and "arch" in value and "decoder" not in value:
         value = value["arch"]  # an export's or a trial's JSON holding the arch
     try:
@@ -85,6 +90,7 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     (an Arch, dict, JSON string or JSON file). ``hardware`` (preset name, YAML path or
     ``Hardware``) with ``hardware_params`` adds the predicted cost and schedule.csv.
     """
+    check_writable_dir(Path(out).parent)  # a read-only --out fails here, before any loading
     source: dict = {}
     languages = search_space = None
     if search is not None and (trial is not None or pick is not None):

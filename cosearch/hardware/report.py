@@ -29,6 +29,8 @@ def load_arch(space: SearchSpace, what: str) -> Arch:
                         "give largest, smallest or a JSON file from Arch.to_json()") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; give largest, smallest or a JSON file from Arch.to_json()") from None
     try:
         arch = Arch.from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError) as e:

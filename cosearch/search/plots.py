@@ -31,7 +31,8 @@ def _quality_col(df: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[str
 
 
 def _usable(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["feasible"].astype(bool) & df["source"].isin(["measured", "cost-only"])]
+    from .results import FRONT_SOURCES
+    return df[df["feasible"].astype(bool) & df["source"].isin(FRONT_SOURCES)]
 
 
 def _scatter_png(ax, df, x, y, color, xlabel, ylabel, clabel, fig):

@@ -1,11 +1,11 @@
 """Results of a search in DIR: trials.csv, pareto.csv, summary.json (and the plots).
 
 trials.csv has one row per finished trial: its number, whether it is feasible, where its
-quality came from (``measured`` on the supernet, ``predicted`` by the screen, or
-``cost-only`` when no quality objective is searched), the objective values, every metric
+quality came from (``measured`` on the supernet, ``synthetic`` from --synthetic-quality,
+``predicted`` by the screen, or ``cost-only`` when no quality objective is searched), the objective values, every metric
 the cost engine reported, the constraint values, the per-layer bits, the arch as JSON and
-the accelerator knobs. pareto.csv is the subset that is feasible, measured and not
-dominated. Infeasible trials never enter it.
+the accelerator knobs. pareto.csv is the subset that is feasible, measured (or
+synthetic) and not dominated. Infeasible trials never enter it.
 """
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ from .hypervolume import hypervolume, hypervolume_history
 from .objectives import Objective
 
 TRIALS_CSV, PARETO_CSV, SUMMARY = "trials.csv", "pareto.csv", "summary.json"
+#: ``source`` of a trial whose quality was computed for that very arch: on the supernet, or
+#: by the synthetic stand-in (never a predictor's guess)
+QUALITY_SOURCES = ("measured", "synthetic")
+#: trials that may join the front: computed quality, or no quality objective at all
+FRONT_SOURCES = (*QUALITY_SOURCES, "cost-only")
 
 
 def _bits(arch: Arch, field: str) -> str:
@@ -64,7 +69,7 @@ def summarize(study: optuna.Study, objectives: Sequence[Objective]) -> list[dict
 
 def mark_pareto(rows: list[dict], objectives: Sequence[Objective]) -> None:
     """Set ``pareto`` on every row: feasible, measured (or cost-only) and non-dominated."""
-    ok = [i for i, r in enumerate(rows) if r["feasible"] and r["source"] in ("measured", "cost-only")]
+    ok = [i for i, r in enumerate(rows) if r["feasible"] and r["source"] in FRONT_SOURCES]
     for r in rows:
         r["pareto"] = False
     if not ok:
@@ -87,7 +92,7 @@ def hv_curve(df: pd.DataFrame, objectives: Sequence[Objective], points: int = 20
              reference: Sequence[float] | None = None) -> tuple:
     """(trial counts, hypervolume after each, reference) over measured feasible trials;
     ``reference`` (minimised) defaults to one taken from the points themselves."""
-    use = df[df["source"].isin(["measured", "cost-only"])]
+    use = df[df["source"].isin(FRONT_SOURCES)]
     dirs = [o.direction for o in objectives]
     loss = to_minimize(use[[o.name for o in objectives]].to_numpy(dtype=np.float64), dirs)
     feas = use["feasible"].to_numpy(dtype=bool)
@@ -100,7 +105,7 @@ def hv_curve(df: pd.DataFrame, objectives: Sequence[Objective], points: int = 20
 
 def front_hypervolume(rows: list[dict], objectives: Sequence[Objective], reference: Sequence[float]) -> float:
     """Hypervolume of the measured, feasible rows against a fixed reference (minimised)."""
-    use = [r for r in rows if r["feasible"] and r["source"] in ("measured", "cost-only")]
+    use = [r for r in rows if r["feasible"] and r["source"] in FRONT_SOURCES]
     if not use:
         return 0.0
     loss = to_minimize(np.array([[r[o.name] for o in objectives] for r in use]), [o.direction for o in objectives])
@@ -129,7 +134,7 @@ def write_results(out: str | Path, rows: list[dict], objectives: Sequence[Object
                "pareto": int(len(front)), "objectives": [o.name for o in objectives],
                "directions": [o.direction for o in objectives]}
     if len(df):
-        summary["measured"] = int((df["source"] == "measured").sum())
+        summary["measured"] = int(df["source"].isin(QUALITY_SOURCES).sum())
         if reference is not None:
             # fixed by the space and the accelerator (not by this run's points): runs compare
             summary["hypervolume"] = front_hypervolume(rows, objectives, reference)

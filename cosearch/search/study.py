@@ -45,6 +45,7 @@ from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Objective, Outcom
 from .params import Design, ParamSpace, arch_digest, arch_json
 from .predictor import QualityPredictor, rank_correlation
 from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality
+from .results import QUALITY_SOURCES
 from .storage import describe, open_storage, open_study, storage_url, study_lock
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchResult", "search"]
@@ -431,6 +432,8 @@ class _Search:
                 raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
         self.factory, qname = _quality_factory(cfg, sp, bleu)
         self.needs_quality = any(o.column in QUALITY_COLUMNS for o in self.objs)
+        # trials.csv's source: a synthetic quality must not read as measured on a supernet
+        self.quality_source = "synthetic" if qname == "synthetic" else "measured"
         self.directions = [o.direction for o in self.objs]
         self.out = Path(cfg.out) if cfg.out is not None else None
         self.name = cfg.study or "cosearch"
@@ -482,7 +485,7 @@ class _Search:
                              refit=cfg.predictor_refit, seed=cfg.seed or 0)
         for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             m = t.user_attrs.get("metrics") or {}
-            if t.user_attrs.get("source") == "measured" and "loss" in m:
+            if t.user_attrs.get("source") in QUALITY_SOURCES and "loss" in m:
                 known[t.user_attrs.get("digest", "")] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
                 if screen is not None and m.get(screen.column) is not None:
                     screen.add(self.pspace.design(t.params), m[screen.column], t.values,
@@ -530,7 +533,7 @@ class _Search:
                 for h, res in zip(done_handles, results):
                     i = next(j for j, (hh, _) in enumerate(inflight) if hh is h)
                     _, batch = inflight.pop(i)
-                    measured += _finish(batch, res, self.evaluator, proposer, screen, known)
+                    measured += _finish(batch, res, self.evaluator, proposer, screen, known, self.quality_source)
                     if bar is not None:
                         bar.update(len(batch.props))
         finally:
@@ -646,8 +649,9 @@ def _prepare(props, evaluator: Evaluator, screen, known, q_index, needs_quality)
     return batch
 
 
-def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known) -> int:
-    """Record one measured batch in the study; returns how many archs were measured."""
+def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known, computed: str) -> int:
+    """Record one measured batch in the study; returns how many archs were measured.
+    ``computed`` labels the rows whose quality the source computed (``QUALITY_SOURCES``)."""
     props = batch.props
     designs = [p.design for p in props]
     for i, a in enumerate(batch.to_measure):
@@ -659,7 +663,7 @@ def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known) -
         for j, d in enumerate(designs):
             k = arch_digest(d.arch)
             if batch.measure[j] and k in known:
-                row, sources[j] = known[k], "measured"
+                row, sources[j] = known[k], computed
             else:  # only the predicted column: a predicted loss is never stored as BLEU
                 row, sources[j] = {batch.column: float(batch.predicted[j])}, "predicted"
             for c in QUALITY_COLUMNS:
@@ -675,7 +679,7 @@ def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known) -
         if batch.predicted is not None:
             a[f"predicted_{batch.column}"] = float(batch.predicted[j])
         attrs.append(a)
-        if screen is not None and sources[j] == "measured":
+        if screen is not None and sources[j] == computed:
             value = float(o.metrics[screen.column])
             if batch.predicted is not None:
                 screen.pairs.append((float(batch.predicted[j]), value))
