@@ -58,9 +58,9 @@ def register(sub):
     g.add_argument("--bit-stages", type=_stages, default=(0.2, 0.5), metavar="F1,F2",
                    help="fractions of the steps at which >=3-bit, then all bit-widths are enabled "
                    "(default 0.2,0.5; 'off' enables all at once)")
-    g.add_argument("--ema-start", type=_fraction_or_off, default=0.6, metavar="F",
-                   help="average the weights (EMA) from this fraction of the steps on; eval and export "
-                   "use the average (default 0.6; 'off' disables)")
+    g.add_argument("--ema-start", type=_fraction_or_off, default=None, metavar="F",
+                   help="average the weights (EMA) from this fraction of the steps on, e.g. 0.6; eval "
+                   "and export use the average (default off: it lagged the raw weights in short runs)")
     g.add_argument("--ema-decay", type=float, default=0.99, help="the average's decay per step (default 0.99)")
     g.add_argument("--log-every", type=int, default=10)
     g.add_argument("--ckpt-every", type=int, default=500)
