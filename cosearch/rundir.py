@@ -41,12 +41,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def first_difference(saved: dict, given: dict) -> tuple[str, Any, Any] | None:
+def first_difference(saved: dict, given: dict, defaults: dict | None = None) -> tuple[str, Any, Any] | None:
     """(setting, saved value, given value) of the first setting that differs, else None.
 
     The space is compared as a whole (its YAML may have moved; its content may not).
+    ``defaults`` stand in for settings ``saved`` lacks (it was written before they existed).
     """
-    a, b = _flatten(saved), _flatten(given)
+    a, b = {**_flatten(defaults or {}), **_flatten(saved)}, _flatten(given)
     for k in list(b) + [k for k in a if k not in b]:
         if k == "space_source":
             continue
@@ -76,17 +77,18 @@ def read_config(run_dir: str | Path) -> dict:
     return cfg
 
 
-def check_config(run_dir: str | Path, config: dict) -> bool:
+def check_config(run_dir: str | Path, config: dict, defaults: dict | None = None) -> bool:
     """True when ``run_dir`` already holds this run (resume), False when it is new or empty.
 
     Raises ``UserError`` when the folder holds a run with other settings (naming the first
-    that differs), or files that are not a run. Writes nothing.
+    that differs), or files that are not a run. Writes nothing. ``defaults``: the values of
+    settings added since an older run was written (so it still resumes).
     """
     run_dir = Path(run_dir)
     config = {"format": FORMAT, **config}
     if (run_dir / CONFIG).is_file():
         saved = read_config(run_dir)
-        diff = first_difference(saved, config)
+        diff = first_difference(saved, config, defaults)
         if diff:
             k, old, new = diff
             k = k.removeprefix("train.")  # hyper-parameters are named like their flags

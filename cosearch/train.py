@@ -570,7 +570,8 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     if arch is not None:
         config["arch"] = arch.to_dict()
     created = not out.exists()
-    resume = check_config(out, config)
+    # settings added since an older run was written take their defaults (it still resumes)
+    resume = check_config(out, config, defaults={"train": asdict(TrainConfig())})
     try:
         check_writable_dir(out)
         td = load_task_data(config, out)

@@ -75,6 +75,10 @@ def test_resume_checks_the_sampler_and_a_damaged_search_json(tmp_path, capsys):
     run(tmp_path, trials=4, sampler="random")
     with pytest.raises(UserError, match="sampler='random'.*sampler='tpe'"):
         run(tmp_path, trials=6, sampler="tpe")
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    del saved["sampler"]  # a search.json written before the sampler was recorded still resumes
+    (tmp_path / "s" / "search.json").write_text(json.dumps(saved))
+    assert run(tmp_path, trials=6, sampler="random").trials == 6
     (tmp_path / "s" / "search.json").write_text("{ damaged")
     rc = main(["search", "--space", "tiny_lm", "--synthetic-quality", "--hw", "zcu102", "--trials", "4",
                "--sampler", "random", "--out", str(tmp_path / "s"), "--no-progress"])

@@ -139,6 +139,20 @@ def test_other_settings_on_an_existing_run_are_refused(tmp_path, one_thread):
         train(lm_space(), "lm", data, tmp_path / "r", steps=1, **FAST)
 
 
+def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path, one_thread):
+    """config.json written before ema_start/ema_decay existed: their defaults stand in."""
+    data = write_lm_text(tmp_path / "t.txt")
+    train(lm_space(), "lm", data, tmp_path / "r", steps=1, **FAST)
+    cfg_path = tmp_path / "r" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for k in ("ema_start", "ema_decay"):
+        del cfg["train"][k]
+    cfg_path.write_text(json.dumps(cfg))
+    assert train(lm_space(), "lm", data, tmp_path / "r", steps=1, **FAST).step == 1
+    with pytest.raises(UserError, match=r"ema_start=None.*ema_start=0.5"):
+        train(lm_space(), "lm", data, tmp_path / "r", steps=1, ema_start=0.5, **FAST)
+
+
 # --------------------------------------------------------------------------- learning
 def test_translation_training_lowers_the_loss(tmp_path, one_thread):
     data = write_word_translation(tmp_path / "mt")

@@ -362,7 +362,8 @@ def _check_config(out: Path | None, record: dict) -> None:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserError(f"{path} is damaged ({type(e).__name__}); delete {out} (or choose a new --out) "
                         "and search again") from None
-    d = first_difference({k: saved.get(k) for k in record}, record)
+    known = [k for k in record if k in saved]  # an older search.json lacks later settings
+    d = first_difference({k: saved[k] for k in known}, {k: record[k] for k in known})
     if d:
         raise UserError(f"{out} holds a search made with {d[0]}={d[1]!r}, but this command gives "
                         f"{d[0]}={d[2]!r}; rerun with the same settings to resume, or choose a new --out")
