@@ -45,7 +45,6 @@ from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Objective, Outcom
 from .params import Design, ParamSpace, arch_digest, arch_json
 from .predictor import QualityPredictor, rank_correlation
 from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality
-from .results import QUALITY_SOURCES
 from .storage import describe, open_storage, open_study, storage_url, study_lock
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchResult", "search"]
@@ -486,7 +485,8 @@ class _Search:
                              refit=cfg.predictor_refit, seed=cfg.seed or 0)
         for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             m = t.user_attrs.get("metrics") or {}
-            if t.user_attrs.get("source") in QUALITY_SOURCES and "loss" in m:
+            # only what this run's quality source scored: synthetic values never pass as measured
+            if t.user_attrs.get("source") == self.quality_source and "loss" in m:
                 known[t.user_attrs.get("digest", "")] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
                 if screen is not None and m.get(screen.column) is not None:
                     screen.add(self.pspace.design(t.params), m[screen.column], t.values,
