@@ -42,6 +42,8 @@ def configure_cpu_threads(environ: MutableMapping[str, str] = os.environ) -> int
     except (AttributeError, OSError):  # no load average (Windows): keep torch's default
         return None
     cores = usable_cores()
+    if cores < (os.cpu_count() or cores):
+        return None  # a cpuset (container): the host-wide load average says nothing about our cores
     n = threads_for_load(cores, load)
     if n >= cores:
         return None

@@ -26,14 +26,26 @@ def test_the_users_omp_num_threads_wins(monkeypatch):
 
 def test_a_busy_machine_gets_fewer_threads_and_passive_waiting(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))
     env = {}
     assert threads.configure_cpu_threads(env) == 1
     assert env == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+def test_a_cpuset_ignores_the_hosts_load(monkeypatch):
+    # 2 of the host's 64 cores: the host-wide load average is not the load on ours
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 30.0, 30.0))
+    env = {}
+    assert threads.configure_cpu_threads(env) is None
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def test_an_idle_machine_keeps_one_thread_per_core(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
     env = {}
     assert threads.configure_cpu_threads(env) is None
