@@ -4,7 +4,7 @@ For every tensor of a standalone ``Transformer`` (``build_standalone``):
 
 * a quantized weight (a ``QLinear`` or the token table below 16 bits) is stored as
   ``NAME.codes``, a 1-D uint8 buffer of its integer codes packed at their bit-width
-  (``cosearch.packing``), next to its float32 per-row scale ``PREFIX.weight_scale``;
+  (``cosearch.export.packing``), next to its float32 per-row scale ``PREFIX.weight_scale``;
   its shape and bits are in the header metadata (``quantized``, a JSON object);
 * a 16-bit weight is stored as float16 (the supernet already rounds it to fp16);
 * biases, norms and activation clipping factors are float32.
