@@ -24,29 +24,16 @@ def test_the_users_omp_num_threads_wins(monkeypatch):
     assert env["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
-def test_a_busy_machine_gets_fewer_threads_and_passive_waiting(monkeypatch):
-    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+# (usable cores, host cores, load) -> threads chosen (None: torch's default)
+@pytest.mark.parametrize("cores, host, load, want", [
+    (2, 2, 2.0, 1),     # a busy machine gets fewer threads
+    (2, 64, 30.0, None),  # a cpuset: the host-wide load average is not the load on our 2 cores
+    (2, 2, 0.2, None),  # an idle machine keeps one thread per core
+])
+def test_threads_chosen_and_passive_waiting(monkeypatch, cores, host, load, want):
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    monkeypatch.setattr(os, "cpu_count", lambda: host)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     env = {}
-    assert threads.configure_cpu_threads(env) == 1
-    assert env == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def test_a_cpuset_ignores_the_hosts_load(monkeypatch):
-    # 2 of the host's 64 cores: the host-wide load average is not the load on ours
-    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 30.0, 30.0))
-    env = {}
-    assert threads.configure_cpu_threads(env) is None
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def test_an_idle_machine_keeps_one_thread_per_core(monkeypatch):
-    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
-    env = {}
-    assert threads.configure_cpu_threads(env) is None
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.configure_cpu_threads(env) == want
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", **({} if want is None else {"OMP_NUM_THREADS": str(want)})}
