@@ -180,6 +180,24 @@ def test_cli_train(tmp_path, capsys, one_thread):
     assert "steps=2" in capsys.readouterr().err
 
 
+def test_cli_time_limit_checkpoints_stops_and_resumes(tmp_path, capsys, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    argv = ["train", "--space", "tiny_lm", "--task", "lm", "--data", str(data), "--out", str(tmp_path / "r"),
+            "--steps", "3", "--max-tokens", "64", "--max-len", "16", "--no-progress", "--json", "--n-random", "0",
+            "--time-limit", "1e-9"]  # past after the first step
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["step"] == 1 and not out["finished"]
+    assert [step for step, _ in list_checkpoints(tmp_path / "r")] == [1]
+    argv[-1] = "600"
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["start_step"] == 1 and out["step"] == 3 and out["finished"]
+    argv[-1] = "0"
+    assert main(argv) == 2
+    assert "--time-limit" in capsys.readouterr().err
+
+
 def test_in_process_training_never_imports_ray(tmp_path):
     data = write_lm_text(tmp_path / "t.txt")
     code = ("import sys, torch; torch.set_num_threads(1); from cosearch.train import train; "

@@ -43,6 +43,9 @@ def register(sub):
                    help="data-parallel Ray Train workers (default: train in this process, no Ray)")
     p.add_argument("--gpu", action="store_true", help="train on CUDA (bf16 autocast)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="checkpoint and stop after this many seconds of this call (re-run the same "
+                   "command to go on); in-process training only")
     g = p.add_argument_group("hyper-parameters")
     g.add_argument("--max-tokens", type=int, default=4096, help="target tokens per batch and worker")
     g.add_argument("--lr", type=float, default=1e-3)
@@ -74,6 +77,12 @@ def register(sub):
 
 
 def run(args) -> int:
+    import time
+
+    from ..errors import UserError
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UserError(f"--time-limit {args.time_limit:g}: give a number of seconds > 0")
+    deadline = None if args.time_limit is None else time.time() + args.time_limit
     # torch (and Ray, for --workers) are imported only when the command runs
     if args.workers is None:
         from ..train import train
@@ -96,7 +105,8 @@ def run(args) -> int:
                     clip_norm=args.clip_norm, n_random=args.n_random, distill=args.distill,
                     bit_stages=args.bit_stages, ema_start=args.ema_start, ema_decay=args.ema_decay,
                     log_every=args.log_every, ckpt_every=args.ckpt_every,
-                    max_len=args.max_len, src=args.src, tgt=args.tgt, arch=arch)
+                    max_len=args.max_len, src=args.src, tgt=args.tgt, arch=arch,
+                    **({} if deadline is None else {"deadline": deadline}))
     report(summary, args.json)
     return 0
 
@@ -109,3 +119,5 @@ def report(summary, as_json: bool) -> None:
         losses = ", ".join(f"{k} {v:.3f}" for k, v in sorted(summary.losses.items()))
         print(f"trained {summary.run_dir} to step {summary.step}/{summary.steps} "
               f"({summary.steps_per_s:.2f} steps/s, {summary.tokens_per_s:.0f} tokens/s); loss: {losses}")
+        if not summary.finished:
+            print("stopped at the time limit with a checkpoint; re-run the same command to go on")
