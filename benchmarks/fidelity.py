@@ -138,6 +138,17 @@ def summarise(out: Path, plan: dict) -> dict:
         report.setdefault("modes_other_seeds", {})[f"seed{seed}"] = {
             mode: fidelity_stats([jobs.get(f"supernet_{mode}_seed{seed}", {}).get("evals", {}).get(str(i))
                                   for i in range(len(archs))], standalone) for mode in plan["modes"]}
+    seeds = plan.get("supernet_seeds", [])
+    if len(seeds) > 1:  # the inherited quality averaged over the supernet seeds (less seed noise)
+        report["modes_seed_mean"] = {}
+        for mode in plan["modes"]:
+            runs = [jobs.get(f"supernet_{mode}" + (f"_seed{s}" if k else ""), {}).get("evals", {})
+                    for k, s in enumerate(seeds)]
+            mean = []
+            for i in range(len(archs)):
+                es = [r.get(str(i)) or {} for r in runs]
+                mean.append({m: sum(e[m] for e in es) / len(es) for m in ("loss", "bleu") if all(m in e for e in es)})
+            report["modes_seed_mean"][mode] = dict(fidelity_stats(mean, standalone), seeds=seeds)
     noise = []
     for i, seeds in plan["noise"].items():
         a = (standalone[int(i)] or {})
@@ -257,6 +268,28 @@ def assign_gpus(costs: dict[str, float], n_gpus: int) -> dict[str, int]:
     return out
 
 
+def job_finished(out: Path, name: str) -> bool:
+    try:
+        return bool(json.loads((out / "jobs" / f"{name}.json").read_text()).get("finished"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def reuse_jobs(src: Path, out: Path, plan: dict) -> None:
+    """Copy the finished job results of an earlier run with the same archs, steps and batch
+    (e.g. its standalone runs, to add supernet seeds without training them again)."""
+    import shutil
+    old = json.loads((src / "plan.json").read_text())
+    new = json.loads(json.dumps(plan))  # tuples as JSON lists, as in the file
+    for key in ("archs", "steps", "max_tokens", "recipe", "data"):
+        if old.get(key) != new.get(key) and not (key == "data" and Path(old[key]).name == Path(new[key]).name):
+            raise SystemExit(f"--reuse {src}: its plan has another {key!r}; reuse needs the same archs, steps, "
+                             "batch and recipe (pass the same --steps/--max-tokens/--recipe)")
+    for f in (src / "jobs").glob("*.json"):
+        if job_finished(src, f.stem) and not (out / "jobs" / f.name).exists():
+            shutil.copyfile(f, out / "jobs" / f.name)
+
+
 def copy_logs(out: Path, dest: Path) -> None:
     """The small files of a run (logs, job results, metrics), not the checkpoints."""
     import shutil
@@ -294,6 +327,8 @@ def main(argv=None) -> int:
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--eval-tokens", type=int, default=12000, help="tokens per evaluation batch")
     p.add_argument("--recipe", default="{}", help="JSON of TrainConfig overrides for every run")
+    p.add_argument("--reuse", default=None, metavar="DIR",
+                   help="an earlier run folder (or copied logs) with the same plan: its finished jobs are kept")
     p.add_argument("--cpu", action="store_true", help="run the jobs one after the other on the CPU")
     p.add_argument("--result", default=None, help="also write the report here (e.g. benchmarks/results/fidelity.json)")
     p.add_argument("--copy-logs", default=None, metavar="DIR",
@@ -357,6 +392,11 @@ def main(argv=None) -> int:
             specs[name] = dict(common, name=name, space=mode_space(base, "none"), arch=a.to_dict(), seed=seed,
                                eval_archs={"0": a.to_dict()})
             costs[name] = job_cost(space, a)
+    if args.reuse:
+        reuse_jobs(Path(args.reuse), out, plan)
+    done = {n for n in specs if job_finished(out, n)}  # a rerun (or --reuse) keeps finished jobs
+    for n in done:
+        specs.pop(n), costs.pop(n)
     gpu_of = assign_gpus(costs, n_gpus)
     procs: dict[str, subprocess.Popen] = {}
     queue = sorted(specs, key=lambda n: -costs[n])

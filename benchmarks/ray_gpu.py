@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     ap.add_argument("--log-every", type=int, default=5)
     ap.add_argument("--skip-windows", type=int, default=2, help="log windows left out (start-up, compilation)")
     ap.add_argument("--n-random", type=int, default=2)
-    ap.add_argument("--path", default="fused", choices=["fused", "reference"], help="weight path of the workers")
+    ap.add_argument("--path", default="reference", choices=["fused", "reference"],
+                    help="weight path of the workers (reference: the default of training)")
     ap.add_argument("--kill-resume", action="store_true", help="also kill a run after its first checkpoint and resume it")
     ap.add_argument("--kill-timeout-s", type=float, default=240)
     args = ap.parse_args(argv)

@@ -99,6 +99,10 @@ def main():
     ap.add_argument("--samplers", default="nsga2,evolution,random,tpe",
                     help="in this order within each seed (TPE last: its ask costs most)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST .. FIRST+SEEDS-1 (one seed per process: "
+                    "run several processes and `merge` their JSONs)")
+    ap.add_argument("--no-throughput", action="store_true", help="skip part 1 (archs/s)")
+    ap.add_argument("--no-search", action="store_true", help="skip part 2 (hypervolume per sampler)")
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--checkpoints", default="100,300,1000")
     ap.add_argument("--max-batches", type=int, default=20, help="validation batches per loss measurement")
@@ -142,11 +146,27 @@ def main():
         result["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         (out / "search_real.json").write_text(json.dumps(result, indent=2) + "\n")
 
-    # 1. throughput (at most a third of the budget)
     base = MeasureSettings(max_batches=a.max_batches, max_tokens=a.max_tokens, device=device)
     tp_archs = archs[: a.throughput_archs]
     tp_deadline = lambda: min(time.perf_counter() + a.throughput_seconds,  # noqa: E731
                               t_start + a.time_budget / 3)
+    if a.no_throughput:
+        result["throughput"] = {"skipped": True}
+    else:
+        measure_throughput(a, base, tp_archs, tp_deadline, translation, device, result, save)
+    if not a.no_search:
+        run_searches(a, ms_of(a, translation, device), objectives, bound, checkpoints, deadline, translation,
+                     result, save)
+    finish(result, a.samplers.split(","), checkpoints, save)
+
+
+def ms_of(a, translation: bool, device: str) -> MeasureSettings:
+    return MeasureSettings(max_batches=a.max_batches, max_tokens=a.max_tokens, bleu=translation,
+                           bleu_sentences=a.search_bleu_sentences, device=device)
+
+
+def measure_throughput(a, base, tp_archs, tp_deadline, translation, device, result, save):
+    """1. archs/s measuring loss, then loss and BLEU (at most a third of the budget)."""
     result["throughput"]["loss"] = dict(throughput(a.run, base, a.workers, tp_archs, tp_deadline()),
                                         max_batches=a.max_batches, max_tokens=a.max_tokens)
     save()
@@ -160,15 +180,15 @@ def main():
         save()
         print("bleu", result["throughput"]["bleu"], flush=True)
 
-    # 2. hypervolume per sampler and seed: one pool, one cache for all runs
-    ms = MeasureSettings(max_batches=a.max_batches, max_tokens=a.max_tokens, bleu=translation,
-                         bleu_sentences=a.search_bleu_sentences, device=device)
+
+def run_searches(a, ms, objectives, bound, checkpoints, deadline, translation, result, save):
+    """2. hypervolume per sampler and seed: one pool, one cache for all runs."""
     src, pool = source(a.run, ms, a.workers)
     cache = CachedQuality(src)
     result["search_bleu_sentences"] = a.search_bleu_sentences if translation else None
     try:
         samplers = a.samplers.split(",")
-        for seed in range(a.seeds):
+        for seed in range(a.first_seed, a.first_seed + a.seeds):
             for i, sampler in enumerate(samplers):
                 # an equal share of what is left to each remaining sampler of this seed, so
                 # that a slow sampler cannot starve the others of the first seed
@@ -200,18 +220,56 @@ def main():
     finally:
         if pool is not None:
             pool.close()
+
+
+def finish(result: dict, samplers: list, checkpoints: list, save) -> None:
+    """Mean and std of the hypervolume per sampler and checkpoint over the runs."""
     summary = {}
-    for sampler in a.samplers.split(","):
+    for sampler in samplers:
         rs = [r for r in result["runs"] if r["sampler"] == sampler and "hv" in r]
         summary[sampler] = {str(c): {"mean": round(float(np.mean(v)), 6), "std": round(float(np.std(v)), 6),
                                      "runs": len(v)}
                             for c in checkpoints
                             for v in [[r["hv"][str(c)] for r in rs if str(c) in r["hv"]]] if v}
     result["summary"] = summary
-    result["complete"] = all("hv" in r and not r["stopped_early"] for r in result["runs"])
+    result["complete"] = bool(result["runs"]) and all("hv" in r and not r["stopped_early"] for r in result["runs"])
     save()
     print(json.dumps(summary, indent=2))
 
 
+def merge(paths: list, out: str) -> dict:
+    """One report from several processes' search_real.json (same run, bound and reference):
+    the throughput of the one that measured it, every search run, the summary over all."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    searches = [p for p in parts if p["runs"]] or parts
+    for key, among in (("run", parts), ("latency_max_ms", parts), ("objectives", parts), ("trials", searches),
+                       ("checkpoints", searches)):
+        if len({json.dumps(p.get(key)) for p in among}) > 1:
+            raise SystemExit(f"merge: the inputs differ in {key!r}; merge only parts of one benchmark")
+    result = dict(searches[0], runs=[r for p in parts for r in p["runs"]], parts=[str(p) for p in paths],
+                  elapsed_s=max(p.get("elapsed_s", 0) for p in parts))
+    result["throughput"] = next((p["throughput"] for p in parts if not p["throughput"].get("skipped")), {})
+    refs = {json.dumps(p.get("reference")) for p in parts if p.get("reference") is not None}
+    if len(refs) > 1:
+        raise SystemExit("merge: the inputs have different hypervolume reference points")
+    result["reference"] = json.loads(refs.pop()) if refs else None
+    result["reference_rule"] = next((p["reference_rule"] for p in parts if "reference_rule" in p), None)
+    samplers = list(dict.fromkeys(r["sampler"] for r in result["runs"]))
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        (out_dir / "search_real.json").write_text(json.dumps(result, indent=2) + "\n")
+    finish(result, samplers, result["checkpoints"], save)
+    return result
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["merge"]:
+        mp = argparse.ArgumentParser(prog="search_real.py merge", description=merge.__doc__.split("\n")[0])
+        mp.add_argument("parts", nargs="+", help="search_real.json files")
+        mp.add_argument("--out", required=True, help="folder for the merged search_real.json")
+        ma = mp.parse_args(sys.argv[2:])
+        merge(ma.parts, ma.out)
+    else:
+        main()

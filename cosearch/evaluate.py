@@ -43,9 +43,10 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
-             checkpoint: str | Path | None = None) -> LoadedRun:
+             checkpoint: str | Path | None = None, raw_weights: bool = False) -> LoadedRun:
     """The supernet of the newest checkpoint of ``run_dir`` (or of ``checkpoint``), with
-    its config and tokenizer."""
+    its config and tokenizer: the weight average where the run keeps one, unless
+    ``raw_weights`` (then the trained weights)."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     space = space_of(config)
@@ -61,7 +62,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     arch = run_arch(config)
     net = Supernet(space, pad_id=tok.pad_id, arch=arch).to(device)
     try:
-        net.load_state_dict(averaged_state(state))
+        net.load_state_dict(state["model"] if raw_weights else averaged_state(state))
     except RuntimeError as e:
         raise UserError(f"{ckpt} does not fit the space in {run_dir}/config.json "
                         f"({str(e).splitlines()[0]})") from None
@@ -222,7 +223,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
              beam: int = 4, max_len: int | None = None, max_tokens: int = 4096,
              len_penalty: float = 1.0, bleu_score: bool = True, max_sentences: int | None = None,
              gpu: bool = False, hypotheses_out: str | Path | None = None,
-             checkpoint: str | Path | None = None, progress: bool = False) -> dict:
+             checkpoint: str | Path | None = None, progress: bool = False, raw_weights: bool = False) -> dict:
     """Loss and perplexity of ``arch`` (``largest``, ``smallest``, an Arch or a JSON file;
     None: the largest, or a standalone run's own arch) on ``split`` of the run's data;
     translation adds ``bleu`` (beam search, KV cache).
@@ -236,7 +237,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
     if gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
     device = torch.device("cuda" if gpu else "cpu")
-    run = load_run(run_dir, device, checkpoint)
+    run = load_run(run_dir, device, checkpoint, raw_weights)
     a = run.arch if arch is None and run.arch is not None else resolve_arch(run.space, arch or "largest")
     td = load_task_data(run.config, run.run_dir)
     check_tokenizer(run.run_dir, td.tokenizer, run.space)

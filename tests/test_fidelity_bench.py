@@ -60,3 +60,33 @@ def test_report_ranks_gaps_and_noise(tmp_path):
     # a missing job leaves holes, not a crash
     (tmp_path / "jobs" / "standalone_3.json").unlink()
     assert fidelity.summarise(tmp_path, plan)["modes"]["none"]["loss"]["n"] == 3
+
+
+def test_supernet_seeds_are_averaged_and_finished_jobs_reused(tmp_path):
+    plan = {"modes": ["none"], "archs": [{"a": [1]}] * 3, "labels": ["a", "b", "c"], "params": [3, 2, 1],
+            "size_mb": [1, 1, 1], "noise": {}, "supernet_seeds": [0, 1], "steps": 5, "max_tokens": 64,
+            "recipe": {"bit_stages": (0.2, 0.5)}, "data": "/x/multi30k"}
+    alone = [(2.0, 40.0), (2.2, 38.0), (2.4, 36.0)]
+    src = tmp_path / "old"
+    for i, (loss, bleu) in enumerate(alone):
+        _job(src, f"standalone_{i}", {"0": {"loss": loss, "bleu": bleu}})
+    _job(src, "supernet_none", {"0": {"loss": 3.0, "bleu": 30.0}, "1": {"loss": 2.9, "bleu": 31.0},
+                                "2": {"loss": 3.4, "bleu": 26.0}})
+    (src / "jobs" / "unfinished.json").write_text(json.dumps({"finished": False}))
+    (src / "plan.json").write_text(json.dumps(dict(plan, data="/elsewhere/multi30k")))
+    out = tmp_path / "new"
+    (out / "jobs").mkdir(parents=True)
+    fidelity.reuse_jobs(src, out, plan)
+    assert sorted(p.stem for p in (out / "jobs").glob("*.json")) == [
+        "standalone_0", "standalone_1", "standalone_2", "supernet_none"]
+    assert fidelity.job_finished(out, "supernet_none") and not fidelity.job_finished(out, "supernet_none_seed1")
+    # seed 0 swaps archs 0 and 1; seed 1 swaps them the other way round: the mean ranks them right
+    _job(out, "supernet_none_seed1", {"0": {"loss": 2.6, "bleu": 36.0}, "1": {"loss": 2.9, "bleu": 33.0},
+                                      "2": {"loss": 3.2, "bleu": 28.0}})
+    rep = fidelity.summarise(out, plan)
+    assert rep["modes"]["none"]["loss"]["kendall_tau"] == pytest.approx(1 / 3)
+    mean = rep["modes_seed_mean"]["none"]
+    assert mean["loss"]["kendall_tau"] == pytest.approx(1.0) and mean["seeds"] == [0, 1]
+    assert mean["bleu"]["mean_gap"] == pytest.approx(((40 - 33) + (38 - 32) + (36 - 27)) / 3)
+    with pytest.raises(SystemExit, match="steps"):
+        fidelity.reuse_jobs(src, out, dict(plan, steps=6))

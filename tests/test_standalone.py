@@ -136,3 +136,8 @@ def test_average_survives_resume_and_is_what_eval_loads(tmp_path, one_thread):
     loaded = load_run(tmp_path / "a").net.state_dict()
     k = "model.decoder_layers.0.ffn.fc1.weight"
     assert torch.equal(loaded[k], sa["ema"][k]) and not torch.equal(sa["ema"][k], sa["model"][k])
+    raw = load_run(tmp_path / "a", raw_weights=True).net.state_dict()
+    assert torch.equal(raw[k], sa["model"][k])
+    a = evaluate(tmp_path / "a", split="valid", max_sentences=4)
+    r = evaluate(tmp_path / "a", split="valid", max_sentences=4, raw_weights=True)
+    assert a["loss"] != r["loss"]

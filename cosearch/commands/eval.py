@@ -21,6 +21,8 @@ def register(sub):
     p.add_argument("--no-bleu", action="store_true", help="skip decoding (loss and perplexity only)")
     p.add_argument("--hypotheses", default=None, help="write the translations to this file")
     p.add_argument("--checkpoint", default=None, help="a checkpoint file of the run (default: its newest)")
+    p.add_argument("--raw-weights", action="store_true", help="the trained weights, not the weight "
+                   "average (for runs trained with --ema-start)")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while translating")
     p.add_argument("--json", action="store_true", help="print a JSON object with loss, ppl[, bleu]")
@@ -33,7 +35,7 @@ def run(args) -> int:
     r = evaluate(args.run, args.arch, args.split, beam=args.beam, max_len=args.max_len,
                  max_tokens=args.max_tokens, len_penalty=args.len_penalty, bleu_score=not args.no_bleu,
                  max_sentences=args.max_sentences, gpu=args.gpu, hypotheses_out=args.hypotheses,
-                 checkpoint=args.checkpoint, progress=not args.no_progress)
+                 checkpoint=args.checkpoint, progress=not args.no_progress, raw_weights=args.raw_weights)
     if args.json:
         print(json.dumps(r))
         return 0
