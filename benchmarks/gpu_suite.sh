@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The GPU measurements of issues 11-13 on one 4-GPU machine, as detached jobs that outlive a
+# single 10-minute device command (the machine stays warm between calls; /tmp survives):
+#
+#   bash benchmarks/gpu_suite.sh start   # first call: wheels, a copy of the tree, launch, wait
+#   bash benchmarks/gpu_suite.sh wait    # later calls: wait; both pack the results into $OUT
+#
+# GPU 0: the Multi30k recipe (train, then test_2016_flickr BLEU), alone on its GPU.
+# GPU 1: fidelity supernets of a second seed (the first seed's jobs reused).
+# GPUs 2+3: Ray Train on 1 and 2 GPUs and a kill+resume, then the --budget-s calibration
+#   check (GPU 3) and the search throughput (GPU 2, once the seed-1 layer supernet exists);
+#   then the co-search benchmark, one process per sampler and seed, on GPUs 1 and 2.
+# Needs .data/multi30k, .whl/optuna and .whl/ray (gpu_ray_wheels.sh) carried along.
+set -u
+W=/tmp/suite
+RECIPE_STEPS=${RECIPE_STEPS:-3000}
+WAIT_S=${WAIT_S:-545}
+
+pack() {
+  [ -n "${OUT:-}" ] || return 0
+  tar czf "$OUT/suite.tgz.tmp" -C /tmp --exclude='*.pt' --exclude='suite/repo' suite 2>/dev/null
+  mv "$OUT/suite.tgz.tmp" "$OUT/suite.tgz"
+}
+
+wait_for() {  # wait_for FILE: until FILE exists
+  while [ ! -e "$1" ]; do sleep 5; done
+}
+
+jobs_run() {
+  cd $W/repo || exit 1
+  export PYTHONPATH=$W/repo OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+  local D=$W/repo/.data/multi30k C=$W/cosearch L=$W/logs R=$W/results
+  nvidia-smi --query-gpu=index,name,memory.total --format=csv > $L/gpus.csv
+
+  # GPU 0: the recipe, then its evaluation (weight average first, then the raw weights)
+  ( date +%s > $W/recipe.start
+    CUDA_VISIBLE_DEVICES=0 $C train --space multi30k --task translation --data $D --out $W/recipe \
+      --steps $RECIPE_STEPS --max-tokens 32768 --gpu --ema-start 0.75 --ema-decay 0.998 --log-every 50 \
+      --ckpt-every 500 --no-progress --json > $L/recipe_train.log 2>&1
+    date +%s > $W/recipe.trained
+    python3 -c "
+from cosearch.space import SearchSpace
+s = SearchSpace.load('multi30k')
+for i in range(4):
+    open('$W/random%d.json' % i, 'w').write(s.sample(i).to_json())"
+    for spec in largest:avg smallest:avg largest:raw smallest:raw random0:avg random1:avg random2:avg random3:avg; do
+      a=${spec%%:*}; w=${spec##*:}; arch=$a
+      case $a in random*) arch=$W/$a.json;; esac
+      CUDA_VISIBLE_DEVICES=0 $C eval --run $W/recipe --arch $arch --split test --beam 4 --gpu --json --no-progress \
+        $( [ $w = raw ] && echo --raw-weights ) > $R/recipe_${a}_$w.json 2>> $L/recipe_eval.log
+    done
+    date +%s > $W/recipe.done ) &
+
+  # GPU 1: fidelity, second supernet seed for every mode
+  ( CUDA_VISIBLE_DEVICES=1 python3 benchmarks/fidelity.py --data $D --out $W/fid \
+      --reuse benchmarks/results/fidelity_h200x4_run --supernet-seeds 2 --steps 625 --time-budget 600 \
+      --eval-s 170 --result $R/fidelity.json > $L/fidelity.log 2>&1
+    touch $W/fidelity.done ) &
+
+  # GPUs 2+3: Ray Train scaling and kill+resume, then the budget calibration on GPU 3
+  ( CUDA_VISIBLE_DEVICES=2,3 PYTHONPATH=/tmp/site:$PYTHONPATH python3 benchmarks/ray_gpu.py --data $D \
+      --workers 1 2 --steps 60 --log-every 10 --kill-resume --out $R/ray_gpu.json > $L/ray.log 2>&1
+    touch $W/ray.done
+    CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py quality --data $D --mos layer --budget-s 180 \
+      --out $R/calibration.json > $L/calibration.log 2>&1
+    touch $W/calibration.done ) &
+
+  # search: on the seed-1 layer supernet once it is trained (its job result then has "train")
+  ( RUN=$W/fid/runs/supernet_layer_seed1
+    until python3 -c "import json,sys; sys.exit('train' not in json.load(open('$W/fid/jobs/supernet_layer_seed1.json')))" 2>/dev/null; do
+      sleep 10; [ -e $W/fidelity.done ] && break
+    done
+    wait_for $W/ray.done
+    CUDA_VISIBLE_DEVICES=2 python3 benchmarks/search_real.py $RUN --gpu --workers 6 --no-search \
+      --throughput-seconds 40 --out $W/sr/throughput > $L/search_throughput.log 2>&1
+    g=1
+    for seed in 0 1 2; do for s in tpe nsga2 evolution random; do
+      CUDA_VISIBLE_DEVICES=$g python3 benchmarks/search_real.py $RUN --gpu --workers 2 --no-throughput \
+        --samplers $s --seeds 1 --first-seed $seed --search-bleu-sentences 100 --time-budget 840 \
+        --out $W/sr/${s}_$seed > $L/search_${s}_$seed.log 2>&1 &
+      g=$((3 - g))
+    done; done
+    wait
+    python3 benchmarks/search_real.py merge $W/sr/*/search_real.json --out $R/search > $L/search_merge.log 2>&1
+    touch $W/search.done ) &
+  wait
+  touch $W/all.done
+}
+
+case "${1:-}" in
+  start)
+    mkdir -p $W/logs $W/results
+    python3 -m pip install -q --no-index --find-links .whl/optuna optuna pydantic > $W/logs/pip.log 2>&1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/ray/*.whl >> $W/logs/pip.log 2>&1
+    mkdir -p $W/repo && tar cf - --exclude=.whl --exclude=.git . | tar xf - -C $W/repo
+    printf '#!/bin/sh\nexec python3 -c "import sys; from cosearch.cli import main; sys.exit(main())" "$@"\n' > $W/cosearch
+    chmod +x $W/cosearch
+    setsid nohup bash benchmarks/gpu_suite.sh jobs > $W/logs/suite.log 2>&1 < /dev/null &
+    ;;
+  jobs) jobs_run; exit 0 ;;
+  wait) ;;
+  *) echo "usage: $0 start|wait" >&2; exit 2 ;;
+esac
+end=$((SECONDS + WAIT_S))
+while [ $SECONDS -lt $end ] && [ ! -e $W/all.done ]; do
+  sleep 30; pack
+done
+pack
+ls $W/*.done $W/*.start $W/*.trained 2>/dev/null
+tail -n 2 $W/logs/*.log
