@@ -7,8 +7,9 @@
 #
 # GPU 0: the Multi30k recipe (train, then test_2016_flickr BLEU), alone on its GPU.
 # GPU 1: fidelity supernets of a second seed (the first seed's jobs reused).
-# GPUs 2+3: Ray Train on 1 and 2 GPUs and a kill+resume, then the --budget-s calibration
-#   check (GPU 3) and the search throughput (GPU 2, once the seed-1 layer supernet exists);
+# GPUs 2+3: Ray Train on 1 and 2 GPUs and a kill+resume, then on GPU 3 the --budget-s
+#   calibration check, train_gpu throughput and supernet_overhead (reference vs fused), and on
+#   GPU 2 the search throughput (once the seed-1 layer supernet exists);
 #   then the co-search benchmark, one process per sampler and seed, on GPUs 1 and 2.
 # Needs .data/multi30k, .whl/optuna and .whl/ray (gpu_ray_wheels.sh) carried along.
 set -u
@@ -64,7 +65,12 @@ for i in range(4):
     touch $W/ray.done
     CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py quality --data $D --mos layer --budget-s 180 \
       --out $R/calibration.json > $L/calibration.log 2>&1
-    touch $W/calibration.done ) &
+    touch $W/calibration.done
+    CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py throughput --data $D --max-tokens 32768 --warmup 8 \
+      --repeats 12 --path both --out $R/throughput.json > $L/throughput.log 2>&1
+    CUDA_VISIBLE_DEVICES=3 python3 benchmarks/supernet_overhead.py --device cuda --batch 128 --repeats 10 \
+      --path both --out $R/overhead.json > $L/overhead.log 2>&1
+    touch $W/speed.done ) &
 
   # search: on the seed-1 layer supernet once it is trained (its job result then has "train")
   ( RUN=$W/fid/runs/supernet_layer_seed1
