@@ -407,8 +407,9 @@ def main(argv=None) -> int:
         path = out / "specs" / f"{name}.json"
         path.write_text(json.dumps(specs[name]))
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        if n_gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu_of[name])
+        if n_gpus:  # index into the GPUs this process sees (CUDA_VISIBLE_DEVICES may already narrow them)
+            visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+            env["CUDA_VISIBLE_DEVICES"] = visible[gpu_of[name]] if visible else str(gpu_of[name])
         with open(logs / f"{name}.log", "w") as log:
             procs[name] = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "job", str(path)],
                                            stdout=log, stderr=subprocess.STDOUT, env=env)
