@@ -134,10 +134,15 @@ def summarise(out: Path, plan: dict) -> dict:
     report["per_arch"] = per_arch
     for mode in plan["modes"]:
         report["modes"][mode] = fidelity_stats([r[mode] for r in per_arch], standalone)
+    def trained(name):  # steps a supernet job trained (a deadline can cut it short)
+        t = jobs.get(name, {}).get("train") or {}
+        return {"trained_steps": t.get("step"), "finished_training": t.get("step") == plan.get("steps")}
+
     for seed in plan.get("supernet_seeds", [])[1:]:  # the same table for the other supernet seeds
         report.setdefault("modes_other_seeds", {})[f"seed{seed}"] = {
-            mode: fidelity_stats([jobs.get(f"supernet_{mode}_seed{seed}", {}).get("evals", {}).get(str(i))
-                                  for i in range(len(archs))], standalone) for mode in plan["modes"]}
+            mode: dict(fidelity_stats([jobs.get(f"supernet_{mode}_seed{seed}", {}).get("evals", {}).get(str(i))
+                                       for i in range(len(archs))], standalone),
+                       **trained(f"supernet_{mode}_seed{seed}")) for mode in plan["modes"]}
     seeds = plan.get("supernet_seeds", [])
     if len(seeds) > 1:  # the inherited quality averaged over the supernet seeds (less seed noise)
         report["modes_seed_mean"] = {}
@@ -148,7 +153,9 @@ def summarise(out: Path, plan: dict) -> dict:
             for i in range(len(archs)):
                 es = [r.get(str(i)) or {} for r in runs]
                 mean.append({m: sum(e[m] for e in es) / len(es) for m in ("loss", "bleu") if all(m in e for e in es)})
-            report["modes_seed_mean"][mode] = dict(fidelity_stats(mean, standalone), seeds=seeds)
+            names = [f"supernet_{mode}" + (f"_seed{s}" if k else "") for k, s in enumerate(seeds)]
+            report["modes_seed_mean"][mode] = dict(fidelity_stats(mean, standalone), seeds=seeds, cut_short=[
+                n for n in names if not trained(n)["finished_training"]])
     noise = []
     for i, seeds in plan["noise"].items():
         a = (standalone[int(i)] or {})

@@ -12,6 +12,9 @@
 #   GPU 2 the search throughput (once the seed-1 layer supernet exists);
 #   then the co-search benchmark, one process per sampler and seed, on GPUs 1 and 2.
 # Needs .data/multi30k, .whl/optuna and .whl/ray (gpu_ray_wheels.sh) carried along.
+# The recorded 2026-11-27 H100 run used this script at de69c7f (Ray --steps 60, throughput
+# --warmup 8, fidelity --time-budget 600: too short for three supernets on one GPU, which
+# stopped at 508-549 of 625 steps); the settings below are the corrected ones.
 set -u
 W=/tmp/suite
 RECIPE_STEPS=${RECIPE_STEPS:-3000}
@@ -55,19 +58,19 @@ for i in range(4):
 
   # GPU 1: fidelity, second supernet seed for every mode
   ( CUDA_VISIBLE_DEVICES=1 python3 benchmarks/fidelity.py --data $D --out $W/fid \
-      --reuse benchmarks/results/fidelity_h200x4_run --supernet-seeds 2 --steps 625 --time-budget 600 \
+      --reuse benchmarks/results/fidelity_h200x4_run --supernet-seeds 2 --steps 625 --time-budget 780 \
       --eval-s 170 --result $R/fidelity.json > $L/fidelity.log 2>&1
     touch $W/fidelity.done ) &
 
   # GPUs 2+3: Ray Train scaling and kill+resume, then the budget calibration on GPU 3
   ( CUDA_VISIBLE_DEVICES=2,3 PYTHONPATH=/tmp/site:$PYTHONPATH python3 benchmarks/ray_gpu.py --data $D \
-      --workers 1 2 --steps 60 --log-every 10 --kill-resume --out $R/ray_gpu.json > $L/ray.log 2>&1
+      --workers 1 2 --kill-resume --out $R/ray_gpu.json > $L/ray.log 2>&1
     touch $W/ray.done
     CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py quality --data $D --mos layer --budget-s 180 \
       --out $R/calibration.json > $L/calibration.log 2>&1
     touch $W/calibration.done
-    CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py throughput --data $D --max-tokens 32768 --warmup 8 \
-      --repeats 12 --path both --out $R/throughput.json > $L/throughput.log 2>&1
+    CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py throughput --data $D --max-tokens 32768 --repeats 12 \
+      --path both --out $R/throughput.json > $L/throughput.log 2>&1
     CUDA_VISIBLE_DEVICES=3 python3 benchmarks/supernet_overhead.py --device cuda --batch 128 --repeats 10 \
       --path both --out $R/overhead.json > $L/overhead.log 2>&1
     touch $W/speed.done ) &

@@ -98,9 +98,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--max-tokens", type=int, default=32768, help="target tokens per worker and step")
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--log-every", type=int, default=5)
-    ap.add_argument("--skip-windows", type=int, default=2, help="log windows left out (start-up, compilation)")
+    # ~100 steps of warm-up before a fresh process is at speed (new kernel shapes per sampled
+    # arch): the 60-step H100 runs were still rising in their last windows
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--skip-windows", type=int, default=10, help="log windows left out (start-up, warm-up)")
     ap.add_argument("--n-random", type=int, default=2)
     ap.add_argument("--path", default="reference", choices=["fused", "reference"],
                     help="weight path of the workers (reference: the default of training)")
