@@ -49,6 +49,21 @@ def test_every_trial_is_a_distinct_arch(tmp_path, sampler):
     assert df["digest"].nunique() == 10
 
 
+def test_a_repeated_proposal_is_replaced_by_an_unseen_neighbour(tmp_path):
+    from optuna.trial import TrialState
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))  # 12 archs: TPE repeats itself soon
+    r = search(hw="zcu102", space=sp, quality=SyntheticQuality(sp), out=tmp_path / "s", trials=10, seed=0,
+               sampler="tpe", batch=4, progress=False, plots=False)
+    ts = r.study.get_trials(deepcopy=False)
+    repeats = [t for t in ts if t.user_attrs.get("duplicate")]
+    neighbours = [t for t in ts if t.user_attrs.get("fallback") == "neighbour"]
+    assert repeats and neighbours
+    for t in neighbours:  # one gene away from a repeated proposal, and measured
+        assert t.state == TrialState.COMPLETE
+        assert any(sum(t.params[k] != d.params[k] for k in t.params) == 1 for d in repeats)
+    assert pd.read_csv(tmp_path / "s" / "trials.csv")["digest"].nunique() == 10
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_trials_n_runs_exactly_n(tmp_path, n):
     r = run(tmp_path, trials=n, sampler="nsga2")
