@@ -15,10 +15,20 @@
 # The recorded 2026-11-27 H100 run used this script at de69c7f (Ray --steps 60, throughput
 # --warmup 8, fidelity --time-budget 600: too short for three supernets on one GPU, which
 # stopped at 508-549 of 625 steps); the settings below are the corrected ones.
+#
+# PARTS picks what runs (default: all): recipe fidelity ray speed search. A full 30-minute
+# recipe does not fit a 30-minute device session together with anything else: run
+# `PARTS=recipe RECIPE_STEPS=4300` on a one-GPU machine (about 2.4 steps/s on an H100) and
+# the other parts on a 4-GPU one. SEARCH_RUN searches another trained run (e.g. a recipe
+# run: less noisy quality) instead of the fidelity run's seed-1 layer supernet. The search
+# starts after the speed benchmarks, so that they time an idle host.
 set -u
 W=/tmp/suite
-RECIPE_STEPS=${RECIPE_STEPS:-3000}
+RECIPE_STEPS=${RECIPE_STEPS:-4300}
 WAIT_S=${WAIT_S:-545}
+PARTS=${PARTS:-recipe fidelity ray speed search}
+
+want() { case " $PARTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 pack() {
   [ -n "${OUT:-}" ] || return 0
@@ -38,7 +48,7 @@ jobs_run() {
   nvidia-smi --query-gpu=index,name,memory.total --format=csv > $L/gpus.csv
 
   # GPU 0: the recipe, then its evaluation (weight average first, then the raw weights)
-  ( date +%s > $W/recipe.start
+  want recipe && ( date +%s > $W/recipe.start
     CUDA_VISIBLE_DEVICES=0 $C train --space multi30k --task translation --data $D --out $W/recipe \
       --steps $RECIPE_STEPS --max-tokens 32768 --gpu --ema-start 0.75 --ema-decay 0.998 --log-every 50 \
       --ckpt-every 500 --no-progress --json > $L/recipe_train.log 2>&1
@@ -57,15 +67,19 @@ for i in range(4):
     date +%s > $W/recipe.done ) &
 
   # GPU 1: fidelity, second supernet seed for every mode
-  ( CUDA_VISIBLE_DEVICES=1 python3 benchmarks/fidelity.py --data $D --out $W/fid \
+  want fidelity && ( CUDA_VISIBLE_DEVICES=1 python3 benchmarks/fidelity.py --data $D --out $W/fid \
       --reuse benchmarks/results/fidelity_h200x4_run --supernet-seeds 2 --steps 625 --time-budget 780 \
       --eval-s 170 --result $R/fidelity.json > $L/fidelity.log 2>&1
     touch $W/fidelity.done ) &
 
   # GPUs 2+3: Ray Train scaling and kill+resume, then the budget calibration on GPU 3
-  ( CUDA_VISIBLE_DEVICES=2,3 PYTHONPATH=/tmp/site:$PYTHONPATH python3 benchmarks/ray_gpu.py --data $D \
+  want fidelity || touch $W/fidelity.done
+  want ray || touch $W/ray.done
+  want speed || touch $W/speed.done
+  ( want ray && CUDA_VISIBLE_DEVICES=2,3 PYTHONPATH=/tmp/site:$PYTHONPATH python3 benchmarks/ray_gpu.py --data $D \
       --workers 1 2 --kill-resume --out $R/ray_gpu.json > $L/ray.log 2>&1
     touch $W/ray.done
+    want speed || exit 0
     CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py quality --data $D --mos layer --budget-s 180 \
       --out $R/calibration.json > $L/calibration.log 2>&1
     touch $W/calibration.done
@@ -75,12 +89,14 @@ for i in range(4):
       --path both --out $R/overhead.json > $L/overhead.log 2>&1
     touch $W/speed.done ) &
 
-  # search: on the seed-1 layer supernet once it is trained (its job result then has "train")
-  ( RUN=$W/fid/runs/supernet_layer_seed1
-    until python3 -c "import json,sys; sys.exit('train' not in json.load(open('$W/fid/jobs/supernet_layer_seed1.json')))" 2>/dev/null; do
+  # search: on the seed-1 layer supernet once it is trained (its job result then has "train"),
+  # or on SEARCH_RUN; after the speed benchmarks
+  want search && ( RUN=${SEARCH_RUN:-$W/fid/runs/supernet_layer_seed1}
+    until [ -n "${SEARCH_RUN:-}" ] || python3 -c "import json,sys; sys.exit('train' not in json.load(open('$W/fid/jobs/supernet_layer_seed1.json')))" 2>/dev/null; do
       sleep 10; [ -e $W/fidelity.done ] && break
     done
     wait_for $W/ray.done
+    wait_for $W/speed.done
     CUDA_VISIBLE_DEVICES=2 python3 benchmarks/search_real.py $RUN --gpu --workers 6 --no-search \
       --throughput-seconds 40 --out $W/sr/throughput > $L/search_throughput.log 2>&1
     g=1
