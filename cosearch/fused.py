@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UserError
-from .quant import _STAT_EPS, _clip_range, _codes_of, _levels_of, _lsq_range, _qp, bits_key
+from .quant import _STAT_EPS, _clip_range, _codes_of, _levels_of, _qp, bits_key, token_scale
 from .space import canonical_bits
 
 _COMPILES: Counter = Counter()
@@ -140,9 +140,8 @@ def act_fake_quant(x: Tensor, log_clip: Tensor | None, bits: int) -> Tensor:
     """``ActQuantizer.forward`` as an expression (per-token symmetric; 16 bits: identity)."""
     if bits == 16:
         return x
-    qn, qp = _lsq_range(bits)
     xf = x.float()
-    stat = xf.detach().abs().amax(dim=-1, keepdim=True).clamp_min(_STAT_EPS) / qp
+    qn, qp, stat = token_scale(xf, bits)
     if bits == 8:
         q = torch.round(xf / stat).clamp(-qn, qp) * stat
         return _straight_through(q.to(x.dtype), x)

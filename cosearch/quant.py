@@ -228,6 +228,13 @@ class WeightQuantizer(nn.Module):
         return fake_quant_weight(w, bits, self.scale(w, bits))
 
 
+def token_scale(xf: Tensor, bits: int) -> tuple[int, int, Tensor]:
+    """(Qn, Qp, per-token min-max scale max|x| / Qp) of float32 activations ``xf``; no gradient
+    flows through the scale (the learned clipping factor carries it)."""
+    qn, qp = _lsq_range(bits)
+    return qn, qp, xf.detach().abs().amax(dim=-1, keepdim=True).clamp_min(_STAT_EPS) / qp
+
+
 class ActQuantizer(nn.Module):
     """Per-token (last dim) symmetric activation fake quantization.
 
@@ -254,9 +261,8 @@ class ActQuantizer(nn.Module):
             raise ValueError(f"activation bit-width {bits} not in {self.bit_choices}")
         if bits == 16:
             return x
-        qn, qp = _lsq_range(bits)
         xf = x.float()
-        stat = xf.detach().abs().amax(dim=-1, keepdim=True).clamp_min(_STAT_EPS) / qp
+        qn, qp, stat = token_scale(xf, bits)
         if bits == 8:
             q = torch.round(xf / stat).clamp(-qn, qp) * stat  # min-max: nothing clips
             return _StraightThrough.apply(x, q.to(x.dtype), None)
