@@ -180,7 +180,6 @@ def run_job(spec_path: str) -> int:
     after every evaluation)."""
     import torch
 
-    from cosearch.checkpoint import load_checkpoint
     from cosearch.evaluate import bleu, eval_loss, load_run, translate
     from cosearch.space import Arch, SearchSpace
     from cosearch.train import load_task_data, train
@@ -232,12 +231,11 @@ def run_job(spec_path: str) -> int:
                              limit=space.spec.max_positions)
             result["evals"][idx]["bleu"] = bleu(hyps, refs)
             save()
-        state = load_checkpoint(run.checkpoint)
-        if arch is None and state.get("ema") is not None:  # what the weight average gained
-            run.net.load_state_dict(state["model"])
+        if arch is None and run.config["train"].get("ema_start") is not None:  # what the average gained
+            raw = load_run(run_dir, device, raw_weights=True).net
             result["evals_raw"] = {}
             for idx, a in evals.items():
-                model = run.net.extract(Arch.from_dict(a)).to(device).eval()
+                model = raw.extract(Arch.from_dict(a)).to(device).eval()
                 batches = td.batches("valid", max_tokens=spec["eval_tokens"], shuffle=False, repeat=False)
                 r = result["evals_raw"][idx] = {"loss": eval_loss(model, batches, tok.pad_id, vocab, device)[0]}
                 if idx in RAW_BLEU_ARCHS and time.time() < spec["eval_deadline"]:

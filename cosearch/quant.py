@@ -254,11 +254,17 @@ class ActQuantizer(nn.Module):
         self.log_clip = nn.ParameterDict({
             f"b{b}": nn.Parameter(torch.zeros(())) for b in self.bit_choices if b < 8})
 
+    def clip(self, bits: int) -> Tensor | None:
+        """The learned log clipping factor of ``bits`` (None at 8 and 16 bits: min-max or
+        identity); ``ValueError`` for a bit-width this quantizer was not built for."""
+        if bits not in self.bit_choices:
+            raise ValueError(f"activation bit-width {bits} not in {self.bit_choices}")
+        return self.log_clip[f"b{bits}"] if bits < 8 else None
+
     def forward(self, x: Tensor, bits: int) -> Tensor:
         """Fake-quantized ``x`` (same shape and dtype)."""
         bits = int(bits)
-        if bits not in self.bit_choices:
-            raise ValueError(f"activation bit-width {bits} not in {self.bit_choices}")
+        log_clip = self.clip(bits)
         if bits == 16:
             return x
         xf = x.float()
@@ -267,5 +273,5 @@ class ActQuantizer(nn.Module):
             q = torch.round(xf / stat).clamp(-qn, qp) * stat  # min-max: nothing clips
             return _StraightThrough.apply(x, q.to(x.dtype), None)
         gs = 1.0 / math.sqrt(x.shape[-1] * qp)
-        step = self.log_clip[f"b{bits}"].exp() * stat
+        step = log_clip.exp() * stat
         return _GridFakeQuant.apply(xf, step, bits, gs).to(x.dtype)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from .atomic import check_writable_dir
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .data import TaskData, build_task_data
+from .data.tasks import TASK_FAMILY
 from .data.tokenizer import Tokenizer
 from .errors import UserError
 from .fused import fused_by_default, use_fused
@@ -356,7 +357,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
 
     fixed = run_arch(job)
     torch.manual_seed(seed)  # the same initial weights on every worker
-    net = use_fused(Supernet(space, pad_id=pad, arch=fixed).to(device), fused_by_default(device))
+    net = use_fused(Supernet(space, pad_id=pad, arch=fixed).to(device), fused_by_default())
     probes = specialisation_probes(space) if net.router_parameters() else []
     opt = make_optimizer(net, cfg)
     batches = make_batches(td, cfg, seed, dist)
@@ -513,9 +514,6 @@ def _as_space(space) -> SearchSpace:
 #: Runs a prepared job elsewhere: ``runner(job, progress, stop_at)`` returns rank 0's summary dict.
 JobRunner = Callable[[dict, bool, "int | None"], dict]
 
-
-#: the model family each task trains
-TASK_FAMILY = {"translation": "encoder_decoder", "lm": "decoder_only"}
 
 
 def check_task(space: SearchSpace, task: str) -> None:

@@ -105,8 +105,7 @@ def run(args) -> int:
                     clip_norm=args.clip_norm, n_random=args.n_random, distill=args.distill,
                     bit_stages=args.bit_stages, ema_start=args.ema_start, ema_decay=args.ema_decay,
                     log_every=args.log_every, ckpt_every=args.ckpt_every,
-                    max_len=args.max_len, src=args.src, tgt=args.tgt, arch=arch,
-                    **({} if deadline is None else {"deadline": deadline}))
+                    max_len=args.max_len, src=args.src, tgt=args.tgt, arch=arch, deadline=deadline)
     report(summary, args.json)
     return 0
 

@@ -12,7 +12,9 @@ from .corpus import default_corpus
 from .readers import list_splits, read_parallel, read_text, resolve_split
 from .tokenizer import Tokenizer, train_or_load_tokenizer
 
-TASKS = ("translation", "lm")
+#: the tasks and the model family each one trains
+TASK_FAMILY = {"translation": "encoder_decoder", "lm": "decoder_only"}
+TASKS = tuple(TASK_FAMILY)
 #: Canonical split names and what users may call them.
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid", "test": "test"}
 #: Share of an LM text held out (from its end) for validation.
