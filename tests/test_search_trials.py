@@ -64,6 +64,22 @@ def test_a_repeated_proposal_is_replaced_by_an_unseen_neighbour(tmp_path):
     assert pd.read_csv(tmp_path / "s" / "trials.csv")["digest"].nunique() == 10
 
 
+def test_evolution_with_batches_in_flight_measures_each_arch_once(tmp_path):
+    # two measuring workers: the next generation is built while a batch is still measured
+    from cosearch.search.evolution import EvolutionSettings
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
+    r = search(hw="zcu102", space=sp, quality=SyntheticQuality(sp), out=tmp_path / "s", trials=10, seed=0,
+               sampler="evolution", batch=2, workers=2, gpu=True, progress=False, plots=False,
+               evolution=EvolutionSettings(population=4, parents=2, mutants=2, crossovers=2))
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert len(df) == df["digest"].nunique() == r.trials == 10
+
+
+def test_processes_of_one_search_may_use_their_own_seeds(tmp_path):
+    run(tmp_path, trials=4, seed=1)
+    assert run(tmp_path, trials=8, seed=2).trials == 8  # resumed, not refused
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_trials_n_runs_exactly_n(tmp_path, n):
     r = run(tmp_path, trials=n, sampler="nsga2")
@@ -149,6 +165,21 @@ def test_predictor_with_bleu_predicts_bleu_from_measured_points_only(tmp_path):
     assert pred["bleu"].between(meas["bleu"].min() - 10, meas["bleu"].max() + 10).all()
     assert r.predictor["metric"] == "bleu" and r.predictor["kendall"] > 0.3
     assert np.allclose(meas["bleu"], 100.0 - 10.0 * meas["loss"])
+
+
+def test_predictor_never_overrides_or_recounts_an_arch_already_measured(tmp_path):
+    # 12 archs x accelerator knobs: most trials repeat a measured arch with other knobs
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
+    r = search(hw="zcu102", space=sp, quality=TwoMetrics(sp), objectives="bleu,latency,size", cosearch_hw=True,
+               out=tmp_path / "s", trials=60, sampler="random", batch=10, predictor=True, predictor_warmup=4,
+               predictor_refit=4, progress=False, plots=False)
+    df = pd.read_csv(tmp_path / "s" / "trials.csv").sort_values("number")
+    measured_before: set = set()
+    for digest, source in zip(df["digest"], df["source"]):
+        assert not (digest in measured_before and source == "predicted")
+        if source == "measured":
+            measured_before.add(digest)
+    assert r.predictor["n"] <= len(measured_before)  # held-out pairs: one per first measurement at most
 
 
 @pytest.mark.slow

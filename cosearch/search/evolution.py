@@ -51,6 +51,8 @@ class EvolutionProposer:
         self._queue: list[tuple[dict, Design]] = []
         self._dists = pspace.distributions()
         self._keys: dict[int, str] = {}  # trial number -> design key, filled incrementally
+        #: keys of candidates handed out by ``ask`` and not yet recorded (being measured)
+        self._pending: set[str] = set()
 
     # ---- generations
     def _finished(self) -> list[optuna.trial.FrozenTrial]:
@@ -109,11 +111,12 @@ class EvolutionProposer:
         for t in trials:
             if t.number not in self._keys:
                 self._keys[t.number] = self.pspace.design(t.params).key()
-        seen = set(self._keys.values())
+        seen = set(self._keys.values()) | self._pending
         parents = self._parents(trials)
         rand = lambda: self.pspace.random_params(self.rng)  # noqa: E731
-        if len(trials) < self.s.population or len(parents) < 2:
-            return self._fill(self.s.population - len(trials) if len(trials) < self.s.population
+        started = len(trials) + len(self._pending)  # in flight counts towards the first generation
+        if started < self.s.population or len(parents) < 2:
+            return self._fill(self.s.population - started if started < self.s.population
                               else self.s.mutants + self.s.crossovers, rand, seen)
         pick = lambda: parents[self.rng.integers(len(parents))]  # noqa: E731
 
@@ -130,11 +133,13 @@ class EvolutionProposer:
         if not self._queue:
             self._queue = self._generation()
         out, self._queue = self._queue[:k], self._queue[k:]
+        self._pending.update(d.key() for _, d in out)
         return out
 
     def record(self, params: Sequence[dict], values: Sequence[Sequence[float]],
                constraints: Sequence[dict], user_attrs: Sequence[dict]) -> None:
         """Add the evaluated candidates to the study as finished trials, in one call."""
+        self._pending.difference_update(self.pspace.design(p).key() for p in params)
         self.study.add_trials([
             optuna.trial.create_trial(params=p, distributions=self._dists, values=list(v),
                                       constraints=c, user_attrs=u)

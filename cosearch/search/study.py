@@ -152,7 +152,7 @@ class _OptunaProposer:
                     taken.add(key)
                     self._keys[t.number] = key
                     bisect.insort(alive, t.number)
-                    for name, v in (("owner", _owner()), ("key", key), ("digest", arch_digest(d.arch))):
+                    for name, v in (("owner", _owner()), ("key", key)):  # digest: set when measured
                         t.set_user_attr(name, v)
                     out.append(_Proposal(d, trial=t))
             return out
@@ -368,6 +368,10 @@ def _clean(v):
     return v
 
 
+#: settings recorded in search.json that another process of the same search may change
+PER_PROCESS_SETTINGS = ("seed",)
+
+
 def _check_config(out: Path | None, record: dict) -> None:
     """search.json records what the study measures; a resumed search must match it."""
     if out is None:
@@ -383,7 +387,9 @@ def _check_config(out: Path | None, record: dict) -> None:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserError(f"{path} is damaged ({type(e).__name__}); delete {out} (or choose a new --out) "
                         "and search again") from None
-    known = [k for k in record if k in saved]  # an older search.json lacks later settings
+    # an older search.json lacks later settings; processes sharing one study may each use
+    # their own seed (the same seed would make them propose the same designs)
+    known = [k for k in record if k in saved and k not in PER_PROCESS_SETTINGS]
     d = first_difference({k: saved[k] for k in known}, {k: record[k] for k in known})
     if d:
         raise UserError(f"{out} holds a search made with {d[0]}={d[1]!r}, but this command gives "
@@ -544,7 +550,7 @@ class _Search:
                     extra = 0
                     if not props:
                         break
-                    batch = _prepare(props, self.evaluator, screen, known, q_index, self.needs_quality)
+                    batch = _prepare(props, self.evaluator, screen, known, self.needs_quality)
                     handle = pool.submit(batch.to_measure) if pool is not None else {}
                     inflight.append((handle, batch))
                 if not inflight:
@@ -647,7 +653,7 @@ class _Batch:
     column: str | None = None            # that column
 
 
-def _prepare(props, evaluator: Evaluator, screen, known, q_index, needs_quality) -> _Batch:
+def _prepare(props, evaluator: Evaluator, screen, known, needs_quality) -> _Batch:
     """Cost a batch and decide which designs get measured; the others take the predictor's value."""
     designs = [p.design for p in props]
     batch = _Batch(props, evaluator.cost_metrics(designs), needs_quality, np.zeros(len(props), bool))
@@ -662,13 +668,15 @@ def _prepare(props, evaluator: Evaluator, screen, known, q_index, needs_quality)
         vals = np.array([o.values for o in outs])
         feas = np.array([o.feasible for o in outs])
         measure = screen.worth_measuring(vals, feas, std)
-    batch.measure = measure
+    keys = [arch_digest(d.arch) for d in designs]
     seen = set()
-    for d, m in zip(designs, measure):
-        k = arch_digest(d.arch)
+    for d, k, m in zip(designs, keys, measure):
         if m and k not in known and k not in seen:
             seen.add(k)
             batch.to_measure.append(d.arch)
+    # an arch measured before, or in this batch for another design, gives every design of it
+    # the measured value (it costs nothing more)
+    batch.measure = np.array([k in known or k in seen for k in keys], dtype=bool)
     return batch
 
 
@@ -677,8 +685,10 @@ def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known, c
     ``computed`` labels the rows whose quality the source computed (``QUALITY_SOURCES``)."""
     props = batch.props
     designs = [p.design for p in props]
-    for i, a in enumerate(batch.to_measure):
-        known[arch_digest(a)] = {k: float(v[i]) for k, v in res.items()}
+    fresh = [arch_digest(a) for a in batch.to_measure]
+    fresh_keys = set(fresh)
+    for i, k in enumerate(fresh):
+        known[k] = {c: float(v[i]) for c, v in res.items()}
     q = None
     sources = ["cost-only"] * len(designs)
     if batch.needs_quality:
@@ -702,7 +712,9 @@ def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known, c
         if batch.predicted is not None:
             a[f"predicted_{batch.column}"] = float(batch.predicted[j])
         attrs.append(a)
-        if screen is not None and sources[j] == computed:
+        # the predictor learns (and is scored) only on archs measured in this batch: a cached
+        # arch is already among its points, and counting it again would inflate its tau
+        if screen is not None and sources[j] == computed and a["digest"] in fresh_keys:
             value = float(o.metrics[screen.column])
             if batch.predicted is not None:
                 screen.pairs.append((float(batch.predicted[j]), value))

@@ -7,6 +7,7 @@ intact (Ray Tune's OptunaSearch would drop them). Ray is imported only when aske
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Callable, Sequence
 
 from ..space import Arch
@@ -76,6 +77,10 @@ class ProcessPool:
                 break
 
     def submit(self, archs: Sequence[Arch]):
+        if not archs:  # all cached or predicted: no need to queue behind busy workers
+            done: Future = Future()
+            done.set_result({})
+            return done
         return self.pool.submit(_measure, list(archs))
 
     def wait(self, handles: list) -> tuple[list, list]:
