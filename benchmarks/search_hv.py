@@ -85,7 +85,7 @@ def one_run(space, hw, sampler, seed, bound, ideal, nadir, trials, noise=0.0, po
            "hv": {str(c): round(float(h), 5) for c, h in zip(at, hv)}}
     if noise > 0:  # the same trials scored with the noise-free loss
         ps = ParamSpace.build(space)
-        true = SyntheticQuality(space, noise=0.0)([ps.design(t.params).arch for t in ts])["loss"]
+        true = SyntheticQuality(space)([ps.design(t.params).arch for t in ts])["loss"]  # NoisySynthetic.base
         vals[:, 0] = (true - ideal[0]) / (nadir[0] - ideal[0])
         thv = hypervolume_history(vals, feas, np.ones(3), at=at)
         out["true_hv"] = {str(c): round(float(h), 5) for c, h in zip(at, thv)}
