@@ -164,7 +164,6 @@ class Case:
     hide: tuple[str, ...] = ()
     fsize: Callable[[World, Path], int] | None = None
     after: Callable[[World, Path, str], None] | None = None  # more checks (tmp, stderr)
-    new_files: bool = False  # the command may leave new complete files (not half-written ones)
 
 
 CASES: dict[str, Case] = {}
@@ -397,6 +396,14 @@ def _(w, tmp):
     return ["cost", "--space", w.space, "--hw", "zcu102", "--arch", tmp / "arch.json"]
 
 
+@pytest.mark.parametrize("bits", ["0,8", "5,8", "inf,8", "8,0", "4,12"])
+def test_cost_gemm_bits_outside_the_space_exit_2(bits, capsys):
+    from cosearch.cli import main as cli_main
+    assert cli_main(["cost", "--gemm", "1x64x64", "--bits", bits, "--hw", "zcu102"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--bits" in err and "1.58" in err
+
+
 @case("space_show_unknown", "no_such_space", group="other")
 def _(w, tmp):
     return ["space", "show", "no_such_space"]
@@ -560,8 +567,7 @@ def test_mistake_is_one_line_exit_2_and_changes_nothing(name, request, tmp_path)
     after = snapshot(w.root, tmp_path)
     changed = sorted(k for k in before if before[k] != after.get(k))
     assert not changed, f"changed or removed: {changed}"
-    if not c.new_files:
-        assert sorted(set(after) - set(before)) == []
+    assert sorted(set(after) - set(before)) == []
     if c.after:
         c.after(w, tmp_path, lines[0])
 

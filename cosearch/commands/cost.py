@@ -7,7 +7,7 @@ import json
 from ..errors import UserError
 from ..hardware import cost, cost_gemm, load_hardware
 from ..hardware.report import format_gemm, format_report, load_arch
-from ..space import SearchSpace
+from ..space import ACT_BITS, WEIGHT_BITS, SearchSpace, canonical_bits
 
 
 def register(sub):
@@ -36,12 +36,17 @@ def _gemm_shape(text: str) -> tuple[int, int, int]:
 
 
 def _bits(text: str) -> tuple[float, int]:
+    """``W,A`` as the space's bit-widths (``UserError`` for anything else)."""
+    fix = (f"--bits {text!r}: give weight,activation bits, weights one of {', '.join(map(str, WEIGHT_BITS))} "
+           f"and activations one of {', '.join(map(str, ACT_BITS))} (e.g. 4,8; ternary 1.58,8)")
     try:
         w, a = (x.strip() for x in text.split(","))
-        wb = float(w)
-        return (int(wb) if wb == int(wb) else wb), int(a)
-    except ValueError:
-        raise UserError(f"--bits {text!r}: give weight,activation bits (e.g. 4,8; ternary 1.58,8)") from None
+        wb, ab = canonical_bits(float(w)), float(a)
+    except (ValueError, OverflowError):
+        raise UserError(fix) from None
+    if ab not in ACT_BITS:
+        raise UserError(fix)
+    return wb, int(ab)
 
 
 def run(args):
