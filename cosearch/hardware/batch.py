@@ -282,15 +282,25 @@ def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> d
     lat, energy, size_bytes, peak, power = totals_from_sums(hw, tot[:, 0], tot[:, 1], size, tot[:, 4], tot[:, 5])
     out = {"latency_ms": lat, "energy_mj": energy, "size_bytes": size_bytes, "peak_memory_bytes": peak,
            "power_w": power, "cycles": tot[:, 0], "dram_bytes": tot[:, 2], "macs": tot[:, 3]}
-    kinds, which = np.unique(feats, return_inverse=True)
-    res = [resources(hw, int(f)) for f in kinds]
-    out["feasible"] = np.array([r[2] for r in res], dtype=bool)[which] & within_power(hw, power)
+    cap = hw.codesign.power_max_w
     if hw.kind == "fpga":
+        # a few distinct PE-mode sets: look each one's resources up once (no sort of the batch)
+        kinds = np.flatnonzero(np.bincount(feats))
+        res = {int(f): resources(hw, int(f))[1] for f in kinds}
+        lut = {k: np.zeros(int(kinds[-1]) + 1) for k in ("feasible", "dsp", "bram36", "lut")}
+        for f, r in res.items():
+            for k in lut:
+                lut[k][f] = r[k]
+        out["feasible"] = lut["feasible"][feats].astype(bool)
         for k in ("dsp", "bram36", "lut"):
-            out[f"fpga_{k}"] = np.array([r[1][k] for r in res], dtype=np.float64)[which]
+            out[f"fpga_{k}"] = lut[k][feats]
         out["area_mm2"] = np.full(g.n, np.nan)
     else:
-        out["area_mm2"] = np.full(g.n, res[0][0])
+        area, _, ok = resources(hw, 0)
+        out["feasible"] = np.full(g.n, ok, dtype=bool)
+        out["area_mm2"] = np.full(g.n, area)
+    if cap is not None:
+        out["feasible"] &= within_power(hw, power)
     return out
 
 
