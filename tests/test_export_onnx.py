@@ -168,6 +168,20 @@ def test_a_rounding_flip_is_reported_not_fatal(tmp_path, monkeypatch):
     assert check["ok"] is False
 
 
+@needs_ort
+def test_a_broken_cached_decoder_fails_the_check(tmp_path, monkeypatch):
+    import cosearch.export.onnx_runtime as rt
+    real = rt.OnnxTransformer.decode_step
+
+    def shuffled(self, *a, **kw):  # what a wrong past/present wiring would give
+        return real(self, *a, **kw).flip(-1)
+    monkeypatch.setattr(rt.OnnxTransformer, "decode_step", shuffled)
+    _, _, out = _export(tmp_path, "decoder_only", 4, 8)
+    check = json.loads((out / "config.json").read_text())["onnx_check"]
+    assert check["argmax_agreement"] == 1.0 and check["kv_cache_argmax_agreement"] < 1.0
+    assert check["ok"] is False
+
+
 def test_export_files_are_readable_by_others(tmp_path):
     old = os.umask(0o022)
     try:
