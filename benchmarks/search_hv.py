@@ -58,6 +58,7 @@ class NoisySynthetic:
     """SyntheticQuality plus a fixed per-arch N(0, sigma) drawn from the arch digest."""
 
     name = "synthetic-noisy"
+    synthetic = True
 
     def __init__(self, space: SearchSpace, sigma: float):
         self.base, self.sigma = SyntheticQuality(space), sigma

@@ -80,6 +80,17 @@ def test_processes_of_one_search_may_use_their_own_seeds(tmp_path):
     assert run(tmp_path, trials=8, seed=2).trials == 8  # resumed, not refused
 
 
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_a_stand_in_source_is_labelled_synthetic_whatever_its_name(tmp_path, synthetic):
+    sp = micro_space()
+
+    class Source(SyntheticQuality):
+        name = "my-source"
+    Source.synthetic = synthetic
+    search(hw="zcu102", space=sp, quality=Source(sp), out=tmp_path / "s", trials=2, progress=False, plots=False)
+    assert set(pd.read_csv(tmp_path / "s" / "trials.csv")["source"]) == {"synthetic" if synthetic else "measured"}
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_trials_n_runs_exactly_n(tmp_path, n):
     r = run(tmp_path, trials=n, sampler="nsga2")

@@ -27,9 +27,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from ..errors import UserError
 from .format import load_weights, save_weights

@@ -79,7 +79,6 @@ class OnnxTransformer:
         self.encoder = session(folder / files["encoder"], threads) if family == "encoder_decoder" else None
         self.past = [(i.name, i.shape) for i in self.decoder.get_inputs() if i.name.startswith("past_key_values")
                      and ".encoder." not in i.name]
-        self.present = [o.name for o in self.decoder.get_outputs()][1:]
 
     def eval(self) -> "OnnxTransformer":
         return self

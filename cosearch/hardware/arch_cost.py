@@ -174,12 +174,11 @@ def cost_gemm(M: int, K: int, N: int, hw: Hardware | str, wbits: float = 8, abit
               w_dram=weights_in_dram)
     c = op_cost(op, hw)
     area, fpga, feasible = resources(hw, hw.pe_features(wbits, abits))
-    latency_ms = c["cycles"] / (hw.clock_mhz * 1e3)
-    energy_mj = c["energy_fj"] * 1e-12 + hw.static_w * latency_ms
+    latency_ms, energy_mj, _, _, power_w = totals_from_sums(hw, c["cycles"], c["energy_fj"], 0, 0, 0)
     out = {"hw": hw.name, "M": M, "K": K, "N": N, "w_bits": wbits, "a_bits": abits, "dataflow": hw.dataflow,
            "rows": hw.array.rows, "cols": hw.array.cols,
            **{k: c[k] for k in ("compute_cycles", "array_cycles", "memory_cycles", "cycles")},
-           "latency_ms": latency_ms, "energy_mj": energy_mj, "power_w": energy_mj / latency_ms,
+           "latency_ms": latency_ms, "energy_mj": energy_mj, "power_w": power_w,
            "dram_bytes": c["dram_bytes"], "macs": c["macs"],
            "pe_utilization": pe_utilization(hw, c["macs"], c["array_cycles"], wbits, abits),
            "bound": "memory" if c["memory_cycles"] > c["array_cycles"] else "compute"}

@@ -25,8 +25,9 @@ The model (``hw_models/README.md``; validation in ``benchmarks/README.md``):
   fits, the cheaper one is re-streamed once per chunk of the other; WS/IS spill partial
   sums when a K x C weight block overflows the weight buffer; outputs are written back
   when they overflow;
-* latency = max(array cycles, DRAM bytes / bandwidth) (double buffering) + a prologue
-  (DRAM latency + the first weight tile);
+* latency = max(array cycles, DRAM bytes / bandwidth) (DRAM transfers are double-buffered
+  on every design) + a prologue (DRAM latency + the first weight tile) once per run of
+  back-to-back GEMMs, on every design (``pipelined`` is about the array's folds only);
 * energy = MACs x energy per MAC at those bits + SRAM bytes x pJ/B of each buffer (reads
   per dataflow) + DRAM bytes x pJ/B.
 """

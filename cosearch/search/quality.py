@@ -44,6 +44,8 @@ class SyntheticQuality:
     """
 
     name = "synthetic"
+    #: a stand-in: its rows are labelled ``synthetic``, never ``measured`` (any source may say so)
+    synthetic = True
 
     def __init__(self, space: SearchSpace, noise: float = 0.02):
         self.space, self.noise = space, noise
@@ -189,6 +191,7 @@ class CachedQuality:
     def __init__(self, source: QualitySource):
         self.source = source
         self.name = source.name
+        self.synthetic = getattr(source, "synthetic", False)
         self.cache: dict[str, dict[str, float]] = {}
         self.measured = 0  # archs the source actually evaluated
 

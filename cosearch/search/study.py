@@ -460,8 +460,10 @@ class _Search:
                 raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
         self.factory, qname = _quality_factory(cfg, sp, bleu)
         self.needs_quality = any(o.column in QUALITY_COLUMNS for o in self.objs)
-        # trials.csv's source: a synthetic quality must not read as measured on a supernet
-        self.quality_source = "synthetic" if qname == "synthetic" else "measured"
+        # trials.csv's source, from what the quality source says it is (not its name): a
+        # stand-in must never read as measured on a supernet
+        self.quality_source = "synthetic" if getattr(cfg.quality, "synthetic", cfg.quality == "synthetic") \
+            else "measured"
         self.directions = [o.direction for o in self.objs]
         self.out = Path(cfg.out) if cfg.out is not None else None
         self.name = cfg.study or "cosearch"
@@ -605,7 +607,6 @@ class _Search:
         if pred is not None:
             log.info("predictor (%s): held-out Kendall tau %s on %d archs", pred["metric"], pred["kendall"], pred["n"])
         files: list[Path] = []
-        hv = None
         from .results import front_hypervolume
         hv = front_hypervolume(rows, objs, self.reference)
         if cfg.write and self.out is not None:
