@@ -91,6 +91,33 @@ def test_a_stand_in_source_is_labelled_synthetic_whatever_its_name(tmp_path, syn
     assert set(pd.read_csv(tmp_path / "s" / "trials.csv")["source"]) == {"synthetic" if synthetic else "measured"}
 
 
+def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed():
+    # a queued trial keeps the low number it got when queued, so the order of numbers cannot
+    # tell that it starts after the last slot went to another process
+    from contextlib import nullcontext
+
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from cosearch.search.params import ParamSpace
+    from cosearch.search.study import _OptunaProposer
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
+    ps = ParamSpace.build(sp)
+    st = optuna.create_study(directions=["minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    st.enqueue_trial(ps.params_of(Design(sp.largest())), user_attrs={"fallback": "neighbour"})  # number 0
+    real_ask = st.ask
+
+    def racing_ask(*a, **kw):  # another process finishes 2 trials between our count and our ask
+        st.ask = real_ask
+        for arch in (sp.smallest(), sp.sample(3)):
+            st.add_trial(create_trial(params=ps.params_of(Design(arch)), distributions=ps.distributions(),
+                                      values=[1.0], user_attrs={"key": Design(arch).key()}))
+        return real_ask(*a, **kw)
+    st.ask = racing_ask
+    assert _OptunaProposer(st, ps, total=2, lock=nullcontext, seed=0).ask(2) == []
+    assert len(st.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))) == 2
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_trials_n_runs_exactly_n(tmp_path, n):
     r = run(tmp_path, trials=n, sampler="nsga2")

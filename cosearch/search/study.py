@@ -99,6 +99,7 @@ class _OptunaProposer:
         self.rng = np.random.default_rng(seed)
         self.retries = retries
         self._keys: dict[int, str] = {}  # trial number -> design key of live trials
+        self._asking: set[int] = set()
 
     def pending(self) -> int:
         return 0  # asked trials are RUNNING in the storage and counted there
@@ -133,7 +134,10 @@ class _OptunaProposer:
                             break
                         self.study.enqueue_trial(p, user_attrs={"fallback": "random"})
                 queued: set = set()
-                for t in [self.study.ask() for _ in range(want)]:
+                asked = [self.study.ask() for _ in range(want)]
+                self._asking = {t.number for t in asked}  # asked here, not yet accepted or failed
+                for t in asked:
+                    self._asking.discard(t.number)
                     d = self.pspace.suggest(t)
                     key = d.key()
                     if key in taken:
@@ -144,7 +148,7 @@ class _OptunaProposer:
                             queued.add(self.pspace.design(p).key())
                             self.study.enqueue_trial(p, user_attrs={"fallback": "neighbour"})
                         continue
-                    if bisect.bisect_left(alive, t.number) >= self.total:
+                    if self._over_budget(t, alive, want):
                         # another machine took the last slots between our count and our ask
                         t.set_user_attr("over_budget", True)
                         self.study.tell(t, state=TrialState.FAIL)
@@ -156,6 +160,20 @@ class _OptunaProposer:
                         t.set_user_attr(name, v)
                     out.append(_Proposal(d, trial=t))
             return out
+
+    def _over_budget(self, t, alive: list, want: int) -> bool:
+        """Whether ``t`` would go past the total. Asked trials are numbered in asking order,
+        so the snapshot ``alive`` places them; a queued trial (an anchor or a replacement)
+        keeps the lower number it got when queued, and near the end another process may
+        have started one since the snapshot: there the storage is counted afresh."""
+        if bisect.bisect_left(alive, t.number) >= self.total:
+            return True
+        queued = "fallback" in t.user_attrs or "anchor" in t.user_attrs
+        if queued or len(alive) + want >= self.total:
+            others = [x for x in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                      if x.number != t.number and x.number not in self._asking]
+            return len(others) >= self.total
+        return False
 
     def _unseen_neighbour(self, params: dict, taken: set, tries: int = 50) -> dict | None:
         """``params`` with one gene changed so that the design is one the study lacks
