@@ -16,7 +16,10 @@
 # --warmup 8, fidelity --time-budget 600: too short for three supernets on one GPU, which
 # stopped at 508-549 of 625 steps); the settings below are the corrected ones.
 #
-# PARTS picks what runs (default: all): recipe fidelity ray speed search. A full 30-minute
+# PARTS picks what runs (default: all): recipe fidelity ray speed search; `standalone` (not in
+# the default) trains the recipe's largest (GPU 1), smallest and random arch 2 (GPU 2, after
+# Ray) alone from scratch. RECIPE_DROPOUT trains the recipe on a copy of the preset with
+# that dropout, RECIPE_SEED its seed; RAY_KILL_RESUME=0 skips the kill+resume. A full 30-minute
 # recipe does not fit a 30-minute device session together with anything else: run
 # `PARTS=recipe RECIPE_STEPS=4300` on a one-GPU machine (about 2.4 steps/s on an H100) and
 # the other parts on a 4-GPU one. SEARCH_RUN searches another trained run (e.g. a recipe
@@ -25,6 +28,9 @@
 set -u
 W=/tmp/suite
 RECIPE_STEPS=${RECIPE_STEPS:-4300}
+RECIPE_SEED=${RECIPE_SEED:-0}
+RECIPE_ARGS="--steps $RECIPE_STEPS --max-tokens 32768 --gpu --ema-start 0.75 --ema-decay 0.998 --log-every 50
+  --ckpt-every 500 --no-progress --json"
 WAIT_S=${WAIT_S:-545}
 PARTS=${PARTS:-recipe fidelity ray speed search}
 
@@ -40,31 +46,69 @@ wait_for() {  # wait_for FILE: until FILE exists
   while [ ! -e "$1" ]; do sleep 5; done
 }
 
+arch_of() {  # arch_of NAME: largest, smallest or the JSON of random arch N (SearchSpace.sample(N))
+  case $1 in
+    random*) [ -e $W/$1.json ] || python3 -c "
+from cosearch.space import SearchSpace
+open('$W/$1.json', 'w').write(SearchSpace.load('$SPACE').sample(${1#random}).to_json())"
+      echo $W/$1.json;;
+    *) echo $1;;
+  esac
+}
+
+evaluate() {  # evaluate GPU RUN ARCH SPLIT OUT [eval flags]: one `cosearch eval`, JSON to OUT
+  local g=$1 run=$2 a=$3 split=$4 out=$5; shift 5
+  CUDA_VISIBLE_DEVICES=$g $C eval --run $W/$run --arch $(arch_of $a) --split $split --gpu --json \
+    --no-progress "$@" > $out 2>> $L/${run}_eval.log
+}
+
+train_alone() {  # train_alone GPU ARCH: the recipe on that one sub-network, then its test BLEU
+  CUDA_VISIBLE_DEVICES=$1 $C train --space $SPACE --task translation --data $D --out $W/alone_$2 \
+    --arch $(arch_of $2) $RECIPE_ARGS --seed $RECIPE_SEED > $L/alone_$2_train.log 2>&1
+  evaluate $1 alone_$2 $2 test $R/alone_$2_avg.json --beam 4
+  evaluate $1 alone_$2 $2 test $R/alone_$2_raw.json --beam 4 --raw-weights
+}
+
 jobs_run() {
   cd $W/repo || exit 1
   export PYTHONPATH=$W/repo OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
   export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
   local D=$W/repo/.data/multi30k C=$W/cosearch L=$W/logs R=$W/results
+  # the recipe's space: the preset, or a copy with another dropout (RECIPE_DROPOUT)
+  SPACE=multi30k
+  if [ -n "${RECIPE_DROPOUT:-}" ]; then
+    SPACE=$W/multi30k_dropout$RECIPE_DROPOUT.yaml
+    sed "s/^dropout: .*/dropout: $RECIPE_DROPOUT/" cosearch/spaces/multi30k.yaml > $SPACE
+  fi
+  for i in 0 1 2 3; do arch_of random$i > /dev/null; done  # written once, before the jobs read them
   nvidia-smi --query-gpu=index,name,memory.total --format=csv > $L/gpus.csv
 
-  # GPU 0: the recipe, then its evaluation (weight average first, then the raw weights)
+  # GPU 0: the recipe, then its evaluation (weight average first, then the raw weights), then
+  # the length penalty for beam 5 picked on the validation set and that setting on test
   want recipe && ( date +%s > $W/recipe.start
-    CUDA_VISIBLE_DEVICES=0 $C train --space multi30k --task translation --data $D --out $W/recipe \
-      --steps $RECIPE_STEPS --max-tokens 32768 --gpu --ema-start 0.75 --ema-decay 0.998 --log-every 50 \
-      --ckpt-every 500 --no-progress --json > $L/recipe_train.log 2>&1
+    CUDA_VISIBLE_DEVICES=0 $C train --space $SPACE --task translation --data $D --out $W/recipe \
+      $RECIPE_ARGS --seed $RECIPE_SEED > $L/recipe_train.log 2>&1
     date +%s > $W/recipe.trained
-    python3 -c "
-from cosearch.space import SearchSpace
-s = SearchSpace.load('multi30k')
-for i in range(4):
-    open('$W/random%d.json' % i, 'w').write(s.sample(i).to_json())"
     for spec in largest:avg smallest:avg largest:raw smallest:raw random0:avg random1:avg random2:avg random3:avg; do
-      a=${spec%%:*}; w=${spec##*:}; arch=$a
-      case $a in random*) arch=$W/$a.json;; esac
-      CUDA_VISIBLE_DEVICES=0 $C eval --run $W/recipe --arch $arch --split test --beam 4 --gpu --json --no-progress \
-        $( [ $w = raw ] && echo --raw-weights ) > $R/recipe_${a}_$w.json 2>> $L/recipe_eval.log
+      a=${spec%%:*}; w=${spec##*:}
+      evaluate 0 recipe $a test $R/recipe_${a}_$w.json --beam 4 $( [ $w = raw ] && echo --raw-weights )
+    done
+    for a in largest smallest; do
+      for lp in 0.6 1.0 1.4; do evaluate 0 recipe $a valid $R/recipe_${a}_valid_b5_lp$lp.json --beam 5 --len-penalty $lp; done
+      lp=$(python3 -c "
+import json; r = {lp: json.load(open('$R/recipe_${a}_valid_b5_lp%s.json' % lp))['bleu'] for lp in ('0.6', '1.0', '1.4')}
+print(max(r, key=r.get))")
+      evaluate 0 recipe $a test $R/recipe_${a}_test_b5_lp$lp.json --beam 5 --len-penalty $lp
     done
     date +%s > $W/recipe.done ) &
+
+  # standalone: the recipe's largest on GPU 1 (fidelity's GPU), then, once Ray is done, the
+  # smallest and random arch 2 on GPU 2: each trained alone from scratch with the same recipe
+  want standalone && ( train_alone 1 largest
+    touch $W/standalone_largest.done ) &
+  want standalone && ( wait_for $W/ray.done
+    train_alone 2 smallest; train_alone 2 random2
+    touch $W/standalone_small.done ) &
 
   # GPU 1: fidelity, second supernet seed for every mode
   want fidelity && ( CUDA_VISIBLE_DEVICES=1 python3 benchmarks/fidelity.py --data $D --out $W/fid \
@@ -77,7 +121,7 @@ for i in range(4):
   want ray || touch $W/ray.done
   want speed || touch $W/speed.done
   ( want ray && CUDA_VISIBLE_DEVICES=2,3 PYTHONPATH=/tmp/site:$PYTHONPATH python3 benchmarks/ray_gpu.py --data $D \
-      --workers 1 2 --kill-resume --out $R/ray_gpu.json > $L/ray.log 2>&1
+      --workers 1 2 $( [ "${RAY_KILL_RESUME:-1}" = 1 ] && echo --kill-resume ) --out $R/ray_gpu.json > $L/ray.log 2>&1
     touch $W/ray.done
     want speed || exit 0
     CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py quality --data $D --mos layer --budget-s 180 \
