@@ -17,8 +17,8 @@
 # stopped at 508-549 of 625 steps); the settings below are the corrected ones.
 #
 # PARTS picks what runs (default: all): recipe fidelity ray speed search; `standalone` (not in
-# the default) trains the recipe's largest (GPU 1), smallest and random arch 2 (GPU 2, after
-# Ray) alone from scratch. RECIPE_DROPOUT trains the recipe on a copy of the preset with
+# the default) trains archs alone from scratch with the recipe: ALONE lists ARCH[,ARCH..]:GPU
+# (default "largest:1 smallest,random2:2"; on one GPU, e.g. "largest:0 smallest:0 random2:0"). RECIPE_DROPOUT trains the recipe on a copy of the preset with
 # that dropout, RECIPE_SEED its seed; RAY_KILL_RESUME=0 skips the kill+resume. A full 30-minute
 # recipe does not fit a 30-minute device session together with anything else: run
 # `PARTS=recipe RECIPE_STEPS=4300` on a one-GPU machine (about 2.4 steps/s on an H100) and
@@ -102,13 +102,16 @@ print(max(r, key=r.get))")
     done
     date +%s > $W/recipe.done ) &
 
-  # standalone: the recipe's largest on GPU 1 (fidelity's GPU), then, once Ray is done, the
-  # smallest and random arch 2 on GPU 2: each trained alone from scratch with the same recipe
-  want standalone && ( train_alone 1 largest
-    touch $W/standalone_largest.done ) &
-  want standalone && ( wait_for $W/ray.done
-    train_alone 2 smallest; train_alone 2 random2
-    touch $W/standalone_small.done ) &
+  # standalone: each arch of ALONE (ARCH:GPU) trained alone from scratch with the same recipe,
+  # all at once; a job on GPU 2 or 3 waits for Ray (default: the largest on GPU 1, fidelity's,
+  # then the smallest and random arch 2 one after the other on GPU 2)
+  if want standalone; then
+    for spec in ${ALONE:-largest:1 smallest,random2:2}; do
+      ( g=${spec##*:}; case $g in 2|3) wait_for $W/ray.done;; esac
+        for a in $(echo ${spec%%:*} | tr , ' '); do train_alone $g $a; done
+        touch $W/alone_${spec%%:*}.done ) &
+    done
+  fi
 
   # GPU 1: fidelity, second supernet seed for every mode
   want fidelity && ( CUDA_VISIBLE_DEVICES=1 python3 benchmarks/fidelity.py --data $D --out $W/fid \
