@@ -16,6 +16,10 @@
 # --warmup 8, fidelity --time-budget 600: too short for three supernets on one GPU, which
 # stopped at 508-549 of 625 steps); the settings below are the corrected ones.
 #
+# The machine goes back ~30 s after a call returns and 30 min after it started, taking /tmp
+# with it: call `wait` again at once, and plan jobs to end inside the calls already made (the
+# third session lost a recipe run at step 2,550 of 2,600 that way).
+#
 # PARTS picks what runs (default: all): recipe fidelity ray speed search; `standalone` (not in
 # the default) trains archs alone from scratch with the recipe: ALONE lists ARCH[,ARCH..]:GPU
 # (default "largest:1 smallest,random2:2"; on one GPU, e.g. "largest:0 smallest:0 random2:0"). RECIPE_DROPOUT trains the recipe on a copy of the preset with
