@@ -128,7 +128,7 @@ print(max(r, key=r.get))")
   want ray || touch $W/ray.done
   want speed || touch $W/speed.done
   ( want ray && CUDA_VISIBLE_DEVICES=2,3 PYTHONPATH=/tmp/site:$PYTHONPATH python3 benchmarks/ray_gpu.py --data $D \
-      --workers 1 2 $( [ "${RAY_KILL_RESUME:-1}" = 1 ] && echo --kill-resume ) --out $R/ray_gpu.json > $L/ray.log 2>&1
+      --workers 1 2 --concurrent-singles $( [ "${RAY_KILL_RESUME:-1}" = 1 ] && echo --kill-resume ) --out $R/ray_gpu.json > $L/ray.log 2>&1
     touch $W/ray.done
     want speed || exit 0
     CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py quality --data $D --mos layer --budget-s 180 \

@@ -5,7 +5,9 @@ For each worker count: ``cosearch.ray_train.train_distributed`` on Multi30k (spa
 Reports tokens/s of all workers (median over the log windows after the first
 ``--skip-windows``, which hold start-up and compilation), the scaling efficiency
 (tokens/s with N GPUs / N / tokens/s with 1) and every rank's weight digest.
-``--kill-resume`` then starts ``cosearch train --workers N`` as a separate process, kills
+``--concurrent-singles`` then runs the control: as many independent one-GPU trainings at once
+as the largest worker count (their summed tokens/s against the DDP run's separates host and
+GPU contention from DDP's lockstep). ``--kill-resume`` then starts ``cosearch train --workers N`` as a separate process, kills
 it (SIGKILL, whole process group) once its first checkpoint exists, re-runs the same
 command and checks that it resumed from that checkpoint and ends with equal digests.
 
@@ -53,17 +55,56 @@ def run_scaling(args, workers: int, run_dir: Path) -> dict:
             "rank_digests": digests, "digests_equal": len(set(digests)) == 1 and len(digests) == workers}
 
 
+def train_command(args, run_dir: Path, steps: int, ckpt_every: int, workers: int | None = None) -> list:
+    """``cosearch train`` with this benchmark's settings (``--workers`` when given)."""
+    return ([sys.executable, "-c", "import sys; from cosearch.cli import main; sys.exit(main())", "train",
+             "--space", args.space, "--task", "translation", "--data", str(args.data), "--out", str(run_dir),
+             "--steps", str(steps), "--max-tokens", str(args.max_tokens), "--log-every", str(args.log_every),
+             "--ckpt-every", str(ckpt_every), "--bit-stages", "off", "--n-random", str(args.n_random),
+             "--no-progress", "--json"]
+            + (["--workers", str(workers)] if workers else []) + (["--gpu"] if args.device == "cuda" else []))
+
+
+def child_env(**extra) -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+                **extra)
+
+
+def concurrent_singles(args, n: int, tmp: Path) -> dict:
+    """The control for the scaling figure: ``n`` independent one-GPU trainings (no Ray, no
+    DDP) at the same time, one per GPU. If their tokens/s add up to n x the 1-GPU run's,
+    the host and the GPUs are not what costs the n-GPU run its efficiency; the lockstep of
+    DDP (each step waits for the slower rank, then all-reduces) is."""
+    procs = []
+    # the i-th GPU this process sees (CUDA_VISIBLE_DEVICES=2,3 -> physical GPUs 2 and 3)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(n))).split(",")
+    if args.device == "cuda" and len(visible) < n:
+        return {"processes": n, "errors": [f"{n} GPUs needed, CUDA_VISIBLE_DEVICES has {len(visible)}"]}
+    for i in range(n):
+        extra = {"CUDA_VISIBLE_DEVICES": visible[i].strip()} if args.device == "cuda" else {}
+        procs.append(subprocess.Popen(train_command(args, tmp / f"single{i}", args.steps, args.steps),
+                                      env=child_env(**extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True))
+    from cosearch.rundir import read_metrics
+    each, errors = [], []
+    for i, p in enumerate(procs):
+        _, err = p.communicate()
+        if p.returncode != 0:
+            errors.append(f"process {i}: exit {p.returncode}: {err[-500:]}")
+            continue
+        windows = [r["tokens_per_s"] for r in read_metrics(tmp / f"single{i}")]
+        each.append({"window_tokens_per_s": windows, "tokens_per_s": median(windows[args.skip_windows:])})
+    total = sum(e["tokens_per_s"] for e in each) if not errors else 0.0
+    return {"processes": n, "runs": each, "tokens_per_s_sum": total, "errors": errors}
+
+
 def kill_and_resume(args, workers: int, run_dir: Path) -> dict:
     """Kill a running ``cosearch train --workers N`` after its first checkpoint, run it again."""
     from cosearch.ray_train import worker_results
 
     steps, ckpt = args.steps, max(1, args.steps // 2)
-    cmd = [sys.executable, "-c", "import sys; from cosearch.cli import main; sys.exit(main())", "train",
-           "--space", args.space, "--task", "translation", "--data", str(args.data), "--out", str(run_dir),
-           "--steps", str(steps), "--workers", str(workers), "--max-tokens", str(args.max_tokens),
-           "--log-every", str(args.log_every), "--ckpt-every", str(ckpt), "--bit-stages", "off",
-           "--n-random", str(args.n_random), "--no-progress", "--json"] + (["--gpu"] if args.device == "cuda" else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    cmd = train_command(args, run_dir, steps, ckpt, workers=workers)
+    env = child_env()
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = run_dir / "checkpoints" / f"step_{ckpt:08d}.pt"
     t0 = time.perf_counter()
@@ -108,6 +149,9 @@ def main(argv=None) -> int:
                     help="weight path of the workers (reference: the default of training)")
     ap.add_argument("--kill-resume", action="store_true", help="also kill a run after its first checkpoint and resume it")
     ap.add_argument("--kill-timeout-s", type=float, default=240)
+    ap.add_argument("--concurrent-singles", action="store_true",
+                    help="also run as many independent one-GPU trainings at once as the largest worker count "
+                    "(no Ray, no DDP): the control that tells host/GPU contention from DDP's lockstep")
     args = ap.parse_args(argv)
     os.environ["COSEARCH_WEIGHT_PATH"] = args.path
     import torch
@@ -130,6 +174,15 @@ def main(argv=None) -> int:
                 res["runs"][str(n)]["efficiency_vs_first"] = got / one / (n / args.workers[0])
             out.write_text(json.dumps(res, indent=2) + "\n")
             print(json.dumps({n: {k: v for k, v in res["runs"][str(n)].items() if k != "rank_digests"}}), flush=True)
+        if args.concurrent_singles:
+            n = max(args.workers)
+            c = concurrent_singles(args, n, Path(tmp))
+            ddp = res["runs"].get(str(n), {}).get("tokens_per_s")
+            if ddp and c.get("tokens_per_s_sum"):
+                c["ddp_vs_singles"] = ddp / c["tokens_per_s_sum"]
+            res["concurrent_singles"] = c
+            out.write_text(json.dumps(res, indent=2) + "\n")
+            print(json.dumps({"concurrent_singles": {k: v for k, v in c.items() if k != "runs"}}), flush=True)
         if args.kill_resume:
             import ray
             ray.shutdown()
