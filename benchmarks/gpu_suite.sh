@@ -135,7 +135,7 @@ print(max(r, key=r.get))")
       --out $R/calibration.json > $L/calibration.log 2>&1
     touch $W/calibration.done
     CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py throughput --data $D --max-tokens 32768 --repeats 12 \
-      --path both --out $R/throughput.json > $L/throughput.log 2>&1
+      --path both --compile-plain default --out $R/throughput.json > $L/throughput.log 2>&1
     CUDA_VISIBLE_DEVICES=3 python3 benchmarks/supernet_overhead.py --device cuda --batch 128 --repeats 10 \
       --path both --out $R/overhead.json > $L/overhead.log 2>&1
     touch $W/speed.done ) &

@@ -116,6 +116,65 @@ def _median_step_time(step, batches, device, warmup: int, repeats: int) -> float
     return times[len(times) // 2]
 
 
+def plain_trainer(module, plain, cfg, autocast, pad: int, vocab: int):
+    """One training step of a plain (extracted) model: bf16 forward through ``module`` (the
+    model or its compiled wrapper), label-smoothed cross-entropy, clip, AdamW."""
+    import torch
+    import torch.nn.functional as F
+
+    from cosearch.train import make_optimizer, model_inputs
+    opt = make_optimizer(plain, cfg)
+
+    def step(batch):
+        inputs, target = model_inputs(batch)
+        with autocast:
+            logits = module(*inputs)[..., :vocab]
+        loss = F.cross_entropy(logits.float().reshape(-1, vocab), target.reshape(-1), ignore_index=pad,
+                               label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), cfg.clip_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repeats: int, mode: str,
+                           seed: int = 0) -> dict:
+    """The plain largest model's step under ``torch.compile`` (dynamic shapes: one graph
+    for every batch shape): what whole-graph compilation gives the MFU goal, which the
+    eager plain model misses because it is launch-bound. The first step's time (compile
+    included) is reported apart."""
+    import torch
+    from contextlib import nullcontext
+
+    from cosearch.supernet import Supernet
+    from cosearch.train import TrainConfig, to_device
+
+    cfg = TrainConfig(steps=1000, max_tokens=max_tokens, bit_stages=None).resolved(space)
+    it = td.batches("train", max_tokens=max_tokens, seed=seed)
+    batches = [to_device(next(it), device) for _ in range(warmup + repeats)]
+    pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    torch.manual_seed(seed)
+    largest = space.largest()
+    plain = Supernet(space, pad_id=pad).extract(largest).to(device).train()
+    compiled = torch.compile(plain, dynamic=True, mode=None if mode == "default" else mode)
+    step = plain_trainer(compiled, plain, cfg, autocast, pad, vocab)
+    t0 = time.perf_counter()
+    step(batches[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    first = time.perf_counter() - t0
+    t = _median_step_time(step, batches[1:], device, max(warmup - 1, 0), repeats)
+    flops = sum(train_flops(space, largest, b["src"].shape, b["tgt_in"].shape) for b in batches) / len(batches)
+    peak = peak_tflops(device)
+    res = {"compile_mode": mode, "first_step_s": first, "plain_compiled_step_s": t,
+           "plain_compiled_target_tokens_per_s": sum(int(b["ntokens"]) for b in batches) / len(batches) / t}
+    if peak:
+        res["mfu_plain_largest_compiled"] = flops / t / (peak * 1e12)
+    return res
+
+
 def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup: int, repeats: int,
                        seed: int = 0, path: str = "reference") -> dict:
     """Median step times of (1) a full sandwich step, (2) the supernet training only its
@@ -123,7 +182,6 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     bf16 autocast), on the same batches. ``path``: the supernet's weight path (``reference``
     or ``fused``; the plain model's activation quantizers follow it too)."""
     import torch
-    import torch.nn.functional as F
     from contextlib import nullcontext
 
     from cosearch.fused import compile_counts, use_fused
@@ -155,20 +213,7 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     t_sup_largest = _median_step_time(only_largest, batches, device, warmup, repeats)
 
     plain = use_fused(net.extract(largest).to(device).train(), path == "fused")
-    plain_opt = make_optimizer(plain, cfg)
-
-    def plain_step(batch):
-        inputs, target = model_inputs(batch)
-        with autocast:
-            logits = plain(*inputs)[..., :vocab]
-        loss = F.cross_entropy(logits.float().reshape(-1, vocab), target.reshape(-1), ignore_index=pad,
-                               label_smoothing=cfg.label_smoothing)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(plain.parameters(), cfg.clip_norm)
-        plain_opt.step()
-        plain_opt.zero_grad(set_to_none=True)
-
-    t_plain = _median_step_time(plain_step, batches, device, warmup, repeats)
+    t_plain = _median_step_time(plain_trainer(plain, plain, cfg, autocast, pad, vocab), batches, device, warmup, repeats)
     members = 2 + n_random
     flops_largest = sum(train_flops(space, largest, b["src"].shape, b["tgt_in"].shape) for b in batches) / len(batches)
     tokens = sum(int(b["ntokens"]) for b in batches) / len(batches)
@@ -284,6 +329,10 @@ def cmd_throughput(args) -> dict:
         _write(args.out, {**head, **runs[paths[0]], "paths": runs})  # partial results survive a timeout
         print(f"{path}: " + json.dumps({k: v for k, v in runs[path].items() if isinstance(v, (int, float))}), flush=True)
     res = {**head, **runs[paths[-1]], "paths": runs}
+    if args.compile_plain:
+        res["plain_compiled"] = measure_plain_compiled(space, td, device, args.max_tokens, args.warmup,
+                                                       args.repeats, args.compile_plain)
+        print("plain compiled: " + json.dumps(res["plain_compiled"]), flush=True)
     if len(runs) == 2:
         ref, fus = runs["reference"], runs["fused"]
         res["fused_speedup"] = {k: ref[k] / fus[k] for k in
@@ -360,6 +409,8 @@ def main(argv=None) -> int:
     # step where the same card's training loop ran 0.41 s
     t.add_argument("--warmup", type=int, default=150, help="untimed steps before each timing")
     t.add_argument("--repeats", type=int, default=30)
+    t.add_argument("--compile-plain", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   help="also time the plain largest model under torch.compile in this mode (the MFU goal)")
     q = sub.choices["quality"]
     q.add_argument("--mos", required=True, choices=["none", "layer", "neuron"])
     q.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget for calibration + training")
