@@ -22,7 +22,9 @@
 #
 # PARTS picks what runs (default: all): recipe fidelity ray speed search; `standalone` (not in
 # the default) trains archs alone from scratch with the recipe: ALONE lists ARCH[,ARCH..]:GPU
-# (default "largest:1 smallest,random2:2"; on one GPU, e.g. "largest:0 smallest:0 random2:0"). RECIPE_DROPOUT trains the recipe on a copy of the preset with
+# (default "largest:1 smallest,random2:2"; on one GPU, e.g. "largest:0 smallest:0 random2:0");
+# a job on GPU 1, 2 or 3 waits until fidelity, Ray or the speed benchmarks are done with it
+# (it may still overlap the search, which starts after the speed benchmarks). RECIPE_DROPOUT trains the recipe on a copy of the preset with
 # that dropout, RECIPE_SEED its seed; RAY_KILL_RESUME=0 skips the kill+resume. A full 30-minute
 # recipe does not fit a 30-minute device session together with anything else: run
 # `PARTS=recipe RECIPE_STEPS=4300` on a one-GPU machine (about 2.4 steps/s on an H100) and
@@ -83,6 +85,7 @@ jobs_run() {
   if [ -n "${RECIPE_DROPOUT:-}" ]; then
     SPACE=$W/multi30k_dropout$RECIPE_DROPOUT.yaml
     sed "s/^dropout: .*/dropout: $RECIPE_DROPOUT/" cosearch/spaces/multi30k.yaml > $SPACE
+    grep -q "^dropout: $RECIPE_DROPOUT\$" $SPACE || { echo "RECIPE_DROPOUT: no 'dropout:' line in the preset" >&2; exit 1; }
   fi
   for i in 0 1 2 3; do arch_of random$i > /dev/null; done  # written once, before the jobs read them
   nvidia-smi --query-gpu=index,name,memory.total --format=csv > $L/gpus.csv
@@ -101,8 +104,8 @@ jobs_run() {
       for lp in 0.6 1.0 1.4; do evaluate 0 recipe $a valid $R/recipe_${a}_valid_b5_lp$lp.json --beam 5 --len-penalty $lp; done
       lp=$(python3 -c "
 import json; r = {lp: json.load(open('$R/recipe_${a}_valid_b5_lp%s.json' % lp))['bleu'] for lp in ('0.6', '1.0', '1.4')}
-print(max(r, key=r.get))")
-      evaluate 0 recipe $a test $R/recipe_${a}_test_b5_lp$lp.json --beam 5 --len-penalty $lp
+print(max(r, key=r.get))") && [ -n "$lp" ] &&
+        evaluate 0 recipe $a test $R/recipe_${a}_test_b5_lp$lp.json --beam 5 --len-penalty $lp
     done
     date +%s > $W/recipe.done ) &
 
@@ -111,7 +114,9 @@ print(max(r, key=r.get))")
   # then the smallest and random arch 2 one after the other on GPU 2)
   if want standalone; then
     for spec in ${ALONE:-largest:1 smallest,random2:2}; do
-      ( g=${spec##*:}; case $g in 2|3) wait_for $W/ray.done;; esac
+      case $spec in *:[0-9]) ;; *) echo "ALONE: '$spec' is not ARCH[,ARCH]:GPU" >&2; continue;; esac
+      # a GPU that another part uses is taken once that part is done with it
+      ( g=${spec##*:}; case $g in 1) wait_for $W/fidelity.done;; 2) wait_for $W/ray.done;; 3) wait_for $W/speed.done;; esac
         for a in $(echo ${spec%%:*} | tr , ' '); do train_alone $g $a; done
         touch $W/alone_${spec%%:*}.done ) &
     done

@@ -80,19 +80,23 @@ def concurrent_singles(args, n: int, tmp: Path) -> dict:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(n))).split(",")
     if args.device == "cuda" and len(visible) < n:
         return {"processes": n, "errors": [f"{n} GPUs needed, CUDA_VISIBLE_DEVICES has {len(visible)}"]}
+    logs = [tmp / f"single{i}.log" for i in range(n)]
     for i in range(n):
         extra = {"CUDA_VISIBLE_DEVICES": visible[i].strip()} if args.device == "cuda" else {}
-        procs.append(subprocess.Popen(train_command(args, tmp / f"single{i}", args.steps, args.steps),
-                                      env=child_env(**extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True))
+        with open(logs[i], "w") as log:  # a file, not a pipe: a full pipe would stall the child
+            procs.append(subprocess.Popen(train_command(args, tmp / f"single{i}", args.steps, args.steps),
+                                          env=child_env(**extra), stdout=subprocess.DEVNULL, stderr=log))
     from cosearch.rundir import read_metrics
     each, errors = [], []
     for i, p in enumerate(procs):
-        _, err = p.communicate()
-        if p.returncode != 0:
-            errors.append(f"process {i}: exit {p.returncode}: {err[-500:]}")
+        if p.wait() != 0:
+            errors.append(f"process {i}: exit {p.returncode}: {logs[i].read_text()[-500:]}")
             continue
-        windows = [r["tokens_per_s"] for r in read_metrics(tmp / f"single{i}")]
+        try:
+            windows = [r["tokens_per_s"] for r in read_metrics(tmp / f"single{i}")]
+        except (OSError, ValueError, KeyError) as e:
+            errors.append(f"process {i}: metrics: {type(e).__name__}: {e}")
+            continue
         each.append({"window_tokens_per_s": windows, "tokens_per_s": median(windows[args.skip_windows:])})
     total = sum(e["tokens_per_s"] for e in each) if not errors else 0.0
     return {"processes": n, "runs": each, "tokens_per_s_sum": total, "errors": errors}
@@ -175,6 +179,8 @@ def main(argv=None) -> int:
             out.write_text(json.dumps(res, indent=2) + "\n")
             print(json.dumps({n: {k: v for k, v in res["runs"][str(n)].items() if k != "rank_digests"}}), flush=True)
         if args.concurrent_singles:
+            import ray
+            ray.shutdown()  # the control runs without Ray
             n = max(args.workers)
             c = concurrent_singles(args, n, Path(tmp))
             ddp = res["runs"].get(str(n), {}).get("tokens_per_s")

@@ -168,7 +168,7 @@ def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repe
     t = _median_step_time(step, batches[1:], device, max(warmup - 1, 0), repeats)
     flops = sum(train_flops(space, largest, b["src"].shape, b["tgt_in"].shape) for b in batches) / len(batches)
     peak = peak_tflops(device)
-    res = {"compile_mode": mode, "first_step_s": first, "plain_compiled_step_s": t,
+    res = {"compile_mode": mode, "path": "reference", "first_step_s": first, "plain_compiled_step_s": t,
            "plain_compiled_target_tokens_per_s": sum(int(b["ntokens"]) for b in batches) / len(batches) / t}
     if peak:
         res["mfu_plain_largest_compiled"] = flops / t / (peak * 1e12)
@@ -330,8 +330,11 @@ def cmd_throughput(args) -> dict:
         print(f"{path}: " + json.dumps({k: v for k, v in runs[path].items() if isinstance(v, (int, float))}), flush=True)
     res = {**head, **runs[paths[-1]], "paths": runs}
     if args.compile_plain:
-        res["plain_compiled"] = measure_plain_compiled(space, td, device, args.max_tokens, args.warmup,
-                                                       args.repeats, args.compile_plain)
+        try:
+            res["plain_compiled"] = measure_plain_compiled(space, td, device, args.max_tokens, args.warmup,
+                                                           args.repeats, args.compile_plain)
+        except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the timings above
+            res["plain_compiled"] = {"compile_mode": args.compile_plain, "error": f"{type(e).__name__}: {e}"[:2000]}
         print("plain compiled: " + json.dumps(res["plain_compiled"]), flush=True)
     if len(runs) == 2:
         ref, fus = runs["reference"], runs["fused"]
