@@ -221,19 +221,24 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def float_state(net: torch.nn.Module) -> dict:
+    """The floating-point tensors of ``net``'s state dict, by name. They share storage with
+    its parameters, which training (and resuming) updates in place, so one call serves
+    every step of a run."""
+    return {k: v for k, v in net.state_dict().items() if v.is_floating_point()}
+
+
 @torch.no_grad()
-def update_average(avg: dict | None, net: torch.nn.Module, step: int, cfg: TrainConfig) -> dict | None:
-    """The weight average after ``step``: None before ``ema_start``, then a copy of the
-    floating-point state, then ``avg += (1 - ema_decay) * (w - avg)`` every step."""
+def update_average(avg: dict | None, weights: dict, step: int, cfg: TrainConfig) -> dict | None:
+    """The weight average after ``step``: None before ``ema_start``, then a copy of
+    ``weights`` (``float_state(net)``), then ``avg += (1 - ema_decay) * (w - avg)`` every step."""
     if cfg.ema_start is None or step <= cfg.ema_start * cfg.steps:
         return avg
-    cur = {k: v for k, v in net.state_dict().items() if v.is_floating_point()}
     if avg is None:
-        return {k: v.detach().clone() for k, v in cur.items()}
+        return {k: v.detach().clone() for k, v in weights.items()}
     # one multi-tensor lerp instead of a kernel per tensor (the step is launch-bound:
     # per-tensor updates cost the recipe 3-4% tokens/s once the average starts)
-    keys = list(cur)
-    get_ema_multi_avg_fn(cfg.ema_decay)([avg[k] for k in keys], [cur[k] for k in keys], None)
+    get_ema_multi_avg_fn(cfg.ema_decay)([avg[k] for k in weights], list(weights.values()), None)
     return avg
 
 
@@ -381,6 +386,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
                     find_unused_parameters=True)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
     net.train()
+    weights = float_state(net)  # what the average follows (built once: state_dict() costs ms per step)
 
     bar = None
     if progress and lead:
@@ -406,7 +412,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
             torch.manual_seed(_dropout_seed(seed, step, dist.rank))
             sandwich_step(model, net, opt, members, inputs, target, cfg, pad, vocab, autocast,
                           ddp=dist.world > 1, sums=loss_sums)
-            avg = update_average(avg, net, step, cfg)
+            avg = update_average(avg, weights, step, cfg)
             tok_since_log += int(batch["ntokens"])
             if bar is not None:
                 bar.update(1)

@@ -15,7 +15,7 @@ from cosearch.retrain import retrain
 from cosearch.sandwich import standalone, staged_arch
 from cosearch.space import Arch, SearchSpace
 from cosearch.supernet import Supernet
-from cosearch.train import TrainConfig, averaged_state, train, update_average
+from cosearch.train import TrainConfig, averaged_state, float_state, train, update_average
 
 from train_fixtures import lm_space, one_thread, write_lm_text  # noqa: F401
 
@@ -110,16 +110,17 @@ def test_share_embeddings_false_is_refused(tmp_path):
 # --------------------------------------------------------------------------- weight averaging
 def test_update_average_is_an_ema_from_its_start():
     net = torch.nn.Linear(2, 1, bias=False)
+    weights = float_state(net)  # taken once: it follows the in-place updates below
     cfg = TrainConfig(steps=10, ema_start=0.5, ema_decay=0.75)
-    assert update_average(None, net, 5, cfg) is None  # not yet
+    assert update_average(None, weights, 5, cfg) is None  # not yet
     with torch.no_grad():
         net.weight.fill_(1.0)
-    avg = update_average(None, net, 6, cfg)
+    avg = update_average(None, weights, 6, cfg)
     with torch.no_grad():
         net.weight.fill_(3.0)
-    avg = update_average(avg, net, 7, cfg)
+    avg = update_average(avg, weights, 7, cfg)
     assert torch.equal(avg["weight"], torch.full((1, 2), 1.5))  # 1 + 0.25 * (3 - 1)
-    assert update_average(None, net, 9, TrainConfig(steps=10, ema_start=None)) is None
+    assert update_average(None, weights, 9, TrainConfig(steps=10, ema_start=None)) is None
     state = {"model": {"weight": torch.zeros(1, 2), "n": torch.tensor(1)}, "ema": avg}
     assert torch.equal(averaged_state(state)["weight"], avg["weight"]) and averaged_state(state)["n"] == 1
 
