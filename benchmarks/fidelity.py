@@ -111,6 +111,12 @@ def fidelity_stats(inherited: list, standalone: list) -> dict:
     return m
 
 
+def supernet_job(mode: str, k: int, seed: int) -> str:
+    """The job name of ``mode``'s supernet for the ``k``-th supernet seed ``seed`` (the
+    first seed's keeps the plain name)."""
+    return f"supernet_{mode}" + (f"_seed{seed}" if k else "")
+
+
 def summarise(out: Path, plan: dict) -> dict:
     """Merge the job results into the report (partial results where jobs are missing)."""
     jobs = {}
@@ -134,26 +140,26 @@ def summarise(out: Path, plan: dict) -> dict:
     report["per_arch"] = per_arch
     for mode in plan["modes"]:
         report["modes"][mode] = fidelity_stats([r[mode] for r in per_arch], standalone)
+
     def trained(name):  # steps a supernet job trained (a deadline can cut it short)
         t = jobs.get(name, {}).get("train") or {}
         return {"trained_steps": t.get("step"), "finished_training": t.get("step") == plan.get("steps")}
 
-    for seed in plan.get("supernet_seeds", [])[1:]:  # the same table for the other supernet seeds
-        report.setdefault("modes_other_seeds", {})[f"seed{seed}"] = {
-            mode: dict(fidelity_stats([jobs.get(f"supernet_{mode}_seed{seed}", {}).get("evals", {}).get(str(i))
-                                       for i in range(len(archs))], standalone),
-                       **trained(f"supernet_{mode}_seed{seed}")) for mode in plan["modes"]}
     seeds = plan.get("supernet_seeds", [])
+    for k, seed in enumerate(seeds[1:], 1):  # the same table for the other supernet seeds
+        report.setdefault("modes_other_seeds", {})[f"seed{seed}"] = {
+            mode: dict(fidelity_stats([jobs.get(supernet_job(mode, k, seed), {}).get("evals", {}).get(str(i))
+                                       for i in range(len(archs))], standalone),
+                       **trained(supernet_job(mode, k, seed))) for mode in plan["modes"]}
     if len(seeds) > 1:  # the inherited quality averaged over the supernet seeds (less seed noise)
         report["modes_seed_mean"] = {}
         for mode in plan["modes"]:
-            runs = [jobs.get(f"supernet_{mode}" + (f"_seed{s}" if k else ""), {}).get("evals", {})
-                    for k, s in enumerate(seeds)]
+            names = [supernet_job(mode, k, s) for k, s in enumerate(seeds)]
+            runs = [jobs.get(n, {}).get("evals", {}) for n in names]
             mean = []
             for i in range(len(archs)):
                 es = [r.get(str(i)) or {} for r in runs]
                 mean.append({m: sum(e[m] for e in es) / len(es) for m in ("loss", "bleu") if all(m in e for e in es)})
-            names = [f"supernet_{mode}" + (f"_seed{s}" if k else "") for k, s in enumerate(seeds)]
             report["modes_seed_mean"][mode] = dict(fidelity_stats(mean, standalone), seeds=seeds, cut_short=[
                 n for n in names if not trained(n)["finished_training"]])
     noise = []
@@ -388,7 +394,7 @@ def main(argv=None) -> int:
     every = {str(i): a.to_dict() for i, a in enumerate(archs)}
     for mode in modes:
         for k, seed in enumerate(plan["supernet_seeds"]):
-            name = f"supernet_{mode}" + (f"_seed{seed}" if k else "")
+            name = supernet_job(mode, k, seed)
             specs[name] = dict(common, name=name, space=mode_space(base, mode), seed=seed, eval_archs=every)
             costs[name] = job_cost(space, None, mode)
     for i, a in enumerate(archs):
