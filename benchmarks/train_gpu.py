@@ -116,6 +116,25 @@ def _median_step_time(step, batches, device, warmup: int, repeats: int) -> float
     return times[len(times) // 2]
 
 
+def _timing_inputs(td, device, max_tokens: int, n: int, seed: int):
+    """``n`` training batches on ``device``, the pad id, the vocab size and the autocast
+    context (bf16 on CUDA) that a timing uses."""
+    import torch
+    from contextlib import nullcontext
+
+    from cosearch.train import to_device
+    it = td.batches("train", max_tokens=max_tokens, seed=seed)
+    batches = [to_device(next(it), device) for _ in range(n)]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    return batches, td.tokenizer.pad_id, td.tokenizer.vocab_size, autocast
+
+
+def _mean_work(space, arch, batches) -> tuple[float, float]:
+    """(training FLOPs of ``arch``, target tokens), each the mean per batch of ``batches``."""
+    flops = sum(train_flops(space, arch, b["src"].shape, b["tgt_in"].shape) for b in batches)
+    return flops / len(batches), sum(int(b["ntokens"]) for b in batches) / len(batches)
+
+
 def plain_trainer(module, plain, cfg, autocast, pad: int, vocab: int):
     """One training step of a plain (extracted) model: bf16 forward through ``module`` (the
     model or its compiled wrapper), label-smoothed cross-entropy, clip, AdamW."""
@@ -145,16 +164,12 @@ def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repe
     eager plain model misses because it is launch-bound. The first step's time (compile
     included) is reported apart."""
     import torch
-    from contextlib import nullcontext
 
     from cosearch.supernet import Supernet
-    from cosearch.train import TrainConfig, to_device
+    from cosearch.train import TrainConfig
 
     cfg = TrainConfig(steps=1000, max_tokens=max_tokens, bit_stages=None).resolved(space)
-    it = td.batches("train", max_tokens=max_tokens, seed=seed)
-    batches = [to_device(next(it), device) for _ in range(warmup + repeats)]
-    pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    batches, pad, vocab, autocast = _timing_inputs(td, device, max_tokens, warmup + repeats, seed)
     torch.manual_seed(seed)
     largest = space.largest()
     plain = Supernet(space, pad_id=pad).extract(largest).to(device).train()
@@ -166,10 +181,10 @@ def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repe
         torch.cuda.synchronize(device)
     first = time.perf_counter() - t0
     t = _median_step_time(step, batches[1:], device, max(warmup - 1, 0), repeats)
-    flops = sum(train_flops(space, largest, b["src"].shape, b["tgt_in"].shape) for b in batches) / len(batches)
+    flops, tokens = _mean_work(space, largest, batches)
     peak = peak_tflops(device)
     res = {"compile_mode": mode, "path": "reference", "first_step_s": first, "plain_compiled_step_s": t,
-           "plain_compiled_target_tokens_per_s": sum(int(b["ntokens"]) for b in batches) / len(batches) / t}
+           "plain_compiled_target_tokens_per_s": tokens / t}
     if peak:
         res["mfu_plain_largest_compiled"] = flops / t / (peak * 1e12)
     return res
@@ -182,18 +197,14 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     bf16 autocast), on the same batches. ``path``: the supernet's weight path (``reference``
     or ``fused``; the plain model's activation quantizers follow it too)."""
     import torch
-    from contextlib import nullcontext
 
     from cosearch.fused import compile_counts, use_fused
     from cosearch.sandwich import Member, sandwich
     from cosearch.supernet import Supernet
-    from cosearch.train import TrainConfig, make_optimizer, model_inputs, sandwich_step, to_device
+    from cosearch.train import TrainConfig, make_optimizer, model_inputs, sandwich_step
 
     cfg = TrainConfig(steps=1000, max_tokens=max_tokens, n_random=n_random, bit_stages=None).resolved(space)
-    it = td.batches("train", max_tokens=max_tokens, seed=seed)
-    batches = [to_device(next(it), device) for _ in range(warmup + repeats)]
-    pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    batches, pad, vocab, autocast = _timing_inputs(td, device, max_tokens, warmup + repeats, seed)
     torch.manual_seed(seed)
     net = use_fused(Supernet(space, pad_id=pad).to(device).train(), path == "fused")
     opt = make_optimizer(net, cfg)
@@ -215,8 +226,7 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     plain = use_fused(net.extract(largest).to(device).train(), path == "fused")
     t_plain = _median_step_time(plain_trainer(plain, plain, cfg, autocast, pad, vocab), batches, device, warmup, repeats)
     members = 2 + n_random
-    flops_largest = sum(train_flops(space, largest, b["src"].shape, b["tgt_in"].shape) for b in batches) / len(batches)
-    tokens = sum(int(b["ntokens"]) for b in batches) / len(batches)
+    flops_largest, tokens = _mean_work(space, largest, batches)
     peak = peak_tflops(device)
     res = {
         "path": path, "compiled_graphs": sum(compile_counts().values()), "max_tokens": max_tokens, "mean_target_tokens_per_batch": tokens, "members_per_step": members,
