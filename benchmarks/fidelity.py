@@ -286,16 +286,22 @@ def job_finished(out: Path, name: str) -> bool:
         return False
 
 
-def reuse_jobs(src: Path, out: Path, plan: dict) -> None:
-    """Copy the finished job results of an earlier run with the same archs, steps and batch
-    (e.g. its standalone runs, to add supernet seeds without training them again)."""
-    import shutil
+def check_same_plan(src: Path, plan: dict, how: str) -> None:
+    """``SystemExit`` unless the run in ``src`` planned the same archs, steps, batch, recipe
+    and data as ``plan`` (only then do its finished jobs belong in this run's report)."""
     old = json.loads((src / "plan.json").read_text())
     new = json.loads(json.dumps(plan))  # tuples as JSON lists, as in the file
     for key in ("archs", "steps", "max_tokens", "recipe", "data"):
         if old.get(key) != new.get(key) and not (key == "data" and Path(old[key]).name == Path(new[key]).name):
-            raise SystemExit(f"--reuse {src}: its plan has another {key!r}; reuse needs the same archs, steps, "
-                             "batch and recipe (pass the same --steps/--max-tokens/--recipe)")
+            raise SystemExit(f"{how} {src}: its plan has another {key!r}; its finished jobs are kept only with the "
+                             "same archs, steps, batch and recipe (pass the same --steps/--max-tokens/--recipe)")
+
+
+def reuse_jobs(src: Path, out: Path, plan: dict) -> None:
+    """Copy the finished job results of an earlier run with the same archs, steps and batch
+    (e.g. its standalone runs, to add supernet seeds without training them again)."""
+    import shutil
+    check_same_plan(src, plan, "--reuse")
     for f in (src / "jobs").glob("*.json"):
         if job_finished(src, f.stem) and not (out / "jobs" / f.name).exists():
             shutil.copyfile(f, out / "jobs" / f.name)
@@ -383,6 +389,8 @@ def main(argv=None) -> int:
             "supernet_seeds": [args.seed + k for k in range(args.supernet_seeds)], "time_budget": args.time_budget,
             "gpus": n_gpus, "data": str(Path(args.data).resolve()), "beam": args.beam,
             "bleu_split": "test (test_2016_flickr for Multi30k)", "loss_split": "valid"}
+    if (out / "plan.json").is_file():  # a rerun keeps its finished jobs: only those of the same plan
+        check_same_plan(out, plan, "--out")
     (out / "plan.json").write_text(json.dumps(plan, indent=1))
 
     common = dict(out=str(out.resolve()), data=str(Path(args.data).resolve()), steps=steps,

@@ -90,3 +90,17 @@ def test_supernet_seeds_are_averaged_and_finished_jobs_reused(tmp_path):
     assert mean["bleu"]["mean_gap"] == pytest.approx(((40 - 33) + (38 - 32) + (36 - 27)) / 3)
     with pytest.raises(SystemExit, match="steps"):
         fidelity.reuse_jobs(src, out, dict(plan, steps=6))
+
+
+def test_a_rerun_with_another_plan_is_refused_before_any_job(tmp_path):
+    """A rerun keeps the finished jobs of its folder: they must come from the same plan."""
+    archs = [a.to_dict() for a in fidelity.pick_archs(SearchSpace.load("multi30k"), 2, 0)]
+    old = {"archs": archs, "steps": 5, "max_tokens": 64, "recipe": fidelity.RECIPE, "data": str(tmp_path / "multi30k")}
+    (tmp_path / "plan.json").write_text(json.dumps(old))
+    _job(tmp_path, "standalone_0", {"0": {"loss": 2.0}})
+    argv = ["--out", str(tmp_path), "--data", str(tmp_path / "multi30k"), "--cpu", "--modes", "none",
+            "--n-archs", "2", "--noise-archs", "0", "--max-tokens", "64"]
+    with pytest.raises(SystemExit, match="--out .*'steps'"):
+        fidelity.main(argv + ["--steps", "6"])
+    assert not (tmp_path / "specs" / "supernet_none.json").exists()  # nothing launched
+    assert json.loads((tmp_path / "plan.json").read_text())["steps"] == 5  # nor the plan overwritten
