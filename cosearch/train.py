@@ -524,7 +524,6 @@ def _as_space(space) -> SearchSpace:
 JobRunner = Callable[[dict, bool, "int | None"], dict]
 
 
-
 def check_task(space: SearchSpace, task: str) -> None:
     """``UserError`` unless ``task`` is known and fits the space's family."""
     if task not in TASK_FAMILY:
