@@ -74,6 +74,17 @@ def test_fused_linear_matches_reference(mode, bits, act_bits):
         assert got[2]["aq.log_clip.b4"].abs() > 0
 
 
+
+@pytest.mark.parametrize("bits", [2, 16])
+def test_fused_activation_refuses_the_bits_the_quantizer_refuses(bits):
+    """Both paths check the bit-width through ``ActQuantizer.clip`` (16 included)."""
+    from cosearch.quant import ActQuantizer
+    aq, x = ActQuantizer([4, 8]), torch.randn(2, 5)
+    with pytest.raises(ValueError, match="not in"):
+        aq(x, bits)
+    with pytest.raises(ValueError, match="not in"):
+        fused.quantize_activation(aq, x, bits)
+
 def test_fused_supernet_matches_reference_with_stacked_qkv():
     torch.manual_seed(0)
     d = mt_space()
