@@ -139,3 +139,21 @@ def test_compiled_path_matches_reference_without_per_shape_recompiles():
     assert counts[0]["weight[layer,4,None,x1]"] >= 1 and counts[0]["act[8]"] >= 1
     # dynamic shapes: new sizes reuse the graphs compiled for the first ones
     assert counts[2] == counts[1] == counts[0]
+
+
+def test_out_of_memory_is_raised_not_taken_for_a_compiler_failure():
+    """A compiler failure falls back to the eager expression for good; running out of GPU
+    memory is no compiler failure (and the eager path needs more memory still)."""
+    def oom(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    def broken(*args):
+        raise RuntimeError("no C compiler")
+
+    fused.set_compile(True)
+    with pytest.raises(torch.OutOfMemoryError):
+        fused._guarded(oom, lambda *a: "eager", (), ())
+    assert fused._STATE["compile"] is True
+    with pytest.warns(UserWarning, match="running it eagerly"):
+        assert fused._guarded(broken, lambda *a: "eager", (), ()) == "eager"
+    assert fused._STATE["compile"] is False
