@@ -282,7 +282,6 @@ def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> d
     lat, energy, size_bytes, peak, power = totals_from_sums(hw, tot[:, 0], tot[:, 1], size, tot[:, 4], tot[:, 5])
     out = {"latency_ms": lat, "energy_mj": energy, "size_bytes": size_bytes, "peak_memory_bytes": peak,
            "power_w": power, "cycles": tot[:, 0], "dram_bytes": tot[:, 2], "macs": tot[:, 3]}
-    cap = hw.codesign.power_max_w
     if hw.kind == "fpga":
         # a few distinct PE-mode sets: look each one's resources up once (no sort of the batch)
         kinds = np.flatnonzero(np.bincount(feats))
@@ -299,8 +298,7 @@ def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> d
         area, _, ok = resources(hw, 0)
         out["feasible"] = np.full(g.n, ok, dtype=bool)
         out["area_mm2"] = np.full(g.n, area)
-    if cap is not None:
-        out["feasible"] &= within_power(hw, power)
+    out["feasible"] &= within_power(hw, power)
     return out
 
 
