@@ -22,7 +22,7 @@ from ..space import FLOAT_BITS, STORAGE_BITS, Arch, LayerArch, SearchSpace
 from .arch_cost import DECI, _deci, resources, totals_from_sums, within_power
 from .gemm_cost import gemm, vector
 from .schema import Hardware, load_hardware
-from .workload import LOGIT_BITS, Scenario, layer_ops, side_ops
+from .workload import Scenario, layer_ops, side_ops
 
 #: Columns of a layer table.
 COLS = ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes", "act_bytes", "size_deci", "features")
