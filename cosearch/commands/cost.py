@@ -42,7 +42,7 @@ def _bits(text: str) -> tuple[float, int]:
     try:
         w, a = (x.strip() for x in text.split(","))
         wb, ab = canonical_bits(float(w)), float(a)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise UserError(fix) from None
     if ab not in ACT_BITS:
         raise UserError(fix)
