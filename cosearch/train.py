@@ -237,7 +237,7 @@ def update_average(avg: dict | None, weights: dict, step: int, cfg: TrainConfig)
     if avg is None:
         return {k: v.detach().clone() for k, v in weights.items()}
     # one multi-tensor lerp instead of a kernel per tensor (the step is launch-bound:
-    # per-tensor updates cost the recipe 3-4% tokens/s once the average starts)
+    # in the H100 recipe logs tokens/s fell 3-5% once the per-tensor average started)
     get_ema_multi_avg_fn(cfg.ema_decay)([avg[k] for k in weights], list(weights.values()), None)
     return avg
 
