@@ -91,9 +91,11 @@ def test_a_stand_in_source_is_labelled_synthetic_whatever_its_name(tmp_path, syn
     assert set(pd.read_csv(tmp_path / "s" / "trials.csv")["source"]) == {"synthetic" if synthetic else "measured"}
 
 
-def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed():
-    # a queued trial keeps the low number it got when queued, so the order of numbers cannot
-    # tell that it starts after the last slot went to another process
+@pytest.mark.parametrize("queued,k", [({"fallback": "neighbour"}, 2), ({"retry_of": 7}, 1), (None, 1)])
+def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed(queued, k):
+    # a queued trial (a replacement, a retry) keeps the low number it got when queued, so the
+    # order of numbers cannot tell that it starts after the last slot went to another process;
+    # nor can the count made before asking (k=1 of total 2 left room), queued or not
     from contextlib import nullcontext
 
     import optuna
@@ -104,7 +106,8 @@ def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed
     sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
     ps = ParamSpace.build(sp)
     st = optuna.create_study(directions=["minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
-    st.enqueue_trial(ps.params_of(Design(sp.largest())), user_attrs={"fallback": "neighbour"})  # number 0
+    if queued is not None:
+        st.enqueue_trial(ps.params_of(Design(sp.largest())), user_attrs=queued)  # number 0
     real_ask = st.ask
 
     def racing_ask(*a, **kw):  # another process finishes 2 trials between our count and our ask
@@ -114,7 +117,7 @@ def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed
                                       values=[1.0], user_attrs={"key": Design(arch).key()}))
         return real_ask(*a, **kw)
     st.ask = racing_ask
-    assert _OptunaProposer(st, ps, total=2, lock=nullcontext, seed=0).ask(2) == []
+    assert _OptunaProposer(st, ps, total=2, lock=nullcontext, seed=0).ask(k) == []
     assert len(st.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))) == 2
 
 

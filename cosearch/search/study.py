@@ -19,7 +19,6 @@ Ray workers inside one search do not.)
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import logging
@@ -99,13 +98,12 @@ class _OptunaProposer:
         self.rng = np.random.default_rng(seed)
         self.retries = retries
         self._keys: dict[int, str] = {}  # trial number -> design key of live trials
-        self._asking: set[int] = set()
 
     def pending(self) -> int:
         return 0  # asked trials are RUNNING in the storage and counted there
 
-    def _taken(self) -> tuple[set, list]:
-        """Design keys of finished and running trials, and their sorted numbers."""
+    def _taken(self) -> tuple[set, int]:
+        """Design keys of finished and running trials, and how many there are."""
         live = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         for t in live:
             if t.number not in self._keys:
@@ -114,14 +112,13 @@ class _OptunaProposer:
                     k = self.pspace.design(t.params).key()
                 if k is not None:  # (a trial another machine is still asking has none yet)
                     self._keys[t.number] = k
-        numbers = sorted(t.number for t in live)
-        return {self._keys[n] for n in numbers if n in self._keys}, numbers
+        return {self._keys[t.number] for t in live if t.number in self._keys}, len(live)
 
     def ask(self, k: int) -> list[_Proposal]:
         with self.lock():
             _fail_stale(self.study)
-            taken, alive = self._taken()
-            left = self.total - len(alive)
+            taken, live = self._taken()
+            left = self.total - live
             out: list[_Proposal] = []
             for attempt in range(self.retries + 1):
                 want = min(k, left) - len(out)
@@ -135,9 +132,9 @@ class _OptunaProposer:
                         self.study.enqueue_trial(p, user_attrs={"fallback": "random"})
                 queued: set = set()
                 asked = [self.study.ask() for _ in range(want)]
-                self._asking = {t.number for t in asked}  # asked here, not yet accepted or failed
+                others = None  # live trials besides this round's asks: counted once, when needed
+                accepted = 0
                 for t in asked:
-                    self._asking.discard(t.number)
                     d = self.pspace.suggest(t)
                     key = d.key()
                     if key in taken:
@@ -148,32 +145,29 @@ class _OptunaProposer:
                             queued.add(self.pspace.design(p).key())
                             self.study.enqueue_trial(p, user_attrs={"fallback": "neighbour"})
                         continue
-                    if self._over_budget(t, alive, want):
+                    if others is None:
+                        others = self._live_besides(asked)
+                    if others + accepted >= self.total:
                         # another machine took the last slots between our count and our ask
                         t.set_user_attr("over_budget", True)
                         self.study.tell(t, state=TrialState.FAIL)
                         continue
+                    accepted += 1
                     taken.add(key)
                     self._keys[t.number] = key
-                    bisect.insort(alive, t.number)
                     for name, v in (("owner", _owner()), ("key", key)):  # digest: set when measured
                         t.set_user_attr(name, v)
                     out.append(_Proposal(d, trial=t))
             return out
 
-    def _over_budget(self, t, alive: list, want: int) -> bool:
-        """Whether ``t`` would go past the total. Asked trials are numbered in asking order,
-        so the snapshot ``alive`` places them; a queued trial (an anchor or a replacement)
-        keeps the lower number it got when queued, and near the end another process may
-        have started one since the snapshot: there the storage is counted afresh."""
-        if bisect.bisect_left(alive, t.number) >= self.total:
-            return True
-        queued = "fallback" in t.user_attrs or "anchor" in t.user_attrs
-        if queued or len(alive) + want >= self.total:
-            others = [x for x in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                      if x.number != t.number and x.number not in self._asking]
-            return len(others) >= self.total
-        return False
+    def _live_besides(self, asked: list) -> int:
+        """Trials counting towards the total, other than the round ``asked``, counted afresh
+        after the asks (once per round): another process may have started some since the
+        snapshot, and a queued trial (an anchor, a replacement or a retry) keeps the lower
+        number it got when queued, so the order of numbers cannot place it."""
+        mine = {t.number for t in asked}
+        return sum(1 for x in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                   if x.number not in mine)
 
     def _unseen_neighbour(self, params: dict, taken: set, tries: int = 50) -> dict | None:
         """``params`` with one gene changed so that the design is one the study lacks
