@@ -221,6 +221,11 @@ def test_predictor_never_overrides_or_recounts_an_arch_already_measured(tmp_path
         if source == "measured":
             measured_before.add(digest)
     assert r.predictor["n"] <= len(measured_before)  # held-out pairs: one per first measurement at most
+    # exactly: one predictor point per measured arch, and one held-out pair per arch first
+    # measured with a prediction, even where a batch held several designs of it (other knobs)
+    first = df[df["source"] == "measured"].drop_duplicates("digest")
+    assert r.predictor["measured"] == len(measured_before)
+    assert r.predictor["n"] == first["predicted_bleu"].notna().sum() > 0
 
 
 @pytest.mark.slow

@@ -725,9 +725,11 @@ def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known, c
         if batch.predicted is not None:
             a[f"predicted_{batch.column}"] = float(batch.predicted[j])
         attrs.append(a)
-        # the predictor learns (and is scored) only on archs measured in this batch: a cached
-        # arch is already among its points, and counting it again would inflate its tau
+        # the predictor learns (and is scored) only on archs measured in this batch, once each
+        # (several designs may share one): a cached arch is already among its points, and
+        # counting it again would inflate its tau
         if screen is not None and sources[j] == computed and a["digest"] in fresh_keys:
+            fresh_keys.discard(a["digest"])
             value = float(o.metrics[screen.column])
             if batch.predicted is not None:
                 screen.pairs.append((float(batch.predicted[j]), value))
