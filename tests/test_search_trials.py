@@ -228,6 +228,31 @@ def test_predictor_never_overrides_or_recounts_an_arch_already_measured(tmp_path
     assert r.predictor["n"] == first["predicted_bleu"].notna().sum() > 0
 
 
+def test_the_screen_front_holds_every_measured_design(tmp_path, monkeypatch):
+    # a design whose arch was measured before (other knobs) is no new predictor point, but it
+    # is measured: it joins the front that decides which candidates are worth measuring
+    from optuna.trial import TrialState
+
+    from cosearch.search import study as study_mod
+    from cosearch.search.front import pareto_mask, to_minimize
+    screens = []
+    init = study_mod._Screen.__init__
+
+    def keep(self, *a, **kw):
+        init(self, *a, **kw)
+        screens.append(self)
+    monkeypatch.setattr(study_mod._Screen, "__init__", keep)
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
+    r = search(hw="zcu102", space=sp, quality=TwoMetrics(sp), objectives="bleu,latency,size", cosearch_hw=True,
+               out=tmp_path / "s", trials=60, sampler="random", batch=10, predictor=True, predictor_warmup=4,
+               predictor_refit=4, progress=False, plots=False)
+    ts = [t for t in r.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+          if t.user_attrs["source"] == "measured" and all(v <= 0 for v in (t.constraints or {}).values())]
+    pts = to_minimize(np.array([t.values for t in ts]), [d.name.lower() for d in r.study.directions])
+    want = sorted(map(tuple, np.round(pts[pareto_mask(pts)], 9)))
+    assert len(screens) == 1 and sorted(map(tuple, np.round(screens[0].front, 9))) == want
+
+
 @pytest.mark.slow
 def test_gpu_flag_path_measures_in_worker_processes_on_cpu(tmp_path):
     # gpu=True with the synthetic quality: the process pool (what --gpu uses), without a GPU

@@ -275,15 +275,20 @@ class _Screen:
         self.pairs: list[tuple[float, float]] = []  # (predicted before measuring, measured): held out
 
     def add(self, design: Design, value: float, values: list[float] | None, feasible: bool):
-        """A measured design (never a predicted one)."""
+        """A measured arch (never a predicted one), once: a point of the predictor, and its
+        design joins the front."""
         self.X.append(self.space.encode(design.arch))
         self.y.append(value)
-        if feasible and values is not None:
-            pts = np.vstack([self.front, to_minimize(np.array([values]), self.dirs)])
-            self.front = pts[pareto_mask(pts)]
+        self.add_front(values, feasible)
         if len(self.y) >= self.warmup and len(self.y) - self._fitted_at >= min(self.refit, len(self.y)):
             self.model = QualityPredictor(seed=self.seed).fit(np.array(self.X), np.array(self.y))
             self._fitted_at = len(self.y)
+
+    def add_front(self, values: list[float] | None, feasible: bool):
+        """A measured design whose arch the predictor already has (other knobs)."""
+        if feasible and values is not None:
+            pts = np.vstack([self.front, to_minimize(np.array([values]), self.dirs)])
+            self.front = pts[pareto_mask(pts)]
 
     def predict(self, designs: Sequence[Design]) -> tuple[np.ndarray, np.ndarray] | None:
         if self.model is None:
@@ -725,15 +730,18 @@ def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known, c
         if batch.predicted is not None:
             a[f"predicted_{batch.column}"] = float(batch.predicted[j])
         attrs.append(a)
-        # the predictor learns (and is scored) only on archs measured in this batch, once each
-        # (several designs may share one): a cached arch is already among its points, and
-        # counting it again would inflate its tau
-        if screen is not None and sources[j] == computed and a["digest"] in fresh_keys:
-            fresh_keys.discard(a["digest"])
-            value = float(o.metrics[screen.column])
-            if batch.predicted is not None:
-                screen.pairs.append((float(batch.predicted[j]), value))
-            screen.add(d, value, o.values, o.feasible)
+        # every measured design joins the screen's front; the predictor learns (and is scored)
+        # only on archs measured in this batch, once each (several designs may share one): a
+        # cached arch is already among its points, and counting it again would inflate its tau
+        if screen is not None and sources[j] == computed:
+            if a["digest"] in fresh_keys:
+                fresh_keys.discard(a["digest"])
+                value = float(o.metrics[screen.column])
+                if batch.predicted is not None:
+                    screen.pairs.append((float(batch.predicted[j]), value))
+                screen.add(d, value, o.values, o.feasible)
+            else:
+                screen.add_front(o.values, o.feasible)
     proposer.record(props, outs, attrs)
     return len(batch.to_measure)
 
