@@ -228,6 +228,17 @@ def test_predictor_never_overrides_or_recounts_an_arch_already_measured(tmp_path
     assert r.predictor["n"] == first["predicted_bleu"].notna().sum() > 0
 
 
+def test_a_resumed_predictor_has_one_point_per_measured_arch(tmp_path):
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
+    kw = dict(hw="zcu102", space=sp, quality=TwoMetrics(sp), objectives="bleu,latency,size", cosearch_hw=True,
+              out=tmp_path / "s", sampler="random", batch=10, predictor=True, predictor_warmup=4,
+              predictor_refit=4, progress=False, plots=False)
+    search(trials=30, **kw)
+    r = search(trials=40, **kw)  # resumed: the first 30 trials' measured archs come back from the study
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert r.predictor["measured"] == df.loc[df["source"] == "measured", "digest"].nunique()
+
+
 def test_the_screen_front_holds_every_measured_design(tmp_path, monkeypatch):
     # a design whose arch was measured before (other knobs) is no new predictor point, but it
     # is measured: it joins the front that decides which candidates are worth measuring

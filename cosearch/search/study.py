@@ -534,10 +534,15 @@ class _Search:
             m = t.user_attrs.get("metrics") or {}
             # only what this run's quality source scored: synthetic values never pass as measured
             if t.user_attrs.get("source") == self.quality_source and "loss" in m:
-                known[t.user_attrs.get("digest", "")] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
+                digest = t.user_attrs.get("digest", "")
+                first = digest not in known  # one predictor point per arch, as in _finish
+                known[digest] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
                 if screen is not None and m.get(screen.column) is not None:
-                    screen.add(self.pspace.design(t.params), m[screen.column], t.values,
-                               all(v <= 0 for v in (t.constraints or {}).values()))
+                    feasible = all(v <= 0 for v in (t.constraints or {}).values())
+                    if first:
+                        screen.add(self.pspace.design(t.params), m[screen.column], t.values, feasible)
+                    else:
+                        screen.add_front(t.values, feasible)
 
         extra = 0
         if cfg.sampler == "evolution":
