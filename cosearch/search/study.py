@@ -200,21 +200,16 @@ class _OptunaProposer:
 
 class _EvolutionProposer:
     def __init__(self, evo: EvolutionProposer):
-        self.evo, self._pending = evo, 0
-
-    def pending(self) -> int:
-        return self._pending
+        self.evo = evo
+        self.pending = evo.pending  # its candidates in flight (they are not in the study yet)
 
     def ask(self, k: int) -> list[_Proposal]:
-        got = self.evo.ask(k)
-        self._pending += len(got)
-        return [_Proposal(d, params=p) for p, d in got]
+        return [_Proposal(d, params=p) for p, d in self.evo.ask(k)]
 
     def record(self, props, outcomes, attrs):
         self.evo.record([p.params for p in props], [o.values for o in outcomes],
                         [o.constraints for o in outcomes],
                         [dict(a, owner=_owner(), key=p.design.key()) for p, a in zip(props, attrs)])
-        self._pending -= len(props)
 
 
 def make_sampler(name: str, seed: int | None, population: int):
