@@ -9,10 +9,11 @@ through PostgreSQL) sharing one study stop together at the total, each trial eva
 
 Every finished trial is a distinct design. The genes of layers an arch does not use are
 still Optuna parameters (the samplers need a fixed space), so two trials can decode to the
-same arch: such a proposal is told FAIL at once (``duplicate_of``) and another is asked,
-so it costs nothing and is not counted. Processes of one machine sharing a file storage
-propose under a file lock, which also fails trials left RUNNING by a killed process
-(``study.tell(n, state=FAIL)``) and queues their design again (``retry_of``).
+same arch: such a proposal is told FAIL at once (``duplicate``) and an unseen neighbour of
+it is queued instead (``fallback=neighbour``), so it costs nothing and is not counted.
+Processes of one machine sharing a file storage propose under a file lock, which also
+fails trials left RUNNING by a killed process (``study.tell(n, state=FAIL)``) and queues
+their design again (``retry_of``).
 (Exception: the evolution sampler records whole batches with ``add_trials``, so several
 *processes* running it on one study may overshoot the total by up to one batch each;
 Ray workers inside one search do not.)
