@@ -86,7 +86,7 @@ def one_run(space, hw, sampler, seed, bound, ideal, nadir, trials, noise=0.0, po
            "hv": {str(c): round(float(h), 5) for c, h in zip(at, hv)}}
     if noise > 0:  # the same trials scored with the noise-free loss
         ps = ParamSpace.build(space)
-        true = SyntheticQuality(space)([ps.design(t.params).arch for t in ts])["loss"]  # NoisySynthetic.base
+        true = quality.base([ps.design(t.params).arch for t in ts])["loss"]
         vals[:, 0] = (true - ideal[0]) / (nadir[0] - ideal[0])
         thv = hypervolume_history(vals, feas, np.ones(3), at=at)
         out["true_hv"] = {str(c): round(float(h), 5) for c, h in zip(at, thv)}
@@ -112,18 +112,16 @@ def main():
         for seed in range(a.seeds):
             runs.append(one_run(space, a.hw, sampler, seed, bound, ideal, nadir, a.trials, a.noise, a.population))
             print(runs[-1], flush=True)
+    def mean_std(rs, key):  # per checkpoint, over seeds
+        return {c: {"mean": round(float(np.mean([r[key][c] for r in rs])), 5),
+                    "std": round(float(np.std([r[key][c] for r in rs])), 5)} for c in rs[0][key]}
+
     summary = {}
     for sampler in a.samplers.split(","):
         rs = [r for r in runs if r["sampler"] == sampler]
-        summary[sampler] = {c: {"mean": round(float(np.mean([r["hv"][c] for r in rs])), 5),
-                                "std": round(float(np.std([r["hv"][c] for r in rs])), 5)}
-                            for c in rs[0]["hv"]}
-    if a.noise > 0:
-        for sampler in summary:
-            rs = [r for r in runs if r["sampler"] == sampler]
-            summary[sampler]["true_hv"] = {c: {"mean": round(float(np.mean([r["true_hv"][c] for r in rs])), 5),
-                                               "std": round(float(np.std([r["true_hv"][c] for r in rs])), 5)}
-                                           for c in rs[0]["true_hv"]}
+        summary[sampler] = mean_std(rs, "hv")
+        if a.noise > 0:
+            summary[sampler]["true_hv"] = mean_std(rs, "true_hv")
     result = {"benchmark": "search_hv", "space": a.space, "hw": a.hw, "scenario": "decode",
               "noise_sigma": a.noise, "nsga2_population": a.population,
               "objectives": "quality (synthetic loss), latency_ms, size_mb; normalised to [0,1] by fixed "

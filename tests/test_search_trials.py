@@ -91,9 +91,11 @@ def test_a_stand_in_source_is_labelled_synthetic_whatever_its_name(tmp_path, syn
     assert set(pd.read_csv(tmp_path / "s" / "trials.csv")["source"]) == {"synthetic" if synthetic else "measured"}
 
 
-def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed():
-    # a queued trial keeps the low number it got when queued, so the order of numbers cannot
-    # tell that it starts after the last slot went to another process
+@pytest.mark.parametrize("queued,k", [({"fallback": "neighbour"}, 2), ({"retry_of": 7}, 1), (None, 1)])
+def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed(queued, k):
+    # a queued trial (a replacement, a retry) keeps the low number it got when queued, so the
+    # order of numbers cannot tell that it starts after the last slot went to another process;
+    # nor can the count made before asking (k=1 of total 2 left room), queued or not
     from contextlib import nullcontext
 
     import optuna
@@ -104,7 +106,8 @@ def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed
     sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
     ps = ParamSpace.build(sp)
     st = optuna.create_study(directions=["minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
-    st.enqueue_trial(ps.params_of(Design(sp.largest())), user_attrs={"fallback": "neighbour"})  # number 0
+    if queued is not None:
+        st.enqueue_trial(ps.params_of(Design(sp.largest())), user_attrs=queued)  # number 0
     real_ask = st.ask
 
     def racing_ask(*a, **kw):  # another process finishes 2 trials between our count and our ask
@@ -114,7 +117,7 @@ def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed
                                       values=[1.0], user_attrs={"key": Design(arch).key()}))
         return real_ask(*a, **kw)
     st.ask = racing_ask
-    assert _OptunaProposer(st, ps, total=2, lock=nullcontext, seed=0).ask(2) == []
+    assert _OptunaProposer(st, ps, total=2, lock=nullcontext, seed=0).ask(k) == []
     assert len(st.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))) == 2
 
 
@@ -218,6 +221,47 @@ def test_predictor_never_overrides_or_recounts_an_arch_already_measured(tmp_path
         if source == "measured":
             measured_before.add(digest)
     assert r.predictor["n"] <= len(measured_before)  # held-out pairs: one per first measurement at most
+    # exactly: one predictor point per measured arch, and one held-out pair per arch first
+    # measured with a prediction, even where a batch held several designs of it (other knobs)
+    first = df[df["source"] == "measured"].drop_duplicates("digest")
+    assert r.predictor["measured"] == len(measured_before)
+    assert r.predictor["n"] == first["predicted_bleu"].notna().sum() > 0
+
+
+def test_a_resumed_predictor_has_one_point_per_measured_arch(tmp_path):
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
+    kw = dict(hw="zcu102", space=sp, quality=TwoMetrics(sp), objectives="bleu,latency,size", cosearch_hw=True,
+              out=tmp_path / "s", sampler="random", batch=10, predictor=True, predictor_warmup=4,
+              predictor_refit=4, progress=False, plots=False)
+    search(trials=30, **kw)
+    r = search(trials=40, **kw)  # resumed: the first 30 trials' measured archs come back from the study
+    df = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert r.predictor["measured"] == df.loc[df["source"] == "measured", "digest"].nunique()
+
+
+def test_the_screen_front_holds_every_measured_design(tmp_path, monkeypatch):
+    # a design whose arch was measured before (other knobs) is no new predictor point, but it
+    # is measured: it joins the front that decides which candidates are worth measuring
+    from optuna.trial import TrialState
+
+    from cosearch.search import study as study_mod
+    from cosearch.search.front import pareto_mask, to_minimize
+    screens = []
+    init = study_mod._Screen.__init__
+
+    def keep(self, *a, **kw):
+        init(self, *a, **kw)
+        screens.append(self)
+    monkeypatch.setattr(study_mod._Screen, "__init__", keep)
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
+    r = search(hw="zcu102", space=sp, quality=TwoMetrics(sp), objectives="bleu,latency,size", cosearch_hw=True,
+               out=tmp_path / "s", trials=60, sampler="random", batch=10, predictor=True, predictor_warmup=4,
+               predictor_refit=4, progress=False, plots=False)
+    ts = [t for t in r.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+          if t.user_attrs["source"] == "measured" and all(v <= 0 for v in (t.constraints or {}).values())]
+    pts = to_minimize(np.array([t.values for t in ts]), [d.name.lower() for d in r.study.directions])
+    want = sorted(map(tuple, np.round(pts[pareto_mask(pts)], 9)))
+    assert len(screens) == 1 and sorted(map(tuple, np.round(screens[0].front, 9))) == want
 
 
 @pytest.mark.slow

@@ -128,6 +128,10 @@ class EvolutionProposer:
                 + self._fill(self.s.crossovers, cross, seen))
 
     # ---- the proposer interface
+    def pending(self) -> int:
+        """Candidates handed out by ``ask`` and not yet recorded (being measured)."""
+        return len(self._pending)
+
     def ask(self, k: int) -> list[tuple[dict, Design]]:
         """Up to ``k`` (parameters, design); a new generation starts when the last is used up."""
         if not self._queue:

@@ -9,17 +9,17 @@ through PostgreSQL) sharing one study stop together at the total, each trial eva
 
 Every finished trial is a distinct design. The genes of layers an arch does not use are
 still Optuna parameters (the samplers need a fixed space), so two trials can decode to the
-same arch: such a proposal is told FAIL at once (``duplicate_of``) and another is asked,
-so it costs nothing and is not counted. Processes of one machine sharing a file storage
-propose under a file lock, which also fails trials left RUNNING by a killed process
-(``study.tell(n, state=FAIL)``) and queues their design again (``retry_of``).
+same arch: such a proposal is told FAIL at once (``duplicate``) and an unseen neighbour of
+it is queued instead (``fallback=neighbour``), so it costs nothing and is not counted.
+Processes of one machine sharing a file storage propose under a file lock, which also
+fails trials left RUNNING by a killed process (``study.tell(n, state=FAIL)``) and queues
+their design again (``retry_of``).
 (Exception: the evolution sampler records whole batches with ``add_trials``, so several
 *processes* running it on one study may overshoot the total by up to one batch each;
 Ray workers inside one search do not.)
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import logging
@@ -99,13 +99,12 @@ class _OptunaProposer:
         self.rng = np.random.default_rng(seed)
         self.retries = retries
         self._keys: dict[int, str] = {}  # trial number -> design key of live trials
-        self._asking: set[int] = set()
 
     def pending(self) -> int:
         return 0  # asked trials are RUNNING in the storage and counted there
 
-    def _taken(self) -> tuple[set, list]:
-        """Design keys of finished and running trials, and their sorted numbers."""
+    def _taken(self) -> tuple[set, int]:
+        """Design keys of finished and running trials, and how many there are."""
         live = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         for t in live:
             if t.number not in self._keys:
@@ -114,14 +113,13 @@ class _OptunaProposer:
                     k = self.pspace.design(t.params).key()
                 if k is not None:  # (a trial another machine is still asking has none yet)
                     self._keys[t.number] = k
-        numbers = sorted(t.number for t in live)
-        return {self._keys[n] for n in numbers if n in self._keys}, numbers
+        return {self._keys[t.number] for t in live if t.number in self._keys}, len(live)
 
     def ask(self, k: int) -> list[_Proposal]:
         with self.lock():
             _fail_stale(self.study)
-            taken, alive = self._taken()
-            left = self.total - len(alive)
+            taken, live = self._taken()
+            left = self.total - live
             out: list[_Proposal] = []
             for attempt in range(self.retries + 1):
                 want = min(k, left) - len(out)
@@ -135,9 +133,9 @@ class _OptunaProposer:
                         self.study.enqueue_trial(p, user_attrs={"fallback": "random"})
                 queued: set = set()
                 asked = [self.study.ask() for _ in range(want)]
-                self._asking = {t.number for t in asked}  # asked here, not yet accepted or failed
+                others = None  # live trials besides this round's asks: counted once, when needed
+                accepted = 0
                 for t in asked:
-                    self._asking.discard(t.number)
                     d = self.pspace.suggest(t)
                     key = d.key()
                     if key in taken:
@@ -148,32 +146,29 @@ class _OptunaProposer:
                             queued.add(self.pspace.design(p).key())
                             self.study.enqueue_trial(p, user_attrs={"fallback": "neighbour"})
                         continue
-                    if self._over_budget(t, alive, want):
+                    if others is None:
+                        others = self._live_besides(asked)
+                    if others + accepted >= self.total:
                         # another machine took the last slots between our count and our ask
                         t.set_user_attr("over_budget", True)
                         self.study.tell(t, state=TrialState.FAIL)
                         continue
+                    accepted += 1
                     taken.add(key)
                     self._keys[t.number] = key
-                    bisect.insort(alive, t.number)
                     for name, v in (("owner", _owner()), ("key", key)):  # digest: set when measured
                         t.set_user_attr(name, v)
                     out.append(_Proposal(d, trial=t))
             return out
 
-    def _over_budget(self, t, alive: list, want: int) -> bool:
-        """Whether ``t`` would go past the total. Asked trials are numbered in asking order,
-        so the snapshot ``alive`` places them; a queued trial (an anchor or a replacement)
-        keeps the lower number it got when queued, and near the end another process may
-        have started one since the snapshot: there the storage is counted afresh."""
-        if bisect.bisect_left(alive, t.number) >= self.total:
-            return True
-        queued = "fallback" in t.user_attrs or "anchor" in t.user_attrs
-        if queued or len(alive) + want >= self.total:
-            others = [x for x in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                      if x.number != t.number and x.number not in self._asking]
-            return len(others) >= self.total
-        return False
+    def _live_besides(self, asked: list) -> int:
+        """Trials counting towards the total, other than the round ``asked``, counted afresh
+        after the asks (once per round): another process may have started some since the
+        snapshot, and a queued trial (an anchor, a replacement or a retry) keeps the lower
+        number it got when queued, so the order of numbers cannot place it."""
+        mine = {t.number for t in asked}
+        return sum(1 for x in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                   if x.number not in mine)
 
     def _unseen_neighbour(self, params: dict, taken: set, tries: int = 50) -> dict | None:
         """``params`` with one gene changed so that the design is one the study lacks
@@ -206,21 +201,16 @@ class _OptunaProposer:
 
 class _EvolutionProposer:
     def __init__(self, evo: EvolutionProposer):
-        self.evo, self._pending = evo, 0
-
-    def pending(self) -> int:
-        return self._pending
+        self.evo = evo
+        self.pending = evo.pending  # its candidates in flight (they are not in the study yet)
 
     def ask(self, k: int) -> list[_Proposal]:
-        got = self.evo.ask(k)
-        self._pending += len(got)
-        return [_Proposal(d, params=p) for p, d in got]
+        return [_Proposal(d, params=p) for p, d in self.evo.ask(k)]
 
     def record(self, props, outcomes, attrs):
         self.evo.record([p.params for p in props], [o.values for o in outcomes],
                         [o.constraints for o in outcomes],
                         [dict(a, owner=_owner(), key=p.design.key()) for p, a in zip(props, attrs)])
-        self._pending -= len(props)
 
 
 def make_sampler(name: str, seed: int | None, population: int):
@@ -281,15 +271,20 @@ class _Screen:
         self.pairs: list[tuple[float, float]] = []  # (predicted before measuring, measured): held out
 
     def add(self, design: Design, value: float, values: list[float] | None, feasible: bool):
-        """A measured design (never a predicted one)."""
+        """A measured arch (never a predicted one), once: a point of the predictor, and its
+        design joins the front."""
         self.X.append(self.space.encode(design.arch))
         self.y.append(value)
-        if feasible and values is not None:
-            pts = np.vstack([self.front, to_minimize(np.array([values]), self.dirs)])
-            self.front = pts[pareto_mask(pts)]
+        self.add_front(values, feasible)
         if len(self.y) >= self.warmup and len(self.y) - self._fitted_at >= min(self.refit, len(self.y)):
             self.model = QualityPredictor(seed=self.seed).fit(np.array(self.X), np.array(self.y))
             self._fitted_at = len(self.y)
+
+    def add_front(self, values: list[float] | None, feasible: bool):
+        """A measured design whose arch the predictor already has (other knobs)."""
+        if feasible and values is not None:
+            pts = np.vstack([self.front, to_minimize(np.array([values]), self.dirs)])
+            self.front = pts[pareto_mask(pts)]
 
     def predict(self, designs: Sequence[Design]) -> tuple[np.ndarray, np.ndarray] | None:
         if self.model is None:
@@ -535,10 +530,15 @@ class _Search:
             m = t.user_attrs.get("metrics") or {}
             # only what this run's quality source scored: synthetic values never pass as measured
             if t.user_attrs.get("source") == self.quality_source and "loss" in m:
-                known[t.user_attrs.get("digest", "")] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
+                digest = t.user_attrs.get("digest", "")
+                first = digest not in known  # one predictor point per arch, as in _finish
+                known[digest] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
                 if screen is not None and m.get(screen.column) is not None:
-                    screen.add(self.pspace.design(t.params), m[screen.column], t.values,
-                               all(v <= 0 for v in (t.constraints or {}).values()))
+                    feasible = all(v <= 0 for v in (t.constraints or {}).values())
+                    if first:
+                        screen.add(self.pspace.design(t.params), m[screen.column], t.values, feasible)
+                    else:
+                        screen.add_front(t.values, feasible)
 
         extra = 0
         if cfg.sampler == "evolution":
@@ -731,13 +731,18 @@ def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known, c
         if batch.predicted is not None:
             a[f"predicted_{batch.column}"] = float(batch.predicted[j])
         attrs.append(a)
-        # the predictor learns (and is scored) only on archs measured in this batch: a cached
-        # arch is already among its points, and counting it again would inflate its tau
-        if screen is not None and sources[j] == computed and a["digest"] in fresh_keys:
-            value = float(o.metrics[screen.column])
-            if batch.predicted is not None:
-                screen.pairs.append((float(batch.predicted[j]), value))
-            screen.add(d, value, o.values, o.feasible)
+        # every measured design joins the screen's front; the predictor learns (and is scored)
+        # only on archs measured in this batch, once each (several designs may share one): a
+        # cached arch is already among its points, and counting it again would inflate its tau
+        if screen is not None and sources[j] == computed:
+            if a["digest"] in fresh_keys:
+                fresh_keys.discard(a["digest"])
+                value = float(o.metrics[screen.column])
+                if batch.predicted is not None:
+                    screen.pairs.append((float(batch.predicted[j]), value))
+                screen.add(d, value, o.values, o.feasible)
+            else:
+                screen.add_front(o.values, o.feasible)
     proposer.record(props, outs, attrs)
     return len(batch.to_measure)
 
