@@ -283,7 +283,10 @@ class Attention(nn.Module):
                 k, v = self._split(self.k(mq, True)), self._split(self.v(mq, True))
             if cache is not None:
                 cache["k"], cache["v"] = k, v
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=causal and T > 1)
+        # a branch, not `causal and T > 1`: under torch.compile with dynamic shapes that is a
+        # symbolic bool, which SDPA refuses (a graph break); a branch becomes a guard
+        is_causal = True if causal and T > 1 else False
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=is_causal)
         return self.out(o.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .errors import UserError
+from .compiled_members import COMPILE_ENV
 from .fused import PATH_ENV
 from .train import DistInfo, RunSummary, run_worker, train
 
@@ -32,7 +33,7 @@ def _worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    os.environ.update(config["env"])  # the driver's choice of weight path
+    os.environ.update(config["env"])  # the driver's choice of weight path and compilation
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     dist = DistInfo(rank=rank, world=world, device=ray.train.torch.get_device(),
@@ -67,7 +68,7 @@ def train_with_ray(job: dict, workers: int, gpu: bool = False, progress: bool = 
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"job": job, "progress": progress, "stop_at": stop_at,
-                           "env": {k: os.environ[k] for k in (PATH_ENV,) if k in os.environ}},
+                           "env": {k: os.environ[k] for k in (PATH_ENV, COMPILE_ENV) if k in os.environ}},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         # our run folder, not Ray's checkpoints, is what resumes: a fresh Ray run name each time

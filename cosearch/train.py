@@ -34,6 +34,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .atomic import check_writable_dir
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .compiled_members import eager_forward, member_forward
 from .data import TaskData, build_task_data
 from .data.tasks import TASK_FAMILY
 from .data.tokenizer import Tokenizer
@@ -385,6 +386,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
         model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
                     find_unused_parameters=True)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+    forward = member_forward(net)  # eager, or the fixed members compiled ($COSEARCH_COMPILE_MEMBERS)
     net.train()
     weights = float_state(net)  # what the average follows (built once: state_dict() costs ms per step)
 
@@ -411,7 +413,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
             members = step_members(space, fixed, seed, step, cfg)
             torch.manual_seed(_dropout_seed(seed, step, dist.rank))
             sandwich_step(model, net, opt, members, inputs, target, cfg, pad, vocab, autocast,
-                          ddp=dist.world > 1, sums=loss_sums)
+                          ddp=dist.world > 1, sums=loss_sums, forward=forward)
             avg = update_average(avg, weights, step, cfg)
             tok_since_log += int(batch["ntokens"])
             if bar is not None:
@@ -459,18 +461,20 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
 
 def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimizer, members: list,
                   inputs: tuple, target: torch.Tensor, cfg: TrainConfig, pad: int, vocab: int,
-                  autocast=nullcontext(), ddp: bool = False, sums: dict | None = None) -> None:
+                  autocast=nullcontext(), ddp: bool = False, sums: dict | None = None,
+                  forward: Callable = eager_forward) -> None:
     """One optimizer step over the sandwich ``members`` (the first is the teacher).
 
     ``model`` is ``net`` or its DDP wrapper (then all but the last backward skip the
-    all-reduce). Adds each member's task loss and KL to ``sums`` when given.
+    all-reduce). Adds each member's task loss and KL to ``sums`` when given. ``forward``
+    runs a member (``cosearch.compiled_members``: eager, or the fixed members compiled).
     """
     teacher = None
     for i, m in enumerate(members):
         sync = not ddp or i == len(members) - 1
         with (nullcontext() if sync else model.no_sync()):
             with autocast:
-                logits = model(*inputs, arch=m.arch)[..., :vocab]
+                logits = forward(model, m, inputs, sync=ddp and sync)[..., :vocab]
             loss, ce, kd = member_loss(logits, target, pad, cfg.label_smoothing, teacher, cfg.distill)
             loss.backward()
         if teacher is None and len(members) > 1:

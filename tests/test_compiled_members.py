@@ -1,0 +1,82 @@
+"""The sandwich's fixed members (largest, smallest) through one compiled supernet model, the
+random members eagerly: same training step as all-eager, and no graph per random arch."""
+from __future__ import annotations
+
+import pytest
+import torch
+from train_fixtures import mt_space
+
+from cosearch.compiled_members import COMPILE_ENV, MemberForward, compile_fixed_by_default, member_forward
+from cosearch.errors import UserError
+from cosearch.fused import use_fused
+from cosearch.sandwich import sandwich
+from cosearch.space import SearchSpace
+from cosearch.supernet import Supernet
+from cosearch.train import TrainConfig, make_optimizer, sandwich_step
+
+
+def _counting_aot_eager(counter: list):
+    """``aot_eager`` (no compiler: the traced graph runs op by op, with AOT autograd's
+    backward) that counts the graphs it is given."""
+    def backend(gm, example_inputs):
+        counter.append(gm)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+    return backend
+
+
+def _train(space, forward, fused_path: bool, batches, steps_of) -> Supernet:
+    torch.manual_seed(0)
+    net = use_fused(Supernet(space).train(), fused_path)
+    cfg = TrainConfig(steps=10, n_random=2).resolved(space)
+    opt = make_optimizer(net, cfg)
+    fwd = forward(net) if forward is not None else None
+    for (src, tgt), step in zip(batches, steps_of):
+        members = sandwich(space, 0, step, cfg.steps, cfg.n_random, cfg.bit_stages)
+        kw = {} if fwd is None else {"forward": fwd}
+        sandwich_step(net, net, opt, members, (src, tgt[:, :-1]), tgt[:, 1:], cfg, 0, space.vocab_size, **kw)
+    return net
+
+
+@pytest.mark.parametrize("fused_path", [False, True])
+def test_compiled_fixed_members_train_as_eager_and_compile_once_per_fixed_arch(fused_path):
+    torch._dynamo.reset()
+    space = SearchSpace.from_dict(mt_space(dropout=0.0))
+    g = torch.Generator().manual_seed(1)
+    # three batch shapes, and steps 2 (float only), 3 and 9 (all bit-widths): random members
+    # differ at every step, the smallest changes its bits once
+    batches = [tuple(torch.randint(1, space.vocab_size, (b, n), generator=g) for n in (s, t))
+               for b, s, t in ((3, 7, 9), (4, 5, 6), (2, 11, 8))]
+    steps_of = (2, 9, 9)
+    graphs: list = []
+    eager = _train(space, None, fused_path, batches, steps_of)
+    compiled = _train(space, lambda net: MemberForward(net, backend=_counting_aot_eager(graphs)), fused_path,
+                      batches, steps_of)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        if name.endswith("k.bias"):
+            # its gradient is zero in exact arithmetic (softmax ignores a shift shared by a
+            # row's logits), so it holds rounding noise, which AdamW scales up to lr-sized steps
+            continue
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+    # largest (float), smallest at float (step 2) and at its lowest bits (step 9): three graphs,
+    # one per fixed arch; new batch shapes and the four random archs compile nothing
+    assert len(graphs) == 3
+
+
+def test_the_environment_picks_the_member_forward(monkeypatch):
+    net = Supernet(SearchSpace.from_dict(mt_space()))
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    assert not compile_fixed_by_default()
+    monkeypatch.setenv(COMPILE_ENV, "fixed")
+    assert compile_fixed_by_default()
+    assert not isinstance(member_forward(net), MemberForward)  # CPU: never compiled by default
+    assert isinstance(member_forward(net, compile_fixed=True), MemberForward)
+    monkeypatch.setenv(COMPILE_ENV, "all")
+    with pytest.raises(UserError, match=f"{COMPILE_ENV}='all' is invalid"):
+        compile_fixed_by_default()
+
+
+def test_pad_length_pads_to_the_multiple_with_the_pad_id():
+    from cosearch.compiled_members import pad_length
+    x = torch.arange(1, 11).view(2, 5)
+    assert torch.equal(pad_length(x, 0, 4), torch.tensor([[1, 2, 3, 4, 5, 0, 0, 0], [6, 7, 8, 9, 10, 0, 0, 0]]))
+    assert pad_length(x, 0, 5) is x
