@@ -25,7 +25,10 @@
 # (default "largest:1 smallest,random2:2"; on one GPU, e.g. "largest:0 smallest:0 random2:0");
 # a job on GPU 1, 2 or 3 waits until fidelity, Ray or the speed benchmarks are done with it
 # (it may still overlap the search, which starts after the speed benchmarks). RECIPE_DROPOUT trains the recipe on a copy of the preset with
-# that dropout, RECIPE_SEED its seed; RAY_KILL_RESUME=0 skips the kill+resume. A full 30-minute
+# that dropout, RECIPE_SEED its seed; RAY_KILL_RESUME=0 skips the kill+resume,
+# CALIBRATE=0 the --budget-s calibration, OVERHEAD=0 supernet_overhead; RAY_GPUS and SPEED_GPU
+# move Ray and the speed benchmarks; RAY_ARGS (e.g. "--steps 160 --skip-windows 8") and
+# THROUGHPUT_ARGS (default "--path both --compile-fixed --compile-plain default") replace settings. A full 30-minute
 # recipe does not fit a 30-minute device session together with anything else: run
 # `PARTS=recipe RECIPE_STEPS=4300` on a one-GPU machine (about 2.4 steps/s on an H100) and
 # the other parts on a 4-GPU one. SEARCH_RUN searches another trained run (e.g. a recipe
@@ -39,6 +42,8 @@ RECIPE_ARGS="--steps $RECIPE_STEPS --max-tokens 32768 --gpu --ema-start 0.75 --e
   --ckpt-every 500 --no-progress --json"
 WAIT_S=${WAIT_S:-545}
 PARTS=${PARTS:-recipe fidelity ray speed search}
+RAY_GPUS=${RAY_GPUS:-2,3}  # Ray's two GPUs (a 2-GPU machine: RAY_GPUS=0,1)
+SPEED_GPU=${SPEED_GPU:-3}  # the speed benchmarks' GPU (a 1-GPU machine: SPEED_GPU=0)
 
 want() { case " $PARTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 
@@ -132,17 +137,19 @@ print(max(r, key=r.get))") && [ -n "$lp" ] &&
   want fidelity || touch $W/fidelity.done
   want ray || touch $W/ray.done
   want speed || touch $W/speed.done
-  ( want ray && CUDA_VISIBLE_DEVICES=2,3 PYTHONPATH=/tmp/site:$PYTHONPATH python3 benchmarks/ray_gpu.py --data $D \
-      --workers 1 2 --concurrent-singles $( [ "${RAY_KILL_RESUME:-1}" = 1 ] && echo --kill-resume ) --out $R/ray_gpu.json > $L/ray.log 2>&1
+  ( want ray && CUDA_VISIBLE_DEVICES=$RAY_GPUS PYTHONPATH=/tmp/site:$PYTHONPATH python3 benchmarks/ray_gpu.py --data $D \
+      --workers 1 2 --concurrent-singles $( [ "${RAY_KILL_RESUME:-1}" = 1 ] && echo --kill-resume ) ${RAY_ARGS:-} --out $R/ray_gpu.json > $L/ray.log 2>&1
     touch $W/ray.done
     want speed || exit 0
-    CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py quality --data $D --mos layer --budget-s 180 \
-      --out $R/calibration.json > $L/calibration.log 2>&1
+    if [ "${CALIBRATE:-1}" = 1 ]; then
+      CUDA_VISIBLE_DEVICES=$SPEED_GPU python3 benchmarks/train_gpu.py quality --data $D --mos layer --budget-s 180 \
+        --out $R/calibration.json > $L/calibration.log 2>&1
+    fi
     touch $W/calibration.done
-    CUDA_VISIBLE_DEVICES=3 python3 benchmarks/train_gpu.py throughput --data $D --max-tokens 32768 --repeats 12 \
-      --path both --compile-plain default --out $R/throughput.json > $L/throughput.log 2>&1
-    CUDA_VISIBLE_DEVICES=3 python3 benchmarks/supernet_overhead.py --device cuda --batch 128 --repeats 10 \
-      --path both --out $R/overhead.json > $L/overhead.log 2>&1
+    CUDA_VISIBLE_DEVICES=$SPEED_GPU python3 benchmarks/train_gpu.py throughput --data $D --max-tokens 32768 --repeats 12 \
+      ${THROUGHPUT_ARGS:---path both --compile-fixed --compile-plain default} --out $R/throughput.json > $L/throughput.log 2>&1
+    [ "${OVERHEAD:-1}" = 1 ] && CUDA_VISIBLE_DEVICES=$SPEED_GPU python3 benchmarks/supernet_overhead.py --device cuda \
+      --batch 128 --repeats 10 --path both --out $R/overhead.json > $L/overhead.log 2>&1
     touch $W/speed.done ) &
 
   # search: on the seed-1 layer supernet once it is trained (its job result then has "train"),

@@ -159,12 +159,14 @@ def plain_trainer(module, plain, cfg, autocast, pad: int, vocab: int):
 
 def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repeats: int, mode: str,
                            seed: int = 0) -> dict:
-    """The plain largest model's step under ``torch.compile`` (dynamic shapes: one graph
-    for every batch shape): what whole-graph compilation gives the MFU goal, which the
-    eager plain model misses because it is launch-bound. The first step's time (compile
-    included) is reported apart."""
+    """The plain largest model's step under ``torch.compile`` (dynamic shapes, lengths padded
+    to a multiple of 8: one graph for every batch shape; the MFU counts the unpadded
+    tokens' FLOPs): what whole-graph compilation gives the MFU goal, which the eager plain
+    model misses because it is launch-bound. The first step's time (compile included) is
+    reported apart."""
     import torch
 
+    from cosearch.compiled_members import padded_compiled
     from cosearch.supernet import Supernet
     from cosearch.train import TrainConfig
 
@@ -173,7 +175,9 @@ def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repe
     torch.manual_seed(seed)
     largest = space.largest()
     plain = Supernet(space, pad_id=pad).extract(largest).to(device).train()
-    compiled = torch.compile(plain, dynamic=True, mode=None if mode == "default" else mode)
+    torch._dynamo.reset()  # the supernet's graphs of Transformer.forward count against its recompile limit
+    graphs_before = _compiled_graphs()
+    compiled = padded_compiled(plain, pad, mode=None if mode == "default" else mode)
     step = plain_trainer(compiled, plain, cfg, autocast, pad, vocab)
     t0 = time.perf_counter()
     step(batches[0])
@@ -183,7 +187,8 @@ def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repe
     t = _median_step_time(step, batches[1:], device, max(warmup - 1, 0), repeats)
     flops, tokens = _mean_work(space, largest, batches)
     peak = peak_tflops(device)
-    res = {"compile_mode": mode, "path": "reference", "first_step_s": first, "plain_compiled_step_s": t,
+    res = {"compile_mode": mode, "path": "reference", "graphs": _compiled_graphs() - graphs_before,
+           "first_step_s": first, "plain_compiled_step_s": t,
            "plain_compiled_target_tokens_per_s": tokens / t}
     if peak:
         res["mfu_plain_largest_compiled"] = flops / t / (peak * 1e12)
@@ -191,13 +196,17 @@ def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repe
 
 
 def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup: int, repeats: int,
-                       seed: int = 0, path: str = "reference") -> dict:
+                       seed: int = 0, path: str = "reference", compile_fixed: bool = False) -> dict:
     """Median step times of (1) a full sandwich step, (2) the supernet training only its
     largest arch, (3) the largest arch extracted as a plain model (same optimizer, loss,
     bf16 autocast), on the same batches. ``path``: the supernet's weight path (``reference``
-    or ``fused``; the plain model's activation quantizers follow it too)."""
+    or ``fused``; the plain model's activation quantizers follow it too). ``compile_fixed``:
+    the sandwich's largest and smallest members run through one ``torch.compile``d
+    supernet model (``cosearch.compiled_members``), the random ones eagerly; the plain
+    model stays eager (``measure_plain_compiled`` times it compiled)."""
     import torch
 
+    from cosearch.compiled_members import MemberForward, eager_forward
     from cosearch.fused import compile_counts, use_fused
     from cosearch.sandwich import Member, sandwich
     from cosearch.supernet import Supernet
@@ -210,12 +219,15 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     opt = make_optimizer(net, cfg)
     largest = space.largest()
     step_no = [0]
+    forward = MemberForward(net) if compile_fixed else eager_forward
+    graphs_before = _compiled_graphs()
 
     def supernet_step(members_of):
         def step(batch):
             step_no[0] += 1
             inputs, target = model_inputs(batch)
-            sandwich_step(net, net, opt, members_of(step_no[0]), inputs, target, cfg, pad, vocab, autocast)
+            sandwich_step(net, net, opt, members_of(step_no[0]), inputs, target, cfg, pad, vocab, autocast,
+                          forward=forward)
         return step
 
     full = supernet_step(lambda s: sandwich(space, seed, s, cfg.steps, n_random, None))
@@ -229,7 +241,8 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     flops_largest, tokens = _mean_work(space, largest, batches)
     peak = peak_tflops(device)
     res = {
-        "path": path, "compiled_graphs": sum(compile_counts().values()), "max_tokens": max_tokens, "mean_target_tokens_per_batch": tokens, "members_per_step": members,
+        "path": path, "compile_fixed_members": compile_fixed, "compiled_graphs": sum(compile_counts().values()),
+        "fixed_member_graphs": _compiled_graphs() - graphs_before if compile_fixed else 0, "max_tokens": max_tokens, "mean_target_tokens_per_batch": tokens, "members_per_step": members,
         "sandwich_step_s": t_full, "supernet_largest_only_step_s": t_sup_largest, "plain_largest_step_s": t_plain,
         "cost_per_subnet_vs_plain": (t_full / members) / t_plain,
         "supernet_largest_vs_plain": t_sup_largest / t_plain,
@@ -242,6 +255,14 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
         res["mfu_plain_largest"] = flops_largest / t_plain / (peak * 1e12)
         res["mfu_supernet_largest_only"] = flops_largest / t_sup_largest / (peak * 1e12)
     return res
+
+
+def _compiled_graphs() -> int:
+    """Graphs Dynamo has compiled so far in this process (all functions): the fixed members'
+    count is the difference over a timing (``torch._dynamo.utils.counters``, as the
+    recompilation docs read it)."""
+    from torch._dynamo.utils import counters
+    return int(counters["stats"]["unique_graphs"])
 
 
 # --------------------------------------------------------------------------- budget calibration
@@ -332,13 +353,24 @@ def cmd_throughput(args) -> dict:
             "goals": {"cost_per_subnet_vs_plain": "<= 1.3", "mfu_plain_largest": ">= 0.30",
                       "mfu_supernet_largest_only": ">= 0.25"}}
     paths = ["reference", "fused"] if args.path == "both" else [args.path]
+    variants = [(p, False) for p in paths] + ([(paths[0], True)] if args.compile_fixed else [])
     runs = {}
-    for path in paths:  # one process, one card: before (reference) and after (fused)
-        runs[path] = measure_throughput(space, td, device, args.max_tokens, args.n_random, args.warmup,
-                                        args.repeats, path=path)
+    for path, fixed in variants:  # one process, one card: before (reference) and after (fused, compiled)
+        key = f"{path}+compiled_fixed" if fixed else path
+        try:
+            runs[key] = measure_throughput(space, td, device, args.max_tokens, args.n_random, args.warmup,
+                                           args.repeats, path=path, compile_fixed=fixed)
+        except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the other timings
+            if not fixed:
+                raise
+            runs[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
         _write(args.out, {**head, **runs[paths[0]], "paths": runs})  # partial results survive a timeout
-        print(f"{path}: " + json.dumps({k: v for k, v in runs[path].items() if isinstance(v, (int, float))}), flush=True)
+        print(f"{key}: " + json.dumps({k: v for k, v in runs[key].items() if isinstance(v, (int, float, str))}), flush=True)
     res = {**head, **runs[paths[-1]], "paths": runs}
+    comp = runs.get(f"{paths[0]}+compiled_fixed", {})
+    if "sandwich_step_s" in comp:
+        ref = runs[paths[0]]
+        res["compiled_fixed_speedup"] = {k: ref[k] / comp[k] for k in ("sandwich_step_s", "supernet_largest_only_step_s")}
     if args.compile_plain:
         try:
             res["plain_compiled"] = measure_plain_compiled(space, td, device, args.max_tokens, args.warmup,
@@ -346,7 +378,7 @@ def cmd_throughput(args) -> dict:
         except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the timings above
             res["plain_compiled"] = {"compile_mode": args.compile_plain, "error": f"{type(e).__name__}: {e}"[:2000]}
         print("plain compiled: " + json.dumps(res["plain_compiled"]), flush=True)
-    if len(runs) == 2:
+    if "reference" in runs and "fused" in runs:
         ref, fus = runs["reference"], runs["fused"]
         res["fused_speedup"] = {k: ref[k] / fus[k] for k in
                                 ("sandwich_step_s", "supernet_largest_only_step_s", "plain_largest_step_s")}
@@ -422,6 +454,8 @@ def main(argv=None) -> int:
     # step where the same card's training loop ran 0.41 s
     t.add_argument("--warmup", type=int, default=150, help="untimed steps before each timing")
     t.add_argument("--repeats", type=int, default=30)
+    t.add_argument("--compile-fixed", action="store_true",
+                   help="also time the supernet with its largest and smallest members compiled (cosearch.compiled_members)")
     t.add_argument("--compile-plain", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                    help="also time the plain largest model under torch.compile in this mode (the MFU goal)")
     q = sub.choices["quality"]
