@@ -58,6 +58,10 @@ class MemberForward:
     def __call__(self, model: nn.Module, member, inputs: tuple, sync: bool = False) -> Tensor:
         if member.role in self.roles and not (sync and model is not self.net):
             self.net.set_arch(member.arch)
+            # an empty arch-code cache, as at the trace: set_arch keeps a filled one when the
+            # arch is unchanged (the same arch twice in a row), and Dynamo guards on its
+            # contents, so a filled cache would compile a second graph of the same arch
+            self.net.arch_code.set(self.net.arch_code.code)
             return self.compiled(*inputs)
         return model(*inputs, arch=member.arch)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_fixtures import mt_space
+from train_fixtures import lm_space, mt_space
 
 from cosearch.compiled_members import COMPILE_ENV, MemberForward, compile_fixed_by_default, member_forward
 from cosearch.errors import UserError
@@ -133,3 +133,103 @@ def test_compiled_fixed_members_under_ddp_keep_ranks_equal_and_match_eager(tmp_p
         assert torch.equal(eager[0][name], eager[1][name]), name
         if not name.endswith("k.bias"):  # see the single-process test
             torch.testing.assert_close(compiled[0][name], eager[0][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _no_compile(monkeypatch):
+    """``torch.compile`` as the identity: the padding and routing run, without a compiler."""
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
+
+
+@pytest.mark.parametrize("space_of", [mt_space, lm_space])
+def test_padded_compiled_gives_the_unpadded_logits_of_both_families(monkeypatch, space_of):
+    # eval (no dropout); real pad tokens at the ends of some rows, as in a batch; pad_id 3:
+    # not the default 0, so padding with a wrong id changes the encoder's logits
+    _no_compile(monkeypatch)
+    from cosearch.compiled_members import padded_compiled
+    space = SearchSpace.from_dict(space_of())
+    torch.manual_seed(0)
+    net = Supernet(space, pad_id=3).eval()
+    run = padded_compiled(net.model, 3)
+    g = torch.Generator().manual_seed(2)
+    lens = (13, 11) if space.is_encdec else (13,)
+    inputs = tuple(torch.randint(4, space.vocab_size, (3, n), generator=g) for n in lens)
+    for x in inputs:
+        x[0, -4:] = 3
+    for arch in (space.largest(), space.smallest()):
+        net.set_arch(arch)
+        with torch.no_grad():
+            torch.testing.assert_close(run(*inputs), net.model(*inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_padded_compiled_feeds_the_model_pad_id_padded_contiguous_dynamic_inputs(monkeypatch):
+    _no_compile(monkeypatch)
+    from cosearch.compiled_members import padded_compiled
+    seen = []
+
+    def model(*xs):
+        seen.append(xs)
+        return xs[-1].float()[..., None].expand(-1, -1, 5)  # "logits" along the last input
+
+    run = padded_compiled(model, pad_id=7)
+    src, tgt = torch.ones(2, 11, dtype=torch.long), torch.ones(2, 14, dtype=torch.long)[:, :-1]
+    out = run(src[:, :8], tgt[:, :8])  # 8: already a multiple, no padding
+    assert out.shape == (2, 8, 5)
+    out = run(src, tgt)
+    (ps, pt) = seen[-1]
+    assert ps.shape == (2, 16) and pt.shape == (2, 16)
+    assert torch.equal(ps[:, 11:], torch.full((2, 5), 7)) and torch.equal(pt[:, 13:], torch.full((2, 3), 7))
+    assert all(x.is_contiguous() for x in (*seen[0], ps, pt))  # a sliced tgt[:, :-1] too
+    for x in (*seen[0], ps, pt):  # batch and length dynamic from the first call
+        assert {0, 1} <= set(getattr(x, "_dynamo_weak_dynamic_indices", ()))
+    assert out.shape == (2, 13, 5)  # the real target positions, the first ones
+    assert torch.equal(out, torch.ones(2, 13, 5))
+
+
+def test_the_synchronising_member_goes_through_the_ddp_wrapper(monkeypatch):
+    _no_compile(monkeypatch)
+    from cosearch.sandwich import Member
+    space = SearchSpace.from_dict(mt_space())
+    net = Supernet(space)
+    fwd = MemberForward(net)
+    calls = []
+    fwd.compiled = lambda *xs: calls.append("compiled") or torch.zeros(())
+
+    class Wrapper(torch.nn.Module):  # stands in for DDP(net)
+        def forward(self, *xs, arch=None):
+            calls.append("wrapper")
+            return torch.zeros(())
+
+    ddp, inputs = Wrapper(), (torch.ones(1, 2, dtype=torch.long),) * 2
+    largest, smallest = Member("largest", space.largest()), Member("smallest", space.smallest())
+    for model, member, sync, want in ((ddp, largest, False, "compiled"), (ddp, smallest, True, "wrapper"),
+                                      (ddp, Member("random", space.smallest()), False, "wrapper"),
+                                      (net, smallest, True, "compiled")):
+        calls.clear()
+        fwd(model, member, inputs, sync=sync)
+        assert calls == [want], (member.role, sync)
+    # the compiled model runs the member's arch, with an empty arch-code cache (as traced)
+    assert net.arch == space.smallest() and not net.arch_code._cache
+
+
+def test_the_same_fixed_arch_twice_in_a_row_compiles_one_graph():
+    # set_arch keeps the arch-code cache when the arch is unchanged (an eager member of the
+    # same arch before, or the largest-only timing); Dynamo guards on that cache
+    torch._dynamo.reset()
+    from cosearch.sandwich import Member
+    space = SearchSpace.from_dict(mt_space())
+    net = Supernet(space).eval()
+    graphs: list = []
+
+    def counting_eager(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    fwd = MemberForward(net, backend=counting_eager)
+    largest = Member("largest", space.largest())
+    inputs = (torch.randint(1, space.vocab_size, (2, 5)), torch.randint(1, space.vocab_size, (2, 6)))
+    with torch.no_grad():
+        fwd(net, largest, inputs)
+        net(*inputs, arch=space.largest())  # eager, same arch: fills the cache
+        fwd(net, largest, inputs)
+        fwd(net, largest, inputs)
+    assert len(graphs) == 1
