@@ -115,13 +115,16 @@ print(max(r, key=r.get))") && [ -n "$lp" ] &&
     date +%s > $W/recipe.done ) &
 
   # standalone: each arch of ALONE (ARCH:GPU) trained alone from scratch with the same recipe,
-  # all at once; a job on GPU 2 or 3 waits for Ray (default: the largest on GPU 1, fidelity's,
+  # all at once; a job on a Ray or speed GPU waits for them (default: the largest on GPU 1, fidelity's,
   # then the smallest and random arch 2 one after the other on GPU 2)
   if want standalone; then
     for spec in ${ALONE:-largest:1 smallest,random2:2}; do
       case $spec in *:[0-9]) ;; *) echo "ALONE: '$spec' is not ARCH[,ARCH]:GPU" >&2; continue;; esac
       # a GPU that another part uses is taken once that part is done with it
-      ( g=${spec##*:}; case $g in 1) wait_for $W/fidelity.done;; 2) wait_for $W/ray.done;; 3) wait_for $W/speed.done;; esac
+      ( g=${spec##*:}
+        [ "$g" = 1 ] && wait_for $W/fidelity.done
+        case ",$RAY_GPUS," in *",$g,"*) wait_for $W/ray.done;; esac
+        [ "$g" = "$SPEED_GPU" ] && wait_for $W/speed.done
         for a in $(echo ${spec%%:*} | tr , ' '); do train_alone $g $a; done
         touch $W/alone_${spec%%:*}.done ) &
     done
