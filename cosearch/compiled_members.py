@@ -8,10 +8,13 @@ but Dynamo specialises a graph on the module settings that ``Supernet.set_arch``
 every step. The largest and the smallest members do not change from step to step (the
 smallest only when a bit-width stage starts), so they go through one compiled model (a
 graph each, at most four in a run; batch shapes are dynamic, lengths padded to a multiple
-of 8) and the random members stay eager. The whole supernet forward traces as one graph with no breaks, on both weight paths.
+of 8) and the random members stay eager. The whole supernet forward traces as one graph
+with no breaks, on both weight paths. ``fused.compile_counts()["fixed_members"]`` counts
+the graphs.
 
 Opt-in: ``$COSEARCH_COMPILE_MEMBERS=fixed`` (off by default until a GPU run has measured
-it over a whole training run; compiling costs a minute or two at the start).
+it over a whole training run; on an H100 a graph took about 1.5 minutes to compile, as
+estimated from a run's log).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import UserError
+from .fused import counting_backend
 
 #: ``fixed``: compile the largest and smallest members; unset or empty: all eager
 COMPILE_ENV = "COSEARCH_COMPILE_MEMBERS"
@@ -53,7 +57,7 @@ class MemberForward:
 
     def __init__(self, net: nn.Module, backend: str = "inductor", roles=FIXED_ROLES):
         self.net, self.roles = net, frozenset(roles)
-        self.compiled = padded_compiled(net.model, net.pad_id, backend=backend)
+        self.compiled = padded_compiled(net.model, net.pad_id, backend=backend, count_as="fixed_members")
 
     def __call__(self, model: nn.Module, member, inputs: tuple, sync: bool = False) -> Tensor:
         if member.role in self.roles and not (sync and model is not self.net):
@@ -66,11 +70,15 @@ class MemberForward:
         return model(*inputs, arch=member.arch)
 
 
-def padded_compiled(model: nn.Module, pad_id: int, backend="inductor", mode: str | None = None):
+def padded_compiled(model: nn.Module, pad_id: int, backend="inductor", mode: str | None = None,
+                    count_as: str = "model"):
     """``torch.compile(model)`` called on token inputs padded to a multiple of
     ``LENGTH_MULTIPLE`` (with ``pad_id``), batch and length marked dynamic: one graph for
-    every batch shape; returns the logits of the real positions."""
-    compiled = torch.compile(model, backend=backend, mode=mode)
+    every batch shape; returns the logits of the real positions. Its graphs count in
+    ``fused.compile_counts()[count_as]``, except with a ``mode`` (inductor's: a counting
+    backend cannot take one)."""
+    compiled = (torch.compile(model, mode=mode) if mode is not None
+                else torch.compile(model, backend=counting_backend(count_as, backend)))
 
     def run(*inputs: Tensor) -> Tensor:
         # contiguous: a sliced input (tgt[:, :-1]) has other strides, hence another graph

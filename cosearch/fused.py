@@ -60,7 +60,7 @@ PATH_ENV = "COSEARCH_WEIGHT_PATH"
 
 def fused_by_default() -> bool:
     """Whether training uses the fused path: only with ``$COSEARCH_WEIGHT_PATH=fused`` (warmed
-    up on an H100 it is 1.12x faster for the whole sandwich step, but the recorded recipe
+    up on an H100 it is 1.07-1.12x faster for the whole sandwich step, but the recorded recipe
     and fidelity results were trained on the reference path, and under bf16 its gradients
     differ from the reference's by rounding)."""
     choice = os.environ.get(PATH_ENV, "")
@@ -153,11 +153,13 @@ def act_fake_quant(x: Tensor, log_clip: Tensor | None, bits: int) -> Tensor:
 
 
 # --------------------------------------------------------------------------- compiled versions
-def _counting_backend(name: str):
+def counting_backend(name: str, inner="inductor"):
+    """A ``torch.compile`` backend: ``inner`` (a backend name or function), counting each
+    graph it compiles under ``name`` in :func:`compile_counts`."""
     def backend(gm, example_inputs):
         _COMPILES[name] += 1
         # the composable-backend pattern of the torch.compile custom-backend docs
-        return torch._dynamo.lookup_backend("inductor")(gm, example_inputs)
+        return torch._dynamo.lookup_backend(inner)(gm, example_inputs)
     return backend
 
 
@@ -168,7 +170,7 @@ def _compile(fn, name: str, dynamic: bool):
     ident = "fused_" + "".join(c if c.isalnum() else "_" for c in name)
     names = {"co_name": ident, **({"co_qualname": ident} if hasattr(fn.__code__, "co_qualname") else {})}
     own = types.FunctionType(fn.__code__.replace(**names), fn.__globals__, ident, fn.__defaults__, fn.__closure__)
-    return torch.compile(own, dynamic=dynamic, backend=_counting_backend(name))
+    return torch.compile(own, dynamic=dynamic, backend=counting_backend(name))
 
 
 @lru_cache(maxsize=None)

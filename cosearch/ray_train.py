@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .errors import UserError
 from .compiled_members import COMPILE_ENV
+from .errors import UserError
 from .fused import PATH_ENV
 from .train import DistInfo, RunSummary, run_worker, train
 

@@ -8,20 +8,11 @@ from train_fixtures import lm_space, mt_space
 
 from cosearch.compiled_members import COMPILE_ENV, MemberForward, compile_fixed_by_default, member_forward
 from cosearch.errors import UserError
-from cosearch.fused import use_fused
+from cosearch.fused import compile_counts, use_fused
 from cosearch.sandwich import sandwich
 from cosearch.space import SearchSpace
 from cosearch.supernet import Supernet
 from cosearch.train import TrainConfig, make_optimizer, sandwich_step
-
-
-def _counting_aot_eager(counter: list):
-    """``aot_eager`` (no compiler: the traced graph runs op by op, with AOT autograd's
-    backward) that counts the graphs it is given."""
-    def backend(gm, example_inputs):
-        counter.append(gm)
-        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
-    return backend
 
 
 def _train(space, forward, fused_path: bool, batches, steps_of) -> Supernet:
@@ -47,10 +38,10 @@ def test_compiled_fixed_members_train_as_eager_and_compile_once_per_fixed_arch(f
     batches = [tuple(torch.randint(1, space.vocab_size, (b, n), generator=g) for n in (s, t))
                for b, s, t in ((3, 7, 9), (4, 5, 6), (2, 11, 8))]
     steps_of = (2, 9, 9)
-    graphs: list = []
     eager = _train(space, None, fused_path, batches, steps_of)
-    compiled = _train(space, lambda net: MemberForward(net, backend=_counting_aot_eager(graphs)), fused_path,
-                      batches, steps_of)
+    before = compile_counts().get("fixed_members", 0)
+    # aot_eager: no compiler (the traced graph runs op by op, with AOT autograd's backward)
+    compiled = _train(space, lambda net: MemberForward(net, backend="aot_eager"), fused_path, batches, steps_of)
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         if name.endswith("k.bias"):
             # its gradient is zero in exact arithmetic (softmax ignores a shift shared by a
@@ -59,7 +50,7 @@ def test_compiled_fixed_members_train_as_eager_and_compile_once_per_fixed_arch(f
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
     # largest (float), smallest at float (step 2) and at its lowest bits (step 9): three graphs,
     # one per fixed arch; new batch shapes and the four random archs compile nothing
-    assert len(graphs) == 3
+    assert compile_counts()["fixed_members"] - before == 3
 
 
 def test_the_environment_picks_the_member_forward(monkeypatch):
