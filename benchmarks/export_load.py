@@ -21,7 +21,7 @@ import torch
 
 from cosearch.export import export, load_exported
 from cosearch.space import SearchSpace
-from cosearch.supernet import Supernet
+from cosearch.model.supernet import Supernet
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
             row = {"bits": bits, "params": space.param_count(arch), "file_bytes": size,
                    "predicted_bytes": pred, "ratio": size / pred, "export_s": t1 - t0, "load_s": t2 - t1}
             if space.is_encdec:
-                from cosearch.evaluate import beam_search
+                from cosearch.training.evaluate import beam_search
                 src = torch.randint(4, space.vocab_size, (args.sentences, 20))
                 t3 = time.perf_counter()
                 beam_search(model, src, 4, 2, 3, 30, space.vocab_size)

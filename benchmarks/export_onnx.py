@@ -28,11 +28,11 @@ import torch
 
 from cosearch.data.readers import read_lines, read_parallel, read_text
 from cosearch.data.tokenizer import TokenizerSettings, train_tokenizer
-from cosearch.evaluate import decode_max_len, greedy_decode
+from cosearch.training.evaluate import decode_max_len, greedy_decode
 from cosearch.export import export, open_exported
-from cosearch.generate import sample_tokens, translate_lines
+from cosearch.deploy.generate import sample_tokens, translate_lines
 from cosearch.space import SearchSpace
-from cosearch.supernet import Supernet
+from cosearch.model.supernet import Supernet
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"  # next to the checkout
 

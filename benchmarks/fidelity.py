@@ -4,7 +4,7 @@ For each MoS mode (none / layer / neuron) one supernet is trained with the same 
 and token budget; 8 archs spread over size and bits (the largest, the smallest, and 6
 sampled with a fixed seed: size quantiles of random archs, each at one uniform weight
 bit-width from 16 down to ternary) are each also trained from scratch as standalone
-models with the same steps and batch (``cosearch.train.train(arch=...)``), and a few
+models with the same steps and batch (``cosearch.training.train.train(arch=...)``), and a few
 archs again with another seed (seed-to-seed noise). Every model is evaluated on the
 validation loss and sacreBLEU on the test split (test_2016_flickr for Multi30k, beam 4).
 
@@ -186,9 +186,9 @@ def run_job(spec_path: str) -> int:
     after every evaluation)."""
     import torch
 
-    from cosearch.evaluate import bleu, eval_loss, load_run, translate
+    from cosearch.training.evaluate import bleu, eval_loss, load_run, translate
     from cosearch.space import Arch, SearchSpace
-    from cosearch.train import load_task_data, train
+    from cosearch.training.train import load_task_data, train
 
     spec = json.loads(Path(spec_path).read_text())
     res_path = Path(spec["out"]) / "jobs" / f"{spec['name']}.json"

@@ -9,9 +9,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cosearch.fused import use_fused  # noqa: E402
+from cosearch.model.fused import use_fused  # noqa: E402
 from cosearch.space import SearchSpace  # noqa: E402
-from cosearch.supernet import Supernet  # noqa: E402
+from cosearch.model.supernet import Supernet  # noqa: E402
 
 space = SearchSpace.load(sys.argv[1] if len(sys.argv) > 1 else "multi30k")
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 128

@@ -1,6 +1,6 @@
 """Data-parallel supernet training through Ray Train on 1 and N GPUs (issue 12, item 4).
 
-For each worker count: ``cosearch.ray_train.train_distributed`` on Multi30k (space
+For each worker count: ``cosearch.training.ray_train.train_distributed`` on Multi30k (space
 ``multi30k``), ``--max-tokens`` target tokens per GPU and step, NCCL, one process per GPU.
 Reports tokens/s of all workers (median over the log windows after the first
 ``--skip-windows``, which hold start-up and compilation), the scaling efficiency
@@ -39,8 +39,8 @@ def median(xs: list) -> float:
 
 
 def run_scaling(args, workers: int, run_dir: Path) -> dict:
-    from cosearch.ray_train import train_distributed, worker_results
-    from cosearch.rundir import read_metrics
+    from cosearch.training.ray_train import train_distributed, worker_results
+    from cosearch.training.rundir import read_metrics
 
     t0 = time.perf_counter()
     s = train_distributed(args.space, "translation", args.data, run_dir, workers=workers, gpu=args.device == "cuda",
@@ -86,7 +86,7 @@ def concurrent_singles(args, n: int, tmp: Path) -> dict:
         with open(logs[i], "w") as log:  # a file, not a pipe: a full pipe would stall the child
             procs.append(subprocess.Popen(train_command(args, tmp / f"single{i}", args.steps, args.steps),
                                           env=child_env(**extra), stdout=subprocess.DEVNULL, stderr=log))
-    from cosearch.rundir import read_metrics
+    from cosearch.training.rundir import read_metrics
     each, errors = [], []
     for i, p in enumerate(procs):
         if p.wait() != 0:
@@ -104,7 +104,7 @@ def concurrent_singles(args, n: int, tmp: Path) -> dict:
 
 def kill_and_resume(args, workers: int, run_dir: Path) -> dict:
     """Kill a running ``cosearch train --workers N`` after its first checkpoint, run it again."""
-    from cosearch.ray_train import worker_results
+    from cosearch.training.ray_train import worker_results
 
     steps, ckpt = args.steps, max(1, args.steps // 2)
     cmd = train_command(args, run_dir, steps, ckpt, workers=workers)

@@ -119,7 +119,7 @@ def main():
     deadline = t_start + a.time_budget
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    from cosearch.rundir import read_config, space_of
+    from cosearch.training.rundir import read_config, space_of
     cfg = read_config(a.run)
     space = space_of(cfg)
     translation = cfg.get("task") == "translation"

@@ -7,7 +7,7 @@ during supernet training. Run:
     python benchmarks/supernet_overhead.py --device cuda --out benchmarks/results/supernet_overhead_h100.json
 
 ``--path both`` (the default) times the reference weight path and the fused one
-(``cosearch.fused``; torch.compile on CUDA) in the same process, so before/after come
+(``cosearch.model.fused``; torch.compile on CUDA) in the same process, so before/after come
 from one card; the extracted model uses the same activation-quantizer path.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cosearch.fused import compile_counts, use_fused  # noqa: E402
+from cosearch.model.fused import compile_counts, use_fused  # noqa: E402
 from cosearch.space import SearchSpace  # noqa: E402
-from cosearch.supernet import Supernet  # noqa: E402
+from cosearch.model.supernet import Supernet  # noqa: E402
 
 
 def time_fwd_bwd(model, inputs, arch, device, amp, repeats, warmup=3):

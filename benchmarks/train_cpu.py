@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     import torch
 
     from cosearch.data import corpus
-    from cosearch.train import train
+    from cosearch.training.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -122,7 +122,7 @@ def _timing_inputs(td, device, max_tokens: int, n: int, seed: int):
     import torch
     from contextlib import nullcontext
 
-    from cosearch.train import to_device
+    from cosearch.training.train import to_device
     it = td.batches("train", max_tokens=max_tokens, seed=seed)
     batches = [to_device(next(it), device) for _ in range(n)]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -141,7 +141,7 @@ def plain_trainer(module, plain, cfg, autocast, pad: int, vocab: int):
     import torch
     import torch.nn.functional as F
 
-    from cosearch.train import make_optimizer, model_inputs
+    from cosearch.training.train import make_optimizer, model_inputs
     opt = make_optimizer(plain, cfg)
 
     def step(batch):
@@ -166,10 +166,10 @@ def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repe
     reported apart."""
     import torch
 
-    from cosearch.compiled_members import padded_compiled
-    from cosearch.fused import compile_counts
-    from cosearch.supernet import Supernet
-    from cosearch.train import TrainConfig
+    from cosearch.model.compiled_members import padded_compiled
+    from cosearch.model.fused import compile_counts
+    from cosearch.model.supernet import Supernet
+    from cosearch.training.train import TrainConfig
 
     cfg = TrainConfig(steps=1000, max_tokens=max_tokens, bit_stages=None).resolved(space)
     batches, pad, vocab, autocast = _timing_inputs(td, device, max_tokens, warmup + repeats, seed)
@@ -205,15 +205,15 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     bf16 autocast), on the same batches. ``path``: the supernet's weight path (``reference``
     or ``fused``; the plain model's activation quantizers follow it too). ``compile_fixed``:
     the sandwich's largest and smallest members run through one ``torch.compile``d
-    supernet model (``cosearch.compiled_members``), the random ones eagerly; the plain
+    supernet model (``cosearch.model.compiled_members``), the random ones eagerly; the plain
     model stays eager (``measure_plain_compiled`` times it compiled)."""
     import torch
 
-    from cosearch.compiled_members import MemberForward, eager_forward
-    from cosearch.fused import compile_counts, use_fused
-    from cosearch.sandwich import Member, sandwich
-    from cosearch.supernet import Supernet
-    from cosearch.train import TrainConfig, make_optimizer, model_inputs, sandwich_step
+    from cosearch.model.compiled_members import MemberForward, eager_forward
+    from cosearch.model.fused import compile_counts, use_fused
+    from cosearch.training.sandwich import Member, sandwich
+    from cosearch.model.supernet import Supernet
+    from cosearch.training.train import TrainConfig, make_optimizer, model_inputs, sandwich_step
 
     cfg = TrainConfig(steps=1000, max_tokens=max_tokens, n_random=n_random, bit_stages=None).resolved(space)
     batches, pad, vocab, autocast = _timing_inputs(td, device, max_tokens, warmup + repeats, seed)
@@ -267,7 +267,7 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
 
 # --------------------------------------------------------------------------- budget calibration
 def stage_of(step: int, steps: int, bit_stages) -> int:
-    """0: float only, 1: >= 3 bits enabled, 2: all bit-widths (as cosearch.sandwich.enabled_bits)."""
+    """0: float only, 1: >= 3 bits enabled, 2: all bit-widths (as cosearch.training.sandwich.enabled_bits)."""
     return sum((step - 1) / max(steps, 1) >= f for f in bit_stages)
 
 
@@ -302,8 +302,8 @@ def calibrate_step_time(sd: dict, data: Path, bit_stages, calib_steps: int, comm
     The old calibration timed ``sandwich_step`` with every bit-width on from step 1 after only
     5 warm-up steps, and took their median: the first steps of a fresh process (new kernel
     shapes, allocator growth) dominated it and it overestimated the step ~4x."""
-    from cosearch.rundir import read_metrics
-    from cosearch.train import train
+    from cosearch.training.rundir import read_metrics
+    from cosearch.training.train import train
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cosearch_calib_") as tmp:
@@ -391,9 +391,9 @@ def _write(path: str, res: dict) -> None:
 
 
 def cmd_quality(args) -> dict:
-    from cosearch.evaluate import evaluate
+    from cosearch.training.evaluate import evaluate
     from cosearch.space import SearchSpace
-    from cosearch.train import train
+    from cosearch.training.train import train
 
     device = _device(args.device)
     sd = space_dict(args.space, args.mos)
@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     t.add_argument("--warmup", type=int, default=150, help="untimed steps before each timing")
     t.add_argument("--repeats", type=int, default=30)
     t.add_argument("--compile-fixed", action="store_true",
-                   help="also time the supernet with its largest and smallest members compiled (cosearch.compiled_members)")
+                   help="also time the supernet with its largest and smallest members compiled (cosearch.model.compiled_members)")
     t.add_argument("--compile-plain", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                    help="also time the plain largest model under torch.compile in this mode (the MFU goal)")
     q = sub.choices["quality"]

@@ -1,7 +1,13 @@
-"""cosearch: mixed-precision mixture-of-supernets and accelerator co-search."""
+"""cosearch: mixed-precision mixture-of-supernets and accelerator co-search.
+
+The layers, bottom up: ``space`` (search spaces and archs) -> ``model`` (the supernet),
+``data`` (tasks, tokenizers) and ``hardware`` (the cost engine) -> ``training`` ->
+``search`` -> ``export`` -> ``deploy`` (generate, fine-tune, retrain) -> ``demo`` and the
+CLI (``commands``). See docs/architecture.md.
+"""
 from .errors import UserError
 from .export import load_exported
 from .space import Arch, LayerArch, SearchSpace
+from .version import __version__
 
-__all__ = ["Arch", "LayerArch", "SearchSpace", "UserError"]
-__version__ = "0.1.0"
+__all__ = ["Arch", "LayerArch", "SearchSpace", "UserError", "__version__", "load_exported"]

@@ -35,9 +35,9 @@ def run_demo(s: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
     """Run every stage; returns the paths of the results."""
     from .data import default_corpus
     from .export import export
-    from .generate import generate_text
+    from .deploy.generate import generate_text
     from .search import search
-    from .train import train
+    from .training.train import train
 
     out = check_writable_dir(s.out)  # a read-only --out fails here, before any work
     t0 = time.perf_counter()

@@ -6,13 +6,13 @@ import pytest
 import torch
 from train_fixtures import lm_space, mt_space
 
-from cosearch.compiled_members import COMPILE_ENV, MemberForward, compile_fixed_by_default, member_forward
+from cosearch.model.compiled_members import COMPILE_ENV, MemberForward, compile_fixed_by_default, member_forward
 from cosearch.errors import UserError
-from cosearch.fused import compile_counts, use_fused
-from cosearch.sandwich import sandwich
+from cosearch.model.fused import compile_counts, use_fused
+from cosearch.training.sandwich import sandwich
 from cosearch.space import SearchSpace
-from cosearch.supernet import Supernet
-from cosearch.train import TrainConfig, make_optimizer, sandwich_step
+from cosearch.model.supernet import Supernet
+from cosearch.training.train import TrainConfig, make_optimizer, sandwich_step
 
 
 def _train(space, forward, fused_path: bool, batches, steps_of) -> Supernet:
@@ -67,7 +67,7 @@ def test_the_environment_picks_the_member_forward(monkeypatch):
 
 
 def test_pad_length_pads_to_the_multiple_with_the_pad_id():
-    from cosearch.compiled_members import pad_length
+    from cosearch.model.compiled_members import pad_length
     x = torch.arange(1, 11).view(2, 5)
     assert torch.equal(pad_length(x, 0, 4), torch.tensor([[1, 2, 3, 4, 5, 0, 0, 0], [6, 7, 8, 9, 10, 0, 0, 0]]))
     assert pad_length(x, 0, 5) is x
@@ -85,7 +85,7 @@ def _ddp_rank(rank: int, world: int, init: str, compiled: bool, out: str) -> Non
         net = Supernet(space).train()
         cfg = TrainConfig(steps=10, n_random=2).resolved(space)
         opt = make_optimizer(net, cfg)
-        model = DDP(net, find_unused_parameters=True)  # as cosearch.train.run_worker
+        model = DDP(net, find_unused_parameters=True)  # as cosearch.training.train.run_worker
         kw = {"forward": MemberForward(net, backend="aot_eager")} if compiled else {}
         g = torch.Generator().manual_seed(10 + rank)  # each rank its own batches
         for step, (b, s, t) in zip((2, 9), ((3, 7, 9), (2, 5, 11))):
@@ -136,7 +136,7 @@ def test_padded_compiled_gives_the_unpadded_logits_of_both_families(monkeypatch,
     # eval (no dropout); real pad tokens at the ends of some rows, as in a batch; pad_id 3:
     # not the default 0, so padding with a wrong id changes the encoder's logits
     _no_compile(monkeypatch)
-    from cosearch.compiled_members import padded_compiled
+    from cosearch.model.compiled_members import padded_compiled
     space = SearchSpace.from_dict(space_of())
     torch.manual_seed(0)
     net = Supernet(space, pad_id=3).eval()
@@ -154,7 +154,7 @@ def test_padded_compiled_gives_the_unpadded_logits_of_both_families(monkeypatch,
 
 def test_padded_compiled_feeds_the_model_pad_id_padded_contiguous_dynamic_inputs(monkeypatch):
     _no_compile(monkeypatch)
-    from cosearch.compiled_members import padded_compiled
+    from cosearch.model.compiled_members import padded_compiled
     seen = []
 
     def model(*xs):
@@ -178,7 +178,7 @@ def test_padded_compiled_feeds_the_model_pad_id_padded_contiguous_dynamic_inputs
 
 def test_the_synchronising_member_goes_through_the_ddp_wrapper(monkeypatch):
     _no_compile(monkeypatch)
-    from cosearch.sandwich import Member
+    from cosearch.training.sandwich import Member
     space = SearchSpace.from_dict(mt_space())
     net = Supernet(space)
     fwd = MemberForward(net)
@@ -206,7 +206,7 @@ def test_the_same_fixed_arch_twice_in_a_row_compiles_one_graph():
     # set_arch keeps the arch-code cache when the arch is unchanged (an eager member of the
     # same arch before, or the largest-only timing); Dynamo guards on that cache
     torch._dynamo.reset()
-    from cosearch.sandwich import Member
+    from cosearch.training.sandwich import Member
     space = SearchSpace.from_dict(mt_space())
     net = Supernet(space).eval()
     graphs: list = []

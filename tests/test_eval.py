@@ -9,10 +9,10 @@ import torch
 
 from cosearch.cli import main
 from cosearch.errors import UserError
-from cosearch.evaluate import beam_search, evaluate, eval_loss, greedy_decode, load_run, resolve_arch
+from cosearch.training.evaluate import beam_search, evaluate, eval_loss, greedy_decode, load_run, resolve_arch
 from cosearch.space import SearchSpace
-from cosearch.supernet import Supernet
-from cosearch.train import load_task_data, train
+from cosearch.model.supernet import Supernet
+from cosearch.training.train import load_task_data, train
 
 from train_fixtures import lm_space, mt_space, one_thread, write_lm_text, write_word_translation  # noqa: F401
 

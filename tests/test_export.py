@@ -15,7 +15,7 @@ import cosearch
 from cosearch.errors import UserError
 from cosearch.export import export, open_exported, write_export
 from cosearch.space import SearchSpace
-from cosearch.supernet import Supernet
+from cosearch.model.supernet import Supernet
 
 BITS = (1.58, 2, 3, 4, 8, 16)
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import cosearch
-from cosearch.checkpoint import checkpoint_path, save_checkpoint
+from cosearch.training.checkpoint import checkpoint_path, save_checkpoint
 from cosearch.cli import main
 from cosearch.data.tokenizer import TokenizerSettings, train_tokenizer
 from cosearch.errors import UserError
 from cosearch.export import export, open_exported
-from cosearch.finetune import attach_fixed_quantizers, finetune
-from cosearch.generate import generate_text, sample_tokens, translate_lines
-from cosearch.rundir import write_config
+from cosearch.deploy.finetune import attach_fixed_quantizers, finetune
+from cosearch.deploy.generate import generate_text, sample_tokens, translate_lines
+from cosearch.training.rundir import write_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_export import inputs, random_supernet, tiny_space  # noqa: E402
@@ -140,7 +140,7 @@ def test_translate_file_and_stdin(runs, tmp_path, capsys, monkeypatch):
 
 
 def test_translate_equals_evaluation_decoding(runs):
-    from cosearch.evaluate import beam_search
+    from cosearch.training.evaluate import beam_search
     run, net, arch, exp = runs["encoder_decoder"]
     e = open_exported(exp)
     tok = e.tokenizer()
@@ -332,7 +332,7 @@ def test_crafted_config_sizes_exit_2_without_allocating(runs, tmp_path, capsys):
 
 def test_lm_finetune_holds_out_the_validation_tail(runs):
     from cosearch.data.tasks import split_lm_text
-    from cosearch.finetune import _batches
+    from cosearch.deploy.finetune import _batches
     _, _, _, exp = runs["decoder_only"]
     e = open_exported(exp)
     tok = e.tokenizer()

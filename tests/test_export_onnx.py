@@ -16,7 +16,7 @@ import torch
 from cosearch.export import export, open_exported
 from cosearch.export.onnx_graph import (block_size_for, build_graphs, nbits_weight, pack_low_first,
                                         table_numerators)
-from cosearch.quant import fake_quant_weight
+from cosearch.model.quant import fake_quant_weight
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_export import inputs, random_supernet, tiny_space  # noqa: E402

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from cosearch import fused
-from cosearch.modules import ArchCode, ElasticLinear
+from cosearch.model import fused
+from cosearch.model.modules import ArchCode, ElasticLinear
 from cosearch.space import SearchSpace
-from cosearch.supernet import Supernet
+from cosearch.model.supernet import Supernet
 
 from train_fixtures import mt_space
 
@@ -78,7 +78,7 @@ def test_fused_linear_matches_reference(mode, bits, act_bits):
 @pytest.mark.parametrize("bits", [2, 16])
 def test_fused_activation_refuses_the_bits_the_quantizer_refuses(bits):
     """Both paths check the bit-width through ``ActQuantizer.clip`` (16 included)."""
-    from cosearch.quant import ActQuantizer
+    from cosearch.model.quant import ActQuantizer
     aq, x = ActQuantizer([4, 8]), torch.randn(2, 5)
     with pytest.raises(ValueError, match="not in"):
         aq(x, bits)

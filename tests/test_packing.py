@@ -75,7 +75,7 @@ def test_bad_inputs():
 
 def test_torch_codes_round_trip_through_packing():
     torch = pytest.importorskip("torch")
-    from cosearch.quant import WeightQuantizer, dequantize_codes, quantize_codes
+    from cosearch.model.quant import WeightQuantizer, dequantize_codes, quantize_codes
     w = torch.randn(6, 37, generator=torch.Generator().manual_seed(0))
     for bits in (1, 1.58, 2, 3, 4, 8, 16):
         wq = WeightQuantizer(6, [bits])

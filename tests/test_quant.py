@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from cosearch.quant import (ActQuantizer, WeightQuantizer, bits_key, dequantize_codes,
+from cosearch.model.quant import (ActQuantizer, WeightQuantizer, bits_key, dequantize_codes,
                             fake_quant_weight, quantize_codes, weight_scale_stat)
 
 LOW_BITS = (1, 1.58, 2, 3, 4, 8)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from cosearch.rundir import read_metrics
-from cosearch.ray_train import train_distributed, worker_results
+from cosearch.training.rundir import read_metrics
+from cosearch.training.ray_train import train_distributed, worker_results
 
 from train_fixtures import lm_space, write_lm_text
 

@@ -28,10 +28,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import lm_space, mt_space, write_lm_text, write_word_translation  # noqa: E402
 
-from cosearch.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint  # noqa: E402
+from cosearch.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint  # noqa: E402
 from cosearch.cli import main  # noqa: E402
 from cosearch.space import SearchSpace  # noqa: E402
-from cosearch.train import train  # noqa: E402
+from cosearch.training.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SETTINGS = dict(max_tokens=64, ckpt_every=1)

@@ -12,7 +12,7 @@ import cosearch
 from cosearch.cli import main
 from cosearch.search import search
 from cosearch.search.quality import SyntheticQuality
-from cosearch.rundir import read_config, space_of
+from cosearch.training.rundir import read_config, space_of
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_export_cli import make_run  # noqa: E402

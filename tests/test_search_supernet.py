@@ -11,7 +11,7 @@ from cosearch.errors import UserError
 from cosearch.search import search
 from cosearch.search.quality import MeasureSettings, SupernetQuality
 from cosearch.space import Arch
-from cosearch.train import train
+from cosearch.training.train import train
 
 from train_fixtures import lm_space, write_lm_text
 

@@ -102,7 +102,7 @@ def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed
     from optuna.trial import TrialState, create_trial
 
     from cosearch.search.params import ParamSpace
-    from cosearch.search.study import _OptunaProposer
+    from cosearch.search.proposers import OptunaProposer
     sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
     ps = ParamSpace.build(sp)
     st = optuna.create_study(directions=["minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
@@ -117,7 +117,7 @@ def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed
                                       values=[1.0], user_attrs={"key": Design(arch).key()}))
         return real_ask(*a, **kw)
     st.ask = racing_ask
-    assert _OptunaProposer(st, ps, total=2, lock=nullcontext, seed=0).ask(k) == []
+    assert OptunaProposer(st, ps, total=2, lock=nullcontext, seed=0).ask(k) == []
     assert len(st.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))) == 2
 
 
@@ -244,15 +244,15 @@ def test_the_screen_front_holds_every_measured_design(tmp_path, monkeypatch):
     # is measured: it joins the front that decides which candidates are worth measuring
     from optuna.trial import TrialState
 
-    from cosearch.search import study as study_mod
+    from cosearch.search import screen as screen_mod
     from cosearch.search.front import pareto_mask, to_minimize
     screens = []
-    init = study_mod._Screen.__init__
+    init = screen_mod.Screen.__init__
 
     def keep(self, *a, **kw):
         init(self, *a, **kw)
         screens.append(self)
-    monkeypatch.setattr(study_mod._Screen, "__init__", keep)
+    monkeypatch.setattr(screen_mod.Screen, "__init__", keep)
     sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
     r = search(hw="zcu102", space=sp, quality=TwoMetrics(sp), objectives="bleu,latency,size", cosearch_hw=True,
                out=tmp_path / "s", trials=60, sampler="random", batch=10, predictor=True, predictor_warmup=4,

@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from cosearch.checkpoint import latest_checkpoint, load_checkpoint
+from cosearch.training.checkpoint import latest_checkpoint, load_checkpoint
 from cosearch.cli import main
 from cosearch.errors import UserError
-from cosearch.evaluate import evaluate, load_run
-from cosearch.retrain import retrain
-from cosearch.sandwich import standalone, staged_arch
+from cosearch.training.evaluate import evaluate, load_run
+from cosearch.deploy.retrain import retrain
+from cosearch.training.sandwich import standalone, staged_arch
 from cosearch.space import Arch, SearchSpace
-from cosearch.supernet import Supernet
-from cosearch.train import TrainConfig, averaged_state, float_state, train, update_average
+from cosearch.model.supernet import Supernet
+from cosearch.training.train import TrainConfig, averaged_state, float_state, train, update_average
 
 from train_fixtures import lm_space, one_thread, write_lm_text  # noqa: F401
 

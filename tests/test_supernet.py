@@ -8,12 +8,12 @@ import torch
 
 import torch.nn.functional as F
 
-from cosearch import modules
-from cosearch.modules import ArchCode, ElasticLinear, QLinear
-from cosearch.sandwich import distill_loss, member_loss, sandwich
+from cosearch.model import modules
+from cosearch.model.modules import ArchCode, ElasticLinear, QLinear
+from cosearch.training.sandwich import distill_loss, member_loss, sandwich
 from cosearch.space import SearchSpace
-from cosearch.supernet import Supernet, expert_specialisation
-from cosearch.train import TrainConfig, sandwich_step
+from cosearch.model.supernet import Supernet, expert_specialisation
+from cosearch.training.train import TrainConfig, sandwich_step
 
 
 def small_space(family="encoder_decoder", mode="layer", experts=2, attn="head_dim", sublayers=("ffn",),

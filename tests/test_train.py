@@ -8,13 +8,13 @@ import sys
 import pytest
 import torch
 
-from cosearch.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from cosearch.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from cosearch.cli import main
 from cosearch.errors import UserError
-from cosearch.rundir import read_metrics
-from cosearch.sandwich import enabled_bits, member_loss, sandwich
+from cosearch.training.rundir import read_metrics
+from cosearch.training.sandwich import enabled_bits, member_loss, sandwich
 from cosearch.space import SearchSpace
-from cosearch.train import TrainConfig, lr_at, train
+from cosearch.training.train import TrainConfig, lr_at, train
 
 from train_fixtures import lm_space, mt_space, one_thread, write_lm_text, write_word_translation  # noqa: F401
 
@@ -200,7 +200,7 @@ def test_cli_time_limit_checkpoints_stops_and_resumes(tmp_path, capsys, one_thre
 
 def test_in_process_training_never_imports_ray(tmp_path):
     data = write_lm_text(tmp_path / "t.txt")
-    code = ("import sys, torch; torch.set_num_threads(1); from cosearch.train import train; "
+    code = ("import sys, torch; torch.set_num_threads(1); from cosearch.training.train import train; "
             f"train({lm_space()!r}, 'lm', {str(data)!r}, {str(tmp_path / 'r')!r}, steps=1, max_tokens=64, "
             "progress=False); assert 'ray' not in sys.modules, 'ray was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

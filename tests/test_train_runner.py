@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from cosearch.train import DistInfo, run_worker, train
+from cosearch.training.train import DistInfo, run_worker, train
 
 from train_fixtures import lm_space, write_lm_text
 
 
 def test_importing_train_imports_no_ray():
-    code = "import sys, cosearch.train; print(sorted(m for m in sys.modules if m == 'ray' or 'ray_train' in m))"
+    code = "import sys, cosearch.training.train; print(sorted(m for m in sys.modules if m == 'ray' or 'ray_train' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -30,7 +30,7 @@ def register(sub):
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate
+    from ..training.evaluate import evaluate
 
     r = evaluate(args.run, args.arch, args.split, beam=args.beam, max_len=args.max_len,
                  max_tokens=args.max_tokens, len_penalty=args.len_penalty, bleu_score=not args.no_bleu,

@@ -20,7 +20,7 @@ def register(sub):
 
 
 def run(args) -> int:
-    from ..finetune import finetune
+    from ..deploy.finetune import finetune
 
     out = finetune(args.model, args.data, steps=args.steps, out=args.out, lr=args.lr,
                    max_tokens=args.max_tokens, seed=args.seed, src=args.src, tgt=args.tgt,

@@ -18,7 +18,7 @@ def register(sub):
 
 
 def run(args) -> int:
-    from ..generate import generate_text
+    from ..deploy.generate import generate_text
 
     prompt = args.prompt
     if prompt is None:

@@ -19,7 +19,7 @@ def run_pareto(args):
     mark_pareto(rows, objs)
     import pandas as pd
 
-    from ..rundir import atomic_write_text
+    from ..training.rundir import atomic_write_text
     df = pd.DataFrame(rows)
     front = df[df["pareto"]].sort_values(objs[0].name)
     atomic_write_text(f"{args.dir}/{PARETO_CSV}", front.to_csv(index=False))

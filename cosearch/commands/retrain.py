@@ -24,7 +24,7 @@ def register(sub):
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..retrain import retrain
+    from ..deploy.retrain import retrain
     from .train import report
 
     if args.latency_max is not None and args.pick is None:

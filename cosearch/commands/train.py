@@ -85,16 +85,16 @@ def run(args) -> int:
     deadline = None if args.time_limit is None else time.time() + args.time_limit
     # torch (and Ray, for --workers) are imported only when the command runs
     if args.workers is None:
-        from ..train import train
+        from ..training.train import train
     else:
         from functools import partial
 
-        from ..ray_train import train_distributed
+        from ..training.ray_train import train_distributed
         train = partial(train_distributed, workers=args.workers)
 
     space, arch = args.space, None
     if args.arch is not None:
-        from ..evaluate import resolve_arch
+        from ..training.evaluate import resolve_arch
         from ..space import SearchSpace
         space = SearchSpace.load(args.space)
         arch = resolve_arch(space, args.arch)

@@ -18,7 +18,7 @@ def register(sub):
 
 def run(args) -> int:
     from ..data.readers import read_lines
-    from ..generate import translate_lines
+    from ..deploy.generate import translate_lines
 
     if args.input:
         lines = read_lines(args.input)

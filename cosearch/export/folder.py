@@ -30,9 +30,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from .format import load_weights, save_weights
-from ..modules import Transformer
+from ..model.modules import Transformer
 from ..space import Arch, SearchSpace
-from ..supernet import build_standalone
+from ..model.supernet import build_standalone
 
 FORMAT = "cosearch-export"
 FORMAT_VERSION = 1
@@ -63,7 +63,7 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
     and record their parity with ``model`` under onnxruntime (``onnx_check``; a difference
     is reported there, never fatal). ``force`` replaces an existing ``out``.
     """
-    from .. import __version__
+    from ..version import __version__
     out = Path(out)
     if out.exists() and not force:
         raise UserError(f"{out} already exists; choose a new --out or pass --force to replace it")

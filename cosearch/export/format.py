@@ -25,9 +25,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import UserError
-from ..modules import PlainEmbedding, QLinear, Transformer
+from ..model.modules import PlainEmbedding, QLinear, Transformer
 from .packing import pack_codes, packed_nbytes, unpack_codes
-from ..quant import dequantize_codes, quantize_codes
+from ..model.quant import dequantize_codes, quantize_codes
 from ..space import canonical_bits
 
 FORMAT = "cosearch-weights/1"

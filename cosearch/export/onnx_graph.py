@@ -14,7 +14,7 @@ Weights stay at their exported precision, in operators onnxruntime executes:
 * a quantized token table: int8 numerators and a per-row scale through
   ``DequantizeLinear`` (8 bits per entry whatever its bit-width).
 
-Activations are fake-quantized per token exactly as ``cosearch.quant.ActQuantizer`` does
+Activations are fake-quantized per token exactly as ``cosearch.model.quant.ActQuantizer`` does
 (max|x| / Qp, round half to even, clamp, times the step), so both paths compute the same
 arithmetic up to float summation order.
 
@@ -38,8 +38,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from ..modules import Attention, QLinear, Transformer
-from ..quant import TERNARY, quantize_codes
+from ..model.modules import Attention, QLinear, Transformer
+from ..model.quant import TERNARY, quantize_codes
 from ..space import canonical_bits
 
 OPSET = 17
@@ -48,7 +48,7 @@ MS_DOMAIN = "com.microsoft"
 DECODER_ONLY_FILE = "model.onnx"
 ENCODER_FILE, DECODER_FILE, SHARED_DATA_FILE = "encoder_model.onnx", "decoder_model.onnx", "model.onnx_data"
 _MASKED = -1e9  # added to disallowed attention scores: exp() of it is exactly 0 in float32
-_STAT_EPS = 1e-12  # as cosearch.quant: the per-token max floor
+_STAT_EPS = 1e-12  # as cosearch.model.quant: the per-token max floor
 
 
 # --------------------------------------------------------------------------- weights

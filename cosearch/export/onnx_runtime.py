@@ -1,7 +1,7 @@
 """Running an export's ONNX graphs with onnxruntime, and checking them against torch.
 
-``OnnxTransformer`` offers the methods the decoders of ``cosearch.evaluate`` and
-``cosearch.generate`` call on a ``Transformer`` (``encode``, ``decode_step``, a cache that
+``OnnxTransformer`` offers the methods the decoders of ``cosearch.training.evaluate`` and
+``cosearch.deploy.generate`` call on a ``Transformer`` (``encode``, ``decode_step``, a cache that
 ``Transformer.reorder_cache`` reorders), so beam search, greedy decoding and sampling run
 unchanged on onnxruntime. ``parity`` compares the graphs with the torch model on several
 batches and reports; it never raises on a difference.
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..modules import QLinear, Transformer
+from ..model.modules import QLinear, Transformer
 from .onnx_graph import DECODER_FILE, DECODER_ONLY_FILE, ENCODER_FILE
 
 #: Logits may differ by float summation order; beyond this a difference counts as a

@@ -1,6 +1,6 @@
 """Bit-packing of integer weight codes for export (numpy only).
 
-Codes are the signed integers of ``cosearch.quant.quantize_codes``. They are stored offset
+Codes are the signed integers of ``cosearch.model.quant.quantize_codes``. They are stored offset
 to unsigned (code + 2^(b-1)):
 
 * 1, 2, 3, 4, 8 bits: one dense bitstream, b bits per weight (3 bits really take 3),

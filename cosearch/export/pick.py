@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..search.front import QUALITY_SOURCES
 
 TRIALS, SEARCH_CONFIG = "trials.csv", "search.json"
 PICKS = ("best-quality",)
-#: trials.csv ``source`` values whose quality was computed for that very arch
-MEASURED_SOURCES = ("measured", "synthetic")
 _NUMBER_COLUMNS = ("number", "trial")
 
 
@@ -121,7 +120,7 @@ def _best_quality(df, path: Path, pick: str, latency_max: float | None):
             raise UserError(f"{path} has no latency_ms column; drop --latency-max")
         ok = ok[ok["latency_ms"] <= latency_max]
     if "source" in ok.columns:  # measured qualities (supernet or --synthetic-quality), not predicted ones
-        ok = ok[ok["source"].astype(str).isin(MEASURED_SOURCES)]
+        ok = ok[ok["source"].astype(str).isin(QUALITY_SOURCES)]
     if "bleu" in ok.columns and ok["bleu"].notna().any():
         ok = ok[ok["bleu"].notna()].sort_values("bleu", ascending=False, kind="stable")
     elif "loss" in ok.columns and ok["loss"].notna().any():

@@ -11,15 +11,15 @@ import torch
 from ..atomic import check_writable_dir
 from ..errors import UserError
 from ..space import Arch, SearchSpace
-from ..supernet import Supernet
+from ..model.supernet import Supernet
 from .folder import write_export
 
 # --------------------------------------------------------------------------- from runs and searches
 def load_supernet(run: str | Path, checkpoint: str | Path | None = None):
     """The trained supernet of a run folder (``evaluate.LoadedRun``), from its newest
     checkpoint or from ``checkpoint``."""
-    from ..checkpoint import latest_checkpoint, load_checkpoint
-    from ..evaluate import load_run
+    from ..training.checkpoint import latest_checkpoint, load_checkpoint
+    from ..training.evaluate import load_run
     loaded = load_run(run)
     loaded.checkpoint = str(latest_checkpoint(run))
     if checkpoint is not None:

@@ -10,6 +10,12 @@ from typing import Sequence
 import numpy as np
 from optuna.study import _multi_objective as _mo
 
+#: ``source`` of a trial whose quality was computed for that very arch: on the supernet, or
+#: by the synthetic stand-in (never a predictor's guess)
+QUALITY_SOURCES = ("measured", "synthetic")
+#: trials that may join the front: computed quality, or no quality objective at all
+FRONT_SOURCES = (*QUALITY_SOURCES, "cost-only")
+
 
 def to_minimize(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """Flip the sign of maximised columns so that every column is minimised."""

@@ -6,6 +6,7 @@ only for designs that need it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -137,3 +138,10 @@ def _plain(x):
     if isinstance(x, (np.bool_, bool)):
         return bool(x)
     return float(x)
+
+
+def finite_or_none(v):
+    """A metric as JSON can hold it: NaN and infinities become None."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

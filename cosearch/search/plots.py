@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .front import FRONT_SOURCES
+from .hypervolume import hv_curve
 from .objectives import OBJECTIVES, Objective
 
 HTML = "plots.html"
@@ -31,7 +33,6 @@ def _quality_col(df: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[str
 
 
 def _usable(df: pd.DataFrame) -> pd.DataFrame:
-    from .results import FRONT_SOURCES
     return df[df["feasible"].astype(bool) & df["source"].isin(FRONT_SOURCES)]
 
 
@@ -69,7 +70,6 @@ def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], htm
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .results import hv_curve
     out = Path(out)
     q, qlabel = _quality_col(df, objectives)
     lat, size = OBJECTIVES["latency"], OBJECTIVES["size"]
@@ -103,7 +103,7 @@ def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], htm
 def _html(out: Path, df, q, qlabel, specs, at, hv) -> Path:
     import plotly.graph_objects as go
 
-    from ..rundir import atomic_write_text
+    from ..training.rundir import atomic_write_text
     ok = _usable(df)
     hover = [f"trial {n}<br>bits {w}<br>act {a}<br>{qlabel.split(' (')[0]} {v:.4g}<br>"
              f"latency {lt:.4g} ms<br>size {s:.4g} MB" for n, w, a, v, lt, s in

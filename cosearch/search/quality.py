@@ -125,8 +125,8 @@ class SupernetQuality:
 
         import torch
 
-        from .. import evaluate as ev  # torch only here, and only when measuring
-        from ..train import check_tokenizer, load_task_data, to_device
+        from ..training import evaluate as ev
+        from ..training.train import check_tokenizer, load_task_data, to_device
         s = self.settings = settings
         self.ev, self.torch = ev, torch
         self.name = SupernetSpec(str(run_dir), settings).name

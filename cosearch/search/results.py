@@ -20,16 +20,11 @@ from optuna.trial import TrialState
 
 from ..errors import UserError
 from ..space import Arch
-from .front import pareto_mask, to_minimize
-from .hypervolume import hypervolume, hypervolume_history
+from .front import FRONT_SOURCES, QUALITY_SOURCES, pareto_mask, to_minimize
+from .hypervolume import front_hypervolume, hv_curve
 from .objectives import Objective
 
 TRIALS_CSV, PARETO_CSV, SUMMARY = "trials.csv", "pareto.csv", "summary.json"
-#: ``source`` of a trial whose quality was computed for that very arch: on the supernet, or
-#: by the synthetic stand-in (never a predictor's guess)
-QUALITY_SOURCES = ("measured", "synthetic")
-#: trials that may join the front: computed quality, or no quality objective at all
-FRONT_SOURCES = (*QUALITY_SOURCES, "cost-only")
 
 
 def _bits(arch: Arch, field: str) -> str:
@@ -80,47 +75,15 @@ def mark_pareto(rows: list[dict], objectives: Sequence[Objective]) -> None:
         rows[i]["pareto"] = bool(m)
 
 
-def reference_point(loss: np.ndarray) -> np.ndarray:
-    """Nadir of the points plus 10% of each range (1 where a range is 0): for plots only;
-    a search's summary uses its fixed reference (``study.fixed_reference``)."""
-    hi, lo = loss.max(0), loss.min(0)
-    span = np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
-    return hi + 0.1 * span
-
-
-def hv_curve(df: pd.DataFrame, objectives: Sequence[Objective], points: int = 200,
-             reference: Sequence[float] | None = None) -> tuple:
-    """(trial counts, hypervolume after each, reference) over measured feasible trials;
-    ``reference`` (minimised) defaults to one taken from the points themselves."""
-    use = df[df["source"].isin(FRONT_SOURCES)]
-    dirs = [o.direction for o in objectives]
-    loss = to_minimize(use[[o.name for o in objectives]].to_numpy(dtype=np.float64), dirs)
-    feas = use["feasible"].to_numpy(dtype=bool)
-    if not feas.any():
-        return np.zeros(0), np.zeros(0), None
-    ref = np.asarray(reference, dtype=np.float64) if reference is not None else reference_point(loss[feas])
-    at = np.unique(np.linspace(1, len(loss), min(points, len(loss))).astype(int))
-    return at, hypervolume_history(loss, feas, ref, at), ref
-
-
-def front_hypervolume(rows: list[dict], objectives: Sequence[Objective], reference: Sequence[float]) -> float:
-    """Hypervolume of the measured, feasible rows against a fixed reference (minimised)."""
-    use = [r for r in rows if r["feasible"] and r["source"] in FRONT_SOURCES]
-    if not use:
-        return 0.0
-    loss = to_minimize(np.array([[r[o.name] for o in objectives] for r in use]), [o.direction for o in objectives])
-    return hypervolume(loss, reference)
-
-
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    from ..rundir import atomic_write_text
+    from ..training.rundir import atomic_write_text
     atomic_write_text(path, df.to_csv(index=False))
 
 
 def write_results(out: str | Path, rows: list[dict], objectives: Sequence[Objective], extra: dict | None = None,
                   plots: bool = True, reference: Sequence[float] | None = None) -> list[Path]:
     """Write trials.csv, pareto.csv, summary.json and the plots; returns the paths."""
-    from ..rundir import atomic_write_text
+    from ..training.rundir import atomic_write_text
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)

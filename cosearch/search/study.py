@@ -24,8 +24,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +38,14 @@ from ..space import SearchSpace
 from .config import SAMPLERS, SearchConfig, make_config
 from .constraints import Bounds, check_reachable
 from .evolution import EvolutionProposer, EvolutionSettings
-from .front import pareto_mask, to_minimize
-from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Objective, Outcome, parse_objectives
-from .params import Design, ParamSpace, arch_digest, arch_json
-from .predictor import QualityPredictor, rank_correlation
+from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Objective, parse_objectives
+from .params import Design, ParamSpace
+from .proposers import EvolutionAdapter, OptunaProposer, alive_count, fail_stale, make_sampler
 from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality
+from .hypervolume import front_hypervolume
+from .screen import Screen
 from .storage import describe, open_storage, open_study, storage_url, study_lock
+from .trial_batch import prepare_batch, record_batch
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchResult", "search"]
 CONFIG = "search.json"
@@ -66,252 +66,6 @@ class SearchResult:
     files: list[Path] = field(default_factory=list)
     hypervolume: float | None = None
     hypervolume_reference: list[float] | None = None
-
-
-# --------------------------------------------------------------------------- proposers
-@dataclass
-class _Proposal:
-    design: Design
-    params: dict | None = None
-    trial: Any = None
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive_count(study: optuna.Study) -> int:
-    """Trials that count towards the total: finished or being evaluated (queued ones do not)."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
-
-
-class _OptunaProposer:
-    """Optuna's own samplers through ask/tell. A proposal that decodes to a design the
-    study already holds is failed at once and replaced by an unseen neighbour of it (one
-    gene changed, queued with ``enqueue_trial``): the sampler wanted that region, and a
-    queued trial costs no sampling (TPE repeats itself often: on ``multi30k`` 2 of 3 of its
-    proposals were known archs, each repeat costing another full ``ask``); trials past
-    the total are failed."""
-
-    def __init__(self, study: optuna.Study, pspace: ParamSpace, total: int, lock, seed: int | None,
-                 retries: int = 4):
-        self.study, self.pspace, self.total, self.lock = study, pspace, total, lock
-        self.rng = np.random.default_rng(seed)
-        self.retries = retries
-        self._keys: dict[int, str] = {}  # trial number -> design key of live trials
-
-    def pending(self) -> int:
-        return 0  # asked trials are RUNNING in the storage and counted there
-
-    def _taken(self) -> tuple[set, int]:
-        """Design keys of finished and running trials, and how many there are."""
-        live = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        for t in live:
-            if t.number not in self._keys:
-                k = t.user_attrs.get("key")
-                if k is None and t.state == TrialState.COMPLETE:
-                    k = self.pspace.design(t.params).key()
-                if k is not None:  # (a trial another machine is still asking has none yet)
-                    self._keys[t.number] = k
-        return {self._keys[t.number] for t in live if t.number in self._keys}, len(live)
-
-    def ask(self, k: int) -> list[_Proposal]:
-        with self.lock():
-            _fail_stale(self.study)
-            taken, live = self._taken()
-            left = self.total - live
-            out: list[_Proposal] = []
-            for attempt in range(self.retries + 1):
-                want = min(k, left) - len(out)
-                if want <= 0:
-                    break
-                if attempt == self.retries:  # the sampler keeps repeating itself: new random designs
-                    for _ in range(want):
-                        p = self._unseen_random(taken)
-                        if p is None:
-                            break
-                        self.study.enqueue_trial(p, user_attrs={"fallback": "random"})
-                queued: set = set()
-                asked = [self.study.ask() for _ in range(want)]
-                others = None  # live trials besides this round's asks: counted once, when needed
-                accepted = 0
-                for t in asked:
-                    d = self.pspace.suggest(t)
-                    key = d.key()
-                    if key in taken:
-                        t.set_user_attr("duplicate", True)
-                        self.study.tell(t, state=TrialState.FAIL)
-                        p = self._unseen_neighbour(t.params, taken | queued)
-                        if p is not None:
-                            queued.add(self.pspace.design(p).key())
-                            self.study.enqueue_trial(p, user_attrs={"fallback": "neighbour"})
-                        continue
-                    if others is None:
-                        others = self._live_besides(asked)
-                    if others + accepted >= self.total:
-                        # another machine took the last slots between our count and our ask
-                        t.set_user_attr("over_budget", True)
-                        self.study.tell(t, state=TrialState.FAIL)
-                        continue
-                    accepted += 1
-                    taken.add(key)
-                    self._keys[t.number] = key
-                    for name, v in (("owner", _owner()), ("key", key)):  # digest: set when measured
-                        t.set_user_attr(name, v)
-                    out.append(_Proposal(d, trial=t))
-            return out
-
-    def _live_besides(self, asked: list) -> int:
-        """Trials counting towards the total, other than the round ``asked``, counted afresh
-        after the asks (once per round): another process may have started some since the
-        snapshot, and a queued trial (an anchor, a replacement or a retry) keeps the lower
-        number it got when queued, so the order of numbers cannot place it."""
-        mine = {t.number for t in asked}
-        return sum(1 for x in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                   if x.number not in mine)
-
-    def _unseen_neighbour(self, params: dict, taken: set, tries: int = 50) -> dict | None:
-        """``params`` with one gene changed so that the design is one the study lacks
-        (genes of absent layers change nothing, so several tries may be needed)."""
-        dists = self.pspace.distributions()
-        names = [n for n in params if n in dists and len(dists[n].choices) > 1]
-        for _ in range(tries if names else 0):
-            n = names[self.rng.integers(len(names))]
-            others = [c for c in dists[n].choices if c != params[n]]
-            p = dict(params, **{n: others[self.rng.integers(len(others))]})
-            if self.pspace.design(p).key() not in taken:
-                return p
-        return None
-
-    def _unseen_random(self, taken: set, tries: int = 200) -> dict | None:
-        for _ in range(tries):
-            p = self.pspace.random_params(self.rng)
-            if self.pspace.design(p).key() not in taken:
-                return p
-        return None
-
-    def record(self, props: Sequence[_Proposal], outcomes: Sequence[Outcome], attrs: Sequence[dict]):
-        for p, o, a in zip(props, outcomes, attrs):
-            for k, v in o.constraints.items():
-                p.trial.set_constraint(k, v)
-            for k, v in a.items():
-                p.trial.set_user_attr(k, v)
-            self.study.tell(p.trial, o.values)
-
-
-class _EvolutionProposer:
-    def __init__(self, evo: EvolutionProposer):
-        self.evo = evo
-        self.pending = evo.pending  # its candidates in flight (they are not in the study yet)
-
-    def ask(self, k: int) -> list[_Proposal]:
-        return [_Proposal(d, params=p) for p, d in self.evo.ask(k)]
-
-    def record(self, props, outcomes, attrs):
-        self.evo.record([p.params for p in props], [o.values for o in outcomes],
-                        [o.constraints for o in outcomes],
-                        [dict(a, owner=_owner(), key=p.design.key()) for p, a in zip(props, attrs)])
-
-
-def make_sampler(name: str, seed: int | None, population: int):
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    if name == "tpe":
-        # batches are asked before any of them is told: without the liar TPE proposes the
-        # same region for a whole batch
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    if name in ("random", "evolution"):
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise UserError(f"--sampler {name!r}: choose from {', '.join(SAMPLERS)}")
-
-
-def _fail_stale(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed process of this machine are failed (public
-    ``study.tell``) and their design is queued again, so it is evaluated once after all."""
-    host = socket.gethostname()
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        h, _, pid = t.user_attrs.get("owner", "").rpartition(":")
-        if h == host and pid.isdigit() and not _alive(int(pid)):
-            study.tell(t.number, state=TrialState.FAIL)
-            keep = {k: v for k, v in t.user_attrs.items() if k in ("anchor", "fallback")}
-            study.enqueue_trial(t.params, user_attrs={**keep, "retry_of": t.number})
-            n += 1
-    return n
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# --------------------------------------------------------------------------- the screen
-class _Screen:
-    """The predictor screen (HAT-style): the first ``warmup`` designs are all measured;
-    then a predictor fitted only on measured points (refitted every ``refit`` new ones)
-    predicts the quality column of each candidate, and a candidate is measured only when
-    its optimistic point (prediction one ensemble spread better) is not dominated by the
-    measured front; the others are recorded with the predicted value (``source=predicted``).
-    So every design that could join the front is measured before it does."""
-
-    def __init__(self, space: SearchSpace, directions: list[str], q_index: int, column: str,
-                 warmup: int = 1000, refit: int = 100, seed: int = 0):
-        self.space, self.dirs, self.q, self.column = space, directions, q_index, column
-        self.warmup, self.refit, self.seed = warmup, refit, seed
-        self.X: list[np.ndarray] = []
-        self.y: list[float] = []
-        self.front = np.zeros((0, len(directions)))
-        self.model: QualityPredictor | None = None
-        self._fitted_at = 0
-        self.pairs: list[tuple[float, float]] = []  # (predicted before measuring, measured): held out
-
-    def add(self, design: Design, value: float, values: list[float] | None, feasible: bool):
-        """A measured arch (never a predicted one), once: a point of the predictor, and its
-        design joins the front."""
-        self.X.append(self.space.encode(design.arch))
-        self.y.append(value)
-        self.add_front(values, feasible)
-        if len(self.y) >= self.warmup and len(self.y) - self._fitted_at >= min(self.refit, len(self.y)):
-            self.model = QualityPredictor(seed=self.seed).fit(np.array(self.X), np.array(self.y))
-            self._fitted_at = len(self.y)
-
-    def add_front(self, values: list[float] | None, feasible: bool):
-        """A measured design whose arch the predictor already has (other knobs)."""
-        if feasible and values is not None:
-            pts = np.vstack([self.front, to_minimize(np.array([values]), self.dirs)])
-            self.front = pts[pareto_mask(pts)]
-
-    def predict(self, designs: Sequence[Design]) -> tuple[np.ndarray, np.ndarray] | None:
-        if self.model is None:
-            return None
-        X = self.space.encode_many([d.arch for d in designs])
-        return self.model.predict(X), self.model.predict_std(X)
-
-    def worth_measuring(self, values: np.ndarray, feasible: np.ndarray, std: np.ndarray) -> np.ndarray:
-        """values: objective rows with the predicted quality in column q."""
-        if len(self.front) == 0:
-            return feasible.copy()
-        opt = values.copy()
-        sign = -1.0 if self.dirs[self.q] == "maximize" else 1.0
-        opt[:, self.q] -= sign * std  # optimistic: one spread better than predicted
-        loss = to_minimize(opt, self.dirs)
-        dominated = np.array([np.any(np.all(self.front <= p, axis=1) & np.any(self.front < p, axis=1))
-                              for p in loss])
-        return feasible & ~dominated
-
-    def report(self) -> dict | None:
-        if not self.pairs:
-            return {"metric": self.column, "n": 0, "kendall": None, "spearman": None,
-                    "measured": len(self.y), "warmup": self.warmup}
-        p, m = zip(*self.pairs)
-        r = rank_correlation(p, m)
-        return {"metric": self.column, **{k: _clean(v) for k, v in r.items()}, "measured": len(self.y),
-                "warmup": self.warmup}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -360,7 +114,7 @@ def _space_of(run_dir, space) -> SearchSpace:
         if given is None:
             raise UserError("give --run RUN (a trained supernet) or --space SPACE with --synthetic-quality")
         return given
-    from ..rundir import read_config, space_of
+    from ..training.rundir import read_config, space_of
     run_space = space_of(read_config(run_dir))
     if given is not None and given.to_dict() != run_space.to_dict():
         raise UserError(f"--space {given.source} is not the space {run_dir} was trained on; drop --space "
@@ -375,12 +129,6 @@ def _hardware_ref(hw: Any, name: str) -> str:
     return name
 
 
-def _clean(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 #: settings recorded in search.json that another process of the same search may change
 PER_PROCESS_SETTINGS = ("seed",)
 
@@ -389,7 +137,7 @@ def _check_config(out: Path | None, record: dict) -> None:
     """search.json records what the study measures; a resumed search must match it."""
     if out is None:
         return
-    from ..rundir import first_difference
+    from ..training.rundir import first_difference
     path = out / CONFIG
     if not path.is_file():
         return
@@ -463,7 +211,7 @@ class _Search:
                                      [o.name for o in self.objs], seed=cfg.seed or 0)
         bleu = any(o.name == "bleu" for o in self.objs) and cfg.quality is None
         if bleu and cfg.run_dir is not None:
-            from ..rundir import read_config
+            from ..training.rundir import read_config
             if read_config(cfg.run_dir).get("task") != "translation":
                 raise UserError("--objectives bleu needs a translation run; use quality (validation loss) "
                                 "for a language model")
@@ -507,7 +255,7 @@ class _Search:
         with self.lock():  # two processes on a fresh storage would both create the study
             st = open_study(store, self.name, self.directions, make_sampler(cfg.sampler, cfg.seed, cfg.population))
         if cfg.write and self.out is not None:
-            from ..rundir import atomic_write_text
+            from ..training.rundir import atomic_write_text
             # what export loads: a preset name, or the YAML file's path (hw_digest checks identity)
             rec = {**self.record, "hardware": _hardware_ref(cfg.hw, self.costs.hw.name)}
             atomic_write_text(self.out / CONFIG, json.dumps(rec, indent=2, sort_keys=True) + "\n")
@@ -517,21 +265,21 @@ class _Search:
         cfg, sp, objs = self.cfg, self.space, self.objs
         st = self.open()
         with self.lock():
-            _fail_stale(st)
+            fail_stale(st)
 
         # measured archs are remembered by digest: a resumed study never measures one twice
         known: dict[str, dict] = {}
         q_index = next((i for i, o in enumerate(objs) if o.column in QUALITY_COLUMNS), None)
         screen = None
         if cfg.predictor and q_index is not None:
-            screen = _Screen(sp, self.directions, q_index, objs[q_index].column, warmup=cfg.predictor_warmup,
+            screen = Screen(sp, self.directions, q_index, objs[q_index].column, warmup=cfg.predictor_warmup,
                              refit=cfg.predictor_refit, seed=cfg.seed or 0)
         for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             m = t.user_attrs.get("metrics") or {}
             # only what this run's quality source scored: synthetic values never pass as measured
             if t.user_attrs.get("source") == self.quality_source and "loss" in m:
                 digest = t.user_attrs.get("digest", "")
-                first = digest not in known  # one predictor point per arch, as in _finish
+                first = digest not in known  # one predictor point per arch, as in record_batch
                 known[digest] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
                 if screen is not None and m.get(screen.column) is not None:
                     feasible = all(v <= 0 for v in (t.constraints or {}).values())
@@ -544,17 +292,17 @@ class _Search:
         if cfg.sampler == "evolution":
             evo = EvolutionProposer(st, self.pspace, seed=cfg.seed, settings=cfg.evolution or EvolutionSettings(),
                                     precheck=lambda ds: _precheck(ds, self.costs, self.bounds))
-            proposer: Any = _EvolutionProposer(evo)
+            proposer: Any = EvolutionAdapter(evo)
         else:
-            proposer = _OptunaProposer(st, self.pspace, cfg.trials, self.lock, cfg.seed)
+            proposer = OptunaProposer(st, self.pspace, cfg.trials, self.lock, cfg.seed)
             extra = self._seed_anchors(st)
         bs = cfg.batch or (cfg.population if cfg.sampler == "nsga2" else 100 if cfg.sampler == "evolution" else 10)
         bs = max(1, min(bs, cfg.trials))
 
         pool = None
-        if self.needs_quality and _alive_count(st) < cfg.trials:
+        if self.needs_quality and alive_count(st) < cfg.trials:
             pool = self._pool(known)
-        done0 = _alive_count(st)
+        done0 = alive_count(st)
         bar = _bar(cfg.progress, cfg.trials, done0)
         measured = 0
         inflight: list = []
@@ -563,14 +311,14 @@ class _Search:
         try:
             while True:
                 while len(inflight) < slots and (deadline is None or time.perf_counter() < deadline):
-                    left = cfg.trials - _alive_count(st) - proposer.pending()
+                    left = cfg.trials - alive_count(st) - proposer.pending()
                     if left <= 0:
                         break
                     props = proposer.ask(min(bs + extra, left))
                     extra = 0
                     if not props:
                         break
-                    batch = _prepare(props, self.evaluator, screen, known, self.needs_quality)
+                    batch = prepare_batch(props, self.evaluator, screen, known, self.needs_quality)
                     handle = pool.submit(batch.to_measure) if pool is not None else {}
                     inflight.append((handle, batch))
                 if not inflight:
@@ -582,7 +330,7 @@ class _Search:
                 for h, res in zip(done_handles, results):
                     i = next(j for j, (hh, _) in enumerate(inflight) if hh is h)
                     _, batch = inflight.pop(i)
-                    measured += _finish(batch, res, self.evaluator, proposer, screen, known, self.quality_source)
+                    measured += record_batch(batch, res, self.evaluator, proposer, screen, known, self.quality_source)
                     if bar is not None:
                         bar.update(len(batch.props))
         finally:
@@ -625,7 +373,6 @@ class _Search:
         if pred is not None:
             log.info("predictor (%s): held-out Kendall tau %s on %d archs", pred["metric"], pred["kendall"], pred["n"])
         files: list[Path] = []
-        from .results import front_hypervolume
         hv = front_hypervolume(rows, objs, self.reference)
         if cfg.write and self.out is not None:
             files = write_results(self.out, rows, objs, plots=cfg.plots, reference=self.reference,
@@ -657,94 +404,6 @@ def _precheck(designs, costs: CostModel, bounds: Bounds) -> np.ndarray:
     m = costs(designs)
     cons = constraint_values(m, bounds)
     return np.all(np.stack(list(cons.values())) <= 0, axis=0)
-
-
-@dataclass
-class _Batch:
-    """One proposed batch on its way through measurement."""
-
-    props: list
-    cost_metrics: dict
-    needs_quality: bool
-    measure: np.ndarray                  # which designs get a measured quality
-    to_measure: list = field(default_factory=list)   # distinct archs sent to the quality source
-    predicted: np.ndarray | None = None  # the predictor's value of the quality column
-    column: str | None = None            # that column
-
-
-def _prepare(props, evaluator: Evaluator, screen, known, needs_quality) -> _Batch:
-    """Cost a batch and decide which designs get measured; the others take the predictor's value."""
-    designs = [p.design for p in props]
-    batch = _Batch(props, evaluator.cost_metrics(designs), needs_quality, np.zeros(len(props), bool))
-    if not needs_quality:
-        return batch
-    measure = np.ones(len(designs), dtype=bool)
-    pred = screen.predict(designs) if screen is not None else None
-    if pred is not None:
-        mean, std = pred
-        batch.predicted, batch.column = mean, screen.column
-        outs = evaluator.outcomes(designs, batch.cost_metrics, {screen.column: mean})
-        vals = np.array([o.values for o in outs])
-        feas = np.array([o.feasible for o in outs])
-        measure = screen.worth_measuring(vals, feas, std)
-    keys = [arch_digest(d.arch) for d in designs]
-    seen = set()
-    for d, k, m in zip(designs, keys, measure):
-        if m and k not in known and k not in seen:
-            seen.add(k)
-            batch.to_measure.append(d.arch)
-    # an arch measured before, or in this batch for another design, gives every design of it
-    # the measured value (it costs nothing more)
-    batch.measure = np.array([k in known or k in seen for k in keys], dtype=bool)
-    return batch
-
-
-def _finish(batch: _Batch, res, evaluator: Evaluator, proposer, screen, known, computed: str) -> int:
-    """Record one measured batch in the study; returns how many archs were measured.
-    ``computed`` labels the rows whose quality the source computed (``QUALITY_SOURCES``)."""
-    props = batch.props
-    designs = [p.design for p in props]
-    fresh = [arch_digest(a) for a in batch.to_measure]
-    fresh_keys = set(fresh)
-    for i, k in enumerate(fresh):
-        known[k] = {c: float(v[i]) for c, v in res.items()}
-    q = None
-    sources = ["cost-only"] * len(designs)
-    if batch.needs_quality:
-        cols: dict[str, list] = {c: [] for c in QUALITY_COLUMNS}
-        for j, d in enumerate(designs):
-            k = arch_digest(d.arch)
-            if batch.measure[j] and k in known:
-                row, sources[j] = known[k], computed
-            else:  # only the predicted column: a predicted loss is never stored as BLEU
-                row, sources[j] = {batch.column: float(batch.predicted[j])}, "predicted"
-            for c in QUALITY_COLUMNS:
-                cols[c].append(row.get(c, float("nan")))
-        q = {c: np.array(v, dtype=np.float64) for c, v in cols.items()}
-    outs = evaluator.outcomes(designs, batch.cost_metrics, q)
-    attrs = []
-    for j, (d, o) in enumerate(zip(designs, outs)):
-        a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch), "source": sources[j],
-             "metrics": {k: _clean(v) for k, v in o.metrics.items()}}
-        if d.hw_params:
-            a["hw_params"] = d.hw_dict
-        if batch.predicted is not None:
-            a[f"predicted_{batch.column}"] = float(batch.predicted[j])
-        attrs.append(a)
-        # every measured design joins the screen's front; the predictor learns (and is scored)
-        # only on archs measured in this batch, once each (several designs may share one): a
-        # cached arch is already among its points, and counting it again would inflate its tau
-        if screen is not None and sources[j] == computed:
-            if a["digest"] in fresh_keys:
-                fresh_keys.discard(a["digest"])
-                value = float(o.metrics[screen.column])
-                if batch.predicted is not None:
-                    screen.pairs.append((float(batch.predicted[j]), value))
-                screen.add(d, value, o.values, o.feasible)
-            else:
-                screen.add_front(o.values, o.feasible)
-    proposer.record(props, outs, attrs)
-    return len(batch.to_measure)
 
 
 def _bar(progress: bool, total: int, initial: int):

@@ -1,7 +1,7 @@
 """``train_distributed(..., workers=N)``: the same training function in N Ray Train workers.
 
 ``ray.train.torch.TorchTrainer`` starts N workers and their process group (gloo on the
-CPU, NCCL on GPUs); each runs :func:`cosearch.train.run_worker` with its rank. Workers
+CPU, NCCL on GPUs); each runs :func:`cosearch.training.train.run_worker` with its rank. Workers
 read their own shard of the batches, sample the same sub-networks (from ``(seed,
 step)``), and DDP averages the gradients, so all workers hold the same weights. Rank 0
 writes checkpoints and metrics into the run folder, which is also what a re-run resumes
@@ -10,7 +10,7 @@ worker writes ``RUN/workers/rankR.json`` with its summary, including a hash of i
 weights.
 
 Ray is imported only here, and only when a distributed run starts. The import goes one way:
-this module uses ``cosearch.train``; the training step knows nothing of Ray.
+this module uses ``cosearch.training.train``; the training step knows nothing of Ray.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import os
 import time
 from pathlib import Path
 
-from .atomic import atomic_write_text
-from .compiled_members import COMPILE_ENV
-from .errors import UserError
-from .fused import PATH_ENV
+from ..atomic import atomic_write_text
+from ..model.compiled_members import COMPILE_ENV
+from ..errors import UserError
+from ..model.fused import PATH_ENV
 from .train import DistInfo, RunSummary, run_worker, train
 
 WORKERS_DIR = "workers"
@@ -82,7 +82,7 @@ def train_with_ray(job: dict, workers: int, gpu: bool = False, progress: bool = 
 
 
 def train_distributed(space, task: str, data, out, workers: int, gpu: bool = False, **kwargs) -> RunSummary:
-    """``cosearch.train.train`` on ``workers`` Ray Train workers (DDP; gloo on the CPU, NCCL
+    """``cosearch.training.train.train`` on ``workers`` Ray Train workers (DDP; gloo on the CPU, NCCL
     with ``gpu``, one process per GPU); the other arguments are ``train``'s."""
     def runner(job: dict, progress: bool, stop_at: int | None) -> dict:
         return train_with_ray(job, workers=workers, gpu=gpu, progress=progress, stop_at=stop_at)

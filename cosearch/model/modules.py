@@ -88,7 +88,7 @@ class ElasticLinear(nn.Module):
     """A linear layer of the supernet: m experts of the largest shape, an optional router,
     per-bit weight quantizers and an activation quantizer. The active sub-layer uses the
     leading ``out_features`` rows and ``in_features`` columns. ``fused`` (see
-    ``cosearch.fused.use_fused``) computes the same weights and activations in fused kernels."""
+    ``cosearch.model.fused.use_fused``) computes the same weights and activations in fused kernels."""
 
     fused = False
 

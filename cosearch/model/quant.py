@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .space import canonical_bits
+from ..space import canonical_bits
 
 TERNARY = 1.58
 #: Per-row statistic floor, so an all-zero row gets a tiny positive scale, not 0/0.

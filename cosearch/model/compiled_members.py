@@ -23,7 +23,7 @@ import os
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
+from ..errors import UserError
 from .fused import counting_backend
 
 #: ``fixed``: compile the largest and smallest members; unset or empty: all eager

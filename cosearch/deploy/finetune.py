@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .errors import UserError
-from .export.folder import SCHEDULE, Exported, open_exported, write_export
-from .modules import PlainEmbedding, QLinear, Transformer
-from .quant import fake_quant_weight
+from ..errors import UserError
+from ..export.folder import SCHEDULE, Exported, open_exported, write_export
+from ..model.modules import PlainEmbedding, QLinear, Transformer
+from ..model.quant import fake_quant_weight
 
 
 class FixedScaleQuant(nn.Module):
@@ -59,9 +59,9 @@ def _batches(exp: Exported, tok, data: str | Path, max_tokens: int, seed: int, s
     """(endless shuffled training batches of ``data`` tokenised with the export's tokenizer,
     what was held out). Translation trains on the train split; an LM text loses its last 5%,
     the validation split training held out and the search ranked models on."""
-    from .data.batches import LMBatches, TranslationBatches
-    from .data.readers import read_parallel, read_text
-    from .data.tasks import LM_VALID_FRACTION, split_lm_text
+    from ..data.batches import LMBatches, TranslationBatches
+    from ..data.readers import read_parallel, read_text
+    from ..data.tasks import LM_VALID_FRACTION, split_lm_text
 
     limit = exp.space.spec.max_positions
     if exp.task == "translation":
@@ -92,8 +92,8 @@ def finetune(model: str | Path, data: str | Path, *, steps: int = 200, out: str 
     """Fine-tune the export ``model`` on ``data`` for ``steps`` steps; write the export ``out``
     (default ``MODEL-ft``). ``data``: the translation folder (train.SRC/train.TGT) or the
     LM text of the export's task. Returns ``out``."""
-    from .sandwich import task_loss
-    from .train import TrainConfig, lr_at, make_optimizer, model_inputs
+    from ..training.sandwich import task_loss
+    from ..training.train import TrainConfig, lr_at, make_optimizer, model_inputs
 
     model = Path(model)
     out = Path(out) if out is not None else model.with_name(model.name + "-ft")

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .data import TaskData
-from .data.tokenizer import Tokenizer
-from .errors import UserError
-from .modules import Transformer
+from ..data import TaskData
+from ..data.tokenizer import Tokenizer
+from ..errors import UserError
+from ..model.modules import Transformer
 from .rundir import TOKENIZER, read_config, space_of
-from .space import Arch, SearchSpace
-from .supernet import Supernet
+from ..space import Arch, SearchSpace
+from ..model.supernet import Supernet
 from .train import averaged_state, check_tokenizer, load_task_data, model_inputs, run_arch, to_device
 
 
@@ -259,7 +259,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
         refs = [tgt for _, tgt in td.text[_canon_split(split)]]
         result["bleu"] = bleu(hyps, refs)
         if hypotheses_out is not None:
-            from .atomic import atomic_write_text
+            from ..atomic import atomic_write_text
             atomic_write_text(hypotheses_out, "".join(h + "\n" for h in hyps))
     return result
 

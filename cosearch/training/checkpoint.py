@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
-from .errors import UserError
+from ..atomic import atomic_path
+from ..errors import UserError
 
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8})\.pt$")

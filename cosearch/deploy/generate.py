@@ -2,7 +2,7 @@
 
 Both decode with the model's KV cache, on PyTorch (``engine="torch"``) or on the export's
 ONNX graphs under onnxruntime (``engine="onnx"``). Beam search and greedy decoding are the
-training helper's (``cosearch.evaluate``), so evaluation and deployment translate
+training helper's (``cosearch.training.evaluate``), so evaluation and deployment translate
 identically on either engine; sampling for language models lives here.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
-from .export.folder import Exported, open_exported
+from ..errors import UserError
+from ..export.folder import Exported, open_exported
 
 #: Sentences decoded together (source tokens per batch) when translating.
 MAX_TOKENS = 2048
@@ -45,8 +45,8 @@ def translate_lines(model: Exported | str | Path, lines: Iterable[str], beam: in
                     len_penalty: float = 1.0, max_tokens: int = MAX_TOKENS,
                     progress: bool = False, engine: str = "torch") -> Iterator[str]:
     """Translations of ``lines``, in order, one per line (empty lines give empty lines)."""
-    from .data.batches import TranslationBatches
-    from .evaluate import beam_search, decode_max_len, greedy_decode
+    from ..data.batches import TranslationBatches
+    from ..training.evaluate import beam_search, decode_max_len, greedy_decode
 
     exp = _as_exported(model)
     _need(exp, "encoder_decoder", "translate", "generate")

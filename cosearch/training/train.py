@@ -3,10 +3,10 @@ process or as one of several data-parallel workers.
 
 ``train(...)`` prepares the run folder (config, tokenizer), then runs
 :func:`run_worker` in this process, or hands the job to a ``runner`` (e.g.
-``cosearch.ray_train.train_distributed`` passes one that starts N Ray Train workers; this
+``cosearch.training.ray_train.train_distributed`` passes one that starts N Ray Train workers; this
 module knows nothing of Ray). Each step:
 
-* the sandwich members come from ``(seed, step)`` (``cosearch.sandwich``), so every
+* the sandwich members come from ``(seed, step)`` (``cosearch.training.sandwich``), so every
   worker and every resumed run trains the same sub-networks;
 * each member runs forward and backward on the same batch (gradients accumulate; under
   DDP only the last member's backward all-reduces, the others run in ``no_sync``);
@@ -32,19 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from .atomic import check_writable_dir
+from ..atomic import check_writable_dir
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from .compiled_members import eager_forward, member_forward
-from .data import TaskData, build_task_data
-from .data.tasks import TASK_FAMILY
-from .data.tokenizer import Tokenizer
-from .errors import UserError
-from .fused import fused_by_default, use_fused
+from ..model.compiled_members import eager_forward, member_forward
+from ..data import TaskData, build_task_data
+from ..data.tasks import TASK_FAMILY
+from ..data.tokenizer import Tokenizer
+from ..errors import UserError
+from ..model.fused import fused_by_default, use_fused
 from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, space_of,
                      truncate_metrics, write_config)
 from .sandwich import member_loss, sandwich, standalone
-from .space import Arch, SearchSpace
-from .supernet import Supernet, check_model_support, expert_specialisation
+from ..space import Arch, SearchSpace
+from ..model.supernet import Supernet, check_model_support, expert_specialisation
 
 SCHEDULES = ("cosine", "inverse_sqrt")
 #: a standalone run's arch, for ``cosearch export RUN --arch RUN/arch.json``
@@ -467,7 +467,7 @@ def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimi
 
     ``model`` is ``net`` or its DDP wrapper (then all but the last backward skip the
     all-reduce). Adds each member's task loss and KL to ``sums`` when given. ``forward``
-    runs a member (``cosearch.compiled_members``: eager, or the fixed members compiled).
+    runs a member (``cosearch.model.compiled_members``: eager, or the fixed members compiled).
     """
     teacher = None
     for i, m in enumerate(members):
@@ -546,7 +546,7 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     (None: the embedded default corpus, lm only), writing the run folder ``out``.
 
     Without ``runner`` the job runs in this process (``workers`` must be None); with one
-    (``workers`` data-parallel workers, as ``cosearch.ray_train.train_distributed`` gives)
+    (``workers`` data-parallel workers, as ``cosearch.training.ray_train.train_distributed`` gives)
     the runner runs it. ``hparams`` are
     :class:`TrainConfig` fields. Re-running with the same arguments resumes from the last
     checkpoint; other arguments on an existing run raise ``UserError``.
@@ -570,7 +570,7 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     if workers is not None and workers < 1:
         raise UserError(f"--workers {workers} is invalid; give 1 or more (or leave it out to train in-process)")
     if (workers is None) != (runner is None):
-        raise ValueError("give workers together with a runner (cosearch.ray_train.train_distributed), or neither")
+        raise ValueError("give workers together with a runner (cosearch.training.ray_train.train_distributed), or neither")
     if gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu to train on the CPU")
     out = Path(out)

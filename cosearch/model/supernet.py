@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 from .modules import (ArchCode, Attention, DecoderLayer, ElasticEmbedding, ElasticLayerNorm,
                       ElasticLinear, EncoderLayer, FeedForward, PlainEmbedding, QLinear, Transformer)
-from .space import Arch, LayerArch, SearchSpace
+from ..space import Arch, LayerArch, SearchSpace
 
 ATTENTION_ROLES = ("q", "k", "v", "out")
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .space import Arch, SearchSpace
+from ..space import Arch, SearchSpace
 
 #: Weight bit-widths allowed in the middle stage (ParetoQ: >= 3 bits stays close to float).
 MID_STAGE_MIN_BITS = 3

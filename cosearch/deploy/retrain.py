@@ -2,17 +2,17 @@
 model, with the recipe of the supernet run the search measured.
 
 ``retrain(search, out, trial=N | pick="best-quality")`` reads the chosen arch and the
-run from the search folder, then calls :func:`cosearch.train.train` with that run's
+run from the search folder, then calls :func:`cosearch.training.train.train` with that run's
 space, task, data and hyper-parameters (any of them overridable) and ``arch=`` the pick.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
-from .rundir import read_config, space_of
-from .space import Arch
-from .train import RunSummary, run_arch, train
+from ..errors import UserError
+from ..training.rundir import read_config, space_of
+from ..space import Arch
+from ..training.train import RunSummary, run_arch, train
 
 
 def retrain(search: str | Path, out: str | Path, *, trial: int | None = None, pick: str | None = None,
@@ -24,7 +24,7 @@ def retrain(search: str | Path, out: str | Path, *, trial: int | None = None, pi
     measured); ``overrides`` are ``TrainConfig`` fields (``steps`` etc.; None keeps the
     run's value). Changing ``steps`` without ``warmup`` re-derives the warm-up (5%).
     """
-    from .export.pick import pick_trial
+    from ..export.pick import pick_trial
 
     if (trial is None) == (pick is None):
         raise UserError("say which trial to retrain: --trial N or --pick best-quality")

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import UserError
+from ..errors import UserError
 from .quant import _STAT_EPS, _clip_range, _codes_of, _levels_of, _qp, bits_key, token_scale
-from .space import canonical_bits
+from ..space import canonical_bits
 
 _COMPILES: Counter = Counter()
 _STATE = {"compile": None}  # None: compile on CUDA only

@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text, is_write_refusal, write_error_message
-from .errors import UserError
-from .space import SearchSpace
+from ..atomic import atomic_write_text, is_write_refusal, write_error_message
+from ..errors import UserError
+from ..space import SearchSpace
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.model"

@@ -1,0 +1,97 @@
+"""One batch of proposed trials: cost it, choose what to measure, record it in the study."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .objectives import QUALITY_COLUMNS, Evaluator, finite_or_none
+from .params import arch_digest, arch_json
+
+
+@dataclass
+class TrialBatch:
+    """One proposed batch on its way through measurement."""
+
+    props: list
+    cost_metrics: dict
+    needs_quality: bool
+    measure: np.ndarray                  # which designs get a measured quality
+    to_measure: list = field(default_factory=list)   # distinct archs sent to the quality source
+    predicted: np.ndarray | None = None  # the predictor's value of the quality column
+    column: str | None = None            # that column
+
+
+def prepare_batch(props, evaluator: Evaluator, screen, known, needs_quality) -> TrialBatch:
+    """Cost a batch and decide which designs get measured; the others take the predictor's value."""
+    designs = [p.design for p in props]
+    batch = TrialBatch(props, evaluator.cost_metrics(designs), needs_quality, np.zeros(len(props), bool))
+    if not needs_quality:
+        return batch
+    measure = np.ones(len(designs), dtype=bool)
+    pred = screen.predict(designs) if screen is not None else None
+    if pred is not None:
+        mean, std = pred
+        batch.predicted, batch.column = mean, screen.column
+        outs = evaluator.outcomes(designs, batch.cost_metrics, {screen.column: mean})
+        vals = np.array([o.values for o in outs])
+        feas = np.array([o.feasible for o in outs])
+        measure = screen.worth_measuring(vals, feas, std)
+    keys = [arch_digest(d.arch) for d in designs]
+    seen = set()
+    for d, k, m in zip(designs, keys, measure):
+        if m and k not in known and k not in seen:
+            seen.add(k)
+            batch.to_measure.append(d.arch)
+    # an arch measured before, or in this batch for another design, gives every design of it
+    # the measured value (it costs nothing more)
+    batch.measure = np.array([k in known or k in seen for k in keys], dtype=bool)
+    return batch
+
+
+def record_batch(batch: TrialBatch, res, evaluator: Evaluator, proposer, screen, known, computed: str) -> int:
+    """Record one measured batch in the study; returns how many archs were measured.
+    ``computed`` labels the rows whose quality the source computed (``QUALITY_SOURCES``)."""
+    props = batch.props
+    designs = [p.design for p in props]
+    fresh = [arch_digest(a) for a in batch.to_measure]
+    fresh_keys = set(fresh)
+    for i, k in enumerate(fresh):
+        known[k] = {c: float(v[i]) for c, v in res.items()}
+    q = None
+    sources = ["cost-only"] * len(designs)
+    if batch.needs_quality:
+        cols: dict[str, list] = {c: [] for c in QUALITY_COLUMNS}
+        for j, d in enumerate(designs):
+            k = arch_digest(d.arch)
+            if batch.measure[j] and k in known:
+                row, sources[j] = known[k], computed
+            else:  # only the predicted column: a predicted loss is never stored as BLEU
+                row, sources[j] = {batch.column: float(batch.predicted[j])}, "predicted"
+            for c in QUALITY_COLUMNS:
+                cols[c].append(row.get(c, float("nan")))
+        q = {c: np.array(v, dtype=np.float64) for c, v in cols.items()}
+    outs = evaluator.outcomes(designs, batch.cost_metrics, q)
+    attrs = []
+    for j, (d, o) in enumerate(zip(designs, outs)):
+        a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch), "source": sources[j],
+             "metrics": {k: finite_or_none(v) for k, v in o.metrics.items()}}
+        if d.hw_params:
+            a["hw_params"] = d.hw_dict
+        if batch.predicted is not None:
+            a[f"predicted_{batch.column}"] = float(batch.predicted[j])
+        attrs.append(a)
+        # every measured design joins the screen's front; the predictor learns (and is scored)
+        # only on archs measured in this batch, once each (several designs may share one): a
+        # cached arch is already among its points, and counting it again would inflate its tau
+        if screen is not None and sources[j] == computed:
+            if a["digest"] in fresh_keys:
+                fresh_keys.discard(a["digest"])
+                value = float(o.metrics[screen.column])
+                if batch.predicted is not None:
+                    screen.pairs.append((float(batch.predicted[j]), value))
+                screen.add(d, value, o.values, o.feasible)
+            else:
+                screen.add_front(o.values, o.feasible)
+    proposer.record(props, outs, attrs)
+    return len(batch.to_measure)
