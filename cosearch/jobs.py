@@ -7,7 +7,9 @@ path users run) with its share of a GPU. :func:`run_jobs` runs one Ray task per 
 below 1 packs several small jobs on one GPU), writes each job's output to
 ``ROOT/NAME/log.txt``, and skips a job whose ``done`` file exists: rerunning a killed batch
 runs only what is left, and the commands themselves resume from their checkpoints. With
-``parallel=1`` the jobs run one after another in this process, without Ray.
+``parallel=1`` the jobs run one after another in this process, without Ray. A job may
+name jobs it runs ``after``: Ray starts it once they have finished (their results are its
+task's arguments), and it is not run when one of them failed.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class Job:
     gpu: float = 0.0
     cpus: float = 1.0
     env: tuple[tuple[str, str], ...] = ()
+    after: tuple[str, ...] = ()
 
     def folder(self, root: Path) -> Path:
         return Path(root) / self.name
@@ -68,15 +71,22 @@ def check_jobs(jobs: Sequence[Job]) -> None:
             raise UserError(f"job name {j.name!r}: use letters, digits, '.', '_' and '-' (at most 128)")
         if j.name in seen:
             raise UserError(f"job name {j.name!r} is used twice")
-        seen.add(j.name)
         if not j.argv:
             raise UserError(f"job {j.name}: empty command")
-        if not (0.0 <= j.gpu <= 1.0) or (j.gpu > 0 and j.gpu != j.gpu):
+        if not (0.0 <= j.gpu <= 1.0):  # (NaN fails both comparisons)
             raise UserError(f"job {j.name}: gpu share {j.gpu} must be in [0, 1]")
+        unknown = [a for a in j.after if a not in seen]
+        if unknown:
+            raise UserError(f"job {j.name} runs after {unknown[0]!r}, which is not an earlier job of the list")
+        seen.add(j.name)
 
 
-def _run_one(job: Job, root: str) -> JobResult:
-    """Run ``job`` to its end (also inside a Ray task); its output goes to its log."""
+def _run_one(job: Job, root: str, *before: JobResult) -> JobResult:
+    """Run ``job`` to its end (also inside a Ray task); its output goes to its log.
+    ``before``: the results of the jobs it runs after; it is skipped if one failed."""
+    failed = [b.name for b in before if not b.ok]
+    if failed:
+        return JobResult(job.name, -1, 0.0, False, job.folder(Path(root)) / LOG, f"not run: {failed[0]} failed")
     folder = job.folder(Path(root))
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / LOG
@@ -125,8 +135,8 @@ def run_jobs(jobs: Sequence[Job], root: str | Path, *, parallel: int | None = No
     bar = _bar(progress, len(jobs), len(results))
     try:
         if todo and (parallel == 1 or (parallel is None and len(todo) == 1 and todo[0].gpu == 0)):
-            for j in todo:
-                results[j.name] = _run_one(j, str(root))
+            for j in todo:  # the list order runs every job after the ones it names
+                results[j.name] = _run_one(j, str(root), *(results[a] for a in j.after))
                 if bar is not None:
                     bar.update(1)
         elif todo:
@@ -155,10 +165,11 @@ def _run_on_ray(todo: list[Job], root: Path, parallel, gpus, address, results: d
         started = True
     try:
         remote = ray.remote(_run_one)
-        pending = {}
-        for j in todo:
-            ref = remote.options(num_gpus=j.gpu, num_cpus=j.cpus, max_retries=0).remote(j, str(root))
-            pending[ref] = j
+        pending, refs = {}, {}
+        for j in todo:  # a finished prerequisite's result is passed as a plain value
+            before = [refs.get(a, results.get(a)) for a in j.after]
+            ref = remote.options(num_gpus=j.gpu, num_cpus=j.cpus, max_retries=0).remote(j, str(root), *before)
+            pending[ref], refs[j.name] = j, ref
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

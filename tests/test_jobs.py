@@ -67,3 +67,40 @@ def test_ray_runs_the_jobs_as_tasks_in_parallel(tmp_path):
             for me, other in (("p", "q"), ("q", "p"))]
     res = run_jobs(jobs, tmp_path, parallel=2, progress=False)
     assert [r.ok for r in res] == [True, True], [r.tail for r in res]
+
+
+def test_a_job_runs_after_the_ones_it_names_and_not_when_one_failed(tmp_path):
+    first = _writer(tmp_path, "first", "1")
+    # reads first.out: fails unless `first` has already run
+    reader = Job("reader", (sys.executable, "-c", f"open({str(tmp_path / 'r.out')!r}, 'w').write("
+                            f"open({str(tmp_path / 'first.out')!r}).read())"), done=str(tmp_path / "r.out"),
+                 after=("first",))
+    bad = Job("bad", (sys.executable, "-c", "raise SystemExit(1)"), done="never")
+    blocked = _writer(tmp_path, "blocked", "x")
+    blocked = Job(blocked.name, blocked.argv, blocked.done, after=("bad",))
+    res = run_jobs([first, reader, bad, blocked], tmp_path, parallel=1, progress=False)
+    assert [r.returncode for r in res] == [0, 0, 1, -1]
+    assert (tmp_path / "r.out").read_text() == "1\n"
+    assert "bad failed" in res[3].tail and not (tmp_path / "blocked.out").exists()
+
+
+def test_after_must_name_an_earlier_job(tmp_path):
+    with pytest.raises(UserError, match="not an earlier job"):
+        check_jobs([Job("a", ("true",), "d", after=("a",))])
+    with pytest.raises(UserError, match="not an earlier job"):
+        check_jobs([Job("a", ("true",), "d", after=("b",)), Job("b", ("true",), "d")])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_honours_after_and_skips_dependants_of_a_failure(tmp_path):
+    slow_first = Job("first", (sys.executable, "-c", f"import time; time.sleep(2); "
+                                                     f"open({str(tmp_path / 'first.out')!r}, 'w').write('1')"),
+                     done=str(tmp_path / "first.out"))
+    reader = Job("reader", (sys.executable, "-c", f"open({str(tmp_path / 'r.out')!r}, 'w').write("
+                            f"open({str(tmp_path / 'first.out')!r}).read())"), done=str(tmp_path / "r.out"),
+                 after=("first",))
+    bad = Job("bad", (sys.executable, "-c", "raise SystemExit(1)"), done="never")
+    blocked = Job("blocked", (sys.executable, "-c", "pass"), done="never", after=("bad",))
+    res = run_jobs([slow_first, reader, bad, blocked], tmp_path, parallel=2, progress=False)
+    assert [r.returncode for r in res] == [0, 0, 1, -1], [r.tail for r in res]
