@@ -1,0 +1,31 @@
+"""benchmarks/gpu_runner.py: a plan's jobs run as Ray tasks, in order, and are packed."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+RUNNER = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_runner.py"
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_the_smoke_plan_trains_then_evaluates_and_a_rerun_skips_it(tmp_path):
+    root, out = tmp_path / "root", tmp_path / "smoke"
+    cmd = [sys.executable, str(RUNNER), "run", "smoke", "--root", str(root), "--set", f"out={out}", "--set", "steps=2"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    status = json.loads((root / "status.json").read_text())
+    assert [(j["name"], j["returncode"]) for j in status["jobs"]] == [("train_tiny", 0), ("eval_tiny", 0)]
+    assert "loss" in json.loads((out / "eval_smallest.json").read_text())  # eval ran after training
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    again = json.loads((root / "status.json").read_text())
+    assert [j["skipped"] for j in again["jobs"]] == [True, True]
+    subprocess.run([sys.executable, str(RUNNER), "wait", "--root", str(root), "--for", "1",
+                    "--pack", str(tmp_path / "r.tgz")], check=True, capture_output=True, timeout=60)
+    with tarfile.open(tmp_path / "r.tgz") as tar:
+        names = tar.getnames()
+    assert "root/status.json" in names and "root/eval_tiny/log.txt" in names
+    assert not any(n.endswith(".pt") for n in names)
