@@ -258,7 +258,9 @@ class Attention(nn.Module):
 
     def forward(self, x, memory=None, key_mask=None, causal=False, cache=None):
         """Self-attention (memory None) or cross-attention over ``memory``. ``cache`` (a
-        dict) holds keys/values for incremental decoding."""
+        dict) holds keys/values for incremental decoding. ``key_mask`` (bool, True = attend)
+        broadcasts to (B, heads, T, keys); a causal self-attention given one uses it instead
+        of SDPA's own causal mask (it must then be causal itself: ``padded_causal_mask``)."""
         B, T, _ = x.shape
         # q, k and v read the same input at the same bits: quantize it once
         xq = self.q.quantize_input(x)
@@ -285,7 +287,7 @@ class Attention(nn.Module):
                 cache["k"], cache["v"] = k, v
         # a branch, not `causal and T > 1`: under torch.compile with dynamic shapes that is a
         # symbolic bool, which SDPA refuses (a graph break); a branch becomes a guard
-        is_causal = True if causal and T > 1 else False
+        is_causal = True if causal and T > 1 and key_mask is None else False
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=is_causal)
         return self.out(o.transpose(1, 2).reshape(B, T, self.heads * self.head_dim))
 
@@ -324,11 +326,12 @@ class DecoderLayer(nn.Module):
         self.cross_layers = cross_layers
         self.dropout = 0.0
 
-    def forward(self, x, memory=None, cache=None):
-        """memory: ``EncoderOut`` or None (decoder-only)."""
+    def forward(self, x, memory=None, cache=None, self_mask=None):
+        """memory: ``EncoderOut`` or None (decoder-only); self_mask: None (plain causal) or
+        the (B, 1, T, keys) bool mask of ``padded_causal_mask``."""
         p, tr = self.dropout, self.training
         c_self = cache.setdefault("self", {}) if cache is not None else None
-        x = x + F.dropout(self.self_attn(self.ln1(x), causal=True, cache=c_self), p, tr)
+        x = x + F.dropout(self.self_attn(self.ln1(x), key_mask=self_mask, causal=True, cache=c_self), p, tr)
         if self.cross_attn is not None:
             mem, mask = memory.last(self.cross_layers)
             c_cross = cache.setdefault("cross", {}) if cache is not None else None
@@ -352,6 +355,27 @@ class EncoderOut:
         return EncoderOut([s.index_select(0, idx) for s in self.states], self.key_mask.index_select(0, idx))
 
 
+# --------------------------------------------------------------------------- padding
+def padded_causal_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, 1, T, S) bool self-attention mask, True = attend, for the last ``length`` = T of
+    S positions whose keys ``attention_mask`` (B, S) marks (1 = token, 0 = padding): a query
+    sees the non-padding keys up to its own position. Every query also sees itself, so a
+    padding query's row is never empty (SDPA gives NaN for an empty row); no token's query
+    ever reads a padding key, so padding changes no token's output."""
+    keys = attention_mask.to(torch.bool)
+    total = keys.shape[1]
+    q = torch.arange(total - length, total, device=keys.device)[:, None]
+    k = torch.arange(total, device=keys.device)[None, :]
+    return (((k <= q) & keys[:, None, :]) | (k == q))[:, None]
+
+
+def positions_from_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T) position of each of the last ``length`` positions: the number of tokens
+    before it (padding does not count), so a left-padded prompt starts at position 0."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos[:, -length:].clamp_min(0)
+
+
 # --------------------------------------------------------------------------- the model
 class Transformer(nn.Module):
     """Encoder-decoder or decoder-only transformer, pre-norm, sinusoidal positions, output
@@ -360,9 +384,12 @@ class Transformer(nn.Module):
 
     def __init__(self, family: str, embed: nn.Module, encoder_layers: list, decoder_layers: list,
                  encoder_norm: nn.Module | None, decoder_norm: nn.Module, *, pad_id: int = 0,
-                 encoder_dim: int = 0, decoder_dim: int = 0, dropout: float = 0.0):
+                 encoder_dim: int = 0, decoder_dim: int = 0, dropout: float = 0.0,
+                 max_positions: int | None = None):
         super().__init__()
         self.family, self.pad_id = family, pad_id
+        #: positions are refused past this (None: unchecked, as in the supernet)
+        self.max_positions = max_positions
         self.embed = embed
         self.encoder_layers = nn.ModuleList(encoder_layers)
         self.decoder_layers = nn.ModuleList(decoder_layers)
@@ -374,9 +401,23 @@ class Transformer(nn.Module):
         self.max_cross = max([getattr(l, "cross_layers", 0) for l in decoder_layers] or [0])
 
     # ---- embeddings
-    def _embed(self, table, tokens, dim, offset=0):
+    def _check_positions(self, end: int) -> None:
+        if self.max_positions is not None and end > self.max_positions:
+            from ..errors import UserError
+            raise UserError(f"the input reaches position {end} but this model was trained for at most "
+                            f"max_positions {self.max_positions}; shorten the input (or the generation)")
+
+    def _embed(self, table, tokens, dim, offset=0, position_ids=None):
         x = F.embedding(tokens, table[:, :dim]) * math.sqrt(dim)
-        pos = sinusoid(offset + tokens.shape[1], dim, x.device, x.dtype)[offset:]
+        end = offset + tokens.shape[1]
+        if position_ids is None:
+            self._check_positions(end)
+            pos = sinusoid(end, dim, x.device, x.dtype)[offset:]
+        else:
+            if not self.training:  # one host sync: fine when decoding, skipped in training steps
+                self._check_positions(int(position_ids.max()) + 1)
+            # rows of the table the unpadded path slices, so padding changes no bit
+            pos = F.embedding(position_ids, sinusoid(max(end, self.max_positions or 0), dim, x.device, x.dtype))
         return F.dropout(x + pos, self.dropout, self.training)
 
     # ---- encoder
@@ -392,28 +433,47 @@ class Transformer(nn.Module):
         return EncoderOut([self.encoder_norm(s) for s in states], key_mask)
 
     # ---- decoder
-    def _decode(self, table, tokens, memory, cache=None, offset=0):
-        x = self._embed(table, tokens, self.decoder_dim, offset)
+    def _decode(self, table, tokens, memory, cache=None, offset=0, attention_mask=None, position_ids=None):
+        self_mask = None
+        if attention_mask is not None:  # padding: an explicit mask (no mask: SDPA's fast causal path)
+            self_mask = padded_causal_mask(attention_mask, tokens.shape[1])
+            if position_ids is None:
+                position_ids = positions_from_mask(attention_mask, tokens.shape[1])
+        x = self._embed(table, tokens, self.decoder_dim, offset, position_ids)
         for i in range(self.n_decoder):
             layer_cache = cache.setdefault(i, {}) if cache is not None else None
-            x = self.decoder_layers[i](x, memory, layer_cache)
+            x = self.decoder_layers[i](x, memory, layer_cache, self_mask)
         x = self.decoder_norm(x)
         return F.linear(x, table[:, : self.decoder_dim])
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """encoder_decoder: ``forward(src, tgt_in)``; decoder_only: ``forward(tokens)``.
-        Returns logits (B, T, vocab)."""
+    def forward(self, *inputs: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """encoder_decoder: ``forward(src, tgt_in)`` (padding in ``src`` is masked, targets
+        are right-padded); decoder_only: ``forward(tokens[, attention_mask[, position_ids]])``
+        with ``attention_mask`` (B, T) 1 = token, 0 = padding (left or right) and
+        ``position_ids`` (B, T) (default: tokens before, padding not counted). Returns
+        logits (B, T, vocab); padding positions' logits are meaningless."""
         table = self.embed.table()
         if self.family == "decoder_only":
-            (tokens,) = inputs
-            return self._decode(table, tokens, None)
+            tokens, *rest = inputs  # the mask may come positionally, so training batches pass it through
+            if rest:
+                attention_mask, *rest = rest
+            if rest:
+                (position_ids,) = rest
+            return self._decode(table, tokens, None, attention_mask=attention_mask, position_ids=position_ids)
         src, tgt_in = inputs
         return self._decode(table, tgt_in, self.encode(src, table))
 
-    def decode_step(self, tokens: torch.Tensor, memory: EncoderOut | None, cache: dict, step: int) -> torch.Tensor:
-        """Incremental decoding with a KV cache: ``tokens`` (B, 1) at position ``step``;
-        returns logits (B, vocab). ``cache`` starts as {} and is updated in place."""
-        return self._decode(self.embed.table(), tokens, memory, cache, offset=step)[:, -1]
+    def decode_step(self, tokens: torch.Tensor, memory: EncoderOut | None, cache: dict, step: int,
+                    attention_mask: torch.Tensor | None = None,
+                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Incremental decoding with a KV cache: ``tokens`` (B, T) after ``step`` cached
+        positions; returns logits (B, vocab) of the last one. ``cache`` starts as {} and is
+        updated in place. Decoder-only, batches of unequal lengths: ``attention_mask``
+        (B, step + T) covers the cached and the new positions (0 = padding) and
+        ``position_ids`` (B, T) gives each new token's position (default: from the mask)."""
+        return self._decode(self.embed.table(), tokens, memory, cache, offset=step,
+                            attention_mask=attention_mask, position_ids=position_ids)[:, -1]
 
     @staticmethod
     def reorder_cache(cache: dict, idx: torch.Tensor) -> dict:

@@ -153,20 +153,20 @@ class Supernet(nn.Module):
         mod.ln1.dim = mod.ln2.dim = e
         mod.dropout = mod.ffn.dropout = p
 
-    def forward(self, *inputs: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor, arch: Arch | None = None, **masks) -> torch.Tensor:
         if arch is not None:
             self.set_arch(arch)
-        return self.model(*inputs)
+        return self.model(*inputs, **masks)
 
     def encode(self, src, arch: Arch | None = None):
         if arch is not None:
             self.set_arch(arch)
         return self.model.encode(src)
 
-    def decode_step(self, tokens, memory, cache, step, arch: Arch | None = None):
+    def decode_step(self, tokens, memory, cache, step, arch: Arch | None = None, **masks):
         if arch is not None:
             self.set_arch(arch)
-        return self.model.decode_step(tokens, memory, cache, step)
+        return self.model.decode_step(tokens, memory, cache, step, **masks)
 
     def elastic_linears(self):
         return [m for m in self.modules() if isinstance(m, ElasticLinear)]
@@ -261,4 +261,4 @@ def build_standalone(space: SearchSpace, arch: Arch, pad_id: int = 0) -> Transfo
         ElasticLayerNorm(arch.encoder_embed_dim) if space.is_encdec else None,
         ElasticLayerNorm(arch.decoder_embed_dim), pad_id=pad_id, encoder_dim=arch.encoder_embed_dim,
         decoder_dim=arch.decoder_embed_dim,
-        dropout=scaled_dropout(space, "decoder", arch.decoder_embed_dim))
+        dropout=scaled_dropout(space, "decoder", arch.decoder_embed_dim), max_positions=space.spec.max_positions)

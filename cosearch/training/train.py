@@ -212,9 +212,12 @@ def make_batches(td: TaskData, cfg: TrainConfig, seed: int, dist: DistInfo):
 
 
 def model_inputs(batch: dict) -> tuple[tuple, torch.Tensor]:
-    """(model inputs, next-token targets) of a translation or lm batch."""
+    """(model inputs, next-token targets) of a translation or lm batch; an lm batch of
+    padded sequences also passes its ``attention_mask`` (targets at padding are pad_id)."""
     if "src" in batch:
         return (batch["src"], batch["tgt_in"]), batch["tgt_out"]
+    if "attention_mask" in batch:
+        return (batch["input"], batch["attention_mask"]), batch["target"]
     return (batch["input"],), batch["target"]
 
 
