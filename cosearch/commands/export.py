@@ -1,6 +1,7 @@
 """``cosearch export DIR (--trial N | --pick best-quality | --arch FILE.json) --out OUT``."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -19,6 +20,12 @@ def register(sub):
     p.add_argument("--out", required=True, help="the export folder to create")
     p.add_argument("--onnx", action="store_true", help="also write the low-bit ONNX graphs and measure their "
                    "parity with the PyTorch model under onnxruntime")
+    p.add_argument("--integer", action="store_true", help="with --onnx: run every linear whose activations and "
+                   "weights are quantized as an integer kernel (MatMulInteger on int8 codes, exact int32 sums) "
+                   "instead of float arithmetic on rounded values")
+    p.add_argument("--qonnx", action="store_true", help="also write model_qonnx.onnx: the sub-network with its "
+                   "weight and activation quantizers as QONNX Quant/BipolarQuant nodes (what FINN and hls4ml "
+                   "read), checked with qonnx's cleanup and executor; needs pip install 'cosearch[fpga]'")
     p.add_argument("--run", help="with a search folder: the training run it measured (default: the one "
                    "search.json names)")
     p.add_argument("--checkpoint", help="a checkpoint file of the run (default: its newest)")
@@ -61,7 +68,8 @@ def run(args) -> int:
         raise UserError("--run goes with a search folder; here DIR is already the run")
     out = export(args.out, arch=args.arch, trial=args.trial, pick=args.pick, latency_max=args.latency_max,
                  checkpoint=args.checkpoint, hardware=args.hardware, scenario=args.scenario,
-                 onnx=args.onnx, force=args.force, **kw)
+                 onnx=args.onnx, onnx_integer=args.integer, qonnx=args.qonnx, force=args.force,
+                 progress=sys.stderr.isatty(), **kw)
     from ..export import read_config
     cfg, _, _ = read_config(out)
     pred = cfg["predicted"]
@@ -72,4 +80,14 @@ def run(args) -> int:
     check = cfg.get("onnx_check")
     if check:
         print(onnx_summary(check))
+    if cfg.get("qonnx_check"):
+        print(qonnx_summary(cfg["qonnx_check"]))
     return 0
+
+
+def qonnx_summary(check: dict) -> str:
+    """One line on the QONNX graph: its quantizers and the executor's agreement with PyTorch."""
+    ops = ", ".join(f"{n} {op}" for op, n in sorted(check["quantizers"].items()))
+    return (f"QONNX: {check['file']} ({ops}); qonnx {check['qonnx']} cleanup and executor vs PyTorch on "
+            f"{check['inputs']} inputs: max logit diff {check['max_abs_diff']:.2g}, argmax agreement "
+            f"{check['argmax_agreement']:.4f}")

@@ -54,20 +54,30 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
                  tokenizer: str | Path | bytes | None = None, task: str | None = None,
                  hardware: dict | None = None, predicted: dict | None = None,
                  metrics: dict | None = None, schedule=None, source: dict | None = None,
-                 onnx: bool = False, extra: dict | None = None, force: bool = False) -> Path:
+                 onnx: bool = False, onnx_integer: bool = False, qonnx: bool = False,
+                 extra: dict | None = None, force: bool = False, progress: bool = False) -> Path:
     """Write the export folder ``out`` for ``model`` (a standalone of ``arch``).
 
     ``tokenizer``: a tokenizer.model path or its bytes; ``hardware``: ``{"name", "params"}``;
     ``predicted``: latency/energy/size; ``metrics``: what the search measured; ``schedule``:
     a pandas DataFrame of per-operator rows. ``onnx``: also write the low-bit ONNX graphs
     and record their parity with ``model`` under onnxruntime (``onnx_check``; a difference
-    is reported there, never fatal). ``force`` replaces an existing ``out``.
+    is reported there, never fatal); ``onnx_integer``: in them, run the linears whose
+    activations and weights are quantized as integer kernels (``MatMulInteger``).
+    ``qonnx``: also write ``model_qonnx.onnx`` (``cosearch.export.qonnx_graph``, needs the
+    ``fpga`` extra) and record its check (``qonnx_check``). ``force`` replaces an existing
+    ``out``; ``progress`` shows a bar while the graphs are built and checked.
     """
     from ..version import __version__
     out = Path(out)
     if out.exists() and not force:
         raise UserError(f"{out} already exists; choose a new --out or pass --force to replace it")
     space.validate_arch(arch)
+    if onnx_integer and not onnx:
+        raise UserError("--integer chooses how the ONNX graphs compute; give it with --onnx")
+    if qonnx:
+        from .qonnx_graph import require_qonnx
+        require_qonnx()  # before any work
     model = model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -80,9 +90,12 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
             tok_name = TOKENIZER
         if schedule is not None:
             schedule.to_csv(tmp / SCHEDULE, index=False)
-        onnx_files, onnx_info = None, None
+        onnx_files, onnx_info, qonnx_info = None, None, None
         if onnx:
-            onnx_files, onnx_info = _write_onnx(model, tmp)
+            onnx_files, onnx_info = _write_onnx(model, tmp, onnx_integer, progress)
+        if qonnx:
+            from .qonnx_graph import write_qonnx
+            qonnx_info = write_qonnx(model, tmp, progress)
         size = space.size(arch)
         config = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "cosearch_version": __version__,
@@ -92,8 +105,9 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
             "predicted": {"params": size.params, "size_bytes": size.weight_bits / 8, **(predicted or {})},
             "search_metrics": metrics or {},
             "files": {"weights": WEIGHTS, "schedule": SCHEDULE if schedule is not None else None,
-                      "onnx": onnx_files},
-            "onnx_check": onnx_info, "source": source or {}, **(extra or {}),
+                      "onnx": onnx_files, "qonnx": qonnx_info["file"] if qonnx_info else None},
+            "onnx_mode": ("integer" if onnx_integer else "float") if onnx else None,
+            "onnx_check": onnx_info, "qonnx_check": qonnx_info, "source": source or {}, **(extra or {}),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=_json_default) + "\n")
         readable_by_all(tmp)
@@ -104,22 +118,29 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
     return out
 
 
-def _write_onnx(model: Transformer, folder: Path) -> tuple[dict, dict]:
+def _write_onnx(model: Transformer, folder: Path, integer: bool = False,
+                progress: bool = False) -> tuple[dict, dict]:
     """Write the ONNX graphs of ``model`` into ``folder``: ({role: file}, parity report)."""
-    from .onnx_graph import build_graphs, write_graphs
-    from .onnx_runtime import OnnxTransformer, file_names, parity
+    from tqdm import tqdm
+
+    from .onnx_graph import build_graphs, graph_steps, write_graphs
+    from .onnx_runtime import PARITY_STEPS, OnnxTransformer, file_names, parity
     files = file_names(model.family)
-    written = write_graphs(build_graphs(model), folder)
-    info = {"files": written, "bytes": sum((folder / f).stat().st_size for f in written)}
-    try:
-        import onnxruntime
-    except ImportError:
-        import onnx
-        for f in files.values():
-            onnx.checker.check_model(str(folder / f))
-        return files, {**info, "runtime": None, "note": "onnxruntime not installed: graphs checked by "
-                       "onnx.checker only; pip install 'cosearch[onnx]' to measure parity"}
-    report = parity(model, OnnxTransformer(folder, files, model.family, model.pad_id))
+    with tqdm(total=graph_steps(model) + 1 + PARITY_STEPS, desc="onnx export", unit="step",
+              disable=not progress, leave=False) as bar:
+        written = write_graphs(build_graphs(model, integer, tick=bar.update), folder)
+        bar.update()
+        info = {"files": written, "bytes": sum((folder / f).stat().st_size for f in written)}
+        try:
+            import onnxruntime
+        except ImportError:
+            import onnx
+            for f in files.values():
+                onnx.checker.check_model(str(folder / f))
+            return files, {**info, "runtime": None, "note": "onnxruntime not installed: graphs checked by "
+                           "onnx.checker only; pip install 'cosearch[onnx]' to measure parity"}
+        report = parity(model, OnnxTransformer(folder, files, model.family, model.pad_id,
+                                               max_positions=model.max_positions), tick=bar.update)
     return files, {**info, "runtime": f"onnxruntime {onnxruntime.__version__}", **report}
 
 
@@ -186,7 +207,8 @@ class Exported:
             if not isinstance(f, str) or Path(f).name != f or not (self.path / f).is_file():
                 raise UserError(f"{self.path / CONFIG}: files.onnx names {f!r}, which is not a file of the "
                                 "folder; export again with --onnx")
-        return OnnxTransformer(self.path, files, self.space.family, self.config.get("pad_id", 0), threads)
+        return OnnxTransformer(self.path, files, self.space.family, self.config.get("pad_id", 0), threads,
+                               self.space.spec.max_positions)
 
 
 def read_config(out: str | Path) -> tuple[dict, SearchSpace, Arch]:

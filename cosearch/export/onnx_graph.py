@@ -1,31 +1,37 @@
 """Deployable ONNX graphs of an exported model, built with ``onnx.helper``.
 
-Weights stay at their exported precision, in operators onnxruntime executes:
+Weights stay at their exported precision, in operators onnxruntime executes
+(``cosearch.export.onnx_weights`` has the forms and how they are stored):
 
-* 2-8-bit linears: ``com.microsoft.MatMulNBits`` (codes packed low bits first along K, in
-  blocks with one float32 scale each; every block of a row repeats the row's scale).
-  4 and 8 bits map one to one (3 bits travel as 4-bit codes: +33% on those weights).
-  2 bits, ternary and binary use 2-bit codes with float zero points, the form onnxruntime
-  runs fast on CPU (``(q - zp) * scale``; 2 bits: zp 1.5, ternary: zp 2 with scale
-  2s/3, binary: codes 1/3 with zp 2): 2.25 bits per weight at block 256, i.e. +12.5% for
-  2 bits, +41% for ternary (1.6 bits) and +125% for binary (1 bit).
+* quantized linears, float mode: ``com.microsoft.MatMulNBits`` (2-, 4- or 8-bit codes;
+  3 bits run as 4-bit codes, binary and ternary as 2-bit codes with float zero points,
+  the form onnxruntime runs fast on CPU); every weight is stored at its real bit-width.
+* quantized linears, integer mode (``integer=True``): a linear whose activations *and*
+  weights are quantized runs as ``MatMulInteger`` on the int8 activation codes and the
+  int8 weight numerators (exact int32 accumulation), then one float multiply by the
+  per-token activation step and the per-row weight scale. This is the arithmetic of an
+  integer accelerator's datapath; the fake-quantized float product equals it up to float
+  rounding.
 * 16-bit linears and tables: float16 initializers cast to float32 (onnxruntime folds the
   cast when the session starts).
 * a quantized token table: int8 numerators and a per-row scale through
   ``DequantizeLinear`` (8 bits per entry whatever its bit-width).
 
-Activations are fake-quantized per token exactly as ``cosearch.model.quant.ActQuantizer`` does
-(max|x| / Qp, round half to even, clamp, times the step), so both paths compute the same
-arithmetic up to float summation order.
+Activations are quantized per token exactly as ``cosearch.model.quant.ActQuantizer`` does
+(max|x| / Qp, round half to even, clamp; float mode multiplies the step back in), and
+positions are rows of the very sinusoid table the torch model reads, so both engines
+compute the same arithmetic up to float summation order.
 
 Graphs have dynamic batch and sequence axes and a KV cache in the layout Optimum and
-onnxruntime-genai use: inputs ``past_key_values.{i}.key/value`` (decoder-only) or
-``past_key_values.{i}.decoder.key/value`` plus ``past_key_values.{i}.encoder.key/value``
-(encoder-decoder), outputs ``present.…``, shaped (batch, heads, sequence, head_dim). An
-encoder-decoder becomes an encoder graph (``input_ids`` -> the cross-attention keys and
-values of every decoder layer, as onnxruntime-genai's Whisper encoder emits them) and one
-decoder-with-past graph; both read one shared external data file, so the token table is
-stored once.
+onnxruntime-genai use. Decoder-only (``model.onnx``): inputs ``input_ids`` (batch, sequence),
+``attention_mask`` (batch, past_sequence + sequence; 0 = padding), ``position_ids`` (batch,
+sequence) and ``past_key_values.{i}.key/value``; outputs ``logits`` and
+``present.{i}.key/value``, shaped (batch, heads, sequence, head_dim). Positions at or past
+``max_positions`` are refused by the position table's Gather. An encoder-decoder becomes an
+encoder graph (``input_ids`` -> the cross-attention keys and values of every decoder
+layer, as onnxruntime-genai's Whisper encoder emits them) and one decoder-with-past graph
+(``past_key_values.{i}.decoder.*`` and ``.encoder.*``); both read one shared external data
+file, so the token table is stored once.
 """
 from __future__ import annotations
 
@@ -35,12 +41,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from ..model.modules import Attention, QLinear, Transformer
-from ..model.quant import TERNARY, quantize_codes
+from ..model.modules import Attention, QLinear, Transformer, sinusoid
 from ..space import canonical_bits
+from .onnx_weights import (block_size_for, integer_inputs, matmul_nbits_bits, nbits_inputs,  # noqa: F401
+                           nbits_weight, pack_low_first, table_numerators)
 
 OPSET = 17
 MS_DOMAIN = "com.microsoft"
@@ -49,88 +55,8 @@ DECODER_ONLY_FILE = "model.onnx"
 ENCODER_FILE, DECODER_FILE, SHARED_DATA_FILE = "encoder_model.onnx", "decoder_model.onnx", "model.onnx_data"
 _MASKED = -1e9  # added to disallowed attention scores: exp() of it is exactly 0 in float32
 _STAT_EPS = 1e-12  # as cosearch.model.quant: the per-token max floor
-
-
-# --------------------------------------------------------------------------- weights
-def matmul_nbits_bits(bits: float) -> int:
-    """The MatMulNBits code width that holds ``bits``-bit weights."""
-    b = canonical_bits(bits)
-    if b <= 2:
-        return 2
-    if b <= 4:
-        return 4
-    return 8
-
-
-def block_size_for(k: int, bits: int, has_zero_point: bool) -> int:
-    """The MatMulNBits block size (power of two, >= 16) that stores K columns in the fewest
-    bytes (padding plus one scale, and zero point, per block); ties go to the larger block."""
-    limit = 256 if bits == 2 else 2048  # onnxruntime's CPU kernel refuses 2-bit blocks over 256
-    best = None
-    bs = 16
-    while bs <= limit:
-        blocks = -(-k // bs)
-        cost = blocks * (bs * bits // 8 + 4 * (2 if has_zero_point else 1))
-        if best is None or cost <= best[0]:
-            best = (cost, bs)
-        if bs >= k:
-            break
-        bs *= 2
-    return best[1]
-
-
-def pack_low_first(q: np.ndarray, bits: int, block_size: int) -> np.ndarray:
-    """Unsigned codes (N, K) -> uint8 (N, k_blocks, block_size * bits / 8), the first code
-    of every byte in its lowest bits (MatMulNBits' layout); K is zero-padded to whole blocks."""
-    n, k = q.shape
-    blocks = -(-k // block_size)
-    padded = np.zeros((n, blocks * block_size), np.uint8)
-    padded[:, :k] = q
-    per_byte = 8 // bits
-    groups = padded.reshape(n, blocks, block_size // per_byte, per_byte).astype(np.uint16)
-    out = np.zeros(groups.shape[:-1], np.uint16)
-    for i in range(per_byte):
-        out |= groups[..., i] << (i * bits)
-    return out.astype(np.uint8)
-
-
-@dataclass
-class NBitsWeight:
-    """One linear's weight in MatMulNBits form: w[n, k] = (q[n, k] - zero_point[n]) * scale[n]."""
-
-    codes: np.ndarray        # uint8 (N, K), unsigned
-    scale: np.ndarray        # float32 (N,)
-    zero_point: float | None  # None: the default 2^(bits-1), an integer
-    bits: int
-
-
-def nbits_weight(weight: torch.Tensor, bits: float, scale: torch.Tensor) -> NBitsWeight:
-    """The MatMulNBits form of a fake-quantized weight with per-row ``scale`` (exact)."""
-    b = canonical_bits(bits)
-    c = quantize_codes(weight, b, scale).numpy().astype(np.int16)
-    s = scale.detach().float().reshape(-1)
-    nb = matmul_nbits_bits(b)
-    if b == 2:      # level (c + 1/2) / 2: (q - 1.5) * s/2 with q = c + 2
-        return NBitsWeight((c + 2).astype(np.uint8), (s * 0.5).numpy(), 1.5, nb)
-    if b == TERNARY:  # level 2c/3: (q - 2) * (2/3 s), the float32 product quant.py forms
-        return NBitsWeight((c + 2).astype(np.uint8), (torch.ones(1) * (2.0 / 3.0) * s).numpy(), 2.0, nb)
-    if b == 1:      # level 2c + 1 in {-1, 1}: q = 2c + 3 in {1, 3}, zero point 2
-        return NBitsWeight((2 * c + 3).astype(np.uint8), s.numpy(), 2.0, nb)
-    return NBitsWeight((c + 2 ** (nb - 1)).astype(np.uint8), s.numpy(), None, nb)
-
-
-def table_numerators(weight: torch.Tensor, bits: float, scale: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 numerators (V, D), float32 scale (V,)) with numerator * scale == weight exactly."""
-    b = canonical_bits(bits)
-    c = quantize_codes(weight, b, scale).numpy().astype(np.int16)
-    s = scale.detach().float().reshape(-1)
-    if b == 2:
-        return (2 * c + 1).astype(np.int8), (s * 0.25).numpy()
-    if b == TERNARY:
-        return c.astype(np.int8), (torch.ones(1) * (2.0 / 3.0) * s).numpy()
-    if b == 1:
-        return (2 * c + 1).astype(np.int8), s.numpy()
-    return c.astype(np.int8), s.numpy()
+#: the position table's length when a model does not say its max_positions
+DEFAULT_MAX_POSITIONS = 1024
 
 
 # --------------------------------------------------------------------------- graph building
@@ -143,6 +69,7 @@ class Graph:
     inits: dict = field(default_factory=dict)
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
+    opsets: dict = field(default_factory=lambda: {"": OPSET, MS_DOMAIN: 1})
     _n: int = 0
 
     def const(self, name: str, array: np.ndarray) -> str:
@@ -166,7 +93,7 @@ class Graph:
 
     def model(self) -> onnx.ModelProto:
         g = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, list(self.inits.values()))
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()],
                               producer_name="cosearch")
         m.ir_version = 8
         return m
@@ -176,49 +103,85 @@ def _float_input(name: str, shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
+def _int_input(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.INT64, shape)
+
+
+@dataclass
+class QAct:
+    """A quantized activation: integer-valued float codes times a per-token step (B, T, 1)."""
+
+    codes: str
+    step: str
+    value: str | None = None  # codes * step, made on first use
+    int8: str | None = None   # the codes as int8, made on first use
+
+
 class _Builder:
-    """Emits the operators of one ``Transformer`` (plain sub-network) into graphs."""
+    """Emits the operators of one ``Transformer`` (plain sub-network) into graphs.
+    ``tick`` is called once per layer built (a progress bar)."""
 
-    def __init__(self, model: Transformer):
+    def __init__(self, model: Transformer, integer: bool = False, tick=None):
         self.m = model.eval()
+        self.integer = integer
+        self.tick = tick or (lambda: None)
+        self.max_positions = model.max_positions or DEFAULT_MAX_POSITIONS
 
-    # ---- pieces
-    def act_quant(self, g: Graph, x: str, mod: QLinear, name: str) -> str:
-        """Per-token fake quantization of ``x`` at ``mod``'s activation bits (ActQuantizer)."""
+    # ---- activations
+    def quantize(self, g: Graph, x: str, mod: QLinear, name: str) -> QAct | str:
+        """Per-token quantization of ``x`` at ``mod``'s activation bits (ActQuantizer)."""
         bits = int(mod.act_bits)
         if bits == 16:
             return x
         qn, qp = 2 ** (bits - 1), 2 ** (bits - 1) - 1
+        stat = self.act_step(g, x, mod, name)
+        rounded = g.op("Round", [g.op("Div", [x, stat])])
+        return QAct(g.op("Clip", [rounded, g.scalar(float(-qn)), g.scalar(float(qp))]), stat)
+
+    def act_step(self, g: Graph, x: str, mod: QLinear, name: str) -> str:
+        """The per-token step: max|x| / Qp, times the learned clipping factor below 8 bits."""
+        bits = int(mod.act_bits)
         amax = g.op("ReduceMax", [g.op("Abs", [x])], axes=[-1], keepdims=1)
-        stat = g.op("Div", [g.op("Max", [amax, g.scalar(_STAT_EPS)]), g.scalar(float(qp))])
-        if bits < 8:  # learned clipping factor, exp() taken in torch as the model does
+        stat = g.op("Div", [g.op("Max", [amax, g.scalar(_STAT_EPS)]), g.scalar(float(2 ** (bits - 1) - 1))])
+        if bits < 8:  # exp() taken in torch, as the model does
             factor = mod.aq.log_clip[f"b{bits}"].detach().exp().float().numpy()
             stat = g.op("Mul", [g.const(f"{name}.act_clip", factor), stat])
-        rounded = g.op("Round", [g.op("Div", [x, stat])])
-        codes = g.op("Clip", [rounded, g.scalar(float(-qn)), g.scalar(float(qp))])
-        return g.op("Mul", [codes, stat])
+        return stat
 
-    def linear(self, g: Graph, x: str, mod: QLinear, name: str, quantized: bool = False) -> str:
-        """``mod``'s output for ``x`` (activation quantization first unless ``quantized``)."""
-        if not quantized:
-            x = self.act_quant(g, x, mod, name)
+    def value(self, g: Graph, x: QAct | str) -> str:
+        if isinstance(x, str):
+            return x
+        if x.value is None:
+            x.value = g.op("Mul", [x.codes, x.step])
+        return x.value
+
+    # ---- linears
+    def linear(self, g: Graph, x: QAct | str, mod: QLinear, name: str) -> str:
+        """``mod``'s output for ``x`` (a float tensor, quantized here, or a ``QAct``)."""
+        if isinstance(x, str):
+            x = self.quantize(g, x, mod, name)
         bias = g.const(f"{name}.bias", mod.bias.detach().float().numpy()) if mod.bias is not None else None
         bits = canonical_bits(mod.weight_bits)
         if bits == 16:
             wt = g.const(f"{name}.weight_t", mod.weight.detach().t().half().numpy())
-            y = g.op("MatMul", [x, g.op("Cast", [wt], to=TensorProto.FLOAT)])
-            return g.op("Add", [y, bias]) if bias else y
-        w = nbits_weight(mod.weight.detach(), bits, mod.weight_scale)
-        n, k = w.codes.shape
-        bs = block_size_for(k, w.bits, w.zero_point is not None)
-        blocks = -(-k // bs)
-        ins = [x, g.const(f"{name}.weight_codes", pack_low_first(w.codes, w.bits, bs)),
-               g.const(f"{name}.weight_scales", np.repeat(w.scale[:, None], blocks, axis=1).astype(np.float32))]
-        ins.append(g.const(f"{name}.weight_zero_points", np.full((n, blocks), w.zero_point, np.float32))
-                   if w.zero_point is not None else "")
-        y = g.op("MatMulNBits", ins, domain=MS_DOMAIN, K=k, N=n, bits=w.bits, block_size=bs)
+            y = g.op("MatMul", [self.value(g, x), g.op("Cast", [wt], to=TensorProto.FLOAT)])
+        elif self.integer and isinstance(x, QAct):
+            y = self.integer_matmul(g, x, mod, name)
+        else:
+            ins, attrs = nbits_inputs(g, name, mod.weight.detach(), bits, mod.weight_scale)
+            y = g.op("MatMulNBits", [self.value(g, x), *ins], domain=MS_DOMAIN, **attrs)
         return g.op("Add", [y, bias]) if bias else y
 
+    def integer_matmul(self, g: Graph, x: QAct, mod: QLinear, name: str) -> str:
+        """int8 activation codes x int8 weight numerators, accumulated exactly in int32,
+        then scaled by the token's step and the row's scale."""
+        w, scale = integer_inputs(g, name, mod.weight.detach(), mod.weight_bits, mod.weight_scale)
+        if x.int8 is None:
+            x.int8 = g.op("Cast", [x.codes], to=TensorProto.INT8)
+        acc = g.op("Cast", [g.op("MatMulInteger", [x.int8, w])], to=TensorProto.FLOAT)
+        return g.op("Mul", [g.op("Mul", [acc, x.step]), scale])
+
+    # ---- pieces
     def layer_norm(self, g: Graph, x: str, ln, name: str) -> str:
         d = ln.dim
         return g.op("LayerNormalization", [x, g.const(f"{name}.weight", ln.weight[:d].detach().float().numpy()),
@@ -239,19 +202,22 @@ class _Builder:
             return table
         return g.op("Slice", [table, g.ints([0]), g.ints([dim]), g.ints([1])])
 
-    def embed(self, g: Graph, table: str, ids: str, dim: int, offset: str) -> str:
-        """Token embeddings * sqrt(dim) plus sinusoids at positions offset.. (Transformer._embed)."""
+    def embed(self, g: Graph, table: str, ids: str, dim: int, positions: str) -> str:
+        """Token embeddings * sqrt(dim) plus the sinusoids of ``positions`` ((B, T) or (T,)
+        int64), gathered from the table the torch model reads (Transformer._embed)."""
         x = g.op("Mul", [g.op("Gather", [self.columns(g, table, dim), ids]), g.scalar(math.sqrt(dim))])
-        half = dim // 2
-        freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+        pe = g.const(f"sinusoid.{dim}", sinusoid(self.max_positions, dim, "cpu").numpy())
+        return g.op("Add", [x, g.op("Gather", [pe, positions])])
+
+    def positions(self, g: Graph, start: str, ids: str) -> str:
+        """(1, T) positions start, start+1, ... (2-D: onnxruntime 1.32 rewrites a Gather of a
+        1-D Range into a Slice with scalar starts, which it then refuses to run)."""
+        return g.op("Unsqueeze", [self.arange(g, start, ids), g.ints([0])])
+
+    def arange(self, g: Graph, start: str, ids: str) -> str:
+        """Positions start, start+1, ... for the sequence axis of ``ids``."""
         length = g.op("Gather", [g.op("Shape", [ids]), g.scalar(1, np.int64)])
-        pos = g.op("Range", [offset, g.op("Add", [offset, length]), g.scalar(1, np.int64)])
-        ang = g.op("Mul", [g.op("Unsqueeze", [g.op("Cast", [pos], to=TensorProto.FLOAT), g.ints([1])]),
-                           g.const(f"sinusoid.freq.{dim}", freq.numpy())])
-        parts = [g.op("Sin", [ang]), g.op("Cos", [ang])]
-        if dim % 2:
-            parts.append(g.op("Mul", [g.op("Slice", [ang, g.ints([0]), g.ints([1]), g.ints([1])]), g.scalar(0.0)]))
-        return g.op("Add", [x, g.op("Concat", parts, axis=-1)])
+        return g.op("Range", [start, g.op("Add", [start, length]), g.scalar(1, np.int64)])
 
     def heads(self, g: Graph, x: str, attn: Attention) -> str:
         """(B, T, H*D) -> (B, H, T, D)."""
@@ -269,10 +235,10 @@ class _Builder:
     def self_attention(self, g: Graph, x: str, attn: Attention, name: str, past: tuple[str, str] | None,
                        bias: str | None) -> tuple[str, str, str]:
         """(output, keys, values); keys/values include ``past`` (the present cache)."""
-        xq = self.act_quant(g, x, attn.q, f"{name}.q")
-        q = self.heads(g, self.linear(g, xq, attn.q, f"{name}.q", True), attn)
-        k = self.heads(g, self.linear(g, xq, attn.k, f"{name}.k", True), attn)
-        v = self.heads(g, self.linear(g, xq, attn.v, f"{name}.v", True), attn)
+        xq = self.quantize(g, x, attn.q, f"{name}.q")  # q, k and v read one quantized input
+        q = self.heads(g, self.linear(g, xq, attn.q, f"{name}.q"), attn)
+        k = self.heads(g, self.linear(g, xq, attn.k, f"{name}.k"), attn)
+        v = self.heads(g, self.linear(g, xq, attn.v, f"{name}.v"), attn)
         if past is not None:
             k, v = g.op("Concat", [past[0], k], axis=2), g.op("Concat", [past[1], v], axis=2)
         return self.attend(g, q, k, v, bias, attn, name), k, v
@@ -287,22 +253,84 @@ class _Builder:
 
     def causal_bias(self, g: Graph, ids: str, past_len: str) -> str:
         """(T, P+T) additive bias: query i (position P+i) sees keys j <= P+i."""
-        length = g.op("Gather", [g.op("Shape", [ids]), g.scalar(1, np.int64)])
-        qpos = g.op("Unsqueeze", [g.op("Range", [past_len, g.op("Add", [past_len, length]), g.scalar(1, np.int64)]),
-                                  g.ints([1])])
-        kpos = g.op("Unsqueeze", [g.op("Range", [g.scalar(0, np.int64), g.op("Add", [past_len, length]),
-                                                  g.scalar(1, np.int64)]), g.ints([0])])
+        qpos = g.op("Unsqueeze", [self.arange(g, past_len, ids), g.ints([1])])
+        total = g.op("Add", [past_len, g.op("Gather", [g.op("Shape", [ids]), g.scalar(1, np.int64)])])
+        kpos = g.op("Unsqueeze", [g.op("Range", [g.scalar(0, np.int64), total, g.scalar(1, np.int64)]), g.ints([0])])
         return g.op("Where", [g.op("LessOrEqual", [kpos, qpos]), g.scalar(0.0), g.scalar(_MASKED)])
+
+    # ---- stacks
+    def encoder_states(self, g: Graph, ids: str) -> tuple[list[str], str]:
+        """(normalised outputs of the encoder layers the decoder reads, source mask (B, S))."""
+        m = self.m
+        mask = g.op("Cast", [g.op("Not", [g.op("Equal", [ids, g.scalar(int(m.pad_id), np.int64)])])],
+                    to=TensorProto.INT64)
+        bias = self.key_bias(g, mask)
+        x = self.embed(g, self.table(g), ids, m.encoder_dim, self.positions(g, g.scalar(0, np.int64), ids))
+        keep = max(m.max_cross, 1)
+        states = []
+        for i, layer in enumerate(m.encoder_layers):
+            name = f"encoder.{i}"
+            h, _, _ = self.self_attention(g, self.layer_norm(g, x, layer.ln1, f"{name}.ln1"), layer.attn,
+                                          f"{name}.attn", None, bias)
+            x = g.op("Add", [x, h])
+            x = g.op("Add", [x, self.ffn(g, self.layer_norm(g, x, layer.ln2, f"{name}.ln2"), layer.ffn, f"{name}.ffn")])
+            if i >= m.n_encoder - keep:
+                states.append(x)
+            self.tick()
+        return [self.layer_norm(g, s, m.encoder_norm, "encoder_norm") for s in states], mask
+
+    def cross_kv(self, g: Graph, states: list[str]) -> list[tuple[str, str]]:
+        """Each decoder layer's cross-attention keys and values (B, H, S*, D)."""
+        out = []
+        for i, layer in enumerate(self.m.decoder_layers):
+            c, n_cross = layer.cross_attn, layer.cross_layers
+            mem = g.op("Concat", states[-n_cross:], axis=1) if n_cross > 1 else states[-1]
+            mq = self.quantize(g, mem, c.k, f"decoder.{i}.cross_attn.k")
+            out.append(tuple(self.heads(g, self.linear(g, mq, mod, f"decoder.{i}.cross_attn.{t}"), c)
+                             for t, mod in (("k", c.k), ("v", c.v))))
+        return out
+
+    def decoder_stack(self, g: Graph, x: str, self_bias: str, past: list | None = None, cross: list | None = None,
+                      source_mask: str | None = None) -> tuple[str, list]:
+        """(final-normed states, [(keys, values)] per layer) of the decoder layers."""
+        cross_bias, presents = {}, []
+        for i, layer in enumerate(self.m.decoder_layers):
+            name = f"decoder.{i}"
+            h, k, v = self.self_attention(g, self.layer_norm(g, x, layer.ln1, f"{name}.ln1"), layer.self_attn,
+                                          f"{name}.self_attn", past[i] if past else None, self_bias)
+            presents.append((k, v))
+            x = g.op("Add", [x, h])
+            if cross is not None:
+                n_cross = layer.cross_layers
+                if n_cross not in cross_bias:
+                    mask = source_mask if n_cross == 1 else g.op("Tile", [source_mask, g.ints([1, n_cross])])
+                    cross_bias[n_cross] = self.key_bias(g, mask)
+                c = layer.cross_attn
+                cq = self.heads(g, self.linear(g, self.layer_norm(g, x, layer.ln_cross, f"{name}.ln_cross"),
+                                               c.q, f"{name}.cross_attn.q"), c)
+                x = g.op("Add", [x, self.attend(g, cq, cross[i][0], cross[i][1], cross_bias[n_cross], c,
+                                                f"{name}.cross_attn")])
+            x = g.op("Add", [x, self.ffn(g, self.layer_norm(g, x, layer.ln2, f"{name}.ln2"), layer.ffn, f"{name}.ffn")])
+            self.tick()
+        return self.layer_norm(g, x, self.m.decoder_norm, "decoder_norm"), presents
+
+    def logits(self, g: Graph, x: str, table: str) -> None:
+        m = self.m
+        out_t = g.op("Transpose", [self.columns(g, table, m.decoder_dim)], perm=[1, 0])
+        g.op("MatMul", [x, out_t], ["logits"])
+        g.outputs.insert(0, _float_input("logits", ["batch", "sequence", m.embed.weight.shape[0]]))
 
     # ---- graphs
     def decoder_graph(self) -> Graph:
         """The decoder with a KV cache: logits and present keys/values for ``input_ids``."""
         m, encdec = self.m, self.m.family == "encoder_decoder"
         g = Graph("decoder")
-        g.inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]))
+        g.inputs.append(_int_input("input_ids", ["batch", "sequence"]))
         if encdec:
-            g.inputs.append(helper.make_tensor_value_info("encoder_attention_mask", TensorProto.INT64,
-                                                          ["batch", "encoder_sequence"]))
+            g.inputs.append(_int_input("encoder_attention_mask", ["batch", "encoder_sequence"]))
+        else:
+            g.inputs += [_int_input("attention_mask", ["batch", "total_sequence"]),
+                         _int_input("position_ids", ["batch", "sequence"])]
         kind = ".decoder" if encdec else ""
         past, cross = [], []
         for i, layer in enumerate(m.decoder_layers):
@@ -318,75 +346,47 @@ class _Builder:
                 cross.append(cn)
         past_len = g.op("Gather", [g.op("Shape", [past[0][0]]), g.scalar(2, np.int64)])
         table = self.table(g)
-        x = self.embed(g, table, "input_ids", m.decoder_dim, past_len)
-        causal = self.causal_bias(g, "input_ids", past_len)
-        cross_bias = {}
-        vocab = m.embed.weight.shape[0]
-        for i, layer in enumerate(m.decoder_layers):
-            name = f"decoder.{i}"
-            h, k, v = self.self_attention(g, self.layer_norm(g, x, layer.ln1, f"{name}.ln1"), layer.self_attn,
-                                          f"{name}.self_attn", past[i], causal)
-            g.op("Identity", [k], [f"present.{i}{kind}.key"])
-            g.op("Identity", [v], [f"present.{i}{kind}.value"])
+        bias = self.causal_bias(g, "input_ids", past_len)
+        if encdec:
+            positions = self.positions(g, past_len, "input_ids")
+        else:  # padding: the caller's positions, and its mask over past and new keys
+            positions = "position_ids"
+            bias = g.op("Add", [bias, self.key_bias(g, "attention_mask")])
+        x = self.embed(g, table, "input_ids", m.decoder_dim, positions)
+        x, presents = self.decoder_stack(g, x, bias, past, cross if encdec else None,
+                                         "encoder_attention_mask" if encdec else None)
+        for i, (layer, (k, v)) in enumerate(zip(m.decoder_layers, presents)):
             a = layer.self_attn
-            g.outputs += [_float_input(f"present.{i}{kind}.{t}", ["batch", a.heads, "total_sequence", a.head_dim])
-                          for t in ("key", "value")]
-            x = g.op("Add", [x, h])
-            if encdec:
-                n_cross = layer.cross_layers
-                if n_cross not in cross_bias:
-                    mask = "encoder_attention_mask"
-                    if n_cross > 1:
-                        mask = g.op("Tile", [mask, g.ints([1, n_cross])])
-                    cross_bias[n_cross] = self.key_bias(g, mask)
-                c = layer.cross_attn
-                cq = self.heads(g, self.linear(g, self.layer_norm(g, x, layer.ln_cross, f"{name}.ln_cross"),
-                                               c.q, f"{name}.cross_attn.q"), c)
-                x = g.op("Add", [x, self.attend(g, cq, cross[i][0], cross[i][1], cross_bias[n_cross], c,
-                                                f"{name}.cross_attn")])
-            x = g.op("Add", [x, self.ffn(g, self.layer_norm(g, x, layer.ln2, f"{name}.ln2"), layer.ffn, f"{name}.ffn")])
-        x = self.layer_norm(g, x, m.decoder_norm, "decoder_norm")
-        out_t = g.op("Transpose", [self.columns(g, table, m.decoder_dim)], perm=[1, 0])
-        g.op("MatMul", [x, out_t], ["logits"])
-        g.outputs.insert(0, _float_input("logits", ["batch", "sequence", vocab]))
+            for t, value in (("key", k), ("value", v)):
+                g.op("Identity", [value], [f"present.{i}{kind}.{t}"])
+                g.outputs.append(_float_input(f"present.{i}{kind}.{t}", ["batch", a.heads, "total_sequence", a.head_dim]))
+        self.logits(g, x, table)
         return g
 
     def encoder_graph(self) -> Graph:
         """The encoder: ``input_ids`` -> cross-attention keys/values of every decoder layer."""
-        m = self.m
         g = Graph("encoder")
-        g.inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "encoder_sequence"]))
-        mask = g.op("Cast", [g.op("Not", [g.op("Equal", ["input_ids", g.scalar(int(m.pad_id), np.int64)])])],
-                    to=TensorProto.INT64)
-        bias = self.key_bias(g, mask)
-        x = self.embed(g, self.table(g), "input_ids", m.encoder_dim, g.scalar(0, np.int64))
-        keep = max(m.max_cross, 1)
-        states = []
-        for i, layer in enumerate(m.encoder_layers):
-            name = f"encoder.{i}"
-            h, _, _ = self.self_attention(g, self.layer_norm(g, x, layer.ln1, f"{name}.ln1"), layer.attn,
-                                          f"{name}.attn", None, bias)
-            x = g.op("Add", [x, h])
-            x = g.op("Add", [x, self.ffn(g, self.layer_norm(g, x, layer.ln2, f"{name}.ln2"), layer.ffn, f"{name}.ffn")])
-            if i >= m.n_encoder - keep:
-                states.append(x)
-        states = [self.layer_norm(g, s, m.encoder_norm, "encoder_norm") for s in states]
-        for i, layer in enumerate(m.decoder_layers):
-            c, n_cross = layer.cross_attn, layer.cross_layers
-            mem = g.op("Concat", states[-n_cross:], axis=1) if n_cross > 1 else states[-1]
-            mq = self.act_quant(g, mem, c.k, f"decoder.{i}.cross_attn.k")
-            for t, mod in (("key", c.k), ("value", c.v)):
+        g.inputs.append(_int_input("input_ids", ["batch", "encoder_sequence"]))
+        states, _ = self.encoder_states(g, "input_ids")
+        for i, (layer, kv) in enumerate(zip(self.m.decoder_layers, self.cross_kv(g, states))):
+            c = layer.cross_attn
+            for t, value in zip(("key", "value"), kv):
                 out = f"present.{i}.encoder.{t}"
-                g.op("Identity", [self.heads(g, self.linear(g, mq, mod, f"decoder.{i}.cross_attn.{t[0]}", True), c)],
-                     [out])
-                g.outputs.append(_float_input(out, ["batch", c.heads, f"encoder_sequence_{n_cross}", c.head_dim]))
+                g.op("Identity", [value], [out])
+                g.outputs.append(_float_input(out, ["batch", c.heads, f"encoder_sequence_{layer.cross_layers}",
+                                                    c.head_dim]))
         return g
 
 
-def build_graphs(model: Transformer) -> dict[str, onnx.ModelProto]:
+def graph_steps(model: Transformer) -> int:
+    """How many times ``build_graphs`` ticks (one per layer built): a progress bar's total."""
+    return model.n_decoder + model.n_encoder
+
+
+def build_graphs(model: Transformer, integer: bool = False, tick=None) -> dict[str, onnx.ModelProto]:
     """{file name: model} of ``model``: one decoder graph, plus the encoder graph for an
-    encoder-decoder."""
-    b = _Builder(model)
+    encoder-decoder. ``integer``: quantized linears with quantized inputs as MatMulInteger."""
+    b = _Builder(model, integer, tick)
     if model.family == "encoder_decoder":
         return {ENCODER_FILE: b.encoder_graph().model(), DECODER_FILE: b.decoder_graph().model()}
     return {DECODER_ONLY_FILE: b.decoder_graph().model()}

@@ -46,14 +46,20 @@ def _ort():
 
 
 def session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session of ``path`` (threads: OMP_NUM_THREADS, else onnxruntime's default)."""
+    """An onnxruntime CPU session of ``path`` (threads: OMP_NUM_THREADS, else onnxruntime's
+    default); a file onnxruntime cannot load is a one-line ``UserError``."""
     ort = _ort()
     opts = ort.SessionOptions()
     threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads:
         opts.intra_op_num_threads = opts.inter_op_num_threads = threads
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...), not OSError
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise UserError(f"{path}: onnxruntime cannot load it ({first[:200]}); the file is damaged or "
+                        "truncated, export again with --onnx") from None
 
 
 @dataclass
@@ -72,8 +78,10 @@ class CrossCache:
 class OnnxTransformer:
     """An export's ONNX graphs behind the decoding interface of ``Transformer``."""
 
-    def __init__(self, folder: str | Path, files: dict, family: str, pad_id: int, threads: int | None = None):
+    def __init__(self, folder: str | Path, files: dict, family: str, pad_id: int, threads: int | None = None,
+                 max_positions: int | None = None):
         self.family, self.pad_id = family, int(pad_id)
+        self.max_positions = max_positions
         folder = Path(folder)
         self.decoder = session(folder / files["decoder"], threads)
         self.encoder = session(folder / files["encoder"], threads) if family == "encoder_decoder" else None
@@ -87,36 +95,63 @@ class OnnxTransformer:
         return {name: np.zeros((batch, shape[1], 0, shape[3]), np.float32) for name, shape in self.past}
 
     def encode(self, src: torch.Tensor) -> CrossCache:
+        self._check_positions(src.shape[1])
         ids = src.numpy().astype(np.int64)
         outs = self.encoder.run(None, {"input_ids": ids})
         return CrossCache(list(zip(outs[0::2], outs[1::2])), (ids != self.pad_id).astype(np.int64))
 
-    def _run(self, tokens: np.ndarray, memory: CrossCache | None, past: dict) -> tuple[np.ndarray, list]:
-        feed = {"input_ids": tokens.astype(np.int64), **past}
+    def _check_positions(self, end: int) -> None:
+        if self.max_positions is not None and end > self.max_positions:
+            raise UserError(f"the input reaches position {end} but this model was trained for at most "
+                            f"max_positions {self.max_positions}; shorten the input (or the generation)")
+
+    def _run(self, tokens: torch.Tensor, memory: CrossCache | None, past: dict, step: int,
+             attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None):
+        b, t = tokens.shape
+        feed = {"input_ids": tokens.numpy().astype(np.int64), **past}
         if memory is not None:
+            self._check_positions(step + t)
             feed["encoder_attention_mask"] = memory.mask
             for i, (k, v) in enumerate(memory.kv):
                 feed[f"past_key_values.{i}.encoder.key"], feed[f"past_key_values.{i}.encoder.value"] = k, v
+        else:  # as Transformer: no mask = no padding; positions from the mask
+            from ..model.modules import positions_from_mask
+            if attention_mask is None:
+                attention_mask = torch.ones(b, step + t, dtype=torch.int64)
+            if position_ids is None:
+                position_ids = positions_from_mask(attention_mask, t)
+            self._check_positions(int(position_ids.max()) + 1 if position_ids.numel() else 0)
+            feed["attention_mask"] = attention_mask.numpy().astype(np.int64)
+            feed["position_ids"] = position_ids.numpy().astype(np.int64)
         logits, *present = self.decoder.run(None, feed)
         return logits, present
 
-    def decode_step(self, tokens: torch.Tensor, memory: CrossCache | None, cache: dict, step: int) -> torch.Tensor:
+    def decode_step(self, tokens: torch.Tensor, memory: CrossCache | None, cache: dict, step: int,
+                    attention_mask: torch.Tensor | None = None,
+                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """As ``Transformer.decode_step``: logits (B, vocab) of the last position; ``cache``
         (torch tensors, so ``Transformer.reorder_cache`` applies) is updated in place."""
         if cache:
             past = {name: cache[name].numpy() for name, _ in self.past}
         else:
             past = self._empty_past(tokens.shape[0])
-        logits, present = self._run(tokens.numpy(), memory, past)
+        logits, present = self._run(tokens, memory, past, step, attention_mask, position_ids)
         for (name, _), value in zip(self.past, present):
             cache[name] = torch.from_numpy(value)
         return torch.from_numpy(logits[:, -1])
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Full-sequence logits, as ``Transformer.forward`` (empty cache)."""
-        memory = self.encode(inputs[0]) if self.family == "encoder_decoder" else None
-        tokens = inputs[-1]
-        logits, _ = self._run(tokens.numpy(), memory, self._empty_past(tokens.shape[0]))
+        if self.family == "encoder_decoder":
+            memory, tokens = self.encode(inputs[0]), inputs[1]
+        else:
+            memory, (tokens, *rest) = None, inputs
+            if rest:
+                attention_mask, *rest = rest
+            if rest:
+                (position_ids,) = rest
+        logits, _ = self._run(tokens, memory, self._empty_past(tokens.shape[0]), 0, attention_mask, position_ids)
         return torch.from_numpy(logits)
 
 
@@ -159,9 +194,13 @@ def float_activations(model: Transformer):
             m.act_bits, m.aq.bit_choices = bits, choices
 
 
+#: progress ticks of ``parity`` with its default arguments (a progress bar's total)
+PARITY_STEPS = 5
+
+
 @torch.no_grad()
 def parity(model: Transformer, onnx_model: OnnxTransformer, batch: int = 3, lengths=(5, 13),
-           seeds=(0, 1), kv_steps: int = 4) -> dict:
+           seeds=(0, 1), kv_steps: int = 4, tick=None) -> dict:
     """Compare ONNX and torch on ``len(seeds) * len(lengths)`` random batches (full
     sequences) and on ``kv_steps`` cached decoding steps. Returns what it measured: max
     and 99th-percentile absolute logit differences, the median change activation
@@ -185,6 +224,8 @@ def parity(model: Transformer, onnx_model: OnnxTransformer, batch: int = 3, leng
             worst = d.amax(-1)
             flipped += int((worst > FLOAT_ATOL).sum())
             over += int((worst > FLOAT_ATOL + QUANT_NOISE_FACTOR * change).sum())
+            if tick:
+                tick()
     # KV cache: step by step through both caches from the same tokens
     x = _inputs(model, 7, batch, kv_steps + 1)
     memory_t = model.encode(x[0]) if model.family == "encoder_decoder" else None
@@ -198,6 +239,8 @@ def parity(model: Transformer, onnx_model: OnnxTransformer, batch: int = 3, leng
         kv_diff = max(kv_diff, float((a - b).abs().max()))
         kv_agree += int((a.argmax(-1) == b.argmax(-1)).sum())
         kv_total += a.shape[0]
+    if tick:
+        tick()
     d = torch.cat(diffs)
     report = {"batch": batch, "lengths": list(lengths), "batches": len(seeds) * len(lengths),
               "max_abs_diff": float(d.max()), "p99_abs_diff": float(torch.quantile(d[:1_000_000], 0.99)),

@@ -81,7 +81,8 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
            checkpoint: str | Path | None = None, hardware: Any = None,
            hardware_params: dict | None = None, scenario: str | None = None,
            tokenizer: str | Path | bytes | None = None, task: str | None = None,
-           metrics: dict | None = None, onnx: bool = False, force: bool = False) -> Path:
+           metrics: dict | None = None, onnx: bool = False, onnx_integer: bool = False,
+           qonnx: bool = False, force: bool = False, progress: bool = False) -> Path:
     """Export one sub-network to the folder ``out`` (what ``cosearch export`` runs).
 
     The sub-network comes from a search folder (``search`` with ``trial`` or ``pick``
@@ -89,8 +90,14 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     metrics) or from a training ``run`` folder / an in-memory ``supernet`` plus ``arch``
     (an Arch, dict, JSON string or JSON file). ``hardware`` (preset name, YAML path or
     ``Hardware``) with ``hardware_params`` adds the predicted cost and schedule.csv.
+    ``onnx``, ``onnx_integer``, ``qonnx``, ``progress``: as ``write_export``.
     """
     check_writable_dir(Path(out).parent)  # a read-only --out fails here, before any loading
+    if onnx_integer and not onnx:
+        raise UserError("--integer chooses how the ONNX graphs compute; give it with --onnx")
+    if qonnx:
+        from .qonnx_graph import require_qonnx
+        require_qonnx()
     source: dict = {}
     languages = search_space = None
     if search is not None and (trial is not None or pick is not None):
@@ -147,4 +154,5 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     supernet.train(was_training)
     return write_export(out, model, space, arch, tokenizer=tokenizer, task=task, hardware=hw_info,
                         predicted=predicted, metrics=metrics, schedule=schedule, source=source,
-                        onnx=onnx, force=force, extra={"languages": languages})
+                        onnx=onnx, onnx_integer=onnx_integer, qonnx=qonnx, force=force, progress=progress,
+                        extra={"languages": languages})
