@@ -16,7 +16,7 @@ from cosearch.data.tokenizer import TokenizerSettings, train_tokenizer
 from cosearch.errors import UserError
 from cosearch.export import export, open_exported
 from cosearch.deploy.finetune import attach_fixed_quantizers, finetune
-from cosearch.deploy.generate import generate_text, sample_tokens, translate_lines
+from cosearch.deploy.generate import generate_text, next_token, sample_tokens, translate_lines
 from cosearch.training.rundir import write_config
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -302,6 +302,87 @@ def test_generate_engine_onnx_equals_torch(onnx_exports):
     vocab, window = exp.tokenizer().vocab_size, exp.space.spec.max_positions
     assert sample_tokens(exp.onnx_model(), [5, 9], window + 5, vocab, window, temperature=0) == \
         sample_tokens(exp.model, [5, 9], window + 5, vocab, window, temperature=0)
+
+
+def _by_full_forward(model, prompt, steps, vocab, window, stop, temperature=0.0, seed=0):
+    """A continuation that re-reads the whole context every step (no cache, no batch, no
+    padding), with the sliding rule of ``sample_batch``: a context that fills the window
+    restarts from the last half window. Samples with ``next_token`` and its own generator."""
+    g = torch.Generator().manual_seed(seed)
+    seq, ctx, new = list(prompt), list(prompt), []
+    for _ in range(steps):
+        with torch.no_grad():
+            t = int(next_token(model(torch.tensor([ctx]))[:, -1, :vocab], temperature, None, g)[0])
+        if t == stop:
+            break
+        new.append(t)
+        seq.append(t)
+        ctx = seq[-(window // 2):] if len(ctx) >= window else ctx + [t]
+    return new
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_batched_generation_equals_each_prompt_alone(onnx_exports, engine):
+    """Prompts of different lengths in one padded batch (and past the window, where rows
+    restart at different steps) give each prompt the tokens it gets alone."""
+    exp = open_exported(onnx_exports["decoder_only"])
+    tok = exp.tokenizer()
+    window = exp.space.spec.max_positions
+    prompts = ["a dog", "two men play football in the park and", "", "the cat sleeps on the"]
+    ids = [tok.encode(p) if p else tok.encode("\n") for p in prompts]
+    net = exp.model if engine == "torch" else exp.onnx_model()
+    for steps, temperature in ((12, 0.0), (window + 8, 0.0), (window + 8, 1.0)):
+        batch = generate_text(exp, prompts, max_new_tokens=steps, temperature=temperature, top_k=None, seed=4,
+                              engine=engine, batch_size=3)
+        ref = [tok.decode(_by_full_forward(net, x, steps, tok.vocab_size, window, tok.eos_id, temperature, 4))
+               for x in ids]
+        assert batch == ref, (steps, temperature)
+        if temperature:  # rows ran past the window, so the restarts were exercised
+            assert sum(len(tok.encode(t)) + len(x) > window for t, x in zip(batch, ids)) >= 2
+
+
+def test_generate_cli_batches_prompts(onnx_exports, tmp_path, capsys):
+    exp = onnx_exports["decoder_only"]
+    (tmp_path / "prompts.txt").write_text("a dog\nthe cat sleeps\n")
+    for engine in ("torch", "onnx"):
+        assert main(["generate", str(exp), "--input", str(tmp_path / "prompts.txt"), "--max-new-tokens", "6",
+                     "--temperature", "0", "--engine", engine]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [r["prompt"] for r in rows] == ["a dog", "the cat sleeps"]
+        assert [r["text"] for r in rows] == [generate_text(exp, p, max_new_tokens=6, temperature=0)
+                                             for p in ("a dog", "the cat sleeps")]
+    assert main(["generate", str(exp), "--prompt", "a", "--prompt", "b", "--max-new-tokens", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_inputs_longer_than_max_positions_are_one_line(onnx_exports, tmp_path, capsys):
+    long = " ".join(["a dog runs in the park"] * 20)
+    for engine in ("torch", "onnx"):
+        assert main(["generate", str(onnx_exports["decoder_only"]), "--prompt", long, "--engine", engine]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "max_positions 32" in err
+        (tmp_path / "in.en").write_text("a dog\n" + long + "\n")
+        assert main(["translate", str(onnx_exports["encoder_decoder"]), "--input", str(tmp_path / "in.en"),
+                     "--engine", engine]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "line 2" in err and "max_positions 32" in err
+
+
+@pytest.mark.parametrize("family,command,broken", [("decoder_only", "generate", "model.onnx"),
+                                                    ("encoder_decoder", "translate", "decoder_model.onnx")])
+def test_damaged_onnx_graph_exits_2_with_one_line(onnx_exports, tmp_path, capsys, family, command, broken):
+    d = tmp_path / "copy"
+    d.mkdir()
+    for p in onnx_exports[family].iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    data = (d / broken).read_bytes()
+    (d / broken).write_bytes(data[: len(data) // 3])
+    src = tmp_path / "in.txt"
+    src.write_text("a dog\n")
+    extra = ["--prompt", "a dog"] if command == "generate" else ["--input", str(src)]
+    assert main([command, str(d), *extra, "--engine", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and broken in err and "export again" in err
 
 
 def test_engine_onnx_without_graphs_exits_2(runs, capsys):

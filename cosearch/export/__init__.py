@@ -22,9 +22,13 @@ __all__ = ["load_exported", *_ATTRS]
 
 
 def load_exported(out):
-    """The exported model in folder ``out`` as a plain ``nn.Module`` (a ``Transformer``, eval mode)."""
+    """The exported model in folder ``out`` as a plain ``nn.Module`` (a ``Transformer``, eval
+    mode). Its ``exported`` attribute is the whole export (``Exported``: config, space,
+    arch, tokenizer), so ``generate_text`` / ``translate_lines`` accept the model as is."""
     from .folder import open_exported
-    return open_exported(out).model
+    exp = open_exported(out)
+    exp.model.exported = exp
+    return exp.model
 
 
 def __getattr__(name: str):
