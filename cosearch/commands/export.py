@@ -36,9 +36,10 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def onnx_summary(check: dict) -> str:
+def onnx_summary(check: dict, mode: str = "float") -> str:
     """One line on the ONNX graphs: size and the parity measured (or why not)."""
-    line = f"ONNX: {', '.join(check['files'])} ({check['bytes'] / 1e6:.3f} MB)"
+    kind = " (integer kernels)" if mode == "integer" else ""
+    line = f"ONNX{kind}: {', '.join(check['files'])} ({check['bytes'] / 1e6:.3f} MB)"
     if not check.get("runtime"):
         return f"{line}; {check.get('note', 'not run')}"
     line += (f"; {check['runtime']} vs PyTorch on {check['batches']} batches of {check['batch']}: "
@@ -79,7 +80,7 @@ def run(args) -> int:
     print(line)
     check = cfg.get("onnx_check")
     if check:
-        print(onnx_summary(check))
+        print(onnx_summary(check, cfg.get("onnx_mode") or "float"))
     if cfg.get("qonnx_check"):
         print(qonnx_summary(cfg["qonnx_check"]))
     return 0

@@ -73,8 +73,8 @@ class Graph:
     _n: int = 0
 
     def const(self, name: str, array: np.ndarray) -> str:
-        if name not in self.inits:
-            self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(array), name)
+        if name not in self.inits:  # (np.ascontiguousarray would make a scalar 1-D)
+            self.inits[name] = numpy_helper.from_array(np.require(array, requirements="C"), name)
         return name
 
     def scalar(self, value, dtype=np.float32) -> str:
