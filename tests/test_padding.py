@@ -126,9 +126,14 @@ def test_lm_batches_with_a_mask_reach_the_model():
     assert model_inputs({"input": ids, "target": ids})[0] == (ids,)
 
 
-def test_positions_past_max_positions_are_one_line_errors():
-    _, _, model = _models(8)
+def test_positions_past_max_positions_are_one_line_errors(tmp_path):
+    """A deployed (loaded) model refuses them; evaluation's extracted models do not."""
+    from cosearch.export import export, load_exported
+    net, arch, extracted = _models(8)
+    model = load_exported(export(tmp_path / "e", supernet=net, arch=arch))
     limit = model.max_positions
+    with torch.no_grad():
+        extracted(torch.full((1, limit + 1), 5))  # scored as before (test sets are not cut)
     with torch.no_grad():
         model(torch.full((1, limit), 5))  # exactly the limit is fine
         with pytest.raises(UserError, match=f"max_positions {limit}"):

@@ -264,4 +264,5 @@ def open_exported(out: str | Path) -> Exported:
     check_weight_size(out, space, arch, out / weights)
     model = build_standalone(space, arch, pad_id=cfg.get("pad_id", 0))
     load_weights(model, out / weights)
+    model.check_positions = True  # a deployed model refuses inputs past max_positions
     return Exported(out, cfg, space, arch, model.eval())

@@ -388,8 +388,11 @@ class Transformer(nn.Module):
                  max_positions: int | None = None):
         super().__init__()
         self.family, self.pad_id = family, pad_id
-        #: positions are refused past this (None: unchecked, as in the supernet)
+        #: the trained range of positions (None: not known, as in the supernet)
         self.max_positions = max_positions
+        #: refuse inputs past max_positions with a one-line UserError: set on deployed models
+        #: (``open_exported``); evaluation keeps scoring over-long test sentences as before
+        self.check_positions = False
         self.embed = embed
         self.encoder_layers = nn.ModuleList(encoder_layers)
         self.decoder_layers = nn.ModuleList(decoder_layers)
@@ -402,7 +405,7 @@ class Transformer(nn.Module):
 
     # ---- embeddings
     def _check_positions(self, end: int) -> None:
-        if self.max_positions is not None and end > self.max_positions:
+        if self.check_positions and self.max_positions is not None and end > self.max_positions:
             from ..errors import UserError
             raise UserError(f"the input reaches position {end} but this model was trained for at most "
                             f"max_positions {self.max_positions}; shorten the input (or the generation)")
@@ -414,7 +417,7 @@ class Transformer(nn.Module):
             self._check_positions(end)
             pos = sinusoid(end, dim, x.device, x.dtype)[offset:]
         else:
-            if not self.training:  # one host sync: fine when decoding, skipped in training steps
+            if self.check_positions and not self.training:  # one host sync: fine when decoding
                 self._check_positions(int(position_ids.max()) + 1)
             # rows of the table the unpadded path slices, so padding changes no bit
             pos = F.embedding(position_ids, sinusoid(max(end, self.max_positions or 0), dim, x.device, x.dtype))
