@@ -60,11 +60,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _choices(v: list, what: str = "integers") -> list:
+#: Largest value of each size a space may name: far beyond any real transformer, low
+#: enough that counting sub-networks and estimating memory stay instant (a space is
+#: checked against this machine's memory only where a model is built).
+SIZE_LIMITS = {"embed_dim": 2 ** 16, "ffn_dim": 2 ** 18, "layers": 256, "heads": 1024,
+               "cross_layers": 256, "head_dim": 2 ** 16, "qkv_dim": 2 ** 16, "vocab_size": 2 ** 22,
+               "max_positions": 2 ** 20, "experts": 256, "router_hidden": 2 ** 16}
+
+
+def _at_most(name: str, value) -> None:
+    if value is not None and value > SIZE_LIMITS[name]:
+        raise ValueError(f"{name} {value} is larger than cosearch allows ({SIZE_LIMITS[name]:,})")
+
+
+def _choices(v: list, what: str = "integers", name: str | None = None) -> list:
     if not isinstance(v, list) or not v:
         raise ValueError(f"must be a non-empty list of positive {what}")
     if any(x <= 0 for x in v):
         raise ValueError(f"all choices must be positive (got {v})")
+    if name is not None:
+        _at_most(name, max(v))
     if len(set(v)) != len(v):
         raise ValueError(f"choices repeat (got {v})")
     return sorted(v)
@@ -87,8 +102,8 @@ class SideSpec(_Strict):
 
     @field_validator("embed_dim", "layers", "ffn_dim", "heads", "cross_layers")
     @classmethod
-    def _sorted(cls, v):
-        return None if v is None else _choices(v)
+    def _sorted(cls, v, info):
+        return None if v is None else _choices(v, name=info.field_name)
 
     @model_validator(mode="after")
     def _attention_width(self):
@@ -101,6 +116,8 @@ class SideSpec(_Strict):
                 raise ValueError(f"qkv_dim {self.qkv_dim} is not divisible by heads {bad}")
         if (self.head_dim or 1) <= 0 or (self.qkv_dim or 1) <= 0:
             raise ValueError("head_dim / qkv_dim must be positive")
+        _at_most("head_dim", self.head_dim)
+        _at_most("qkv_dim", self.qkv_dim)
         return self
 
 
@@ -148,6 +165,8 @@ class MoSSpec(_Strict):
             raise ValueError("mode 'none' uses no experts: set experts: 1 or mode: layer|neuron")
         if self.router_hidden < 1:
             raise ValueError("router_hidden must be >= 1")
+        _at_most("experts", self.experts)
+        _at_most("router_hidden", self.router_hidden)
         if "ffn" not in self.sublayers:
             raise ValueError("sublayers must include 'ffn' (attention is optional)")
         return self
@@ -169,6 +188,8 @@ class SpaceSpec(_Strict):
     def _family(self):
         if self.vocab_size < 2 or self.max_positions < 1:
             raise ValueError("vocab_size must be >= 2 and max_positions >= 1")
+        _at_most("vocab_size", self.vocab_size)
+        _at_most("max_positions", self.max_positions)
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
         if self.family == "encoder_decoder":
@@ -592,6 +613,29 @@ class SearchSpace:
                 bits += lin.out_features * FLOAT_BITS  # per-channel scale
         nparams = self.norm_params(arch)
         return SizeReport(params=params + nparams, weight_bits=bits + nparams * FLOAT_BITS)
+
+    def supernet_params(self) -> int:
+        """About how many parameters the supernet over this space holds (the largest
+        weights, each mixture-of-supernets linear once per expert, plus its router):
+        what building it allocates, counted without building it."""
+        mos, largest = self.spec.mos, self.largest()
+        mixed = {"fc1", "fc2"} | ({f"{p}{r}" for p in ("", "cross_") for r in ("q", "k", "v", "out")}
+                                  if "attention" in mos.sublayers else set())
+        total = self.size(largest).params
+        for lin in self.linears(largest):
+            if mos.mode != "none" and lin.role in mixed:
+                outputs = mos.experts * (1 if mos.mode == "layer" else lin.out_features)
+                total += (mos.experts - 1) * lin.params + mos.router_hidden * (self.encoding_size() + 1 + outputs)
+        return total
+
+    def check_fits_memory(self, bytes_per_param: int, doing: str, arch: Arch | None = None) -> None:
+        """``UserError`` before anything is allocated when the supernet (or the one
+        ``arch``) at ``bytes_per_param`` cannot fit in this machine's memory."""
+        from .inputs import check_memory
+        params = self.supernet_params() if arch is None else self.size(arch).params
+        check_memory(params * bytes_per_param, f"{doing} the {params:,}-parameter "
+                     f"{'model' if arch is not None else 'supernet'} of space {self.name!r} ({self.source})",
+                     "use a space with smaller sizes (embed_dim, ffn_dim, layers, vocab_size, experts)")
 
     def param_count(self, arch: Arch) -> int:
         return self.size(arch).params

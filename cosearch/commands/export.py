@@ -32,7 +32,8 @@ def register(sub):
     p.add_argument("--hardware", help="accelerator preset or YAML for the predicted cost and schedule.csv "
                    "(default: the search's)")
     p.add_argument("--scenario", choices=["prefill", "decode"], help="cost scenario (default: the search's, else prefill)")
-    p.add_argument("--force", action="store_true", help="replace OUT when it exists")
+    p.add_argument("--force", action="store_true", help="replace OUT when it is an export cosearch made "
+                   "(never a run, a search or another folder)")
     p.set_defaults(func=run)
 
 

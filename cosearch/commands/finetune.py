@@ -14,7 +14,9 @@ def register(sub):
     p.add_argument("--src", help="source language suffix (default: the export's, else en)")
     p.add_argument("--tgt", help="target language suffix (default: the export's, else de)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--force", action="store_true", help="replace --out when it exists")
+    p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N steps; rerunning a killed "
+                   "command resumes from the last one (default 50)")
+    p.add_argument("--force", action="store_true", help="replace --out when it is an export cosearch made")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -24,7 +26,7 @@ def run(args) -> int:
 
     out = finetune(args.model, args.data, steps=args.steps, out=args.out, lr=args.lr,
                    max_tokens=args.max_tokens, seed=args.seed, src=args.src, tgt=args.tgt,
-                   force=args.force, progress=not args.no_progress)
+                   force=args.force, progress=not args.no_progress, ckpt_every=args.ckpt_every)
     from ..export.folder import read_config
     history = read_config(out)[0]["finetuned"][-1]
     print(f"fine-tuned export written to {out} (held out from training: {history['held_out']})")

@@ -9,15 +9,22 @@ folder whose codes and scales are again exact.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..atomic import atomic_write_text, check_writable_dir
 from ..errors import UserError
-from ..export.folder import SCHEDULE, Exported, open_exported, write_export
+from ..export.folder import SCHEDULE, Exported, is_export_folder, open_exported, write_export
+from ..inputs import check_number, existing_entry, path_arg, read_json
+from ..outdirs import check_out, clean_stale, kind_of, lock_out, mark
+from ..training.checkpoint import save_checkpoint
 from ..model.modules import PlainEmbedding, QLinear, Transformer
 from ..model.quant import fake_quant_weight
 
@@ -88,50 +95,133 @@ def _batches(exp: Exported, tok, data: str | Path, max_tokens: int, seed: int, s
 def finetune(model: str | Path, data: str | Path, *, steps: int = 200, out: str | Path | None = None,
              lr: float = 2e-4, max_tokens: int = 2048, label_smoothing: float = 0.1,
              seed: int = 0, src: str | None = None, tgt: str | None = None,
-             progress: bool = True, force: bool = False) -> Path:
+             progress: bool = True, force: bool = False, ckpt_every: int = 50,
+             stop_at: int | None = None) -> Path:
     """Fine-tune the export ``model`` on ``data`` for ``steps`` steps; write the export ``out``
     (default ``MODEL-ft``). ``data``: the translation folder (train.SRC/train.TGT) or the
-    LM text of the export's task. Returns ``out``."""
+    LM text of the export's task. Returns ``out``.
+
+    Resumable like ``train``: every ``ckpt_every`` steps the latent weights, optimizer, data
+    position and random state go to a hidden folder next to ``out`` (``.OUT.finetune``);
+    the same call after a kill goes on from there and ends at the same weights, and the
+    folder is removed once ``out`` is written. ``stop_at`` ends the session after that
+    step without a checkpoint, as a kill would (tests).
+    """
+    model = path_arg(model, "MODEL")
+    data = existing_entry(path_arg(data, "--data"), "--data")
+    for flag, value, low in (("--steps", steps, 1), ("--max-tokens", max_tokens, 2), ("--ckpt-every", ckpt_every, 1)):
+        check_number(flag, value, low=low, integer=True)
+    check_number("--lr", lr, low=0, low_open=True)
+    check_number("label_smoothing", label_smoothing, low=0, high=0.999)
+    out = Path(out) if out is not None else model.with_name(model.name + "-ft")
+    out = check_out(out, "export", force=force, legacy=is_export_folder,
+                    inputs={"MODEL": model, "--data": data})
+    check_writable_dir(out.parent)  # a read-only --out fails here, before any work
+    with lock_out(out):
+        return _finetune(model, data, out, steps=steps, lr=lr, max_tokens=max_tokens,
+                         label_smoothing=label_smoothing, seed=seed, src=src, tgt=tgt, progress=progress,
+                         force=force, ckpt_every=ckpt_every, stop_at=stop_at)
+
+
+def work_dir(out: Path) -> Path:
+    """Where an unfinished fine-tune into ``out`` keeps its checkpoints."""
+    return out.parent / f".{out.name}.finetune"
+
+
+def _finetune(model: Path, data: Path, out: Path, *, steps, lr, max_tokens, label_smoothing, seed, src, tgt,
+              progress, force, ckpt_every, stop_at) -> Path:
+    from ..training.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints
     from ..training.sandwich import task_loss
     from ..training.train import TrainConfig, lr_at, make_optimizer, model_inputs
 
-    model = Path(model)
-    out = Path(out) if out is not None else model.with_name(model.name + "-ft")
-    if steps < 0:
-        raise UserError(f"--steps {steps} is invalid; use 0 or more")
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; choose a new --out or pass --force to replace it")
     exp = open_exported(model)
     tok = exp.tokenizer()
     langs = exp.config.get("languages") or {}
-    batches, held_out = _batches(exp, tok, data, max_tokens, seed, src or langs.get("src", "en"),
-                       tgt or langs.get("tgt", "de"))
+    src, tgt = src or langs.get("src", "en"), tgt or langs.get("tgt", "de")
+    batches, held_out = _batches(exp, tok, data, max_tokens, seed, src, tgt)
     net = attach_fixed_quantizers(exp.model)
-    cfg = TrainConfig(steps=max(steps, 1), lr=lr, warmup=max(1, steps // 10), weight_decay=0.0)
+    cfg = TrainConfig(steps=steps, lr=lr, warmup=max(1, steps // 10), weight_decay=0.0)
     opt = make_optimizer(net, cfg)
+    work = work_dir(out)
+    settings = {"model": str(model.resolve()), "data": str(data.resolve()), "steps": steps, "lr": lr,
+                "max_tokens": max_tokens, "label_smoothing": label_smoothing, "seed": seed, "src": src, "tgt": tgt}
     torch.manual_seed(seed)
+    start, losses = 0, []
+    if _open_work(work, settings, out):
+        ckpt = latest_checkpoint(work)
+        if ckpt is not None:
+            state = load_checkpoint(ckpt)
+            start, losses = _resume(ckpt, state, net, opt, batches)
     net.train()
-    losses = []
-    it = range(1, steps + 1)
+    bar = None
     if progress:
         from tqdm import tqdm
-        it = tqdm(it, desc="finetune", unit="step", leave=False)
-    for step in it:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        inputs, target = model_inputs(next(batches))
-        loss = task_loss(net(*inputs), target, tok.pad_id, label_smoothing)
-        if not math.isfinite(loss.item()):
-            raise UserError(f"the loss became {loss.item()} at step {step}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if progress:
-            it.set_postfix(loss=f"{loss.item():.3f}")
+        bar = tqdm(total=steps, initial=start, desc="finetune", unit="step", leave=False)
+    try:
+        for step in range(start + 1, steps + 1):
+            if stop_at is not None and step > stop_at:
+                return out
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            inputs, target = model_inputs(next(batches))
+            loss = task_loss(net(*inputs), target, tok.pad_id, label_smoothing)
+            if not math.isfinite(loss.item()):
+                raise UserError(f"the loss became {loss.item()} at step {step}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % ckpt_every == 0 and step < steps:
+                save_checkpoint(checkpoint_path(work, step), {
+                    "step": step, "model": net.state_dict(), "optimizer": opt.state_dict(),
+                    "data_state": json.dumps(batches.state()), "rng": torch.get_rng_state(), "losses": losses})
+                prune_checkpoints(work, 1)
+    finally:
+        if bar is not None:
+            bar.close()
     net = detach_fixed_quantizers(net).eval()
-    return _write(exp, net, out, data, steps, lr, losses, force, held_out)
+    written = _write(exp, net, out, data, steps, lr, losses, force, held_out)
+    shutil.rmtree(work, ignore_errors=True)  # done: nothing left to resume
+    return written
+
+
+def _open_work(work: Path, settings: dict, out: Path) -> bool:
+    """Create (or check) the work folder of a fine-tune; True when it may hold checkpoints."""
+    from ..training.rundir import first_difference
+    path = work / "settings.json"
+    if kind_of(work) == "finetune-work" and path.is_file():
+        saved = read_json(path, "fine-tune settings")
+        diff = first_difference(saved, settings) if isinstance(saved, dict) else ("settings", saved, settings)
+        if diff:
+            k, old, new = diff
+            raise UserError(f"{work} holds an unfinished fine-tune into {out} with {k}={old!r}, but this command "
+                            f"gives {k}={new!r}; rerun it with the same settings to resume, or delete {work}")
+        clean_stale(work, "finetune-work")  # a checkpoint write cut by a kill
+        return True
+    if os.path.lexists(work):
+        raise UserError(f"{work} exists and is not cosearch's; move it away (cosearch keeps an unfinished "
+                        f"fine-tune into {out} there)")
+    mark(work, "finetune-work")
+    atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    return False
+
+
+def _resume(ckpt: Path, state: dict, net, opt, batches) -> tuple[int, list[float]]:
+    """Restore a fine-tune checkpoint; (step, losses so far)."""
+    fix = f"delete {ckpt.parent.parent} to start the fine-tune again"
+    try:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        batches.load_state(json.loads(state["data_state"]))
+        torch.set_rng_state(state["rng"])
+        losses = [float(x) for x in state["losses"]]
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, UserError) as e:
+        raise UserError(f"{ckpt} does not fit this fine-tune ({str(e).splitlines()[0][:200]}); {fix}") from None
+    return int(state["step"]), losses
 
 
 def _write(exp: Exported, net: Transformer, out: Path, data, steps: int, lr: float,

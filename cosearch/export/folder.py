@@ -8,6 +8,8 @@ An export folder holds::
     OUT/model.safetensors  packed integer codes + float32 scales (cosearch.export.format)
     OUT/tokenizer.model    the tokenizer the supernet was trained with (when known)
     OUT/schedule.csv       the cost engine's per-operator schedule (when a target is known)
+    OUT/.cosearch          marker: cosearch made this folder as an export (``--force`` replaces
+                           only such folders, see cosearch.outdirs)
     OUT/model.onnx         with onnx=True, decoder-only: the low-bit decoder with a KV cache
     OUT/encoder_model.onnx, decoder_model.onnx, model.onnx_data
                            with onnx=True, encoder-decoder: encoder and decoder-with-past
@@ -28,7 +30,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import is_write_refusal, write_error_message
 from ..errors import UserError
+from ..inputs import read_json
+from ..outdirs import check_out, clean_stale, lock_out, mark
 from .format import load_weights, save_weights
 from ..model.modules import Transformer
 from ..space import Arch, SearchSpace
@@ -69,9 +74,7 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
     ``out``; ``progress`` shows a bar while the graphs are built and checked.
     """
     from ..version import __version__
-    out = Path(out)
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; choose a new --out or pass --force to replace it")
+    out = check_out(out, "export", force=force, legacy=is_export_folder)
     space.validate_arch(arch)
     if onnx_integer and not onnx:
         raise UserError("--integer chooses how the ONNX graphs compute; give it with --onnx")
@@ -79,9 +82,26 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
         from .qonnx_graph import require_qonnx
         require_qonnx()  # before any work
     model = model.eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    with lock_out(out):  # re-entrant: export() and finetune() hold it from their start
+        clean_stale(out, "export", legacy=is_export_folder)
+        check_out(out, "export", force=force, legacy=is_export_folder)  # again, under the lock
+        try:
+            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+        except OSError as e:
+            if is_write_refusal(e):
+                raise UserError(write_error_message(out.parent, e)) from None
+            raise
+        return _write_folder(tmp, out, model, space, arch, version=__version__, tokenizer=tokenizer, task=task,
+                             hardware=hardware, predicted=predicted, metrics=metrics, schedule=schedule,
+                             source=source, onnx=onnx, onnx_integer=onnx_integer, qonnx=qonnx, extra=extra,
+                             progress=progress)
+
+
+def _write_folder(tmp: Path, out: Path, model, space, arch, *, version, tokenizer, task, hardware, predicted,
+                  metrics, schedule, source, onnx, onnx_integer, qonnx, extra, progress) -> Path:
+    """Fill the temporary folder ``tmp`` and rename it to ``out`` (removed on any error)."""
     try:
+        mark(tmp, "export")  # first: a killed export's folder is then recognisably cosearch's
         save_weights(model, tmp / WEIGHTS)
         tok_name = None
         if tokenizer is not None:
@@ -98,7 +118,7 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
             qonnx_info = write_qonnx(model, tmp, progress)
         size = space.size(arch)
         config = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "cosearch_version": __version__,
+            "format": FORMAT, "format_version": FORMAT_VERSION, "cosearch_version": version,
             "space": space.to_dict(), "arch": arch.to_dict(), "bits": bits_summary(space, arch),
             "task": task, "pad_id": int(model.pad_id), "tokenizer": tok_name,
             "hardware": hardware,
@@ -112,10 +132,21 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=_json_default) + "\n")
         readable_by_all(tmp)
         _move_into_place(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_refusal(e):  # a full or read-only disk: one line naming the folder
+            raise UserError(write_error_message(out, e)) from None
         raise
     return out
+
+
+def is_export_folder(folder: Path) -> bool:
+    """An export folder written before folders had markers (its config.json says so)."""
+    try:
+        cfg = read_json(folder / CONFIG, "export config")
+    except UserError:
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == FORMAT
 
 
 def _write_onnx(model: Transformer, folder: Path, integer: bool = False,
@@ -217,12 +248,9 @@ def read_config(out: str | Path) -> tuple[dict, SearchSpace, Arch]:
     path = out / CONFIG
     if not out.is_dir():
         raise UserError(f"{out} is not an export folder; pass the --out folder of `cosearch export`")
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; pass the --out folder of `cosearch export`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e}); the export is damaged, export again") from None
+    if not os.path.lexists(path):
+        raise UserError(f"{path} does not exist; pass the --out folder of `cosearch export`")
+    cfg = read_json(path, "export config")
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise UserError(f"{path}: not a cosearch export config (format {FORMAT!r})")
     version = cfg.get("format_version")
@@ -235,9 +263,20 @@ def read_config(out: str | Path) -> tuple[dict, SearchSpace, Arch]:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{path}: 'arch' is not a valid arch ({type(e).__name__}: {e})") from None
     space.validate_arch(arch, source=str(path))
-    if not isinstance(cfg.get("pad_id", 0), int):
-        raise UserError(f"{path}: pad_id must be an integer")
+    pad = cfg.get("pad_id", 0)
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < space.vocab_size:
+        raise UserError(f"{path}: pad_id {pad!r} must be a token id, 0 to vocab_size - 1 "
+                        f"({space.vocab_size - 1}); the export is damaged, export again")
+    for key in ("tokenizer",):
+        if cfg.get(key) is not None and not _plain_name(cfg[key]):
+            raise UserError(f"{path}: {key} {cfg[key]!r} must be a file name inside the folder; "
+                            "the export is damaged, export again")
     return cfg, space, arch
+
+
+def _plain_name(name) -> bool:
+    """A file name of the folder itself: no folder part, no '..', no absolute path."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name and "/" not in name
 
 
 def check_weight_size(out: Path, space: SearchSpace, arch: Arch, weights: Path) -> None:
@@ -259,7 +298,7 @@ def open_exported(out: str | Path) -> Exported:
     out = Path(out)
     cfg, space, arch = read_config(out)
     weights = (cfg.get("files") or {}).get("weights") or WEIGHTS
-    if not isinstance(weights, str) or Path(weights).name != weights:
+    if not _plain_name(weights):
         raise UserError(f"{out / CONFIG}: files.weights must be a file name inside the folder")
     check_weight_size(out, space, arch, out / weights)
     model = build_standalone(space, arch, pad_id=cfg.get("pad_id", 0))

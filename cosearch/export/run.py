@@ -2,7 +2,6 @@
 a search folder's trial (what ``cosearch export`` runs)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,11 @@ import torch
 
 from ..atomic import check_writable_dir
 from ..errors import UserError
+from ..inputs import parse_json, read_json
+from ..outdirs import check_out, lock_out
 from ..space import Arch, SearchSpace
 from ..model.supernet import Supernet
-from .folder import write_export
+from .folder import is_export_folder, write_export
 
 # --------------------------------------------------------------------------- from runs and searches
 def load_supernet(run: str | Path, checkpoint: str | Path | None = None):
@@ -39,18 +40,13 @@ def arch_from(value: Any, space: SearchSpace, source: str = "arch") -> Arch:
         return space.validate_arch(value, source)
     if isinstance(value, (str, Path)) and not str(value).lstrip().startswith("{"):
         path = Path(value)
-        try:
-            value, source = json.loads(path.read_text()), str(path)
-        except FileNotFoundError:
-            raise UserError(f"arch file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"{path}: not a JSON arch ({e})") from None
+        value, source = read_json(path, "arch file"), str(path)
     elif isinstance(value, str):
         try:
-            value, source = json.loads(value), "--arch"
-        except json.JSONDecodeError as e:
-            raise UserError(f"--arch: the inline JSON does not parse ({e.msg} at column {e.colno}); give an "
-                            "arch JSON file or the JSON Arch.to_json() writes, quoted for the shell") from None
+            value, source = parse_json(value, "--arch"), "--arch"
+        except UserError as e:
+            raise UserError(f"{e}: the inline JSON does not parse; give an arch JSON file or the JSON "
+                            "Arch.to_json() writes, quoted for the shell") from None
     if isinstance(value, dict) and "arch" in value and "decoder" not in value:
         value = value["arch"]  # an export's or a trial's JSON holding the arch
     try:
@@ -92,12 +88,25 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     ``Hardware``) with ``hardware_params`` adds the predicted cost and schedule.csv.
     ``onnx``, ``onnx_integer``, ``qonnx``, ``progress``: as ``write_export``.
     """
-    check_writable_dir(Path(out).parent)  # a read-only --out fails here, before any loading
+    out = check_out(out, "export", force=force, legacy=is_export_folder,
+                    inputs={"run folder": run, "search folder": search, "--checkpoint": checkpoint})
+    check_writable_dir(out.parent)  # a read-only --out fails here, before any loading
     if onnx_integer and not onnx:
         raise UserError("--integer chooses how the ONNX graphs compute; give it with --onnx")
     if qonnx:
         from .qonnx_graph import require_qonnx
         require_qonnx()
+    with lock_out(out):  # held until the folder is in place (write_export takes it again)
+        return _export(out, run=run, supernet=supernet, arch=arch, search=search, trial=trial, pick=pick,
+                       latency_max=latency_max, checkpoint=checkpoint, hardware=hardware,
+                       hardware_params=hardware_params, scenario=scenario, tokenizer=tokenizer, task=task,
+                       metrics=metrics, onnx=onnx, onnx_integer=onnx_integer, qonnx=qonnx, force=force,
+                       progress=progress)
+
+
+def _export(out: Path, *, run, supernet, arch, search, trial, pick, latency_max, checkpoint, hardware,
+            hardware_params, scenario, tokenizer, task, metrics, onnx, onnx_integer, qonnx, force,
+            progress) -> Path:
     source: dict = {}
     languages = search_space = None
     if search is not None and (trial is not None or pick is not None):
@@ -123,6 +132,8 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
         source.update(search=str(Path(search).resolve()))
     elif trial is not None or pick is not None:
         raise UserError("--trial and --pick need a search folder; with a run folder pass --arch FILE.json")
+    if run is not None:  # the run a search names is an input too
+        check_out(out, "export", force=force, legacy=is_export_folder, inputs={"run folder": run})
     if search is not None and run is None and supernet is None:
         raise UserError(f"{search}/search.json does not name the training run; pass --run RUN "
                         "(the folder the search measured)")

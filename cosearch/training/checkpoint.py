@@ -16,6 +16,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import UserError
+from ..inputs import regular_file
 
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -65,11 +66,9 @@ def _previous_checkpoint_note(path: Path) -> str:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
-    path = Path(path)
+    path = regular_file(path, "checkpoint")  # a FIFO would block torch.load for ever
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as e:
         first = _first_line(e)
         raise UserError(f"{path} is not a readable cosearch checkpoint ({first}); "
@@ -77,6 +76,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise UserError(f"{path} is not a cosearch training checkpoint (no model/step); "
                         "pass the run folder that `cosearch train` wrote")
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"{path} is damaged (its step is {step!r}, not a whole number >= 0); "
+                        "delete it to fall back to the previous checkpoint")
+    if not isinstance(state["model"], dict):
+        raise UserError(f"{path} is damaged (its model is not a dict of tensors); "
+                        "delete it to fall back to the previous checkpoint")
     return state
 
 

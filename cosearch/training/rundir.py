@@ -16,11 +16,14 @@ when every setting matches; otherwise a ``UserError`` names the first setting th
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text, is_write_refusal, write_error_message
 from ..errors import UserError
+from ..inputs import read_json
+from ..outdirs import MARKER
 from ..space import SearchSpace
 
 CONFIG = "config.json"
@@ -64,13 +67,10 @@ def _canon(v):
 def read_config(run_dir: str | Path) -> dict:
     """The run's ``config.json``; a ``UserError`` when the folder is not a run."""
     path = Path(run_dir) / CONFIG
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UserError(f"{run_dir} is not a cosearch run (no {CONFIG}); pass the --out "
                         "folder of `cosearch train`")
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e}); the run folder is damaged") from None
+    cfg = read_json(path, "run config")
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or "space" not in cfg:
         raise UserError(f"{path}: not a cosearch run config (format {FORMAT}); pass the --out "
                         "folder of `cosearch train`")
@@ -105,6 +105,11 @@ def check_config(run_dir: str | Path, config: dict, defaults: dict | None = None
     return False
 
 
+def is_run_folder(folder: Path) -> bool:
+    """A run folder, also one written before folders had markers (or a killed start)."""
+    return (folder / CONFIG).is_file() or (folder.is_dir() and is_unfinished_start(folder))
+
+
 #: What ``cosearch train`` writes into a new run folder before its config.json.
 _BEFORE_CONFIG = {"tokenizers", TOKENIZER}
 
@@ -112,7 +117,7 @@ _BEFORE_CONFIG = {"tokenizers", TOKENIZER}
 def is_unfinished_start(run_dir: Path) -> bool:
     """True for an empty folder, or one holding only what a new run writes before its
     config.json (a run killed while starting): starting it again is safe."""
-    return all(p.name in _BEFORE_CONFIG or (p.name.startswith(".") and p.name.endswith(".tmp"))
+    return all(p.name in _BEFORE_CONFIG or p.name == MARKER or (p.name.startswith(".") and p.name.endswith(".tmp"))
                for p in run_dir.iterdir())
 
 
@@ -122,7 +127,27 @@ def write_config(run_dir: str | Path, config: dict) -> None:
 
 
 def space_of(config: dict) -> SearchSpace:
-    return SearchSpace.from_dict(config["space"], source=config.get("space_source", "<run>"))
+    """The run's space, refused before anything is built when its supernet cannot fit in
+    memory (8 bytes a parameter: the weights and a checkpoint's copy of them)."""
+    space = SearchSpace.from_dict(config["space"], source=config.get("space_source", "<run>"))
+    arch = run_arch(config)
+    if arch is not None:
+        space.validate_arch(arch, source=f"{CONFIG} arch")
+    space.check_fits_memory(8, "loading", arch)
+    return space
+
+
+def run_arch(config: dict):
+    """The arch of a standalone run (``config["arch"]``), None for a supernet run."""
+    from ..space import Arch
+    d = config.get("arch")
+    if d is None:
+        return None
+    try:
+        return Arch.from_dict(d)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{CONFIG}: 'arch' is not a valid arch ({type(e).__name__}: {e}); the run "
+                        "folder is damaged") from None
 
 
 def append_metrics(run_dir: str | Path, record: dict) -> None:

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..atomic import check_writable_dir
+from ..inputs import existing_entry, path_arg, resolved
+from ..outdirs import check_out, clean_stale, lock_out, mark
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from ..model.compiled_members import eager_forward, member_forward
 from ..data import TaskData, build_task_data
@@ -40,8 +42,8 @@ from ..data.tasks import TASK_FAMILY
 from ..data.tokenizer import Tokenizer
 from ..errors import UserError
 from ..model.fused import fused_by_default, use_fused
-from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, space_of,
-                     truncate_metrics, write_config)
+from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, is_run_folder,
+                     run_arch, space_of, truncate_metrics, write_config)
 from .sandwich import member_loss, sandwich, standalone
 from ..space import Arch, SearchSpace
 from ..model.supernet import Supernet, check_model_support, expert_specialisation
@@ -116,6 +118,10 @@ class TrainConfig:
                   ("max_len", 2 <= c.max_len <= space.spec.max_positions,
                    f"between 2 and the space's max_positions {space.spec.max_positions} (raise "
                    "max_positions in the space YAML for longer sequences)")]
+        for f in fields(c):  # nan passes no comparison; inf passes "> 0"
+            vals = getattr(c, f.name) if isinstance(getattr(c, f.name), tuple) else (getattr(c, f.name),)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in vals):
+                raise UserError(f"{f.name}={getattr(c, f.name)!r} is invalid; give finite numbers")
         for name, ok, want in checks:
             if not ok:
                 raise UserError(f"{name}={getattr(c, name)!r} is invalid; it must be {want}")
@@ -333,12 +339,6 @@ def _mismatch(e: Exception) -> str:
 
 
 # --------------------------------------------------------------------------- the loop
-def run_arch(config: dict) -> Arch | None:
-    """The arch of a standalone run (``config["arch"]``), None for a supernet run."""
-    d = config.get("arch")
-    return None if d is None else Arch.from_dict(d)
-
-
 def step_members(space: SearchSpace, arch: Arch | None, seed: int, step: int, cfg: TrainConfig) -> list:
     """What trains at ``step``: the sandwich of a supernet run, or the standalone arch."""
     if arch is not None:
@@ -564,6 +564,11 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     check_task(space, task)
     if arch is not None:
         arch = space.validate_arch(arch)
+    # weights, gradients and AdamW's two moments: 16 bytes a parameter before activations
+    space.check_fits_memory(16, "training", arch)
+    data = path_arg(data, "--data")
+    if data is not None:
+        data = resolved(existing_entry(data, "--data"), "--data")
     try:
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
     except TypeError as e:
@@ -576,35 +581,39 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         raise ValueError("give workers together with a runner (cosearch.training.ray_train.train_distributed), or neither")
     if gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu to train on the CPU")
-    out = Path(out)
+    out = check_out(out, "run", inputs={"--data": data}, legacy=is_run_folder)
     config = {"space": space.to_dict(), "space_source": space.source, "task": task,
-              "data": None if data is None else str(Path(data).resolve()), "seed": int(seed),
+              "data": None if data is None else str(data), "seed": int(seed),
               "workers": workers, "gpu": bool(gpu), "train": asdict(cfg)}
     if arch is not None:
         config["arch"] = arch.to_dict()
-    created = not out.exists()
-    # settings added since an older run was written take their defaults (it still resumes)
-    resume = check_config(out, config, defaults={"train": asdict(TrainConfig())})
-    try:
-        check_writable_dir(out)
-        td = load_task_data(config, out)
-        check_tokenizer(out, td.tokenizer, space, new_run=not resume)
-        if not resume:
-            write_config(out, config)
-            if arch is not None:
-                atomic_write_text(out / ARCH_FILE, arch.to_json() + "\n")
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)  # nothing half-made left behind
-        raise
-    job = {"format": 1, **config, "run_dir": str(out.resolve())}
-    if runner is None:
-        device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
-        result = run_worker(job, DistInfo(device=device), task_data=td, progress=progress, stop_at=stop_at,
-                            deadline=deadline)
-    else:
-        result = runner(job, progress, stop_at)
-    summary = RunSummary(**result)
-    if summary.finished:
-        atomic_write_text(out / SUMMARY, json.dumps(asdict(summary), indent=2) + "\n")
+    with lock_out(out):  # a second train into this folder stops here (one line)
+        created = not out.exists()
+        # settings added since an older run was written take their defaults (it still resumes)
+        resume = check_config(out, config, defaults={"train": asdict(TrainConfig())})
+        try:
+            check_writable_dir(out)
+            if created:
+                mark(out, "run")
+            clean_stale(out, "run", legacy=is_run_folder)
+            td = load_task_data(config, out)
+            check_tokenizer(out, td.tokenizer, space, new_run=not resume)
+            if not resume:
+                write_config(out, config)
+                if arch is not None:
+                    atomic_write_text(out / ARCH_FILE, arch.to_json() + "\n")
+        except BaseException:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)  # nothing half-made left behind
+            raise
+        job = {"format": 1, **config, "run_dir": str(out.resolve())}
+        if runner is None:
+            device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
+            result = run_worker(job, DistInfo(device=device), task_data=td, progress=progress, stop_at=stop_at,
+                                deadline=deadline)
+        else:
+            result = runner(job, progress, stop_at)
+        summary = RunSummary(**result)
+        if summary.finished:
+            atomic_write_text(out / SUMMARY, json.dumps(asdict(summary), indent=2) + "\n")
     return summary
