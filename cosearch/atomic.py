@@ -23,20 +23,44 @@ WRITE_ERRNOS = frozenset(_NO_ROOM | _NO_WRITE)
 
 
 def write_error_message(path: str | Path | None, e: OSError) -> str:
-    """One line for a refused write: the path, the system's reason and the fix."""
+    """One line for a refused write: the path (when known), the system's reason and the fix."""
     where = Path(e.filename) if path is None and e.filename else path
-    if where is not None and Path(where).name.startswith(".") and Path(where).name.endswith(".tmp"):
-        where = Path(where).parent  # an atomic write's temporary file: name its folder
+    if where is not None:  # an atomic write's temporary file or folder: name the folder it is in
+        where = next((p.parent for p in [Path(where), *Path(where).parents]
+                      if p.name.startswith(".") and p.name.endswith(".tmp")), where)
     reason = e.strerror or str(e)
     if e.errno in _NO_ROOM:
         fix = "free disk space (or raise the file-size limit) and rerun the same command"
     else:
         fix = "choose a writable folder (e.g. another --out) or fix its permissions"
-    return f"cannot write {where}: {reason}; {fix}"
+    return f"cannot write {where if where is not None else 'to the disk'}: {reason}; {fix}"
 
 
 def is_write_refusal(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in WRITE_ERRNOS
+
+
+#: How libraries that do not raise OSError report a refused write (SQLite through
+#: SQLAlchemy and Optuna, safetensors' Rust writer, torch's file writer).
+_REFUSAL_TEXT = {"database or disk is full": errno.ENOSPC, "no space left on device": errno.ENOSPC,
+                 "os error 28": errno.ENOSPC, "disk quota exceeded": errno.EDQUOT,
+                 "attempt to write a readonly database": errno.EROFS, "read-only file system": errno.EROFS}
+
+
+def write_refusal_in(e: BaseException) -> OSError | None:
+    """The refused write behind ``e`` (itself, or its cause or context, however wrapped),
+    as an ``OSError``; None when ``e`` is not about a disk that refused a write."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if is_write_refusal(e):
+            return e
+        text = str(e).lower()
+        for words, code in _REFUSAL_TEXT.items():
+            if words in text:
+                return OSError(code, os.strerror(code))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def make_dir(path: str | Path) -> Path:

@@ -13,7 +13,7 @@ import signal
 import sys
 
 from . import commands
-from .atomic import is_write_refusal, write_error_message
+from .atomic import write_error_message, write_refusal_in
 from .errors import UserError
 from .threads import configure_cpu_threads
 
@@ -53,15 +53,18 @@ def main(argv: list[str] | None = None) -> int:
         # stdout closed early (`cosearch cost ... | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except OSError as e:
-        if not is_write_refusal(e):
-            raise
-        # A read-only or full disk is the machine, not a bug: one line, like a UserError.
-        print(f"cosearch {args.command}: error: {write_error_message(None, e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"cosearch {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:
+        refused = write_refusal_in(e)
+        if refused is None:
+            raise
+        # A read-only or full disk is the machine, not a bug: one line, like a UserError,
+        # naming the file, else the output folder of the command.
+        where = None if refused.filename else getattr(args, "out", None)
+        print(f"cosearch {args.command}: error: {write_error_message(where, refused)}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

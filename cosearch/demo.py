@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .atomic import atomic_write_text, check_writable_dir
 from .errors import UserError
+from .inputs import check_number
+from .outdirs import check_out, lock_out, mark
 
 
 @dataclass(frozen=True)
@@ -31,15 +33,52 @@ class DemoSettings:
     corpus_bytes: int = 600_000
 
 
+#: What a demo folder holds (one from before folders had markers is recognised by it).
+DEMO_FILES = {"corpus", "run", "search", "export", "sample.txt"}
+
+
+def is_demo_folder(folder: Path) -> bool:
+    return folder.is_dir() and {p.name for p in folder.iterdir() if not p.name.startswith(".")} <= DEMO_FILES
+
+
+def check_settings(s: DemoSettings) -> None:
+    """Every setting, the search's included, checked before the first training step:
+    numbers in range and a latency bound some design can meet (``UserError`` otherwise)."""
+    from .search import SearchConfig
+    from .search.constraints import Bounds, check_reachable
+    from .search.objectives import CostModel
+    from .space import SearchSpace
+
+    for flag, value, low in (("--steps", s.steps, 1), ("--trials", s.trials, 1), ("max_tokens", s.max_tokens, 2),
+                             ("corpus_bytes", s.corpus_bytes, 1000)):
+        check_number(flag, value, low=low, integer=True)
+    check_number("--seed", s.seed, low=0, integer=True)
+    check_number("--latency-max", s.latency_max, low=0, low_open=True)
+    SearchConfig(trials=s.trials, population=30, seed=s.seed, latency_max=s.latency_max).check()
+    space = SearchSpace.load(s.space)
+    if s.trials > space.cardinality():
+        raise UserError(f"--trials {s.trials} exceeds the {space.cardinality()} sub-networks of {s.space}")
+    check_reachable(space, CostModel(space, s.hw, "decode"), Bounds(s.latency_max), {},
+                    ("quality", "latency", "size"), seed=s.seed)
+
+
 def run_demo(s: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
     """Run every stage; returns the paths of the results."""
+    check_settings(s)
+    out = check_out(s.out, "demo", legacy=is_demo_folder)
+    check_writable_dir(out)  # a read-only --out fails here, before any work
+    with lock_out(out):
+        mark(out, "demo")
+        return _run(s, out, progress)
+
+
+def _run(s: DemoSettings, out: Path, progress: bool) -> dict:
     from .data import default_corpus
     from .export import export
     from .deploy.generate import generate_text
     from .search import search
     from .training.train import train
 
-    out = check_writable_dir(s.out)  # a read-only --out fails here, before any work
     t0 = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)  # stage lines; the summary always prints
 

@@ -1,11 +1,13 @@
 """Find preset YAML files (``spaces/``, ``hw_models/``) by name or path."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
 from .errors import UserError
+from .inputs import MAX_JSON_DEPTH, json_depth, read_text, regular_file
 
 #: ``spaces/`` and ``hw_models/`` ship inside the package (links to the repository's
 #: top-level folders in a checkout), so installed and editable copies find them alike.
@@ -25,11 +27,11 @@ def list_presets(kind: str) -> list[str]:
 def resolve(name_or_path: str | Path, kind: str) -> Path:
     """A preset name (``multi30k``) or a path to a YAML file -> an existing path."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
+    if p.suffix in (".yaml", ".yml") or os.path.lexists(p):
+        if not os.path.lexists(p):
             raise UserError(f"{p}: no such file; give a path to a YAML file or one of the presets: "
                             f"{', '.join(list_presets(kind))}")
-        return p
+        return regular_file(p, "YAML file")  # a folder, FIFO, device or link loop: named as such
     cand = preset_dir(kind) / f"{name_or_path}.yaml"
     if cand.is_file():
         return cand
@@ -39,16 +41,22 @@ def resolve(name_or_path: str | Path, kind: str) -> Path:
 
 def read_yaml(path: Path):
     """Parse a YAML file; every way it can fail is a one-line UserError naming the file."""
+    text = read_text(path, "YAML file")
     try:
-        return yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
+    except RecursionError:
+        data = None
+        depth = MAX_JSON_DEPTH + 1
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""
         raise UserError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file (not UTF-8); give a YAML file") from None
+    else:
+        depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise UserError(f"{path}: nested more than {MAX_JSON_DEPTH} levels deep; no cosearch YAML nests "
+                        "like that, give the right file")
+    return data
 
 
 def load_preset_yaml(name_or_path: str | Path, kind: str):

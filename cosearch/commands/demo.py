@@ -1,8 +1,6 @@
 """``cosearch demo``: train, co-search, plot, export and generate on the embedded corpus."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..demo import DemoSettings, run_demo
 
 
@@ -20,6 +18,7 @@ def register(sub):
 
 
 def run(args):
-    run_demo(DemoSettings(out=Path(args.out), steps=args.steps, trials=args.trials,
+    from ..inputs import path_arg
+    run_demo(DemoSettings(out=path_arg(args.out, "--out"), steps=args.steps, trials=args.trials,
                           latency_max=args.latency_max, seed=args.seed), progress=not args.no_progress)
     return 0

@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import UserError
+from ..inputs import regular_file
 
 #: Other names users give the same split; the first existing file wins.
 SPLIT_ALIASES = {
@@ -21,6 +22,7 @@ SPLIT_ALIASES = {
 
 
 def _read_bytes(path: Path) -> bytes:
+    regular_file(path, "data file")  # a FIFO would block, /dev/zero never end
     try:
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as f:
@@ -60,7 +62,8 @@ def _existing(data_dir: Path, name: str) -> Path | None:
     plain, gz = data_dir / name, data_dir / f"{name}.gz"
     if plain.is_file() and gz.is_file():
         raise UserError(f"both {plain} and {gz} exist; remove one")
-    return plain if plain.is_file() else gz if gz.is_file() else None
+    # lexists, not is_file: a FIFO or a device there is reported as what it is when read
+    return plain if os.path.lexists(plain) else gz if os.path.lexists(gz) else None
 
 
 def list_splits(data_dir: str | Path, src: str = "en", tgt: str = "de") -> list[str]:
@@ -137,11 +140,11 @@ def read_text(path: str | Path) -> str:
     ends with a newline, so the result is the same on every machine.
     """
     path = Path(path)
-    if path.is_file():
-        text = read_file_text(path)
-    elif path.is_dir():
+    if path.is_dir():
         parts = [read_file_text(p) for p in _text_files(path)]
         text = "".join(t if t.endswith("\n") or not t else t + "\n" for t in parts)
+    elif os.path.lexists(path):
+        text = read_file_text(path)  # a FIFO, a device or a link loop is named as such
     else:
         raise UserError(f"{path} does not exist; pass a text file or a folder of text files")
     if not text.strip():

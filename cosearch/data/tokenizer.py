@@ -23,6 +23,7 @@ import sentencepiece as spm
 
 from ..atomic import atomic_write_bytes
 from ..errors import UserError
+from ..inputs import read_bytes
 
 MODEL_FILE = "tokenizer.model"
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -80,10 +81,9 @@ class Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / MODEL_FILE
+        data = read_bytes(path, "tokenizer", max_bytes=2 ** 30)  # a FIFO would block for ever
         try:
-            return cls(path.read_bytes())
-        except OSError as e:
-            raise UserError(f"cannot read tokenizer {path}: {e.strerror or e}") from None
+            return cls(data)
         except RuntimeError:
             raise UserError(f"{path} is not a sentencepiece model; re-create it by "
                             "training again (delete the file)") from None

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..export.folder import Exported, open_exported
+from ..inputs import check_number
 
 #: Sentences decoded together (source tokens per batch) when translating.
 MAX_TOKENS = 2048
@@ -58,10 +59,10 @@ def translate_lines(model, lines: Iterable[str], beam: int = 4,
     from ..data.batches import TranslationBatches
     from ..training.evaluate import beam_search, decode_max_len, greedy_decode
 
+    check_number("--beam", beam, low=1, integer=True)
+    check_number("--len-penalty", len_penalty)
     exp = _as_exported(model)
     _need(exp, "encoder_decoder", "translate", "generate")
-    if beam < 1:
-        raise UserError(f"--beam {beam} is invalid; use 1 (greedy) or more")
     tok = exp.tokenizer()
     limit = exp.space.spec.max_positions
     lines = [line.rstrip("\n") for line in lines]
@@ -225,16 +226,13 @@ def generate_text(model, prompt: str | Sequence[str] = "", max_new_tokens: int =
     for a list of prompts, the list of their continuations, generated ``batch_size`` prompts
     at a time (each the same as alone: ``sample_batch``). ``model``: an export folder, an
     ``Exported`` or what ``load_exported`` returns."""
+    check_number("--max-new-tokens", max_new_tokens, low=0, integer=True)
+    check_number("--temperature", temperature, low=0)  # 0 = greedy; nan and inf are refused
+    if top_k is not None:
+        check_number("--top-k", top_k, low=1, integer=True)
+    check_number("--batch-size", batch_size, low=1, integer=True)
     exp = _as_exported(model)
     _need(exp, "decoder_only", "generate", "translate")
-    if max_new_tokens < 0:
-        raise UserError(f"--max-new-tokens {max_new_tokens} is invalid; use 0 or more")
-    if temperature < 0:
-        raise UserError(f"--temperature {temperature} is invalid; use 0 (greedy) or more")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"--top-k {top_k} is invalid; use 1 or more")
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size} is invalid; use 1 or more")
     single = isinstance(prompt, str)
     prompts = [prompt] if single else list(prompt)
     tok, window = exp.tokenizer(), exp.space.spec.max_positions

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..training.rundir import read_config, space_of
+from ..outdirs import check_out
+from ..training.rundir import is_run_folder, read_config, space_of
 from ..space import Arch
 from ..training.train import RunSummary, run_arch, train
 
@@ -28,11 +29,13 @@ def retrain(search: str | Path, out: str | Path, *, trial: int | None = None, pi
 
     if (trial is None) == (pick is None):
         raise UserError("say which trial to retrain: --trial N or --pick best-quality")
+    check_out(out, "run", inputs={"search folder": search, "--run": run}, legacy=is_run_folder)
     chosen = pick_trial(search, trial=trial, pick=pick, latency_max=latency_max)
     run = run if run is not None else chosen.run
     if run is None:
         raise UserError(f"{search} does not name its training run; pass --run RUN (the supernet run "
                         "the search measured)")
+    check_out(out, "run", inputs={"the search's run": run}, legacy=is_run_folder)
     config = read_config(run)
     if run_arch(config) is not None:
         raise UserError(f"{run} is a standalone run; pass the supernet run the search measured (--run)")

@@ -1,12 +1,12 @@
 """Text tables of a cost report (the ``cosearch cost`` command prints these)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import UserError
+from ..inputs import read_json
 from ..space import Arch, SearchSpace
 from .arch_cost import CostReport
 
@@ -22,15 +22,10 @@ def load_arch(space: SearchSpace, what: str) -> Arch:
     if what == "smallest":
         return space.smallest()
     path = Path(what)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the architecture file ({e.strerror}); "
-                        "give largest, smallest or a JSON file from Arch.to_json()") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; give largest, smallest or a JSON file from Arch.to_json()") from None
+    try:  # a FIFO, not UTF-8, not JSON, nested too deep: one line each
+        data = read_json(path, "architecture file")
+    except UserError as e:
+        raise UserError(f"{e} (--arch: largest, smallest or a JSON file from Arch.to_json())") from None
     try:
         arch = Arch.from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError) as e:

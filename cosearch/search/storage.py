@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 
+from ..atomic import write_error_message, write_refusal_in
 from ..errors import UserError
 
 
@@ -90,9 +91,18 @@ def open_storage(storage: str | None, out: str | Path | None):
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - drivers raise many types; all mean "cannot open"
+        _raise_if_disk_refused(f"--storage {describe(storage)}", e)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"--storage {describe(storage)} cannot be opened ({type(e).__name__}: "
                         f"{first[:200]}); check the URL, the server and the driver") from None
+
+
+def _raise_if_disk_refused(what: str, e: Exception) -> None:
+    """A full or read-only disk (SQLite: "database or disk is full") is the machine, not a
+    bad URL or a damaged study: say so in one line."""
+    refused = write_refusal_in(e)
+    if refused is not None:
+        raise UserError(f"{what} cannot be opened: {write_error_message(None, refused)}") from None
 
 
 def _need_driver(module: str, extra: str, storage: str) -> None:
@@ -125,6 +135,7 @@ def open_study(storage, name: str, directions: list[str], sampler) -> optuna.Stu
         study = optuna.create_study(storage=storage, study_name=name, directions=directions,
                                     sampler=sampler, load_if_exists=True)
     except Exception as e:  # noqa: BLE001
+        _raise_if_disk_refused(f"study {name!r}", e)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"study {name!r} cannot be opened ({type(e).__name__}: {first[:200]})") from None
     got = [d.name.lower() for d in study.directions]

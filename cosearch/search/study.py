@@ -34,6 +34,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from ..outdirs import check_out, lock_out, mark
 from ..space import SearchSpace
 from .config import SAMPLERS, SearchConfig, make_config
 from .constraints import Bounds, check_reachable
@@ -188,7 +189,12 @@ def search(run_dir: str | Path | None = None, hw: Any = None, *, config: SearchC
     if hw is not None:
         options["hw"] = hw
     cfg = make_config(config, **options)
-    return _Search(cfg).run()
+    if not cfg.write or cfg.out is None:
+        return _Search(cfg).run()
+    # cosearch.outdirs' rule for --out; the processes of one search share its folder
+    check_out(cfg.out, "search", inputs={"--run": cfg.run_dir}, legacy=lambda p: (p / CONFIG).is_file())
+    with lock_out(cfg.out, shared=True):
+        return _Search(cfg).run()
 
 
 class _Search:
@@ -251,6 +257,8 @@ class _Search:
 
     def open(self) -> optuna.Study:
         cfg = self.cfg
+        if cfg.write and self.out is not None:
+            mark(self.out, "search")
         store = open_storage(cfg.storage, self.out)
         with self.lock():  # two processes on a fresh storage would both create the study
             st = open_study(store, self.name, self.directions, make_sampler(cfg.sampler, cfg.seed, cfg.population))

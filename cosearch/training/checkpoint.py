@@ -41,10 +41,28 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     except (OSError, RuntimeError) as e:
         # torch's writer reports a failed write as RuntimeError ("file write failed",
         # "unexpected pos ..."): the disk, not the data, is the problem.
-        raise UserError(f"cannot write checkpoint {path} ({_first_line(e)}): is the disk full, "
-                        f"read-only or past a file-size limit? {_previous_checkpoint_note(path)}; "
-                        "free space and rerun the same command to resume") from None
+        raise UserError(f"cannot write checkpoint {path} ({_first_line(e)}): {_why_write_failed(path)} "
+                        f"{_previous_checkpoint_note(path)}; free space and rerun the same command to resume") from None
     return path
+
+
+def _why_write_failed(path: Path) -> str:
+    """The likely reason, measured: a disk with less room than a checkpoint takes, or a
+    file-size limit below it; else the question."""
+    import resource
+    import shutil
+    others = [p for _, p in list_checkpoints(path.parent.parent) if p != path]
+    need = max([p.stat().st_size for p in others[-1:]] + [2 ** 20])
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < need:
+        return f"No space left on device ({free / 2 ** 20:.1f} MiB free, a checkpoint takes {need / 2 ** 20:.1f} MiB);"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < need:
+        return f"past the file-size limit (ulimit -f: {limit / 2 ** 20:.1f} MiB);"
+    return "is the disk full, read-only or past a file-size limit?"
 
 
 def _first_line(e: BaseException) -> str:

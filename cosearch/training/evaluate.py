@@ -8,8 +8,8 @@ translations decoded with a KV cache.
 """
 from __future__ import annotations
 
-import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint
 from ..data import TaskData
 from ..data.tokenizer import Tokenizer
 from ..errors import UserError
+from ..inputs import check_number, path_arg, read_json, resolved
 from ..model.modules import Transformer
 from .rundir import TOKENIZER, read_config, space_of
 from ..space import Arch, SearchSpace
@@ -78,15 +79,15 @@ def resolve_arch(space: SearchSpace, spec: str | Arch) -> Arch:
         return space.largest()
     if spec == "smallest":
         return space.smallest()
-    path = Path(spec)
-    if not path.is_file():
+    path = path_arg(spec, "--arch")
+    if not os.path.lexists(path):
         raise UserError(f"--arch {spec!r}: give largest, smallest or an existing arch JSON file")
+    d = read_json(path, "--arch file")
     try:
-        d = json.loads(path.read_text())
         if isinstance(d, dict) and isinstance(d.get("arch"), dict):
             d = d["arch"]
         arch = Arch.from_dict(d)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{path}: not an arch JSON file ({type(e).__name__}: {e}); write one with "
                         "Arch.to_json() or take it from a search result") from None
     return space.validate_arch(arch, source=str(path))
@@ -232,8 +233,14 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
     ``hypotheses_out`` writes the translations, one per line; ``checkpoint`` evaluates
     another checkpoint of the run than the newest.
     """
-    if beam < 1:
-        raise UserError(f"--beam {beam} is invalid; give 1 (greedy) or more")
+    check_number("--beam", beam, low=1, integer=True)
+    check_number("--max-tokens", max_tokens, low=1, integer=True)
+    check_number("--len-penalty", len_penalty)
+    for flag, value in (("--max-len", max_len), ("--max-sentences", max_sentences)):
+        if value is not None:
+            check_number(flag, value, low=1, integer=True)
+    if hypotheses_out is not None:
+        hypotheses_out = check_hypotheses_file(hypotheses_out, run_dir)
     if gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
     device = torch.device("cuda" if gpu else "cpu")
@@ -262,6 +269,21 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
             from ..atomic import atomic_write_text
             atomic_write_text(hypotheses_out, "".join(h + "\n" for h in hyps))
     return result
+
+
+def check_hypotheses_file(path: str | Path, run_dir: str | Path) -> Path:
+    """The --hypotheses file, checked before any translating: a file (not a folder)
+    outside the run folder, in a folder that can be written."""
+    from ..atomic import check_writable_dir
+    path = path_arg(path, "--hypotheses")
+    real = resolved(path, "--hypotheses")
+    if real.is_dir():
+        raise UserError(f"--hypotheses {path} is a folder; give a file name to write the translations to")
+    if resolved(run_dir, "--run") in real.parents:
+        raise UserError(f"--hypotheses {path} is inside the run folder {run_dir}; write it elsewhere "
+                        "(the run folder holds only what training wrote)")
+    check_writable_dir(real.parent)
+    return path
 
 
 def _canon_split(split: str) -> str:

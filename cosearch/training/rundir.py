@@ -74,6 +74,13 @@ def read_config(run_dir: str | Path) -> dict:
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or "space" not in cfg:
         raise UserError(f"{path}: not a cosearch run config (format {FORMAT}); pass the --out "
                         "folder of `cosearch train`")
+    # whatever reads a run builds its model next: sizes no memory holds stop here, before
+    # anything is allocated (8 bytes a parameter: the weights and a checkpoint's copy)
+    space = SearchSpace.from_dict(cfg["space"], source=str(path))
+    arch = run_arch(cfg)
+    if arch is not None:
+        space.validate_arch(arch, source=f"{path} (arch)")
+    space.check_fits_memory(8, "loading", arch)
     return cfg
 
 
@@ -127,14 +134,7 @@ def write_config(run_dir: str | Path, config: dict) -> None:
 
 
 def space_of(config: dict) -> SearchSpace:
-    """The run's space, refused before anything is built when its supernet cannot fit in
-    memory (8 bytes a parameter: the weights and a checkpoint's copy of them)."""
-    space = SearchSpace.from_dict(config["space"], source=config.get("space_source", "<run>"))
-    arch = run_arch(config)
-    if arch is not None:
-        space.validate_arch(arch, source=f"{CONFIG} arch")
-    space.check_fits_memory(8, "loading", arch)
-    return space
+    return SearchSpace.from_dict(config["space"], source=config.get("space_source", "<run>"))
 
 
 def run_arch(config: dict):
@@ -146,8 +146,8 @@ def run_arch(config: dict):
     try:
         return Arch.from_dict(d)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"{CONFIG}: 'arch' is not a valid arch ({type(e).__name__}: {e}); the run "
-                        "folder is damaged") from None
+        raise UserError(f"{CONFIG} of the run: 'arch' is not a valid arch ({type(e).__name__}: {e}); "
+                        "the run folder is damaged") from None
 
 
 def append_metrics(run_dir: str | Path, record: dict) -> None:
