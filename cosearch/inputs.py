@@ -23,6 +23,9 @@ from .errors import UserError
 
 #: Largest JSON/YAML file read whole (configs, arch files): far above any real one.
 MAX_CONFIG_BYTES = 64 * 2 ** 20
+#: Widest beam search: far beyond any useful one (4-8), and its (sentences x beam x
+#: vocabulary) scores still fit in memory.
+MAX_BEAM = 1024
 #: Deepest nesting of a JSON file: configs nest 4 levels; Python's own recursion limit
 #: (about 1,000 frames) would otherwise surface as a RecursionError, in parsing or later.
 MAX_JSON_DEPTH = 32

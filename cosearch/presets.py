@@ -31,7 +31,10 @@ def resolve(name_or_path: str | Path, kind: str) -> Path:
         if not os.path.lexists(p):
             raise UserError(f"{p}: no such file; give a path to a YAML file or one of the presets: "
                             f"{', '.join(list_presets(kind))}")
-        return regular_file(p, "YAML file")  # a folder, FIFO, device or link loop: named as such
+        try:  # a folder, FIFO, device or link loop: named as such
+            return regular_file(p, "YAML file")
+        except UserError as e:
+            raise UserError(f"{e}, or one of the presets: {', '.join(list_presets(kind))}") from None
     cand = preset_dir(kind) / f"{name_or_path}.yaml"
     if cand.is_file():
         return cand

@@ -63,8 +63,8 @@ class _Strict(BaseModel):
 #: Largest value of each size a space may name: far beyond any real transformer, low
 #: enough that counting sub-networks and estimating memory stay instant (a space is
 #: checked against this machine's memory only where a model is built).
-SIZE_LIMITS = {"embed_dim": 2 ** 16, "ffn_dim": 2 ** 18, "layers": 256, "heads": 1024,
-               "cross_layers": 256, "head_dim": 2 ** 16, "qkv_dim": 2 ** 16, "vocab_size": 2 ** 22,
+SIZE_LIMITS = {"embed_dim": 2 ** 16, "ffn_dim": 2 ** 18, "layers": 1024, "heads": 1024,
+               "cross_layers": 1024, "head_dim": 2 ** 16, "qkv_dim": 2 ** 16, "vocab_size": 2 ** 22,
                "max_positions": 2 ** 20, "experts": 256, "router_hidden": 2 ** 16}
 
 

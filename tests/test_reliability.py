@@ -633,6 +633,11 @@ def _(w, tmp):
     return ["export", _huge_run(w, tmp), "--arch", "largest", "--out", tmp / "exp"]
 
 
+@case("train_max_tokens_beyond_memory", "--max-tokens", "memory")
+def _(w, tmp):
+    return train_flags(w, tmp / "r") + ["--max-tokens", str(10 ** 12)]
+
+
 @case("eval_run_config_not_utf8", "config.json", "UTF-8")
 def _(w, tmp):
     run = copy_run(w.run, tmp)
@@ -683,12 +688,6 @@ def _(w, tmp):
     return ["eval", "--run", w.run, "--hypotheses", tmp / "hyps"]
 
 
-@case("export_out_empty_checked_before_loading", "--out", group="other")
-def _(w, tmp):
-    (tmp / "not_a_run").mkdir()
-    return ["export", tmp / "not_a_run", "--arch", w.arch, "--out", ""]
-
-
 # ---- issue 26: accepted silently or checked too late
 @case("train_data_empty", "--data", "empty", cwd="here")
 def _(w, tmp):
@@ -731,20 +730,20 @@ def _(w, tmp):
     return ["generate", _crafted_export(w, tmp, "pad_id", 1_000_000), "--prompt", "red", "--max-new-tokens", "2"]
 
 
+def _space_with(w, tmp, **fields) -> Path:
+    raw = {**yaml.safe_load(w.space.read_text()), **fields}
+    (tmp / "big.yaml").write_text(yaml.safe_dump(raw))
+    return tmp / "big.yaml"
+
+
 @case("space_vocab_size_huge", "vocab_size")
 def _(w, tmp):
-    raw = yaml.safe_load(w.space.read_text())
-    raw["vocab_size"] = 10 ** 12
-    (tmp / "big.yaml").write_text(yaml.safe_dump(raw))
-    return ["cost", "--space", tmp / "big.yaml", "--hw", "zcu102"]
+    return ["cost", "--space", _space_with(w, tmp, vocab_size=10 ** 12), "--hw", "zcu102"]
 
 
 @case("space_max_positions_huge", "max_positions")
 def _(w, tmp):
-    raw = yaml.safe_load(w.space.read_text())
-    raw["max_positions"] = 10 ** 12
-    (tmp / "big.yaml").write_text(yaml.safe_dump(raw))
-    return ["cost", "--space", tmp / "big.yaml", "--hw", "zcu102"]
+    return ["cost", "--space", _space_with(w, tmp, max_positions=10 ** 12), "--hw", "zcu102"]
 
 
 @case("export_tokenizer_path_outside_its_folder", "tokenizer", group="other")

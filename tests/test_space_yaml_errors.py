@@ -138,7 +138,7 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(UserError) as e:
         SearchSpace.load(path)
     msg = str(e.value)
-    assert str(path) in msg and "no such file" in msg and "tiny_lm" in msg and "\n" not in msg
+    assert str(path) in msg and "is a folder" in msg and "tiny_lm" in msg and "\n" not in msg
 
 
 def test_missing_file(tmp_path):

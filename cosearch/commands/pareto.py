@@ -10,6 +10,16 @@ def register(sub):
 
 
 def run_pareto(args):
+    from pathlib import Path
+
+    from ..outdirs import lock_out
+    if not Path(args.dir).is_dir():
+        return _redraw(args)  # which says what is missing
+    with lock_out(args.dir, flag="DIR"):  # not while a search writes it (or another pareto)
+        return _redraw(args)
+
+
+def _redraw(args):
     from ..search.plots import draw
     from ..search.results import PARETO_CSV, load_results, mark_pareto
     df, objs = load_results(args.dir)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..export.folder import Exported, open_exported
-from ..inputs import check_number
+from ..inputs import MAX_BEAM, check_number
 
 #: Sentences decoded together (source tokens per batch) when translating.
 MAX_TOKENS = 2048
@@ -59,7 +59,7 @@ def translate_lines(model, lines: Iterable[str], beam: int = 4,
     from ..data.batches import TranslationBatches
     from ..training.evaluate import beam_search, decode_max_len, greedy_decode
 
-    check_number("--beam", beam, low=1, integer=True)
+    check_number("--beam", beam, low=1, high=MAX_BEAM, integer=True)
     check_number("--len-penalty", len_penalty)
     exp = _as_exported(model)
     _need(exp, "encoder_decoder", "translate", "generate")

@@ -20,7 +20,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint
 from ..data import TaskData
 from ..data.tokenizer import Tokenizer
 from ..errors import UserError
-from ..inputs import check_number, path_arg, read_json, resolved
+from ..inputs import MAX_BEAM, check_number, path_arg, read_json, resolved
 from ..model.modules import Transformer
 from .rundir import TOKENIZER, read_config, space_of
 from ..space import Arch, SearchSpace
@@ -82,7 +82,11 @@ def resolve_arch(space: SearchSpace, spec: str | Arch) -> Arch:
     path = path_arg(spec, "--arch")
     if not os.path.lexists(path):
         raise UserError(f"--arch {spec!r}: give largest, smallest or an existing arch JSON file")
-    d = read_json(path, "--arch file")
+    try:
+        d = read_json(path, "--arch file")
+    except UserError as e:
+        raise UserError(f"{e}: not an arch JSON file; write one with Arch.to_json() or take it from a "
+                        "search result") from None
     try:
         if isinstance(d, dict) and isinstance(d.get("arch"), dict):
             d = d["arch"]
@@ -233,7 +237,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
     ``hypotheses_out`` writes the translations, one per line; ``checkpoint`` evaluates
     another checkpoint of the run than the newest.
     """
-    check_number("--beam", beam, low=1, integer=True)
+    check_number("--beam", beam, low=1, high=MAX_BEAM, integer=True)
     check_number("--max-tokens", max_tokens, low=1, integer=True)
     check_number("--len-penalty", len_penalty)
     for flag, value in (("--max-len", max_len), ("--max-sentences", max_sentences)):
@@ -245,6 +249,8 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
     device = torch.device("cuda" if gpu else "cpu")
     run = load_run(run_dir, device, checkpoint, raw_weights)
+    if max_len is not None:
+        check_number("--max-len", max_len, low=1, high=run.space.spec.max_positions, integer=True)
     a = run.arch if arch is None and run.arch is not None else resolve_arch(run.space, arch or "largest")
     td = load_task_data(run.config, run.run_dir)
     check_tokenizer(run.run_dir, td.tokenizer, run.space)

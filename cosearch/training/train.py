@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..atomic import check_writable_dir
-from ..inputs import existing_entry, path_arg, resolved
+from ..inputs import check_memory, existing_entry, path_arg, resolved
 from ..outdirs import check_out, clean_stale, lock_out, mark
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from ..model.compiled_members import eager_forward, member_forward
@@ -573,6 +573,9 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
     except TypeError as e:
         raise UserError(f"bad training setting: {e}") from None
+    # a batch's logits, their log-softmax and gradients in float32: 16 bytes per token and word
+    check_memory(16 * cfg.max_tokens * space.vocab_size, f"a batch of --max-tokens {cfg.max_tokens:,} "
+                 f"over a {space.vocab_size:,}-word vocabulary", "lower --max-tokens")
     if workers is not None and deadline is not None:
         raise UserError("a training deadline works in-process only; leave out --workers (or the deadline)")
     if workers is not None and workers < 1:
