@@ -76,7 +76,9 @@ def kind_of(folder: str | Path, legacy: Mapping[str, Legacy] | None = None) -> s
 
 
 def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
+    """Empty, or holding only temporary files of atomic writes (another process may be
+    writing the folder's first file this moment)."""
+    return path.is_dir() and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in path.iterdir())
 
 
 # --------------------------------------------------------------------------- the rule

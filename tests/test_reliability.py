@@ -593,7 +593,7 @@ def _(w, tmp):
     return ["finetune", w.export, "--data", w.text, "--steps", "1", "--out", copy_run(w.run, tmp), "--force"]
 
 
-@case("search_out_is_its_run", "--run", "input", group="other")
+@case("search_out_is_its_run", "--out", "cosearch run", group="other")
 def _(w, tmp):
     run = copy_run(w.run, tmp)
     return ["search", "--run", run, "--hw", "zcu102", "--trials", "2", "--out", run, "--no-progress"]

@@ -191,10 +191,15 @@ def search(run_dir: str | Path | None = None, hw: Any = None, *, config: SearchC
     cfg = make_config(config, **options)
     if not cfg.write or cfg.out is None:
         return _Search(cfg).run()
-    # cosearch.outdirs' rule for --out; the processes of one search share its folder
-    check_out(cfg.out, "search", inputs={"--run": cfg.run_dir}, legacy=lambda p: (p / CONFIG).is_file())
+    # cosearch.outdirs' rule for --out: the folder itself, then (once they are checked) that it
+    # is apart from the inputs; the processes of one search share the folder
+    # (a folder another process of this search is just creating holds study.db* before search.json)
+    legacy = lambda p: any(x.name == CONFIG or x.name.startswith("study.db") for x in p.iterdir())  # noqa: E731
+    check_out(cfg.out, "search", legacy=legacy)
+    s = _Search(cfg)
+    check_out(cfg.out, "search", inputs={"--run": cfg.run_dir}, legacy=legacy)
     with lock_out(cfg.out, shared=True):
-        return _Search(cfg).run()
+        return s.run()
 
 
 class _Search:
@@ -257,8 +262,6 @@ class _Search:
 
     def open(self) -> optuna.Study:
         cfg = self.cfg
-        if cfg.write and self.out is not None:
-            mark(self.out, "search")
         store = open_storage(cfg.storage, self.out)
         with self.lock():  # two processes on a fresh storage would both create the study
             st = open_study(store, self.name, self.directions, make_sampler(cfg.sampler, cfg.seed, cfg.population))
@@ -266,6 +269,7 @@ class _Search:
             from ..training.rundir import atomic_write_text
             # what export loads: a preset name, or the YAML file's path (hw_digest checks identity)
             rec = {**self.record, "hardware": _hardware_ref(cfg.hw, self.costs.hw.name)}
+            mark(self.out, "search")
             atomic_write_text(self.out / CONFIG, json.dumps(rec, indent=2, sort_keys=True) + "\n")
         return st
 

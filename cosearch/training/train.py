@@ -591,32 +591,39 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     if arch is not None:
         config["arch"] = arch.to_dict()
     with lock_out(out):  # a second train into this folder stops here (one line)
-        created = not out.exists()
-        # settings added since an older run was written take their defaults (it still resumes)
-        resume = check_config(out, config, defaults={"train": asdict(TrainConfig())})
-        try:
-            check_writable_dir(out)
-            if created:
-                mark(out, "run")
-            clean_stale(out, "run", legacy=is_run_folder)
-            td = load_task_data(config, out)
-            check_tokenizer(out, td.tokenizer, space, new_run=not resume)
-            if not resume:
-                write_config(out, config)
-                if arch is not None:
-                    atomic_write_text(out / ARCH_FILE, arch.to_json() + "\n")
-        except BaseException:
-            if created:
-                shutil.rmtree(out, ignore_errors=True)  # nothing half-made left behind
-            raise
-        job = {"format": 1, **config, "run_dir": str(out.resolve())}
-        if runner is None:
-            device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
-            result = run_worker(job, DistInfo(device=device), task_data=td, progress=progress, stop_at=stop_at,
-                                deadline=deadline)
-        else:
-            result = runner(job, progress, stop_at)
-        summary = RunSummary(**result)
-        if summary.finished:
-            atomic_write_text(out / SUMMARY, json.dumps(asdict(summary), indent=2) + "\n")
+        return _train_locked(out, config, space, arch, gpu, runner, progress, stop_at, deadline)
+
+
+def _train_locked(out: Path, config: dict, space: SearchSpace, arch: Arch | None, gpu: bool,
+                  runner: JobRunner | None, progress: bool, stop_at: int | None,
+                  deadline: float | None) -> RunSummary:
+    """``train`` once its settings are checked and it holds the lock of ``out``."""
+    created = not out.exists()
+    # settings added since an older run was written take their defaults (it still resumes)
+    resume = check_config(out, config, defaults={"train": asdict(TrainConfig())})
+    try:
+        check_writable_dir(out)
+        if created:
+            mark(out, "run")
+        clean_stale(out, "run", legacy=is_run_folder)
+        td = load_task_data(config, out)
+        check_tokenizer(out, td.tokenizer, space, new_run=not resume)
+        if not resume:
+            write_config(out, config)
+            if arch is not None:
+                atomic_write_text(out / ARCH_FILE, arch.to_json() + "\n")
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # nothing half-made left behind
+        raise
+    job = {"format": 1, **config, "run_dir": str(out.resolve())}
+    if runner is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
+        result = run_worker(job, DistInfo(device=device), task_data=td, progress=progress, stop_at=stop_at,
+                            deadline=deadline)
+    else:
+        result = runner(job, progress, stop_at)
+    summary = RunSummary(**result)
+    if summary.finished:
+        atomic_write_text(out / SUMMARY, json.dumps(asdict(summary), indent=2) + "\n")
     return summary
