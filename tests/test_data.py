@@ -368,7 +368,7 @@ def test_build_lm(tmp_path):
     train_text, valid_text = split_lm_text(text)
     assert train_text + valid_text == text and train_text.endswith("\n")
     assert 0.04 < len(valid_text) / len(text) < 0.07
-    assert td.test is None and td.train.dtype == np.int32
+    assert td.test is None and td.train.dtype == np.uint16  # memory-mapped from the token cache
     assert td.tokenizer.decode(td.valid.tolist()) == valid_text
     b = next(td.batches("train", batch_size=3, seed=1))
     assert b["input"].shape == (3, 32)

@@ -5,7 +5,7 @@ import json
 
 
 def register(sub):
-    p = sub.add_parser("eval", help="loss, perplexity (and BLEU) of a sub-network of a trained run",
+    p = sub.add_parser("eval", help="loss, perplexity (and BLEU, or bits per byte) of a sub-network of a trained run",
                        description="Evaluate any arch of a trained run with inherited weights; "
                        "everything is rebuilt from the run folder.")
     p.add_argument("--run", required=True, help="run folder written by `cosearch train`")
@@ -25,7 +25,7 @@ def register(sub):
                    "average (for runs trained with --ema-start)")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while translating")
-    p.add_argument("--json", action="store_true", help="print a JSON object with loss, ppl[, bleu]")
+    p.add_argument("--json", action="store_true", help="print a JSON object with loss, ppl[, bleu | bits_per_byte]")
     p.set_defaults(func=run)
 
 
@@ -42,5 +42,7 @@ def run(args) -> int:
     line = f"{args.split}: loss {r['loss']:.4f}, ppl {r['ppl']:.2f}"
     if "bleu" in r:
         line += f", BLEU {r['bleu']:.2f}"
+    if "bits_per_byte" in r:
+        line += f", {r['bits_per_byte']:.4f} bits/byte"
     print(f"{line} ({r['tokens']} tokens, step {r['step']})")
     return 0

@@ -71,6 +71,9 @@ def register(sub):
                    "the space's max_positions)")
     g.add_argument("--src", default="en", help="translation source language suffix")
     g.add_argument("--tgt", default="de", help="translation target language suffix")
+    g.add_argument("--tokenizer", choices=["unigram", "bpe"], default="unigram",
+                   help="lm: sentencepiece unigram (default) or bpe (byte fallback: every byte has a "
+                   "token; for code and large corpora)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=run)
@@ -105,7 +108,8 @@ def run(args) -> int:
                     clip_norm=args.clip_norm, n_random=args.n_random, distill=args.distill,
                     bit_stages=args.bit_stages, ema_start=args.ema_start, ema_decay=args.ema_decay,
                     log_every=args.log_every, ckpt_every=args.ckpt_every,
-                    max_len=args.max_len, src=args.src, tgt=args.tgt, arch=arch, deadline=deadline)
+                    max_len=args.max_len, src=args.src, tgt=args.tgt, tokenizer=args.tokenizer,
+                    arch=arch, deadline=deadline)
     report(summary, args.json)
     return 0
 

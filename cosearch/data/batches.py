@@ -177,7 +177,8 @@ class TranslationBatches(_ResumableBatches):
 class LMBatches(_ResumableBatches):
     """Contiguous blocks of a token stream for next-token prediction.
 
-    A batch is ``dict(input=(B,T), target=(B,T), ntokens=B*T)`` (LongTensors) with
+    ``ids`` may be a memory-mapped array (the token cache): only the rows of a batch are
+    read and widened to int64. A batch is ``dict(input=(B,T), target=(B,T), ntokens=B*T)`` (LongTensors) with
     ``target`` = ``input`` shifted by one token. Shuffled (training): blocks start at
     random offsets drawn from ``(seed, epoch, batch)``; an epoch is as many batches as
     cover the stream about once. Not shuffled (evaluation): consecutive non-overlapping
@@ -191,7 +192,9 @@ class LMBatches(_ResumableBatches):
                  seed: int = 0, shuffle: bool = True, repeat: bool | None = None,
                  num_shards: int = 1, shard_index: int = 0):
         super().__init__(seed, shuffle, repeat, num_shards, shard_index)
-        self.ids = np.asarray(ids, dtype=np.int64)
+        self.ids = ids if isinstance(ids, np.ndarray) else np.asarray(ids, dtype=np.int64)
+        if self.ids.ndim != 1 or self.ids.dtype.kind not in "iu":
+            raise ValueError(f"ids must be a 1-D integer array, not {self.ids.dtype} of shape {self.ids.shape}")
         self.block, self.batch_size = int(block), int(batch_size)
         if self.block < 1 or self.batch_size < 1:
             raise UserError(f"block={block} and batch_size={batch_size} must be positive")
@@ -220,5 +223,5 @@ class LMBatches(_ResumableBatches):
         else:
             starts = item
         rows = self.ids[starts[:, None] + np.arange(self.block + 1)]
-        x = torch.from_numpy(rows)
+        x = torch.from_numpy(rows.astype(np.int64))
         return {"input": x[:, :-1].contiguous(), "target": x[:, 1:].contiguous(), "ntokens": int(x.shape[0] * self.block)}

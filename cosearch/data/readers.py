@@ -1,14 +1,18 @@
 """Reading user text: parallel corpora (``{split}.{lang}[.gz]``) and plain text.
 
 Every mistake a user can make here (missing file, wrong encoding, misaligned corpora)
-raises a one-line ``UserError`` that names the file and the fix.
+raises a one-line ``UserError`` that names the file and the fix. Plain files and ``.gz``
+and ``.xz`` files are read alike; :func:`iter_text_chunks` streams a large one.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
+import lzma
 import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from ..errors import UserError
 from ..inputs import regular_file
@@ -21,29 +25,78 @@ SPLIT_ALIASES = {
 }
 
 
+#: What a truncated or damaged compressed file raises (gzip: BadGzipFile, an OSError, or
+#: EOFError; xz: LZMAError or EOFError).
+READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """``path`` opened for reading bytes, decompressed when it ends in ``.gz`` or ``.xz``."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.name.endswith(".xz"):
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
 def _read_bytes(path: Path) -> bytes:
     regular_file(path, "data file")  # a FIFO would block, /dev/zero never end
     try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        # gzip raises BadGzipFile (an OSError) or EOFError on a truncated file.
+        with open_binary(path) as f:
+            return f.read()
+    except READ_ERRORS as e:
         raise UserError(f"cannot read {path}: {e}") from None
 
 
+def not_utf8_error(path: Path, line: int) -> UserError:
+    return UserError(f"{path} is not UTF-8 (bad byte at line {line}); convert it, e.g. iconv -t utf-8")
+
+
 def read_file_text(path: str | Path) -> str:
-    """The whole UTF-8 text of ``path`` (plain or ``.gz``), with ``\\r\\n`` made ``\\n``."""
+    """The whole UTF-8 text of ``path`` (plain, ``.gz`` or ``.xz``), with ``\\r\\n`` made ``\\n``."""
     path = Path(path)
     data = _read_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise UserError(f"{path} is not UTF-8 (bad byte at line {line}); "
-                        "convert it, e.g. iconv -t utf-8") from None
+        raise not_utf8_error(path, data[: e.start].count(b"\n") + 1) from None
     return text.replace("\r\n", "\n").removeprefix("\ufeff")
+
+
+def iter_text_chunks(path: str | Path, chunk_bytes: int = 1 << 24) -> Iterator[str]:
+    """The text of ``path`` (plain, ``.gz`` or ``.xz``) as chunks of about ``chunk_bytes``
+    that end at a line end (the last one may not): what :func:`read_file_text` returns,
+    joined, without ever holding the whole file.
+
+    A file that is not UTF-8, holds a NUL byte (binary: an object file, an image) or is
+    damaged raises a one-line ``UserError`` naming it and the line.
+    """
+    path = Path(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    carry, line, first = "", 1, True
+    try:
+        with open_binary(path) as f:
+            while True:
+                raw = f.read(chunk_bytes)
+                try:
+                    text = carry + decoder.decode(raw, final=not raw)
+                except UnicodeDecodeError as e:
+                    raise not_utf8_error(path, line + carry.count("\n") + raw[: e.start].count(b"\n")) from None
+                if first:
+                    text, first = text.removeprefix("\ufeff"), False
+                cut = len(text) if not raw else text.rfind("\n") + 1
+                out, carry = text[:cut], text[cut:]
+                if "\x00" in out:
+                    at = line + out[: out.index("\x00")].count("\n")
+                    raise UserError(f"{path} looks binary (a NUL byte at line {at}); pass UTF-8 text files")
+                if out:
+                    line += out.count("\n")
+                    # a \r\n never spans two chunks: every chunk but the last ends with \n
+                    yield out.replace("\r\n", "\n")
+                if not raw:
+                    return
+    except READ_ERRORS as e:
+        raise UserError(f"cannot read {path}: {e}") from None
 
 
 def read_lines(path: str | Path) -> list[str]:

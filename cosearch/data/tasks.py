@@ -1,24 +1,29 @@
 """One call from a data path to encoded splits, a tokenizer and batch iterators."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from ..errors import UserError
-from .corpus import default_corpus
-from .readers import list_splits, read_parallel, read_text, resolve_split
-from .tokenizer import Tokenizer, train_or_load_tokenizer
+from ..threads import usable_cores
+from .lm_text import LM_VALID_FRACTION, TextSource, lm_sources, split_lm_text
+from .readers import list_splits, read_parallel, resolve_split
+from .token_cache import encoded
+from .tokenizer import TOKENIZER_MODELS, Tokenizer, TokenizerSettings, train_or_load_streamed, train_or_load_tokenizer
 
 #: the tasks and the model family each one trains
 TASK_FAMILY = {"translation": "encoder_decoder", "lm": "decoder_only"}
 TASKS = tuple(TASK_FAMILY)
 #: Canonical split names and what users may call them.
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid", "test": "test"}
-#: Share of an LM text held out (from its end) for validation.
-LM_VALID_FRACTION = 0.05
+#: lines of LM text a bpe tokenizer learns from: a uniform sample (sentencepiece's reservoir),
+#: so that a corpus of hundreds of MB trains it in seconds (about 15 MB of C code). unigram
+#: keeps the sample size runs were made with before (their tokenizer.model must not change).
+LM_BPE_LINES = 500_000
 
 Pairs = list[tuple[list[int], list[int]]]
 
@@ -28,7 +33,7 @@ class TaskData:
     """Encoded splits of one task plus the tokenizer that made them.
 
     ``train``/``valid``/``test`` are lists of ``(src_ids, tgt_ids)`` (translation) or
-    1-D ``np.int32`` token arrays (lm); ``test`` may be ``None``. ``text`` holds the raw
+    1-D unsigned token arrays (lm: memory-mapped from the token cache); ``test`` may be ``None``. ``text`` holds the raw
     ``(src, tgt)`` sentence pairs of valid/test, aligned with the encoded ones (BLEU
     references). ``max_len`` is the longest train sentence (translation, in tokens
     with bos/eos) or the LM block length.
@@ -82,24 +87,30 @@ class TaskData:
 
 def build_task_data(task: Literal["translation", "lm"], data: str | Path | None, vocab_size: int,
                     workdir: str | Path, src: str = "en", tgt: str = "de", max_len: int = 256,
-                    cache_dir: str | Path | None = None) -> TaskData:
+                    cache_dir: str | Path | None = None, tokenizer: str = "unigram",
+                    progress: bool = False) -> TaskData:
     """Read ``data``, train or load the tokenizer, and encode every split.
 
     translation: ``data`` is a folder of ``{split}.{src}``/``{split}.{tgt}`` files (plain
     or .gz) with splits train, valid (or val/dev) and optionally test (or the first
     ``test*`` split, e.g. Multi30k's test_2016_flickr); train pairs with an empty side or
-    longer than ``max_len`` tokens (with bos/eos) are dropped. lm: ``data`` is a text
-    file or folder (``None``: the embedded :func:`default_corpus`); the last 5% of the
-    text (cut at a line end) is valid, there is no test, and ``max_len`` is the block
-    length. The tokenizer is cached under ``cache_dir`` (default ``workdir/tokenizers``).
+    longer than ``max_len`` tokens (with bos/eos) are dropped. lm: ``data`` is a folder of
+    split files (train[.txt][.gz|.xz], valid, test), a text file or a folder of them
+    (``None``: the embedded :func:`default_corpus`); without a valid file the last 5% of
+    train (cut at a line end) is valid (``cosearch.data.lm_text``), and ``max_len`` is the
+    block length. The tokenizer (``tokenizer``: unigram or bpe; translation always unigram)
+    and, for lm, the encoded splits are cached under ``cache_dir`` (default
+    ``workdir/tokenizers``); ``progress`` shows a bar while a split is encoded.
     """
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     if max_len < 2:
         raise UserError(f"max_len={max_len} is too small; use e.g. 256")
     cache = Path(cache_dir) if cache_dir is not None else Path(workdir) / "tokenizers"
+    if tokenizer not in TOKENIZER_MODELS:
+        raise UserError(f"tokenizer {tokenizer!r} is unknown; use one of {', '.join(TOKENIZER_MODELS)}")
     if task == "lm":
-        return _build_lm(data, vocab_size, cache, max_len)
+        return _build_lm(data, vocab_size, cache, max_len, tokenizer, progress)
     if data is None:
         raise UserError("the translation task needs --data: a folder with train.SRC/train.TGT "
                         "and valid.SRC/valid.TGT files (plain or .gz)")
@@ -139,24 +150,34 @@ def _encode_pairs(tok: Tokenizer, pairs: Sequence[tuple[str, str]]) -> Pairs:
     return list(zip(srcs, tgts))
 
 
-def split_lm_text(text: str, valid_fraction: float = LM_VALID_FRACTION) -> tuple[str, str]:
-    """(train, valid): valid is the last ``valid_fraction`` of ``text``, starting at a line."""
-    cut = int(len(text) * (1 - valid_fraction))
-    newline = text.find("\n", cut)
-    if 0 <= newline < len(text) - 1:
-        cut = newline + 1
-    return text[:cut], text[cut:]
+def _lines(source: TextSource):
+    """The non-blank lines of ``source``, streamed (what the tokenizer trains on)."""
+    def gen():
+        for chunk in source.chunks():
+            yield from (line for line in chunk.split("\n") if line.strip())
+    return gen
 
 
-def _build_lm(data: str | Path | None, vocab_size: int, cache: Path, max_len: int) -> TaskData:
-    text = default_corpus() if data is None else read_text(data)
-    train_text, valid_text = split_lm_text(text)
-    if not valid_text.strip():
-        raise UserError(f"{data} is too short to hold out 5% for validation; give more text")
-    tok = train_or_load_tokenizer([train_text], vocab_size, cache, keep_whitespace=True)
-    train = np.asarray(tok.encode(train_text), dtype=np.int32)
-    valid = np.asarray(tok.encode(valid_text), dtype=np.int32)
-    info = {"data": "default_corpus" if data is None else str(data),
-            "train_tokens": int(train.size), "valid_tokens": int(valid.size),
-            "vocab_size": tok.vocab_size}
-    return TaskData("lm", tok, train, valid, None, max_len, src="", tgt="", info=info)
+def encode_threads() -> int:
+    """Threads for encoding: ``OMP_NUM_THREADS`` when set (the CLI sets it on a busy
+    machine), else every usable core."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return usable_cores()
+
+
+def _build_lm(data: str | Path | None, vocab_size: int, cache: Path, max_len: int,
+              tokenizer: str = "unigram", progress: bool = False) -> TaskData:
+    sources = lm_sources(data)
+    settings = TokenizerSettings(vocab_size=int(vocab_size), keep_whitespace=True, model=tokenizer)
+    if tokenizer == "bpe":
+        settings = replace(settings, max_sentences=LM_BPE_LINES)
+    tok = train_or_load_streamed(_lines(sources.train), sources.train.digest(), settings, cache)
+    threads = encode_threads()
+    ids = {name: encoded(tok, src, cache, threads=threads, progress=progress)
+           for name, src in (("train", sources.train), ("valid", sources.valid), ("test", sources.test))
+           if src is not None}
+    info = {**sources.info, "tokenizer": tokenizer, "vocab_size": tok.vocab_size,
+            **{f"{k}_tokens": int(v.size) for k, v in ids.items()}}
+    return TaskData("lm", tok, ids["train"], ids["valid"], ids.get("test"), max_len, src="", tgt="", info=info)

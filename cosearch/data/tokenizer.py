@@ -1,8 +1,11 @@
-"""Subword tokenizer: a sentencepiece unigram model, trained once and cached.
+"""Subword tokenizer: a sentencepiece model (unigram or BPE), trained once and cached.
 
-Why unigram rather than BPE: it is sentencepiece's default and best-tested path, its
+Why unigram by default: it is sentencepiece's default and best-tested path, its
 vocabulary size is a *soft* limit (``hard_vocab_limit=False``), so a tiny corpus yields a
-smaller vocabulary instead of an error, and it allows subword sampling later.
+smaller vocabulary instead of an error, and it allows subword sampling later. ``bpe`` (for
+code and large LM corpora) is sentencepiece's BPE with byte fallback: a character it never
+saw becomes its UTF-8 bytes instead of ``<unk>``, so every text round-trips and bits per
+byte are exact; it also trains about ten times faster on a large sample.
 
 The whole tokenizer is one self-contained ``tokenizer.model`` file (special ids, the
 normaliser and whitespace handling live in the model proto), so an exported model
@@ -17,7 +20,9 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 import sentencepiece as spm
 
@@ -29,6 +34,10 @@ MODEL_FILE = "tokenizer.model"
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #: Bump when the training settings below change, so old caches are not reused.
 _CACHE_VERSION = 1
+#: tokenizer kinds (``TokenizerSettings.model``)
+TOKENIZER_MODELS = ("unigram", "bpe")
+#: sentencepiece's word-boundary mark, a space in the text
+_SPACE_MARK = "\u2581"
 
 
 class Tokenizer:
@@ -49,9 +58,24 @@ class Tokenizer:
         """Token ids of ``text`` (no bos/eos)."""
         return self._sp.encode(text)
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of many texts at once (sentencepiece uses several threads)."""
-        return self._sp.encode(list(texts)) if texts else []
+    def encode_batch(self, texts: Sequence[str], threads: int | None = None) -> list[list[int]]:
+        """Token ids of many texts at once, on ``threads`` threads (default: sentencepiece's)."""
+        if not texts:
+            return []
+        return self._sp.encode(list(texts), num_threads=threads)
+
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes of text each id stands for (int64, one per id): 0 for pad, bos,
+        eos and ``<unk>`` (which stands for unknown text), 1 for a byte-fallback piece. With
+        ``keeps_whitespace`` the bytes of ``encode(text)`` sum to ``len(text.encode())``."""
+        sp = self._sp
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        for i in range(self.vocab_size):
+            if sp.is_byte(i):
+                out[i] = 1
+            elif not (sp.is_control(i) or sp.is_unknown(i)):
+                out[i] = len(sp.id_to_piece(i).replace(_SPACE_MARK, " ").encode("utf-8"))
+        return out
 
     def decode(self, ids: Iterable[int]) -> str:
         """Detokenised text; pad, bos and eos ids are dropped."""
@@ -102,14 +126,19 @@ class TokenizerSettings:
     vocab_size: int
     keep_whitespace: bool = False
     character_coverage: float = 1.0
+    #: sentences (lines) sampled from the training text (sentencepiece's reservoir)
     max_sentences: int = 2_000_000
+    #: ``unigram`` or ``bpe`` (BPE with byte fallback)
+    model: str = "unigram"
 
     def trainer_kwargs(self) -> dict:
-        kw = dict(model_type="unigram", vocab_size=self.vocab_size, hard_vocab_limit=False,
+        kw = dict(model_type=self.model, vocab_size=self.vocab_size, hard_vocab_limit=False,
                   pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
                   character_coverage=self.character_coverage,
                   input_sentence_size=self.max_sentences, shuffle_input_sentence=True,
                   num_threads=max(1, min(8, os.cpu_count() or 1)), minloglevel=2)
+        if self.model == "bpe":
+            kw["byte_fallback"] = True
         if self.keep_whitespace:
             # Code and prose LM: exact round trip of spaces, tabs and newlines.
             kw.update(normalization_rule_name="identity", remove_extra_whitespaces=False,
@@ -118,11 +147,16 @@ class TokenizerSettings:
         return kw
 
 
-def cache_key(texts: Sequence[str], settings: TokenizerSettings) -> str:
-    """A hash of the training texts and the settings."""
+def _settings_hash(settings: TokenizerSettings) -> "hashlib._Hash":
     h = hashlib.sha256()
     h.update(json.dumps({"v": _CACHE_VERSION, "sentencepiece": spm.__version__,
                          **settings.__dict__}, sort_keys=True).encode())
+    return h
+
+
+def cache_key(texts: Sequence[str], settings: TokenizerSettings) -> str:
+    """A hash of the training texts and the settings."""
+    h = _settings_hash(settings)
     for t in texts:
         b = t.encode("utf-8")
         h.update(len(b).to_bytes(8, "little"))  # length prefix: no two lists collide
@@ -140,14 +174,21 @@ def train_tokenizer(texts: Sequence[str], settings: TokenizerSettings) -> Tokeni
     lines = _training_lines(texts)
     if not lines:
         raise UserError("no text to train the tokenizer on; the training data is empty")
+    return train_tokenizer_lines(lambda: iter(lines), settings)
+
+
+def train_tokenizer_lines(lines: Callable[[], Iterator[str]], settings: TokenizerSettings) -> Tokenizer:
+    """Train a tokenizer on the lines ``lines()`` yields (called again for a retry), e.g.
+    streamed from a corpus too large to hold: sentencepiece keeps a uniform sample of
+    ``settings.max_sentences`` of them (no cache)."""
     try:
-        return Tokenizer(_train(lines, settings.trainer_kwargs()))
+        return Tokenizer(_train(lines(), settings.trainer_kwargs()))
     except RuntimeError as e:
         if "required_chars" not in str(e):
             raise UserError(f"tokenizer training failed: {_first_line(e)}") from None
-    # More distinct characters than vocab_size (e.g. CJK): leave the rarest to <unk>.
+    # More distinct characters than vocab_size (e.g. CJK): leave the rarest to <unk> (bpe: to bytes).
     try:
-        return Tokenizer(_train(lines, {**settings.trainer_kwargs(), "character_coverage": 0.9995}))
+        return Tokenizer(_train(lines(), {**settings.trainer_kwargs(), "character_coverage": 0.9995}))
     except RuntimeError as e:
         m = re.search(r"required_chars\. \d+ vs (\d+)", str(e))
         need = f" (the data needs {m.group(1)} characters)" if m else f" ({_first_line(e)})"
@@ -159,10 +200,10 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _train(lines: list[str], kwargs: dict) -> bytes:
+def _train(lines: Iterator[str], kwargs: dict) -> bytes:
     spm.set_random_generator_seed(1234)  # sentence sampling is seeded: same data, same model
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, **kwargs)
+    spm.SentencePieceTrainer.train(sentence_iterator=lines, model_writer=buf, **kwargs)
     return buf.getvalue()
 
 
@@ -184,5 +225,23 @@ def train_or_load_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: st
     if path.is_file():
         return Tokenizer.load(path)
     tok = train_tokenizer(texts, settings)
+    atomic_write_bytes(path, tok.to_bytes())
+    return tok
+
+
+def train_or_load_streamed(lines: Callable[[], Iterator[str]], digest: str, settings: TokenizerSettings,
+                           cache_dir: str | Path) -> Tokenizer:
+    """Like :func:`train_or_load_tokenizer` for text streamed by ``lines()``, cached under a
+    key made of the settings and ``digest`` (a hash of the text's content)."""
+    if settings.vocab_size < 8:
+        raise UserError(f"vocab_size {settings.vocab_size} is too small; use at least a few hundred")
+    if settings.model not in TOKENIZER_MODELS:
+        raise UserError(f"tokenizer {settings.model!r} is unknown; use one of {', '.join(TOKENIZER_MODELS)}")
+    h = _settings_hash(settings)
+    h.update(b"stream:" + digest.encode())
+    path = Path(cache_dir) / f"tokenizer-{h.hexdigest()[:20]}.model"
+    if path.is_file():
+        return Tokenizer.load(path)
+    tok = train_tokenizer_lines(lines, settings)
     atomic_write_bytes(path, tok.to_bytes())
     return tok

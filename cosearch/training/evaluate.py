@@ -4,7 +4,9 @@
 tokenizer, data, newest checkpoint), extracts the arch as a plain model (exactly the
 supernet's function, see ``Supernet.extract``) and returns the token-level loss and
 perplexity; for translation also BLEU (sacrebleu on detokenised text) of beam-search
-translations decoded with a KV cache.
+translations decoded with a KV cache; for a language model also bits per byte of the raw
+text (the loss in bits over the UTF-8 bytes the predicted tokens stand for), which compares
+models across tokenizers and vocabulary sizes.
 """
 from __future__ import annotations
 
@@ -98,21 +100,50 @@ def resolve_arch(space: SearchSpace, spec: str | Arch) -> Arch:
 
 
 # --------------------------------------------------------------------------- loss
+@dataclass
+class LossSums:
+    """Summed cross-entropy (nats) over the target tokens of some batches, their count, and
+    the UTF-8 bytes of text they stand for (0 when not counted)."""
+
+    nats: float
+    tokens: int
+    bytes: int = 0
+
+
 @torch.no_grad()
-def eval_loss(model: torch.nn.Module, batches, pad_id: int, vocab: int,
-              device: torch.device) -> tuple[float, int]:
-    """(mean token cross-entropy without smoothing, target tokens) over ``batches``."""
-    total, ntok = 0.0, 0
+def loss_sums(model: torch.nn.Module, batches, pad_id: int, vocab: int, device: torch.device,
+              token_bytes: torch.Tensor | None = None) -> LossSums:
+    """Cross-entropy without smoothing summed over the non-pad targets of ``batches``;
+    ``token_bytes`` (bytes per id, ``Tokenizer.token_bytes``) also sums their bytes."""
+    total, ntok, nbytes = 0.0, 0, 0
+    table = None if token_bytes is None else torch.as_tensor(token_bytes, device=device)
     for batch in batches:
         batch = to_device(batch, device)
         inputs, target = model_inputs(batch)
         logits = model(*inputs)[..., :vocab].float()
         total += float(F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1),
                                        ignore_index=pad_id, reduction="sum"))
-        ntok += int((target != pad_id).sum())
+        keep = target != pad_id
+        ntok += int(keep.sum())
+        if table is not None:
+            nbytes += int(table[target[keep]].sum())
     if ntok == 0:
         raise UserError("the evaluation split has no tokens")
-    return total / ntok, ntok
+    return LossSums(total, ntok, nbytes)
+
+
+def eval_loss(model: torch.nn.Module, batches, pad_id: int, vocab: int,
+              device: torch.device) -> tuple[float, int]:
+    """(mean token cross-entropy without smoothing, target tokens) over ``batches``."""
+    s = loss_sums(model, batches, pad_id, vocab, device)
+    return s.nats / s.tokens, s.tokens
+
+
+def bits_per_byte(nats: float, nbytes: int) -> float:
+    """Summed cross-entropy in nats as bits per byte of the text it predicted."""
+    if nbytes <= 0:
+        raise UserError("the evaluated tokens stand for no bytes of text; bits per byte is undefined")
+    return nats / (math.log(2) * nbytes)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -231,7 +262,7 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
              checkpoint: str | Path | None = None, progress: bool = False, raw_weights: bool = False) -> dict:
     """Loss and perplexity of ``arch`` (``largest``, ``smallest``, an Arch or a JSON file;
     None: the largest, or a standalone run's own arch) on ``split`` of the run's data;
-    translation adds ``bleu`` (beam search, KV cache).
+    translation adds ``bleu`` (beam search, KV cache), lm ``bits_per_byte`` and ``bytes``.
 
     ``max_sentences`` evaluates only the first sentences (quick checks);
     ``hypotheses_out`` writes the translations, one per line; ``checkpoint`` evaluates
@@ -263,9 +294,14 @@ def evaluate(run_dir: str | Path, arch: str | Arch | None = None, split: str = "
     else:
         block = t["max_len"]
         batches = td.batches(split, batch_size=max(1, max_tokens // block), block=block, shuffle=False, repeat=False)
-    loss, ntok = eval_loss(model, batches, tok.pad_id, tok.vocab_size, device)
-    result = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": ntok, "split": split,
+    lm = td.task == "lm"
+    sums = loss_sums(model, batches, tok.pad_id, tok.vocab_size, device,
+                     token_bytes=torch.from_numpy(tok.token_bytes()) if lm else None)
+    loss = sums.nats / sums.tokens
+    result = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": sums.tokens, "split": split,
               "step": run.step, "arch": a.to_dict()}
+    if lm:
+        result.update(bits_per_byte=bits_per_byte(sums.nats, sums.bytes), bytes=sums.bytes)
     if td.task == "translation" and bleu_score:
         hyps = translate(model, td, split, device, beam=beam, max_len=max_len, max_tokens=max_tokens,
                          len_penalty=len_penalty, limit=run.space.spec.max_positions, progress=progress)

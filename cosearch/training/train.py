@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -39,7 +40,7 @@ from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, pru
 from ..model.compiled_members import eager_forward, member_forward
 from ..data import TaskData, build_task_data
 from ..data.tasks import TASK_FAMILY
-from ..data.tokenizer import Tokenizer
+from ..data.tokenizer import TOKENIZER_MODELS, Tokenizer
 from ..errors import UserError
 from ..model.fused import fused_by_default, use_fused
 from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, is_run_folder,
@@ -92,6 +93,8 @@ class TrainConfig:
     max_len: int | None = None
     src: str = "en"
     tgt: str = "de"
+    #: lm: the tokenizer kind, ``unigram`` or ``bpe`` (byte fallback; for code). Translation: unigram.
+    tokenizer: str = "unigram"
 
     def resolved(self, space: SearchSpace) -> "TrainConfig":
         """Fill the automatic values and check every setting (``UserError`` names it)."""
@@ -115,6 +118,7 @@ class TrainConfig:
                   ("ema_decay", 0 <= c.ema_decay < 1, "in [0, 1)"),
                   ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
                   ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
+                  ("tokenizer", c.tokenizer in TOKENIZER_MODELS, f"one of {', '.join(TOKENIZER_MODELS)}"),
                   ("max_len", 2 <= c.max_len <= space.spec.max_positions,
                    f"between 2 and the space's max_positions {space.spec.max_positions} (raise "
                    "max_positions in the space YAML for longer sequences)")]
@@ -276,11 +280,21 @@ def _set_rng_state(state: dict) -> None:
 
 
 # --------------------------------------------------------------------------- data
-def load_task_data(config: dict, run_dir: str | Path) -> TaskData:
-    """The run's data, tokenised with the run's tokenizer (cached in RUN/tokenizers)."""
+def load_task_data(config: dict, run_dir: str | Path, progress: bool = False) -> TaskData:
+    """The run's data, tokenised with the run's tokenizer (cached in RUN/tokenizers, or in
+    ``$COSEARCH_DATA_CACHE`` when set: one cache that several runs of the same data share)."""
     space, t = space_of(config), config["train"]
     return build_task_data(config["task"], config["data"], vocab_size=space.vocab_size, workdir=run_dir,
-                           src=t["src"], tgt=t["tgt"], max_len=t["max_len"])
+                           src=t["src"], tgt=t["tgt"], max_len=t["max_len"], cache_dir=data_cache_dir(),
+                           tokenizer=t.get("tokenizer", "unigram"), progress=progress)
+
+
+def data_cache_dir() -> Path | None:
+    """``$COSEARCH_DATA_CACHE``: a folder for tokenizers and encoded corpora that several runs
+    share (each file is keyed by the data's content and the settings, so sharing is safe);
+    None (unset): each run keeps its own in RUN/tokenizers."""
+    v = os.environ.get("COSEARCH_DATA_CACHE", "").strip()
+    return Path(v) if v else None
 
 
 def check_tokenizer(run_dir: Path, tok: Tokenizer, space: SearchSpace, new_run: bool = False) -> None:
@@ -576,6 +590,9 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     # a batch's logits, their log-softmax and gradients in float32: 16 bytes per token and word
     check_memory(16 * cfg.max_tokens * space.vocab_size, f"a batch of --max-tokens {cfg.max_tokens:,} "
                  f"over a {space.vocab_size:,}-word vocabulary", "lower --max-tokens")
+    if task == "translation" and cfg.tokenizer != "unigram":
+        raise UserError(f"--tokenizer {cfg.tokenizer} is for --task lm; translation learns a unigram "
+                        "vocabulary (leave --tokenizer out)")
     if workers is not None and deadline is not None:
         raise UserError("a training deadline works in-process only; leave out --workers (or the deadline)")
     if workers is not None and workers < 1:
@@ -606,7 +623,7 @@ def _train_locked(out: Path, config: dict, space: SearchSpace, arch: Arch | None
         if created:
             mark(out, "run")
         clean_stale(out, "run", legacy=is_run_folder)
-        td = load_task_data(config, out)
+        td = load_task_data(config, out, progress=progress)
         check_tokenizer(out, td.tokenizer, space, new_run=not resume)
         if not resume:
             write_config(out, config)
