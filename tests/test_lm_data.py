@@ -103,8 +103,12 @@ def _train_cli(data: Path, out: Path, *extra: str) -> int:
 
 
 @pytest.mark.parametrize("bad", ["empty", "blank", "binary", "latin1", "two_train", "no_train", "corrupt_xz"])
-def test_bad_split_files_are_one_line_and_exit_2(code_dir, tmp_path, capsys, bad):
+def test_bad_split_files_are_one_line_and_exit_2(code_dir, tmp_path, capsys, monkeypatch, bad):
     d, texts = code_dir
+
+    def no_work(*a, **k):
+        raise AssertionError("a tokenizer was trained before every split file was checked")
+    monkeypatch.setattr("cosearch.data.tasks.train_or_load_streamed", no_work)
     data = tmp_path / "data"
     data.mkdir()
     write(data / "train.txt.xz", texts["train"])
@@ -186,7 +190,8 @@ def test_bits_per_byte_by_hand():
             return torch.zeros(*x.shape, 4)
     batches = [{"input": torch.tensor([[1, 1, 2]]), "target": torch.tensor([[1, 2, 3]])},
                {"input": torch.tensor([[0, 3, 3]]), "target": torch.tensor([[3, 0, 2]])}]  # 0 = pad
-    s = loss_sums(Uniform(), batches, 0, 4, torch.device("cpu"), token_bytes=torch.tensor([0, 1, 2, 3]))
+    # the pad id's 5 bytes must not count: padding is no text
+    s = loss_sums(Uniform(), batches, 0, 4, torch.device("cpu"), token_bytes=torch.tensor([5, 1, 2, 3]))
     assert s.tokens == 5 and s.bytes == 1 + 2 + 3 + 3 + 2
     assert s.nats == pytest.approx(5 * math.log(4))
     # 5 tokens x 2 bits over 11 bytes
