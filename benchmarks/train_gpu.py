@@ -1,4 +1,5 @@
-"""GPU benchmark of supernet training on Multi30k En-De with spaces/multi30k.yaml (issue 4, item 5).
+"""GPU benchmark of supernet training on Multi30k En-De with spaces/multi30k.yaml (issue 4, item 5),
+or, for throughput, on the Linux C corpus with spaces/code_lm.yaml (issue 22: ``--space code_lm``).
 
 Needs python3 with torch (CUDA), numpy, pydantic, pyyaml, sentencepiece, sacrebleu and tqdm;
 no Ray, no Optuna. Run from the repository root:
@@ -10,9 +11,15 @@ no Ray, no Optuna. Run from the repository root:
     python3 benchmarks/train_gpu.py quality --mos none   --budget-s 420 --out benchmarks/results/train_gpu_quality_none.json
     python3 benchmarks/train_gpu.py quality --mos neuron --budget-s 420 --out benchmarks/results/train_gpu_quality_neuron.json
 
-The Multi30k folder is --data, else $COSEARCH_SHARED_DATA/multi30k, else shared/data/multi30k
-next to or inside the repository. ``--device cpu`` with small settings checks the script on
-a machine without a GPU.
+    # (c) the code LM space: the plain largest model compiled (the MFU goal of issue 22)
+    python3 benchmarks/train_gpu.py throughput --space code_lm --max-tokens 32768 --path reference \
+        --compile-plain default --out benchmarks/results/train_gpu_throughput_code_lm.json
+
+The data folder is --data, else $COSEARCH_SHARED_DATA/multi30k (linux-c for a decoder-only
+space), else shared/data/multi30k (linux-c) next to or inside the repository. A decoder-only
+space reads it as `--task lm --tokenizer bpe`, encoded once into $COSEARCH_DATA_CACHE when set
+(shared with training runs), else into a temporary folder. ``--device cpu`` with small
+settings checks the script on a machine without a GPU.
 """
 from __future__ import annotations
 
@@ -41,16 +48,25 @@ def _check_imports() -> None:
                  "(pip install torch numpy pydantic pyyaml sentencepiece sacrebleu tqdm)")
 
 
-def find_data(arg: str | None) -> Path:
+#: the shared data folder of each task and a file that marks it
+DATASETS = {"translation": ("multi30k", ("train.en.gz", "train.en")), "lm": ("linux-c", ("train.txt.xz", "train.txt"))}
+
+
+def task_of(space) -> str:
+    return "lm" if space.family == "decoder_only" else "translation"
+
+
+def find_data(arg: str | None, task: str = "translation") -> Path:
+    name, markers = DATASETS[task]
     cands = [Path(arg)] if arg else []
     env = os.environ.get("COSEARCH_SHARED_DATA")
     if env:
-        cands.append(Path(env) / "multi30k")
-    cands += [ROOT / "shared" / "data" / "multi30k", ROOT.parent / "shared" / "data" / "multi30k"]
+        cands.append(Path(env) / name)
+    cands += [ROOT / "shared" / "data" / name, ROOT.parent / "shared" / "data" / name]
     for c in cands:
-        if (c / "train.en.gz").is_file() or (c / "train.en").is_file():
+        if any((c / m).is_file() for m in markers):
             return c
-    sys.exit(f"Multi30k not found in {', '.join(map(str, cands))}; pass --data")
+    sys.exit(f"{name} not found in {', '.join(map(str, cands))}; pass --data")
 
 
 def peak_tflops(device) -> float | None:
@@ -123,15 +139,25 @@ def _timing_inputs(td, device, max_tokens: int, n: int, seed: int):
     from contextlib import nullcontext
 
     from cosearch.training.train import to_device
-    it = td.batches("train", max_tokens=max_tokens, seed=seed)
+    if td.task == "lm":
+        it = td.batches("train", batch_size=max(1, max_tokens // td.max_len), seed=seed)
+    else:
+        it = td.batches("train", max_tokens=max_tokens, seed=seed)
     batches = [to_device(next(it), device) for _ in range(n)]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     return batches, td.tokenizer.pad_id, td.tokenizer.vocab_size, autocast
 
 
+def _shapes(batch) -> tuple[tuple, tuple]:
+    """(source (B, S), target (B, T)) shapes of a batch; a language model's source is empty."""
+    if "src" in batch:
+        return batch["src"].shape, batch["tgt_in"].shape
+    return (batch["input"].shape[0], 0), batch["input"].shape
+
+
 def _mean_work(space, arch, batches) -> tuple[float, float]:
     """(training FLOPs of ``arch``, target tokens), each the mean per batch of ``batches``."""
-    flops = sum(train_flops(space, arch, b["src"].shape, b["tgt_in"].shape) for b in batches)
+    flops = sum(train_flops(space, arch, *_shapes(b)) for b in batches)
     return flops / len(batches), sum(int(b["ntokens"]) for b in batches) / len(batches)
 
 
@@ -338,6 +364,10 @@ def _machine(device) -> dict:
 
 def _task_data(space, data: Path, cache: Path):
     from cosearch.data import build_task_data
+    from cosearch.training.train import data_cache_dir
+    if task_of(space) == "lm":  # the code LM recipe's data: bpe, encoded once
+        return build_task_data("lm", data, vocab_size=space.vocab_size, workdir=cache, tokenizer="bpe",
+                               max_len=space.spec.max_positions, cache_dir=data_cache_dir(), progress=True)
     return build_task_data("translation", data, vocab_size=space.vocab_size, workdir=cache,
                            max_len=space.spec.max_positions)
 
@@ -347,7 +377,7 @@ def cmd_throughput(args) -> dict:
     device = _device(args.device)
     space = SearchSpace.from_dict(space_dict(args.space, args.mos))
     with tempfile.TemporaryDirectory() as cache:
-        td = _task_data(space, find_data(args.data), Path(cache))
+        td = _task_data(space, find_data(args.data, task_of(space)), Path(cache))
     head = {"benchmark": "train_gpu throughput", "space": args.space, "mos": space.spec.mos.mode,
             "device": _machine(device),
             "goals": {"cost_per_subnet_vs_plain": "<= 1.3", "mfu_plain_largest": ">= 0.30",
@@ -398,6 +428,8 @@ def cmd_quality(args) -> dict:
     device = _device(args.device)
     sd = space_dict(args.space, args.mos)
     space = SearchSpace.from_dict(sd)
+    if task_of(space) != "translation":
+        sys.exit(f"quality measures translation (BLEU); for {args.space} use benchmarks/code_lm_recipe.sh")
     data = find_data(args.data)
     out = Path(args.run_dir or tempfile.mkdtemp(prefix=f"cosearch_{args.mos}_"))
     t0 = time.perf_counter()
@@ -438,7 +470,7 @@ def main(argv=None) -> int:
     for name in ("throughput", "quality"):
         p = sub.add_parser(name)
         p.add_argument("--out", required=True, help="result JSON path")
-        p.add_argument("--data", default=None, help="Multi30k folder")
+        p.add_argument("--data", default=None, help="Multi30k folder (linux-c for a decoder-only space)")
         p.add_argument("--space", default="multi30k")
         p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
         p.add_argument("--max-tokens", type=int, default=8192)
