@@ -191,9 +191,10 @@ def test_bits_per_byte_by_hand():
     batches = [{"input": torch.tensor([[1, 1, 2]]), "target": torch.tensor([[1, 2, 3]])},
                {"input": torch.tensor([[0, 3, 3]]), "target": torch.tensor([[3, 0, 2]])}]  # 0 = pad
     # the pad id's 5 bytes must not count: padding is no text
-    s = loss_sums(Uniform(), batches, 0, 4, torch.device("cpu"), token_bytes=torch.tensor([5, 1, 2, 3]))
+    s = loss_sums(Uniform(), batches, 0, 4, torch.device("cpu"), token_bytes=torch.tensor([5, 1, 2, 3]), rows=True)
     assert s.tokens == 5 and s.bytes == 1 + 2 + 3 + 3 + 2
     assert s.nats == pytest.approx(5 * math.log(4))
+    assert s.row_bytes == [6, 5] and s.row_nats == pytest.approx([3 * math.log(4), 2 * math.log(4)])
     # 5 tokens x 2 bits over 11 bytes
     assert bits_per_byte(s.nats, s.bytes) == pytest.approx(10 / 11)
 

@@ -108,28 +108,40 @@ class LossSums:
     nats: float
     tokens: int
     bytes: int = 0
+    #: per sequence (batch row, in batch order) when asked: nats and bytes (for bootstraps)
+    row_nats: list[float] | None = None
+    row_bytes: list[int] | None = None
 
 
 @torch.no_grad()
 def loss_sums(model: torch.nn.Module, batches, pad_id: int, vocab: int, device: torch.device,
-              token_bytes: torch.Tensor | None = None) -> LossSums:
+              token_bytes: torch.Tensor | None = None, rows: bool = False) -> LossSums:
     """Cross-entropy without smoothing summed over the non-pad targets of ``batches``;
-    ``token_bytes`` (bytes per id, ``Tokenizer.token_bytes``) also sums their bytes."""
+    ``token_bytes`` (bytes per id, ``Tokenizer.token_bytes``) also sums their bytes, and
+    ``rows`` keeps the sums of every sequence too."""
     total, ntok, nbytes = 0.0, 0, 0
+    row_nats: list[float] | None = [] if rows else None
+    row_bytes: list[int] | None = [] if rows and token_bytes is not None else None
     table = None if token_bytes is None else torch.as_tensor(token_bytes, device=device)
     for batch in batches:
         batch = to_device(batch, device)
         inputs, target = model_inputs(batch)
         logits = model(*inputs)[..., :vocab].float()
-        total += float(F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1),
-                                       ignore_index=pad_id, reduction="sum"))
+        ce = F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1), ignore_index=pad_id,
+                             reduction="none").view(target.shape)  # 0 at pad targets
+        total += float(ce.sum())
         keep = target != pad_id
         ntok += int(keep.sum())
+        if row_nats is not None:
+            row_nats += ce.sum(1).tolist()
         if table is not None:
-            nbytes += int(table[target[keep]].sum())
+            b = table[target] * keep
+            nbytes += int(b.sum())
+            if row_bytes is not None:
+                row_bytes += b.sum(1).tolist()
     if ntok == 0:
         raise UserError("the evaluation split has no tokens")
-    return LossSums(total, ntok, nbytes)
+    return LossSums(total, ntok, nbytes, row_nats, row_bytes)
 
 
 def eval_loss(model: torch.nn.Module, batches, pad_id: int, vocab: int,
