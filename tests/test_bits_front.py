@@ -21,7 +21,7 @@ SPACE = dict(name="t", family="decoder_only", vocab_size=256, max_positions=16,
 def test_candidates_are_the_closest_in_size_of_each_bit_width():
     space = SearchSpace.from_dict(SPACE)
     t = 0.008
-    cands = bf.select(space, [t], per_cell=2, tol=0.3, mixed=3)
+    cands = bf.select(space, [t], per_cell=2, tol=0.3, mixed=8)
     for b in (1.58, 2, 4, 8, 16):
         mine = [c for c in cands if c.label == f"W{b}"]
         # every homogeneous arch of these bits, by hand: 2 widths x 3 depths x 2 FFN x 2 heads
@@ -34,7 +34,7 @@ def test_candidates_are_the_closest_in_size_of_each_bit_width():
         assert all({la.weight_bits for la in c.arch.decoder} == {b} for c in mine)
         assert all({la.act_bits for la in c.arch.decoder} == {16} for c in mine)
     mixed = [c for c in cands if c.label == "mixed"]
-    assert len(mixed) == 3 and len({c.arch.digest() for c in mixed}) == 3
+    assert len(mixed) == 8 and len({c.arch.digest() for c in mixed}) == 8
     for c in mixed:
         bits = {la.weight_bits for la in c.arch.decoder}
         assert len(bits) > 1 and 16 not in bits and abs(bf.weight_mb(space, c.arch) / t - 1) <= 0.3
@@ -53,3 +53,16 @@ def test_paired_bootstrap_and_winner_by_hand():
                  params=1, digest=k, row_nats=v[0].tolist(), row_bytes=v[1].tolist()) for k, v in rows.items()]
     s = bf.summarize(recs, n_boot=200)
     assert s["winners"] == ["W2"] and s["low_bit_wins"] == 1 and s["clear_winners"] == ["W2"]
+
+
+def test_bootstrap_resamples_sequences_with_their_bytes():
+    # every sequence of A at exactly 1 bit per byte (nats proportional to bytes): each resample
+    # gives exactly 1; B wins on short sequences and loses on long ones: sometimes best
+    nb = np.array([1, 5, 2, 8, 3, 1, 4, 6])
+    a = nb * math.log(2)
+    b = a + np.where(nb > 3, 0.5, -0.5)
+    r = bf.paired_bootstrap({"A": (a, nb), "B": (b, nb)}, n=400)
+    assert r["archs"]["A"]["ci95"] == pytest.approx([1.0, 1.0])
+    assert 0 < r["archs"]["B"]["p_best"] < 1 and r["archs"]["A"]["p_best"] + r["archs"]["B"]["p_best"] == 1
+    lo, hi = r["archs"]["B"]["ci95"]
+    assert lo < r["archs"]["B"]["bits_per_byte"] < hi
