@@ -225,7 +225,7 @@ def standalone_job(root: Path, name: str, arch: Arch, run_config: dict, steps: i
     script = (f"{shlex.join(train)} > {shlex.quote(str(folder / 'train.json'))} && "
               f"{shlex.join(ev)} > {shlex.quote(str(folder / 'eval.json.tmp'))} && "
               f"mv {shlex.quote(str(folder / 'eval.json.tmp'))} {shlex.quote(str(folder / 'eval.json'))}")
-    return Job(name=name, argv=("bash", "-c", script), done="eval.json", gpu=gpu_share,
+    return Job(name=name, argv=("bash", "-c", script), done=str(folder / "eval.json"), gpu=gpu_share,
                env=(("OMP_NUM_THREADS", "2"),))
 
 
@@ -334,18 +334,24 @@ def machine() -> dict:
 
 
 # --------------------------------------------------------------------------- commands
-def _candidates(args, space: SearchSpace) -> list[Candidate]:
-    path = Path(args.out) / CANDIDATES
-    if path.is_file():  # the same candidates on every call (resume, standalone, report)
+def candidates(out: Path, space: SearchSpace, targets_mb: list[float] | None = None, tol: float = 0.12,
+               per_cell: int = 3, mixed: int = 4, seed: int = 0) -> list[Candidate]:
+    """The front's candidates: chosen once and kept in ``out/candidates.json``, so that every
+    later call (resumed scoring, standalone checks, the report) sees the same archs."""
+    path = out / CANDIDATES
+    if path.is_file():
         d = json.loads(path.read_text())
         return [Candidate(c["label"], c["target_mb"], Arch.from_dict(c["arch"])) for c in d["candidates"]]
-    targets = args.targets_mb or default_targets(space, tol=args.tol)
-    cands = select(space, targets, per_cell=args.per_cell, tol=args.tol, mixed=args.mixed, seed=args.seed)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"targets_mb": targets, "tol": args.tol, "per_cell": args.per_cell,
-                                "mixed": args.mixed, "seed": args.seed,
+    targets = targets_mb or default_targets(space, tol=tol)
+    cands = select(space, targets, per_cell=per_cell, tol=tol, mixed=mixed, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"targets_mb": targets, "tol": tol, "per_cell": per_cell, "mixed": mixed, "seed": seed,
                                 "candidates": [c.to_dict(space) for c in cands]}, indent=1) + "\n")
     return cands
+
+
+def _candidates(args, space: SearchSpace) -> list[Candidate]:
+    return candidates(Path(args.out), space, args.targets_mb, args.tol, args.per_cell, args.mixed, args.seed)
 
 
 def _run_space(run: Path) -> tuple[dict, SearchSpace]:

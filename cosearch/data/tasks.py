@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -173,11 +174,15 @@ def _build_lm(data: str | Path | None, vocab_size: int, cache: Path, max_len: in
     settings = TokenizerSettings(vocab_size=int(vocab_size), keep_whitespace=True, model=tokenizer)
     if tokenizer == "bpe":
         settings = replace(settings, max_sentences=LM_BPE_LINES)
+    t0 = time.perf_counter()
     tok = train_or_load_streamed(_lines(sources.train), sources.train.digest(), settings, cache)
+    t1 = time.perf_counter()
     threads = encode_threads()
     ids = {name: encoded(tok, src, cache, threads=threads, progress=progress)
            for name, src in (("train", sources.train), ("valid", sources.valid), ("test", sources.test))
            if src is not None}
+    # this call's seconds (a cache hit takes well under one)
+    seconds = {"tokenizer": round(t1 - t0, 2), "encode": round(time.perf_counter() - t1, 2), "threads": threads}
     info = {**sources.info, "tokenizer": tokenizer, "vocab_size": tok.vocab_size,
-            **{f"{k}_tokens": int(v.size) for k, v in ids.items()}}
+            **{f"{k}_tokens": int(v.size) for k, v in ids.items()}, "seconds": seconds}
     return TaskData("lm", tok, ids["train"], ids["valid"], ids.get("test"), max_len, src="", tgt="", info=info)
