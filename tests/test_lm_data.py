@@ -258,3 +258,16 @@ def test_code_lm_preset():
     assert space.param_count(big) == params(768, 12, 3072, 768) == 91_347_456
     assert space.param_count(small) == params(256, 4, 512, 256)
     assert space.param_count(big) / space.param_count(small) > 20
+
+
+def test_tokenizer_sample_is_seeded_uniform_and_in_text_order(tmp_path):
+    from cosearch.data.lm_text import TextSource, sample_lines
+    text = "".join(f"line {i}\n" + ("\n" if i % 7 == 0 else "") for i in range(3000))
+    src = TextSource("train", path=write(tmp_path / "train.txt.xz", text))
+    a = sample_lines(src, 300)
+    assert a == sample_lines(src, 300)  # the same sample every time (sentencepiece's own was not)
+    nums = [int(x.split()[1]) for x in a]
+    assert nums == sorted(nums) and len(set(nums)) == len(nums)
+    assert 230 <= len(a) <= 300  # blank lines drawn (1 in 8) are dropped
+    assert min(nums) < 300 and max(nums) > 2700  # drawn from the whole text
+    assert sample_lines(src, 10_000) == [f"line {i}" for i in range(3000)]

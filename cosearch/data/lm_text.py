@@ -94,6 +94,27 @@ class LMSources:
     info: dict
 
 
+def sample_lines(source: TextSource, k: int, seed: int = 0) -> list[str]:
+    """About ``k`` of the non-blank lines of ``source`` drawn uniformly (all of them when it
+    has no more than ``k`` lines), in text order; the same on every machine. One pass counts
+    the lines, a second keeps those at ``k`` positions drawn from a seeded generator (blank
+    ones are then dropped, so a few fewer may come back). sentencepiece's own sampling
+    (``input_sentence_size``) is not seeded: the same data gave other tokenizers."""
+    import numpy as np
+    total = sum(chunk.count("\n") + 1 for chunk in source.chunks())  # items of chunk.split("\n")
+    keep = None if total <= k else np.sort(np.random.default_rng(seed).choice(total, size=k, replace=False))
+    out, first = [], 0
+    for chunk in source.chunks():
+        lines = chunk.split("\n")
+        if keep is None:
+            out += [x for x in lines if x.strip()]
+        else:
+            lo, hi = np.searchsorted(keep, [first, first + len(lines)])
+            out += [x for x in (lines[j] for j in keep[lo:hi] - first) if x.strip()]
+        first += len(lines)
+    return out
+
+
 def split_lm_text(text: str, valid_fraction: float = LM_VALID_FRACTION) -> tuple[str, str]:
     """(train, valid): valid is the last ``valid_fraction`` of ``text``, starting at a line."""
     cut = valid_cut(text, valid_fraction)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..threads import usable_cores
-from .lm_text import LM_VALID_FRACTION, TextSource, lm_sources, split_lm_text
+from .lm_text import LM_VALID_FRACTION, TextSource, lm_sources, sample_lines, split_lm_text
 from .readers import list_splits, read_parallel, resolve_split
 from .token_cache import encoded
 from .tokenizer import TOKENIZER_MODELS, Tokenizer, TokenizerSettings, train_or_load_streamed, train_or_load_tokenizer
@@ -21,7 +21,7 @@ TASK_FAMILY = {"translation": "encoder_decoder", "lm": "decoder_only"}
 TASKS = tuple(TASK_FAMILY)
 #: Canonical split names and what users may call them.
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid", "test": "test"}
-#: lines of LM text a bpe tokenizer learns from: a uniform sample (sentencepiece's reservoir),
+#: lines of LM text a bpe tokenizer learns from: a uniform, seeded sample (``sample_lines``),
 #: so that a corpus of hundreds of MB trains it in seconds (about 15 MB of C code). unigram
 #: keeps the sample size runs were made with before (their tokenizer.model must not change).
 LM_BPE_LINES = 500_000
@@ -151,12 +151,16 @@ def _encode_pairs(tok: Tokenizer, pairs: Sequence[tuple[str, str]]) -> Pairs:
     return list(zip(srcs, tgts))
 
 
-def _lines(source: TextSource):
-    """The non-blank lines of ``source``, streamed (what the tokenizer trains on)."""
-    def gen():
-        for chunk in source.chunks():
-            yield from (line for line in chunk.split("\n") if line.strip())
-    return gen
+def training_lines(source: TextSource, k: int):
+    """``lines()`` for the tokenizer trainer: a seeded sample of ``k`` non-blank lines of
+    ``source`` (all of them when fewer), read only when a tokenizer is trained, then kept."""
+    memo: list[list[str]] = []
+
+    def lines():
+        if not memo:
+            memo.append(sample_lines(source, k))
+        return iter(memo[0])
+    return lines
 
 
 def encode_threads() -> int:
@@ -175,7 +179,8 @@ def _build_lm(data: str | Path | None, vocab_size: int, cache: Path, max_len: in
     if tokenizer == "bpe":
         settings = replace(settings, max_sentences=LM_BPE_LINES)
     t0 = time.perf_counter()
-    tok = train_or_load_streamed(_lines(sources.train), sources.train.digest(), settings, cache)
+    tok = train_or_load_streamed(training_lines(sources.train, settings.max_sentences), sources.train.digest(),
+                                 settings, cache)
     t1 = time.perf_counter()
     threads = encode_threads()
     ids = {name: encoded(tok, src, cache, threads=threads, progress=progress)

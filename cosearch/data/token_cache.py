@@ -5,16 +5,18 @@ The file ``CACHE/tokens-<key>.u16`` (``.u32`` for vocabularies over 65,536) is k
 hash of the tokenizer and of the text's content, so the same data with the same tokenizer
 is encoded once (later runs and ``cosearch eval`` map the file), and any change to either
 encodes again. The text is streamed chunk by chunk and each chunk is encoded on several
-threads (sentencepiece's batch encoder), so a corpus of hundreds of MB never sits in memory
-as text or as a Python list, and the ids are written as they come (atomically: a killed
-encoding leaves no file behind).
+threads (sentencepiece's batch encoder, which releases the GIL, so the next chunk is read
+and decompressed meanwhile), so a corpus of hundreds of MB never sits in memory as text or
+as a Python list, and the ids are written as they come (atomically: a killed encoding
+leaves no file behind).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 
@@ -51,10 +53,23 @@ def _pieces(chunk: str) -> list[str]:
     return out
 
 
+T = TypeVar("T")
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """``items``, with the next one produced in a worker thread while the caller works on
+    this one (its errors are raised here, in order)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        nxt = pool.submit(next, items, None)
+        while (item := nxt.result()) is not None:
+            nxt = pool.submit(next, items, None)
+            yield item
+
+
 def encode_chunks(tok: Tokenizer, chunks: Iterator[str], threads: int | None = None) -> Iterator[np.ndarray]:
     """The ids of each chunk, as one array per chunk (dtype :func:`token_dtype`)."""
     dtype = token_dtype(tok.vocab_size)
-    for chunk in chunks:
+    for chunk in prefetched(iter(chunks)):
         ids = tok.encode_batch(_pieces(chunk), threads=threads)
         n = sum(map(len, ids))
         out = np.empty(n, dtype=dtype)

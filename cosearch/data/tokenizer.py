@@ -138,7 +138,9 @@ class TokenizerSettings:
                   input_sentence_size=self.max_sentences, shuffle_input_sentence=True,
                   num_threads=max(1, min(8, os.cpu_count() or 1)), minloglevel=2)
         if self.model == "bpe":
-            kw["byte_fallback"] = True
+            # BPE's merges depend on the trainer's thread count: a fixed one gives every
+            # machine the same tokenizer
+            kw.update(byte_fallback=True, num_threads=8)
         if self.keep_whitespace:
             # Code and prose LM: exact round trip of spaces, tabs and newlines.
             kw.update(normalization_rule_name="identity", remove_extra_whitespaces=False,
