@@ -335,15 +335,18 @@ def machine() -> dict:
 
 # --------------------------------------------------------------------------- commands
 def candidates(out: Path, space: SearchSpace, targets_mb: list[float] | None = None, tol: float = 0.12,
-               per_cell: int = 3, mixed: int = 4, seed: int = 0) -> list[Candidate]:
-    """The front's candidates: chosen once and kept in ``out/candidates.json``, so that every
-    later call (resumed scoring, standalone checks, the report) sees the same archs."""
+               per_cell: int = 3, mixed: int = 4, seed: int = 0, keep: bool = True) -> list[Candidate]:
+    """The front's candidates: chosen once and kept in ``out/candidates.json`` (unless not
+    ``keep``), so that every later call (resumed scoring, standalone checks, the report) sees
+    the same archs."""
     path = out / CANDIDATES
     if path.is_file():
         d = json.loads(path.read_text())
         return [Candidate(c["label"], c["target_mb"], Arch.from_dict(c["arch"])) for c in d["candidates"]]
     targets = targets_mb or default_targets(space, tol=tol)
     cands = select(space, targets, per_cell=per_cell, tol=tol, mixed=mixed, seed=seed)
+    if not keep:
+        return cands
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"targets_mb": targets, "tol": tol, "per_cell": per_cell, "mixed": mixed, "seed": seed,
                                 "candidates": [c.to_dict(space) for c in cands]}, indent=1) + "\n")
@@ -369,19 +372,30 @@ def cmd_inherited(args) -> int:
     return 0
 
 
+def check_points_at_middle(cands: list[Candidate], space: SearchSpace, target_mb: float | None = None,
+                           labels: list[str] | None = None) -> dict[str, tuple[float, Arch]]:
+    """label -> (target size, arch) of the standalone checks: by default at the middle target
+    size (the lower of two middle ones: smaller archs, cheaper runs), every label that has an
+    arch there."""
+    targets = sorted({c.target_mb for c in cands})
+    t = target_mb if target_mb is not None else targets[(len(targets) - 1) // 2]
+    labels = labels or sorted({c.label for c in cands if c.target_mb == t})
+    return {lab: (t, a) for lab, a in check_points(cands, space, t, labels).items()}
+
+
+def check_name(label: str, target_mb: float, seed: int) -> str:
+    return f"alone_{label.replace('.', 'p')}_{target_mb:g}MB_seed{seed}"
+
+
 def standalone_check_jobs(run: Path, out: Path, cands: list[Candidate], space: SearchSpace, steps: int,
                           gpu_share: float, target_mb: float | None = None, labels: list[str] | None = None,
                           seed: int = 0, data: str | None = None, time_limit: float | None = None) -> list:
-    """The standalone-check jobs (see :func:`check_points`): by default at the middle target
-    size, every label that has an arch there."""
+    """The standalone-check jobs (see :func:`check_points_at_middle`)."""
     from cosearch.training.rundir import read_config
-    targets = sorted({c.target_mb for c in cands})
-    t = target_mb if target_mb is not None else targets[len(targets) // 2]
-    labels = labels or sorted({c.label for c in cands if c.target_mb == t})
-    points = check_points(cands, space, t, labels)
     cfg = read_config(run)
-    return [standalone_job(out / STANDALONE, f"alone_{lab.replace('.', 'p')}_{t:g}MB_seed{seed}", a, cfg, steps, seed,
-                           gpu_share, time_limit=time_limit, data=data) for lab, a in points.items()]
+    return [standalone_job(out / STANDALONE, check_name(lab, t, seed), a, cfg, steps, seed, gpu_share,
+                           time_limit=time_limit, data=data)
+            for lab, (t, a) in check_points_at_middle(cands, space, target_mb, labels).items()]
 
 
 def cmd_standalone(args) -> int:
@@ -456,7 +470,7 @@ def main(argv=None) -> int:
     s.add_argument("--data", default=None, help="the data folder (default: the run's)")
     s.add_argument("--steps", type=int, required=True)
     s.add_argument("--gpu-share", type=float, default=0.1, help="GPU share of each job (with --gpu)")
-    s.add_argument("--target-mb", type=float, default=None, help="the checks' size (default: the middle target)")
+    s.add_argument("--target-mb", type=float, default=None, help="the checks' size (default: the (lower) middle target)")
     s.add_argument("--labels", nargs="+", default=None, help="bit-width labels to check (default: all there)")
     s.add_argument("--parallel", type=int, default=None, help="jobs at once (1: no Ray)")
     s.add_argument("--time-limit", type=float, default=None, help="per-job training time limit (s)")

@@ -24,7 +24,11 @@ Stages (each skipped when its result exists, so rerunning after a lost machine g
     python3 benchmarks/code_lm_recipe.py --data SLICE --work /tmp/w --results /tmp/r --device cpu \\
         --space tiny.yaml --steps 20 --max-tokens 512 --search-trials 12 --parallel 2
 
-On the GPU machine use ``benchmarks/code_lm_recipe.sh`` (it outlives a 10-minute command).
+On the GPU machine run it as the ``code_lm`` plan of ``benchmarks/gpu_runner.py`` (each stage
+and job a Ray task; it outlives a 10-minute device command):
+
+    python3 benchmarks/gpu_runner.py start code_lm --root /tmp/gpu --set data=DATA [--set budget_s=600]
+    python3 benchmarks/gpu_runner.py wait --root /tmp/gpu --for 540 --pack $OUT/results.tgz
 """
 from __future__ import annotations
 
@@ -36,7 +40,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,18 +75,26 @@ def run_logged(argv: list[str], logfile: Path) -> None:
         raise SystemExit(f"command failed ({rc}): {shlex.join(argv)}\n{tail}")
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of stage 4 as a GPU plan sees it before anything ran."""
+
+    gpu: float
+    done: Path
+    build: Callable
+
+
 class Recipe:
     def __init__(self, a):
         self.a = a
         self.work, self.res = Path(a.work).resolve(), Path(a.results).resolve()
-        self.res.mkdir(parents=True, exist_ok=True)
         self.logs = self.work / "logs"
         self.space = SearchSpace.load(a.space)
         self.gpu = a.device == "cuda"
         os.environ["COSEARCH_DATA_CACHE"] = str(self.work / "cache")  # every run shares the encoded corpus
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
-        self.stages_file = self.res / "stages.json"
-        self.stages = json.loads(self.stages_file.read_text()) if self.stages_file.is_file() else {}
+        self.stage_dir = self.res / "stages"  # one file per stage: parallel jobs never write the same file
+        self.stages = {f.stem: json.loads(f.read_text()) for f in sorted(self.stage_dir.glob("*.json"))}
 
     # ------------------------------------------------------------------ helpers
     def done(self, name: str) -> bool:
@@ -88,7 +102,10 @@ class Recipe:
 
     def mark(self, name: str, t0: float, **info) -> None:
         self.stages[name] = {"wall_s": round(time.time() - t0, 2), **info}
-        self.stages_file.write_text(json.dumps(self.stages, indent=1) + "\n")
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.stage_dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(self.stages[name], indent=1) + "\n")
+        tmp.replace(self.stage_dir / f"{name}.json")
 
     def train_flags(self) -> list[str]:
         a = self.a
@@ -186,49 +203,94 @@ class Recipe:
         return Job(name=name, argv=("bash", "-c", script), done=str(out), gpu=gpu if self.gpu else 0.0,
                    env=(("OMP_NUM_THREADS", "2"),))
 
-    def jobs(self) -> list:
-        from cosearch.jobs import Job
-        from cosearch.training.rundir import read_config
+    def job_table(self) -> dict[str, "JobSpec"]:
+        """Every job of stage 4 by name: its GPU share, the file that marks it done, and a
+        function that builds the Job. Names, shares and done files need only the space (a GPU
+        plan lists them before anything ran); the commands need the trained run (its recipe)
+        and the calibrated steps."""
         a, g = self.a, (["--gpu"] if self.gpu else [])
         run, res = str(self.run_dir), self.res
-        jobs = []
+        share = (lambda x: x) if self.gpu else (lambda x: 0.0)
+        table = {}
         for arch in EVAL_ARCHS:
             for split in ("valid", "test"):
-                jobs.append(self.json_job(f"eval_{arch}_{split}", cli(
-                    "eval", "--run", run, "--arch", str(self.arch_file(arch)), "--split", split, "--json",
-                    "--max-tokens", str(a.eval_max_tokens), "--no-progress", *g), res / "eval" / f"{arch}_{split}.json", 0.01))
-        export = self.work / "export_largest_w4a8"
-        steps = [shlex.join(cli("export", run, "--arch", str(self.arch_file("largest_w4a8")), "--out", str(export),
-                                "--force"))]
+                out = res / "eval" / f"{arch}_{split}.json"
+                table[f"eval_{arch}_{split}"] = JobSpec(share(0.01), out, lambda arch=arch, split=split, out=out: self.json_job(
+                    f"eval_{arch}_{split}", cli("eval", "--run", run, "--arch", str(self.arch_file(arch)), "--split", split,
+                                                "--json", "--max-tokens", str(a.eval_max_tokens), "--no-progress", *g),
+                    out, 0.01))
+        table["export_generate"] = JobSpec(0.0, res / "samples.done", self.export_job)
+        front = self.work / "front"
+
+        def bits_job():
+            from cosearch.jobs import Job
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "bits_front.py"), "inherited", "--run", run,
+                   "--out", str(front), "--no-progress", *g]
+            return Job("bits_inherited", ("bash", "-c", f"{shlex.join(cmd)} && touch {shlex.quote(str(front / 'inherited.done'))}"),
+                       done=str(front / "inherited.done"), gpu=share(0.05), env=(("OMP_NUM_THREADS", "2"),))
+        table["bits_inherited"] = JobSpec(share(0.05), front / "inherited.done", bits_job)
+        for hw in HARDWARE:
+            out = self.work / f"search_{hw}"
+
+            def search_job(hw=hw, out=out):
+                from cosearch.jobs import Job
+                return Job(f"search_{hw}", tuple(cli("search", "--run", run, "--hw", hw, "--trials", str(a.search_trials),
+                                                     "--out", str(out), "--seed", str(a.seed), "--no-progress", *g)),
+                           done=str(out / "summary.json"), gpu=share(0.05), env=(("OMP_NUM_THREADS", "2"),))
+            table[f"search_{hw}"] = JobSpec(share(0.05), out / "summary.json", search_job)
+        alone = self.work / "alone"
+        for name, arch, sh in (("largest", self.space.largest(), 0.2), ("smallest", self.space.smallest(), 0.04)):
+            for seed in (0, 1):
+                job = f"alone_{name}_seed{seed}"
+                table[job] = JobSpec(share(sh), alone / job / "eval.json",
+                                     lambda job=job, arch=arch, seed=seed, sh=sh: bits_front.standalone_job(
+                                         alone, job, arch, self.run_config(), self.alone_steps(), seed, share(sh),
+                                         a.eval_max_tokens, a.alone_time_limit))
+        cands = bits_front.candidates(front, self.space, keep=False)
+        checks = front / bits_front.STANDALONE
+        for lab, (t, arch) in bits_front.check_points_at_middle(cands, self.space).items():
+            job = bits_front.check_name(lab, t, 0)
+            table[job] = JobSpec(share(0.05), checks / job / "eval.json", lambda job=job, arch=arch: bits_front.standalone_job(
+                checks, job, arch, self.run_config(), self.alone_steps(), 0, share(0.05), a.eval_max_tokens,
+                a.alone_time_limit))
+        return table
+
+    def run_config(self) -> dict:
+        from cosearch.training.rundir import read_config
+        return read_config(self.run_dir)
+
+    def alone_steps(self) -> int:
+        return max(2, int(self.steps() * self.a.alone_fraction))
+
+    def export_job(self):
+        from cosearch.jobs import Job
+        res, export = self.res, self.work / "export_largest_w4a8"
+        res.mkdir(parents=True, exist_ok=True)
+        steps = [shlex.join(cli("export", str(self.run_dir), "--arch", str(self.arch_file("largest_w4a8")),
+                                "--out", str(export), "--force"))]
         for i, p in enumerate(PROMPTS):
             steps.append(f"{shlex.join(cli('generate', str(export), '--prompt', p, '--max-new-tokens', '200', '--seed', str(i)))}"
                          f" > {shlex.quote(str(res / f'sample{i}.txt'))}")
         steps.append(f"touch {shlex.quote(str(res / 'samples.done'))}")
-        jobs.append(Job("export_generate", ("bash", "-c", " && ".join(steps)), done=str(res / "samples.done"),
-                        gpu=0.0, env=(("OMP_NUM_THREADS", "4"),)))
-        front = self.work / "front"
-        bits_cmd = [sys.executable, str(ROOT / "benchmarks" / "bits_front.py"), "inherited", "--run", run,
-                    "--out", str(front), "--no-progress", *g]
-        jobs.append(Job("bits_inherited", ("bash", "-c", f"{shlex.join(bits_cmd)} && touch {shlex.quote(str(front / 'inherited.done'))}"),
-                        done=str(front / "inherited.done"), gpu=0.05 if self.gpu else 0.0, env=(("OMP_NUM_THREADS", "2"),)))
-        for hw in HARDWARE:
-            out = self.work / f"search_{hw}"
-            search = cli("search", "--run", run, "--hw", hw, "--trials", str(a.search_trials), "--out", str(out),
-                         "--seed", str(a.seed), "--no-progress", *g)
-            jobs.append(Job(f"search_{hw}", tuple(search), done=str(out / "summary.json"), gpu=0.05 if self.gpu else 0.0,
-                            env=(("OMP_NUM_THREADS", "2"),)))
-        cfg = read_config(self.run_dir)
-        alone_steps = max(2, int(self.steps() * a.alone_fraction))
-        alone = self.work / "alone"
-        for name, arch, share in (("largest", self.space.largest(), 0.2), ("smallest", self.space.smallest(), 0.04)):
-            for seed in (0, 1):
-                jobs.append(bits_front.standalone_job(alone, f"alone_{name}_seed{seed}", arch, cfg, alone_steps, seed,
-                                                      share if self.gpu else 0.0, a.eval_max_tokens, a.alone_time_limit))
-        space = SearchSpace.from_dict(cfg["space"])
-        cands = bits_front.candidates(front, space)
-        jobs += bits_front.standalone_check_jobs(self.run_dir, front, cands, space, alone_steps,
-                                                 0.05 if self.gpu else 0.0, time_limit=a.alone_time_limit)
-        return jobs
+        return Job("export_generate", ("bash", "-c", " && ".join(steps)), done=str(res / "samples.done"),
+                   gpu=0.0, env=(("OMP_NUM_THREADS", "4"),))
+
+    def jobs(self) -> list:
+        return [spec.build() for spec in self.job_table().values()]
+
+    def stage_job(self, name: str) -> None:
+        """Run one job of stage 4 in the foreground (a GPU plan runs each as its own task)."""
+        table = self.job_table()
+        if name not in table:
+            raise SystemExit(f"no job {name!r}; jobs: {', '.join(table)}")
+        job = table[name].build()
+        if Path(job.done).exists():
+            log(f"{name}: already done")
+            return
+        log(f"{name}: {shlex.join(job.argv)}")
+        rc = subprocess.run(list(job.argv), env=dict(os.environ, **dict(job.env))).returncode
+        if rc != 0 or not Path(job.done).exists():
+            raise SystemExit(f"{name} failed (exit {rc}) or wrote no {job.done}")
 
     def stage_jobs(self) -> None:
         if self.done("jobs"):
@@ -243,18 +305,19 @@ class Recipe:
         results = run_jobs(jobs, self.work / "jobs", parallel=parallel, progress=False)
         failed = {r.name: r.tail[-2000:] for r in results if not r.ok}
         # seconds of every job that ran, this call or an earlier one that had failures
-        seconds = {**self.stages.pop("jobs_failed", {}).get("seconds", {}),
+        seconds = {**self.stages.get("jobs_failed", {}).get("seconds", {}),
                    **{r.name: round(r.seconds, 1) for r in results if not r.skipped}}
         if failed:  # not done: the next call retries the failed jobs (done ones are skipped)
-            self.stages["jobs_failed"] = {"seconds": seconds, "failed": failed}
-            self.stages_file.write_text(json.dumps(self.stages, indent=1) + "\n")
+            self.mark("jobs_failed", t0, seconds=seconds, failed=failed)
         else:
+            (self.stage_dir / "jobs_failed.json").unlink(missing_ok=True)
             self.mark("jobs", t0, seconds=seconds)
         log(f"jobs: done in {time.time() - t0:.0f} s; failed: {sorted(failed) or 'none'}")
 
     # ------------------------------------------------------------------ 5. report
     def stage_report(self) -> dict:
         t0 = time.time()
+        self.res.mkdir(parents=True, exist_ok=True)
         out = {"benchmark": "code_lm recipe (issue 22)", "machine": bits_front.machine(), "space": self.space.name,
                "data": str(self.a.data), "settings": {k: v for k, v in vars(self.a).items()},
                "stages": self.stages}
@@ -285,6 +348,9 @@ class Recipe:
         for name in ("data", "calibrate", "supernet", "jobs", "report"):
             if name in parts:
                 getattr(self, f"stage_{name}")()
+        for part in parts:
+            if part.startswith("job:"):
+                self.stage_job(part.removeprefix("job:"))
 
 
 def wait_for_ray(seconds: float) -> None:
@@ -365,7 +431,7 @@ def plot_search_fronts(folders: dict[str, Path], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="the linux-c folder (train/valid/test .txt.xz)")
     ap.add_argument("--work", required=True, help="work folder (runs, caches, jobs)")
@@ -385,10 +451,17 @@ def main(argv=None) -> int:
     ap.add_argument("--search-trials", type=int, default=300)
     ap.add_argument("--parallel", type=int, default=None, help="jobs at once (default: all on a GPU, 1 on a CPU)")
     ap.add_argument("--ray-wait-s", type=float, default=0.0, help="wait this long for Ray to be installed")
-    ap.add_argument("--parts", default="data,calibrate,supernet,jobs,report")
+    ap.add_argument("--parts", default="data,calibrate,supernet,jobs,report",
+                    help="stages to run, in order: data, calibrate, supernet, jobs (all of stage 4 through "
+                    "cosearch.jobs), job:NAME (one of them, in the foreground), report")
     a = ap.parse_args(argv)
     if a.budget_s is not None and a.budget_s <= 0:
         a.budget_s = None
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
     Recipe(a).run(a.parts.split(","))
     return 0
 

@@ -38,3 +38,37 @@ def smoke(out: str = "/tmp/gpu-smoke", steps: str = "3") -> list[Job]:
                                   f"{out}/eval_smallest.json"),
             done=f"{out}/eval_smallest.json", after=("train_tiny",)),
     ]
+
+
+def code_lm(data: str = "", work: str = "/tmp/gpu/code_lm", budget_s: str = "600", steps: str = "",
+            space: str = "code_lm", device: str = "cuda", extra: str = "") -> list[Job]:
+    """Issue 22 on one GPU (``benchmarks/code_lm_recipe.py``, one stage or job per task): the
+    token cache, the calibration and the supernet (each with the GPU alone), then the
+    evaluations, export and samples, bits front, searches and standalone runs sharing the
+    GPU, then the report (WORK/results/code_lm_recipe.json). ``steps`` skips the calibration;
+    ``extra``: more code_lm_recipe.py flags (e.g. "--search-trials 200")."""
+    import shlex
+
+    import code_lm_recipe
+    if not data:
+        raise SystemExit("the code_lm plan needs --set data=PATH (the linux-c folder)")
+    base = (PY, str(ROOT / "benchmarks" / "code_lm_recipe.py"), "--data", data, "--work", work,
+            "--results", f"{work}/results", "--space", space, "--device", device, "--budget-s", budget_s,
+            *(("--steps", steps) if steps else ()), *shlex.split(extra))
+    recipe = code_lm_recipe.Recipe(code_lm_recipe.parse_args(list(base[2:])))
+    alone = 1.0 if device == "cuda" else 0.0  # timed stages have the GPU to themselves
+
+    def stage(name: str, part: str, after: tuple[str, ...], gpu: float = 0.0, done: str | None = None) -> Job:
+        return Job(f"code_lm_{name}", (*base, "--parts", part), done=done or f"{work}/results/stages/{name}.json",
+                   gpu=gpu, after=after)
+
+    jobs = [stage("data", "data", ())]
+    if not steps:
+        jobs.append(stage("calibrate", "calibrate", ("code_lm_data",), alone))
+    jobs.append(stage("supernet", "supernet", (jobs[-1].name,), alone))
+    names = []
+    for name, spec in recipe.job_table().items():
+        jobs.append(stage(name, f"job:{name}", ("code_lm_supernet",), spec.gpu, done=str(spec.done)))
+        names.append(jobs[-1].name)
+    jobs.append(stage("report", "report", tuple(names), done=f"{work}/results/code_lm_recipe.json"))
+    return jobs
