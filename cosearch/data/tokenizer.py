@@ -223,10 +223,15 @@ def train_or_load_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: st
         raise UserError(f"vocab_size {vocab_size} is too small; use at least a few hundred")
     texts = list(texts)
     settings = TokenizerSettings(vocab_size=int(vocab_size), keep_whitespace=keep_whitespace)
-    path = Path(cache_dir) / f"tokenizer-{cache_key(texts, settings)}.model"
+    return _cached(Path(cache_dir) / f"tokenizer-{cache_key(texts, settings)}.model",
+                   lambda: train_tokenizer(texts, settings))
+
+
+def _cached(path: Path, make: Callable[[], Tokenizer]) -> Tokenizer:
+    """The tokenizer in ``path``, or ``make()``'s, saved there (atomically) first."""
     if path.is_file():
         return Tokenizer.load(path)
-    tok = train_tokenizer(texts, settings)
+    tok = make()
     atomic_write_bytes(path, tok.to_bytes())
     return tok
 
@@ -241,9 +246,5 @@ def train_or_load_streamed(lines: Callable[[], Iterator[str]], digest: str, sett
         raise UserError(f"tokenizer {settings.model!r} is unknown; use one of {', '.join(TOKENIZER_MODELS)}")
     h = _settings_hash(settings)
     h.update(b"stream:" + digest.encode())
-    path = Path(cache_dir) / f"tokenizer-{h.hexdigest()[:20]}.model"
-    if path.is_file():
-        return Tokenizer.load(path)
-    tok = train_tokenizer_lines(lines, settings)
-    atomic_write_bytes(path, tok.to_bytes())
-    return tok
+    return _cached(Path(cache_dir) / f"tokenizer-{h.hexdigest()[:20]}.model",
+                   lambda: train_tokenizer_lines(lines, settings))
