@@ -271,3 +271,15 @@ def test_tokenizer_sample_is_seeded_uniform_and_in_text_order(tmp_path):
     assert 230 <= len(a) <= 300  # blank lines drawn (1 in 8) are dropped
     assert min(nums) < 300 and max(nums) > 2700  # drawn from the whole text
     assert sample_lines(src, 10_000) == [f"line {i}" for i in range(3000)]
+
+
+def test_finetune_on_a_split_folder_reads_its_train_file_only(code_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from cosearch.deploy.finetune import _batches
+    d, texts = code_dir
+    tok = build_task_data("lm", d, 400, tmp_path / "w", max_len=16, tokenizer="bpe").tokenizer
+    exp = SimpleNamespace(task="lm", space=SearchSpace.from_dict(dict(lm_space(), vocab_size=400)), path=d)
+    batches, held = _batches(exp, tok, d, 256, 0, "en", "de")
+    assert batches.ids.tolist() == tok.encode(texts["train"])  # valid and test stay unseen
+    assert "valid and test files" in held

@@ -67,8 +67,8 @@ def _batches(exp: Exported, tok, data: str | Path, max_tokens: int, seed: int, s
     what was held out). Translation trains on the train split; an LM text loses its last 5%,
     the validation split training held out and the search ranked models on."""
     from ..data.batches import LMBatches, TranslationBatches
-    from ..data.readers import read_parallel, read_text
-    from ..data.tasks import LM_VALID_FRACTION, split_lm_text
+    from ..data.lm_text import LM_VALID_FRACTION, lm_sources
+    from ..data.readers import read_parallel
 
     limit = exp.space.spec.max_positions
     if exp.task == "translation":
@@ -79,14 +79,19 @@ def _batches(exp: Exported, tok, data: str | Path, max_tokens: int, seed: int, s
             raise UserError(f"{data}: every train pair is empty; give sentence pairs to fine-tune on")
         return TranslationBatches(ids, max_tokens, seed, shuffle=True, repeat=True), "valid and test splits"
     if exp.task == "lm":
-        train_text, valid_text = split_lm_text(read_text(data))
-        ids = tok.encode(train_text)
+        # the train split alone: of a folder of split files, its train file (valid and test
+        # stay unseen); else the text without its last 5%
+        sources = lm_sources(data)
+        ids = tok.encode("".join(sources.train.chunks()))
         if len(ids) < 2:
             raise UserError(f"{data}: too short to fine-tune on once its last 5% (validation) is held out; "
                             "give more text")
         block = min(limit, max(2, len(ids) - 1))
-        held = (f"last {LM_VALID_FRACTION:.0%} of the text ({len(valid_text)} characters), the validation "
-                "split of training and search")
+        if sources.info["valid"] == "file":
+            held = "the valid and test files, the splits of training and search"
+        else:
+            held = (f"last {LM_VALID_FRACTION:.0%} of the text ({len(''.join(sources.valid.chunks()))} characters), "
+                    "the validation split of training and search")
         return LMBatches(ids, block, max(1, max_tokens // block), seed, shuffle=True, repeat=True), held
     raise UserError(f"{exp.path}/config.json has task {exp.task!r}; fine-tuning needs translation or lm "
                     "(export from a training run folder)")
