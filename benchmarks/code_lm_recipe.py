@@ -331,7 +331,7 @@ class Recipe:
         front = self.work / "front"
         if (front / bits_front.INHERITED).is_file():
             rep = bits_front.report(front)
-            out["bits_front"] = {k: rep[k] for k in ("winners", "low_bit_wins", "targets", "clear_winners",
+            out["bits_front"] = {k: rep[k] for k in ("verdict", "winners", "low_bit_wins", "targets", "clear_winners",
                                                      "standalone_vs_inherited_kendall_tau", "by_target", "standalone")}
             for f in ("bits_front.json", "bits_front.png"):
                 shutil.copy(front / f, self.res / f)
