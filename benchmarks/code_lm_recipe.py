@@ -91,8 +91,6 @@ class Recipe:
         self.logs = self.work / "logs"
         self.space = SearchSpace.load(a.space)
         self.gpu = a.device == "cuda"
-        os.environ["COSEARCH_DATA_CACHE"] = str(self.work / "cache")  # every run shares the encoded corpus
-        os.environ.setdefault("PYTHONUNBUFFERED", "1")
         self.stage_dir = self.res / "stages"  # one file per stage: parallel jobs never write the same file
         self.stages = {f.stem: json.loads(f.read_text()) for f in sorted(self.stage_dir.glob("*.json"))}
 
@@ -345,6 +343,10 @@ class Recipe:
         return out
 
     def run(self, parts: list[str]) -> None:
+        # every run and job of the recipe shares one encoded corpus (set here, not when a GPU
+        # plan only lists the jobs)
+        os.environ["COSEARCH_DATA_CACHE"] = str(self.work / "cache")
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")
         for name in ("data", "calibrate", "supernet", "jobs", "report"):
             if name in parts:
                 getattr(self, f"stage_{name}")()

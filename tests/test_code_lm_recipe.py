@@ -39,8 +39,11 @@ def test_bit_widths_on_a_search_front(tmp_path):
     assert r["dominant_bit_widths"] == [1.58, 2, 8]  # a tie goes to the lower width
 
 
-def test_the_plan_trains_alone_first_and_reports_last(tmp_path):
+def test_the_plan_trains_alone_first_and_reports_last(tmp_path, monkeypatch):
+    import os
+
     import yaml
+    monkeypatch.delenv("COSEARCH_DATA_CACHE", raising=False)
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump(TINY))
     work = tmp_path / "w"
@@ -55,5 +58,6 @@ def test_the_plan_trains_alone_first_and_reports_last(tmp_path):
     assert len({j.done for j in jobs}) == len(jobs)
     assert {"code_lm_alone_largest_seed1", "code_lm_search_tpu_like", "code_lm_bits_inherited"} <= set(names)
     assert not work.exists()  # listing a plan writes nothing
+    assert "COSEARCH_DATA_CACHE" not in os.environ  # nor changes the environment of the process
     fixed = gpu_plans.code_lm(data=str(tmp_path), work=str(work), space=str(space), steps="50")
     assert "code_lm_calibrate" not in [j.name for j in fixed] and fixed[1].after == ("code_lm_data",)
