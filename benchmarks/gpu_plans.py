@@ -72,3 +72,40 @@ def code_lm(data: str = "", work: str = "/tmp/gpu/code_lm", budget_s: str = "600
         names.append(jobs[-1].name)
     jobs.append(stage("report", "report", tuple(names), done=f"{work}/results/code_lm_recipe.json"))
     return jobs
+
+
+def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "420", search_workers: str = "1,2,6",
+            search_trials: str = "300", extra: str = "") -> list[Job]:
+    """One H200 session: the ``code_lm`` plan with three measurements that need the GPU alone
+    placed where it is idle -- the MFU of the plain largest ``code_lm`` model (after the token
+    cache, before the calibration) and the search throughput of ``cosearch search --gpu
+    --workers K`` on the trained supernet (before the shared jobs) -- then ``cosearch
+    fidelity`` on the same supernet, sharing the GPU with the code_lm jobs."""
+    from dataclasses import replace
+    lm_work = f"{work}/code_lm"
+    res = f"{work}/results"
+    jobs = code_lm(data=data, work=lm_work, budget_s=budget_s, extra=extra)
+    cache = (("COSEARCH_DATA_CACHE", f"{lm_work}/cache"),)
+    mfu = Job("mfu_code_lm", (PY, str(ROOT / "benchmarks" / "train_gpu.py"), "throughput", "--space", "code_lm",
+                              "--data", data, "--max-tokens", "32768", "--path", "reference",
+                              "--compile-plain", "default", "--warmup", "60", "--repeats", "15",
+                              "--out", f"{res}/train_gpu_throughput_code_lm.json"),
+              done=f"{res}/train_gpu_throughput_code_lm.json", gpu=1.0, env=cache, after=("code_lm_data",))
+    search_tp = Job("search_throughput", (PY, str(ROOT / "benchmarks" / "search_throughput.py"),
+                                          "--run", f"{lm_work}/supernet", "--gpu", "--workers", search_workers,
+                                          "--trials", search_trials, "--max-batches", "8",
+                                          "--out", f"{res}/search_throughput_code_lm.json"),
+                    done=f"{res}/search_throughput_code_lm.json", gpu=1.0, env=cache, after=("code_lm_supernet",))
+    out = []
+    for j in jobs:
+        if j.name in ("code_lm_calibrate",) or (j.name == "code_lm_supernet" and "code_lm_calibrate" not in
+                                                 {x.name for x in jobs}):
+            j = replace(j, after=(*j.after, "mfu_code_lm"))
+        elif "code_lm_supernet" in j.after:
+            j = replace(j, after=(*j.after, "search_throughput"))
+        out.append(j)
+        if j.name == "code_lm_data":
+            out.append(mfu)
+        if j.name == "code_lm_supernet":
+            out.append(search_tp)
+    return out

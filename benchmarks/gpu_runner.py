@@ -124,6 +124,9 @@ def cmd_wait(args) -> int:
             print(f"--- {j['name']} (rc {j['returncode']})\n{j['tail']}")
     else:
         print("plan still running")
+    log = root / LOGFILE
+    if log.exists():  # the runner's last lines: its progress bar and any error
+        print("".join(log.read_text(errors="replace").splitlines(keepends=True)[-8:])[-2000:])
     if args.pack:
         pack(root, Path(args.pack))
     return 0
