@@ -80,6 +80,25 @@ def test_the_distillation_part_alone_pulls_the_student_to_the_teacher():
     assert torch.allclose((start[1] - table[1].detach()).double(), (p_s - p_t) / 3, atol=1e-7, rtol=0)
 
 
+def test_a_fixed_teacher_teaches_the_one_standalone_member():
+    """``--teacher``: the standalone member gets ``(1 - a)(p - q) + a (p - p_teacher)``."""
+    gen = torch.Generator().manual_seed(2)
+    B, T, V, pad = 2, 4, 6, 0
+    target = torch.randint(1, V, (B, T), generator=gen)
+    target[0, -1] = pad
+    teacher_logits = torch.randn(B, T, V, generator=gen)
+    table = nn.ParameterList([nn.Parameter(torch.randn(B, T, V, generator=gen))])
+    start = table[0].detach().clone()
+    members = [Member("standalone", None)]
+    a, eps = 0.3, 0.1
+    opt = torch.optim.SGD(table.parameters(), lr=1.0)
+    sandwich_step(table, table, opt, members, (), target, TrainConfig(label_smoothing=eps, distill=a, clip_norm=1e9),
+                  pad, V, forward=lambda model, m, inputs, sync=False: model[0] * 1.0,
+                  teacher_logp=torch.log_softmax(teacher_logits, -1))
+    expected = _expected_grads([teacher_logits, start], target, pad, eps, a)[1]
+    assert torch.allclose((start - table[0].detach()).double(), expected, atol=1e-6, rtol=0)
+
+
 # --------------------------------------------------------------------------- dropout
 def test_dropout_scales_with_the_active_width():
     """HAT: dropout * width / widest, per side, in the supernet, its standalone model and

@@ -1,5 +1,5 @@
 """``cosearch train --space S --task T --data D --out RUN [--arch largest|smallest|FILE] [--steps N]
-[--workers N] [--gpu] [--seed N]``."""
+[--teacher RUN] [--workers N] [--gpu] [--seed N]``."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,9 @@ def register(sub):
     p.add_argument("--arch", default=None, metavar="largest|smallest|FILE.json",
                    help="train only this sub-network from scratch, as a standalone model with the same "
                    "recipe (default: train the supernet)")
+    p.add_argument("--teacher", default=None, metavar="RUN",
+                   help="with --arch: distil the largest sub-network of this trained run into the arch "
+                   "(weight --distill), the distilled-standalone control of `cosearch fidelity`")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--workers", type=int, default=None,
                    help="data-parallel Ray Train workers (default: train in this process, no Ray)")
@@ -58,6 +61,12 @@ def register(sub):
                    "the largest and the smallest)")
     g.add_argument("--distill", type=float, default=0.5, help="weight of the KL to the largest in "
                    "the other sub-networks' loss")
+    g.add_argument("--sample-pool", type=int, default=1, metavar="K",
+                   help="worst-of-K sampling: each random sub-network is the one of K candidates of about "
+                   "its weight size with the highest loss on the batch (default 1: uniform)")
+    g.add_argument("--router-balance", type=float, default=0.0, metavar="W",
+                   help="weight of the term keeping MoS mixtures arch-dependent (mutual information of "
+                   "arch and expert; default 0: off)")
     g.add_argument("--bit-stages", type=_stages, default=(0.2, 0.5), metavar="F1,F2",
                    help="fractions of the steps at which >=3-bit, then all bit-widths are enabled "
                    "(default 0.2,0.5; 'off' enables all at once)")
@@ -109,7 +118,8 @@ def run(args) -> int:
                     bit_stages=args.bit_stages, ema_start=args.ema_start, ema_decay=args.ema_decay,
                     log_every=args.log_every, ckpt_every=args.ckpt_every,
                     max_len=args.max_len, src=args.src, tgt=args.tgt, tokenizer=args.tokenizer,
-                    arch=arch, deadline=deadline)
+                    arch=arch, deadline=deadline, sample_pool=args.sample_pool,
+                    router_balance=args.router_balance, teacher=args.teacher)
     report(summary, args.json)
     return 0
 

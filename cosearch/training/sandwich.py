@@ -85,6 +85,52 @@ def sandwich(space: SearchSpace, seed: int, step: int, steps: int, n_random: int
     return members
 
 
+#: how far (as a ratio of weight size) a worst-of-pool candidate may be from the slot's first draw
+POOL_SIZE_BAND = 1.15
+#: draws per candidate before a slot settles for fewer candidates
+POOL_TRIES = 50
+
+
+def candidate_pools(space: SearchSpace, members: list[Member], seed: int, step: int, steps: int,
+                    pool: int, stages: tuple[float, float] | None = (0.2, 0.5)) -> list[list[Arch]]:
+    """For each random member of ``members``: itself and up to ``pool - 1`` other archs of
+    about its weight size (within ``POOL_SIZE_BAND``), with bits from the enabled ones.
+
+    AttentiveNAS's worst-up sampling compares candidates of one cost: comparing across
+    sizes would always pick the smallest. Drawn from their own ``(seed, step)`` stream, so
+    ``pool = 1`` leaves the sandwich exactly as :func:`sandwich` draws it.
+    """
+    wbits, abits = enabled_bits(space, step, steps, stages)
+    rng = np.random.default_rng([int(seed), int(step), 0x9001])
+    pools = []
+    for m in members:
+        if m.role != "random":
+            continue
+        size = space.weight_size_bits(m.arch)
+        found = [m.arch]
+        for _ in range(POOL_TRIES * (pool - 1)):
+            if len(found) == pool:
+                break
+            a = _with_random_bits(space, space.sample(rng), wbits, abits, rng)
+            if max(size, space.weight_size_bits(a)) <= POOL_SIZE_BAND * min(size, space.weight_size_bits(a)):
+                found.append(a)
+        pools.append(found)
+    return pools
+
+
+def worst_of_pools(members: list[Member], pools: list[list[Arch]], loss_of) -> list[Member]:
+    """``members`` with each random member replaced by the candidate of its pool with the
+    highest ``loss_of(arch)`` (ties: the first), the others unchanged."""
+    out, slots = [], iter(pools)
+    for m in members:
+        if m.role == "random":
+            pool = next(slots)
+            losses = [float(loss_of(a)) for a in pool]
+            m = Member("random", pool[losses.index(max(losses))])
+        out.append(m)
+    return out
+
+
 def staged_arch(arch: Arch, wbits: tuple, abits: tuple) -> Arch:
     """``arch`` with each layer's bit-widths raised to the lowest enabled ones at or above
     them (a bit-width not yet enabled trains at the next enabled one)."""

@@ -45,7 +45,9 @@ from ..errors import UserError
 from ..model.fused import fused_by_default, use_fused
 from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, is_run_folder,
                      run_arch, space_of, truncate_metrics, write_config)
-from .sandwich import member_loss, sandwich, standalone
+from .router_balance import balance_loss
+from .sandwich import candidate_pools, member_loss, sandwich, standalone, task_loss, worst_of_pools
+from .teacher import check_teacher, check_teacher_tokenizer, load_teacher, teacher_logp
 from ..space import Arch, SearchSpace
 from ..model.supernet import Supernet, check_model_support, expert_specialisation
 
@@ -86,6 +88,12 @@ class TrainConfig:
     ema_start: float | None = None
     #: the average's decay per step (0.99: about the last 100 steps)
     ema_decay: float = 0.99
+    #: worst-of-pool sampling (AttentiveNAS worst-up): each random member is the one of this
+    #: many candidates of about its weight size with the highest loss on the step's batch
+    #: (1: uniform sampling, the default)
+    sample_pool: int = 1
+    #: weight of the term that keeps MoS mixtures arch-dependent (``router_balance``; 0: off)
+    router_balance: float = 0.0
     log_every: int = 10
     ckpt_every: int = 500
     keep_checkpoints: int = 2
@@ -116,6 +124,7 @@ class TrainConfig:
                    "two fractions 0 <= f1 <= f2 <= 1"),
                   ("ema_start", c.ema_start is None or 0 <= c.ema_start <= 1, "in [0, 1] or None"),
                   ("ema_decay", 0 <= c.ema_decay < 1, "in [0, 1)"),
+                  ("sample_pool", c.sample_pool >= 1, ">= 1"), ("router_balance", c.router_balance >= 0, ">= 0"),
                   ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
                   ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
                   ("tokenizer", c.tokenizer in TOKENIZER_MODELS, f"one of {', '.join(TOKENIZER_MODELS)}"),
@@ -385,6 +394,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
     torch.manual_seed(seed)  # the same initial weights on every worker
     net = use_fused(Supernet(space, pad_id=pad, arch=fixed).to(device), fused_by_default())
     probes = specialisation_probes(space) if net.router_parameters() else []
+    teacher = load_teacher(job["teacher"], device) if job.get("teacher") else None
     opt = make_optimizer(net, cfg)
     batches = make_batches(td, cfg, seed, dist)
     start, elapsed_before, avg = 0, 0.0, None
@@ -428,9 +438,14 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
             batch = to_device(next(batches), device)
             inputs, target = model_inputs(batch)
             members = step_members(space, fixed, seed, step, cfg)
+            if cfg.sample_pool > 1 and fixed is None:
+                pools = candidate_pools(space, members, seed, step, cfg.steps, cfg.sample_pool, cfg.bit_stages)
+                members = worst_of_pools(members, pools, _batch_loss(net, inputs, target, pad, vocab, autocast))
             torch.manual_seed(_dropout_seed(seed, step, dist.rank))
             sandwich_step(model, net, opt, members, inputs, target, cfg, pad, vocab, autocast,
-                          ddp=dist.world > 1, sums=loss_sums, forward=forward)
+                          ddp=dist.world > 1, sums=loss_sums, forward=forward,
+                          teacher_logp=None if teacher is None else teacher_logp(teacher, inputs, vocab, autocast),
+                          extra_loss=balance_loss(net, cfg.router_balance, seed, step))
             avg = update_average(avg, weights, step, cfg)
             tok_since_log += int(batch["ntokens"])
             if bar is not None:
@@ -479,20 +494,28 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
 def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimizer, members: list,
                   inputs: tuple, target: torch.Tensor, cfg: TrainConfig, pad: int, vocab: int,
                   autocast=nullcontext(), ddp: bool = False, sums: dict | None = None,
-                  forward: Callable = eager_forward) -> None:
+                  forward: Callable = eager_forward, teacher_logp: torch.Tensor | None = None,
+                  extra_loss: Callable[[], torch.Tensor] | None = None) -> None:
     """One optimizer step over the sandwich ``members`` (the first is the teacher).
 
     ``model`` is ``net`` or its DDP wrapper (then all but the last backward skip the
     all-reduce). Adds each member's task loss and KL to ``sums`` when given. ``forward``
     runs a member (``cosearch.model.compiled_members``: eager, or the fixed members compiled).
+    ``teacher_logp``: a fixed teacher's log-probabilities (``--teacher``), which then teach
+    every member; ``extra_loss()`` is added to the last member's loss (e.g. the router term).
     """
-    teacher = None
+    teacher = teacher_logp
     for i, m in enumerate(members):
         sync = not ddp or i == len(members) - 1
         with (nullcontext() if sync else model.no_sync()):
             with autocast:
                 logits = forward(model, m, inputs, sync=ddp and sync)[..., :vocab]
             loss, ce, kd = member_loss(logits, target, pad, cfg.label_smoothing, teacher, cfg.distill)
+            if extra_loss is not None and i == len(members) - 1:
+                term = extra_loss()
+                loss = loss + term
+                if sums is not None:
+                    _accumulate(sums, "router_term", term)
             loss.backward()
         if teacher is None and len(members) > 1:
             teacher = F.log_softmax(logits.detach().float(), dim=-1)
@@ -503,6 +526,20 @@ def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimi
     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
     opt.step()
     opt.zero_grad(set_to_none=True)
+
+
+def _batch_loss(net: Supernet, inputs: tuple, target: torch.Tensor, pad: int, vocab: int, autocast):
+    """``loss_of(arch)``: the task loss of ``arch`` on this batch (no dropout, no graph)."""
+    @torch.no_grad()
+    def loss_of(arch: Arch) -> torch.Tensor:
+        net.eval()
+        try:
+            with autocast:
+                logits = net(*inputs, arch=arch)[..., :vocab]
+            return task_loss(logits, target, pad)
+        finally:
+            net.train()
+    return loss_of
 
 
 def _accumulate(sums: dict, name: str, value: torch.Tensor) -> None:
@@ -558,7 +595,8 @@ def check_task(space: SearchSpace, task: str) -> None:
 def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | None, out: str | Path,
           steps: int = 2000, workers: int | None = None, gpu: bool = False, seed: int = 0, *,
           progress: bool = True, stop_at: int | None = None, arch: Arch | None = None,
-          deadline: float | None = None, runner: JobRunner | None = None, **hparams) -> RunSummary:
+          deadline: float | None = None, runner: JobRunner | None = None,
+          teacher: str | Path | None = None, **hparams) -> RunSummary:
     """Train the supernet of ``space`` on ``task`` (``translation`` or ``lm``) with ``data``
     (None: the embedded default corpus, lm only), writing the run folder ``out``.
 
@@ -571,7 +609,9 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     ``arch`` trains that one sub-network from scratch as a standalone model (same recipe:
     schedule, smoothing, staged QAT at its bit-widths); the run records it, and eval,
     export and translate then use it. ``deadline`` (a ``time.time()``) checkpoints and
-    stops early (the summary says ``finished: false``; re-running resumes).
+    stops early (the summary says ``finished: false``; re-running resumes). ``teacher`` (a
+    trained run folder; with ``arch`` only) distils its largest sub-network into the arch
+    (``cosearch.training.teacher``).
     """
     space = _as_space(space)
     check_model_support(space)  # what the space itself cannot build comes first
@@ -583,6 +623,10 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     data = path_arg(data, "--data")
     if data is not None:
         data = resolved(existing_entry(data, "--data"), "--data")
+    if teacher is not None:
+        if arch is None:
+            raise UserError("--teacher distils into one standalone arch; give --arch too")
+        teacher = check_teacher(teacher, space, task)
     try:
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
     except TypeError as e:
@@ -601,12 +645,14 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         raise ValueError("give workers together with a runner (cosearch.training.ray_train.train_distributed), or neither")
     if gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu to train on the CPU")
-    out = check_out(out, "run", inputs={"--data": data}, legacy=is_run_folder)
+    out = check_out(out, "run", inputs={"--data": data, "--teacher": teacher}, legacy=is_run_folder)
     config = {"space": space.to_dict(), "space_source": space.source, "task": task,
               "data": None if data is None else str(data), "seed": int(seed),
               "workers": workers, "gpu": bool(gpu), "train": asdict(cfg)}
     if arch is not None:
         config["arch"] = arch.to_dict()
+    if teacher is not None:
+        config["teacher"] = str(teacher)
     with lock_out(out):  # a second train into this folder stops here (one line)
         return _train_locked(out, config, space, arch, gpu, runner, progress, stop_at, deadline)
 
@@ -615,6 +661,7 @@ def _train_locked(out: Path, config: dict, space: SearchSpace, arch: Arch | None
                   runner: JobRunner | None, progress: bool, stop_at: int | None,
                   deadline: float | None) -> RunSummary:
     """``train`` once its settings are checked and it holds the lock of ``out``."""
+    teacher = config.get("teacher")
     created = not out.exists()
     # settings added since an older run was written take their defaults (it still resumes)
     resume = check_config(out, config, defaults={"train": asdict(TrainConfig())})
@@ -625,6 +672,8 @@ def _train_locked(out: Path, config: dict, space: SearchSpace, arch: Arch | None
         clean_stale(out, "run", legacy=is_run_folder)
         td = load_task_data(config, out, progress=progress)
         check_tokenizer(out, td.tokenizer, space, new_run=not resume)
+        if teacher is not None:
+            check_teacher_tokenizer(teacher, td.tokenizer.to_bytes())
         if not resume:
             write_config(out, config)
             if arch is not None:

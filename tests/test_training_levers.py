@@ -1,0 +1,125 @@
+"""Training levers behind options: the router term, worst-of-pool sampling, a fixed teacher."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cosearch.cli import main
+from cosearch.errors import UserError
+from cosearch.model.supernet import Supernet, expert_specialisation
+from cosearch.space import SearchSpace
+from cosearch.training.router_balance import router_mutual_information
+from cosearch.training.sandwich import Member, candidate_pools, sandwich, worst_of_pools
+from cosearch.training.train import TrainConfig, sandwich_step, train
+
+from train_fixtures import lm_space, one_thread, write_lm_text  # noqa: F401
+
+FAST = dict(max_tokens=64, max_len=16, log_every=1, ckpt_every=2, progress=False)
+
+
+# --------------------------------------------------------------------------- router term
+def test_router_mutual_information_by_hand():
+    """Two archs, one layer-wise MoS linear with 2 experts: arch 1 routes [s, 1-s] with
+    s = sigmoid(2L), arch 2 routes [1/2, 1/2]. I = H(mean) - mean H, written out."""
+    space = SearchSpace.from_dict(lm_space(mode="layer", experts=2, router_hidden=4, sublayers=["ffn"]))
+    net = Supernet(space)
+    mixed = [m for m in net.elastic_linears() if m.router is not None]
+    L, n = 0.7, space.encoding_size()
+    for m in mixed:  # logits [L, -L] * code[0]
+        m.router = nn.Linear(n, 2)
+        with torch.no_grad():
+            m.router.weight.zero_()
+            m.router.bias.zero_()
+            m.router.weight[0, 0], m.router.weight[1, 0] = L, -L
+    codes = torch.zeros(2, n)
+    codes[0, 0] = 1.0
+    s = 1 / (1 + math.exp(-2 * L))
+
+    def h(*p):
+        return -sum(x * math.log(x) for x in p)
+    mean = (s + 0.5) / 2
+    expected = h(mean, 1 - mean) - (h(s, 1 - s) + h(0.5, 0.5)) / 2
+    assert float(router_mutual_information(net, codes).detach()) == pytest.approx(expected, rel=1e-5)
+    assert len(mixed) == 2 * len(net.model.decoder_layers)  # fc1 and fc2 of every layer
+
+
+def test_the_router_term_keeps_mixtures_arch_dependent(one_thread):
+    """Same steps, same seed: with the term the routers' spread across archs ends higher."""
+    space = SearchSpace.from_dict(lm_space(mode="layer", experts=2, router_hidden=8))
+    probes = [space.largest(), space.smallest()] + [space.sample(s) for s in range(4)]
+    x = torch.randint(3, space.vocab_size, (4, 12), generator=torch.Generator().manual_seed(0))
+    from cosearch.training.router_balance import balance_loss
+
+    def spread(weight):
+        torch.manual_seed(0)
+        net = Supernet(space)
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for step in range(1, 16):
+            members = sandwich(space, 0, step, 15, n_random=1, stages=None)
+            sandwich_step(net, net, opt, members, (x,), x, TrainConfig(), 0, space.vocab_size,
+                          extra_loss=balance_loss(net, weight, 0, step))
+        return expert_specialisation(net, probes)["router_spread"]
+    assert spread(1.0) > 1.5 * spread(0.0)
+
+
+# --------------------------------------------------------------------------- worst-of-pool
+def test_candidate_pools_hold_archs_of_about_the_members_size():
+    space = SearchSpace.from_dict(lm_space())
+    members = sandwich(space, 0, 90, 100, n_random=2)
+    pools = candidate_pools(space, members, 0, 90, 100, pool=4)
+    assert len(pools) == 2 and [p[0] for p in pools] == [m.arch for m in members[2:]]
+    for pool in pools:
+        assert 2 <= len(pool) <= 4
+        sizes = [space.weight_size_bits(a) for a in pool]
+        assert max(sizes) <= 1.15 * sizes[0] and min(sizes) >= sizes[0] / 1.15
+    assert pools == candidate_pools(space, members, 0, 90, 100, pool=4)  # a function of (seed, step)
+    assert candidate_pools(space, members, 0, 90, 100, pool=1) == [[m.arch] for m in members[2:]]
+
+
+def test_worst_of_pools_takes_the_highest_loss_and_keeps_the_fixed_members():
+    space = SearchSpace.from_dict(lm_space())
+    a, b, c, d = (space.sample(i) for i in range(4))
+    members = [Member("largest", space.largest()), Member("smallest", space.smallest()),
+               Member("random", a), Member("random", c)]
+    loss = {a: 1.0, b: 3.0, c: 2.0, d: 0.5}
+    out = worst_of_pools(members, [[a, b], [c, d]], loss.__getitem__)
+    assert [m.arch for m in out] == [space.largest(), space.smallest(), b, c]
+    assert [m.role for m in out] == ["largest", "smallest", "random", "random"]
+
+
+def test_worst_of_pool_training_runs_and_resumes_to_the_same_weights(tmp_path, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    kw = dict(FAST, steps=4, sample_pool=3, router_balance=0.1, seed=2)
+    full = train(lm_space(), "lm", data, tmp_path / "a", **kw)
+    train(lm_space(), "lm", data, tmp_path / "b", stop_at=2, **kw)
+    resumed = train(lm_space(), "lm", data, tmp_path / "b", **kw)
+    assert resumed.start_step == 2 and resumed.state_digest == full.state_digest
+    with pytest.raises(UserError, match="sample_pool"):
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, sample_pool=0))
+
+
+# --------------------------------------------------------------------------- teacher
+def test_cli_distilled_standalone_records_its_teacher(tmp_path, capsys, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    sup = tmp_path / "sup"
+    common = ["--space", "tiny_lm", "--task", "lm", "--data", str(data), "--steps", "2", "--max-tokens", "64",
+              "--max-len", "16", "--no-progress"]
+    assert main(["train", *common, "--out", str(sup)]) == 0
+    capsys.readouterr()
+    kd = tmp_path / "kd"
+    assert main(["train", *common, "--out", str(kd), "--arch", "smallest", "--teacher", str(sup), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finished"]
+    assert json.loads((kd / "config.json").read_text())["teacher"] == str(sup.resolve())
+    metrics = [json.loads(x) for x in (kd / "metrics.jsonl").read_text().splitlines()]
+    assert "kd_standalone" in metrics[-1]
+    # refused before anything is written: no --arch, not a run, a run of another task
+    assert main(["train", *common, "--out", str(tmp_path / "x1"), "--teacher", str(sup)]) == 2
+    assert main(["train", *common, "--out", str(tmp_path / "x2"), "--arch", "smallest", "--teacher",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "give --arch too" in err and "not a cosearch run" in err
+    assert not (tmp_path / "x1").exists() and not (tmp_path / "x2").exists()
