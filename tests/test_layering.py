@@ -24,6 +24,7 @@ ALLOWED = {
     "search": {"model", "data", "training", "hardware"},
     "export": {"model", "data", "training", "hardware", "search"},
     "deploy": {"model", "data", "training", "hardware", "search", "export"},
+    "fidelity": {"model", "data", "training", "hardware"},
 }
 #: the application layer (CLI, demo, package root) may import anything
 APP = {"cli", "commands", "demo", "__init__"}

@@ -1,0 +1,102 @@
+"""``cosearch fidelity RUN [--out DIR] [--archs N] [--per-bin K] [--noise-archs K]
+[--dropouts D,...] [--step-scales F,...] [--distilled-archs K] [--gpu] [--parallel N]``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas (e.g. 0,0.1,0.2)") from None
+
+
+def register(sub):
+    p = sub.add_parser("fidelity", help="check that a supernet ranks sub-networks as standalone training does",
+                       description="Pick archs stratified over size (or latency) and bit mixes, train each "
+                       "standalone with the run's recipe (`cosearch train --arch`, as parallel jobs), and "
+                       "report inherited vs standalone quality: Kendall tau and Spearman with bootstrap "
+                       "intervals, the same for zero-cost proxies, tau within size bins, gaps and seed "
+                       "noise. Re-running the same command resumes.")
+    p.add_argument("run", metavar="RUN", help="a supernet run folder written by `cosearch train`")
+    p.add_argument("--out", default=None, help="result folder (default RUN/fidelity)")
+    p.add_argument("--jobs", default=None, metavar="DIR", help="standalone job folder (default OUT/jobs; "
+                   "share one between checks of several supernets of one space, data and recipe)")
+    g = p.add_argument_group("which archs")
+    g.add_argument("--archs", type=int, default=24, help="archs to check (default 24)")
+    g.add_argument("--per-bin", type=int, default=4, help="archs per size bin, all within +-15%% of "
+                   "each other (default 4)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the arch picks (default 0)")
+    g.add_argument("--stratify", choices=["size", "latency"], default="size",
+                   help="spread the bins over weight MB or over --hw latency (default size)")
+    g.add_argument("--hw", default="zcu102", help="accelerator preset for --stratify latency (default zcu102)")
+    g.add_argument("--seq-len", type=int, default=30, help="tokens for latency and MACs (default 30)")
+    g = p.add_argument_group("standalone baselines")
+    g.add_argument("--steps", type=int, default=None, help="standalone steps (default: the supernet's)")
+    g.add_argument("--dropouts", type=_floats, default=(), metavar="D,...",
+                   help="dropout sweep, each arch keeps its best on the validation split (default: the "
+                   "run's dropout only)")
+    g.add_argument("--step-scales", type=_floats, default=(1.0,), metavar="F,...",
+                   help="steps sweep as multiples of --steps (default 1)")
+    g.add_argument("--noise-archs", type=int, default=4, help="archs trained again with seed+1: the "
+                   "standalone seed noise (default 4)")
+    g.add_argument("--distilled-archs", type=int, default=0, help="archs also trained with the "
+                   "supernet's largest as teacher (distilled-standalone control; default 0)")
+    g.add_argument("--bleu", action="store_true", help="also test BLEU (translation, beam 4)")
+    g = p.add_argument_group("where it runs")
+    g.add_argument("--gpu", action="store_true", help="train and measure on CUDA")
+    g.add_argument("--gpu-share", type=float, default=0.125, help="each job's share of a GPU (default "
+                   "0.125: eight small jobs per GPU)")
+    g.add_argument("--parallel", type=int, default=None, help="jobs at once (default: 1 on the CPU, in "
+                   "this process; with --gpu as many as Ray's GPU shares and CPUs allow)")
+    g.add_argument("--address", default=None, help="an existing Ray cluster (auto or HOST:PORT)")
+    g.add_argument("--max-tokens", type=int, default=4096, help="tokens per evaluation batch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the report's summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..fidelity.plan import FidelitySettings
+    from ..fidelity.run import REPORT, fidelity
+
+    settings = FidelitySettings(archs=args.archs, per_bin=args.per_bin, seed=args.seed, stratify=args.stratify,
+                                hw=args.hw, seq_len=args.seq_len, noise_archs=args.noise_archs,
+                                distilled_archs=args.distilled_archs, dropouts=args.dropouts,
+                                step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu)
+    parallel = args.parallel if args.parallel is not None else (None if args.gpu else 1)
+    rep = fidelity(args.run, args.out, settings, jobs_dir=args.jobs, parallel=parallel, gpu_share=args.gpu_share,
+                   max_tokens=args.max_tokens, progress=not args.no_progress, address=args.address)
+    if args.json:
+        print(json.dumps({"headline": rep["headline"], "goals": rep["goals"], "summary": rep["summary"]}, indent=1))
+        return 0
+    print(format_summary(rep))
+    print(f"report: {REPORT} and fidelity.png in the --out folder")
+    return 0
+
+
+def format_summary(rep: dict) -> str:
+    """A few lines: inherited and best-proxy tau, within-bin tau, gap, seed noise."""
+    def f(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    def ci(c):
+        return "" if not c or c[0] is None else f" [{c[0]:.2f}, {c[1]:.2f}]"
+    lines = []
+    for m, s in rep["summary"].items():
+        inh, best = s["inherited"], s.get("best_proxy")
+        line = (f"{m}: n={inh['n']} tau {f(inh['kendall_tau'])}{ci(inh['kendall_ci'])}, spearman "
+                f"{f(inh['spearman'])}, within-bin tau {f(inh.get('within_bin_tau'))}"
+                f"{ci(inh.get('within_bin_ci'))} ({inh.get('within_bin_pairs', 0)} pairs); mean |gap| "
+                f"{f(s['gap']['mean_abs'])}")
+        if best:
+            p = s["proxies"][best]
+            line += f"; best proxy {best}: tau {f(p['kendall_tau'])}{ci(p['kendall_ci'])}, within-bin " \
+                    f"{f(p.get('within_bin_tau'))}"
+        if "seed_noise" in s:
+            line += f"; seed noise: tau {f(s['seed_noise']['kendall_tau'])}, mean |diff| " \
+                    f"{f(s['seed_noise']['gap']['mean_abs'])}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Quality of the checked archs: inherited (extracted from the supernet) and standalone.
+
+The data is read and tokenised once (with the supernet run's tokenizer, which every
+standalone run shares: ``plan.prepare_job`` seeds their tokenizer cache, and a run with
+another tokenizer is refused). Each model is scored by its mean token cross-entropy
+(no smoothing) on the validation split and, where the data has one, the test split;
+``bleu`` adds test BLEU for translation (beam 4). Results are cached in
+``OUT/measurements.json`` by model and checkpoint, so a rerun measures only what is new.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..atomic import atomic_write_text
+from ..data import TaskData
+from ..errors import UserError
+from ..space import Arch
+from ..training.evaluate import bleu as corpus_bleu
+from ..training.evaluate import eval_loss, load_run, translate
+from ..training.rundir import space_of
+from ..training.train import check_tokenizer, load_task_data
+
+CACHE = "measurements.json"
+
+
+class Cache:
+    """``OUT/measurements.json``: key -> metrics, rewritten after every new entry."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.data = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            self.data = {}  # a cut write: measure again
+
+    def get(self, key: str):
+        return self.data.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        self.data[key] = value
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+
+def task_data(run_dir: Path, config: dict) -> TaskData:
+    """The supernet run's data (``UserError`` when it no longer gives the run's tokenizer)."""
+    td = load_task_data(config, run_dir)
+    check_tokenizer(run_dir, td.tokenizer, space_of(config))
+    return td
+
+
+def score(model: torch.nn.Module, td: TaskData, train_cfg: dict, device: torch.device, max_tokens: int,
+          want_bleu: bool, limit: int) -> dict:
+    """valid_loss (and test_loss, test_bleu where asked and available) of ``model``."""
+    out = {}
+    splits = ["valid"] + (["test"] if td.test is not None else [])
+    for split in splits:
+        if td.task == "translation":
+            batches = td.batches(split, max_tokens=max_tokens, shuffle=False, repeat=False)
+        else:
+            block = int(train_cfg["max_len"])
+            batches = td.batches(split, batch_size=max(1, max_tokens // block), block=block,
+                                 shuffle=False, repeat=False)
+        out[f"{split}_loss"] = eval_loss(model, batches, td.tokenizer.pad_id, td.tokenizer.vocab_size, device)[0]
+    if want_bleu and td.task == "translation" and td.test is not None:
+        hyps = translate(model, td, "test", device, beam=4, max_tokens=max_tokens, limit=limit)
+        out["test_bleu"] = corpus_bleu(hyps, [tgt for _, tgt in td.text["test"]])
+    return out
+
+
+def _complete(entry: dict | None, want_bleu: bool, td: TaskData) -> bool:
+    return entry is not None and (not want_bleu or td.task != "translation" or td.test is None or "test_bleu" in entry)
+
+
+def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cache, device: torch.device,
+                      max_tokens: int, want_bleu: bool, progress: Callable | None = None) -> list[dict]:
+    """Every arch extracted from the supernet's newest checkpoint and scored."""
+    run = None
+    out = []
+    for a in archs:
+        if run is None:
+            run = load_run(run_dir, device)
+        key = f"inherited|{Path(run.checkpoint).name}|{a.digest()}"
+        entry = cache.get(key)
+        if not _complete(entry, want_bleu, td):
+            model = run.net.extract(a).to(device).eval()
+            entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions)
+            cache.put(key, entry)
+        out.append(entry)
+        if progress is not None:
+            progress()
+    return out
+
+
+def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.device, max_tokens: int,
+                       want_bleu: bool) -> dict:
+    """A finished standalone run (its own arch) scored with the shared data."""
+    run = load_run(run_dir, device)
+    if run.tokenizer.to_bytes() != td.tokenizer.to_bytes():
+        raise UserError(f"{run_dir} was trained with another tokenizer than the supernet; delete that job "
+                        "folder and rerun (its run is retrained with the supernet's tokenizer)")
+    key = f"standalone|{run_dir.parent.name}|{Path(run.checkpoint).name}"
+    entry = cache.get(key)
+    if not _complete(entry, want_bleu, td):
+        model = run.net.extract(run.arch).to(device).eval()
+        entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions)
+        entry["step"] = run.step
+        cache.put(key, entry)
+    return entry

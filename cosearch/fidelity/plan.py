@@ -1,0 +1,314 @@
+"""What a fidelity check trains: its settings, the supernet run it checks, its archs and
+the standalone jobs (``cosearch train --arch`` command lines).
+
+Each standalone job trains one arch with the run's recipe (schedule, smoothing, staged
+QAT, batch, steps), varied only by the regularisation sweep (dropout, steps), the seed
+(the seed-noise subset) or a teacher (the distilled-standalone subset). A job's name is
+a digest of everything that decides its model, so a jobs folder can be shared by the
+checks of several supernets (standalone runs do not depend on the supernet's own
+settings) and a rerun finds its finished jobs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..jobs import Job
+from ..space import Arch, SearchSpace
+from ..training.checkpoint import latest_checkpoint
+from ..training.rundir import read_config, space_of
+from ..training.train import TrainConfig
+from .pick import AXES, pick_archs, subset
+from .proxies import proxy_values
+
+PLAN = "plan.json"
+FORMAT = 1
+#: a job's files, inside its folder: the space (its dropout), the arch, the run folder
+JOB_SPACE, JOB_ARCH, JOB_RUN = "space.yaml", "arch.json", "run"
+#: training settings that ``cosearch train`` has no flag for: the run must use the defaults
+_NO_FLAG = ("min_lr_ratio", "betas", "keep_checkpoints")
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """What to check and how (the CLI's flags; all recorded in the plan)."""
+
+    archs: int = 24
+    per_bin: int = 4
+    seed: int = 0
+    stratify: str = "size"
+    hw: str = "zcu102"
+    seq_len: int = 30
+    #: archs also trained with seed + 1 (the reference's own noise)
+    noise_archs: int = 4
+    #: archs also trained with the supernet's largest as teacher (0: none)
+    distilled_archs: int = 0
+    #: the dropout sweep (empty: the run's dropout only)
+    dropouts: tuple[float, ...] = ()
+    #: the steps sweep, as multiples of the standalone steps
+    step_scales: tuple[float, ...] = (1.0,)
+    #: standalone steps (None: the supernet's)
+    steps: int | None = None
+    bleu: bool = False
+    gpu: bool = False
+
+    def check(self) -> None:
+        """``UserError`` naming the first bad setting (its flag)."""
+        checks = [
+            ("--archs", self.archs >= 3, "at least 3 (a rank correlation needs 3)"),
+            ("--per-bin", 1 <= self.per_bin <= self.archs, "between 1 and --archs"),
+            ("--stratify", self.stratify in AXES, f"one of {', '.join(AXES)}"),
+            ("--seq-len", self.seq_len >= 1, ">= 1"),
+            ("--noise-archs", 0 <= self.noise_archs <= self.archs, "between 0 and --archs"),
+            ("--distilled-archs", 0 <= self.distilled_archs <= self.archs, "between 0 and --archs"),
+            ("--dropouts", all(0 <= d < 1 for d in self.dropouts), "fractions in [0, 1)"),
+            ("--step-scales", bool(self.step_scales) and all(s > 0 for s in self.step_scales), "factors > 0"),
+            ("--steps", self.steps is None or self.steps >= 1, ">= 1"),
+        ]
+        for flag, ok, want in checks:
+            if not ok:
+                value = getattr(self, flag[2:].replace("-", "_"))
+                raise UserError(f"{flag} {_show(value)} is invalid; give {want}")
+
+
+def _show(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+@dataclass
+class RunInfo:
+    """The supernet run being checked, read from its folder."""
+
+    run_dir: Path
+    config: dict
+    space: SearchSpace
+    checkpoint: Path
+
+    @property
+    def train(self) -> dict:
+        return self.config["train"]
+
+
+def read_run(run_dir: str | Path) -> RunInfo:
+    """The run of ``run_dir``; ``UserError`` unless it is a trained supernet run whose
+    recipe ``cosearch train`` can repeat."""
+    path = Path(run_dir)
+    config = read_config(path)
+    if config.get("arch") is not None:
+        raise UserError(f"{path} is a standalone run of one arch; pass a supernet run (trained without --arch)")
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise UserError(f"{path} has no checkpoint yet; train the supernet first")
+    default = asdict(TrainConfig())
+    for k in _NO_FLAG:
+        if json.loads(json.dumps(config["train"].get(k, default[k]))) != json.loads(json.dumps(default[k])):
+            raise UserError(f"{path} was trained with {k}={config['train'][k]!r}, which `cosearch train` has no "
+                            f"flag for, so its standalone runs cannot repeat the recipe; use the default")
+    return RunInfo(path.resolve(), config, space_of(config), ckpt)
+
+
+# --------------------------------------------------------------------------- jobs
+@dataclass(frozen=True)
+class StandaloneSpec:
+    """One standalone training: which arch and how."""
+
+    arch: int  # index into the plan's archs
+    dropout: float
+    steps: int
+    seed: int
+    teacher: bool = False
+    role: str = "grid"  # grid | noise | distilled
+
+    def point(self) -> tuple[float, int]:
+        return (self.dropout, self.steps)
+
+
+def standalone_space(space: SearchSpace, dropout: float) -> dict:
+    """The run's space as a standalone run sees it: no experts (a standalone model has
+    none anyway) and the sweep's dropout."""
+    d = space.to_dict()
+    d["mos"] = dict(d["mos"], mode="none", experts=1)
+    d["dropout"] = float(dropout)
+    return d
+
+
+def recipe_flags(train: dict, steps: int) -> list[str]:
+    """``cosearch train`` flags repeating the run's recipe at ``steps`` steps (warm-up
+    scaled with them; checkpoints every quarter, so a killed job loses little)."""
+    t = {**asdict(TrainConfig()), **train}
+    scale = steps / max(int(t["steps"]), 1)
+    stages = "off" if t["bit_stages"] is None else ",".join(repr(float(x)) for x in t["bit_stages"])
+    ema = "off" if t["ema_start"] is None else repr(float(t["ema_start"]))
+    return ["--steps", str(steps), "--max-tokens", str(t["max_tokens"]), "--lr", repr(float(t["lr"])),
+            "--warmup", str(max(0, round(int(t["warmup"]) * scale))), "--schedule", t["schedule"],
+            "--label-smoothing", repr(float(t["label_smoothing"])), "--weight-decay", repr(float(t["weight_decay"])),
+            "--clip-norm", repr(float(t["clip_norm"])), "--bit-stages", stages, "--ema-start", ema,
+            "--ema-decay", repr(float(t["ema_decay"])), "--max-len", str(t["max_len"]), "--src", t["src"],
+            "--tgt", t["tgt"], "--log-every", str(min(int(t["log_every"]), steps)),
+            "--ckpt-every", str(max(1, steps // 4))]
+
+
+def job_content(run: RunInfo, arch: Arch, spec: StandaloneSpec, gpu: bool) -> dict:
+    """Everything that decides a job's model (its name is a digest of this)."""
+    return {"space": standalone_space(run.space, spec.dropout), "task": run.config["task"],
+            "data": run.config["data"], "arch": arch.to_dict(), "seed": spec.seed,
+            "flags": recipe_flags(run.train, spec.steps), "distill": run.train["distill"] if spec.teacher else 0.0,
+            "teacher": str(run.run_dir) if spec.teacher else None, "gpu": bool(gpu)}
+
+
+def job_name(content: dict) -> str:
+    text = json.dumps(content, sort_keys=True)
+    return "sa-" + hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def job_argv(folder: Path, content: dict) -> tuple[str, ...]:
+    """The ``cosearch train --arch`` command line of a job in ``folder``."""
+    argv = [sys.executable, "-m", "cosearch.cli", "train", "--space", str(folder / JOB_SPACE),
+            "--task", content["task"], "--out", str(folder / JOB_RUN), "--arch", str(folder / JOB_ARCH),
+            "--seed", str(content["seed"]), "--distill", repr(float(content["distill"])), *content["flags"],
+            "--no-progress"]
+    if content["data"] is not None:
+        argv += ["--data", content["data"]]
+    if content["teacher"] is not None:
+        argv += ["--teacher", content["teacher"]]
+    if content["gpu"]:
+        argv.append("--gpu")
+    return tuple(argv)
+
+
+def prepare_job(folder: Path, content: dict, run: RunInfo) -> None:
+    """Write the job's space and arch files; a new job's run folder starts with the
+    supernet's tokenizer cache, so every standalone run uses the very same tokenizer
+    (and none trains its own)."""
+    from ..atomic import atomic_write_text
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in ((JOB_SPACE, json.dumps(content["space"], indent=1)),
+                       (JOB_ARCH, json.dumps(content["arch"], sort_keys=True))):
+        path = folder / name
+        if not path.is_file() or path.read_text() != text:
+            atomic_write_text(path, text)
+    cache, target = run.run_dir / "tokenizers", folder / JOB_RUN / "tokenizers"
+    if cache.is_dir() and not (folder / JOB_RUN).exists():
+        shutil.copytree(cache, target)
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass
+class Plan:
+    """Everything a check decides before it trains (``OUT/plan.json``)."""
+
+    run: str
+    settings: dict
+    archs: list[dict]
+    labels: list[str]
+    bins: list[int]
+    kinds: list[str]
+    axis: list[float]
+    in_band: list[bool]
+    centres: list[float]
+    proxies: dict
+    jobs: list[dict]  # StandaloneSpec as dicts, plus "name"
+    noise: list[int] = field(default_factory=list)
+    distilled: list[int] = field(default_factory=list)
+    format: int = FORMAT
+
+    def arch(self, i: int) -> Arch:
+        return Arch.from_dict(self.archs[i])
+
+
+def grid_points(run: RunInfo, s: FidelitySettings) -> list[tuple[float, int]]:
+    """(dropout, steps) of the sweep. The first is always the run's own recipe (its
+    dropout and steps): the untuned baseline, and the point of the noise and teacher runs."""
+    base = s.steps if s.steps is not None else int(run.train["steps"])
+    d0 = float(run.space.spec.dropout)
+    dropouts = [d0] + [float(d) for d in dict.fromkeys(s.dropouts) if d != d0]
+    scales = [1.0] + [float(x) for x in dict.fromkeys(s.step_scales) if x != 1.0]
+    return [(d, max(1, math.ceil(base * x))) for d in dropouts for x in scales]
+
+
+def make_plan(run: RunInfo, s: FidelitySettings) -> Plan:
+    """Pick the archs and list the standalone jobs (pure: the same inputs, the same plan)."""
+    space = run.space
+    axis_of = None
+    if s.stratify == "latency":
+        from ..hardware import cost_batch, load_hardware
+        hw = load_hardware(s.hw)  # UserError for an unknown preset, before any work
+
+        def axis_of(archs):
+            return list(cost_batch(space, archs, hw, scenario="prefill", seq_len=s.seq_len)["latency_ms"])
+    picked = pick_archs(space, s.archs, s.per_bin, s.seed, axis_of)
+    points = grid_points(run, s)
+    noise, distilled = subset(len(picked.archs), s.noise_archs), subset(len(picked.archs), s.distilled_archs)
+    seed = int(run.config["seed"])
+    specs = [StandaloneSpec(i, d, n, seed) for i in range(len(picked.archs)) for d, n in points]
+    d0, n0 = points[0]
+    specs += [StandaloneSpec(i, d0, n0, seed + 1, role="noise") for i in noise]
+    specs += [StandaloneSpec(i, d0, n0, seed, teacher=True, role="distilled") for i in distilled]
+    jobs = []
+    for sp in specs:
+        content = job_content(run, picked.archs[sp.arch], sp, s.gpu)
+        jobs.append({**asdict(sp), "name": job_name(content)})
+    return Plan(run=str(run.run_dir), settings=asdict(s), archs=[a.to_dict() for a in picked.archs],
+                labels=picked.labels, bins=picked.bins, kinds=picked.kinds, axis=picked.axis,
+                in_band=picked.in_band, centres=picked.centres,
+                proxies=proxy_values(space, picked.archs, s.seq_len), jobs=jobs, noise=noise, distilled=distilled)
+
+
+def plan_jobs(plan: Plan, run: RunInfo, root: Path, gpu_share: float, env: tuple = ()) -> list[Job]:
+    """The plan's jobs as ``cosearch.jobs.Job`` command lines under ``root``."""
+    gpu = bool(plan.settings["gpu"])
+    out = []
+    for j in plan.jobs:
+        spec = StandaloneSpec(**{k: v for k, v in j.items() if k != "name"})
+        content = job_content(run, plan.arch(spec.arch), spec, gpu)
+        out.append(Job(j["name"], job_argv(root / j["name"], content), done=f"{JOB_RUN}/summary.json",
+                       gpu=gpu_share if gpu else 0.0, env=env))
+    return out
+
+
+def prepare_jobs(plan: Plan, run: RunInfo, root: Path) -> None:
+    gpu = bool(plan.settings["gpu"])
+    for j in plan.jobs:
+        spec = StandaloneSpec(**{k: v for k, v in j.items() if k != "name"})
+        prepare_job(root / j["name"], job_content(run, plan.arch(spec.arch), spec, gpu), run)
+
+
+# --------------------------------------------------------------------------- the plan file
+def _canon(v):
+    return json.loads(json.dumps(v, sort_keys=True))
+
+
+def check_or_write_plan(out: Path, plan: Plan) -> bool:
+    """Write ``OUT/plan.json`` for a new check; for an existing one (a rerun) check that
+    it planned the same, else ``UserError`` naming what differs. True when resuming."""
+    from ..atomic import atomic_write_text, check_writable_dir
+    path = out / PLAN
+    new = _canon(asdict(plan))
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{path}: cannot read ({e}); it is damaged, choose a new --out") from None
+        for key in ["run", "settings"] + [k for k in new if k not in ("run", "settings")]:
+            if old.get(key) != new.get(key):
+                what = key
+                if key == "settings":
+                    what = next((f"--{k.replace('_', '-')}" for k in new[key] if old[key].get(k) != new[key][k]), key)
+                raise UserError(f"{out} holds a fidelity check with another {what}; rerun it with the same "
+                                "settings to resume, or choose a new --out")
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not a fidelity check (no {PLAN}); choose a new or empty --out")
+    check_writable_dir(out)
+    atomic_write_text(path, json.dumps(new, indent=1) + "\n")
+    return False
+
+
+def load_plan(out: Path) -> Plan:
+    return Plan(**json.loads((out / PLAN).read_text()))

@@ -1,0 +1,170 @@
+"""The fidelity report: per arch inherited vs standalone quality, and how well the
+supernet ranks compared with zero-cost proxies, the reference's own seed noise and a
+distilled standalone control.
+
+Per metric (validation loss, test loss where the data has a test split, test BLEU when
+asked), with ranks read as "lower is better":
+
+* ``inherited``: Kendall tau, Spearman (95% bootstrap intervals) and the within-size-bin
+  tau of inherited vs standalone, the standalone being each arch's best sweep point by
+  validation loss (``inherited_vs_untuned``: against the run's own recipe instead);
+* ``proxies``: the same for each zero-cost proxy (bigger predicts better);
+* ``gap``: inherited minus standalone (> 0: inherited is worse), mean, mean |.|, max |.|;
+* ``seed_noise``: a second standalone seed against the first on a subset (the tau the
+  reference itself reaches: read every tau against it);
+* ``distilled``: standalone with the supernet's largest as teacher minus plain standalone
+  (< 0: the teacher alone helps), and inherited vs distilled ranks;
+* ``goals``: the issue's targets checked on the headline metric (test loss, else valid).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .plan import Plan
+from .proxies import PROXIES
+from .stats import gaps, rank_agreement
+
+#: metric -> sign that turns it into "lower is better"
+METRICS = {"valid_loss": 1.0, "test_loss": 1.0, "test_bleu": -1.0}
+GOALS = {"tau": 0.85, "tau_lower": 0.75, "n": 48, "proxy_margin": 0.15, "proxy_weak_below": 0.8,
+         "within_bin_tau": 0.6}
+
+
+def per_arch(plan: Plan, inherited: list[dict | None], measured: dict[str, dict | None]) -> list[dict]:
+    """One row per arch: its picks, proxies, inherited and standalone results."""
+    rows = []
+    for i, arch in enumerate(plan.archs):
+        jobs = [j for j in plan.jobs if j["arch"] == i]
+        sweep = [dict(dropout=j["dropout"], steps=j["steps"], job=j["name"], **(measured.get(j["name"]) or {}))
+                 for j in jobs if j["role"] == "grid"]
+        done = [p for p in sweep if "valid_loss" in p]
+        untuned = sweep[0] if sweep and "valid_loss" in sweep[0] else None  # the run's own recipe comes first
+        extra = {j["role"]: measured.get(j["name"]) for j in jobs if j["role"] != "grid"}
+        rows.append({
+            "label": plan.labels[i], "bin": plan.bins[i], "kind": plan.kinds[i], "in_band": plan.in_band[i],
+            "axis": plan.axis[i], "arch": arch, **{p: plan.proxies[p][i] for p in PROXIES},
+            "inherited": inherited[i] if i < len(inherited) else None,
+            "standalone": min(done, key=lambda p: p["valid_loss"]) if done else None,
+            "untuned": untuned, "seed2": extra.get("noise"), "distilled": extra.get("distilled"),
+            "sweep": sweep})
+    return rows
+
+
+def _col(rows: list[dict], what: str, metric: str) -> list[float | None]:
+    sign = METRICS[metric]
+    return [None if not r.get(what) or metric not in r[what] else sign * r[what][metric] for r in rows]
+
+
+def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
+    """The statistics of one metric (see the module doc)."""
+    size = [r["weight_mb"] for r in rows]
+    inh, sa, untuned = _col(rows, "inherited", metric), _col(rows, "standalone", metric), _col(rows, "untuned", metric)
+    out = {"inherited": rank_agreement(inh, sa, size, seed), "gap": gaps(inh, sa),
+           "inherited_vs_untuned": rank_agreement(inh, untuned, size, seed), "proxies": {}}
+    for p in PROXIES:
+        out["proxies"][p] = rank_agreement([-r[p] for r in rows], sa, size, seed)
+    taus = {p: v["kendall_tau"] for p, v in out["proxies"].items() if v["kendall_tau"] is not None}
+    out["best_proxy"] = max(taus, key=taus.get) if taus else None
+    noise = [k for k, r in enumerate(rows) if r.get("seed2")]
+    if noise:
+        s2, s1 = _col(rows, "seed2", metric), untuned
+        out["seed_noise"] = {"archs": noise, **rank_agreement([s2[k] for k in noise], [s1[k] for k in noise]),
+                             "gap": gaps([s2[k] for k in noise], [s1[k] for k in noise]),
+                             "inherited_on_these": rank_agreement([inh[k] for k in noise], [s1[k] for k in noise])}
+    kd = [k for k, r in enumerate(rows) if r.get("distilled")]
+    if kd:
+        dis = _col(rows, "distilled", metric)
+        out["distilled"] = {"archs": kd, "minus_standalone": gaps([dis[k] for k in kd], [untuned[k] for k in kd]),
+                            "inherited_vs_distilled": rank_agreement([inh[k] for k in kd], [dis[k] for k in kd]),
+                            "inherited_minus_distilled": gaps([inh[k] for k in kd], [dis[k] for k in kd])}
+    return out
+
+
+def goals(summary: dict) -> dict:
+    """The issue's goals on one metric's summary: each value and whether it is met."""
+    inh, best = summary["inherited"], summary.get("best_proxy")
+    proxy = summary["proxies"].get(best) if best else None
+    lo = inh["kendall_ci"][0]
+    g = {"n": inh["n"], "n_ok": inh["n"] >= GOALS["n"], "tau": inh["kendall_tau"],
+         "tau_ok": inh["kendall_tau"] is not None and inh["kendall_tau"] >= GOALS["tau"],
+         "tau_lower": lo, "tau_lower_ok": lo is not None and lo >= GOALS["tau_lower"], "best_proxy": best}
+    if proxy is not None and proxy["kendall_tau"] is not None and inh["kendall_tau"] is not None:
+        g["best_proxy_tau"] = proxy["kendall_tau"]
+        if proxy["kendall_tau"] < GOALS["proxy_weak_below"]:
+            p_hi = proxy["kendall_ci"][1]
+            g["beats_proxy_ok"] = (inh["kendall_tau"] >= proxy["kendall_tau"] + GOALS["proxy_margin"]
+                                   and lo is not None and p_hi is not None and lo > p_hi)
+    within = inh.get("within_bin_tau")
+    proxies_within = [v.get("within_bin_tau") for v in summary["proxies"].values() if v.get("within_bin_tau") is not None]
+    w_lo = inh.get("within_bin_ci", [None])[0]
+    g.update(within_bin_tau=within, within_bin_lower=w_lo,
+             within_bin_ok=within is not None and within >= GOALS["within_bin_tau"],
+             within_bin_beats_proxies_ok=(w_lo is not None and bool(proxies_within) and w_lo > max(proxies_within)))
+    return g
+
+
+def build_report(plan: Plan, inherited: list[dict | None], measured: dict[str, dict | None],
+                 failed: dict[str, str] | None = None) -> dict:
+    rows = per_arch(plan, inherited, measured)
+    metrics = [m for m in METRICS if any(r["inherited"] and m in r["inherited"] for r in rows)]
+    seed = int(plan.settings["seed"])
+    summary = {m: summarise(rows, m, seed) for m in metrics}
+    headline = "test_loss" if "test_loss" in summary else "valid_loss"
+    done = sum(1 for j in plan.jobs if measured.get(j["name"]))
+    return {"run": plan.run, "settings": plan.settings, "headline": headline,
+            "goals": goals(summary[headline]) if headline in summary else None,
+            "summary": summary, "per_arch": rows,
+            "jobs": {"planned": len(plan.jobs), "measured": done, "failed": failed or {}},
+            "bins": {"centres": plan.centres, "axis": plan.settings["stratify"]}}
+
+
+def plot(report: dict, path: Path) -> None:
+    """Inherited vs standalone (left, y = x dashed) and standalone vs weight MB with the
+    size proxy's least-squares line in log MB (right), on the headline metric."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = report["headline"]
+    rows = [r for r in report["per_arch"] if r["inherited"] and r["standalone"] and m in r["standalone"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6))
+    if rows:
+        x = np.array([r["inherited"][m] for r in rows])
+        y = np.array([r["standalone"][m] for r in rows])
+        mb = np.array([r["weight_mb"] for r in rows])
+        sc = a.scatter(x, y, c=np.log10(mb), cmap="viridis", s=28)
+        lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+        a.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+        fig.colorbar(sc, ax=a, label="log10 weight MB")
+        b.scatter(mb, y, s=24, c="tab:gray", label="standalone")
+        if len(rows) >= 2:
+            k, c = np.polyfit(np.log(mb), y, 1)
+            grid = np.geomspace(mb.min(), mb.max(), 50)
+            b.plot(grid, k * np.log(grid) + c, "r-", lw=1.2, label="size proxy (fit in log MB)")
+        b.set_xscale("log")
+    s = report["summary"].get(m, {})
+    inh = s.get("inherited", {})
+    best = s.get("best_proxy")
+    title = f"inherited vs standalone: tau {_fmt(inh.get('kendall_tau'))} {_ci(inh.get('kendall_ci'))}, " \
+            f"in-bin {_fmt(inh.get('within_bin_tau'))} (n={inh.get('n', 0)})"
+    a.set(xlabel=f"inherited {m}", ylabel=f"standalone {m}", title=title)
+    a.title.set_fontsize(9)
+    ptitle = "proxy" if not best else \
+        f"best proxy {best}: tau {_fmt(s['proxies'][best]['kendall_tau'])} {_ci(s['proxies'][best]['kendall_ci'])}"
+    b.set(xlabel="weight MB", ylabel=f"standalone {m}", title=ptitle)
+    b.title.set_fontsize(9)
+    a.legend(fontsize=8)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _ci(ci) -> str:
+    return "" if not ci or ci[0] is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"

@@ -1,0 +1,89 @@
+"""``cosearch fidelity RUN``: does the supernet rank its sub-networks as training them
+alone would?
+
+1. Read the run and the settings; check everything before any work (``UserError``).
+2. Plan (``OUT/plan.json``): pick the archs (``pick``), list the standalone jobs
+   (``plan``). A rerun must plan the same; it then resumes.
+3. Train the standalone jobs as independent ``cosearch train --arch`` command lines
+   through :func:`cosearch.jobs.run_jobs` (Ray tasks, one GPU share each; in this process
+   one after another with ``parallel=1``). Finished jobs are skipped, killed ones resume
+   from their checkpoints.
+4. Measure the inherited and the standalone quality (``measure``, cached).
+5. Report (``OUT/fidelity.json``, ``OUT/fidelity.png``): ``report``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..atomic import atomic_write_text, make_dir
+from ..errors import UserError
+from ..jobs import run_jobs
+from .plan import FidelitySettings, check_or_write_plan, make_plan, plan_jobs, prepare_jobs, read_run
+from .report import build_report, plot
+
+REPORT, PLOT = "fidelity.json", "fidelity.png"
+
+
+def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: FidelitySettings = FidelitySettings(),
+             *, jobs_dir: str | Path | None = None, parallel: int | None = 1, gpu_share: float = 0.125,
+             max_tokens: int = 4096, progress: bool = True, address: str | None = None) -> dict:
+    """Run (or resume) the fidelity check of the supernet run ``run_dir``; returns the
+    report (also written to ``OUT/fidelity.json``, default ``RUN/fidelity``).
+
+    ``jobs_dir``: where the standalone jobs live (default ``OUT/jobs``; share one between
+    the checks of several supernets of the same space, data and recipe to train each
+    standalone run once). ``parallel``: jobs at once (1: in this process, no Ray; None:
+    as many as Ray's CPUs and GPU shares allow). ``gpu_share``: each job's share of a
+    GPU with ``settings.gpu`` (0.125: eight small jobs per GPU).
+    """
+    settings.check()
+    if not 0 < gpu_share <= 1:
+        raise UserError(f"--gpu-share {gpu_share:g} is invalid; give a share of one GPU in (0, 1]")
+    if max_tokens < 2:
+        raise UserError(f"--max-tokens {max_tokens} is invalid; give >= 2")
+    if parallel is not None and parallel < 1:
+        raise UserError(f"--parallel {parallel} is invalid; give 1 or more")
+    import torch
+    if settings.gpu and not torch.cuda.is_available():
+        raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
+    run = read_run(run_dir)
+    out = Path(out) if out is not None else run.run_dir / "fidelity"
+    root = Path(jobs_dir) if jobs_dir is not None else out / "jobs"
+    plan = make_plan(run, settings)
+
+    from .measure import Cache, measure_inherited, measure_standalone, task_data
+    td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
+    check_or_write_plan(out, plan)
+    make_dir(root)
+    prepare_jobs(plan, run, root)
+    env = (("OMP_NUM_THREADS", "1"),) if parallel != 1 else ()
+    results = run_jobs(plan_jobs(plan, run, root, gpu_share, env), root, parallel=parallel,
+                       progress=progress, address=address)
+    failed = {r.name: str(r.log) for r in results if not r.ok}
+
+    device = torch.device("cuda" if settings.gpu else "cpu")
+    cache = Cache(out / "measurements.json")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(plan.archs) + len(plan.jobs), desc="measure", unit="model", dynamic_ncols=True)
+    tick = bar.update if bar is not None else None
+    inherited = measure_inherited(run.run_dir, [plan.arch(i) for i in range(len(plan.archs))], td, cache, device,
+                                  max_tokens, settings.bleu, tick)
+    measured = {}
+    for r in results:
+        if r.ok:
+            measured[r.name] = measure_standalone(root / r.name / "run", td, cache, device, max_tokens, settings.bleu)
+        if tick is not None:
+            tick()
+    if bar is not None:
+        bar.close()
+    report = build_report(plan, inherited, measured, failed)
+    atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
+    plot(report, out / PLOT)
+    if failed:
+        first = next(iter(failed.items()))
+        raise UserError(f"{len(failed)} of {len(plan.jobs)} standalone jobs failed (e.g. {first[0]}: see "
+                        f"{first[1]}); the report in {out / REPORT} is partial; rerun the same command to retry them")
+    return report

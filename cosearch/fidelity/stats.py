@@ -1,0 +1,114 @@
+"""Rank agreement with bootstrap intervals (scipy), across all archs and within size bins.
+
+Every score here is a *predicted loss* against the *reference loss* (lower is better
+for both); a proxy where bigger predicts better enters as its negative. Intervals are
+95% percentile bootstraps over archs (``scipy.stats.bootstrap``, resampling arch indices
+so paired values stay paired), seeded for reproducibility.
+
+Within-bin tau: Kendall's tau over the pairs of archs whose weight sizes are within
+``ratio`` of each other, ``(concordant - discordant) / (concordant + discordant)``, pairs
+tied in either score left out (a bootstrap resample repeats archs; a repeat is tied with
+itself). A size proxy is near 0 there by construction; that is where a supernet must rank.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+#: bootstrap resamples per interval
+N_BOOT = 1000
+#: two archs are in one size bin when their weight MB are within this factor (+-15%)
+BIN_RATIO = 1.15
+
+
+def _finite(*cols: Sequence[float | None]) -> np.ndarray:
+    """Row indices where every column has a finite value."""
+    arr = np.array([[np.nan if v is None else float(v) for v in c] for c in cols], dtype=float)
+    return np.flatnonzero(np.isfinite(arr).all(axis=0))
+
+
+def kendall(pred, ref) -> float:
+    return float(sps.kendalltau(pred, ref).statistic)
+
+
+def spearman(pred, ref) -> float:
+    return float(sps.spearmanr(pred, ref).statistic)
+
+
+def within_bin_tau(pred, ref, size, ratio: float = BIN_RATIO) -> tuple[float, int]:
+    """(tau over the untied pairs of similar size, how many such pairs)."""
+    p, r, s = (np.asarray(x, dtype=float) for x in (pred, ref, size))
+    i, j = np.triu_indices(len(p), k=1)
+    near = np.maximum(s[i], s[j]) <= ratio * np.minimum(s[i], s[j])
+    sign = np.sign(p[i] - p[j]) * np.sign(r[i] - r[j])
+    used = near & (sign != 0)
+    n = int(used.sum())
+    return (float(sign[used].sum() / n) if n else float("nan")), n
+
+
+def bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, seed: int = 0,
+                       n_boot: int = N_BOOT) -> list[float | None]:
+    """95% percentile interval of ``stat(indices)`` over resamples of ``range(n)``
+    ([None, None] when fewer than 3 archs or the statistic is undefined)."""
+    if n < 3:
+        return [None, None]
+    res = sps.bootstrap((np.arange(n),), stat, vectorized=False, n_resamples=n_boot, method="percentile",
+                        confidence_level=0.95, random_state=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    return [None if not np.isfinite(lo) else float(lo), None if not np.isfinite(hi) else float(hi)]
+
+
+def _nan_safe(f):
+    def g(*a):
+        try:
+            return f(*a)
+        except ValueError:  # a resample with too few distinct values
+            return float("nan")
+    return g
+
+
+def rank_agreement(pred, ref, size=None, seed: int = 0, n_boot: int = N_BOOT) -> dict:
+    """Kendall tau and Spearman of ``pred`` vs ``ref`` with intervals, and (with
+    ``size``) the within-bin tau with its interval; rows with a missing value are left out."""
+    with warnings.catch_warnings():  # resamples of a few archs are often constant: nan, not noise
+        warnings.simplefilter("ignore", sps.ConstantInputWarning)
+        warnings.simplefilter("ignore", sps.DegenerateDataWarning)
+        return _rank_agreement(pred, ref, size, seed, n_boot)
+
+
+def _rank_agreement(pred, ref, size, seed: int, n_boot: int) -> dict:
+    cols = [pred, ref] + ([size] if size is not None else [])
+    keep = _finite(*cols)
+    p = np.asarray([pred[k] for k in keep], dtype=float)
+    r = np.asarray([ref[k] for k in keep], dtype=float)
+    n = len(keep)
+    out: dict = {"n": n}
+    if n < 3:
+        out.update(kendall_tau=None, kendall_ci=[None, None], spearman=None, spearman_ci=[None, None])
+    else:
+        out["kendall_tau"] = kendall(p, r)
+        out["kendall_ci"] = bootstrap_interval(_nan_safe(lambda i: kendall(p[i], r[i])), n, seed, n_boot)
+        out["spearman"] = spearman(p, r)
+        out["spearman_ci"] = bootstrap_interval(_nan_safe(lambda i: spearman(p[i], r[i])), n, seed, n_boot)
+    if size is not None:
+        s = np.asarray([size[k] for k in keep], dtype=float)
+        tau, pairs = within_bin_tau(p, r, s) if n >= 2 else (float("nan"), 0)
+        out["within_bin_tau"] = tau if np.isfinite(tau) else None
+        out["within_bin_pairs"] = pairs
+        out["within_bin_ci"] = (bootstrap_interval(lambda i: within_bin_tau(p[i], r[i], s[i])[0], n, seed, n_boot)
+                                if pairs >= 3 else [None, None])
+    return out
+
+
+def gaps(pred, ref) -> dict:
+    """Mean, mean absolute and largest absolute ``pred - ref`` (> 0: the prediction is
+    the higher loss), over rows with both values."""
+    keep = _finite(pred, ref)
+    if not len(keep):
+        return {"n": 0, "mean": None, "mean_abs": None, "max_abs": None}
+    d = np.asarray([pred[k] - ref[k] for k in keep], dtype=float)
+    return {"n": int(len(d)), "mean": float(d.mean()), "mean_abs": float(np.abs(d).mean()),
+            "max_abs": float(np.abs(d).max())}

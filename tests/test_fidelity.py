@@ -1,0 +1,229 @@
+"""``cosearch fidelity``: arch picks, statistics, the report, and the command end to end
+on tiny_lm (CPU), including a kill and a rerun that resumes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cosearch.cli import main
+from cosearch.fidelity.pick import BIN_RATIO, pick_archs, subset, uniform_bits
+from cosearch.fidelity.plan import PLAN, Plan
+from cosearch.fidelity.proxies import decoder_params, proxy_values
+from cosearch.fidelity.report import build_report
+from cosearch.fidelity.stats import gaps, rank_agreement, within_bin_tau
+from cosearch.space import SearchSpace
+
+from train_fixtures import one_thread, write_lm_text  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- picks
+@pytest.mark.parametrize("name, n, per_bin", [("tiny_lm", 12, 4), ("multi30k", 18, 6)])
+def test_picks_come_in_size_bins_with_mixed_and_uniform_bits(name, n, per_bin):
+    space = SearchSpace.load(name)
+    p = pick_archs(space, n, per_bin, seed=3)
+    assert p.archs == pick_archs(space, n, per_bin, seed=3).archs  # a function of the seed
+    assert p.archs != pick_archs(space, n, per_bin, seed=4).archs
+    assert len(p.archs) == n == len(set(p.archs)) and p.bins == [i // per_bin for i in range(n)]
+    mb = [space.weight_size_bits(a) / 8e6 for a in p.archs]
+    assert p.axis == pytest.approx(mb)
+    for b in range(n // per_bin):
+        sizes = [m for m, k in zip(mb, p.bins) if k == b]
+        assert max(sizes) <= BIN_RATIO ** 2 * min(sizes)  # any two of a bin: within +-15%
+    assert all(p.in_band)
+    assert {"mixed", "uniform"} <= set(p.kinds)
+    assert [uniform_bits(a) for a in p.archs] == [k == "uniform" for k in p.kinds]
+    mixed = [a for a, k in zip(p.archs, p.kinds) if k == "mixed"]
+    assert any(len({la.weight_bits for la in a.encoder + a.decoder}) > 1 for a in mixed)
+    centres = [math.log(c) for c in p.centres]  # evenly spaced in log size
+    assert all(abs((centres[i + 1] - centres[i]) - (centres[1] - centres[0])) < 1e-9 for i in range(len(centres) - 1))
+
+
+def test_subset_spreads_over_the_picks():
+    assert subset(24, 4) == [0, 8, 15, 23] and subset(5, 1) == [2] and subset(5, 0) == [] and subset(3, 9) == [0, 1, 2]
+
+
+def test_proxies_by_hand():
+    space = SearchSpace.load("tiny_lm")
+    a = space.smallest()  # 1 layer, width 64, ffn 128, 2 heads of 32 (attention 64), 1.58 bits
+    d = 64
+    linears = 4 * (d * d + d) + (d * 128 + 128) + (128 * d + d)
+    assert decoder_params(space, a) == linears
+    v = proxy_values(space, [a, space.largest()], seq_len=30)
+    assert v["params"][0] == linears + 1024 * d + 2 * d * 3  # + token table + 3 norms
+    assert v["macs"][0] < v["macs"][1] and v["weight_mb"][0] < v["weight_mb"][1]
+
+
+# --------------------------------------------------------------------------- statistics
+def test_within_bin_tau_counts_only_pairs_of_similar_size():
+    pred, ref = [1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 3.0, 4.0]
+    size = [1.0, 1.1, 5.0, 5.5]  # pairs (0,1) and (2,3) are in a bin
+    assert within_bin_tau(pred, ref, size) == (0.0, 2)  # one discordant, one concordant
+    assert within_bin_tau(pred, ref, [1.0, 1.2, 5.0, 5.5]) == (1.0, 1)
+    # the tie (0, 1) is left out; of the other 5 pairs 2 agree and 3 disagree
+    assert within_bin_tau([1, 1, 2, 3], [2, 1, 3, 0.5], [1, 1, 1, 1]) == (pytest.approx(-1 / 5), 5)
+
+
+def test_rank_agreement_values_and_intervals():
+    ref = [float(i) for i in range(10)]
+    pred = ref[:]
+    pred[0], pred[1] = pred[1], pred[0]  # one discordant pair of 45
+    r = rank_agreement(pred, ref, size=[1.0] * 10, seed=0, n_boot=200)
+    assert r["n"] == 10 and r["kendall_tau"] == pytest.approx(43 / 45)
+    assert r["spearman"] == pytest.approx(1 - 6 * 2 / (10 * 99))
+    lo, hi = r["kendall_ci"]
+    assert lo < 43 / 45 <= hi <= 1.0 and r["within_bin_pairs"] == 45
+    assert rank_agreement(pred, ref, seed=0, n_boot=200)["kendall_ci"] == r["kendall_ci"]  # seeded
+    holes = rank_agreement([None, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0], n_boot=50)
+    assert holes["n"] == 3 and holes["kendall_tau"] == pytest.approx(1.0)
+    assert gaps([2.0, 3.0, None], [1.5, 3.5, 1.0]) == {"n": 2, "mean": 0.0, "mean_abs": 0.5, "max_abs": 0.5}
+
+
+def test_report_takes_the_best_sweep_point_and_compares_proxies():
+    archs = [{"decoder_embed_dim": 64, "decoder": []}] * 4
+    jobs, measured = [], {}
+    stand = [3.0, 3.2, 3.4, 3.6]
+    for i, s in enumerate(stand):
+        for k, (d, off) in enumerate(((0.0, 0.1), (0.1, 0.0))):  # dropout 0.1 wins on valid
+            name = f"j{i}{k}"
+            jobs.append(dict(arch=i, dropout=d, steps=10, seed=0, teacher=False, role="grid", name=name))
+            measured[name] = {"valid_loss": s + off, "test_loss": s + off + 0.05}
+    jobs.append(dict(arch=0, dropout=0.0, steps=10, seed=1, teacher=False, role="noise", name="n0"))
+    measured["n0"] = {"valid_loss": 3.15, "test_loss": 3.2}
+    plan = Plan(run="r", settings={"seed": 0, "stratify": "size"}, archs=archs, labels=list("abcd"),
+                bins=[0, 0, 1, 1], kinds=["mixed"] * 4, axis=[1.0, 1.1, 2.0, 2.1], in_band=[True] * 4,
+                centres=[1.0, 2.0], proxies={"params": [4, 3, 2, 1], "weight_mb": [1.0, 1.1, 2.0, 2.1],
+                                             "macs": [1, 2, 3, 4], "decoder_params": [1, 1, 1, 1]},
+                jobs=jobs, noise=[0])
+    inherited = [{"valid_loss": v, "test_loss": v} for v in (3.5, 3.4, 3.9, 4.0)]  # swaps archs 0 and 1
+    rep = build_report(plan, inherited, measured)
+    row = rep["per_arch"][0]
+    assert row["standalone"]["dropout"] == 0.1 and row["untuned"]["dropout"] == 0.0
+    assert row["standalone"]["test_loss"] == pytest.approx(3.05)
+    s = rep["summary"]["test_loss"]
+    assert rep["headline"] == "test_loss" and s["inherited"]["kendall_tau"] == pytest.approx(4 / 6)
+    assert s["inherited"]["within_bin_tau"] == 0.0 and s["inherited"]["within_bin_pairs"] == 2
+    assert s["gap"]["mean"] == pytest.approx((0.45 + 0.15 + 0.45 + 0.35) / 4)
+    assert s["proxies"]["params"]["kendall_tau"] == pytest.approx(1.0)  # more params: lower loss
+    assert s["proxies"]["macs"]["kendall_tau"] == pytest.approx(-1.0)
+    assert s["best_proxy"] == "params"
+    assert s["seed_noise"]["gap"]["mean_abs"] == pytest.approx(abs(3.2 - 3.15))
+    assert rep["goals"]["tau"] == pytest.approx(4 / 6) and rep["goals"]["tau_ok"] is False
+
+
+# --------------------------------------------------------------------------- the command
+LM = ["--task", "lm", "--max-tokens", "64", "--max-len", "16", "--no-progress"]
+
+
+def _supernet(tmp_path: Path, steps: int = 4) -> tuple[Path, Path]:
+    data = write_lm_text(tmp_path / "t.txt")
+    run = tmp_path / "sup"
+    assert main(["train", "--space", "tiny_lm", "--data", str(data), "--out", str(run), "--steps", str(steps),
+                 "--ckpt-every", "2", *LM]) == 0
+    return run, data
+
+
+@pytest.mark.slow
+def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
+    run, _ = _supernet(tmp_path)
+    out = tmp_path / "fid"
+    argv = ["fidelity", str(run), "--out", str(out), "--archs", "4", "--per-bin", "2", "--noise-archs", "1",
+            "--distilled-archs", "1", "--steps", "3", "--no-progress"]
+    assert main(argv) == 0
+    rep = json.loads((out / "fidelity.json").read_text())
+    plan = json.loads((out / PLAN).read_text())
+    assert len(plan["jobs"]) == 6 and rep["jobs"] == {"planned": 6, "measured": 6, "failed": {}}
+    assert (out / "fidelity.png").stat().st_size > 10_000
+    s = rep["summary"]["valid_loss"]
+    assert rep["headline"] == "valid_loss" and s["inherited"]["n"] == 4  # lm data: no test split
+    assert set(s["proxies"]) == {"params", "weight_mb", "macs", "decoder_params"}
+    assert s["seed_noise"]["gap"]["n"] == 1 and s["distilled"]["minus_standalone"]["n"] == 1
+    rows = rep["per_arch"]
+    assert all(r["inherited"]["valid_loss"] > 0 and r["standalone"]["step"] == 3 for r in rows)
+    # each job repeats the supernet's recipe: the same training settings but steps and warm-up
+    sup = json.loads((run / "config.json").read_text())
+    job = plan["jobs"][0]
+    cfg = json.loads((out / "jobs" / job["name"] / "run" / "config.json").read_text())
+    skip = {"steps", "warmup", "ckpt_every", "log_every", "distill", "n_random"}
+    assert {k: v for k, v in cfg["train"].items() if k not in skip} == \
+        {k: v for k, v in sup["train"].items() if k not in skip}
+    assert cfg["arch"] == plan["archs"][job["arch"]] and cfg["seed"] == sup["seed"] and cfg["data"] == sup["data"]
+    assert (out / "jobs" / job["name"] / "run" / "tokenizer.model").read_bytes() == \
+        (run / "tokenizer.model").read_bytes()
+    teacher = next(j for j in plan["jobs"] if j["teacher"])
+    assert json.loads((out / "jobs" / teacher["name"] / "run" / "config.json").read_text())["teacher"] == \
+        str(run.resolve())
+    # a rerun trains and measures nothing again
+    mtime = (out / "measurements.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert (out / "measurements.json").stat().st_mtime_ns == mtime
+    assert all((out / "jobs" / j["name"] / "log.txt").read_text().count("$ ") == 1 for j in plan["jobs"])
+    # another plan in the same folder is refused, naming the setting
+    assert main(argv[:-1] + ["--seed", "5", "--no-progress"]) == 2
+    assert "--seed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_check_resumes_where_it_stopped(tmp_path, one_thread):
+    run, _ = _supernet(tmp_path)
+    out = tmp_path / "fid"
+    argv = [sys.executable, "-m", "cosearch.cli", "fidelity", str(run), "--out", str(out), "--archs", "3",
+            "--per-bin", "3", "--noise-archs", "0", "--steps", "160", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        while not (out / PLAN).is_file():
+            assert time.time() - t0 < 120 and proc.poll() is None
+            time.sleep(0.1)
+        names = [j["name"] for j in json.loads((out / PLAN).read_text())["jobs"]]
+        first, second = (out / "jobs" / n / "run" for n in names[:2])
+        while not list((second / "checkpoints").glob("*.pt")):  # the second job has a checkpoint
+            assert time.time() - t0 < 600 and proc.poll() is None, "finished before the kill"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its running job
+        proc.wait()
+    assert (first / "summary.json").is_file() and not (second / "summary.json").is_file()
+    done = json.loads((first / "summary.json").read_text())
+    assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
+    assert json.loads((first / "summary.json").read_text()) == done  # not trained again
+    resumed = json.loads((second / "summary.json").read_text())
+    assert resumed["finished"] and resumed["start_step"] > 0  # went on from its checkpoint
+    rep = json.loads((out / "fidelity.json").read_text())
+    assert rep["jobs"]["measured"] == 3 and rep["summary"]["valid_loss"]["inherited"]["n"] == 3
+
+
+def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
+    run, _ = _supernet(tmp_path, steps=2)
+    cases = [
+        ([str(tmp_path / "nope")], "not a cosearch run"),
+        ([str(run), "--archs", "2"], "--archs 2 is invalid"),
+        ([str(run), "--dropouts", "0,1.5"], "--dropouts 0.0,1.5 is invalid"),
+        ([str(run), "--gpu-share", "0"], "--gpu-share 0 is invalid"),
+        ([str(run), "--stratify", "latency", "--hw", "no_such_hw"], "no_such_hw"),
+    ]
+    for args, msg in cases:
+        assert main(["fidelity", *args, "--out", str(tmp_path / "f"), "--no-progress"]) == 2, args
+        assert msg in capsys.readouterr().err
+        assert not (tmp_path / "f").exists()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("x")
+    assert main(["fidelity", str(run), "--out", str(tmp_path / "busy"), "--no-progress"]) == 2
+    assert "not a fidelity check" in capsys.readouterr().err
+    sa = tmp_path / "sa"
+    assert main(["train", "--space", "tiny_lm", "--data", str(tmp_path / "t.txt"), "--out", str(sa),
+                 "--steps", "1", "--arch", "smallest", *LM]) == 0
+    assert main(["fidelity", str(sa), "--no-progress"]) == 2
+    assert "standalone run" in capsys.readouterr().err
