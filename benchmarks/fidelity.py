@@ -128,7 +128,12 @@ def main(argv=None) -> int:
     p.add_argument("--parallel", type=int, default=None, help="jobs at once (default: 1 on CPU, Ray's limits on GPU)")
     p.add_argument("--dry-run", action="store_true", help="print the supernet commands and stop")
     p.add_argument("--result", default=None, help="also write the gathered JSON here")
+    p.add_argument("--copy-small", default=None, metavar="DIR", help="copy the small files (no checkpoints) here")
+    p.add_argument("--report-only", action="store_true", help="rebuild the reports and the JSON from "
+                   "--out's run_info, plans and measurements (e.g. copied from the GPU machine)")
     args = p.parse_args(argv)
+    if args.report_only:
+        return gather(Path(args.out), args.result)
     variants = parse_variants(args.variants)
 
     from cosearch.fidelity.plan import FidelitySettings, make_plan, plan_jobs, prepare_jobs, read_run
@@ -199,36 +204,67 @@ def main(argv=None) -> int:
     # 2: the checks (jobs done: measure and report)
     from cosearch.errors import UserError
     from cosearch.fidelity.run import fidelity
-    reports = {}
     for k, r in runs.items():
         try:
-            rep = fidelity(r, out / "fidelity" / k, settings, jobs_dir=jobs_root, parallel=parallel,
-                           gpu_share=args.gpu_share, progress=False)
+            fidelity(r, out / "fidelity" / k, settings, jobs_dir=jobs_root, parallel=parallel,
+                     gpu_share=args.gpu_share, progress=False)
         except UserError as e:  # failed jobs: the partial report is still written
             failed[f"fidelity-{k}"] = str(e)
-            rep = json.loads((out / "fidelity" / k / "fidelity.json").read_text())
-        reports[k] = {"variant": variants[k.split("_seed")[0]], "goals": rep["goals"], "summary": rep["summary"],
-                      "supernet": json.loads((r / "summary.json").read_text()) if (r / "summary.json").is_file() else None}
+        except ImportError as e:  # no scipy/matplotlib here: OUT/fidelity/K/measured.json is written
+            print(f"{k}: no report here ({e}); rebuild it with --report-only where scipy is")
     import torch
     wall = time.time() - t0
-    result = {"benchmark": "fidelity", "space": args.space, "task": args.task, "data": args.data,
-              "steps": args.steps, "standalone_steps": settings.steps, "max_tokens": args.max_tokens,
-              "settings": vars(args), "machine": machine(), "wall_s": round(wall, 1),
-              "train_wave_s": round(train_s, 1),
-              "gpu_seconds": round(wall * (torch.cuda.device_count() if args.gpu else 0), 1),
-              "failed": failed, "variants": reports,
-              "per_arch": {k: json.loads((out / "fidelity" / k / "fidelity.json").read_text())["per_arch"]
-                           for k in runs}}
-    text = json.dumps(result, indent=1)
-    (out / "result.json").write_text(text)
-    if args.result:
-        Path(args.result).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.result).write_text(text)
-    for k, r in reports.items():
-        g = r["goals"] or {}
+    info = {"benchmark": "fidelity", "space": args.space, "task": args.task, "data": args.data,
+            "steps": args.steps, "standalone_steps": settings.steps, "max_tokens": args.max_tokens,
+            "settings": vars(args), "machine": machine(), "wall_s": round(wall, 1), "train_wave_s": round(train_s, 1),
+            "gpu_seconds": round(wall * (torch.cuda.device_count() if args.gpu else 0), 1), "failed": failed,
+            "variants": {k: variants[k.split("_seed")[0]] for k in runs},
+            "supernets": {k: {"summary": _read(r / "summary.json"), "specialisation": specialisation(r)}
+                          for k, r in runs.items()}}
+    (out / "run_info.json").write_text(json.dumps(info, indent=1))
+    if args.copy_small:
+        copy_small(out, Path(args.copy_small))
+    return gather(out, args.result) if not failed else 1
+
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def specialisation(run: Path) -> list[dict]:
+    """MoS expert distance and router spread over training (from the run's metrics)."""
+    from cosearch.training.rundir import read_metrics
+    return [{k: m[k] for k in ("step", "mos_expert_dist", "mos_router_spread", "router_term") if k in m}
+            for m in read_metrics(run) if "mos_router_spread" in m]
+
+
+def copy_small(out: Path, dest: Path) -> None:
+    """What the report needs, without checkpoints: run_info, each check's plan and measurements."""
+    for pattern in ("run_info.json", "fidelity/*/plan.json", "fidelity/*/measured.json", "fidelity/*/fidelity.json",
+                    "fidelity/*/fidelity.png"):
+        for f in out.glob(pattern):
+            target = dest / f.relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+
+
+def gather(out: Path, result: str | None) -> int:
+    """One JSON of every variant's report (rebuilt from plan and measurements), with the run info."""
+    from cosearch.fidelity.run import write_report
+    info = json.loads((out / "run_info.json").read_text())
+    info["reports"] = {}
+    for k in info["variants"]:
+        rep = write_report(out / "fidelity" / k)
+        info["reports"][k] = {"goals": rep["goals"], "summary": rep["summary"], "per_arch": rep["per_arch"]}
+        g = rep["goals"] or {}
         print(f"{k}: tau {g.get('tau')}, lower {g.get('tau_lower')}, within-bin {g.get('within_bin_tau')}, "
               f"best proxy {g.get('best_proxy')} {g.get('best_proxy_tau')}")
-    return 1 if failed else 0
+    text = json.dumps(info, indent=1)
+    (out / "result.json").write_text(text)
+    if result:
+        Path(result).parent.mkdir(parents=True, exist_ok=True)
+        Path(result).write_text(text)
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from cosearch.cli import main
 from cosearch.fidelity.pick import BIN_RATIO, pick_archs, subset, uniform_bits
 from cosearch.fidelity.plan import PLAN, Plan
 from cosearch.fidelity.proxies import decoder_params, proxy_values
+from cosearch.fidelity import report as report_mod
 from cosearch.fidelity.report import build_report
 from cosearch.fidelity.stats import gaps, rank_agreement, within_bin_tau
 from cosearch.space import SearchSpace
@@ -88,7 +89,7 @@ def test_rank_agreement_values_and_intervals():
     assert gaps([2.0, 3.0, None], [1.5, 3.5, 1.0]) == {"n": 2, "mean": 0.0, "mean_abs": 0.5, "max_abs": 0.5}
 
 
-def test_report_takes_the_best_sweep_point_and_compares_proxies():
+def test_report_takes_the_best_sweep_point_and_compares_proxies(monkeypatch):
     archs = [{"decoder_embed_dim": 64, "decoder": []}] * 4
     jobs, measured = [], {}
     stand = [3.0, 3.2, 3.4, 3.6]
@@ -99,11 +100,13 @@ def test_report_takes_the_best_sweep_point_and_compares_proxies():
             measured[name] = {"valid_loss": s + off, "test_loss": s + off + 0.05}
     jobs.append(dict(arch=0, dropout=0.0, steps=10, seed=1, teacher=False, role="noise", name="n0"))
     measured["n0"] = {"valid_loss": 3.15, "test_loss": 3.2}
-    plan = Plan(run="r", settings={"seed": 0, "stratify": "size"}, archs=archs, labels=list("abcd"),
-                bins=[0, 0, 1, 1], kinds=["mixed"] * 4, axis=[1.0, 1.1, 2.0, 2.1], in_band=[True] * 4,
-                centres=[1.0, 2.0], proxies={"params": [4, 3, 2, 1], "weight_mb": [1.0, 1.1, 2.0, 2.1],
-                                             "macs": [1, 2, 3, 4], "decoder_params": [1, 1, 1, 1]},
-                jobs=jobs, noise=[0])
+    plan = Plan(run="r", settings={"seed": 0, "stratify": "size", "seq_len": 30}, archs=archs,
+                labels=list("abcd"), bins=[0, 0, 1, 1], kinds=["mixed"] * 4, axis=[1.0, 1.1, 2.0, 2.1],
+                in_band=[True] * 4, centres=[1.0, 2.0], space={}, jobs=jobs, noise=[0])
+    proxies = {"params": [4, 3, 2, 1], "weight_mb": [1.0, 1.1, 2.0, 2.1], "macs": [1, 2, 3, 4],
+               "decoder_params": [1, 1, 1, 1]}
+    monkeypatch.setattr(report_mod, "proxy_values", lambda space, archs, seq_len: proxies)
+    monkeypatch.setattr(report_mod.SearchSpace, "from_dict", lambda d: None)
     inherited = [{"valid_loss": v, "test_loss": v} for v in (3.5, 3.4, 3.9, 4.0)]  # swaps archs 0 and 1
     rep = build_report(plan, inherited, measured)
     row = rep["per_arch"][0]
@@ -162,6 +165,10 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     teacher = next(j for j in plan["jobs"] if j["teacher"])
     assert json.loads((out / "jobs" / teacher["name"] / "run" / "config.json").read_text())["teacher"] == \
         str(run.resolve())
+    # the report is rebuilt from the plan and the measurements alone
+    (out / "fidelity.json").unlink()
+    assert main(["fidelity", str(tmp_path / "gone"), "--out", str(out), "--report-only"]) == 0
+    assert json.loads((out / "fidelity.json").read_text())["summary"] == rep["summary"]
     # a rerun trains and measures nothing again
     mtime = (out / "measurements.json").stat().st_mtime_ns
     capsys.readouterr()

@@ -53,15 +53,23 @@ def register(sub):
                    "this process; with --gpu as many as Ray's GPU shares and CPUs allow)")
     g.add_argument("--address", default=None, help="an existing Ray cluster (auto or HOST:PORT)")
     g.add_argument("--max-tokens", type=int, default=4096, help="tokens per evaluation batch")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from OUT/plan.json and "
+                   "OUT/measured.json alone (e.g. copied from a machine without scipy); trains nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the report's summary as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..fidelity.plan import FidelitySettings
-    from ..fidelity.run import REPORT, fidelity
+    from pathlib import Path
 
+    from ..fidelity.plan import FidelitySettings
+    from ..fidelity.run import REPORT, fidelity, write_report
+
+    if args.report_only:
+        rep = write_report(args.out or Path(args.run) / "fidelity")
+        print(json.dumps(rep["summary"], indent=1) if args.json else format_summary(rep))
+        return 0
     settings = FidelitySettings(archs=args.archs, per_bin=args.per_bin, seed=args.seed, stratify=args.stratify,
                                 hw=args.hw, seq_len=args.seq_len, noise_archs=args.noise_archs,
                                 distilled_archs=args.distilled_archs, dropouts=args.dropouts,

@@ -25,7 +25,6 @@ from ..training.checkpoint import latest_checkpoint
 from ..training.rundir import read_config, space_of
 from ..training.train import TrainConfig
 from .pick import AXES, pick_archs, subset
-from .proxies import proxy_values
 
 PLAN = "plan.json"
 FORMAT = 1
@@ -212,7 +211,7 @@ class Plan:
     axis: list[float]
     in_band: list[bool]
     centres: list[float]
-    proxies: dict
+    space: dict  # the run's space: archs, sizes and proxies are read against it
     jobs: list[dict]  # StandaloneSpec as dicts, plus "name"
     noise: list[int] = field(default_factory=list)
     distilled: list[int] = field(default_factory=list)
@@ -232,17 +231,20 @@ def grid_points(run: RunInfo, s: FidelitySettings) -> list[tuple[float, int]]:
     return [(d, max(1, math.ceil(base * x))) for d in dropouts for x in scales]
 
 
+def latency_axis(space: SearchSpace, s: FidelitySettings):
+    """Prefill latency (ms) of archs on ``s.hw``, the ``--stratify latency`` axis."""
+    from ..hardware import cost_batch, load_hardware
+    hw = load_hardware(s.hw)  # UserError for an unknown preset, before any work
+
+    def axis_of(archs):
+        return list(cost_batch(space, archs, hw, scenario="prefill", seq_len=s.seq_len)["latency_ms"])
+    return axis_of
+
+
 def make_plan(run: RunInfo, s: FidelitySettings) -> Plan:
     """Pick the archs and list the standalone jobs (pure: the same inputs, the same plan)."""
     space = run.space
-    axis_of = None
-    if s.stratify == "latency":
-        from ..hardware import cost_batch, load_hardware
-        hw = load_hardware(s.hw)  # UserError for an unknown preset, before any work
-
-        def axis_of(archs):
-            return list(cost_batch(space, archs, hw, scenario="prefill", seq_len=s.seq_len)["latency_ms"])
-    picked = pick_archs(space, s.archs, s.per_bin, s.seed, axis_of)
+    picked = pick_archs(space, s.archs, s.per_bin, s.seed, latency_axis(space, s) if s.stratify == "latency" else None)
     points = grid_points(run, s)
     noise, distilled = subset(len(picked.archs), s.noise_archs), subset(len(picked.archs), s.distilled_archs)
     seed = int(run.config["seed"])
@@ -256,8 +258,8 @@ def make_plan(run: RunInfo, s: FidelitySettings) -> Plan:
         jobs.append({**asdict(sp), "name": job_name(content)})
     return Plan(run=str(run.run_dir), settings=asdict(s), archs=[a.to_dict() for a in picked.archs],
                 labels=picked.labels, bins=picked.bins, kinds=picked.kinds, axis=picked.axis,
-                in_band=picked.in_band, centres=picked.centres,
-                proxies=proxy_values(space, picked.archs, s.seq_len), jobs=jobs, noise=noise, distilled=distilled)
+                in_band=picked.in_band, centres=picked.centres, space=space.to_dict(), jobs=jobs, noise=noise,
+                distilled=distilled)
 
 
 def plan_jobs(plan: Plan, run: RunInfo, root: Path, gpu_share: float, env: tuple = ()) -> list[Job]:

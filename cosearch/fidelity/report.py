@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..space import SearchSpace
 from .plan import Plan
-from .proxies import PROXIES
+from .proxies import PROXIES, proxy_values
 from .stats import gaps, rank_agreement
 
 #: metric -> sign that turns it into "lower is better"
@@ -32,6 +33,8 @@ GOALS = {"tau": 0.85, "tau_lower": 0.75, "n": 48, "proxy_margin": 0.15, "proxy_w
 
 def per_arch(plan: Plan, inherited: list[dict | None], measured: dict[str, dict | None]) -> list[dict]:
     """One row per arch: its picks, proxies, inherited and standalone results."""
+    space = SearchSpace.from_dict(plan.space)
+    proxies = proxy_values(space, [plan.arch(i) for i in range(len(plan.archs))], int(plan.settings["seq_len"]))
     rows = []
     for i, arch in enumerate(plan.archs):
         jobs = [j for j in plan.jobs if j["arch"] == i]
@@ -42,7 +45,7 @@ def per_arch(plan: Plan, inherited: list[dict | None], measured: dict[str, dict 
         extra = {j["role"]: measured.get(j["name"]) for j in jobs if j["role"] != "grid"}
         rows.append({
             "label": plan.labels[i], "bin": plan.bins[i], "kind": plan.kinds[i], "in_band": plan.in_band[i],
-            "axis": plan.axis[i], "arch": arch, **{p: plan.proxies[p][i] for p in PROXIES},
+            "axis": plan.axis[i], "arch": arch, **{p: proxies[p][i] for p in PROXIES},
             "inherited": inherited[i] if i < len(inherited) else None,
             "standalone": min(done, key=lambda p: p["valid_loss"]) if done else None,
             "untuned": untuned, "seed2": extra.get("noise"), "distilled": extra.get("distilled"),

@@ -9,7 +9,9 @@ alone would?
    one after another with ``parallel=1``). Finished jobs are skipped, killed ones resume
    from their checkpoints.
 4. Measure the inherited and the standalone quality (``measure``, cached).
-5. Report (``OUT/fidelity.json``, ``OUT/fidelity.png``): ``report``.
+5. Report (``OUT/fidelity.json``, ``OUT/fidelity.png``): ``report``, from ``OUT/plan.json``
+   and ``OUT/measured.json`` alone, so :func:`write_report` can rebuild it on another
+   machine from those two small files (e.g. where the GPU machine lacks scipy).
 """
 from __future__ import annotations
 
@@ -19,10 +21,9 @@ from pathlib import Path
 from ..atomic import atomic_write_text, make_dir
 from ..errors import UserError
 from ..jobs import run_jobs
-from .plan import FidelitySettings, check_or_write_plan, make_plan, plan_jobs, prepare_jobs, read_run
-from .report import build_report, plot
+from .plan import PLAN, FidelitySettings, check_or_write_plan, load_plan, make_plan, plan_jobs, prepare_jobs, read_run
 
-REPORT, PLOT = "fidelity.json", "fidelity.png"
+REPORT, PLOT, MEASURED = "fidelity.json", "fidelity.png", "measured.json"
 
 
 def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: FidelitySettings = FidelitySettings(),
@@ -79,11 +80,26 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
             tick()
     if bar is not None:
         bar.close()
-    report = build_report(plan, inherited, measured, failed)
-    atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
-    plot(report, out / PLOT)
+    atomic_write_text(out / MEASURED, json.dumps({"inherited": inherited, "standalone": measured,
+                                                  "failed": failed}, indent=1) + "\n")
+    report = write_report(out)
     if failed:
         first = next(iter(failed.items()))
         raise UserError(f"{len(failed)} of {len(plan.jobs)} standalone jobs failed (e.g. {first[0]}: see "
                         f"{first[1]}); the report in {out / REPORT} is partial; rerun the same command to retry them")
+    return report
+
+
+def write_report(out: str | Path) -> dict:
+    """(Re)build ``OUT/fidelity.json`` and ``OUT/fidelity.png`` from ``OUT/plan.json`` and
+    ``OUT/measured.json``; returns the report."""
+    from .report import build_report, plot
+    out = Path(out)
+    for name in (PLAN, MEASURED):
+        if not (out / name).is_file():
+            raise UserError(f"{out} has no {name}; run the check first (cosearch fidelity RUN --out {out})")
+    m = json.loads((out / MEASURED).read_text())
+    report = build_report(load_plan(out), m["inherited"], m["standalone"], m["failed"])
+    atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
+    plot(report, out / PLOT)
     return report
