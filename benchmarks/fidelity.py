@@ -29,6 +29,7 @@ GPU (one H200, ~8 minutes; see benchmarks/results/fidelity_notes.md for what it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
                                 step_scales=tuple(float(x) for x in args.step_scales.split(",") if x.strip()),
                                 steps=args.standalone_steps or args.steps, bleu=args.bleu, gpu=args.gpu)
     # 1: the supernets and every standalone job in one wave (a standalone job shared by
-    # several variants is one job; a teacher job belongs to its supernet and waits for it)
+    # several variants is one job; a teacher job runs after its supernet's training)
     jobs_root = out / "standalone"
     wave, seen, teacher_jobs = supernet_jobs(False), set(), []
     for k, r in runs.items():
@@ -195,9 +196,10 @@ def main(argv=None) -> int:
         for j, spec in zip(plan_jobs(plan, run, jobs_root, args.gpu_share, env), plan.jobs):
             if j.name not in seen:
                 seen.add(j.name)
+                if spec["teacher"]:
+                    j = dataclasses.replace(j, after=(f"train-{k}",))
                 (teacher_jobs if spec["teacher"] else wave).append(j)
-    res = run_jobs(wave, jobs_root, parallel=parallel)
-    res += run_jobs(teacher_jobs, jobs_root, parallel=parallel)
+    res = run_jobs(wave + teacher_jobs, jobs_root, parallel=parallel)
     failed = {r.name: r.tail for r in res if not r.ok}
     train_s = time.time() - t0
 

@@ -109,3 +109,24 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "420", searc
         if j.name == "code_lm_supernet":
             out.append(search_tp)
     return out
+
+
+def fidelity(out: str = "/tmp/fid", data: str = ".data/multi30k", space: str = "multi30k",
+             task: str = "translation", steps: str = "300", max_tokens: str = "8192", max_len: str = "",
+             archs: str = "48", per_bin: str = "6", noise_archs: str = "6", distilled_archs: str = "0",
+             dropouts: str = "", variants: str = "none:mode=none;layer:mode=layer",
+             supernet_share: str = "0.25", gpu_share: str = "0.0625", gpu: str = "1") -> list[Job]:
+    """``cosearch fidelity`` of supernet variants against shared standalone runs
+    (benchmarks/fidelity.py, which runs its own jobs on a Ray instance of its own). Its
+    results are OUT/run_info.json and OUT/fidelity/VARIANT/{plan,measured,fidelity}.json;
+    where scipy is missing, rebuild the reports with ``benchmarks/fidelity.py --out OUT
+    --report-only``."""
+    argv = [PY, str(ROOT / "benchmarks" / "fidelity.py"), "--space", space, "--task", task, "--data", data,
+            "--out", out, "--steps", steps, "--max-tokens", max_tokens, "--archs", archs, "--per-bin", per_bin,
+            "--noise-archs", noise_archs, "--distilled-archs", distilled_archs, "--variants", variants,
+            "--gpu", "--supernet-share", supernet_share, "--gpu-share", gpu_share]
+    if max_len:
+        argv += ["--max-len", max_len]
+    if dropouts:
+        argv += ["--dropouts", dropouts]
+    return [Job("fidelity", tuple(argv), done=f"{out}/run_info.json", gpu=float(gpu))]

@@ -30,3 +30,11 @@ def test_dry_run_prints_one_train_command_per_variant_and_seed(capsys, tmp_path)
     assert "--router-balance 0.1" in lines[2] and "--router-balance" not in lines[0]
     assert "--seed 1" in lines[1] and "--steps 7" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_the_gpu_plan_runs_this_script_with_valid_arguments(capsys, tmp_path):
+    import gpu_plans
+    (job,) = gpu_plans.fidelity(out=str(tmp_path / "f"), variants="a:mode=none", dropouts="0,0.1")
+    assert job.argv[1].endswith("benchmarks/fidelity.py") and job.done == f"{tmp_path / 'f'}/run_info.json"
+    assert fidelity.main(list(job.argv[2:]) + ["--dry-run"]) == 0
+    assert "--gpu" in capsys.readouterr().out
