@@ -49,6 +49,19 @@ def test_picks_come_in_size_bins_with_mixed_and_uniform_bits(name, n, per_bin):
     assert all(abs((centres[i + 1] - centres[i]) - (centres[1] - centres[0])) < 1e-9 for i in range(len(centres) - 1))
 
 
+def test_latency_bins_hold_archs_of_similar_latency():
+    from cosearch.fidelity.plan import FidelitySettings, latency_axis
+    from cosearch.hardware import cost_batch
+    space = SearchSpace.load("tiny_lm")
+    p = pick_archs(space, 8, 4, seed=0, axis_of=latency_axis(space, FidelitySettings(stratify="latency")))
+    lat = list(cost_batch(space, p.archs, "zcu102", scenario="prefill", seq_len=30)["latency_ms"])
+    assert p.axis == pytest.approx(lat)
+    for b in (0, 1):
+        vals = [v for v, k in zip(lat, p.bins) if k == b]
+        assert max(vals) <= BIN_RATIO ** 2 * min(vals)
+    assert max(lat[4:]) > min(lat[4:]) and min(lat[4:]) > max(lat[:4])
+
+
 def test_subset_spreads_over_the_picks():
     assert subset(24, 4) == [0, 8, 15, 23] and subset(5, 1) == [2] and subset(5, 0) == [] and subset(3, 9) == [0, 1, 2]
 
