@@ -184,7 +184,8 @@ def main(argv=None) -> int:
                                 noise_archs=args.noise_archs, distilled_archs=args.distilled_archs,
                                 dropouts=tuple(float(x) for x in args.dropouts.split(",") if x.strip()),
                                 step_scales=tuple(float(x) for x in args.step_scales.split(",") if x.strip()),
-                                steps=args.standalone_steps or args.steps, bleu=args.bleu, gpu=args.gpu)
+                                steps=args.standalone_steps or args.steps, bleu=args.bleu, gpu=args.gpu,
+                                standalone_seed=0)  # every supernet seed against the same standalone runs
     # 1: the supernets and every standalone job in one wave (a standalone job shared by
     # several variants is one job; a teacher job runs after its supernet's training)
     jobs_root = out / "standalone"

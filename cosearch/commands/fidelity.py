@@ -40,6 +40,8 @@ def register(sub):
                    "run's dropout only)")
     g.add_argument("--step-scales", type=_floats, default=(1.0,), metavar="F,...",
                    help="steps sweep as multiples of --steps (default 1)")
+    g.add_argument("--standalone-seed", type=int, default=None, help="seed of the standalone runs (default: "
+                   "the supernet run's; fix it to check several supernet seeds against the same runs)")
     g.add_argument("--noise-archs", type=int, default=4, help="archs trained again with seed+1: the "
                    "standalone seed noise (default 4)")
     g.add_argument("--distilled-archs", type=int, default=0, help="archs also trained with the "
@@ -73,7 +75,8 @@ def run(args) -> int:
     settings = FidelitySettings(archs=args.archs, per_bin=args.per_bin, seed=args.seed, stratify=args.stratify,
                                 hw=args.hw, seq_len=args.seq_len, noise_archs=args.noise_archs,
                                 distilled_archs=args.distilled_archs, dropouts=args.dropouts,
-                                step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu)
+                                step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu,
+                                standalone_seed=args.standalone_seed)
     parallel = args.parallel if args.parallel is not None else (None if args.gpu else 1)
     rep = fidelity(args.run, args.out, settings, jobs_dir=args.jobs, parallel=parallel, gpu_share=args.gpu_share,
                    max_tokens=args.max_tokens, progress=not args.no_progress, address=args.address)

@@ -56,6 +56,9 @@ class FidelitySettings:
     steps: int | None = None
     bleu: bool = False
     gpu: bool = False
+    #: the standalone runs' seed (None: the supernet run's); fix it to compare several
+    #: supernet seeds against the same standalone runs
+    standalone_seed: int | None = None
 
     def check(self) -> None:
         """``UserError`` naming the first bad setting (its flag)."""
@@ -247,7 +250,7 @@ def make_plan(run: RunInfo, s: FidelitySettings) -> Plan:
     picked = pick_archs(space, s.archs, s.per_bin, s.seed, latency_axis(space, s) if s.stratify == "latency" else None)
     points = grid_points(run, s)
     noise, distilled = subset(len(picked.archs), s.noise_archs), subset(len(picked.archs), s.distilled_archs)
-    seed = int(run.config["seed"])
+    seed = int(run.config["seed"]) if s.standalone_seed is None else int(s.standalone_seed)
     specs = [StandaloneSpec(i, d, n, seed) for i in range(len(picked.archs)) for d, n in points]
     d0, n0 = points[0]
     specs += [StandaloneSpec(i, d0, n0, seed + 1, role="noise") for i in noise]

@@ -122,43 +122,43 @@ def build_report(plan: Plan, inherited: list[dict | None], measured: dict[str, d
 
 
 def plot(report: dict, path: Path) -> None:
-    """Inherited vs standalone (left, y = x dashed) and standalone vs weight MB with the
-    size proxy's least-squares line in log MB (right), on the headline metric."""
+    """Inherited vs standalone (left, y = x dashed) and standalone vs the best zero-cost
+    proxy with its least-squares line in log scale (right), on the headline metric."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
     m = report["headline"]
+    s = report["summary"].get(m, {})
+    best = s.get("best_proxy") or "weight_mb"
     rows = [r for r in report["per_arch"] if r["inherited"] and r["standalone"] and m in r["standalone"]]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6))
     if rows:
         x = np.array([r["inherited"][m] for r in rows])
         y = np.array([r["standalone"][m] for r in rows])
         mb = np.array([r["weight_mb"] for r in rows])
+        px = np.array([r[best] for r in rows], dtype=float)
         sc = a.scatter(x, y, c=np.log10(mb), cmap="viridis", s=28)
         lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
         a.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
         fig.colorbar(sc, ax=a, label="log10 weight MB")
-        b.scatter(mb, y, s=24, c="tab:gray", label="standalone")
-        if len(rows) >= 2:
-            k, c = np.polyfit(np.log(mb), y, 1)
-            grid = np.geomspace(mb.min(), mb.max(), 50)
-            b.plot(grid, k * np.log(grid) + c, "r-", lw=1.2, label="size proxy (fit in log MB)")
-        b.set_xscale("log")
-    s = report["summary"].get(m, {})
+        b.scatter(px, y, s=24, c=np.log10(mb), cmap="viridis", label="standalone")
+        if len(rows) >= 2 and (px > 0).all():
+            k, c = np.polyfit(np.log(px), y, 1)
+            grid = np.geomspace(px.min(), px.max(), 50)
+            b.plot(grid, k * np.log(grid) + c, "r-", lw=1.2, label=f"{best} proxy (fit in log)")
+            b.set_xscale("log")
     inh = s.get("inherited", {})
-    best = s.get("best_proxy")
     title = f"inherited vs standalone: tau {_fmt(inh.get('kendall_tau'))} {_ci(inh.get('kendall_ci'))}, " \
             f"in-bin {_fmt(inh.get('within_bin_tau'))} (n={inh.get('n', 0)})"
     a.set(xlabel=f"inherited {m}", ylabel=f"standalone {m}", title=title)
-    a.title.set_fontsize(9)
-    ptitle = "proxy" if not best else \
-        f"best proxy {best}: tau {_fmt(s['proxies'][best]['kendall_tau'])} {_ci(s['proxies'][best]['kendall_ci'])}"
-    b.set(xlabel="weight MB", ylabel=f"standalone {m}", title=ptitle)
-    b.title.set_fontsize(9)
-    a.legend(fontsize=8)
-    b.legend(fontsize=8)
+    p = s.get("proxies", {}).get(best, {})
+    b.set(xlabel=best, ylabel=f"standalone {m}", title=f"best proxy {best}: tau {_fmt(p.get('kendall_tau'))} "
+          f"{_ci(p.get('kendall_ci'))}, in-bin {_fmt(p.get('within_bin_tau'))}")
+    for ax in (a, b):
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
