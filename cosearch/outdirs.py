@@ -41,6 +41,7 @@ KINDS = {
     "export": "a cosearch export (cosearch export / finetune)",
     "demo": "a cosearch demo folder (cosearch demo)",
     "finetune-work": "the checkpoints of an unfinished cosearch finetune",
+    "fidelity": "a cosearch fidelity check or its standalone jobs (cosearch fidelity)",
 }
 #: Kinds that ``--force`` may replace as a whole (the others resume instead).
 REPLACEABLE = ("export",)

@@ -241,7 +241,9 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("x")
     assert main(["fidelity", str(run), "--out", str(tmp_path / "busy"), "--no-progress"]) == 2
-    assert "not a fidelity check" in capsys.readouterr().err
+    assert "exists and is not a cosearch fidelity check" in capsys.readouterr().err
+    assert main(["fidelity", str(run), "--out", str(run / "f"), "--no-progress"]) == 2
+    assert "inside the input RUN" in capsys.readouterr().err and not (run / "f").exists()
     sa = tmp_path / "sa"
     assert main(["train", "--space", "tiny_lm", "--data", str(tmp_path / "t.txt"), "--out", str(sa),
                  "--steps", "1", "--arch", "smallest", *LM]) == 0

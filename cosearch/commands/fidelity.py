@@ -21,7 +21,7 @@ def register(sub):
                        "intervals, the same for zero-cost proxies, tau within size bins, gaps and seed "
                        "noise. Re-running the same command resumes.")
     p.add_argument("run", metavar="RUN", help="a supernet run folder written by `cosearch train`")
-    p.add_argument("--out", default=None, help="result folder (default RUN/fidelity)")
+    p.add_argument("--out", default=None, help="result folder (default RUN-fidelity, next to RUN)")
     p.add_argument("--jobs", default=None, metavar="DIR", help="standalone job folder (default OUT/jobs; "
                    "share one between checks of several supernets of one space, data and recipe)")
     g = p.add_argument_group("which archs")
@@ -66,10 +66,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..fidelity.plan import FidelitySettings
-    from ..fidelity.run import REPORT, fidelity, write_report
+    from ..fidelity.run import REPORT, default_out, fidelity, write_report
 
     if args.report_only:
-        rep = write_report(args.out or Path(args.run) / "fidelity")
+        rep = write_report(args.out or default_out(Path(args.run)))
         print(json.dumps(rep["summary"], indent=1) if args.json else format_summary(rep))
         return 0
     settings = FidelitySettings(archs=args.archs, per_bin=args.per_bin, seed=args.seed, stratify=args.stratify,

@@ -308,7 +308,7 @@ def check_or_write_plan(out: Path, plan: Plan) -> bool:
                 raise UserError(f"{out} holds a fidelity check with another {what}; rerun it with the same "
                                 "settings to resume, or choose a new --out")
         return True
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise UserError(f"{out} exists and is not a fidelity check (no {PLAN}); choose a new or empty --out")
     check_writable_dir(out)
     atomic_write_text(path, json.dumps(new, indent=1) + "\n")

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_write_text, make_dir
+from ..outdirs import check_out, lock_out, mark
 from ..errors import UserError
 from ..jobs import run_jobs
 from .plan import PLAN, FidelitySettings, check_or_write_plan, load_plan, make_plan, plan_jobs, prepare_jobs, read_run
@@ -30,7 +31,8 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
              *, jobs_dir: str | Path | None = None, parallel: int | None = 1, gpu_share: float = 0.125,
              max_tokens: int = 4096, progress: bool = True, address: str | None = None) -> dict:
     """Run (or resume) the fidelity check of the supernet run ``run_dir``; returns the
-    report (also written to ``OUT/fidelity.json``, default ``RUN/fidelity``).
+    report (also written to ``OUT/fidelity.json``, default the folder ``RUN-fidelity`` next
+    to the run: an output is never inside an input).
 
     ``jobs_dir``: where the standalone jobs live (default ``OUT/jobs``; share one between
     the checks of several supernets of the same space, data and recipe to train each
@@ -49,14 +51,31 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     if settings.gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
     run = read_run(run_dir)
-    out = Path(out) if out is not None else run.run_dir / "fidelity"
-    root = Path(jobs_dir) if jobs_dir is not None else out / "jobs"
+    out = check_out(out if out is not None else default_out(run.run_dir), "fidelity", inputs={"RUN": run.run_dir},
+                    legacy=lambda p: (p / PLAN).is_file())
+    root = check_out(jobs_dir if jobs_dir is not None else out / "jobs", "fidelity", flag="--jobs",
+                     inputs={"RUN": run.run_dir}, legacy=lambda p: any(c.name.startswith("sa-") for c in p.iterdir()))
     plan = make_plan(run, settings)
 
-    from .measure import Cache, measure_inherited, measure_standalone, task_data
+    from .measure import task_data
     td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
-    check_or_write_plan(out, plan)
-    make_dir(root)
+    with lock_out(out):  # a second check of this folder stops here (one line)
+        check_or_write_plan(out, plan)
+        for folder in (out, root):
+            mark(make_dir(folder), "fidelity")
+        return _run_locked(run, out, root, plan, settings, td, parallel, gpu_share, max_tokens, progress, address)
+
+
+def default_out(run_dir: Path) -> Path:
+    return run_dir.parent / f"{run_dir.name}-fidelity"
+
+
+def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td, parallel, gpu_share: float,
+                max_tokens: int, progress: bool, address) -> dict:
+    """Train the jobs, measure and report, holding the lock of ``out``."""
+    import torch
+
+    from .measure import Cache, measure_inherited, measure_standalone
     prepare_jobs(plan, run, root)
     env = (("OMP_NUM_THREADS", "1"),) if parallel != 1 else ()
     results = run_jobs(plan_jobs(plan, run, root, gpu_share, env), root, parallel=parallel,
