@@ -152,7 +152,8 @@ def recipe_flags(train: dict, steps: int) -> list[str]:
             "--label-smoothing", repr(float(t["label_smoothing"])), "--weight-decay", repr(float(t["weight_decay"])),
             "--clip-norm", repr(float(t["clip_norm"])), "--bit-stages", stages, "--ema-start", ema,
             "--ema-decay", repr(float(t["ema_decay"])), "--max-len", str(t["max_len"]), "--src", t["src"],
-            "--tgt", t["tgt"], "--log-every", str(min(int(t["log_every"]), steps)),
+            "--tgt", t["tgt"], "--tokenizer", t["tokenizer"],
+            "--log-every", str(min(int(t["log_every"]), steps)),
             "--ckpt-every", str(max(1, steps // 4))]
 
 
