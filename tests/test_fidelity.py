@@ -232,6 +232,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
         ([str(run), "--archs", "2"], "--archs 2 is invalid"),
         ([str(run), "--dropouts", "0,1.5"], "--dropouts 0.0,1.5 is invalid"),
         ([str(run), "--gpu-share", "0"], "--gpu-share 0 is invalid"),
+        ([str(run), "--eval-tokens", "0"], "--eval-tokens 0 is invalid"),
         ([str(run), "--stratify", "latency", "--hw", "no_such_hw"], "no_such_hw"),
     ]
     for args, msg in cases:
@@ -249,3 +250,29 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
                  "--steps", "1", "--arch", "smallest", *LM]) == 0
     assert main(["fidelity", str(sa), "--no-progress"]) == 2
     assert "standalone run" in capsys.readouterr().err
+
+
+def test_eval_tokens_scores_only_the_first_batches(tmp_path, one_thread):
+    import itertools
+
+    import torch
+
+    from cosearch.fidelity.measure import score, task_data
+    from cosearch.training.evaluate import eval_loss, load_run
+    run, _ = _supernet(tmp_path, steps=2)
+    loaded = load_run(run, torch.device("cpu"))
+    td = task_data(run, loaded.config)
+    model = loaded.net.extract(loaded.space.smallest()).eval()
+    cfg = loaded.config["train"]  # max_len 16: 4 blocks of 16 per batch of 64 tokens
+
+    def first(k):  # the first k validation batches, read here independently of score()
+        batches = td.batches("valid", batch_size=4, block=16, shuffle=False, repeat=False)
+        return eval_loss(model, itertools.islice(batches, k), td.tokenizer.pad_id, td.tokenizer.vocab_size,
+                         torch.device("cpu"))[0]
+    whole = score(model, td, cfg, torch.device("cpu"), 64, False, 0)["valid_loss"]
+    assert whole == pytest.approx(first(10 ** 9), abs=1e-6)
+    assert score(model, td, cfg, torch.device("cpu"), 64, False, 0, eval_tokens=64)["valid_loss"] == \
+        pytest.approx(first(1), abs=1e-6)
+    assert score(model, td, cfg, torch.device("cpu"), 64, False, 0, eval_tokens=65)["valid_loss"] == \
+        pytest.approx(first(2), abs=1e-6)
+    assert first(1) != pytest.approx(whole, abs=1e-4)  # the limit is visible in the loss

@@ -55,6 +55,8 @@ def register(sub):
                    "this process; with --gpu as many as Ray's GPU shares and CPUs allow)")
     g.add_argument("--address", default=None, help="an existing Ray cluster (auto or HOST:PORT)")
     g.add_argument("--max-tokens", type=int, default=4096, help="tokens per evaluation batch")
+    g.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="score every model on about the "
+                   "first N tokens of each split (whole batches of --max-tokens; default: all of it)")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from OUT/plan.json and "
                    "OUT/measured.json alone (e.g. copied from a machine without scipy); trains nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -76,7 +78,7 @@ def run(args) -> int:
                                 hw=args.hw, seq_len=args.seq_len, noise_archs=args.noise_archs,
                                 distilled_archs=args.distilled_archs, dropouts=args.dropouts,
                                 step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu,
-                                standalone_seed=args.standalone_seed)
+                                standalone_seed=args.standalone_seed, eval_tokens=args.eval_tokens)
     parallel = args.parallel if args.parallel is not None else (None if args.gpu else 1)
     rep = fidelity(args.run, args.out, settings, jobs_dir=args.jobs, parallel=parallel, gpu_share=args.gpu_share,
                    max_tokens=args.max_tokens, progress=not args.no_progress, address=args.address)

@@ -9,7 +9,9 @@ another tokenizer is refused). Each model is scored by its mean token cross-entr
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -53,17 +55,22 @@ def task_data(run_dir: Path, config: dict) -> TaskData:
 
 
 def score(model: torch.nn.Module, td: TaskData, train_cfg: dict, device: torch.device, max_tokens: int,
-          want_bleu: bool, limit: int) -> dict:
-    """valid_loss (and test_loss, test_bleu where asked and available) of ``model``."""
+          want_bleu: bool, limit: int, eval_tokens: int | None = None) -> dict:
+    """valid_loss (and test_loss, test_bleu where asked and available) of ``model``;
+    ``eval_tokens``: only the first batches of each split, about that many tokens."""
     out = {}
     splits = ["valid"] + (["test"] if td.test is not None else [])
     for split in splits:
         if td.task == "translation":
+            per_batch = max_tokens
             batches = td.batches(split, max_tokens=max_tokens, shuffle=False, repeat=False)
         else:
             block = int(train_cfg["max_len"])
+            per_batch = max(1, max_tokens // block) * block
             batches = td.batches(split, batch_size=max(1, max_tokens // block), block=block,
                                  shuffle=False, repeat=False)
+        if eval_tokens is not None:
+            batches = itertools.islice(batches, math.ceil(eval_tokens / per_batch))
         out[f"{split}_loss"] = eval_loss(model, batches, td.tokenizer.pad_id, td.tokenizer.vocab_size, device)[0]
     if want_bleu and td.task == "translation" and td.test is not None:
         hyps = translate(model, td, "test", device, beam=4, max_tokens=max_tokens, limit=limit)
@@ -75,19 +82,26 @@ def _complete(entry: dict | None, want_bleu: bool, td: TaskData) -> bool:
     return entry is not None and (not want_bleu or td.task != "translation" or td.test is None or "test_bleu" in entry)
 
 
+def _key(*parts: str, eval_tokens: int | None) -> str:
+    """A cache key; a partial evaluation is another measurement than the whole split."""
+    return "|".join(parts + ((f"first{eval_tokens}",) if eval_tokens is not None else ()))
+
+
 def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cache, device: torch.device,
-                      max_tokens: int, want_bleu: bool, progress: Callable | None = None) -> list[dict]:
+                      max_tokens: int, want_bleu: bool, progress: Callable | None = None,
+                      eval_tokens: int | None = None) -> list[dict]:
     """Every arch extracted from the supernet's newest checkpoint and scored."""
     run = None
     out = []
     for a in archs:
         if run is None:
             run = load_run(run_dir, device)
-        key = f"inherited|{Path(run.checkpoint).name}|{a.digest()}"
+        key = _key("inherited", Path(run.checkpoint).name, a.digest(), eval_tokens=eval_tokens)
         entry = cache.get(key)
         if not _complete(entry, want_bleu, td):
             model = run.net.extract(a).to(device).eval()
-            entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions)
+            entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions,
+                          eval_tokens)
             cache.put(key, entry)
         out.append(entry)
         if progress is not None:
@@ -96,17 +110,18 @@ def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cac
 
 
 def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.device, max_tokens: int,
-                       want_bleu: bool) -> dict:
+                       want_bleu: bool, eval_tokens: int | None = None) -> dict:
     """A finished standalone run (its own arch) scored with the shared data."""
     run = load_run(run_dir, device)
     if run.tokenizer.to_bytes() != td.tokenizer.to_bytes():
         raise UserError(f"{run_dir} was trained with another tokenizer than the supernet; delete that job "
                         "folder and rerun (its run is retrained with the supernet's tokenizer)")
-    key = f"standalone|{run_dir.parent.name}|{Path(run.checkpoint).name}"
+    key = _key("standalone", run_dir.parent.name, Path(run.checkpoint).name, eval_tokens=eval_tokens)
     entry = cache.get(key)
     if not _complete(entry, want_bleu, td):
         model = run.net.extract(run.arch).to(device).eval()
-        entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions)
+        entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions,
+                      eval_tokens)
         entry["step"] = run.step
         cache.put(key, entry)
     return entry

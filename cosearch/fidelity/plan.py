@@ -59,6 +59,9 @@ class FidelitySettings:
     #: the standalone runs' seed (None: the supernet run's); fix it to compare several
     #: supernet seeds against the same standalone runs
     standalone_seed: int | None = None
+    #: score each model on about this many tokens at the start of each split (None: all;
+    #: the same prefix for every model, so a short GPU budget can still rank them)
+    eval_tokens: int | None = None
 
     def check(self) -> None:
         """``UserError`` naming the first bad setting (its flag)."""
@@ -72,6 +75,7 @@ class FidelitySettings:
             ("--dropouts", all(0 <= d < 1 for d in self.dropouts), "fractions in [0, 1)"),
             ("--step-scales", bool(self.step_scales) and all(s > 0 for s in self.step_scales), "factors > 0"),
             ("--steps", self.steps is None or self.steps >= 1, ">= 1"),
+            ("--eval-tokens", self.eval_tokens is None or self.eval_tokens >= 1, ">= 1 (or leave it out: all)"),
         ]
         for flag, ok, want in checks:
             if not ok:
@@ -301,6 +305,8 @@ def check_or_write_plan(out: Path, plan: Plan) -> bool:
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"{path}: cannot read ({e}); it is damaged, choose a new --out") from None
+        # a setting added later (default None) is absent from older plans: the same check
+        old["settings"] = {**{k: None for k, v in new["settings"].items() if v is None}, **old.get("settings", {})}
         for key in ["run", "settings"] + [k for k in new if k not in ("run", "settings")]:
             if old.get(key) != new.get(key):
                 what = key

@@ -90,11 +90,12 @@ def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td
         bar = tqdm(total=len(plan.archs) + len(plan.jobs), desc="measure", unit="model", dynamic_ncols=True)
     tick = bar.update if bar is not None else None
     inherited = measure_inherited(run.run_dir, [plan.arch(i) for i in range(len(plan.archs))], td, cache, device,
-                                  max_tokens, settings.bleu, tick)
+                                  max_tokens, settings.bleu, tick, settings.eval_tokens)
     measured = {}
     for r in results:
         if r.ok:
-            measured[r.name] = measure_standalone(root / r.name / "run", td, cache, device, max_tokens, settings.bleu)
+            measured[r.name] = measure_standalone(root / r.name / "run", td, cache, device, max_tokens, settings.bleu,
+                                                  settings.eval_tokens)
         if tick is not None:
             tick()
     if bar is not None:
