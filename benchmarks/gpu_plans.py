@@ -80,7 +80,9 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "420", searc
     placed where it is idle -- the MFU of the plain largest ``code_lm`` model (after the token
     cache, before the calibration) and the search throughput of ``cosearch search --gpu
     --workers K`` on the trained supernet (before the shared jobs) -- then ``cosearch
-    fidelity`` on the same supernet, sharing the GPU with the code_lm jobs."""
+    fidelity`` on the same supernet (24 archs, 4 seed-noise runs), sharing the GPU with the
+    code_lm jobs. Its report needs scipy: where the GPU machine lacks it, the job ends after
+    writing ``measured.json`` and ``cosearch fidelity RUN --out COPY --report-only`` rebuilds it."""
     from dataclasses import replace
     lm_work = f"{work}/code_lm"
     res = f"{work}/results"
@@ -96,6 +98,20 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "420", searc
                                           "--trials", search_trials, "--max-batches", "8",
                                           "--out", f"{res}/search_throughput_code_lm.json"),
                     done=f"{res}/search_throughput_code_lm.json", gpu=1.0, env=cache, after=("code_lm_supernet",))
+    run = f"{lm_work}/supernet"
+    # standalone steps: ~40 s of the supernet's own step rate each (1/15 of its steps at 600 s);
+    # its own Ray instance (RAY_ADDRESS=local) packs 8 jobs at once on the GPU this job sees
+    fid_out = f"{lm_work}/fidelity"
+    fid = _cosearch("fidelity", run, "--out", fid_out, "--gpu", "--archs", "24", "--per-bin", "4",
+                    "--noise-archs", "4", "--steps", "STEPS", "--gpu-share", "0.125", "--max-tokens", "65536",
+                    "--eval-tokens", "131072", "--no-progress")
+    import shlex
+    steps_py = (f"import json; s=json.load(open('{run}/summary.json')); "
+                "print(max(100, round(40*s['steps_per_s'])))")
+    script = (f"STEPS=$({shlex.quote(PY)} -c {shlex.quote(steps_py)}) && "
+              + shlex.join(fid).replace("STEPS", "$STEPS", 1).replace("'$STEPS'", "$STEPS"))
+    fidelity_job = Job("fidelity_code_lm", ("bash", "-c", script), done=f"{fid_out}/measured.json", gpu=0.01,
+                       env=(*cache, ("RAY_ADDRESS", "local")), after=("code_lm_supernet", "search_throughput"))
     out = []
     for j in jobs:
         if j.name in ("code_lm_calibrate",) or (j.name == "code_lm_supernet" and "code_lm_calibrate" not in
@@ -108,7 +124,7 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "420", searc
             out.append(mfu)
         if j.name == "code_lm_supernet":
             out.append(search_tp)
-    return out
+    return out + [fidelity_job]
 
 
 def fidelity(out: str = "/tmp/fid", data: str = ".data/multi30k", space: str = "multi30k",
