@@ -76,7 +76,8 @@ def test_pad_length_pads_to_the_multiple_with_the_pad_id():
 def _ddp_rank(rank: int, world: int, init: str, compiled: bool, out: str) -> None:
     """One DDP rank (gloo): two sandwich steps on this rank's batches; saves its weights."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from cosearch.training.grad_sync import data_parallel
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
@@ -85,7 +86,7 @@ def _ddp_rank(rank: int, world: int, init: str, compiled: bool, out: str) -> Non
         net = Supernet(space).train()
         cfg = TrainConfig(steps=10, n_random=2).resolved(space)
         opt = make_optimizer(net, cfg)
-        model = DDP(net, find_unused_parameters=True)  # as cosearch.training.train.run_worker
+        model = data_parallel(net, torch.device("cpu"))  # as cosearch.training.train.run_worker
         kw = {"forward": MemberForward(net, backend="aot_eager")} if compiled else {}
         g = torch.Generator().manual_seed(10 + rank)  # each rank its own batches
         for step, (b, s, t) in zip((2, 9), ((3, 7, 9), (2, 5, 11))):
@@ -115,8 +116,8 @@ def _ddp_run(tmp_path, compiled: bool) -> list[dict]:
 
 @pytest.mark.slow
 def test_compiled_fixed_members_under_ddp_keep_ranks_equal_and_match_eager(tmp_path):
-    """Under DDP the fixed members run compiled outside the wrapper (in no_sync) and the last
-    member through it: the gradients are still averaged over both ranks, as all-eager."""
+    """Under DDP every member runs on the bare module (compiled or not) and one all-reduce
+    follows: the gradients are averaged over both ranks, as all-eager."""
     eager = _ddp_run(tmp_path, compiled=False)
     compiled = _ddp_run(tmp_path, compiled=True)
     for name in eager[0]:
@@ -174,32 +175,6 @@ def test_padded_compiled_feeds_the_model_pad_id_padded_contiguous_dynamic_inputs
         assert {0, 1} <= set(getattr(x, "_dynamo_weak_dynamic_indices", ()))
     assert out.shape == (2, 13, 5)  # the real target positions, the first ones
     assert torch.equal(out, torch.ones(2, 13, 5))
-
-
-def test_the_synchronising_member_goes_through_the_ddp_wrapper(monkeypatch):
-    _no_compile(monkeypatch)
-    from cosearch.training.sandwich import Member
-    space = SearchSpace.from_dict(mt_space())
-    net = Supernet(space)
-    fwd = MemberForward(net)
-    calls = []
-    fwd.compiled = lambda *xs: calls.append("compiled") or torch.zeros(())
-
-    class Wrapper(torch.nn.Module):  # stands in for DDP(net)
-        def forward(self, *xs, arch=None):
-            calls.append("wrapper")
-            return torch.zeros(())
-
-    ddp, inputs = Wrapper(), (torch.ones(1, 2, dtype=torch.long),) * 2
-    largest, smallest = Member("largest", space.largest()), Member("smallest", space.smallest())
-    for model, member, sync, want in ((ddp, largest, False, "compiled"), (ddp, smallest, True, "wrapper"),
-                                      (ddp, Member("random", space.smallest()), False, "wrapper"),
-                                      (net, smallest, True, "compiled")):
-        calls.clear()
-        fwd(model, member, inputs, sync=sync)
-        assert calls == [want], (member.role, sync)
-    # the compiled model runs the member's arch, with an empty arch-code cache (as traced)
-    assert net.arch == space.smallest() and not net.arch_code._cache
 
 
 def test_the_same_fixed_arch_twice_in_a_row_compiles_one_graph():

@@ -46,12 +46,8 @@ def compile_fixed_by_default() -> bool:
 
 class MemberForward:
     """Runs one sandwich member's forward: a fixed member (largest, smallest) through
-    ``torch.compile(net.model)``, every other one eagerly through ``model`` (``net`` or its
-    DDP wrapper).
-
-    Under DDP the member whose backward all-reduces (``sync``) always goes through the DDP
-    wrapper, which prepares the reducer; the members before it run in ``no_sync`` and
-    accumulate gradients locally, which the compiled model does the same way.
+    ``torch.compile(net.model)``, every other one eagerly through ``model`` (``net``; under
+    DDP too: the gradients are all-reduced once after all members, ``training.grad_sync``).
     ``backend`` is ``torch.compile``'s (tests use ``aot_eager``: no compiler needed).
     """
 
@@ -59,8 +55,8 @@ class MemberForward:
         self.net, self.roles = net, frozenset(roles)
         self.compiled = padded_compiled(net.model, net.pad_id, backend=backend, count_as="fixed_members")
 
-    def __call__(self, model: nn.Module, member, inputs: tuple, sync: bool = False) -> Tensor:
-        if member.role in self.roles and not (sync and model is not self.net):
+    def __call__(self, model: nn.Module, member, inputs: tuple) -> Tensor:
+        if member.role in self.roles:
             self.net.set_arch(member.arch)
             # an empty arch-code cache, as at the trace: set_arch keeps a filled one when the
             # arch is unchanged (the same arch twice in a row), and Dynamo guards on its
@@ -99,7 +95,7 @@ def pad_length(tokens: Tensor, pad_id: int, multiple: int = LENGTH_MULTIPLE) -> 
     return tokens if extra == 0 else torch.nn.functional.pad(tokens, (0, extra), value=pad_id)
 
 
-def eager_forward(model: nn.Module, member, inputs: tuple, sync: bool = False) -> Tensor:
+def eager_forward(model: nn.Module, member, inputs: tuple) -> Tensor:
     """The member's forward with no compilation (the default)."""
     return model(*inputs, arch=member.arch)
 

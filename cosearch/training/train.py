@@ -8,8 +8,8 @@ module knows nothing of Ray). Each step:
 
 * the sandwich members come from ``(seed, step)`` (``cosearch.training.sandwich``), so every
   worker and every resumed run trains the same sub-networks;
-* each member runs forward and backward on the same batch (gradients accumulate; under
-  DDP only the last member's backward all-reduces, the others run in ``no_sync``);
+* each member runs forward and backward on the same batch (gradients accumulate locally;
+  under DDP one all-reduce per step then averages their sum, ``cosearch.training.grad_sync``);
 * one AdamW step with warm-up then cosine (or inverse-sqrt) decay, after clipping.
 
 Dropout is seeded from ``(seed, step, rank)`` and the data iterator is a pure function of
@@ -37,6 +37,7 @@ from ..atomic import check_writable_dir
 from ..inputs import check_memory, existing_entry, path_arg, resolved
 from ..outdirs import check_out, clean_stale, lock_out, mark
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .grad_sync import all_reduce_gradients, data_parallel
 from ..model.compiled_members import eager_forward, member_forward
 from ..data import TaskData, build_task_data
 from ..data.tasks import TASK_FAMILY
@@ -406,12 +407,7 @@ def run_worker(job: dict, dist: DistInfo, task_data: TaskData | None = None, pro
     if lead:
         truncate_metrics(run_dir, start)
 
-    model = net
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        # each step uses other sub-networks, hence other parameters
-        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
-                    find_unused_parameters=True)
+    model = data_parallel(net, device) if dist.world > 1 else net
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
     forward = member_forward(net)  # eager, or the fixed members compiled ($COSEARCH_COMPILE_MEMBERS)
     net.train()
@@ -498,31 +494,32 @@ def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimi
                   extra_loss: Callable[[], torch.Tensor] | None = None) -> None:
     """One optimizer step over the sandwich ``members`` (the first is the teacher).
 
-    ``model`` is ``net`` or its DDP wrapper (then all but the last backward skip the
-    all-reduce). Adds each member's task loss and KL to ``sums`` when given. ``forward``
-    runs a member (``cosearch.model.compiled_members``: eager, or the fixed members compiled).
+    Every member runs on ``net`` and its gradients accumulate locally; with ``ddp``,
+    ``model`` is ``grad_sync.data_parallel(net)`` and one all-reduce then averages the sum
+    over the ranks. Adds each member's task loss and KL to ``sums`` when given. ``forward``
+    runs a member (``cosearch.model.compiled_members``: eager, or compiled).
     ``teacher_logp``: a fixed teacher's log-probabilities (``--teacher``), which then teach
     every member; ``extra_loss()`` is added to the last member's loss (e.g. the router term).
     """
     teacher = teacher_logp
     for i, m in enumerate(members):
-        sync = not ddp or i == len(members) - 1
-        with (nullcontext() if sync else model.no_sync()):
-            with autocast:
-                logits = forward(model, m, inputs, sync=ddp and sync)[..., :vocab]
-            loss, ce, kd = member_loss(logits, target, pad, cfg.label_smoothing, teacher, cfg.distill)
-            if extra_loss is not None and i == len(members) - 1:
-                term = extra_loss()
-                loss = loss + term
-                if sums is not None:
-                    _accumulate(sums, "router_term", term)
-            loss.backward()
+        with autocast:
+            logits = forward(net, m, inputs)[..., :vocab]
+        loss, ce, kd = member_loss(logits, target, pad, cfg.label_smoothing, teacher, cfg.distill)
+        if extra_loss is not None and i == len(members) - 1:
+            term = extra_loss()
+            loss = loss + term
+            if sums is not None:
+                _accumulate(sums, "router_term", term)
+        loss.backward()
         if teacher is None and len(members) > 1:
             teacher = F.log_softmax(logits.detach().float(), dim=-1)
         if sums is not None:
             _accumulate(sums, f"loss_{m.role}", ce)
             if kd is not None:
                 _accumulate(sums, f"kd_{m.role}", kd)
+    if ddp:
+        all_reduce_gradients(model)
     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_norm)
     opt.step()
     opt.zero_grad(set_to_none=True)
