@@ -6,7 +6,8 @@ import pytest
 import torch
 from train_fixtures import lm_space, mt_space
 
-from cosearch.model.compiled_members import COMPILE_ENV, MemberForward, compile_fixed_by_default, member_forward
+from cosearch.model.compiled_members import (COMPILE_ENV, MemberForward, compile_fixed_by_default, eager_forward,
+                                             member_forward)
 from cosearch.errors import UserError
 from cosearch.model.fused import compile_counts, use_fused
 from cosearch.training.sandwich import sandwich
@@ -62,7 +63,10 @@ def test_the_environment_picks_the_member_forward(monkeypatch):
     assert not isinstance(member_forward(net), MemberForward)  # CPU: never compiled by default
     assert isinstance(member_forward(net, compile_fixed=True), MemberForward)
     monkeypatch.setenv(COMPILE_ENV, "all")
-    with pytest.raises(UserError, match=f"{COMPILE_ENV}='all' is invalid"):
+    assert not compile_fixed_by_default()
+    assert member_forward(net) is eager_forward  # CPU: never compiled by default
+    monkeypatch.setenv(COMPILE_ENV, "every")
+    with pytest.raises(UserError, match=f"{COMPILE_ENV}='every' is invalid"):
         compile_fixed_by_default()
 
 

@@ -14,7 +14,8 @@ the graphs.
 
 Opt-in: ``$COSEARCH_COMPILE_MEMBERS=fixed`` (off by default until a GPU run has measured
 it over a whole training run; on an H100 a graph took about 1.5 minutes to compile, as
-estimated from a run's log).
+estimated from a run's log). ``$COSEARCH_COMPILE_MEMBERS=all`` compiles every member
+instead, block by block at width buckets (``cosearch.model.bucketed_members``).
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .fused import counting_backend
 
-#: ``fixed``: compile the largest and smallest members; unset or empty: all eager
+#: ``fixed``: compile the largest and smallest members; ``all``: every member, block by block
+#: at width buckets; unset or empty: all eager
 COMPILE_ENV = "COSEARCH_COMPILE_MEMBERS"
+COMPILE_CHOICES = ("", "fixed", "all")
 #: the sandwich roles whose sub-network is the same at every step of a bit-width stage
 FIXED_ROLES = frozenset({"largest", "smallest"})
 #: compiled inputs are padded to a length that is a multiple of this: inductor guards on a
@@ -36,12 +39,17 @@ FIXED_ROLES = frozenset({"largest", "smallest"})
 LENGTH_MULTIPLE = 8
 
 
+def compile_choice() -> str:
+    """``$COSEARCH_COMPILE_MEMBERS``: '' (eager), 'fixed' or 'all' (``UserError`` otherwise)."""
+    choice = os.environ.get(COMPILE_ENV, "")
+    if choice not in COMPILE_CHOICES:
+        raise UserError(f"{COMPILE_ENV}={choice!r} is invalid; use 'fixed' or 'all' (or unset it)")
+    return choice
+
+
 def compile_fixed_by_default() -> bool:
     """Whether training compiles the fixed members (``$COSEARCH_COMPILE_MEMBERS=fixed``)."""
-    choice = os.environ.get(COMPILE_ENV, "")
-    if choice not in ("", "fixed"):
-        raise UserError(f"{COMPILE_ENV}={choice!r} is invalid; use 'fixed' (or unset it)")
-    return choice == "fixed"
+    return compile_choice() == "fixed"
 
 
 class MemberForward:
@@ -101,10 +109,15 @@ def eager_forward(model: nn.Module, member, inputs: tuple) -> Tensor:
 
 
 def member_forward(net: nn.Module, compile_fixed: bool | None = None):
-    """``MemberForward(net)`` when compiling the fixed members (default: the environment's
-    choice, on CUDA only: inductor on the CPU compiles C++ for minutes to gain little),
-    else :func:`eager_forward`."""
+    """``MemberForward(net)`` when compiling the fixed members, ``BucketedForward(net)`` when
+    compiling all (default: the environment's choice, on CUDA only: inductor on the CPU
+    compiles C++ for minutes to gain little), else :func:`eager_forward`."""
+    choice = compile_choice()
     if compile_fixed is None:
-        device = next(net.parameters()).device
-        compile_fixed = compile_fixed_by_default() and device.type == "cuda"
-    return MemberForward(net) if compile_fixed else eager_forward
+        compile_fixed = choice == "fixed" and next(net.parameters()).device.type == "cuda"
+    if compile_fixed:
+        return MemberForward(net)
+    if choice == "all" and next(net.parameters()).device.type == "cuda":
+        from .bucketed_members import BucketedForward  # it imports this module
+        return BucketedForward(net)
+    return eager_forward

@@ -164,13 +164,18 @@ def counting_backend(name: str, inner="inductor"):
 
 
 def _compile(fn, name: str, dynamic: bool):
-    """``torch.compile`` with dynamic shapes, on a code object of its own: Dynamo keeps its
-    graph cache (and its limit of 8 graphs) per code object, and the closures made here
-    share one, so without this the 9th variant would silently run eagerly."""
+    return compile_own_code(fn, name, dynamic=dynamic)
+
+
+def compile_own_code(fn, name: str, count_as: str | None = None, backend="inductor", dynamic: bool | None = None):
+    """``torch.compile(fn)`` on a code object of its own: Dynamo keeps its graph cache (and
+    its limit of 8 graphs) per code object, and the closures made here share one, so
+    without this the 9th variant would silently run eagerly. Its graphs count in
+    :func:`compile_counts` under ``count_as`` (default ``name``)."""
     ident = "fused_" + "".join(c if c.isalnum() else "_" for c in name)
     names = {"co_name": ident, **({"co_qualname": ident} if hasattr(fn.__code__, "co_qualname") else {})}
     own = types.FunctionType(fn.__code__.replace(**names), fn.__globals__, ident, fn.__defaults__, fn.__closure__)
-    return torch.compile(own, dynamic=dynamic, backend=counting_backend(name))
+    return torch.compile(own, dynamic=dynamic, backend=counting_backend(count_as or name, backend))
 
 
 @lru_cache(maxsize=None)

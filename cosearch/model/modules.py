@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import buckets as bucket_path
 from . import fused as fused_path
 from .quant import ActQuantizer, WeightQuantizer
 
@@ -88,9 +89,12 @@ class ElasticLinear(nn.Module):
     """A linear layer of the supernet: m experts of the largest shape, an optional router,
     per-bit weight quantizers and an activation quantizer. The active sub-layer uses the
     leading ``out_features`` rows and ``in_features`` columns. ``fused`` (see
-    ``cosearch.model.fused.use_fused``) computes the same weights and activations in fused kernels."""
+    ``cosearch.model.fused.use_fused``) computes the same weights and activations in fused kernels.
+    ``bucket`` (set by ``cosearch.model.compiled_members.configure_buckets``, cleared by
+    ``configure``) runs it at a bucket's shape with the active sizes and bits as tensors."""
 
     fused = False
+    bucket = None
 
     def __init__(self, in_max: int, out_max: int, *, bias: bool = True, weight_bits=(16,),
                  act_bits=(16,), experts: int = 1, mos: str = "none", router_hidden: int = 128,
@@ -116,21 +120,23 @@ class ElasticLinear(nn.Module):
     def configure(self, in_features: int, out_features: int, weight_bits, act_bits) -> None:
         self.in_features, self.out_features = in_features, out_features
         self.weight_bits, self.act_bits = weight_bits, act_bits
+        self.bucket = None
 
-    def mixture_weights(self) -> torch.Tensor | None:
-        """Router output: (m,) for layer-wise MoS, (out, m) for neuron-wise."""
+    def mixture_weights(self, code: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Router output: (m,) for layer-wise MoS, (out, m) for neuron-wise (``code``: the
+        arch code tensor, default the supernet's current one)."""
         if self.router is None:
             return None
-        logits = self.router(self.arch_code.tensor(self.weight.device))
+        logits = self.router(self.arch_code.tensor(self.weight.device) if code is None else code)
         if self.mos == "layer":
             return torch.softmax(logits, dim=-1)
         return torch.softmax(logits.view(self.out_max, self.experts)[: self.out_features], dim=-1)
 
-    def mixed_weight(self) -> torch.Tensor:
+    def mixed_weight(self, code: torch.Tensor | None = None) -> torch.Tensor:
         """W(arch): the expert mixture of the active slice, before quantization."""
         o, i = self.out_features, self.in_features
         experts = self.weight[:, :o, :i]
-        alpha = self.mixture_weights()
+        alpha = self.mixture_weights(code)
         if alpha is None:
             return experts[0]
         # broadcast-multiply-sum: an einsum here lowers to a slow batched matmul on GPUs
@@ -148,12 +154,16 @@ class ElasticLinear(nn.Module):
         return self.wq(w, self.weight_bits)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bucket is not None:
+            return bucket_path.quantize_input(self, x)
         return fused_path.quantize_activation(self.aq, x, self.act_bits) if self.fused else self.aq(x, self.act_bits)
 
     def active_bias(self) -> torch.Tensor | None:
         return self.bias[: self.out_features] if self.bias is not None else None
 
     def forward(self, x: torch.Tensor, input_quantized: bool = False) -> torch.Tensor:
+        if self.bucket is not None:
+            return bucket_path.linear(self, x if input_quantized else self.quantize_input(x))
         return F.linear(x if input_quantized else self.quantize_input(x), self.quantized_weight(), self.active_bias())
 
 
@@ -227,7 +237,7 @@ class PlainEmbedding(nn.Module):
 def _stackable(*layers) -> bool:
     """Fused elastic layers of one shape, bits and MoS mode: their weights stack into one matmul."""
     a = layers[0]
-    return isinstance(a, ElasticLinear) and a.fused and all(
+    return isinstance(a, ElasticLinear) and a.fused and a.bucket is None and all(
         isinstance(b, ElasticLinear) and b.fused and b.mos == a.mos and b.experts == a.experts
         and (b.in_features, b.out_features, b.weight_bits) == (a.in_features, a.out_features, a.weight_bits)
         and (b.bias is None) == (a.bias is None) for b in layers[1:])
