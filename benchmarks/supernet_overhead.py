@@ -9,6 +9,10 @@ during supernet training. Run:
 ``--path both`` (the default) times the reference weight path and the fused one
 (``cosearch.model.fused``; torch.compile on CUDA) in the same process, so before/after come
 from one card; the extracted model uses the same activation-quantizer path.
+``--path bucketed`` runs the member the way ``COSEARCH_COMPILE_MEMBERS=all`` trains it
+(``cosearch.model.bucketed_members``: attention and FFN blocks compiled at width buckets,
+bit-widths as tensors) against the eager extracted model; ``--compile-extracted`` also
+times the extracted model compiled whole (``paths[...][cfg]["standalone_compiled_ms"]``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from cosearch.model.supernet import Supernet  # noqa: E402
 
 
 def time_fwd_bwd(model, inputs, arch, device, amp, repeats, warmup=3):
+    """Median seconds of one forward+backward of ``model(*inputs, arch=arch)`` (``arch``
+    None: ``model(*inputs)``)."""
     def step():
         kw = {"arch": arch} if arch is not None else {}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -72,6 +78,17 @@ def path_agreement(net, inputs, arch, device, amp) -> dict:
             "same_parameters_with_grad": g0.keys() == g1.keys()}
 
 
+def bucketed_model(net, backend: str):
+    """``model(*inputs, arch=a)`` through ``BucketedForward`` (the compiled, bucketed member)."""
+    from cosearch.model.bucketed_members import BucketedForward
+    from cosearch.training.sandwich import Member
+    fwd = BucketedForward(net, backend=backend)
+
+    def model(*inputs, arch):
+        return fwd(net, Member("random", arch), tuple(inputs))
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--space", default="multi30k")
@@ -80,8 +97,13 @@ def main():
     ap.add_argument("--len", type=int, default=30, help="tokens per sentence")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--path", default="both", choices=["both", "reference", "fused"],
-                    help="weight path: reference (eager), fused (torch.compile on CUDA), or both")
+    ap.add_argument("--path", default="both", choices=["both", "reference", "fused", "bucketed"],
+                    help="weight path: reference (eager), fused (torch.compile on CUDA), both, or bucketed "
+                    "(the member as COSEARCH_COMPILE_MEMBERS=all trains it)")
+    ap.add_argument("--configs", nargs="+", default=None, help="only these sub-networks (default: all four)")
+    ap.add_argument("--compile-extracted", action="store_true",
+                    help="also time the extracted model compiled whole (padded_compiled)")
+    ap.add_argument("--backend", default="inductor", help="torch.compile backend of the bucketed path")
     a = ap.parse_args()
     dev = torch.device(a.device)
     amp = dev.type == "cuda"
@@ -100,18 +122,39 @@ def main():
         "largest_ternary_a8": space.with_bits(space.largest(), 1.58 if 1.58 in space.spec.quantization.weight_bits else 16, 8 if 8 in space.spec.quantization.act_bits else 16),
         "random": space.sample(0),
     }
+    if a.configs:
+        unknown = sorted(set(a.configs) - set(configs))
+        if unknown:
+            ap.error(f"unknown --configs {unknown}; choose from {sorted(configs)}")
+        configs = {k: v for k, v in configs.items() if k in a.configs}
     paths = ["reference", "fused"] if a.path == "both" else [a.path]
     rows = {path: {} for path in paths}
+    bucket_graphs = {}
     for path in paths:
         use_fused(net, path == "fused")
+        model = net
+        if path == "bucketed":
+            model = bucketed_model(net, a.backend)
         for name, arch in configs.items():
-            sup = time_fwd_bwd(net, inputs, arch, dev, amp, repeats)
+            t0 = time.perf_counter()
+            sup = time_fwd_bwd(model, inputs, arch, dev, amp, repeats)
+            sup_wall = time.perf_counter() - t0
             sub = use_fused(net.extract(arch).to(dev).train(), path == "fused")
             alone = time_fwd_bwd(sub, inputs, None, dev, amp, repeats)
-            rows[path][name] = {"supernet_ms": round(sup * 1e3, 3), "standalone_ms": round(alone * 1e3, 3),
-                                "ratio": round(sup / alone, 3), "params": space.param_count(arch)}
+            row = {"supernet_ms": round(sup * 1e3, 3), "standalone_ms": round(alone * 1e3, 3),
+                   "ratio": round(sup / alone, 3), "params": space.param_count(arch),
+                   "supernet_wall_s_with_compile": round(sup_wall, 1)}
+            if a.compile_extracted:
+                from cosearch.model.compiled_members import padded_compiled
+                comp = time_fwd_bwd(padded_compiled(sub, net.pad_id, count_as="extracted"), inputs, None, dev, amp,
+                                    repeats)
+                row.update(standalone_compiled_ms=round(comp * 1e3, 3), ratio_vs_compiled=round(sup / comp, 3))
+            rows[path][name] = row
+            if path == "bucketed":
+                bucket_graphs[name] = compile_counts().get("bucketed_members", 0)
             print(f"{path:9s} {name:20s} supernet {sup*1e3:9.2f} ms  standalone {alone*1e3:9.2f} ms  "
-                  f"ratio {sup/alone:5.2f}", flush=True)
+                  f"ratio {sup/alone:5.2f}" + (f"  vs compiled {row['ratio_vs_compiled']:5.2f}"
+                                               if "ratio_vs_compiled" in row else ""), flush=True)
     agreement = {}
     if len(paths) == 2:
         for name in ("largest_w4a8", "random"):
@@ -121,7 +164,8 @@ def main():
             "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
             "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
             "threads": torch.get_num_threads(), "results": rows[paths[-1]], "paths": rows,
-            "compiled_graphs": compile_counts(), "fused_vs_reference": agreement}
+            "compiled_graphs": compile_counts(), "fused_vs_reference": agreement,
+            "bucketed_graphs_after": bucket_graphs}
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(info, indent=2))

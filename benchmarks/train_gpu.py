@@ -225,14 +225,18 @@ def measure_plain_compiled(space, td, device, max_tokens: int, warmup: int, repe
 
 
 def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup: int, repeats: int,
-                       seed: int = 0, path: str = "reference", compile_fixed: bool = False) -> dict:
+                       seed: int = 0, path: str = "reference", compile_fixed: bool = False,
+                       compile_all: bool = False) -> dict:
     """Median step times of (1) a full sandwich step, (2) the supernet training only its
     largest arch, (3) the largest arch extracted as a plain model (same optimizer, loss,
     bf16 autocast), on the same batches. ``path``: the supernet's weight path (``reference``
     or ``fused``; the plain model's activation quantizers follow it too). ``compile_fixed``:
     the sandwich's largest and smallest members run through one ``torch.compile``d
     supernet model (``cosearch.model.compiled_members``), the random ones eagerly; the plain
-    model stays eager (``measure_plain_compiled`` times it compiled)."""
+    model stays eager (``measure_plain_compiled`` times it compiled). ``compile_all``: every
+    member through attention/FFN blocks compiled at width buckets
+    (``cosearch.model.bucketed_members``, ``COSEARCH_COMPILE_MEMBERS=all``); its graphs
+    compile during the warm-up steps (up to 36 for multi30k)."""
     import torch
 
     from cosearch.model.compiled_members import MemberForward, eager_forward
@@ -249,6 +253,9 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     largest = space.largest()
     step_no = [0]
     forward = MemberForward(net) if compile_fixed else eager_forward
+    if compile_all:
+        from cosearch.model.bucketed_members import BucketedForward
+        forward = BucketedForward(net)
     counts_before = compile_counts()
 
     def supernet_step(members_of):
@@ -274,8 +281,10 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
     res = {
         "path": path, "compile_fixed_members": compile_fixed,
         # the fused path's graphs (every function but the whole-model ones), and this timing's fixed-member graphs
-        "compiled_graphs": sum(v for k, v in counts.items() if k not in ("fixed_members", "plain")),
-        "fixed_member_graphs": fixed_graphs, "max_tokens": max_tokens, "mean_target_tokens_per_batch": tokens,
+        "compiled_graphs": sum(v for k, v in counts.items() if k not in ("fixed_members", "plain", "bucketed_members")),
+        "fixed_member_graphs": fixed_graphs, "compile_all_members": compile_all,
+        "bucketed_member_graphs": counts.get("bucketed_members", 0) - counts_before.get("bucketed_members", 0),
+        "max_tokens": max_tokens, "mean_target_tokens_per_batch": tokens,
         "members_per_step": members,
         "sandwich_step_s": t_full, "supernet_largest_only_step_s": t_sup_largest, "plain_largest_step_s": t_plain,
         "cost_per_subnet_vs_plain": (t_full / members) / t_plain,
@@ -383,24 +392,28 @@ def cmd_throughput(args) -> dict:
             "goals": {"cost_per_subnet_vs_plain": "<= 1.3", "mfu_plain_largest": ">= 0.30",
                       "mfu_supernet_largest_only": ">= 0.25"}}
     paths = ["reference", "fused"] if args.path == "both" else [args.path]
-    variants = [(p, False) for p in paths] + ([(paths[0], True)] if args.compile_fixed else [])
+    variants = ([(p, "") for p in paths] + ([(paths[0], "fixed")] if args.compile_fixed else [])
+                + ([(paths[0], "all")] if args.compile_all else []))
     runs = {}
-    for path, fixed in variants:  # one process, one card: before (reference) and after (fused, compiled)
-        key = f"{path}+compiled_fixed" if fixed else path
+    for path, compiled in variants:  # one process, one card: before (reference) and after (fused, compiled)
+        key = f"{path}+compiled_{compiled}" if compiled else path
         try:
             runs[key] = measure_throughput(space, td, device, args.max_tokens, args.n_random, args.warmup,
-                                           args.repeats, path=path, compile_fixed=fixed)
+                                           args.repeats, path=path, compile_fixed=compiled == "fixed",
+                                           compile_all=compiled == "all")
         except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the other timings
-            if not fixed:
+            if not compiled:
                 raise
             runs[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
         _write(args.out, {**head, **runs[paths[0]], "paths": runs})  # partial results survive a timeout
         print(f"{key}: " + json.dumps({k: v for k, v in runs[key].items() if isinstance(v, (int, float, str))}), flush=True)
     res = {**head, **runs[paths[-1]], "paths": runs}
-    comp = runs.get(f"{paths[0]}+compiled_fixed", {})
-    if "sandwich_step_s" in comp:
-        ref = runs[paths[0]]
-        res["compiled_fixed_speedup"] = {k: ref[k] / comp[k] for k in ("sandwich_step_s", "supernet_largest_only_step_s")}
+    for compiled in ("fixed", "all"):
+        comp = runs.get(f"{paths[0]}+compiled_{compiled}", {})
+        if "sandwich_step_s" in comp:
+            ref = runs[paths[0]]
+            res[f"compiled_{compiled}_speedup"] = {k: ref[k] / comp[k]
+                                                  for k in ("sandwich_step_s", "supernet_largest_only_step_s")}
     if args.compile_plain:
         try:
             res["plain_compiled"] = measure_plain_compiled(space, td, device, args.max_tokens, args.warmup,
@@ -488,6 +501,8 @@ def main(argv=None) -> int:
     t.add_argument("--repeats", type=int, default=30)
     t.add_argument("--compile-fixed", action="store_true",
                    help="also time the supernet with its largest and smallest members compiled (cosearch.model.compiled_members)")
+    t.add_argument("--compile-all", action="store_true",
+                   help="also time the supernet with every member compiled at width buckets (cosearch.model.bucketed_members)")
     t.add_argument("--compile-plain", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                    help="also time the plain largest model under torch.compile in this mode (the MFU goal)")
     q = sub.choices["quality"]

@@ -9,7 +9,7 @@ import torch
 from train_fixtures import lm_space, mt_space
 
 from cosearch.model.bucketed_members import BucketedForward, configure_buckets
-from cosearch.model.buckets import BucketPlan, keep_largest, round_up
+from cosearch.model.buckets import BucketPlan, block_shapes, keep_largest, round_up
 from cosearch.model.fused import compile_counts
 from cosearch.model.supernet import Supernet
 from cosearch.space import SearchSpace
@@ -117,5 +117,9 @@ def test_plan_rounds_up_to_the_largest_choices():
     plan = BucketPlan.from_space(SearchSpace.load("multi30k"))
     assert plan.ffn == {"encoder": (1024, 2048), "decoder": (1024, 2048)}
     assert plan.heads == {"encoder": (4, 8), "decoder": (4, 8)}
+    # 3 widths x 2 buckets: 6 FFN, 6 + 6 self-attention; 3 x 3 widths x 2 buckets: 18 cross
+    assert len(block_shapes(SearchSpace.load("multi30k"), plan)) == 36
+    tiny = SearchSpace.from_dict(mt_space())
+    assert len(block_shapes(tiny, BucketPlan.from_space(tiny, 1))) == 10  # as the graph test counts
     fixed = SearchSpace.load("hat_wmt14")  # a fixed attention width: head counts stay exact
     assert BucketPlan.from_space(fixed).heads["encoder"] == tuple(sorted(set(fixed.side("encoder").heads)))

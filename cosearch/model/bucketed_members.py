@@ -19,6 +19,8 @@ graphs (36) for the whole run; the graphs are counted in
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import Tensor, nn
 
@@ -118,7 +120,10 @@ class BucketedForward:
     def _graph(self, key: tuple):
         fn = self._compiled.get(key)
         if fn is None:
-            name = f"bucket_{key[0]}_{len(self._compiled)}"
+            # named after the signature: Dynamo keeps what it learnt about a function's
+            # shapes (automatic dynamic) by file, line and name, so the same name for another
+            # shape would make a static width dynamic and compile a second graph
+            name = f"bucket_{key[0]}_{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}"
             fn = self._compiled[key] = compile_own_code(_run_block, name, count_as=COUNT_AS, backend=self.backend)
         return fn
 

@@ -75,6 +75,22 @@ class BucketPlan:
         return round_up(heads, self.heads[side])
 
 
+def block_shapes(space: SearchSpace, plan: BucketPlan) -> set:
+    """Every block shape a bucketed run of ``space`` can compile a graph for (one graph each
+    per training mode): FFN (width, bucket, dropout; encoder and decoder share equal ones),
+    self-attention per side (width, bucket) and cross-attention (both widths, bucket)."""
+    shapes = set()
+    for side in space.sides():
+        for e in space.side(side).embed_dim:
+            dropout = space.spec.dropout * e / space.max_embed_dim(side)
+            shapes |= {("ffn", e, f, dropout) for f in plan.ffn[side]}
+            for h in plan.heads[side]:
+                shapes.add(("self", side, e, space.attn_dim(side, h)))
+                if side == "decoder" and space.is_encdec:
+                    shapes |= {("cross", e, k, space.attn_dim(side, h)) for k in space.side("encoder").embed_dim}
+    return shapes
+
+
 # --------------------------------------------------------------------------- per-layer tensors
 class Regime(NamedTuple):
     """A bit-width as 0-d tensors: which quantizer, its LSQ range, the statistic's divisor
