@@ -123,3 +123,22 @@ def test_plan_rounds_up_to_the_largest_choices():
     assert len(block_shapes(tiny, BucketPlan.from_space(tiny, 1))) == 10  # as the graph test counts
     fixed = SearchSpace.load("hat_wmt14")  # a fixed attention width: head counts stay exact
     assert BucketPlan.from_space(fixed).heads["encoder"] == tuple(sorted(set(fixed.side("encoder").heads)))
+
+
+def test_a_padded_lm_batch_with_its_attention_mask_gives_the_eager_logits():
+    # pad id 3 (not 0), padding at the start of one row and the end of another: the mask
+    # reaches the compiled self-attention as a (B, 1, T, S) key mask
+    space = SearchSpace.from_dict({**lm_space(), "dropout": 0.0})
+    torch.manual_seed(0)
+    net = Supernet(space, pad_id=3).train()
+    fwd = BucketedForward(net, BucketPlan.from_space(space, 1), backend="eager")
+    tokens = torch.randint(4, space.vocab_size, (3, 11), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(tokens)
+    tokens[0, :3], mask[0, :3] = 3, 0
+    tokens[1, -4:], mask[1, -4:] = 3, 0
+    for arch in (space.largest(), space.with_bits(space.smallest(), 2, 8)):
+        with torch.no_grad():
+            want = net(tokens, mask, arch=arch)
+            got = fwd(net, Member("random", arch), (tokens, mask))
+        real = mask.bool()
+        torch.testing.assert_close(got[real], want[real], rtol=1e-5, atol=1e-5)

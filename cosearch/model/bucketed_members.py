@@ -84,9 +84,6 @@ def _signature(block: nn.Module, kwargs: dict) -> tuple:
             tuple((lin.in_features, lin.out_features) for lin in _linears(block)))
 
 
-_DYNAMIC = {"memory": (0, 1), "key_mask": (0, 3)}
-
-
 class BucketedForward:
     """Runs sandwich members (any role) with their attention and FFN blocks compiled per
     bucket shape (a ``forward`` for ``train.sandwich_step``). ``backend`` is
@@ -108,12 +105,15 @@ class BucketedForward:
         def routed(x, *args, **kwargs):
             if first.bucket is None:
                 return plain(block, x, *args, **kwargs)
-            torch._dynamo.maybe_mark_dynamic(x, 0)
-            torch._dynamo.maybe_mark_dynamic(x, 1)
-            for name, dims in _DYNAMIC.items():
-                if kwargs.get(name) is not None:
-                    for d in dims:
-                        torch._dynamo.maybe_mark_dynamic(kwargs[name], d)
+            for t in (x, kwargs.get("memory")):  # batch and length
+                if t is not None:
+                    torch._dynamo.maybe_mark_dynamic(t, 0)
+                    torch._dynamo.maybe_mark_dynamic(t, 1)
+            mask = kwargs.get("key_mask")
+            if mask is not None:  # (B, 1, 1, S) or (B, 1, T, S): every dim but the singletons
+                for d in range(mask.dim()):
+                    if mask.shape[d] != 1:
+                        torch._dynamo.maybe_mark_dynamic(mask, d)
             return self._graph(_signature(block, kwargs))(block, x, *args, **kwargs)
         block.forward = routed  # an instance attribute: not a submodule, not in the state dict
 
@@ -129,5 +129,8 @@ class BucketedForward:
 
     def __call__(self, model: nn.Module, member, inputs: tuple) -> Tensor:
         configure_buckets(self.net, member.arch, self.plan)
-        padded = [pad_length(x, self.net.pad_id).contiguous() for x in inputs]
-        return self.net.model(*padded)[:, : inputs[-1].shape[1]]
+        # tokens padded with the pad id; a decoder-only batch's attention mask (and position
+        # ids) after them with 0 (padding)
+        tokens = 2 if self.net.space.is_encdec else 1
+        padded = [pad_length(x, self.net.pad_id if i < tokens else 0).contiguous() for i, x in enumerate(inputs)]
+        return self.net.model(*padded)[:, : inputs[tokens - 1].shape[1]]
