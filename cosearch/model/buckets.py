@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fused import _straight_through
 from .quant import TERNARY, _STAT_EPS, _clip_range, _lsq_range, _qp, bits_key
 from ..space import SearchSpace, canonical_bits
 
@@ -180,10 +181,6 @@ def linear_bucket(lin: nn.Module, rows: int, cols: int, code: Tensor | None, slo
 
 
 # --------------------------------------------------------------------------- expressions
-def _straight_through(value: Tensor, surrogate: Tensor) -> Tensor:
-    return value.detach() + (surrogate - surrogate.detach())
-
-
 def _levels(u: Tensor, r: Regime, choices: tuple) -> Tensor:
     """Grid levels of ``u`` (float32) for the regime ``r``, among the bit-widths ``choices``
     (each expression as ``quant._codes_of`` / ``_levels_of``)."""
