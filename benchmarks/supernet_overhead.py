@@ -13,6 +13,9 @@ from one card; the extracted model uses the same activation-quantizer path.
 (``cosearch.model.bucketed_members``: attention and FFN blocks compiled at width buckets,
 bit-widths as tensors) against the eager extracted model; ``--compile-extracted`` also
 times the extracted model compiled whole (``paths[...][cfg]["standalone_compiled_ms"]``).
+``--path all`` times reference, fused and bucketed in one process (one card, one JSON).
+Each row also gives target tokens per second (``batch * len`` per forward+backward), and the
+JSON is rewritten after every row, so a run stopped by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
@@ -97,9 +100,9 @@ def main():
     ap.add_argument("--len", type=int, default=30, help="tokens per sentence")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--path", default="both", choices=["both", "reference", "fused", "bucketed"],
-                    help="weight path: reference (eager), fused (torch.compile on CUDA), both, or bucketed "
-                    "(the member as COSEARCH_COMPILE_MEMBERS=all trains it)")
+    ap.add_argument("--path", default="both", choices=["both", "all", "reference", "fused", "bucketed"],
+                    help="weight path: reference (eager), fused (torch.compile on CUDA), both (those two), "
+                    "bucketed (the member as COSEARCH_COMPILE_MEMBERS=all trains it), or all three")
     ap.add_argument("--configs", nargs="+", default=None, help="only these sub-networks (default: all four)")
     ap.add_argument("--compile-extracted", action="store_true",
                     help="also time the extracted model compiled whole (padded_compiled)")
@@ -127,7 +130,8 @@ def main():
         if unknown:
             ap.error(f"unknown --configs {unknown}; choose from {sorted(configs)}")
         configs = {k: v for k, v in configs.items() if k in a.configs}
-    paths = ["reference", "fused"] if a.path == "both" else [a.path]
+    paths = {"both": ["reference", "fused"], "all": ["reference", "fused", "bucketed"]}.get(a.path, [a.path])
+    tokens = batch * a.len  # target tokens per forward+backward
     rows = {path: {} for path in paths}
     bucket_graphs = {}
     for path in paths:
@@ -143,6 +147,7 @@ def main():
             alone = time_fwd_bwd(sub, inputs, None, dev, amp, repeats)
             row = {"supernet_ms": round(sup * 1e3, 3), "standalone_ms": round(alone * 1e3, 3),
                    "ratio": round(sup / alone, 3), "params": space.param_count(arch),
+                   "supernet_tokens_per_s": round(tokens / sup), "standalone_tokens_per_s": round(tokens / alone),
                    "supernet_wall_s_with_compile": round(sup_wall, 1)}
             if a.compile_extracted:
                 from cosearch.model.compiled_members import padded_compiled
@@ -153,22 +158,32 @@ def main():
             if path == "bucketed":
                 bucket_graphs[name] = compile_counts().get("bucketed_members", 0)
             print(f"{path:9s} {name:20s} supernet {sup*1e3:9.2f} ms  standalone {alone*1e3:9.2f} ms  "
-                  f"ratio {sup/alone:5.2f}" + (f"  vs compiled {row['ratio_vs_compiled']:5.2f}"
-                                               if "ratio_vs_compiled" in row else ""), flush=True)
+                  f"ratio {sup/alone:5.2f}  {tokens/sup:10.0f} tok/s" + (
+                      f"  vs compiled {row['ratio_vs_compiled']:5.2f}" if "ratio_vs_compiled" in row else ""),
+                  flush=True)
+            write(a.out, info(a, batch, amp, rows, path, {}, bucket_graphs))
     agreement = {}
-    if len(paths) == 2:
-        for name in ("largest_w4a8", "random"):
+    if "reference" in paths and "fused" in paths:
+        for name in [n for n in ("largest_w4a8", "random") if n in configs]:
             agreement[name] = path_agreement(net, inputs, configs[name], dev, amp)
             print(f"fused vs reference, {name}: {agreement[name]}", flush=True)
-    info = {"space": a.space, "device": a.device, "batch": batch, "len": a.len, "amp_bf16": amp,
+    write(a.out, info(a, batch, amp, rows, paths[-1], agreement, bucket_graphs))
+
+
+def info(a, batch, amp, rows, last_path, agreement, bucket_graphs) -> dict:
+    """The JSON record: machine, versions, every path's rows so far."""
+    return {"space": a.space, "device": a.device, "batch": batch, "len": a.len, "amp_bf16": amp,
             "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-            "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
-            "threads": torch.get_num_threads(), "results": rows[paths[-1]], "paths": rows,
+            "gpu": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else None,
+            "threads": torch.get_num_threads(), "results": rows[last_path], "paths": rows,
             "compiled_graphs": compile_counts(), "fused_vs_reference": agreement,
             "bucketed_graphs_after": bucket_graphs}
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(info, indent=2))
+
+
+def write(out, record: dict) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
