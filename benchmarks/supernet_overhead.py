@@ -13,7 +13,7 @@ from one card; the extracted model uses the same activation-quantizer path.
 (``cosearch.model.bucketed_members``: attention and FFN blocks compiled at width buckets,
 bit-widths as tensors) against the eager extracted model; ``--compile-extracted`` also
 times the extracted model compiled whole (``paths[...][cfg]["standalone_compiled_ms"]``).
-``--path all`` times reference, fused and bucketed in one process (one card, one JSON).
+``--path all`` times bucketed, reference and fused in one process (one card, one JSON).
 Each row also gives target tokens per second (``batch * len`` per forward+backward), and the
 JSON is rewritten after every row, so a run stopped by a time limit keeps what it measured.
 """
@@ -130,7 +130,8 @@ def main():
         if unknown:
             ap.error(f"unknown --configs {unknown}; choose from {sorted(configs)}")
         configs = {k: v for k, v in configs.items() if k in a.configs}
-    paths = {"both": ["reference", "fused"], "all": ["reference", "fused", "bucketed"]}.get(a.path, [a.path])
+    # "all" runs bucketed first: its compile time is the unknown, so a time limit cuts the known paths
+    paths = {"both": ["reference", "fused"], "all": ["bucketed", "reference", "fused"]}.get(a.path, [a.path])
     tokens = batch * a.len  # target tokens per forward+backward
     rows = {path: {} for path in paths}
     bucket_graphs = {}
