@@ -27,6 +27,18 @@ def _to_file(argv: tuple[str, ...], path: str) -> tuple[str, ...]:
     return ("sh", "-c", f"{cmd} > {shlex.quote(path)}.tmp && mv {shlex.quote(path)}.tmp {shlex.quote(path)}")
 
 
+def _optional(job: Job) -> Job:
+    """``job`` as a measurement the plan goes on without: it always exits 0 and is done once
+    attempted (its own result file says whether it worked), so a failure or time-out never
+    skips the jobs placed after it."""
+    import shlex
+    from dataclasses import replace
+    marker = f"{job.done}.attempted"
+    folder = shlex.quote(str(Path(marker).parent))
+    return replace(job, argv=("sh", "-c", f"mkdir -p {folder}; {shlex.join(job.argv)}; touch {shlex.quote(marker)}"),
+                   done=marker)
+
+
 def smoke(out: str = "/tmp/gpu-smoke", steps: str = "3") -> list[Job]:
     """A CPU check of the runner: train the tiny LM for a few steps, then evaluate it."""
     run = f"{out}/run"
@@ -74,10 +86,11 @@ def code_lm(data: str = "", work: str = "/tmp/gpu/code_lm", budget_s: str = "600
     return jobs
 
 
-def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "420", search_workers: str = "1,2,6",
-            search_trials: str = "300", extra: str = "") -> list[Job]:
+def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "360", search_workers: str = "1,2,6",
+            search_trials: str = "200", extra: str = "") -> list[Job]:
     """One H200 session: the ``code_lm`` plan with three measurements that need the GPU alone
-    placed where it is idle -- the MFU of the plain largest ``code_lm`` model (after the token
+    placed where it is idle -- the quantized-member overhead of the three training paths
+    (bucketed, reference, fused; beside the CPU-only token cache), the MFU of the plain largest ``code_lm`` model (after the token
     cache, before the calibration) and the search throughput of ``cosearch search --gpu
     --workers K`` on the trained supernet (before the shared jobs) -- then ``cosearch
     fidelity`` on the same supernet (24 archs, 4 seed-noise runs), sharing the GPU with the
@@ -92,7 +105,12 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "420", searc
                               "--data", data, "--max-tokens", "32768", "--path", "reference",
                               "--compile-plain", "default", "--warmup", "60", "--repeats", "15",
                               "--out", f"{res}/train_gpu_throughput_code_lm.json"),
-              done=f"{res}/train_gpu_throughput_code_lm.json", gpu=1.0, env=cache, after=("code_lm_data",))
+              done=f"{res}/train_gpu_throughput_code_lm.json", gpu=1.0, env=cache, after=("code_lm_data", "supernet_overhead"))
+    overhead = Job("supernet_overhead", ("timeout", "170", PY, str(ROOT / "benchmarks" / "supernet_overhead.py"),
+                                         "--device", "cuda", "--space", "multi30k", "--path", "all", "--batch", "1024",
+                                         "--len", "32", "--repeats", "5", "--configs", "largest_w4a8",
+                                         "--out", f"{res}/supernet_overhead_all.json"),
+                   done=f"{res}/supernet_overhead_all.json", gpu=1.0)
     search_tp = Job("search_throughput", (PY, str(ROOT / "benchmarks" / "search_throughput.py"),
                                           "--run", f"{lm_work}/supernet", "--gpu", "--workers", search_workers,
                                           "--trials", search_trials, "--max-batches", "8",
@@ -112,7 +130,8 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "420", searc
               + shlex.join(fid).replace("STEPS", "$STEPS", 1).replace("'$STEPS'", "$STEPS"))
     fidelity_job = Job("fidelity_code_lm", ("bash", "-c", script), done=f"{fid_out}/measured.json", gpu=0.01,
                        env=(*cache, ("RAY_ADDRESS", "local")), after=("code_lm_supernet", "search_throughput"))
-    out = []
+    overhead, mfu, search_tp = _optional(overhead), _optional(mfu), _optional(search_tp)
+    out = [overhead]
     for j in jobs:
         if j.name in ("code_lm_calibrate",) or (j.name == "code_lm_supernet" and "code_lm_calibrate" not in
                                                  {x.name for x in jobs}):

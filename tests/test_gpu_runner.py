@@ -29,3 +29,19 @@ def test_the_smoke_plan_trains_then_evaluates_and_a_rerun_skips_it(tmp_path):
         names = tar.getnames()
     assert "root/status.json" in names and "root/eval_tiny/log.txt" in names
     assert not any(n.endswith(".pt") for n in names)
+
+
+def test_an_optional_measurement_that_fails_does_not_skip_the_jobs_after_it(tmp_path):
+    sys.path.insert(0, str(RUNNER.parent))
+    from gpu_plans import _optional
+
+    from cosearch.jobs import Job, run_jobs
+    failing = _optional(Job("measure", ("sh", "-c", "exit 3"), done=str(tmp_path / "r" / "m.json")))
+    after = Job("next", ("sh", "-c", f"touch {tmp_path / 'next'}"), done=str(tmp_path / "next"), after=("measure",))
+    res = {r.name: r for r in run_jobs([failing, after], tmp_path / "root", parallel=1, progress=False)}
+    assert res["next"].ok and not res["next"].skipped and (tmp_path / "next").exists()
+    assert (tmp_path / "r" / "m.json.attempted").exists() and not (tmp_path / "r" / "m.json").exists()
+    plain = Job("measure2", ("sh", "-c", "exit 3"), done=str(tmp_path / "m2.json"))  # the contrast
+    res = run_jobs([plain, Job("next2", ("true",), done="x", after=("measure2",))], tmp_path / "root2",
+                   parallel=1, progress=False)
+    assert [r.returncode for r in res] == [3, -1]  # the job after a plain failure never ran
