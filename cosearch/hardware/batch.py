@@ -6,6 +6,10 @@ is costed once (all its operators at once, by the same rules and formulas as the
 operator path) into a table; an architecture's totals are then a gather and a sum over its
 layers. Tables are cached per (space, accelerator, scenario). All per-operator quantities
 are whole numbers, so the sums equal the per-operator path's bit for bit.
+
+In decode a layer's row holds its cost twice, weights streamed and weights on chip, and
+its weight bytes; which layers stay on chip is decided per architecture
+(``residency.resident_units``, the rule the per-operator path applies).
 """
 from __future__ import annotations
 
@@ -19,14 +23,21 @@ import numpy as np
 
 from ..errors import UserError
 from ..space import FLOAT_BITS, STORAGE_BITS, Arch, LayerArch, SearchSpace
-from .arch_cost import DECI, _deci, resources, totals_from_sums, within_power
+from .arch_cost import DECI, _deci, check_exact, resources, totals_from_sums, within_power
 from .gemm_cost import gemm, vector
+from .residency import reserve_bytes, resident_units
 from .schema import Hardware, load_hardware
 from .workload import Scenario, layer_ops, side_ops
 
-#: Columns of a layer table.
-COLS = ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes", "act_bytes", "size_deci", "features")
+#: Columns of a layer table: totals with weights streamed, what keeping the layer's
+#: weights on chip changes in the first three (``gain_``, <= 0), and the bytes it takes.
+COLS = ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes", "act_bytes", "size_deci", "features",
+        "gain_cycles", "gain_energy_fj", "gain_dram_bytes", "unit_bytes")
 _C = {k: i for i, k in enumerate(COLS)}
+_GAIN = slice(_C["gain_cycles"], _C["gain_dram_bytes"] + 1)
+#: Columns _ops_rows fills.
+_OPS_COLS = ("cycles", "energy_fj", "dram_bytes", "macs", "kv_bytes", "act_bytes", "gain_cycles", "gain_energy_fj",
+             "gain_dram_bytes", "unit_bytes")
 _TABLES: OrderedDict = OrderedDict()
 _MAX_TABLES = 128
 #: Build the whole table of a side when a batch has at least this many archs on one accelerator.
@@ -114,26 +125,37 @@ def _storage_deci(w: np.ndarray) -> np.ndarray:
 
 
 def _ops_rows(ops: list[dict], hw: Hardware, m: int) -> np.ndarray:
-    """(m, cycles..act_bytes) totals of a list of operators whose fields are (m, 1) or
+    """(m, len(_OPS_COLS)) totals of a list of operators whose fields are (m, 1) or
     (m, steps) arrays; the same formulas as the per-operator path."""
     d = hw.derived
-    out = np.zeros((m, 6))
+    out = np.zeros((m, len(_OPS_COLS)))
+    col = {k: i for i, k in enumerate(_OPS_COLS)}
+    shape = (m, 1)
+
+    def total(x):
+        return np.broadcast_to(x, np.broadcast_shapes(np.shape(x), shape)).sum(axis=-1)
+
     for op in ops:
         if op["kind"] == "gemm":
-            cpm = _lookup(hw.cycles_per_mac, op["wbits"], op["ab"])
+            pack = tuple(_lookup(lambda w, a, i=i: hw.pack(w, a)[i], op["wbits"], op["ab"]) for i in range(4))
             e_mac = _lookup(hw.mac_energy_pj, op["wbits"], op["ab"])
-            r = gemm(op["M"], op["K"], op["N"], op["count"], cpm, op["w_bpe"], op["ab"] / 8, op["ab"] / 8,
-                     op["w_dram"], e_mac, d, op["runs"])
+            args = (op["M"], op["K"], op["N"], op["count"], pack, op["w_bpe"], op["ab"] / 8, op["ab"] / 8)
+            r = gemm(*args, op["w_loads"], e_mac, d, op["runs"])
             kv = op["kv_bytes"]
+            rr = gemm(*args, op["loads_resident"], e_mac, d, op["runs"]) if op["resident_ok"] else r
+            if op["resident_ok"]:
+                out[:, col["unit_bytes"]] += total(np.ceil(op["K"] * op["N"] * op["w_bpe"]))
         else:
-            r = vector(op["elems"], op["passes"], op["count"], op["bpe"], op["dram_in"], d)
+            r = rr = vector(op["elems"], op["passes"], op["count"], op["bpe"], op["dram_in"], d)
             kv = 0.0
-        shape = (m, 1)
         for k in ("cycles", "energy_fj", "dram_bytes", "macs"):
-            out[:, _C[k]] += np.broadcast_to(r[k], np.broadcast_shapes(np.shape(r[k]), shape)).sum(axis=-1)
-        out[:, _C["kv_bytes"]] += np.broadcast_to(np.ceil(kv), shape)[:, 0]
+            out[:, col[k]] += total(r[k])
+        if rr is not r:
+            for k in ("cycles", "energy_fj", "dram_bytes"):
+                out[:, col["gain_" + k]] += total(rr[k]) - total(r[k])
+        out[:, col["kv_bytes"]] += np.broadcast_to(np.ceil(kv), shape)[:, 0]
         act = np.broadcast_to(r["act_bytes"], np.broadcast_shapes(np.shape(r["act_bytes"]), shape)).max(axis=-1)
-        out[:, _C["act_bytes"]] = np.maximum(out[:, _C["act_bytes"]], act)
+        out[:, col["act_bytes"]] = np.maximum(out[:, col["act_bytes"]], act)
     return out
 
 
@@ -151,7 +173,7 @@ def _layer_rows(space: SearchSpace, side: str, sc: Scenario, hw: Hardware, codes
     lin = {r: (i, o, r, wb, ab) for r, (i, o) in dims.items()}
     ops = layer_ops(space, side, sc, lin, e, g["heads"], g["ffn"], ab, g["cross"], side)
     rows = np.zeros((len(codes), len(COLS)))
-    rows[:, :6] = _ops_rows(ops, hw, len(codes))
+    rows[:, [_C[k] for k in _OPS_COLS]] = _ops_rows(ops, hw, len(codes))
     scale = np.where(wb < 16, FLOAT_BITS * DECI, 0)  # per-channel scales of quantized weights
     size = sum(i * o * _storage_deci(wb) + o * FLOAT_BITS * DECI + o * scale for i, o in dims.values())
     rows[:, _C["size_deci"]] = size[:, 0]
@@ -161,10 +183,12 @@ def _layer_rows(space: SearchSpace, side: str, sc: Scenario, hw: Hardware, codes
 
 
 def _side_rows(space: SearchSpace, side: str, sc: Scenario, hw: Hardware) -> np.ndarray:
-    """Embedding gather, final norm and logits, one row per embedding width of the side."""
+    """Embedding gather, final norm and logits, one row (COLS) per embedding width of the side."""
     e = np.asarray(space.side(side).embed_dim, dtype=np.float64)[:, None]
     pre, post = side_ops(space, side, sc, e)
-    return _ops_rows(pre + post, hw, len(e))
+    rows = np.zeros((len(e), len(COLS)))
+    rows[:, [_C[k] for k in _OPS_COLS]] = _ops_rows(pre + post, hw, len(e))
+    return rows
 
 
 def _tables(space: SearchSpace, sc: Scenario, hw: Hardware, codes: dict, full: bool) -> dict:
@@ -264,27 +288,37 @@ def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> d
     feats = np.zeros(g.n, dtype=np.int64)
     for side in space.sides():
         table, partial, side_rows = tabs[side]
-        # layer slot first: reductions over the leading axis are contiguous adds (fast)
-        if table is not None:
-            rows = table[codes[side].T]
-        else:
+        if table is None:
             uniq_rows, inv = partial
-            rows = uniq_rows[inv.reshape(codes[side].shape).T]
-        summed, peak = rows.sum(axis=0), rows[:, :, 5].max(axis=0)
+            table, idx = uniq_rows, inv.reshape(codes[side].shape).T
+        else:
+            idx = codes[side].T
+        # layer slot first: reductions over the leading axis are contiguous adds (fast); the
+        # residency columns are gathered only where decode steps can keep weights on chip
+        rows = np.ascontiguousarray(table[:, :_GAIN.start])[idx]
+        summed, peak = rows.sum(axis=0), rows[:, :, _C["act_bytes"]].max(axis=0)
         e_idx = np.searchsorted(np.asarray(space.side(side).embed_dim, dtype=np.float64), g.embed[side])
         srow = side_rows[e_idx]
         tot[:, :5] += summed[:, :5] + srow[:, :5]
         tot[:, 6] += summed[:, 6]
         tot[:, 5] = np.maximum(tot[:, 5], np.maximum(peak, srow[:, 5]))
+        if sc.name == "decode" and (side == "decoder" or not space.is_encdec):
+            # layers (then the output projection) kept on chip where they fit
+            res = np.ascontiguousarray(table[:, _GAIN.start:])[idx]
+            units = np.concatenate([res[:, :, -1].T, srow[:, -1:]], axis=1)
+            keep = resident_units(units, hw.derived.wbuf, reserve_bytes(hw.array.rows, hw.array.cols))
+            tot[:, :3] += np.einsum("lnc,nl->nc", res[:, :, :3], keep[:, :-1]) + srow[:, _GAIN] * keep[:, -1:]
         if hw.kind == "fpga":  # the PE logic a design needs: the union of its layers' modes
             feats = feats | np.bitwise_or.reduce(rows[:, :, 7].astype(np.int64), axis=0)
     size = tot[:, 6] + _global_size_deci(space, g)
-    lat, energy, size_bytes, peak, power = totals_from_sums(hw, tot[:, 0], tot[:, 1], size, tot[:, 4], tot[:, 5])
+    check_exact(f"{space.name} on {hw.name}", tot[:, :4])
+    cycles, lat, energy, size_bytes, peak, power = totals_from_sums(hw, tot[:, 0], tot[:, 1], size, tot[:, 4],
+                                                                    tot[:, 5])
     out = {"latency_ms": lat, "energy_mj": energy, "size_bytes": size_bytes, "peak_memory_bytes": peak,
-           "power_w": power, "cycles": tot[:, 0], "dram_bytes": tot[:, 2], "macs": tot[:, 3]}
+           "power_w": power, "cycles": cycles, "dram_bytes": tot[:, 2], "macs": tot[:, 3]}
     if hw.kind == "fpga":
         # a few distinct PE-mode sets: look each one's resources up once (no sort of the batch)
-        keys = ("feasible", "dsp", "bram36", "lut")
+        keys = ("feasible", "dsp", "bram36", "uram", "lut")
         lut = np.zeros((len(keys), int(feats.max()) + 1))
         for f in np.flatnonzero(np.bincount(feats)):
             r = resources(hw, int(f))[1]
@@ -309,7 +343,7 @@ def cost_batch(space: SearchSpace, archs: Sequence[Arch] | Genes, hw: Hardware |
     ``hw``: one accelerator for all, or one per architecture (co-design). Returns arrays of
     length len(archs): latency_ms, energy_mj, size_bytes, peak_memory_bytes, power_w, cycles,
     dram_bytes, macs, feasible, area_mm2 (NaN on FPGAs) and, when any accelerator is an
-    FPGA, fpga_dsp, fpga_bram36, fpga_lut (NaN on ASICs).
+    FPGA, fpga_dsp, fpga_bram36, fpga_uram, fpga_lut (NaN on ASICs).
     """
     sc = scenario if isinstance(scenario, Scenario) else Scenario(scenario, seq_len, decode_tokens, batch)
     g = archs if isinstance(archs, Genes) else Genes.from_archs(space, archs)

@@ -64,7 +64,8 @@ def format_report(rep: CostReport) -> str:
     if rep.fpga is not None:
         f = rep.fpga
         lines.append(f"  FPGA         DSP {f['dsp']}/{f['dsp_avail']}, BRAM36 {f['bram36']}/{f['bram36_avail']}, "
-                     f"LUT {f['lut']:,}/{f['lut_avail']:,}: " + ("feasible" if f["feasible"] else "INFEASIBLE"))
+                     + (f"URAM {f['uram']}/{f['uram_avail']}, " if f["uram_avail"] else "")
+                     + f"LUT {f['lut']:,}/{f['lut_avail']:,}: " + ("feasible" if f["feasible"] else "INFEASIBLE"))
     return "\n".join(lines)
 
 
@@ -82,6 +83,7 @@ def format_gemm(out: dict) -> str:
     if "fpga" in out:
         f = out["fpga"]
         lines.append(f"  FPGA           DSP {f['dsp']}/{f['dsp_avail']}, BRAM36 {f['bram36']}/{f['bram36_avail']}, "
-                     f"LUT {f['lut']:,}/{f['lut_avail']:,}")
+                     + (f"URAM {f['uram']}/{f['uram_avail']}, " if f["uram_avail"] else "")
+                     + f"LUT {f['lut']:,}/{f['lut_avail']:,}")
     lines.append("  feasible" if out["feasible"] else "  INFEASIBLE (resources, clock, DRAM interface or power)")
     return "\n".join(lines)

@@ -27,10 +27,27 @@ BRICK_WIDTHS = (2, 4, 8, 16)
 #: Horowitz (ISSCC 2014), 45 nm: SRAM read energy per 64-bit access is ~10 pJ at 8 KB and
 #: grows about with the square root of the capacity (32 KB ~20 pJ, 1 MB ~100 pJ).
 SRAM_PJ_PER_BYTE_8KB_45NM = 10.0 / 8
+#: Bits of one BRAM18 (half a BRAM36) and one UltraRAM block (URAM288).
+BRAM18_BITS = 18432
+URAM288_BITS = 294912
+#: Data bytes of one FPGA block-RAM access (a 72-bit BRAM36/URAM288 port: 64 data + 8 parity bits).
+FPGA_RAM_ACCESS_BYTES = 8
+#: Bounds that keep every count an exact integer in float64 (2^53) for any workload the
+#: engine accepts: array edges, buffer sizes, vector lanes.
+MAX_ARRAY_EDGE = 1 << 16
+MAX_BUFFER_KB = float(1 << 32)
+MAX_LANES = 1 << 20
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are rejected on every float field (a NaN latency would be "feasible")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _within(v, lo, hi, what=""):
+    if not lo <= v <= hi:
+        raise ValueError(f"must be between {lo:g} and {hi:g}{what} (got {v:g})")
+    return v
 
 
 class ArraySpec(_Strict):
@@ -45,16 +62,18 @@ class ArraySpec(_Strict):
     @field_validator("rows", "cols")
     @classmethod
     def _positive(cls, v):
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
+        return _within(v, 1, MAX_ARRAY_EDGE)
 
 
 class DspPacking(_Strict):
-    """FPGA: MACs one DSP does per cycle when both operands have at most ``max_bits``."""
+    """FPGA: MACs one DSP does per cycle when both operands have at most ``max_bits``:
+    ``macs / along_m`` weights against each of ``along_m`` activations (int8: 2 weights x
+    1 activation, WP486; int4: 2 weights x 2 activations, WP521), so ``along_m`` > 1
+    pays only when the GEMM has that many rows (M >= along_m)."""
 
     max_bits: int
     macs: float
+    along_m: int = 1
     #: LUTs this mode adds per PE (operand packing muxes; the float logic of an fp16 MAC
     #: around the DSP) and per array column: packed products accumulate down a column's
     #: DSP cascade, so their sign-extension and carry correction sits once at its end (WP486).
@@ -75,6 +94,9 @@ class PESpec(_Strict):
     lut_macs_per_pe: int = 0
     #: partial sums spilled to the output buffer between K folds.
     psum_bits: int = 32
+    #: 16-bit operands are floats (fp16 MACs, ``energy.mac_fp16_pj``); default: 16-bit
+    #: fixed point on the integer datapath (passes / the DSP's 27x18 multiplier).
+    float16: bool = False
 
     @model_validator(mode="after")
     def _check(self):
@@ -85,21 +107,29 @@ class PESpec(_Strict):
                 raise ValueError("style dsp needs dsp_packing (e.g. [{max_bits: 8, macs: 2}, {max_bits: 16, macs: 1}])")
             if max(p.max_bits for p in self.dsp_packing) < 16:
                 raise ValueError("dsp_packing must cover 16-bit operands (a rule with max_bits: 16)")
-            if any(p.macs <= 0 for p in self.dsp_packing):
-                raise ValueError("dsp_packing macs must be positive")
+            for p in self.dsp_packing:
+                if p.along_m < 1 or p.macs < p.along_m or p.macs % p.along_m:
+                    raise ValueError(f"dsp_packing macs {p.macs:g} must be a positive multiple of along_m {p.along_m}")
         if self.lut_weight_bits is not None and self.lut_macs_per_pe < 1:
             raise ValueError("lut_weight_bits needs lut_macs_per_pe >= 1")
         return self
 
 
 class MemorySpec(_Strict):
+    #: the weight buffer: tiles of streamed weights, and whole layers kept on chip across
+    #: decode steps while they fit (FPGA: URAM where the part has it, else BRAM).
     weight_kb: float
     input_kb: float
     output_kb: float
+    #: the memory interface's nominal peak (bus width x transfer rate).
     dram_gbps: float
+    #: sustained over nominal bandwidth (controller efficiency: refresh, row switches,
+    #: read/write turnarounds); the engine streams at dram_gbps x dram_efficiency.
+    dram_efficiency: float = 1.0
     #: the board's memory interface: a design asking for more bandwidth is infeasible.
     dram_gbps_max: float | None = None
-    #: fixed start-up of every operator that touches DRAM (request latency), in cycles.
+    #: DRAM request latency in cycles, paid once per inference (later requests are issued
+    #: ahead: weights and activations have addresses known in advance).
     dram_latency_cycles: int = 100
     #: layer-by-layer execution: every operator reads its inputs from DRAM and writes its
     #: outputs back (ZigZag's default); False keeps activations on chip while they fit.
@@ -107,13 +137,17 @@ class MemorySpec(_Strict):
 
     @model_validator(mode="after")
     def _positive(self):
-        for k in ("weight_kb", "input_kb", "output_kb", "dram_gbps"):
-            if getattr(self, k) <= 0:
-                raise ValueError(f"{k} must be positive")
-        if self.dram_gbps_max is not None and self.dram_gbps_max <= 0:
-            raise ValueError("dram_gbps_max must be positive")
-        if self.dram_latency_cycles < 0:
-            raise ValueError("dram_latency_cycles must be >= 0")
+        for k in ("weight_kb", "input_kb", "output_kb"):
+            if not 0 < getattr(self, k) <= MAX_BUFFER_KB:
+                raise ValueError(f"{k} must be positive and at most {MAX_BUFFER_KB:g} KB (got {getattr(self, k):g})")
+        for k in ("dram_gbps", "dram_gbps_max"):
+            v = getattr(self, k)
+            if v is not None and not 0 < v <= 1e6:
+                raise ValueError(f"{k} must be positive and at most 1e6 GB/s (got {v:g})")
+        if not 0 < self.dram_efficiency <= 1:
+            raise ValueError(f"dram_efficiency must be in (0, 1] (got {self.dram_efficiency:g})")
+        if not 0 <= self.dram_latency_cycles <= 1e9:
+            raise ValueError("dram_latency_cycles must be between 0 and 1e9")
         return self
 
 
@@ -124,24 +158,29 @@ class VectorSpec(_Strict):
     @field_validator("lanes")
     @classmethod
     def _positive(cls, v):
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
+        return _within(v, 1, MAX_LANES)
 
 
 class EnergySpec(_Strict):
     #: one 8x8-bit integer multiply-accumulate at this node; narrower MACs scale with w*a/64.
     mac_int8_pj: float
-    #: one fp16 multiply-accumulate (used when weights or activations are 16-bit floats).
-    mac_fp16_pj: float
+    #: one fp16 multiply-accumulate (``pe.float16`` presets only: 16-bit is fixed point otherwise).
+    mac_fp16_pj: float | None = None
     #: one element-wise vector operation (16-bit float).
     vector_op_pj: float
     #: DRAM access per byte.
     dram_pj_per_byte: float
-    #: on-chip SRAM per byte at 8 KB; larger buffers cost sqrt(kb/8) times more. Default:
-    #: Horowitz 45 nm (1.25 pJ/B) times ``sram_scale``.
+    #: ASIC on-chip SRAM per byte at 8 KB; larger buffers cost sqrt(kb/8) times more.
+    #: Default: Horowitz 45 nm (1.25 pJ/B) times ``sram_scale``.
     sram_pj_per_byte_8kb: float | None = None
     sram_scale: float = 1.0
+    #: FPGA: one 72-bit access of a BRAM36 / URAM288 (8 data bytes). A banked buffer's
+    #: access touches one block whatever the buffer's size (cascades enable one block).
+    bram_access_pj: float | None = None
+    uram_access_pj: float | None = None
+    #: a PE register (operand, partial sum) per byte accessed; 0 where the MAC energy
+    #: already holds them (a DSP48E2's A/B/P registers and its cascade).
+    reg_pj_per_byte: float = 0.0
     #: FPGA: one DSP48E2 operation, whatever it packs (a packed MAC costs dsp_op_pj / macs);
     #: default 2 x mac_int8_pj (two int8 MACs per DSP, WP486).
     dsp_op_pj: float | None = None
@@ -155,11 +194,11 @@ class EnergySpec(_Strict):
     @model_validator(mode="after")
     def _positive(self):
         for k, v in self.model_dump().items():
-            if k in ("static_w", "dram_interface_w_per_gbps"):
-                if v < 0:
-                    raise ValueError(f"{k} must be >= 0")
-            elif v is not None and v <= 0:
-                raise ValueError(f"{k} must be positive")
+            if k in ("static_w", "dram_interface_w_per_gbps", "reg_pj_per_byte"):
+                if not 0 <= v <= 1e6:
+                    raise ValueError(f"{k} must be between 0 and 1e6 (got {v:g})")
+            elif v is not None and not 0 < v <= 1e6:
+                raise ValueError(f"{k} must be positive and at most 1e6 (got {v:g})")
         return self
 
 
@@ -180,6 +219,8 @@ class FpgaDevice(_Strict):
     dsp: int
     bram36: int
     lut: int
+    #: UltraRAM blocks (URAM288: 288 Kb, 4K x 72); the weight buffer lives there when > 0.
+    uram: int = 0
     #: fraction of each resource a design may use before routing fails.
     max_utilization: float = 0.9
     #: LUTs per PE (operand muxes, accumulator control) and fixed (DMA, control).
@@ -196,8 +237,10 @@ class FpgaDevice(_Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        if min(self.dsp, self.bram36, self.lut) < 1:
-            raise ValueError("dsp, bram36 and lut must be >= 1")
+        if min(self.dsp, self.bram36, self.lut) < 1 or self.uram < 0:
+            raise ValueError("dsp, bram36 and lut must be >= 1, uram >= 0")
+        if max(self.dsp, self.bram36, self.lut, self.uram) > 1 << 31:
+            raise ValueError("dsp, bram36, uram and lut must be at most 2^31")
         if not 0 < self.max_utilization <= 1:
             raise ValueError("max_utilization must be in (0, 1]")
         return self
@@ -229,6 +272,12 @@ class CodesignSpec(_Strict):
                     raise ValueError(f"{k} choices must be positive")
             elif v is not None and v <= 0:
                 raise ValueError(f"{k} must be positive")
+        for k in ("rows", "cols"):
+            if any(x > MAX_ARRAY_EDGE for x in getattr(self, k) or []):
+                raise ValueError(f"{k} choices must be at most {MAX_ARRAY_EDGE}")
+        for k in ("weight_kb", "input_kb", "output_kb"):
+            if any(x > MAX_BUFFER_KB for x in getattr(self, k) or []):
+                raise ValueError(f"{k} choices must be at most {MAX_BUFFER_KB:g} KB")
         return self
 
 
@@ -252,8 +301,14 @@ class Hardware(_Strict):
 
     @model_validator(mode="after")
     def _kind(self):
-        if self.clock_mhz <= 0:
-            raise ValueError("clock_mhz must be positive")
+        if not 0 < self.clock_mhz <= 1e6:
+            raise ValueError(f"clock_mhz must be positive and at most 1e6 (got {self.clock_mhz:g})")
+        if self.pe.float16 and self.energy.mac_fp16_pj is None:
+            raise ValueError("pe.float16 needs energy.mac_fp16_pj (one fp16 MAC)")
+        if self.kind == "fpga" and self.energy.bram_access_pj is None and self.energy.sram_pj_per_byte_8kb is None:
+            raise ValueError("kind fpga needs energy.bram_access_pj (one 72-bit BRAM36 access)")
+        if self.kind == "fpga" and self.fpga is not None and self.fpga.uram and self.energy.uram_access_pj is None:
+            raise ValueError("fpga.uram > 0 needs energy.uram_access_pj (one 72-bit URAM288 access)")
         if self.kind == "asic":
             if self.area is None:
                 raise ValueError("kind asic needs an 'area' section (pe_um2, sram_mm2_per_kb)")
@@ -269,20 +324,30 @@ class Hardware(_Strict):
         return self
 
     # ---- precision: how (weight bits, activation bits) map onto one PE
-    def cycles_per_mac(self, wb: float, ab: int) -> float:
-        """PE cycles one MAC takes (fractions: a PE does several narrow MACs per cycle)."""
+    def pack(self, wb: float, ab: int) -> tuple[float, float, float, float]:
+        """How one PE spends a cycle at these bits: (pn, pm, pk, passes): MACs packed along
+        N (weights sharing an activation), along M (activations sharing a weight), along K
+        (Bit Fusion's fused bricks), or ``passes`` cycles per MAC (wide operands on narrow
+        multipliers, bit-serial)."""
         pe = self.pe
         w, a = compute_bits(wb), compute_bits(ab)
         if pe.style == "bit_parallel":
-            return float(math.ceil(w / pe.bits) * math.ceil(a / pe.bits))
+            return 1.0, 1.0, 1.0, float(math.ceil(w / pe.bits) * math.ceil(a / pe.bits))
         if pe.style == "bit_fusion":
-            bw, ba = _brick(w), _brick(a)
-            return (bw / 2) * (ba / 2) / 16
+            c = (_brick(w) / 2) * (_brick(a) / 2) / 16
+            return (1.0, 1.0, float(round(1 / c)), 1.0) if c < 1 else (1.0, 1.0, 1.0, c)
         if pe.style == "bit_serial":
-            return float(a) * math.ceil(w / pe.bits)
+            return 1.0, 1.0, 1.0, float(a) * math.ceil(w / pe.bits)
         if self.uses_lut(wb):
-            return 1.0 / pe.lut_macs_per_pe
-        return 1.0 / self.dsp_rule(w, a).macs
+            return float(pe.lut_macs_per_pe), 1.0, 1.0, 1.0
+        rule = self.dsp_rule(w, a)
+        return float(rule.macs / rule.along_m), float(rule.along_m), 1.0, 1.0
+
+    def cycles_per_mac(self, wb: float, ab: int) -> float:
+        """PE cycles one MAC takes when every packed slot is used (fractions: a PE does
+        several narrow MACs per cycle)."""
+        pn, pm, pk, passes = self.pack(wb, ab)
+        return passes / (pn * pm * pk)
 
     def dsp_rule(self, w: int, a: int) -> DspPacking:
         """FPGA: the packing mode a DSP uses for these operand widths (the narrowest fit)."""
@@ -305,14 +370,17 @@ class Hardware(_Strict):
         return self.pe.lut_weight_bits is not None and wb <= self.pe.lut_weight_bits
 
     def mac_energy_pj(self, wb: float, ab: int) -> float:
-        """Energy of one MAC: fp16 if either operand is 16-bit; on an FPGA the DSP operation
-        actually used divided by the MACs it packs (W2A8 and W8A8 are the same packed
-        operation) or a LUT MAC; else int8 scaled by the multiplier the bits occupy."""
-        if wb >= 16 or ab >= 16:
-            return self.energy.mac_fp16_pj
+        """Energy of one MAC with every packed slot used (an idle slot of a packed operation
+        costs its share too: the kernel charges the slots). 16-bit operands are fixed point
+        (the integer datapath's passes, the DSP's 27x18 multiplier) unless ``pe.float16``.
+        FPGA: the DSP operation divided by the MACs it packs (W2A8 and W8A8 are the same
+        packed operation), or a LUT MAC (its adder grows with the activation width);
+        ASIC: the int8 MAC scaled by the multiplier area the bits occupy."""
+        e = self.energy
+        if self.pe.float16 and (wb >= 16 or ab >= 16):
+            return e.mac_fp16_pj
         w, a = compute_bits(wb), compute_bits(ab)
         if self.pe.style == "dsp":
-            e = self.energy
             if self.uses_lut(wb):
                 lut = e.lut_mac_pj if e.lut_mac_pj is not None else e.mac_int8_pj / 4
                 return lut * max(a, 8) / 8
@@ -322,7 +390,7 @@ class Hardware(_Strict):
             w, a = _brick(w), _brick(a)
         elif self.pe.style == "bit_parallel":  # a P-bit multiplier burns P x P per pass
             w, a = math.ceil(w / self.pe.bits) * self.pe.bits, math.ceil(a / self.pe.bits) * self.pe.bits
-        return self.energy.mac_int8_pj * (w * a) / 64
+        return e.mac_int8_pj * (w * a) / 64
 
     # ---- derived constants (computed once; the kernels read these)
     @cached_property
@@ -338,15 +406,21 @@ class Hardware(_Strict):
         def sram(kb):
             return base * math.sqrt(max(kb, 8.0) / 8.0)
 
+        if self.kind == "fpga" and e.bram_access_pj is not None:
+            # banked block RAM: one access touches one block, whatever the buffer's size
+            bram = e.bram_access_pj / FPGA_RAM_ACCESS_BYTES
+            e_w = e.uram_access_pj / FPGA_RAM_ACCESS_BYTES if self.fpga.uram else bram
+            e_i = e_o = bram
+        else:
+            e_w, e_i, e_o = sram(m.weight_kb), sram(m.input_kb), sram(m.output_kb)
         return Derived(
             rows=self.array.rows, cols=self.array.cols, dataflow=DATAFLOWS.index(self.dataflow),
             wbuf=m.weight_kb * 1024, ibuf=m.input_kb * 1024, obuf=m.output_kb * 1024,
-            bytes_per_cycle=m.dram_gbps * 1e9 / (self.clock_mhz * 1e6),
+            bytes_per_cycle=m.dram_gbps * m.dram_efficiency * 1e9 / (self.clock_mhz * 1e6),
             dram_latency=float(m.dram_latency_cycles), lanes=float(self.vector.lanes),
-            e_wbuf=sram(m.weight_kb), e_ibuf=sram(m.input_kb), e_obuf=sram(m.output_kb),
+            e_wbuf=e_w, e_ibuf=e_i, e_obuf=e_o, e_reg=e.reg_pj_per_byte,
             e_dram=e.dram_pj_per_byte, e_vec=e.vector_op_pj, pipelined=self.array.pipelined_folds,
-            act_dram=m.activations_in_dram, psum_bytes=self.pe.psum_bits / 8,
-            fuse_k=self.pe.style == "bit_fusion")
+            act_dram=m.activations_in_dram, psum_bytes=self.pe.psum_bits / 8)
 
     @property
     def static_w(self) -> float:
@@ -396,19 +470,27 @@ class Hardware(_Strict):
         return lut
 
     def fpga_resources(self, features: int = 0) -> dict:
-        """FPGA use: one DSP per PE, BRAM18 per bank (one bank per array edge port), LUTs
-        per PE by the precision modes the design needs; feasible within the device, the
-        part's clock and the board's DRAM interface."""
+        """FPGA use: one DSP per PE, block RAM per bank (one bank per array edge port:
+        weights per column, inputs per row, outputs per column; a bank takes whole blocks),
+        the weight buffer in UltraRAM where the part has it, LUTs per PE by the precision
+        modes the design needs; feasible within the device, the part's clock and the
+        board's DRAM interface."""
         f, m, R, C = self.fpga, self.memory, self.array.rows, self.array.cols
         dsp = R * C + self.vector.lanes * f.dsp_per_vector_lane
-        bram18 = sum(banks * math.ceil(kb * 8192 / banks / 18432)
-                     for kb, banks in ((m.weight_kb, C), (m.input_kb, R), (m.output_kb, C)))
+
+        def blocks(kb, banks, block_bits):
+            return banks * math.ceil(kb * 8192 / banks / block_bits)
+
+        uram = blocks(m.weight_kb, C, URAM288_BITS) if f.uram else 0
+        in_bram = ((m.input_kb, R), (m.output_kb, C)) + (() if f.uram else ((m.weight_kb, C),))
+        bram18 = sum(blocks(kb, banks, BRAM18_BITS) for kb, banks in in_bram)
         bram36 = math.ceil(bram18 / 2)
         lut = int(round(f.lut_base + R * C * self.lut_per_pe(int(features)) + self.vector.lanes * f.lut_per_vector_lane))
         u = f.max_utilization
-        feasible = dsp <= u * f.dsp and bram36 <= u * f.bram36 and lut <= u * f.lut and self.within_limits()
-        return {"dsp": dsp, "bram36": bram36, "lut": lut, "dsp_avail": f.dsp,
-                "bram36_avail": f.bram36, "lut_avail": f.lut, "feasible": bool(feasible)}
+        feasible = (dsp <= u * f.dsp and bram36 <= u * f.bram36 and uram <= u * f.uram and lut <= u * f.lut
+                    and self.within_limits())
+        return {"dsp": dsp, "bram36": bram36, "uram": uram, "lut": lut, "dsp_avail": f.dsp,
+                "bram36_avail": f.bram36, "uram_avail": f.uram, "lut_avail": f.lut, "feasible": bool(feasible)}
 
 
 @dataclass(frozen=True)
@@ -432,8 +514,8 @@ class Derived:
     pipelined: bool = False
     act_dram: bool = False
     psum_bytes: float = 4.0
-    #: packed narrow MACs fuse along K (Bit Fusion's bricks); else along N (DSP packing).
-    fuse_k: bool = False
+    #: PE registers per byte accessed.
+    e_reg: float = 0.0
 
 
 def compute_bits(b: float) -> int:

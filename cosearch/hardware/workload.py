@@ -10,7 +10,10 @@ Two scenarios, with defaults chosen after HAT's latency measurements (one senten
   measures latency. Encoder-decoder: the encoder once over ``seq_len`` source tokens, the
   cross-attention keys/values once, then one decoder step per token (M = batch). Decoder-
   only: one pass over a ``seq_len``-token prompt, then one step per token. Every step
-  re-reads the weights and the KV cache from DRAM, so decoding is memory-bound.
+  reads the KV cache from DRAM, and the weights too unless they stay on chip
+  (``residency.py``): a step's GEMMs are marked ``resident_ok`` with ``loads_resident``,
+  the DRAM loads they make when kept on chip (1: the first step loads them; 0: the
+  prompt pass already did).
 
 The operator rules (:func:`layer_ops`, :func:`side_ops`) take plain numbers or numpy arrays,
 so the per-operator graph (:func:`build_graph`, shapes from ``space.linears``) and the
@@ -45,9 +48,10 @@ class Scenario:
     def __post_init__(self):
         if self.name not in ("prefill", "decode"):
             raise UserError(f"scenario {self.name!r}: choose prefill or decode")
-        for k in ("seq_len", "decode_tokens", "batch"):
-            if int(getattr(self, k)) < 1:
-                raise UserError(f"scenario {k} must be >= 1 (got {getattr(self, k)})")
+        for k, hi in (("seq_len", MAX_TOKENS), ("decode_tokens", MAX_TOKENS), ("batch", MAX_BATCH)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= hi:
+                raise UserError(f"scenario {k} must be a whole number from 1 to {hi} (got {v!r})")
 
     @property
     def steps(self) -> np.ndarray:
@@ -61,10 +65,19 @@ def storage_bpe(bits) -> np.ndarray | float:
     return np.vectorize(lambda b: STORAGE_BITS[b] / 8, otypes=[float])(bits)
 
 
-def _gemm(name, M, K, N, count, wbits, w_bpe, ab, w_dram, kv_bytes=0.0, role="", runs=None):
-    """A GEMM operator; ``runs``: how many back-to-back runs its ``count`` GEMMs form."""
+#: Largest scenario sizes: every count stays an exact integer in float64.
+MAX_TOKENS = 1 << 16
+MAX_BATCH = 1 << 12
+
+
+def _gemm(name, M, K, N, count, wbits, w_bpe, ab, w_dram, kv_bytes=0.0, role="", runs=None, loads_resident=None):
+    """A GEMM operator; ``runs``: how many back-to-back runs its ``count`` GEMMs form;
+    ``w_dram``: its second operand (weights, KV cache) comes from DRAM each time;
+    ``loads_resident``: DRAM loads of its weights if they stay on chip (None: they can't)."""
     return dict(name=name, kind="gemm", M=M, K=K, N=N, count=count, wbits=wbits, w_bpe=w_bpe,
-                ab=ab, w_dram=w_dram, kv_bytes=kv_bytes, role=role, runs=count if runs is None else runs)
+                ab=ab, w_dram=w_dram, w_loads=count * w_dram, kv_bytes=kv_bytes, role=role,
+                runs=count if runs is None else runs, resident_ok=loads_resident is not None,
+                loads_resident=count * w_dram if loads_resident is None else loads_resident)
 
 
 def _vec(name, elems, passes, count, ab, bpe=None, dram_in=False, role=""):
@@ -92,33 +105,40 @@ def layer_ops(space: SearchSpace, side: str, sc: Scenario, lin: dict, e, heads, 
     hd = a / heads
     encdec_dec = side == "decoder" and space.is_encdec
 
-    def linear(role, M, count=1, kv=False):
+    def linear(role, M, count=1, kv=False, step=False):
         i, o, name, w, x = lin[role]
         kvb = np.ceil(M * count * o * (x / 8)) if kv else 0.0  # keys/values this layer caches
-        return _gemm(name + sfx, M, i, o, count, w, storage_bpe(w), x, True, kv_bytes=kvb, role=role)
+        # a decode step's weights can stay on chip: the first step loads them (encoder-
+        # decoder), or the prompt pass already did (decoder-only)
+        res = (1 if space.is_encdec else 0) if step else None
+        return _gemm(name + sfx, M, i, o, count, w, storage_bpe(w), x, True, kv_bytes=kvb, role=role,
+                     loads_resident=res)
 
     def block(M, L, kv_self, count, steps_kv=None, cached=False):
         """One full layer pass over M tokens (L per sequence) with kv_self keys."""
         kv_cache = sc.name == "decode"
+        step = steps_kv is not None
         attn = "self_attn" if side == "decoder" else "attn"
         ops = [_vec(f"{prefix}{sfx}.ln1", M * e, LN_PASSES, count, ab, role="ln"),
-               linear("q", M, count), linear("k", M, count, kv_cache), linear("v", M, count, kv_cache)]
+               linear("q", M, count, step=step), linear("k", M, count, kv_cache, step),
+               linear("v", M, count, kv_cache, step)]
         if steps_kv is None:
             ops += _attention(f"{prefix}.{attn}{sfx}", L, kv_self, hd, heads, ab, B, count, cached)
         else:  # one entry per decode step, each once
             ops += _attention(f"{prefix}.{attn}{sfx}", L, steps_kv, hd, heads, ab, B, 1, cached)
-        ops += [linear("out", M, count), _vec(f"{prefix}{sfx}.res1", M * e, 1, count, ab, role="residual")]
+        ops += [linear("out", M, count, step=step), _vec(f"{prefix}{sfx}.res1", M * e, 1, count, ab, role="residual")]
         if encdec_dec:
             Ls = S * cross
             ops += [_vec(f"{prefix}{sfx}.ln_cross", M * e, LN_PASSES, count, ab, role="ln"),
-                    linear("cross_q", M, count), linear("cross_k", B * Ls, 1, kv_cache),
+                    linear("cross_q", M, count, step=step), linear("cross_k", B * Ls, 1, kv_cache),
                     linear("cross_v", B * Ls, 1, kv_cache)]
             ops += _attention(f"{prefix}.cross_attn{sfx}", L, Ls, hd, heads, ab, B, count, cached)
-            ops += [linear("cross_out", M, count),
+            ops += [linear("cross_out", M, count, step=step),
                     _vec(f"{prefix}{sfx}.res_cross", M * e, 1, count, ab, role="residual")]
         ops += [_vec(f"{prefix}{sfx}.ln2", M * e, LN_PASSES, count, ab, role="ln"),
-                linear("fc1", M, count), _vec(f"{prefix}{sfx}.act", M * ffn, ACT_FN_PASSES, count, ab, role="act"),
-                linear("fc2", M, count), _vec(f"{prefix}{sfx}.res2", M * e, 1, count, ab, role="residual")]
+                linear("fc1", M, count, step=step),
+                _vec(f"{prefix}{sfx}.act", M * ffn, ACT_FN_PASSES, count, ab, role="act"),
+                linear("fc2", M, count, step=step), _vec(f"{prefix}{sfx}.res2", M * e, 1, count, ab, role="residual")]
         return ops
 
     sfx = ""
@@ -149,8 +169,10 @@ def side_ops(space: SearchSpace, side: str, sc: Scenario, e) -> tuple[list, list
     def final(M, count, sfx=""):
         return _vec(f"{side}.final_ln{sfx}", M * e, LN_PASSES, count, LOGIT_BITS, role="ln")
 
-    def logits(M, count):
-        return _gemm(f"{side}.output_proj", M, e, V, count, ebits, ebpe, LOGIT_BITS, True, role="output_proj")
+    def logits(M, count, step=False):
+        # decode: the (tied) output projection can stay on chip; the first step loads it
+        return _gemm(f"{side}.output_proj", M, e, V, count, ebits, ebpe, LOGIT_BITS, True, role="output_proj",
+                     loads_resident=1 if step else None)
 
     if sc.name == "prefill" or side == "encoder":
         pre, post = [gather(B * S, 1)], [final(B * S, 1)]
@@ -159,7 +181,7 @@ def side_ops(space: SearchSpace, side: str, sc: Scenario, e) -> tuple[list, list
         return pre, post
     pre = [] if space.is_encdec else [gather(B * S, 1, ".prompt")]
     post = [] if space.is_encdec else [final(B * S, 1, ".prompt")]
-    return pre + [gather(B, T)], post + [final(B, T), logits(B, T)]
+    return pre + [gather(B, T)], post + [final(B, T), logits(B, T, step=True)]
 
 
 def build_graph(space: SearchSpace, arch: Arch, scenario: Scenario) -> nx.DiGraph:
@@ -195,6 +217,7 @@ def build_graph(space: SearchSpace, arch: Arch, scenario: Scenario) -> nx.DiGrap
             layer_in = prev
             for op in layer_ops(space, side, scenario, lin, e, la.heads, la.ffn_dim, la.act_bits,
                                 la.cross_layers, f"{side}.{i}"):
+                op["layer"] = i
                 extra = []
                 if op["role"] == "residual" and layer_in is not None:
                     extra.append(layer_in)
