@@ -126,3 +126,60 @@ def test_cost_one_gemm_fpga_and_errors(capsys):
         assert words in err and "\n" not in err
     assert main(["cost", "--gemm", "4x4x4", "--hw", "bitfusion"]) == 0
     assert "SCALE-Sim" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--gemm", "1x512x512", "--power-max", "nan"], "--power-max"),
+    (["--gemm", "1x512x512", "--power-max", "inf"], "--power-max"),
+    (["--gemm", "1x512x512", "--power-max", "１０"], "--power-max"),
+    (["--gemm", "１x512x512"], "--gemm"),  # fullwidth digit
+    (["--gemm", "1e11x1e8x1e8"], "--gemm"),
+    (["--gemm", "100000000000x100000000x100000000"], "--gemm"),
+    (["--gemm", "100000x100000x1000000"], "2^40"),  # each size fine, the product past exact counts
+    (["--gemm", "1x512x512", "--bits", "nan,8"], "--bits"),
+    (["--space", "tiny_lm", "--seq-len", "1e11"], "--seq-len"),
+    (["--space", "tiny_lm", "--seq-len", "100000000000"], "--seq-len"),
+    (["--space", "tiny_lm", "--seq-len", "３０"], "--seq-len"),
+    (["--space", "tiny_lm", "--decode-tokens", "0"], "--decode-tokens"),
+    (["--space", "tiny_lm", "--batch", "-2"], "--batch"),
+])
+def test_bad_numbers_are_one_line_errors(capsys, argv, words):
+    """NaN, infinities, fullwidth digits and sizes past exact integer range: exit 2, one line
+    naming the flag (checked before any work)."""
+    assert main(["cost", "--hw", "zcu102", *argv]) == 2
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert words in err and "\n" not in err and cap.out == ""
+
+
+@pytest.mark.parametrize("field, value", [
+    ("memory.dram_gbps", ".nan"), ("clock_mhz", ".inf"), ("memory.weight_kb", ".nan"),
+    ("energy.dram_pj_per_byte", "-.inf"), ("energy.mac_int8_pj", ".nan"), ("array.rows", "1e12"),
+    ("array.rows", "1000000000000"), ("array.cols", "１２８"), ("memory.weight_kb", "1.0e15"),
+    ("memory.dram_efficiency", "1.5"),
+])
+def test_bad_numbers_in_a_preset_are_one_line_errors(tmp_path, capsys, field, value):
+    import yaml
+    d = yaml.safe_load(load_hardware("tpu_like").model_dump_json())
+    node, key = d, field.split(".")
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = "@@"
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(d).replace("'@@'", value))
+    assert main(["cost", "--gemm", "1x64x64", "--hw", str(f), "--json"]) == 2
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert "bad.yaml" in err and key[-1] in err and "\n" not in err and cap.out == ""
+
+
+def test_json_is_standard(capsys):
+    """--json never prints NaN or Infinity tokens (json.loads would take them; a strict
+    parser does not)."""
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}"))
+    assert main(["cost", "--space", "tiny_lm", "--hw", "zcu102", "--scenario", "decode", "--json"]) == 0
+    t = strict(capsys.readouterr().out)
+    assert t["feasible"] is True and t["latency_ms"] > 0
+    assert main(["cost", "--gemm", "1x64x64", "--hw", "eyeriss_like", "--json"]) == 0
+    assert strict(capsys.readouterr().out)["cycles"] > 0

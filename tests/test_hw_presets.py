@@ -25,9 +25,29 @@ def test_preset_loads_and_is_consistent(name):
 
 
 def test_zcu102_device_figures():
-    f = load_hardware("zcu102").fpga
-    assert (f.dsp, f.bram36, f.lut) == (2520, 912, 274080)
-    assert load_hardware("zcu102").memory.dram_gbps == 19.2
+    z = load_hardware("zcu102")
+    f = z.fpga
+    assert (f.dsp, f.bram36, f.lut, f.uram) == (2520, 912, 274080, 0)
+    # the PS DDR4 (64 bit x 2400 MT/s) through the HP ports; the PL DDR4 (one x16 part, 4.8
+    # GB/s) is the co-design's other choice; both sustain 87% of their peak (UG585)
+    assert z.memory.dram_gbps == 19.2 and z.memory.dram_efficiency == 0.87
+    assert accelerator_space(z).choices()["dram_gbps"] == [4.8, 19.2]
+    assert z.derived.bytes_per_cycle == pytest.approx(19.2e9 * 0.87 / 200e6, rel=1e-12)
+
+
+def test_alveo_u250_keeps_weights_in_ultraram():
+    u = load_hardware("alveo_u250")
+    assert (u.fpga.bram36, u.fpga.uram) == (2688, 1280) and u.memory.weight_kb == 32768
+    r = u.fpga_resources(u.pe_features(8, 8))
+    # 128 column banks of 256 KB: 8 URAM288 (36 KB) each; BRAM holds the input/output buffers
+    assert r["uram"] == 128 * 8 and r["feasible"]
+    assert r["bram36"] == (64 * 8 + 128 * 4) // 2  # 64 x 16 KB and 128 x 8 KB banks of BRAM18 (2.25 KB)
+    assert not u.with_params(weight_kb=65536).fpga_resources(u.pe_features(8, 8))["feasible"]
+    # one access touches one block: the URAM and BRAM energies per byte do not grow with size
+    assert u.derived.e_wbuf == u.energy.uram_access_pj / 8 == u.with_params(weight_kb=2048).derived.e_wbuf
+    assert u.derived.e_ibuf == u.energy.bram_access_pj / 8 == u.with_params(input_kb=8192).derived.e_ibuf
+    asic = load_hardware("tpu_like")
+    assert asic.with_params(weight_kb=1024).derived.e_wbuf == pytest.approx(2 * asic.derived.e_wbuf)
 
 
 def _data(name="tpu_like"):
@@ -37,7 +57,7 @@ def _data(name="tpu_like"):
 @pytest.mark.parametrize("mutate, words", [
     (lambda d: d.pop("clock_mhz"), ["clock_mhz", "required"]),
     (lambda d: d.update(colour="red"), ["colour", "unknown field"]),
-    (lambda d: d["array"].update(rows=0), ["array.rows", ">= 1"]),
+    (lambda d: d["array"].update(rows=0), ["array.rows", "between 1 and"]),
     (lambda d: d.update(dataflow="rs"), ["dataflow"]),
     (lambda d: d.pop("area"), ["area"]),
     (lambda d: d["memory"].update(dram_gbps=-1), ["dram_gbps", "positive"]),
@@ -96,6 +116,9 @@ def test_precision_mapping():
     z = load_hardware("zcu102")
     assert z.cycles_per_mac(4, 4) == 0.25 and z.cycles_per_mac(8, 8) == 0.5 and z.cycles_per_mac(16, 8) == 1
     assert z.uses_lut(1.58) and not z.uses_lut(2) and z.cycles_per_mac(1.58, 8) == 0.5
+    # int4 packs 2 weights x 2 activations (WP521), int8 2 weights x 1 activation (WP486)
+    assert z.pack(4, 4) == (2, 2, 1, 1) and z.pack(8, 8) == (2, 1, 1, 1) and z.pack(4, 8) == (2, 1, 1, 1)
+    assert bf.pack(2, 8) == (1, 1, 4, 1) and bf.pack(16, 8) == (1, 1, 1, 2) and tpu.pack(16, 16) == (1, 1, 1, 4)
     # energy per MAC never falls as bits grow
     for hw in (bf, tpu, z, load_hardware("eyeriss_like")):
         bits = [1, 1.58, 2, 3, 4, 8, 16]
@@ -130,6 +153,28 @@ def test_dsp_mac_energy_follows_the_packed_operation():
     assert z.mac_energy_pj(2, 8) == z.mac_energy_pj(8, 8) == op / 2
     assert z.mac_energy_pj(4, 4) == z.mac_energy_pj(2, 2) == op / 4
     assert z.mac_energy_pj(1.58, 8) == z.energy.lut_mac_pj
+    # 16-bit is fixed point on the DSP (one operation, not an fp16 MAC); a ternary LUT MAC's
+    # adder doubles at 16-bit activations
+    assert z.mac_energy_pj(16, 16) == z.mac_energy_pj(16, 8) == op
+    assert z.mac_energy_pj(1.58, 16) == 2 * z.energy.lut_mac_pj
+    # ASIC 16-bit fixed point: the 8-bit multiplier's 4 passes
+    t = load_hardware("tpu_like")
+    assert t.mac_energy_pj(16, 16) == 4 * t.energy.mac_int8_pj
+
+
+def test_ternary_decodes_no_slower_than_two_bit():
+    """alveo_u250: ternary weights (1.6 stored bits, 4 LUT MACs per PE) against W2 (2 bits,
+    int8 DSP packing): fewer bytes and more MACs per cycle, so never slower."""
+    from cosearch.hardware import cost
+    from cosearch.space import SearchSpace
+    space = SearchSpace.load("multi30k")
+    u = load_hardware("alveo_u250")
+    for which in ("smallest", "largest"):
+        for kb in (1024, 32768):
+            a = getattr(space, which)()
+            t = cost(space, space.with_bits(a, weight_bits=1.58, act_bits=8), u.with_params(weight_kb=kb), "decode")
+            w2 = cost(space, space.with_bits(a, weight_bits=2, act_bits=8), u.with_params(weight_kb=kb), "decode")
+            assert t.latency_ms <= w2.latency_ms and t.dram_bytes <= w2.dram_bytes, (which, kb)
 
 
 def test_clock_and_dram_bandwidth_are_bounded_by_part_and_board():
