@@ -70,6 +70,10 @@ def test_partial_residency_keeps_whole_layers_first_fit():
         assert set(on.op.str.split(".").str[1]) == {str(i) for i in range(k)}
         out = cost_batch(space, [arch], hw.with_params(weight_kb=kb), "decode")
         assert out["dram_bytes"][0] == r.dram_bytes and out["latency_ms"][0] == r.latency_ms
+    # room for two layers but not for the streaming reserve as well: one layer stays
+    assert layers[0] == layers[1] and reserve > 1024
+    r = cost(space, arch, hw.with_params(weight_kb=math.ceil(sum(layers[:2]) / 1024)), "decode")
+    assert streamed.dram_bytes - r.dram_bytes == (T - 1) * layers[0]
 
 
 def test_decoder_only_prompt_loads_the_weights():

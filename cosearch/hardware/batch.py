@@ -293,10 +293,9 @@ def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> d
             table, idx = uniq_rows, inv.reshape(codes[side].shape).T
         else:
             idx = codes[side].T
-        # layer slot first: reductions over the leading axis are contiguous adds (fast); the
-        # residency columns are gathered only where decode steps can keep weights on chip
-        rows = np.ascontiguousarray(table[:, :_GAIN.start])[idx]
-        summed, peak = rows.sum(axis=0), rows[:, :, _C["act_bytes"]].max(axis=0)
+        # layer slot first: reductions over the leading axis are contiguous adds (fast)
+        rows = table[idx]
+        summed, peak = rows[:, :, :_GAIN.start].sum(axis=0), rows[:, :, _C["act_bytes"]].max(axis=0)
         e_idx = np.searchsorted(np.asarray(space.side(side).embed_dim, dtype=np.float64), g.embed[side])
         srow = side_rows[e_idx]
         tot[:, :5] += summed[:, :5] + srow[:, :5]
@@ -304,10 +303,12 @@ def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> d
         tot[:, 5] = np.maximum(tot[:, 5], np.maximum(peak, srow[:, 5]))
         if sc.name == "decode" and (side == "decoder" or not space.is_encdec):
             # layers (then the output projection) kept on chip where they fit
-            res = np.ascontiguousarray(table[:, _GAIN.start:])[idx]
-            units = np.concatenate([res[:, :, -1].T, srow[:, -1:]], axis=1)
+            units = np.concatenate([rows[:, :, -1].T, srow[:, -1:]], axis=1)
             keep = resident_units(units, hw.derived.wbuf, reserve_bytes(hw.array.rows, hw.array.cols))
-            tot[:, :3] += np.einsum("lnc,nl->nc", res[:, :, :3], keep[:, :-1]) + srow[:, _GAIN] * keep[:, -1:]
+            gain = srow[:, _GAIN] * keep[:, -1:]
+            for slot in range(rows.shape[0]):
+                gain += rows[slot, :, _GAIN] * keep[:, slot:slot + 1]
+            tot[:, :3] += gain
         if hw.kind == "fpga":  # the PE logic a design needs: the union of its layers' modes
             feats = feats | np.bitwise_or.reduce(rows[:, :, 7].astype(np.int64), axis=0)
     size = tot[:, 6] + _global_size_deci(space, g)

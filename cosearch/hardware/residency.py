@@ -30,6 +30,8 @@ def resident_units(unit_bytes: np.ndarray, wbuf: float, reserve: float) -> np.nd
     if b.ndim == 1:
         b = b[None, :]
     everything = b.sum(axis=1) <= wbuf
+    if everything.all():
+        return np.ones(b.shape, dtype=bool)
     left = np.where(everything, wbuf, wbuf - reserve)
     mask = np.empty(b.shape, dtype=bool)
     for u in range(b.shape[1]):
