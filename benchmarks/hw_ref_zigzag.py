@@ -23,7 +23,8 @@ from a cosearch preset:
 
 ``spatial`` lists the spatial mappings to try (those the preset's dataflow admits), each
 with ``banks``: how each buffer is banked for it (one bank per column, per row, or one
-for all: along the array axis its operand is shared over). Each runs with ZigZag's
+for all: along the array axis its operand is shared over), the banks the mapping uses
+sharing the buffer's capacity (``bank_used``). Each runs with ZigZag's
 temporal mapping search (LOMA, ``lpf_limit``, latency-optimal), and the fastest (ties:
 least energy) is reported, as the engine picks its mapping.
 """
@@ -55,7 +56,7 @@ def _memory(size_bits, pj_per_byte, bw, operands, served):
             "operands": operands, "ports": ports, "served_dimensions": served}
 
 
-def accelerator_yaml(a: dict, wb: int, ab: int, banks: dict, flat: bool = False) -> dict:
+def accelerator_yaml(a: dict, wb: int, ab: int, banks: dict, flat: bool = False, bank_used: dict | None = None) -> dict:
     sizes = a["sizes"]
     if flat:  # one output per PE over the whole array, inputs broadcast: no systolic axis
         sizes = [sizes[0] * sizes[1], 1] + sizes[2:]
@@ -68,10 +69,12 @@ def accelerator_yaml(a: dict, wb: int, ab: int, banks: dict, flat: bool = False)
 
     def buffer(op, size_bits, pj, bits, operand):
         # banked along the axis the operand travels: per column (serving the column's
-        # rows), per row, or one bank for all; each port feeds its column / row every cycle
+        # rows), per row, or one bank for all; each port feeds its column / row every cycle;
+        # the banks the mapping uses share the buffer's capacity
         n, served, width = {"col": (cols, ["D2"], rows), "row": (rows, ["D1"], cols),
                             "one": (1, ["D1", "D2"], max(rows, cols))}[banks[op]]
-        return _memory(size_bits // n, pj, width * packed * bits, [operand], served + dims[2:])
+        n = (bank_used or {}).get(op, n)
+        return _memory(max(8, size_bits // n), pj, width * packed * bits, [operand], served + dims[2:])
 
     mems = {
         "reg_W": _memory(2 * wb, a["reg_pj"], wb, ["I2"], []),
@@ -100,8 +103,8 @@ def run_one(g: dict, cand: dict, work: str) -> dict:
     a, spatial = g["accel"], cand["spatial"]
     hw_path, map_path = os.path.join(work, "accel.yaml"), os.path.join(work, "mapping.yaml")
     with open(hw_path, "w") as f:
-        yaml.safe_dump(accelerator_yaml(a, g["wb"], g["ab"], cand["banks"], cand.get("flat", False)), f,
-                       sort_keys=False)
+        yaml.safe_dump(accelerator_yaml(a, g["wb"], g["ab"], cand["banks"], cand.get("flat", False),
+                                        cand.get("bank_used")), f, sort_keys=False)
     mapping = [{"name": "default", "spatial_mapping": spatial, "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
     with open(map_path, "w") as f:
         yaml.safe_dump(mapping, f, sort_keys=False)

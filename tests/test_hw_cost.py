@@ -35,21 +35,31 @@ def test_small_gemm_by_hand_ws():
     # the array waits for the first 2x2 weight tile (4 B): 1 cycle
     assert r["dram_bytes"] == 16 and r["memory_cycles"] == 4
     assert r["cycles"] == 32
-    # energy: 64 MACs x 0.25 + W read 16 B + X read per column fold 2 x 16 B + partial sums
-    # read and written per K fold (2 x 16 outputs x 4 B x 2 folds) + 16 B written into the
+    # energy, the K folds innermost (cheaper here than passing partial sums through the
+    # output buffer): 64 MACs x 0.25 + W read for each of the 4 rows of M (4 x 16 B) + X
+    # read per column fold (2 x 16 B) + outputs written once (16 B) + 16 B written into the
     # weight buffer from DRAM + DRAM 16 B x 100
-    pj = 64 * 0.25 + 16 + 32 + 2 * 16 * 4 * 2 + 16 + 16 * 100
+    pj = 64 * 0.25 + 4 * 16 + 2 * 16 + 16 + 16 + 16 * 100
     assert r["energy_fj"] == pj * 1000 and r["macs"] == 64
     # the same GEMM with its weights already on chip: no DRAM, no fill, no first-tile wait
     on = run(4, 4, 4, d, w_loads=0)
     assert on["dram_bytes"] == 0 and on["cycles"] == 31 and on["energy_fj"] == (pj - 16 - 1600) * 1000
 
 
+def test_weight_stationary_order_by_hand():
+    # 32x32 @ 32x16 on a 16x16 WS array: the weights stay while 32 rows stream; partial sums
+    # of the 2 K folds go through the output buffer (read + write: 2 x 32 x 16 x 4 B x 2):
+    # cheaper than reading the weights again for each of the 32 rows
+    d = consts(rows=16, cols=16, bpc=1e9)
+    pj = 32 * 32 * 16 * 0.25 + 512 + 32 * 32 * 1 + 2 * 32 * 16 * 4 * 2 + 512 + 512 * 100
+    assert run(32, 32, 16, d)["energy_fj"] == pj * 1000
+    # registers (0.01 pJ/B): per MAC an input moved (2 x 1 B) and a partial sum read, written,
+    # passed on and taken in (4 x 4 B); each weight loaded once (write + read)
+    reg = run(32, 32, 16, consts(rows=16, cols=16, bpc=1e9, e_reg=0.01))["energy_fj"] - pj * 1000
+    assert reg == pytest.approx((32 * 32 * 16 * (2 * 1 + 4 * 4) + 2 * 512) * 0.01 * 1000, abs=0.5)
+
+
 def test_register_energy_by_hand():
-    # per-PE registers at 1 pJ/B: WS moves an input and passes a partial sum every MAC (4
-    # accesses of 4 B with more than one K fold), loads each weight once (write + read)
-    ws = run(4, 4, 4, consts(e_reg=1.0))["energy_fj"] - run(4, 4, 4, consts())["energy_fj"]
-    assert ws == (64 * (2 * 1 + 4 * 4) + 2 * 16 * 1) * 1000
     # OS keeps the partial sum in place (read + write per MAC), moves both operands, reads
     # each output out once
     os_ = run(4, 4, 4, consts(dataflow=0, e_reg=1.0))["energy_fj"] - run(4, 4, 4, consts(dataflow=0))["energy_fj"]
@@ -76,13 +86,16 @@ def test_bandwidth_bound_gemm_counts_the_first_tile_once():
 
 def test_inputs_that_do_not_fit_are_read_again_per_fold():
     # WS 2x2, X = 64 x 8 = 512 B: it fits a 512 B input buffer (DRAM: the weights, 64 B).
-    # In a 256 B buffer it comes from DRAM: once if the K folds go outermost (half of X at a
-    # time, all 64 x 8 partial sums of 4 B waiting in the output buffer), else again for each
-    # of the 4 column folds of N = 8 (cheaper than a round trip of the partial sums); with
-    # the outputs not fitting at 4 B, they go to DRAM too (512 B at 1 B)
+    # In a 256 B buffer it comes from DRAM, once if the K folds go outermost (half of X at a
+    # time, all 64 x 8 partial sums of 4 B waiting in the output buffer) or if M streams in
+    # 2 chunks of 32 rows (X 256 B, partial sums 32 x 8 x 4 B = 1 KB: both fit; the weights
+    # stay); else again for each of the 4 column folds of N = 8. With the outputs not fitting
+    # the output buffer at 4 B, they go to DRAM too (512 B at 1 B).
     assert run(64, 8, 8, consts(ibuf=512))["dram_bytes"] == 64
     assert run(64, 8, 8, consts(ibuf=256, obuf=2048))["dram_bytes"] == 64 + 512
-    assert run(64, 8, 8, consts(ibuf=256, obuf=2047))["dram_bytes"] == 64 + 4 * 512 + 512
+    assert run(64, 8, 8, consts(ibuf=256, obuf=2047))["dram_bytes"] == 64 + 512 + 512
+    # a 16 B output buffer cannot hold one row of partial sums (8 x 4 B): X 4 times
+    assert run(64, 8, 8, consts(ibuf=256, obuf=16))["dram_bytes"] == 64 + 4 * 512 + 512
 
 
 def test_weights_that_do_not_fit_are_read_again_unless_their_strip_fits():

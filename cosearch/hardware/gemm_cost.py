@@ -121,7 +121,8 @@ def _one(m, M, K, N, per_run, passes, packs, w_bpe, x_bpe, y_bpe, e_mac, d) -> d
     # leaves wait in the output buffer, or make a round trip to DRAM per chunk when they do
     # not fit (their outputs then live in DRAM anyway). WS/IS accumulate a fold column
     # (M x N-extent) over the K folds in the output buffer, in chunks of M that fit (W
-    # re-read per chunk). The cheapest order wins.
+    # re-read per chunk), or stream M in chunks whose inputs and partial sums fit (X once).
+    # The cheapest order wins.
     e = m["ext"]
     fit_w, fit_x = wb <= d.wbuf, xb <= d.ibuf
     rw = m["rw"]
@@ -141,8 +142,19 @@ def _one(m, M, K, N, per_run, passes, packs, w_bpe, x_bpe, y_bpe, e_mac, d) -> d
                             minimum(refetch_w, park(ceil(w_strip / d.wbuf), M * e["N"] * pn)))
     m_outer = refetch_w + where(x_miss & (x_strip > d.ibuf),
                                 minimum(refetch_x, park(ceil(x_strip / d.ibuf), e["M"] * pm * N)), 0.0)
-    if stat:  # the X strip stays while the N folds run inside the K folds: every partial sum waits
+    if stat:
+        # the X strip stays while the N folds run inside the K folds: every partial sum waits
         m_outer = m_outer + where(m["kf"] > 1, park(m["kf"], e["M"] * pm * N), 0.0)
+    if stat == 1:
+        # WS: or M streams in chunks whose inputs and partial sums (all N) fit their
+        # buffers: X once, W again per chunk (from DRAM when it does not fit)
+        rows = minimum(where(x_dram, d.ibuf / (K * x_bpe), np.inf), d.obuf / (N * pb))
+        chunks = ceil(M / maximum(np.floor(rows), 1.0))
+        chunked = where(rows >= 1, where(fit_w, 0.0, (chunks - 1) * wb), np.inf)
+        use_chunks = chunked < minimum(n_outer, m_outer)
+        m_outer = minimum(m_outer, chunked)
+        rw = where(use_chunks, maximum(rw, chunks), rw)
+        x_fix = where(use_chunks | ~x_miss, 0.0, x_fix)
     extra = minimum(n_outer, m_outer)
     dram = {"on": act + x_fix, "off": act + wb + extra}
 
@@ -167,21 +179,36 @@ def _one(m, M, K, N, per_run, passes, packs, w_bpe, x_bpe, y_bpe, e_mac, d) -> d
         out["dram_" + k] = dram[k]
 
     # ---- energy of one GEMM (pJ): the accesses ZigZag counts for this hierarchy
-    if stat == 0:  # outputs accumulate in place, read out once
-        reg = macs * (2 * x_bpe + 2 * w_bpe + 2 * pb) + M * N * pb
-        o_sram = M * N * y_bpe
-    else:  # partial sums pass on through the PEs; the stationary operand loads once
+    x_reads, w_reads = M * K * x_bpe * m["rx"], K * N * w_bpe * rw
+    in_place = macs * (2 * x_bpe + 2 * w_bpe + 2 * pb) + M * N * pb  # a partial sum held in its PE
+    if stat == 0:  # OS: outputs accumulate in place, read out once
+        base = _pj(slots * e_mac + in_place * d.e_reg, w_reads, x_reads, M * N * y_bpe, d)
+    else:
+        # partial sums pass on through the PEs, the stationary operand loads once ...
         moving, held = (2 * w_bpe, 2 * M * K * x_bpe) if stat == 2 else (2 * x_bpe, 2 * K * N * w_bpe)
         reg = macs * (moving + where(m["kf"] > 1, 4.0, 3.0) * pb) + held
         o_sram = where(m["kf"] > 1, 2 * M * N * pb * m["kf"], M * N * y_bpe)
-    base = (slots * e_mac + reg * d.e_reg + K * N * w_bpe * rw * d.e_wbuf
-            + (M * K * x_bpe * m["rx"] + where(x_dram, xb, 0.0)) * d.e_ibuf
-            + (o_sram + where(y_dram, yb, 0.0)) * d.e_obuf)
+        base = _pj(slots * e_mac + reg * d.e_reg, w_reads, x_reads, o_sram, d)
+        # ... or the K folds run innermost: the partial sum stays in its PE and the
+        # stationary operand is read again for every row of the streamed dimension (when
+        # its strip stays on chip, so DRAM is the same): the cheaper of the two orders
+        if stat == 1:
+            inner = _pj(slots * e_mac + in_place * d.e_reg, K * N * w_bpe * ceil(M / pm), x_reads, M * N * y_bpe, d)
+            base = where(fit_w | (w_strip <= d.wbuf), minimum(base, inner), base)
+        else:
+            inner = _pj(slots * e_mac + in_place * d.e_reg, w_reads, M * K * x_bpe * ceil(N / pn), M * N * y_bpe, d)
+            base = where(fit_x | (x_strip <= d.ibuf), minimum(base, inner), base)
+    base = base + where(x_dram, xb, 0.0) * d.e_ibuf + where(y_dram, yb, 0.0) * d.e_obuf
     fills = {k: (dram[k] - act) * d.e_wbuf for k in ("on", "off")}
     for k in ("on", "off"):
         out["fj_" + k] = np.rint((base + fills[k] + dram[k] * d.e_dram) * 1000.0)
     out["array_run"] = steps + (m["drain"] if d.pipelined else 0.0)
     return out
+
+
+def _pj(core, w_reads, x_reads, o_sram, d):
+    """MACs and registers (``core``) plus the buffers' reads and partial-sum traffic."""
+    return core + w_reads * d.e_wbuf + x_reads * d.e_ibuf + o_sram * d.e_obuf
 
 
 def gemm(M, K, N, count, pack, w_bpe, x_bpe, y_bpe, w_loads, e_mac, d, runs=None) -> dict:
