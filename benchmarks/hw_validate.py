@@ -328,29 +328,24 @@ def main(argv=None):
     scalesim = {"scalesim": (scalesim_jobs, "compute cycles, 32x32 array"),
                 "scalesim_shapes": (lambda: scalesim_shape_jobs(SHAPES), "compute cycles, non-square arrays"),
                 "scalesim_new": (lambda: scalesim_shape_jobs(SHAPES_NEW), "compute cycles, held-out arrays")}
-    for tool, (jobs, what) in scalesim.items():
-        if tool in a.tools:
-            raw = RESULTS / f"hw_validate_{tool}_ref.json"
-            if a.reuse:
-                ref = json.loads(raw.read_text())
-            else:
-                ref = run_worker(a.scalesim_python, "hw_ref_scalesim.py", jobs(), raw)
-                versions["scalesim"] = tool_version(a.scalesim_python, "scalesim")
-            summary[tool] = compare_scalesim(ref, what)
     zig = {"zigzag_design": (zigzag_design_jobs, "design set: every preset on its own settings, multi30k GEMMs"),
            "zigzag_heldout": (zigzag_heldout_jobs, "held-out v1: preset variants x other GEMMs (first evaluation; "
                                                    "used for diagnosis afterwards)"),
            "zigzag_heldout2": (lambda: zigzag_heldout_jobs("v2"), "held-out v2: fresh preset variants x GEMMs "
                                                                   "(never looked at before this report)")}
-    for tool, (jobs, what) in zig.items():
-        if tool in a.tools:
+    runs = [(scalesim, a.scalesim_python, "hw_ref_scalesim.py", "scalesim", compare_scalesim),
+            (zig, a.zigzag_python, "hw_ref_zigzag.py", "zigzag-dse", compare_zigzag)]
+    for table, python, worker, dist, compare in runs:
+        for tool, (jobs, what) in table.items():
+            if tool not in a.tools:
+                continue
             raw = RESULTS / f"hw_validate_{tool}_ref.json"
             if a.reuse:
                 ref = json.loads(raw.read_text())
             else:
-                ref = run_worker(a.zigzag_python, "hw_ref_zigzag.py", jobs(), raw)
-                versions["zigzag-dse"] = tool_version(a.zigzag_python, "zigzag-dse")
-            summary[tool] = compare_zigzag(ref, what)
+                ref = run_worker(python, worker, jobs(), raw)
+                versions[dist] = tool_version(python, dist)
+            summary[tool] = compare(ref, what)
     summary["versions"] = versions
     summary["machine"] = {"python": sys.version.split()[0], "numpy": np.__version__, "cores": os.cpu_count()}
     tmp = out_path.with_suffix(".tmp")

@@ -266,13 +266,6 @@ SCALESIM_SHAPES = {
 }
 
 
-@pytest.mark.parametrize("key", list(SCALESIM_SHAPES))
-def test_scalesim_cycles_on_non_square_arrays(key):
-    rows, cols, df, M, K, N = key
-    d = consts(rows=rows, cols=cols, dataflow=("os", "ws", "is").index(df))
-    assert run(M, K, N, d)["compute_cycles"] == SCALESIM_SHAPES[key]
-
-
 # SCALE-Sim 3.0.0 compute cycles on arrays the engine was not developed on (v3: 1-wide and
 # 1-tall arrays, 7x96, 13x200, 5x3; hw_validate_scalesim_new_ref.json).
 SCALESIM_NEW = {
@@ -290,11 +283,11 @@ SCALESIM_NEW = {
 }
 
 
-@pytest.mark.parametrize("key", list(SCALESIM_NEW))
-def test_scalesim_cycles_on_new_arrays(key):
+@pytest.mark.parametrize("key", list(SCALESIM_SHAPES) + list(SCALESIM_NEW))
+def test_scalesim_cycles_on_non_square_and_new_arrays(key):
     rows, cols, df, M, K, N = key
     d = consts(rows=rows, cols=cols, dataflow=("os", "ws", "is").index(df))
-    assert run(M, K, N, d)["compute_cycles"] == SCALESIM_NEW[key]
+    assert run(M, K, N, d)["compute_cycles"] == {**SCALESIM_SHAPES, **SCALESIM_NEW}[key]
 
 
 def test_packing_fuses_along_the_hardware_dimension():
