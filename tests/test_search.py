@@ -15,7 +15,7 @@ from cosearch.search.constraints import Bounds, check_reachable
 from cosearch.search.front import pareto_mask
 from cosearch.search.hypervolume import hypervolume, hypervolume_history
 from cosearch.search.objectives import CostModel, parse_objectives
-from cosearch.search.params import HW_PREFIX, Design, ParamSpace
+from cosearch.search.params import HW_PREFIX, Design, ParamSpace, trial_params
 from cosearch.search.predictor import QualityPredictor, cross_validate, rank_correlation
 from cosearch.search.quality import CachedQuality, SyntheticQuality
 from cosearch.search.storage import open_storage
@@ -206,10 +206,10 @@ def test_constraints_keep_infeasible_trials_off_the_front(tmp_path):
 def test_sequential_search_is_reproducible(tmp_path):
     a = run(tmp_path / "a", trials=25, sampler="nsga2", population=8, storage="memory", seed=3)
     b = run(tmp_path / "b", trials=25, sampler="nsga2", population=8, storage="memory", seed=3)
-    pa = [t.params for t in a.study.get_trials()]
-    assert pa == [t.params for t in b.study.get_trials()]
+    pa = [trial_params(t) for t in a.study.get_trials()]
+    assert pa == [trial_params(t) for t in b.study.get_trials()] and len(pa) == 25
     c = run(tmp_path / "c", trials=25, sampler="nsga2", population=8, storage="memory", seed=4)
-    assert pa != [t.params for t in c.study.get_trials()]
+    assert pa != [trial_params(t) for t in c.study.get_trials()]
 
 
 def test_evolution_respects_the_latency_bound_before_measuring(tmp_path):

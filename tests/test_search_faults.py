@@ -18,6 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from cosearch.search.params import trial_attrs, trial_params
+
 from cosearch.search.storage import open_storage
 
 pytestmark = pytest.mark.xdist_group("search_faults")
@@ -65,10 +67,10 @@ def _check(storage_obj, total: int) -> list:
     st = optuna.load_study(study_name="shared", storage=storage_obj)
     done = st.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == total
-    assert len({t.user_attrs["digest"] for t in done}) == total  # distinct archs
+    assert len({trial_attrs(t)["digest"] for t in done}) == total  # distinct archs
     assert not st.get_trials(states=(TrialState.RUNNING,))
     # the two seeded extremes were taken once
-    assert sum(bool(t.user_attrs.get("anchor")) for t in done) == 2
+    assert sum(bool(trial_attrs(t).get("anchor")) for t in done) == 2
     return st.get_trials()
 
 
@@ -103,10 +105,10 @@ def test_a_search_killed_mid_trial_loses_and_duplicates_nothing(tmp_path, kind):
     _, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err[-2000:]
     trials = _check(open_storage(storage, None), total)
-    killed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("owner", "").endswith(
+    killed = [t for t in trials if t.state == TrialState.FAIL and trial_attrs(t).get("owner", "").endswith(
         f":{victim.pid}")]
     assert killed  # the victim's running trials were marked failed ...
     for k in killed:  # ... and each was proposed again and finished once
-        again = [t for t in trials if t.user_attrs.get("retry_of") == k.number]
+        again = [t for t in trials if trial_attrs(t).get("retry_of") == k.number]
         assert len(again) == 1 and again[0].state == TrialState.COMPLETE
-        assert again[0].params == k.params
+        assert trial_params(again[0]) == trial_params(k)

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from cosearch.search.params import trial_attrs
+
 pytestmark = pytest.mark.xdist_group("search_parallel")
 
 WORKER = textwrap.dedent("""
@@ -59,7 +61,7 @@ def _two_workers(tmp_path: Path, storage: str, total: int) -> optuna.Study:
     assert len(done) == total
     assert len({t.number for t in done}) == total
     assert not st.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    got = {int(t.user_attrs["owner"].rsplit(":", 1)[1]) for t in done}
+    got = {int(trial_attrs(t)["owner"].rsplit(":", 1)[1]) for t in done}
     assert got <= owners and len(got) == 2  # both worked, nobody else did
     # each worker's trials.csv shows the shared study as it was when that worker stopped
     numbers = {t.number for t in done}

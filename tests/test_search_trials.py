@@ -49,19 +49,45 @@ def test_every_trial_is_a_distinct_arch(tmp_path, sampler):
     assert df["digest"].nunique() == 10
 
 
-def test_a_repeated_proposal_is_replaced_by_an_unseen_neighbour(tmp_path):
+def _proposer(sp, total, sampler, server=False):
+    """An OptunaProposer on a fresh in-memory study of ``sp``."""
+    import optuna
+
+    from cosearch.search.params import ParamSpace
+    from cosearch.search.proposers import OptunaProposer
+    store = optuna.storages.InMemoryStorage()
+    st = optuna.create_study(storage=store, study_name="s", directions=["minimize"])
+    return OptunaProposer(st, store, ParamSpace.build(sp), total, sampler, seed=0, server=server)
+
+
+def _finish(prop, props, value=1.0):
+    """Reserve and record ``props`` with one objective value each (as the search loop does)."""
+    from cosearch.search.objectives import Outcome
+    prop.reserve(props, [{}] * len(props), [{}] * len(props))
+    prop.record(props, [Outcome([value], {}) for _ in props], [{"source": "synthetic"}] * len(props))
+
+
+def test_a_repeated_proposal_is_replaced_by_an_unseen_neighbour():
+    import optuna
     from optuna.trial import TrialState
+
+    from cosearch.search.params import trial_attrs, trial_params
     sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))  # 12 archs: TPE repeats itself soon
-    r = search(hw="zcu102", space=sp, quality=SyntheticQuality(sp), out=tmp_path / "s", trials=10, seed=0,
-               sampler="tpe", batch=4, progress=False, plots=False)
-    ts = r.study.get_trials(deepcopy=False)
-    repeats = [t for t in ts if t.user_attrs.get("duplicate")]
-    neighbours = [t for t in ts if t.user_attrs.get("fallback") == "neighbour"]
-    assert repeats and neighbours
-    for t in neighbours:  # one gene away from a repeated proposal, and measured
-        assert t.state == TrialState.COMPLETE
-        assert any(sum(t.params[k] != d.params[k] for k in t.params) == 1 for d in repeats)
-    assert pd.read_csv(tmp_path / "s" / "trials.csv")["digest"].nunique() == 10
+    prop = _proposer(sp, 10, optuna.samplers.TPESampler(seed=0, constant_liar=True))
+    while prop.left() > 0:
+        _finish(prop, prop.ask(4))
+    mirror = prop.mirror.get_trials(deepcopy=False)
+    repeats = [t for t in mirror if t.user_attrs.get("duplicate")]
+    assert repeats and all(t.state == TrialState.FAIL for t in repeats)
+    # the study itself never sees a repeat: only the replacements, each a distinct design
+    ts = prop.study.get_trials(deepcopy=False)
+    assert all(t.state == TrialState.COMPLETE for t in ts) and len(ts) == 10
+    assert len({prop.pspace.design(trial_params(t)).key() for t in ts}) == 10
+    neighbours = [t for t in ts if trial_attrs(t).get("fallback") == "neighbour"]
+    assert neighbours
+    for t in neighbours:  # one gene away from a repeated proposal
+        p = trial_params(t)
+        assert any(sum(p[k] != d.params[k] for k in p) == 1 for d in repeats)
 
 
 def test_evolution_with_batches_in_flight_measures_each_arch_once(tmp_path):
@@ -92,33 +118,30 @@ def test_a_stand_in_source_is_labelled_synthetic_whatever_its_name(tmp_path, syn
 
 
 @pytest.mark.parametrize("queued,k", [({"fallback": "neighbour"}, 2), ({"retry_of": 7}, 1), (None, 1)])
-def test_a_trial_that_starts_after_another_process_took_the_last_slots_is_failed(queued, k):
-    # a queued trial (a replacement, a retry) keeps the low number it got when queued, so the
-    # order of numbers cannot tell that it starts after the last slot went to another process;
-    # nor can the count made before asking (k=1 of total 2 left room), queued or not
-    from contextlib import nullcontext
-
+def test_a_trial_reserved_after_another_machine_took_the_last_slots_is_failed(queued, k):
+    # on a server database (no file lock) another machine may finish trials between our count
+    # and our reservation: counted again after reserving, ours beyond the total are failed;
+    # a queued trial (a replacement, a retry) claimed in that round too
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from cosearch.search.params import ParamSpace
-    from cosearch.search.proposers import OptunaProposer
+    from cosearch.search.params import pack, trial_attrs
+    from cosearch.search.proposers import queue
     sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
-    ps = ParamSpace.build(sp)
-    st = optuna.create_study(directions=["minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    prop = _proposer(sp, 2, optuna.samplers.RandomSampler(seed=0), server=True)
     if queued is not None:
-        st.enqueue_trial(ps.params_of(Design(sp.largest())), user_attrs=queued)  # number 0
-    real_ask = st.ask
-
-    def racing_ask(*a, **kw):  # another process finishes 2 trials between our count and our ask
-        st.ask = real_ask
-        for arch in (sp.smallest(), sp.sample(3)):
-            st.add_trial(create_trial(params=ps.params_of(Design(arch)), distributions=ps.distributions(),
-                                      values=[1.0], user_attrs={"key": Design(arch).key()}))
-        return real_ask(*a, **kw)
-    st.ask = racing_ask
-    assert OptunaProposer(st, ps, total=2, lock=nullcontext, seed=0).ask(k) == []
-    assert len(st.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))) == 2
+        queue(prop.study, prop.pspace.params_of(Design(sp.largest())), queued)  # number 0
+    props = prop.ask(k)
+    assert len(props) == k
+    for arch in (sp.smallest(), sp.sample(3)):  # the other machine
+        prop.study.add_trial(create_trial(values=[1.0], user_attrs=pack(
+            {"key": Design(arch).key(), "owner": "elsewhere:1", "genes": prop.pspace.params_of(Design(arch))})))
+    prop.reserve(props, [{}] * k, [{}] * k)
+    ts = prop.study.get_trials(deepcopy=False)
+    assert len([t for t in ts if t.state in (TrialState.COMPLETE, TrialState.RUNNING)]) == 2
+    over = [t for t in ts if trial_attrs(t).get("over_budget")]
+    assert len(over) == k and all(t.state == TrialState.FAIL for t in over)
+    assert not prop.inflight
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -257,8 +280,9 @@ def test_the_screen_front_holds_every_measured_design(tmp_path, monkeypatch):
     r = search(hw="zcu102", space=sp, quality=TwoMetrics(sp), objectives="bleu,latency,size", cosearch_hw=True,
                out=tmp_path / "s", trials=60, sampler="random", batch=10, predictor=True, predictor_warmup=4,
                predictor_refit=4, progress=False, plots=False)
+    from cosearch.search.params import trial_attrs
     ts = [t for t in r.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-          if t.user_attrs["source"] == "measured" and all(v <= 0 for v in (t.constraints or {}).values())]
+          if trial_attrs(t)["source"] == "measured" and all(v <= 0 for v in (t.constraints or {}).values())]
     pts = to_minimize(np.array([t.values for t in ts]), [d.name.lower() for d in r.study.directions])
     want = sorted(map(tuple, np.round(pts[pareto_mask(pts)], 9)))
     assert len(screens) == 1 and sorted(map(tuple, np.round(screens[0].front, 9))) == want

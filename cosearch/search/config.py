@@ -40,6 +40,9 @@ class SearchConfig:
     study: str | None = None
     evolution: EvolutionSettings | None = None
     time_limit_s: float | None = None   # stop proposing after this long (benchmarks); None: no limit
+    #: seconds between heartbeats of trials in flight (Optuna RDB heartbeats; a trial silent for
+    #: twice that is failed and queued again). None: on for server databases, off for SQLite
+    heartbeat_s: int | None = None
     # measuring quality on the supernet
     workers: int = 1
     gpu: bool = False
@@ -69,6 +72,8 @@ class SearchConfig:
             raise UserError(f"--batch {self.batch}: give a number >= 1")
         if self.predictor and self.predictor_warmup < 3:
             raise UserError("--predictor-warmup must be >= 3 (the predictor needs measured archs to fit)")
+        if self.heartbeat_s is not None and (int(self.heartbeat_s) != self.heartbeat_s or self.heartbeat_s < 1):
+            raise UserError(f"--heartbeat {self.heartbeat_s}: give a whole number of seconds >= 1")
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             raise UserError("time limit must be > 0 seconds")
 

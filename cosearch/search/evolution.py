@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .front import nondomination_rank, to_minimize
-from .params import Design, ParamSpace
+from .params import GENES, Design, ParamSpace, pack, trial_params
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class EvolutionProposer:
         loss = to_minimize(np.array([t.values for t in ok]), dirs)
         rank = nondomination_rank(loss, n_below=self.s.parents)
         order = np.lexsort((self.rng.random(len(ok)), loss[:, 0] if len(dirs) == 1 else np.zeros(len(ok)), rank))
-        return [ok[i].params for i in order[: self.s.parents]]
+        return [trial_params(ok[i]) for i in order[: self.s.parents]]
 
     def _feasible(self, cands: list[tuple[dict, Design]]) -> list[tuple[dict, Design]]:
         if self.precheck is None or not cands:
@@ -110,7 +110,7 @@ class EvolutionProposer:
         trials = self._finished()
         for t in trials:
             if t.number not in self._keys:
-                self._keys[t.number] = self.pspace.design(t.params).key()
+                self._keys[t.number] = self.pspace.design(trial_params(t)).key()
         seen = set(self._keys.values()) | self._pending
         parents = self._parents(trials)
         rand = lambda: self.pspace.random_params(self.rng)  # noqa: E731
@@ -144,7 +144,6 @@ class EvolutionProposer:
                constraints: Sequence[dict], user_attrs: Sequence[dict]) -> None:
         """Add the evaluated candidates to the study as finished trials, in one call."""
         self._pending.difference_update(self.pspace.design(p).key() for p in params)
-        self.study.add_trials([
-            optuna.trial.create_trial(params=p, distributions=self._dists, values=list(v),
-                                      constraints=c, user_attrs=u)
+        self.study.add_trials([  # the parameters as one attribute (see ``params``: ~8x faster on SQLite)
+            optuna.trial.create_trial(values=list(v), constraints=c, user_attrs=pack({**u, GENES: p}))
             for p, v, c, u in zip(params, values, constraints, user_attrs)])

@@ -11,6 +11,18 @@ already holds is failed at once and replaced, so every finished trial is a disti
 
 Accelerator parameters (``--cosearch-hw``) are categorical parameters named ``hw.<knob>``
 with the choices of the preset's ``codesign`` section.
+
+In the study (SQLite, PostgreSQL) a trial keeps its parameters inside one user attribute,
+not as Optuna parameters: Optuna's RDB storage writes a row and runs two queries per
+parameter or attribute, and the 58 genes of ``multi30k`` took 95 ms per trial on SQLite
+here (12 ms as one attribute), which capped a search at a few trials a second whatever
+the GPU did. So a trial has two user attributes: ``design`` (``genes``: the parameters;
+``arch``, ``digest``, ``hw_params``, ``owner``: the process running it, how it was
+proposed), written with the trial, and ``result`` (``source``, ``metrics``), written
+when its quality is known; :func:`trial_attrs` reads them as one
+flat dict, and :func:`trial_params` the parameters (studies made before hold flat
+attributes and Optuna parameters: both read those too). The samplers still see ordinary
+parameters: they run on an in-memory mirror of the study (``proposers.OptunaProposer``).
 """
 from __future__ import annotations
 
@@ -27,6 +39,40 @@ from ..errors import UserError
 from ..space import Arch, SearchSpace
 
 HW_PREFIX = "hw."
+#: a trial's parameters, inside its ``design`` attribute
+GENES = "genes"
+#: the user attributes written once a trial's quality is known (the rest go into ``design``)
+RESULT_KEYS = ("source", "metrics")
+_PACKS = ("design", "result")
+
+
+def pack(attrs: dict) -> dict:
+    """Flat trial attributes -> the study's ``design`` / ``result`` (see above)."""
+    out: dict = {"design": {}}
+    for k, v in attrs.items():
+        if k in RESULT_KEYS:
+            out.setdefault("result", {})[k] = v
+        else:
+            out["design"][k] = v
+    return out
+
+
+def trial_attrs(trial) -> dict[str, Any]:
+    """A trial's user attributes as one flat dict (packed or not)."""
+    u = trial.user_attrs
+    flat = {k: v for k, v in u.items() if k not in _PACKS}
+    for name in _PACKS:
+        flat.update(u.get(name) or {})
+    return flat
+
+
+def trial_params(trial) -> dict[str, Any]:
+    """A finished or queued trial's parameters: its genes, else its Optuna parameters."""
+    genes = (trial.user_attrs.get("design") or {}).get(GENES, trial.user_attrs.get(GENES))
+    if genes is not None:
+        return dict(genes)
+    # a study made before: Optuna parameters, or (queued with enqueue_trial) Optuna's fixed_params
+    return dict(trial.params or trial.system_attrs.get("fixed_params") or {})
 
 
 def gene_name(key: tuple) -> str:

@@ -2,12 +2,16 @@
 
 * ``pareto_size.png``: quality vs weight size, every feasible trial faint, the Pareto front
   bold, coloured by latency;
-* ``pareto_latency.png``: quality vs latency, coloured by weight size;
+* ``pareto_latency.png``: quality vs latency, coloured by weight size, with the latency
+  bound (``--latency-max``) as a dashed line;
 * ``hypervolume.png``: hypervolume of the feasible measured trials vs trials.
 
 ``plots.html`` holds the same three figures, built with ``plotly.graph_objects`` (hover
 shows the trial number, bits and costs). It embeds plotly.js once (about 4.7 MB) so it
 opens offline; three separate pages, or Optuna's own figures, would embed it three times.
+
+Measured points are filled circles; trials whose quality the predictor only guessed
+(``source=predicted``) are hollow triangles, never on the front; infeasible ones grey crosses.
 """
 from __future__ import annotations
 
@@ -36,19 +40,30 @@ def _usable(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["feasible"].astype(bool) & df["source"].isin(FRONT_SOURCES)]
 
 
-def _scatter_png(ax, df, x, y, color, xlabel, ylabel, clabel, fig):
+def _predicted(df: pd.DataFrame) -> pd.DataFrame:
+    """Feasible trials whose quality is a predictor's guess (never measured)."""
+    return df[df["feasible"].astype(bool) & ~df["source"].isin(FRONT_SOURCES)]
+
+
+def _scatter_png(ax, df, x, y, color, xlabel, ylabel, clabel, fig, bound=None):
     import matplotlib.pyplot as plt  # noqa: F401
     ok = _usable(df)
     front = ok[ok["pareto"].astype(bool)].sort_values(x)
     bad = df[~df["feasible"].astype(bool)]
+    guessed = _predicted(df)
     if len(bad):
         ax.scatter(bad[x], bad[y], s=6, c="lightgrey", marker="x", label="infeasible")
+    if len(guessed):
+        ax.scatter(guessed[x], guessed[y], s=14, marker="^", facecolors="none", edgecolors="tab:orange",
+                   linewidths=0.6, alpha=0.6, label="predicted, not measured")
     if len(ok):
-        ax.scatter(ok[x], ok[y], s=8, c=ok[color], cmap="viridis", alpha=0.25)
+        ax.scatter(ok[x], ok[y], s=8, c=ok[color], cmap="viridis", alpha=0.25, label="measured")
     if len(front):
         sc = ax.scatter(front[x], front[y], s=30, c=front[color], cmap="viridis", edgecolors="k",
                         label="Pareto front (all objectives)")
         fig.colorbar(sc, ax=ax, label=clabel)
+    if bound is not None:
+        ax.axvline(bound, color="tab:red", ls="--", lw=1, label=f"latency bound {bound:g} ms")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -64,13 +79,25 @@ def _fixed_reference(out: Path):
         return None
 
 
-def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], html: bool = True) -> list[Path]:
-    """Write the PNGs (and ``plots.html``) into ``out``; returns their paths."""
+def _recorded_bound(out: Path):
+    """The latency bound recorded in search.json (None: none given, or not recorded)."""
+    import json
+    try:
+        return json.loads((Path(out) / "search.json").read_text()).get("latency_max")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], html: bool = True,
+         latency_max: float | None = None) -> list[Path]:
+    """Write the PNGs (and ``plots.html``) into ``out``; returns their paths. ``latency_max``
+    defaults to the bound recorded in the folder's search.json."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = Path(out)
+    bound = latency_max if latency_max is not None else _recorded_bound(out)
     q, qlabel = _quality_col(df, objectives)
     lat, size = OBJECTIVES["latency"], OBJECTIVES["size"]
     files = []
@@ -78,7 +105,7 @@ def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], htm
              ("pareto_latency.png", "latency_ms", lat.label, "size_mb", size.label)]
     for name, x, xl, c, cl in specs:
         fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-        _scatter_png(ax, df, x, q, c, xl, qlabel, cl, fig)
+        _scatter_png(ax, df, x, q, c, xl, qlabel, cl, fig, bound=bound if x == "latency_ms" else None)
         ax.set_title(f"{qlabel} vs {xl.split(' (')[0]}")
         fig.tight_layout()
         fig.savefig(out / name)
@@ -96,11 +123,11 @@ def draw(out: str | Path, df: pd.DataFrame, objectives: Sequence[Objective], htm
     plt.close(fig)
     files.append(out / "hypervolume.png")
     if html:
-        files.append(_html(out, df, q, qlabel, specs, at, hv))
+        files.append(_html(out, df, q, qlabel, specs, at, hv, bound))
     return files
 
 
-def _html(out: Path, df, q, qlabel, specs, at, hv) -> Path:
+def _html(out: Path, df, q, qlabel, specs, at, hv, bound=None) -> Path:
     import plotly.graph_objects as go
 
     from ..training.rundir import atomic_write_text
@@ -113,9 +140,16 @@ def _html(out: Path, df, q, qlabel, specs, at, hv) -> Path:
     for _, x, xl, c, cl in specs:
         front = ok["pareto"].astype(bool).to_numpy()
         fig = go.Figure()
-        fig.add_trace(go.Scattergl(x=ok[x], y=ok[q], mode="markers", name="feasible",
+        fig.add_trace(go.Scattergl(x=ok[x], y=ok[q], mode="markers", name="measured",
                                    marker=dict(size=5, color=ok[c], colorscale="Viridis", opacity=0.3),
                                    text=hover, hoverinfo="text"))
+        guessed = _predicted(df)
+        if len(guessed):
+            fig.add_trace(go.Scattergl(x=guessed[x], y=guessed[q], mode="markers", name="predicted, not measured",
+                                       marker=dict(size=6, symbol="triangle-up-open", color="darkorange"),
+                                       text=[f"trial {n} (predicted)" for n in guessed["number"]], hoverinfo="text"))
+        if bound is not None and x == "latency_ms":
+            fig.add_vline(x=bound, line_dash="dash", line_color="red", annotation_text=f"latency bound {bound:g} ms")
         fig.add_trace(go.Scatter(x=ok[x][front], y=ok[q][front], mode="markers", name="Pareto front",
                                  marker=dict(size=10, color=ok[c][front], colorscale="Viridis",
                                              line=dict(width=1, color="black"), colorbar=dict(title=cl)),

@@ -108,6 +108,18 @@ class SupernetSpec:
     def __call__(self) -> "SupernetQuality":
         return SupernetQuality(self.run_dir, self.settings)
 
+    def for_worker(self, index: int) -> "SupernetSpec":
+        """The recipe for measuring worker ``index`` (in its own process): on a machine with
+        several GPUs, worker i measures on GPU i mod their number."""
+        if self.settings.device != "cuda":
+            return self
+        import torch
+        n = torch.cuda.device_count()
+        if n <= 1:
+            return self
+        from dataclasses import replace
+        return replace(self, settings=replace(self.settings, device=f"cuda:{index % n}"))
+
 
 class SupernetQuality:
     """Validation loss (and greedy BLEU when asked) with inherited supernet weights.

@@ -23,6 +23,7 @@ from ..space import Arch
 from .front import FRONT_SOURCES, QUALITY_SOURCES, pareto_mask, to_minimize
 from .hypervolume import front_hypervolume, hv_curve
 from .objectives import Objective
+from .params import trial_attrs
 
 TRIALS_CSV, PARETO_CSV, SUMMARY = "trials.csv", "pareto.csv", "summary.json"
 
@@ -36,7 +37,7 @@ def summarize(study: optuna.Study, objectives: Sequence[Objective]) -> list[dict
     """One dict per finished trial (see the module doc), ``pareto`` marked."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        u = t.user_attrs
+        u = trial_attrs(t)
         cons = t.constraints or {}
         arch = Arch.from_json(u["arch"]) if "arch" in u else None
         row = {"number": t.number, "feasible": all(v <= 0 for v in cons.values()),
@@ -81,7 +82,8 @@ def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_results(out: str | Path, rows: list[dict], objectives: Sequence[Objective], extra: dict | None = None,
-                  plots: bool = True, reference: Sequence[float] | None = None) -> list[Path]:
+                  plots: bool = True, reference: Sequence[float] | None = None,
+                  latency_max: float | None = None) -> list[Path]:
     """Write trials.csv, pareto.csv, summary.json and the plots; returns the paths."""
     from ..training.rundir import atomic_write_text
     out = Path(out)
@@ -114,7 +116,7 @@ def write_results(out: str | Path, rows: list[dict], objectives: Sequence[Object
     files.append(out / SUMMARY)
     if plots and len(df):
         from .plots import draw
-        files += draw(out, df, objectives)
+        files += draw(out, df, objectives, latency_max=latency_max)
     return files
 
 

@@ -4,16 +4,32 @@
 nothing saved, for benchmarks); ``journal:PATH`` -> an append-only journal file (safe for
 several processes on one machine); anything else -> an SQLAlchemy URL (``sqlite:///...``,
 ``postgresql://user@host/db`` for several machines).
+
+Processes of one machine find each other's dead trials by pid (``proposers.fail_stale``).
+Across machines Optuna's RDB heartbeats do it: every trial in flight gets a heartbeat each
+``heartbeat`` seconds; a trial whose heartbeat is older than twice that is failed by
+``optuna.storages.fail_stale_trials`` and queued again by ``RetryFailedTrialCallback``.
+They are on by default for server databases (PostgreSQL, MySQL) and on request for SQLite.
+
+A study records what it measures (``STUDY_RECORD``: objectives, bounds, space, accelerator,
+quality source); a search that asks for something else is refused in one line, so two
+kinds of trials never mix in one front.
 """
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import optuna
 
 from ..atomic import write_error_message, write_refusal_in
 from ..errors import UserError
+
+#: seconds between heartbeats of a trial in flight on a server database (Optuna's example value)
+SERVER_HEARTBEAT_S = 60
+#: the study's user attribute holding what its trials measure
+STUDY_RECORD = "cosearch"
 
 
 def describe(url: str) -> str:
@@ -63,8 +79,15 @@ def study_lock(storage: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def open_storage(storage: str | None, out: str | Path | None):
-    """An Optuna storage object for ``storage`` (see the module doc)."""
+def is_server(url: str) -> bool:
+    """A database server several machines can share (not a file, not memory)."""
+    return "://" in url and not url.startswith("sqlite")
+
+
+def open_storage(storage: str | None, out: str | Path | None, heartbeat: int | None = None):
+    """An Optuna storage object for ``storage`` (see the module doc). ``heartbeat``: seconds
+    between heartbeats of trials in flight (RDB storages; default: SERVER_HEARTBEAT_S on a
+    server database, off for SQLite)."""
     if storage is None:
         Path(storage_url(storage, out)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     storage = storage_url(storage, out)
@@ -83,8 +106,16 @@ def open_storage(storage: str | None, out: str | Path | None):
         if storage.startswith("postgresql"):
             _need_driver("psycopg2", "postgres", storage)
         kw = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-        with study_lock(storage):  # several processes on a fresh file would race creating tables
-            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kw)
+        if heartbeat is None and not sqlite:
+            heartbeat = SERVER_HEARTBEAT_S
+        beat = {}
+        if heartbeat is not None:
+            from optuna.storages import RetryFailedTrialCallback
+            beat = dict(heartbeat_interval=int(heartbeat), grace_period=2 * int(heartbeat),
+                        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=None))
+        with study_lock(storage), warnings.catch_warnings():  # a fresh file: racing table creation
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kw, **beat)
         if sqlite:
             _fast_sqlite(rdb)
         return rdb
@@ -129,8 +160,15 @@ def _fast_sqlite(rdb) -> None:
     rdb.engine.dispose()  # reconnect with the pragmas
 
 
-def open_study(storage, name: str, directions: list[str], sampler) -> optuna.Study:
-    """Create or load the study; a stored study with other objectives is a UserError."""
+def heartbeat_interval(storage) -> int | None:
+    """Seconds between heartbeats of the storage's trials (None: heartbeats are off)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    return storage.get_heartbeat_interval() if is_heartbeat_enabled(storage) else None
+
+
+def open_study(storage, name: str, directions: list[str], sampler, record: dict | None = None) -> optuna.Study:
+    """Create or load the study (call under ``study_lock``). A stored study made for other
+    objectives or settings (``record``, kept in the study itself) is a one-line UserError."""
     try:
         study = optuna.create_study(storage=storage, study_name=name, directions=directions,
                                     sampler=sampler, load_if_exists=True)
@@ -142,4 +180,34 @@ def open_study(storage, name: str, directions: list[str], sampler) -> optuna.Stu
     if got != directions:
         raise UserError(f"study {name!r} exists with directions {got}, but the objectives ask for "
                         f"{directions}; use another --study or --out")
+    if record is not None:
+        check_study_record(study, record)
     return study
+
+
+def check_study_record(study: optuna.Study, record: dict) -> None:
+    """The study keeps the first search's ``record``; a search with another is refused.
+    (A study made before records were kept takes this one.)"""
+    saved = study.user_attrs.get(STUDY_RECORD)
+    if saved is None:
+        study.set_user_attr(STUDY_RECORD, record)
+        return
+    for k in sorted(set(saved) | set(record)):
+        if saved.get(k) != record.get(k):
+            raise UserError(f"study {study.study_name!r} holds trials made with {k}={saved.get(k)!r}, but this "
+                            f"search gives {k}={record.get(k)!r}; use the same settings to add to it, or "
+                            "another --study (or --out)")
+
+
+@contextlib.contextmanager
+def storage_errors(url: str):
+    """A storage that cannot write (a full disk, a lost server) ends the search in one line:
+    what is recorded stays, and the same command resumes once the cause is fixed."""
+    import sqlalchemy.exc
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError) as e:
+        cause = e.__cause__ or e.__context__ or e
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise UserError(f"the study storage {describe(url)} failed ({type(cause).__name__}: {first[:160]}); "
+                        "free disk space or check the server, then rerun the same command to resume") from None

@@ -40,12 +40,12 @@ from .config import SAMPLERS, SearchConfig, make_config
 from .constraints import Bounds, check_reachable
 from .evolution import EvolutionProposer, EvolutionSettings
 from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Objective, parse_objectives
-from .params import Design, ParamSpace
-from .proposers import EvolutionAdapter, OptunaProposer, alive_count, fail_stale, make_sampler
+from .params import Design, ParamSpace, trial_attrs, trial_params
+from .proposers import EvolutionAdapter, OptunaProposer, alive_count, fail_stale, make_sampler, owner_tag, queue
 from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality
 from .hypervolume import front_hypervolume
 from .screen import Screen
-from .storage import describe, open_storage, open_study, storage_url, study_lock
+from .storage import describe, lock_path, open_storage, open_study, storage_errors, storage_url, study_lock
 from .trial_batch import prepare_batch, record_batch
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchResult", "search"]
@@ -67,6 +67,7 @@ class SearchResult:
     files: list[Path] = field(default_factory=list)
     hypervolume: float | None = None
     hypervolume_reference: list[float] | None = None
+    timing: dict = field(default_factory=dict)  # start-up and loop seconds (summary.json too)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -260,25 +261,37 @@ class _Search:
     def lock(self):
         return study_lock(self.url)
 
-    def open(self) -> optuna.Study:
+    def open(self) -> tuple[optuna.Study, Any]:
         cfg = self.cfg
-        store = open_storage(cfg.storage, self.out)
+        store = open_storage(cfg.storage, self.out, heartbeat=cfg.heartbeat_s)
+        # the study's sampler only sees results (proposals come from the proposer's mirror)
+        sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
         with self.lock():  # two processes on a fresh storage would both create the study
-            st = open_study(store, self.name, self.directions, make_sampler(cfg.sampler, cfg.seed, cfg.population))
+            st = open_study(store, self.name, self.directions, sampler, record=self.study_record())
+            fail_stale(st, unowned=True)
         if cfg.write and self.out is not None:
             from ..training.rundir import atomic_write_text
             # what export loads: a preset name, or the YAML file's path (hw_digest checks identity)
             rec = {**self.record, "hardware": _hardware_ref(cfg.hw, self.costs.hw.name)}
             mark(self.out, "search")
             atomic_write_text(self.out / CONFIG, json.dumps(rec, indent=2, sort_keys=True) + "\n")
-        return st
+        return st, store
+
+    def study_record(self) -> dict:
+        """What every trial of the study measures (kept in the study: see ``check_study_record``)."""
+        keys = ("objectives", "directions", "hw", "hw_digest", "cosearch_hw", "latency_max", "area_max",
+                "scenario", "quality")
+        rec = {k: self.record[k] for k in keys}
+        rec["space_digest"] = hashlib.sha1(json.dumps(self.record["space"], sort_keys=True).encode()).hexdigest()[:16]
+        return rec
 
     def run(self) -> SearchResult:
-        cfg, sp, objs = self.cfg, self.space, self.objs
-        st = self.open()
-        with self.lock():
-            fail_stale(st)
+        with storage_errors(self.url):
+            st, store = self.open()
+            return self._loop(st, store)
 
+    def _loop(self, st: optuna.Study, store) -> SearchResult:
+        cfg, sp, objs = self.cfg, self.space, self.objs
         # measured archs are remembered by digest: a resumed study never measures one twice
         known: dict[str, dict] = {}
         q_index = next((i for i, o in enumerate(objs) if o.column in QUALITY_COLUMNS), None)
@@ -287,16 +300,17 @@ class _Search:
             screen = Screen(sp, self.directions, q_index, objs[q_index].column, warmup=cfg.predictor_warmup,
                              refit=cfg.predictor_refit, seed=cfg.seed or 0)
         for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            m = t.user_attrs.get("metrics") or {}
+            u = trial_attrs(t)
+            m = u.get("metrics") or {}
             # only what this run's quality source scored: synthetic values never pass as measured
-            if t.user_attrs.get("source") == self.quality_source and "loss" in m:
-                digest = t.user_attrs.get("digest", "")
+            if u.get("source") == self.quality_source and "loss" in m:
+                digest = u.get("digest", "")
                 first = digest not in known  # one predictor point per arch, as in record_batch
                 known[digest] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
                 if screen is not None and m.get(screen.column) is not None:
                     feasible = all(v <= 0 for v in (t.constraints or {}).values())
                     if first:
-                        screen.add(self.pspace.design(t.params), m[screen.column], t.values, feasible)
+                        screen.add(self.pspace.design(trial_params(t)), m[screen.column], t.values, feasible)
                     else:
                         screen.add_front(t.values, feasible)
 
@@ -305,35 +319,43 @@ class _Search:
             evo = EvolutionProposer(st, self.pspace, seed=cfg.seed, settings=cfg.evolution or EvolutionSettings(),
                                     precheck=lambda ds: _precheck(ds, self.costs, self.bounds))
             proposer: Any = EvolutionAdapter(evo)
+            left = fresh_left = lambda: cfg.trials - alive_count(st) - proposer.pending()  # noqa: E731
         else:
-            proposer = OptunaProposer(st, self.pspace, cfg.trials, self.lock, cfg.seed)
             extra = self._seed_anchors(st)
+            proposer = OptunaProposer(st, store, self.pspace, cfg.trials, make_sampler(cfg.sampler, cfg.seed,
+                                      cfg.population), cfg.seed, server=lock_path(self.url) is None)
+            left, fresh_left = proposer.left, proposer.refresh
         bs = cfg.batch or (cfg.population if cfg.sampler == "nsga2" else 100 if cfg.sampler == "evolution" else 10)
         bs = max(1, min(bs, cfg.trials))
 
         pool = None
-        if self.needs_quality and alive_count(st) < cfg.trials:
+        t_ready = time.perf_counter()
+        if self.needs_quality and fresh_left() > 0:
             pool = self._pool(known)
-        done0 = alive_count(st)
-        bar = _bar(cfg.progress, cfg.trials, done0)
-        measured = 0
+        t_loop = time.perf_counter()
+        bar = _bar(cfg.progress, cfg.trials, max(0, cfg.trials - fresh_left() - proposer.pending()))
+        measured = recorded = 0
         inflight: list = []
         deadline = None if cfg.time_limit_s is None else self.t0 + cfg.time_limit_s
         slots = max(1, cfg.workers)
         try:
             while True:
                 while len(inflight) < slots and (deadline is None or time.perf_counter() < deadline):
-                    left = cfg.trials - alive_count(st) - proposer.pending()
-                    if left <= 0:
-                        break
-                    props = proposer.ask(min(bs + extra, left))
-                    extra = 0
-                    if not props:
-                        break
-                    batch = prepare_batch(props, self.evaluator, screen, known, self.needs_quality)
-                    handle = pool.submit(batch.to_measure) if pool is not None else {}
-                    inflight.append((handle, batch))
+                    with self.lock():  # one process of this machine proposes at a time
+                        fail_stale(st)
+                        n = min(bs + extra, left() if inflight else fresh_left())
+                        props = proposer.ask(n) if n > 0 else []
+                        if not props:
+                            break
+                        extra = 0
+                        batch = prepare_batch(props, self.evaluator, screen, known, self.needs_quality)
+                        batch.keep(proposer.reserve(batch.props, *batch.reservation(self.bounds)))
+                    if batch.props:
+                        inflight.append((pool.submit(batch.to_measure) if pool is not None else {}, batch))
                 if not inflight:
+                    if deadline is None and self._others_running(st):
+                        time.sleep(1.0)  # their trials may fail yet: then this process runs them
+                        continue
                     break
                 if pool is None:
                     done_handles, results = [inflight[0][0]], [inflight[0][0]]
@@ -343,14 +365,37 @@ class _Search:
                     i = next(j for j, (hh, _) in enumerate(inflight) if hh is h)
                     _, batch = inflight.pop(i)
                     measured += record_batch(batch, res, self.evaluator, proposer, screen, known, self.quality_source)
+                    recorded += len(batch.props)
                     if bar is not None:
                         bar.update(len(batch.props))
+        except BaseException:
+            proposer.abandon()  # Ctrl-C, a worker's error: no trial of ours stays RUNNING
+            raise
         finally:
             if bar is not None:
                 bar.close()
             if pool is not None:
                 pool.close()
-        return self._results(st, screen, measured)
+        proposer.abandon()  # (nothing is in flight now: stops the heartbeat)
+        # start-up (the workers loading the supernet included) and the loop, for benchmarks
+        timing = {"startup_s": round(t_loop - self.t0, 3), "workers_start_s": round(t_loop - t_ready, 3),
+                  "loop_s": round(time.perf_counter() - t_loop, 3), "recorded": recorded, "measured": measured,
+                  "workers": cfg.workers}
+        return self._results(st, screen, measured, timing)
+
+    def _others_running(self, st: optuna.Study) -> bool:
+        """Whether to wait for other processes' trials before stopping short of the total:
+        one may yet fail (its process died), be queued again and fall to this process. Only
+        where a death would be noticed: heartbeats on the storage, or a process of this machine."""
+        from .storage import heartbeat_interval
+        running = [t for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if trial_attrs(t).get("owner") != owner_tag()]
+        if not running:
+            return False
+        if heartbeat_interval(st._storage) is not None:
+            return True
+        host = owner_tag().rpartition(":")[0]
+        return all(trial_attrs(t).get("owner", "").rpartition(":")[0] == host for t in running)
 
     def _seed_anchors(self, st: optuna.Study) -> int:
         """The largest and the smallest arch anchor the front's two ends: queued once, when
@@ -360,7 +405,7 @@ class _Search:
                 return 0
             anchors = [self.space.largest(), self.space.smallest()][: self.cfg.trials]
             for a in anchors:
-                st.enqueue_trial(self.pspace.params_of(Design(a, self.knobs)), user_attrs={"anchor": True})
+                queue(st, self.pspace.params_of(Design(a, self.knobs)), {"anchor": True})
         # queued trials carry no NSGA-II generation: without these extra slots the first
         # generation stays short and the second batch joins it (evolution would start at 2x)
         return len(anchors)
@@ -377,7 +422,7 @@ class _Search:
             src.seed(k, q)
         return LocalPool(lambda: src)
 
-    def _results(self, st: optuna.Study, screen, measured: int) -> SearchResult:
+    def _results(self, st: optuna.Study, screen, measured: int, timing: dict) -> SearchResult:
         from .results import summarize, write_results
         cfg, objs = self.cfg, self.objs
         rows = summarize(st, objs)
@@ -388,13 +433,14 @@ class _Search:
         hv = front_hypervolume(rows, objs, self.reference)
         if cfg.write and self.out is not None:
             files = write_results(self.out, rows, objs, plots=cfg.plots, reference=self.reference,
+                                  latency_max=cfg.latency_max,
                                   extra={"predictor": pred, "reachable": self.reach.__dict__,
-                                         "elapsed_s": time.perf_counter() - self.t0})
+                                         "elapsed_s": time.perf_counter() - self.t0, "timing": timing})
         front = [r for r in rows if r.get("pareto")]
         return SearchResult(out=self.out, study=st, trials=len(rows), feasible=sum(r["feasible"] for r in rows),
                             measured=measured, pareto=front, predictor=pred, reachable=self.reach.__dict__,
                             elapsed_s=time.perf_counter() - self.t0, files=files, hypervolume=hv,
-                            hypervolume_reference=self.reference)
+                            hypervolume_reference=self.reference, timing=timing)
 
 
 def _ray_installed() -> bool:

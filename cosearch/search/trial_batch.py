@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .constraints import Bounds, constraint_values
 from .objectives import QUALITY_COLUMNS, Evaluator, finite_or_none
 from .params import arch_digest, arch_json
 
@@ -20,6 +21,32 @@ class TrialBatch:
     to_measure: list = field(default_factory=list)   # distinct archs sent to the quality source
     predicted: np.ndarray | None = None  # the predictor's value of the quality column
     column: str | None = None            # that column
+
+    def reservation(self, bounds: Bounds) -> tuple[list[dict], list[dict]]:
+        """What the study learns of each design when it is reserved (before any quality is
+        known): its user attributes and its constraints (they depend on costs only)."""
+        cons = constraint_values(self.cost_metrics, bounds)
+        attrs, constraints = [], []
+        for j, p in enumerate(self.props):
+            d = p.design
+            a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch)}
+            if d.hw_params:
+                a["hw_params"] = d.hw_dict
+            if self.predicted is not None:
+                a[f"predicted_{self.column}"] = float(self.predicted[j])
+            attrs.append(a)
+            constraints.append({k: float(c[j]) for k, c in cons.items()})
+        return attrs, constraints
+
+    def keep(self, props: list) -> None:
+        """Keep only ``props`` (a prefix: the others could not be reserved). Their archs may
+        still be measured: the cache keeps the result for a later trial."""
+        n = len(props)
+        self.props = list(props)
+        self.cost_metrics = {k: (v[:n] if np.ndim(v) else v) for k, v in self.cost_metrics.items()}
+        self.measure = self.measure[:n]
+        if self.predicted is not None:
+            self.predicted = self.predicted[:n]
 
 
 def prepare_batch(props, evaluator: Evaluator, screen, known, needs_quality) -> TrialBatch:

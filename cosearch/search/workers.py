@@ -31,21 +31,31 @@ class LocalPool:
         pass
 
 
-def _build(factory):
-    global _SOURCE
+def _build(factory, counter, barrier, threads: int):
+    """Run once in each worker process: take the next worker index, then build the source
+    (``factory.for_worker(index)`` when it has one: e.g. the GPU of that index)."""
+    import os
+    global _SOURCE, _BARRIER
+    _BARRIER = barrier
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    # K processes on C cores: C/K threads each (torch would take one per core in each)
+    os.environ["OMP_NUM_THREADS"] = str(min(threads, int(os.environ.get("OMP_NUM_THREADS") or threads)))
     try:
-        _SOURCE = factory()
-    except Exception as e:  # noqa: BLE001 - kept and raised by the first _measure call, in the driver
+        _SOURCE = (factory.for_worker(index) if hasattr(factory, "for_worker") else factory)()
+    except Exception as e:  # noqa: BLE001 - kept and raised by the first call, in the driver
         _SOURCE = e
 
 
-def _ready(_=None) -> int:
-    """Run in a worker: its pid once its source is built (or the error that stopped it)."""
+def _ready(timeout: float) -> int:
+    """Run in a worker: its pid once its source is built (or the error that stopped it). The
+    barrier holds each probe until all workers have one, so K probes meet K processes."""
     import os
-    import time
     if isinstance(_SOURCE, Exception):
+        _BARRIER.abort()
         raise _SOURCE
-    time.sleep(0.05)  # long enough that the next probe goes to another worker
+    _BARRIER.wait(timeout)
     return os.getpid()
 
 
@@ -56,25 +66,34 @@ def _measure(archs):
 
 
 _SOURCE: object = None
+_BARRIER = None
 
 
 class ProcessPool:
-    """``workers`` processes (spawned: CUDA needs a fresh process), each building its quality
-    source once; batches go to whichever is free. Several processes keep one GPU busy where
-    a single one would wait on Python between small kernels."""
+    """``workers`` processes (spawned: CUDA needs a fresh process), started once, each
+    building its quality source once; batches go to whichever is free. Several processes
+    keep one GPU busy where a single one would wait on Python between small kernels; with
+    several GPUs, worker i uses GPU i mod their number (see ``SupernetSpec.for_worker``)."""
 
-    def __init__(self, factory: Callable, workers: int):
+    def __init__(self, factory: Callable, workers: int, start_timeout: float = 1800.0):
         import multiprocessing as mp
+        import threading
         from concurrent.futures import ProcessPoolExecutor
-        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_build,
-                                        initargs=(factory,))
+
+        from ..threads import usable_cores
+        ctx = mp.get_context("spawn")
+        threads = max(1, usable_cores() // workers)
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_build,
+                                        initargs=(factory, ctx.Value("i", 0), ctx.Barrier(workers), threads))
         self.workers = workers
-        # build every worker's source now: its errors (and the load time) come before any trial
-        ready: set[int] = set()
-        for _ in range(50):
-            ready |= {f.result() for f in [self.pool.submit(_ready) for _ in range(workers)]}
-            if len(ready) >= workers:
-                break
+        # start every worker and build its source now: errors (and the load time) come
+        # before any trial, and no batch waits for a process to start
+        probes = [self.pool.submit(_ready, start_timeout) for _ in range(workers)]
+        errors = [f.exception() for f in probes]
+        real = [e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)]
+        if real or any(errors):
+            self.close()
+            raise (real or [e for e in errors if e is not None])[0]
 
     def submit(self, archs: Sequence[Arch]):
         if not archs:  # all cached or predicted: no need to queue behind busy workers
