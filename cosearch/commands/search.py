@@ -37,6 +37,10 @@ def register(sub):
     run.add_argument("--batch", type=int, help="designs proposed and costed together")
     run.add_argument("--storage", help="SQLAlchemy URL, journal:PATH or memory (default: sqlite in --out)")
     run.add_argument("--study", help="study name (default: cosearch)")
+    run.add_argument("--heartbeat", type=int, metavar="SECONDS",
+                     help="Optuna heartbeat of trials in flight: a trial silent for twice this long (its "
+                     "process died, on any machine) is failed and queued again (default: 60 on a server "
+                     "database, off for SQLite, where dead processes of this machine are found by pid)")
     run.add_argument("--workers", type=int, default=1,
                      help="quality workers: processes on the GPU with --gpu, else Ray actors (default 1)")
     run.add_argument("--seed", type=int, default=0)
@@ -56,7 +60,7 @@ def run_search(args):
     cfg = SearchConfig(run_dir=args.run, hw=args.hw, out=args.out, objectives=args.objectives,
                        cosearch_hw=args.cosearch_hw, latency_max=args.latency_max, area_max=args.area_max,
                        trials=args.trials, sampler=args.sampler, storage=args.storage, study=args.study,
-                       workers=args.workers, gpu=args.gpu, seed=args.seed, scenario=args.scenario,
+                       workers=args.workers, gpu=args.gpu, heartbeat_s=args.heartbeat, seed=args.seed, scenario=args.scenario,
                        space=args.space, quality="synthetic" if args.synthetic_quality else None,
                        predictor=args.predictor, predictor_warmup=args.predictor_warmup, batch=args.batch,
                        population=args.population, max_batches=args.max_batches,

@@ -178,7 +178,8 @@ class OptunaProposer:
         retry_of = t.system_attrs.get("failed_trial", flat.get("retry_of"))  # Optuna's, or ours
         if retry_of is not None:
             attrs["retry_of"] = retry_of
-        return Proposal(d, params=params, trial=m, trial_id=tid, attrs=attrs)
+        p = self.inflight[tid] = Proposal(d, params=params, trial=m, trial_id=tid, attrs=attrs)
+        return p
 
     def reserve(self, props: Sequence[Proposal], attrs: Sequence[dict], constraints: Sequence[dict]) -> list:
         """Write the proposals into the study as RUNNING trials owned by this process, each
@@ -230,14 +231,20 @@ class OptunaProposer:
             pass  # told already
 
     def abandon(self) -> None:
-        """Fail every reserved trial not yet recorded (a search stopped by Ctrl-C): the study
-        keeps no RUNNING trial of a process that is gone."""
+        """Fail every trial of this process still RUNNING (a search stopped by Ctrl-C or an
+        error): read from the study, so a trial created or claimed the instant before the
+        interrupt is found too. The study keeps no RUNNING trial of a process that is gone."""
         self.beat.stop()
-        for p in list(self.inflight.values()):
-            try:
-                self._fail(p)
-            except Exception:  # noqa: BLE001 - a storage that cannot write: the next run's fail_stale
-                break
+        self.inflight.clear()
+        try:
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial_attrs(t).get("owner") == self.owner:
+                    try:
+                        self.study.tell(t.number, state=TrialState.FAIL)
+                    except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+                        pass  # finished meanwhile
+        except Exception:  # noqa: BLE001 - a storage that cannot write: the next run's fail_stale
+            pass
 
     def _unseen_neighbour(self, params: dict, taken: set, tries: int = 50) -> dict | None:
         """``params`` with one gene changed so that the design is one the study lacks

@@ -140,6 +140,7 @@ def _check_config(out: Path | None, record: dict) -> None:
     if out is None:
         return
     from ..training.rundir import first_difference
+    check_out(out)
     path = out / CONFIG
     if not path.is_file():
         return
@@ -148,8 +149,9 @@ def _check_config(out: Path | None, record: dict) -> None:
         if not isinstance(saved, dict):
             raise ValueError("not a JSON object")
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"{path} is damaged ({type(e).__name__}); delete {out} (or choose a new --out) "
-                        "and search again") from None
+        # never "delete the folder": it holds the study (study.db), the only copy of the trials
+        raise UserError(f"{path} is damaged ({type(e).__name__}); move that one file aside and rerun the same "
+                        "command: the trials are kept in the study, which checks the settings itself") from None
     # an older search.json lacks later settings; processes sharing one study may each use
     # their own seed (the same seed would make them propose the same designs)
     known = [k for k in record if k in saved and k not in PER_PROCESS_SETTINGS]
@@ -157,6 +159,16 @@ def _check_config(out: Path | None, record: dict) -> None:
     if d:
         raise UserError(f"{out} holds a search made with {d[0]}={d[1]!r}, but this command gives "
                         f"{d[0]}={d[2]!r}; rerun with the same settings to resume, or choose a new --out")
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be (or become) a folder: no part of its path may be a file."""
+    for p in [out, *out.parents]:
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"is under {p}, which is a file"
+                raise UserError(f"--out {out} {what}; give a folder (new or an earlier search's)")
+            return
 
 
 def fixed_reference(objs: Sequence[Objective], space: SearchSpace, evaluator: Evaluator,
@@ -353,7 +365,7 @@ class _Search:
                     if batch.props:
                         inflight.append((pool.submit(batch.to_measure) if pool is not None else {}, batch))
                 if not inflight:
-                    if deadline is None and self._others_running(st):
+                    if deadline is None and self._others_running(st, store):
                         time.sleep(1.0)  # their trials may fail yet: then this process runs them
                         continue
                     break
@@ -383,7 +395,7 @@ class _Search:
                   "workers": cfg.workers}
         return self._results(st, screen, measured, timing)
 
-    def _others_running(self, st: optuna.Study) -> bool:
+    def _others_running(self, st: optuna.Study, store) -> bool:
         """Whether to wait for other processes' trials before stopping short of the total:
         one may yet fail (its process died), be queued again and fall to this process. Only
         where a death would be noticed: heartbeats on the storage, or a process of this machine."""
@@ -392,7 +404,7 @@ class _Search:
                    if trial_attrs(t).get("owner") != owner_tag()]
         if not running:
             return False
-        if heartbeat_interval(st._storage) is not None:
+        if heartbeat_interval(store) is not None:
             return True
         host = owner_tag().rpartition(":")[0]
         return all(trial_attrs(t).get("owner", "").rpartition(":")[0] == host for t in running)
