@@ -113,3 +113,28 @@ def test_two_workers_through_the_cli_complete_exactly_n(lm_run, tmp_path, monkey
     q = SupernetQuality(lm_run, MeasureSettings(max_batches=2))  # the worker's number is the supernet's
     for i in (0, 7, n - 1):
         assert df["quality"].iloc[i] == pytest.approx(q.measure(Arch.from_json(df["arch"].iloc[i]))["loss"], rel=1e-5)
+
+
+def test_the_supernet_measures_again_on_the_next_batches(lm_run):
+    # measurement r uses batch block r; its standard error comes from the spread over batches
+    from cosearch.training import evaluate as ev
+    q = SupernetQuality(lm_run, MeasureSettings(max_batches=2, max_tokens=32, repeats=2))
+    assert q.repeats == 2 and len(q.batch_sets[0]) == len(q.batch_sets[1]) == 2
+    arch = q.run.space.smallest()
+    tok = q.td.tokenizer
+    model = q.model(arch)
+    for r in (0, 1):
+        per = [ev.eval_loss(model, [b], tok.pad_id, tok.vocab_size, q.device) for b in q.batch_sets[r]]
+        got = q([arch], repeat=r)
+        loss, n = [x for x, _ in per], [t for _, t in per]
+        mean = (loss[0] * n[0] + loss[1] * n[1]) / (n[0] + n[1])
+        assert got["loss"][0] == pytest.approx(mean, rel=1e-6)
+        w = [t / sum(n) for t in n]  # weighted spread of 2 batches, bias-corrected (x 2/1)
+        var = sum(wi * (li - mean) ** 2 for wi, li in zip(w, loss)) * 2
+        assert got["loss_se"][0] == pytest.approx((var * sum(wi * wi for wi in w)) ** 0.5, rel=1e-6)
+    assert q([arch], repeat=1)["loss"][0] != q([arch])["loss"][0]  # other batches
+    whole = ev.eval_loss(model, q.batch_sets[0], tok.pad_id, tok.vocab_size, q.device)[0]
+    assert q([arch])["loss"][0] == pytest.approx(whole, rel=1e-6)  # the standard measurement is unchanged
+    with pytest.raises(ValueError, match="has no measurement 2"):
+        from cosearch.search.quality import call_source
+        call_source(q, [arch], 2)

@@ -28,6 +28,13 @@ def register(sub):
     obj.add_argument("--max-batches", type=int, default=20, help="validation batches per quality measurement")
     obj.add_argument("--bleu-sentences", type=int, default=200,
                      help="BLEU (greedy) on the first N validation sentences (default 200)")
+    obj.add_argument("--repeats", type=int, default=1,
+                     help="noise-aware measurement: a design that could join the front is measured again on "
+                     "the next --max-batches batches (--bleu-sentences sentences), up to this many times in "
+                     "all while it could still join it; recorded as the mean with its standard error "
+                     "(default 1: measure once)")
+    obj.add_argument("--repeat-margin", type=float, default=1.0,
+                     help="standard errors of optimism when deciding what could join the front (default 1)")
     obj.add_argument("--gpu", action="store_true",
                      help="measure quality on the GPU (--workers processes share it, one supernet each)")
     run = p.add_argument_group("search")
@@ -64,7 +71,8 @@ def run_search(args):
                        space=args.space, quality="synthetic" if args.synthetic_quality else None,
                        predictor=args.predictor, predictor_warmup=args.predictor_warmup, batch=args.batch,
                        population=args.population, max_batches=args.max_batches,
-                       bleu_sentences=args.bleu_sentences, progress=not args.no_progress)
+                       bleu_sentences=args.bleu_sentences, progress=not args.no_progress, repeats=args.repeats,
+                       repeat_margin=args.repeat_margin)
     res = search(config=cfg)
     print(f"{res.trials} trials ({res.feasible} feasible, {res.measured} measured now), "
           f"{len(res.pareto)} on the Pareto front -> {res.out}/pareto.csv")

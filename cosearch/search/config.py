@@ -50,6 +50,10 @@ class SearchConfig:
     max_batches: int = 20
     max_tokens: int = 4096
     bleu_sentences: int = 200
+    # noise-aware measurement (``search.repeats``): front candidates measured this many times
+    # in all, on fresh batches; a candidate: a point `repeat_margin` standard errors optimistic
+    repeats: int = 1
+    repeat_margin: float = 1.0
     # the quality predictor (HAT-style screening)
     predictor: bool = False
     predictor_warmup: int = 1000    # measured archs before the predictor screens candidates
@@ -63,9 +67,11 @@ class SearchConfig:
         """One-line UserErrors for settings that cannot work, before anything runs."""
         if self.sampler not in SAMPLERS:
             raise UserError(f"--sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}")
-        for name in ("trials", "workers", "max_batches", "max_tokens", "bleu_sentences"):
+        for name in ("trials", "workers", "max_batches", "max_tokens", "bleu_sentences", "repeats"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: give a number >= 1")
+        if self.repeat_margin < 0:
+            raise UserError(f"--repeat-margin {self.repeat_margin}: give a number >= 0")
         if self.population < 2:
             raise UserError("--population must be >= 2")
         if self.batch is not None and self.batch < 1:

@@ -36,6 +36,8 @@ OBJECTIVES = {
     "area": Objective("area", "minimize", "area_mm2", "accelerator area (mm^2)"),
 }
 QUALITY_COLUMNS = ("loss", "bleu")
+#: what a measurement may add to its quality: standard errors, and measurements averaged
+QUALITY_EXTRAS = ("loss_se", "loss_n", "bleu_se", "bleu_n")
 
 
 def parse_objectives(text: str | Sequence[str]) -> list[Objective]:

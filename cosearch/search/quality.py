@@ -1,7 +1,10 @@
 """Task quality of sub-networks: measured on the supernet, predicted, or synthetic.
 
 A quality source maps a list of archs to ``{"loss": array[, "bleu": array]}`` (lower loss
-is better). ``CachedQuality`` wraps any source with a cache keyed by ``arch.digest()``: the
+is better), optionally with standard errors (``loss_se``, ``bleu_se``). A source that can
+measure again on fresh data takes ``repeat=r`` (r = 0 is its standard measurement; r >= 1
+uses other validation batches or sentences) and says how many it has in ``repeats``: the
+search measures front candidates again (``search.repeats``). ``CachedQuality`` wraps any source with a cache keyed by ``arch.digest()``: the
 search seeds it from the study's finished trials, so a resumed study never measures an
 arch twice. ``SupernetQuality`` loads the trained supernet once and evaluates many archs
 with inherited weights on a fixed validation subset. ``SyntheticQuality`` is a cheap,
@@ -34,6 +37,15 @@ class QualitySource(Protocol):
     name: str
 
     def __call__(self, archs: Sequence[Arch]) -> dict[str, np.ndarray]: ...
+
+
+def call_source(source, archs: Sequence[Arch], repeat: int = 0) -> dict[str, np.ndarray]:
+    """``source(archs)``, or its measurement number ``repeat`` (fresh data)."""
+    if repeat == 0:
+        return source(archs)
+    if repeat >= getattr(source, "repeats", 1):
+        raise ValueError(f"{getattr(source, 'name', source)} has no measurement {repeat} (repeats={source.repeats})")
+    return source(archs, repeat=repeat)
 
 
 class SyntheticQuality:
@@ -69,6 +81,31 @@ class SyntheticQuality:
         return {"loss": np.array([self.loss(a) for a in archs], dtype=np.float64)}
 
 
+class NoisySynthetic:
+    """The synthetic loss plus measurement noise: measurement ``r`` of an arch adds
+    ``sigma * z(arch, r)`` with z standard normal, fixed by the arch digest and r (the same in
+    every process and run), so a repeat is a fresh, independent draw, as a measurement on
+    other validation batches is. ``true_loss`` gives the noise-free value (for scoring)."""
+
+    synthetic = True
+
+    def __init__(self, space: SearchSpace, sigma: float, repeats: int = 8):
+        self.base, self.sigma, self.repeats = SyntheticQuality(space), float(sigma), int(repeats)
+        self.name = f"synthetic-noise{sigma:g}"
+
+    def noise(self, arch: Arch, repeat: int = 0) -> float:
+        tag = ("n" if repeat == 0 else f"n{repeat}:") + arch_digest(arch)  # r=0: search_hv's earlier noise
+        return float(np.random.default_rng(int(hashlib.sha1(tag.encode()).hexdigest()[:12], 16)).standard_normal())
+
+    def true_loss(self, archs: Sequence[Arch]) -> np.ndarray:
+        return self.base(archs)["loss"]
+
+    def __call__(self, archs: Sequence[Arch], repeat: int = 0) -> dict[str, np.ndarray]:
+        archs = list(archs)
+        z = np.array([self.noise(a, repeat) for a in archs])
+        return {"loss": self.true_loss(archs) + self.sigma * z, "loss_se": np.full(len(archs), self.sigma)}
+
+
 class PredictedQuality:
     """A fitted quality predictor used as the quality source (no measurement at all)."""
 
@@ -91,6 +128,7 @@ class MeasureSettings:
     bleu_sentences: int = 200       # BLEU on the first N sentences of ``split``
     bleu_max_tokens: int = 16384    # source tokens per decoding batch (big on a GPU)
     device: str = "cpu"
+    repeats: int = 1                # measurements on disjoint data: batch (sentence) blocks r*N .. (r+1)*N-1
 
 
 @dataclass(frozen=True)
@@ -130,6 +168,11 @@ class SupernetQuality:
     batches. Each arch is then extracted on the device (exactly the supernet's function)
     and evaluated: one forward pass per loss batch, batched greedy decoding with the KV
     cache for BLEU (sacrebleu on detokenised text).
+
+    ``loss_se`` is the standard error of the loss from its spread over the batches. With
+    ``settings.repeats`` = R, measurement r (``repeat=r``) uses batches r*N .. (r+1)*N-1 (N =
+    ``max_batches``) and sentences r*M .. (r+1)*M-1 for BLEU; ``repeats`` says how many
+    complete blocks the split holds (1 when it has no data for a second).
     """
 
     def __init__(self, run_dir: str | Path, settings: MeasureSettings = MeasureSettings()):
@@ -154,47 +197,74 @@ class SupernetQuality:
             block = self.run.config["train"]["max_len"]
             it = td.batches(s.split, batch_size=max(1, s.max_tokens // block), block=block, shuffle=False,
                             repeat=False)
-        self.batches = [to_device(b, self.device) for b in itertools.islice(it, s.max_batches)]
-        if not self.batches:
+        every = [to_device(b, self.device) for b in itertools.islice(it, s.max_batches * max(1, s.repeats))]
+        if not every:
             raise UserError(f"{run_dir}: split {s.split!r} has no validation batches to measure quality on")
+        self.batch_sets = [every[i:i + s.max_batches] for i in range(0, len(every), s.max_batches)]
+        if len(self.batch_sets) > 1 and len(self.batch_sets[-1]) < s.max_batches:
+            self.batch_sets.pop()  # a short last block would measure with more noise than the others
+        self.batches = self.batch_sets[0]
+        self.repeats = len(self.batch_sets)
         self.td = td
         if s.bleu:
             if td.task != "translation":
                 raise UserError("--objectives bleu needs a translation run; use quality (loss) for a language model")
-            sub = ev._head(td, s.split, s.bleu_sentences)
-            self.refs = [tgt for _, tgt in sub.text[ev._canon_split(s.split)]]
             tok, limit = td.tokenizer, self.run.space.spec.max_positions
-            self.bleu_batches = []
-            for b in sub.batches(s.split, max_tokens=s.bleu_max_tokens, shuffle=False, repeat=False):
-                src = b["src"].to(self.device)
-                self.bleu_batches.append((src, b["index"].tolist(), ev.decode_max_len(src, tok.pad_id, limit)))
+            self.bleu_sets = []  # (references, decoding batches) per measurement
+            for r in range(self.repeats):
+                sub = ev._head(td, s.split, s.bleu_sentences, start=r * s.bleu_sentences)
+                refs = [tgt for _, tgt in sub.text[ev._canon_split(s.split)]]
+                if r and len(refs) < s.bleu_sentences:
+                    self.repeats = r  # no full block of sentences left for this measurement
+                    break
+                dec = []
+                for b in sub.batches(s.split, max_tokens=s.bleu_max_tokens, shuffle=False, repeat=False):
+                    src = b["src"].to(self.device)
+                    dec.append((src, b["index"].tolist(), ev.decode_max_len(src, tok.pad_id, limit)))
+                self.bleu_sets.append((refs, dec))
+            self.refs, self.bleu_batches = self.bleu_sets[0]
+            del self.batch_sets[self.repeats:]
 
     def model(self, arch: Arch):
         with self.device:  # build the sub-network on the device: no host copies
             return self.run.net.extract(arch).eval()
 
-    def measure(self, arch: Arch) -> dict[str, float]:
+    def measure(self, arch: Arch, repeat: int = 0) -> dict[str, float]:
         model = self.model(arch)
         tok = self.td.tokenizer
-        loss, _ = self.ev.eval_loss(model, self.batches, tok.pad_id, tok.vocab_size, self.device)
-        out = {"loss": loss}
+        # per batch, so that the spread over batches gives the loss's standard error
+        per = [self.ev.eval_loss(model, [b], tok.pad_id, tok.vocab_size, self.device) for b in self.batch_sets[repeat]]
+        losses, ntok = np.array([x for x, _ in per]), np.array([n for _, n in per], dtype=np.float64)
+        out = {"loss": float(np.sum(losses * ntok) / np.sum(ntok)), "loss_se": _weighted_se(losses, ntok)}
         if self.settings.bleu:
-            out["bleu"] = self.ev.bleu(self.translate(model), self.refs)
+            refs, batches = self.bleu_sets[repeat]
+            out["bleu"] = self.ev.bleu(self.translate(model, batches, len(refs)), refs)
         return out
 
-    def translate(self, model) -> list[str]:
-        """Greedy translations of the BLEU subset, in its order."""
+    def translate(self, model, batches=None, n: int | None = None) -> list[str]:
+        """Greedy translations of the BLEU subset (or of ``batches`` of ``n`` sentences), in order."""
         tok = self.td.tokenizer
-        hyps = [""] * len(self.refs)
-        for src, index, max_len in self.bleu_batches:
+        batches = self.bleu_batches if batches is None else batches
+        hyps = [""] * (len(self.refs) if n is None else n)
+        for src, index, max_len in batches:
             out = self.ev.greedy_decode(model, src, tok.bos_id, tok.eos_id, max_len, tok.vocab_size)
             for i, ids in zip(index, out):
                 hyps[i] = tok.decode(ids)
         return hyps
 
-    def __call__(self, archs: Sequence[Arch]) -> dict[str, np.ndarray]:
-        rows = [self.measure(a) for a in archs]
+    def __call__(self, archs: Sequence[Arch], repeat: int = 0) -> dict[str, np.ndarray]:
+        rows = [self.measure(a, repeat) for a in archs]
         return {k: np.array([r[k] for r in rows], dtype=np.float64) for k in rows[0]} if rows else {"loss": np.zeros(0)}
+
+
+def _weighted_se(values: np.ndarray, weights: np.ndarray) -> float:
+    """Standard error of the weighted mean of ``values`` (NaN with one value)."""
+    if len(values) < 2:
+        return float("nan")
+    w = weights / weights.sum()
+    mean = float(np.sum(w * values))
+    var = float(np.sum(w * (values - mean) ** 2)) * len(values) / (len(values) - 1)
+    return float(np.sqrt(var * np.sum(w ** 2)))
 
 
 class CachedQuality:
@@ -204,13 +274,16 @@ class CachedQuality:
         self.source = source
         self.name = source.name
         self.synthetic = getattr(source, "synthetic", False)
+        self.repeats = getattr(source, "repeats", 1)
         self.cache: dict[str, dict[str, float]] = {}
         self.measured = 0  # archs the source actually evaluated
 
     def seed(self, digest: str, metrics: dict[str, float]) -> None:
         self.cache.setdefault(digest, dict(metrics))
 
-    def __call__(self, archs: Sequence[Arch]) -> dict[str, np.ndarray]:
+    def __call__(self, archs: Sequence[Arch], repeat: int = 0) -> dict[str, np.ndarray]:
+        if repeat:  # a fresh measurement: never from the cache
+            return call_source(self.source, archs, repeat)
         keys = [arch_digest(a) for a in archs]
         todo: dict[str, Arch] = {}
         for k, a in zip(keys, archs):

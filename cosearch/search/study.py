@@ -39,14 +39,15 @@ from ..space import SearchSpace
 from .config import SAMPLERS, SearchConfig, make_config
 from .constraints import Bounds, check_reachable
 from .evolution import EvolutionProposer, EvolutionSettings
-from .objectives import QUALITY_COLUMNS, CostModel, Evaluator, Objective, parse_objectives
+from .objectives import QUALITY_COLUMNS, QUALITY_EXTRAS, CostModel, Evaluator, Objective, parse_objectives
 from .params import Design, ParamSpace, trial_attrs, trial_params
 from .proposers import EvolutionAdapter, OptunaProposer, alive_count, fail_stale, make_sampler, owner_tag, queue
 from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality
 from .hypervolume import front_hypervolume
 from .screen import Screen
 from .storage import describe, lock_path, open_storage, open_study, storage_errors, storage_url, study_lock
-from .trial_batch import prepare_batch, record_batch
+from .repeats import Repeats, RepeatSettings
+from .trial_batch import measured_outcomes, prepare_batch, record_batch
 
 __all__ = ["SAMPLERS", "SearchConfig", "SearchResult", "search"]
 CONFIG = "search.json"
@@ -97,6 +98,7 @@ def _quality_factory(cfg: SearchConfig, space: SearchSpace, bleu: bool) -> tuple
         if cfg.run_dir is None:
             raise UserError("give --run RUN (a trained supernet) or --synthetic-quality")
         ms = MeasureSettings(split=cfg.split, max_batches=cfg.max_batches, max_tokens=cfg.max_tokens, bleu=bleu,
+                             repeats=cfg.repeats,
                              bleu_sentences=cfg.bleu_sentences, device="cuda" if cfg.gpu else "cpu")
         spec = SupernetSpec(str(cfg.run_dir), ms)
         # the device is not part of the name: a search started on CPU may resume on a GPU
@@ -265,6 +267,7 @@ class _Search:
             # a resumed study must keep its sampler: another one would read the trials differently
             "sampler": cfg.sampler, "seed": cfg.seed, "population": cfg.population,
             "predictor": cfg.predictor, "predictor_warmup": cfg.predictor_warmup if cfg.predictor else None,
+            "repeats": cfg.repeats, "repeat_margin": cfg.repeat_margin if cfg.repeats > 1 else None,
             # the supernet measured: `cosearch export DIR --pick ...` loads it without --run
             "run": str(Path(cfg.run_dir).resolve()) if cfg.run_dir is not None else None}
         if cfg.write:
@@ -318,7 +321,7 @@ class _Search:
             if u.get("source") == self.quality_source and "loss" in m:
                 digest = u.get("digest", "")
                 first = digest not in known  # one predictor point per arch, as in record_batch
-                known[digest] = {k: m[k] for k in QUALITY_COLUMNS if m.get(k) is not None}
+                known[digest] = {k: m[k] for k in (*QUALITY_COLUMNS, *QUALITY_EXTRAS) if m.get(k) is not None}
                 if screen is not None and m.get(screen.column) is not None:
                     feasible = all(v <= 0 for v in (t.constraints or {}).values())
                     if first:
@@ -340,22 +343,22 @@ class _Search:
         bs = cfg.batch or (cfg.population if cfg.sampler == "nsga2" else 100 if cfg.sampler == "evolution" else 10)
         bs = max(1, min(bs, cfg.trials))
 
-        pool = None
+        from .workers import LocalPool
         t_ready = time.perf_counter()
-        if self.needs_quality and fresh_left() > 0:
-            pool = self._pool(known)
+        pool = self._pool(known) if self.needs_quality and fresh_left() > 0 else LocalPool(None)
+        repeats = self._repeats(pool, q_index)
         t_loop = time.perf_counter()
         bar = _bar(cfg.progress, cfg.trials, max(0, cfg.trials - fresh_left() - proposer.pending()))
-        measured = recorded = 0
-        inflight: list = []
+        counts = {"recorded": 0, "measured": 0, "measured_again": 0}
+        jobs: list[_Job] = []
         deadline = None if cfg.time_limit_s is None else self.t0 + cfg.time_limit_s
         slots = max(1, cfg.workers)
         try:
             while True:
-                while len(inflight) < slots and (deadline is None or time.perf_counter() < deadline):
+                while len(jobs) < slots and (deadline is None or time.perf_counter() < deadline):
                     with self.lock():  # one process of this machine proposes at a time
                         fail_stale(st)
-                        n = min(bs + extra, left() if inflight else fresh_left())
+                        n = min(bs + extra, left() if jobs else fresh_left())
                         props = proposer.ask(n) if n > 0 else []
                         if not props:
                             break
@@ -363,37 +366,78 @@ class _Search:
                         batch = prepare_batch(props, self.evaluator, screen, known, self.needs_quality)
                         batch.keep(proposer.reserve(batch.props, *batch.reservation(self.bounds)))
                     if batch.props:
-                        inflight.append((pool.submit(batch.to_measure) if pool is not None else {}, batch))
-                if not inflight:
+                        jobs.append(_Job(batch, [pool.submit(batch.to_measure)]))
+                if not jobs:
                     if deadline is None and self._others_running(st, store):
                         time.sleep(1.0)  # their trials may fail yet: then this process runs them
                         continue
                     break
-                if pool is None:
-                    done_handles, results = [inflight[0][0]], [inflight[0][0]]
-                else:
-                    done_handles, results = pool.wait([h for h, _ in inflight])
-                for h, res in zip(done_handles, results):
-                    i = next(j for j, (hh, _) in enumerate(inflight) if hh is h)
-                    _, batch = inflight.pop(i)
-                    measured += record_batch(batch, res, self.evaluator, proposer, screen, known, self.quality_source)
-                    recorded += len(batch.props)
+                pending = [h for j in jobs for h in j.handles if h not in j.results]
+                done, results = pool.wait(pending)
+                for h, res in zip(done, results):
+                    job = next(j for j in jobs if any(x is h for x in j.handles))
+                    job.results[h] = res
+                    if len(job.results) < len(job.handles):
+                        continue
+                    if repeats is not None and job.results[job.handles[0]] and self._measure_again(job, repeats, pool):
+                        continue  # its front candidates are measured again: recorded when all are back
+                    jobs.remove(job)
+                    final = job.final(repeats)
+                    counts["measured"] += record_batch(job.batch, final, self.evaluator, proposer, screen, known,
+                                                       self.quality_source, repeats)
+                    counts["measured_again"] += sum(len(i) for i, _ in job.rounds)
+                    counts["recorded"] += len(job.batch.props)
                     if bar is not None:
-                        bar.update(len(batch.props))
+                        bar.update(len(job.batch.props))
         except BaseException:
             proposer.abandon()  # Ctrl-C, a worker's error: no trial of ours stays RUNNING
             raise
         finally:
             if bar is not None:
                 bar.close()
-            if pool is not None:
-                pool.close()
+            pool.close()
         proposer.abandon()  # (nothing is in flight now: stops the heartbeat)
         # start-up (the workers loading the supernet included) and the loop, for benchmarks
         timing = {"startup_s": round(t_loop - self.t0, 3), "workers_start_s": round(t_loop - t_ready, 3),
-                  "loop_s": round(time.perf_counter() - t_loop, 3), "recorded": recorded, "measured": measured,
-                  "workers": cfg.workers}
-        return self._results(st, screen, measured, timing)
+                  "loop_s": round(time.perf_counter() - t_loop, 3), **counts, "workers": cfg.workers}
+        return self._results(st, screen, counts["measured"], timing)
+
+    def _repeats(self, pool, q_index):
+        """The noise-aware measurement (``--repeats``), when asked for and quality is measured."""
+        cfg = self.cfg
+        if cfg.repeats <= 1 or q_index is None or not self.needs_quality:
+            return None
+        if pool.repeats < cfg.repeats:
+            raise UserError(f"--repeats {cfg.repeats}: the quality source has data for {pool.repeats} "
+                            f"measurement(s) of --max-batches {cfg.max_batches} batches each; lower --repeats "
+                            "or --max-batches")
+        return Repeats(RepeatSettings(cfg.repeats, cfg.repeat_margin), self.directions, q_index,
+                       self.objs[q_index].column)
+
+    def _measure_again(self, job: "_Job", repeats: Repeats, pool) -> bool:
+        """Measure the job's front candidates once more (fresh data: measurement k = rounds so
+        far + 1), as long as any remain and they have fewer than --repeats measurements: a
+        design drops out as soon as its mean, optimistic by its standard error, is dominated.
+        False: nothing more to measure."""
+        k = len(job.rounds) + 1
+        if k >= repeats.s.repeats:
+            return False
+        now = job.final(repeats, learn=False)
+        idx, outs = measured_outcomes(job.batch, now, self.evaluator)
+        racing = set(job.rounds[-1][0]) if job.rounds else set(idx)
+        keep = [n for n, i in enumerate(idx) if i in racing]
+        if not keep:
+            return False
+        se = np.asarray(now[f"{repeats.column}_se"])[[idx[n] for n in keep]]  # of each current mean
+        vals = np.array([outs[n].values for n in keep])
+        mask = repeats.candidates(vals, np.array([outs[n].feasible for n in keep]), se)
+        again = sorted({idx[n] for n, m in zip(keep, mask) if m})
+        if not again:
+            return False
+        h = pool.submit([job.batch.to_measure[i] for i in again], k)
+        job.rounds.append((again, h))
+        job.handles.append(h)
+        return True
 
     def _others_running(self, st: optuna.Study, store) -> bool:
         """Whether to wait for other processes' trials before stopping short of the total:
@@ -453,6 +497,28 @@ class _Search:
                             measured=measured, pareto=front, predictor=pred, reachable=self.reach.__dict__,
                             elapsed_s=time.perf_counter() - self.t0, files=files, hypervolume=hv,
                             hypervolume_reference=self.reference, timing=timing)
+
+
+@dataclass
+class _Job:
+    """A batch in flight: its pool handles (the first measurement, then any repeats)."""
+
+    batch: Any
+    handles: list
+    results: dict = field(default_factory=dict)  # handle -> result
+    rounds: list = field(default_factory=list)   # (indices into batch.to_measure, handle) measured again
+
+    def final(self, repeats, learn: bool = True) -> dict:
+        """The batch's quality: each arch's mean over its measurements (``Repeats.combine``)."""
+        first = self.results[self.handles[0]]
+        if repeats is None or not first:
+            return first
+        again: dict[int, list] = {}
+        for idx, h in self.rounds:
+            res = self.results[h]
+            for pos, i in enumerate(idx):
+                again.setdefault(i, []).append({c: res[c][pos] for c in res})
+        return repeats.combine(first, again, len(self.batch.to_measure), learn=learn)
 
 
 def _ray_installed() -> bool:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constraints import Bounds, constraint_values
-from .objectives import QUALITY_COLUMNS, Evaluator, finite_or_none
+from .objectives import QUALITY_COLUMNS, QUALITY_EXTRAS, Evaluator, finite_or_none
 from .params import arch_digest, arch_json
 
 
@@ -76,7 +76,21 @@ def prepare_batch(props, evaluator: Evaluator, screen, known, needs_quality) -> 
     return batch
 
 
-def record_batch(batch: TrialBatch, res, evaluator: Evaluator, proposer, screen, known, computed: str) -> int:
+def measured_outcomes(batch: TrialBatch, res: dict, evaluator: Evaluator) -> tuple[list[int], list]:
+    """The designs whose arch ``res`` measured (indices into ``batch.to_measure``) and their
+    outcomes with those values: what decides which archs are measured again."""
+    where = {arch_digest(a): i for i, a in enumerate(batch.to_measure)}
+    rows = [(j, where[k]) for j, p in enumerate(batch.props) if (k := arch_digest(p.design.arch)) in where]
+    if not rows:
+        return [], []
+    js, idx = [j for j, _ in rows], [i for _, i in rows]
+    cm = {k: (np.asarray(v)[js] if np.ndim(v) else v) for k, v in batch.cost_metrics.items()}
+    q = {c: np.asarray(res[c], dtype=np.float64)[idx] for c in (*QUALITY_COLUMNS, *QUALITY_EXTRAS) if c in res}
+    return idx, evaluator.outcomes([batch.props[j].design for j in js], cm, q)
+
+
+def record_batch(batch: TrialBatch, res, evaluator: Evaluator, proposer, screen, known, computed: str,
+                 repeats=None) -> int:
     """Record one measured batch in the study; returns how many archs were measured.
     ``computed`` labels the rows whose quality the source computed (``QUALITY_SOURCES``)."""
     props = batch.props
@@ -89,13 +103,15 @@ def record_batch(batch: TrialBatch, res, evaluator: Evaluator, proposer, screen,
     sources = ["cost-only"] * len(designs)
     if batch.needs_quality:
         cols: dict[str, list] = {c: [] for c in QUALITY_COLUMNS}
+        cols.update({c: [] for c in QUALITY_EXTRAS if c in res or any(c in known.get(arch_digest(
+            d.arch), {}) for d in designs)})
         for j, d in enumerate(designs):
             k = arch_digest(d.arch)
             if batch.measure[j] and k in known:
                 row, sources[j] = known[k], computed
             else:  # only the predicted column: a predicted loss is never stored as BLEU
                 row, sources[j] = {batch.column: float(batch.predicted[j])}, "predicted"
-            for c in QUALITY_COLUMNS:
+            for c in cols:
                 cols[c].append(row.get(c, float("nan")))
         q = {c: np.array(v, dtype=np.float64) for c, v in cols.items()}
     outs = evaluator.outcomes(designs, batch.cost_metrics, q)
@@ -111,6 +127,8 @@ def record_batch(batch: TrialBatch, res, evaluator: Evaluator, proposer, screen,
         # every measured design joins the screen's front; the predictor learns (and is scored)
         # only on archs measured in this batch, once each (several designs may share one): a
         # cached arch is already among its points, and counting it again would inflate its tau
+        if repeats is not None and sources[j] == computed:
+            repeats.add(o.values, o.feasible)
         if screen is not None and sources[j] == computed:
             if a["digest"] in fresh_keys:
                 fresh_keys.discard(a["digest"])

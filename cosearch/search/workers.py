@@ -11,21 +11,33 @@ from concurrent.futures import Future
 from typing import Callable, Sequence
 
 from ..space import Arch
+from .quality import call_source
+
+
+class Done:
+    """A handle whose result is already there."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result):
+        self.result = result
 
 
 class LocalPool:
-    """Measures synchronously; ``submit`` returns a handle that is already done."""
+    """Measures synchronously; ``submit`` returns a handle that is already done. Without a
+    factory it measures nothing (a search without a quality objective)."""
 
-    def __init__(self, factory: Callable):
-        self.source = factory()
+    def __init__(self, factory: Callable | None):
+        self.source = factory() if factory is not None else None
         self.workers = 1
+        self.repeats = getattr(self.source, "repeats", 1)
 
-    def submit(self, archs: Sequence[Arch]):
-        return self.source(list(archs)) if archs else {}
+    def submit(self, archs: Sequence[Arch], repeat: int = 0) -> Done:
+        return Done(call_source(self.source, list(archs), repeat) if archs else {})
 
     def wait(self, handles: list) -> tuple[list, list]:
         """(done handles, their results)."""
-        return handles[:1], handles[:1]
+        return handles[:1], [h.result for h in handles[:1]]
 
     def close(self):
         pass
@@ -49,20 +61,20 @@ def _build(factory, counter, barrier, threads: int):
 
 
 def _ready(timeout: float) -> int:
-    """Run in a worker: its pid once its source is built (or the error that stopped it). The
-    barrier holds each probe until all workers have one, so K probes meet K processes."""
-    import os
+    """Run in a worker: its source's number of measurements once it is built (or the error
+    that stopped it). The barrier holds each probe until all workers have one, so K probes
+    meet K processes."""
     if isinstance(_SOURCE, Exception):
         _BARRIER.abort()
         raise _SOURCE
     _BARRIER.wait(timeout)
-    return os.getpid()
+    return getattr(_SOURCE, "repeats", 1)
 
 
-def _measure(archs):
+def _measure(archs, repeat: int = 0):
     if isinstance(_SOURCE, Exception):
         raise _SOURCE
-    return _SOURCE(list(archs))
+    return call_source(_SOURCE, list(archs), repeat)
 
 
 _SOURCE: object = None
@@ -94,13 +106,14 @@ class ProcessPool:
         if real or any(errors):
             self.close()
             raise (real or [e for e in errors if e is not None])[0]
+        self.repeats = min(f.result() for f in probes)
 
-    def submit(self, archs: Sequence[Arch]):
+    def submit(self, archs: Sequence[Arch], repeat: int = 0):
         if not archs:  # all cached or predicted: no need to queue behind busy workers
             done: Future = Future()
             done.set_result({})
             return done
-        return self.pool.submit(_measure, list(archs))
+        return self.pool.submit(_measure, list(archs), repeat)
 
     def wait(self, handles: list) -> tuple[list, list]:
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -116,8 +129,11 @@ class _Actor:
     def __init__(self, factory):
         self.source = factory()
 
-    def measure(self, archs):
-        return self.source(list(archs))
+    def repeats(self) -> int:
+        return getattr(self.source, "repeats", 1)
+
+    def measure(self, archs, repeat: int = 0):
+        return call_source(self.source, list(archs), repeat)
 
 
 class RayPool:
@@ -134,17 +150,18 @@ class RayPool:
         actor = ray.remote(num_cpus=1)(_Actor)
         self.actors = [actor.remote(factory) for _ in range(workers)]
         self.workers = workers
+        self.repeats = min(ray.get([a.repeats.remote() for a in self.actors]))
         self._busy: dict = {}
         self._n = 0
 
-    def submit(self, archs: Sequence[Arch]):
+    def submit(self, archs: Sequence[Arch], repeat: int = 0):
         if not archs:
             return self.ray.put({})
         counts = {i: 0 for i in range(len(self.actors))}
         for i in self._busy.values():
             counts[i] += 1
         i = min(counts, key=counts.get)
-        ref = self.actors[i].measure.remote(list(archs))
+        ref = self.actors[i].measure.remote(list(archs), repeat)
         self._busy[ref] = i
         return ref
 

@@ -344,14 +344,14 @@ def _canon_split(split: str) -> str:
     return {"val": "valid", "dev": "valid"}.get(split, split)
 
 
-def _head(td: TaskData, split: str, n: int) -> TaskData:
-    """``td`` with only the first ``n`` sentences (translation) of ``split``."""
+def _head(td: TaskData, split: str, n: int, start: int = 0) -> TaskData:
+    """``td`` with only the sentences ``start .. start+n-1`` (translation) of ``split``."""
     from dataclasses import replace
     if td.task != "translation":
         return td
     s = _canon_split(split)
-    data = td.split(s)[:n]
+    data = td.split(s)[start:start + n]
     text = dict(td.text)
     if s in text:
-        text[s] = text[s][:n]
+        text[s] = text[s][start:start + n]
     return replace(td, **{s: data}, text=text)
