@@ -232,10 +232,13 @@ class SupernetQuality:
     def measure(self, arch: Arch, repeat: int = 0) -> dict[str, float]:
         model = self.model(arch)
         tok = self.td.tokenizer
-        # per batch, so that the spread over batches gives the loss's standard error
-        per = [self.ev.eval_loss(model, [b], tok.pad_id, tok.vocab_size, self.device) for b in self.batch_sets[repeat]]
-        losses, ntok = np.array([x for x, _ in per]), np.array([n for _, n in per], dtype=np.float64)
-        out = {"loss": float(np.sum(losses * ntok) / np.sum(ntok)), "loss_se": _weighted_se(losses, ntok)}
+        # per batch (the spread over batches gives the loss's standard error), one host sync
+        sums, counts = self.ev.batch_losses(model, self.batch_sets[repeat], tok.pad_id, tok.vocab_size, self.device)
+        sums, ntok = sums.double().cpu().numpy(), counts.cpu().numpy().astype(np.float64)
+        if not ntok.sum():
+            raise UserError("the evaluation split has no tokens")
+        losses = sums / np.maximum(ntok, 1)
+        out = {"loss": float(sums.sum() / ntok.sum()), "loss_se": _weighted_se(losses, ntok)}
         if self.settings.bleu:
             refs, batches = self.bleu_sets[repeat]
             out["bleu"] = self.ev.bleu(self.translate(model, batches, len(refs)), refs)
