@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_once(a, workers: int, out: Path) -> dict:
     cmd = [sys.executable, "-m", "cosearch.cli", "search", "--run", a.run, "--hw", a.hw, "--trials", str(a.trials),
            "--sampler", a.sampler, "--workers", str(workers), "--max-batches", str(a.max_batches),
-           "--objectives", a.objectives, "--out", str(out), "--no-progress", "--seed", str(a.seed)]
+           "--objectives", a.objectives, "--out", str(out), "--no-progress", "--seed", str(a.seed),
+           "--repeats", str(a.repeats)]
     if a.latency_max:
         cmd += ["--latency-max", str(a.latency_max)]
     if a.gpu:
@@ -49,6 +50,8 @@ def run_once(a, workers: int, out: Path) -> dict:
     return {"workers": workers, "trials": summary["trials"], "measured": tm["measured"],
             "startup_s": tm["startup_s"], "workers_start_s": tm["workers_start_s"], "loop_s": tm["loop_s"],
             "archs_per_s": round(tm["measured"] / tm["loop_s"], 2) if tm["loop_s"] else None,
+            "measurements_per_s": round((tm["measured"] + tm["measured_again"]) / tm["loop_s"], 2)
+            if tm["loop_s"] else None,
             "wall_s": round(wall, 2), "archs_per_s_with_startup": round(tm["measured"] / wall, 2), **books}
 
 
@@ -94,6 +97,7 @@ def main():
     ap.add_argument("--latency-max", type=float, default=30.0)
     ap.add_argument("--max-batches", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="--repeats of the search (1: each arch measured once)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per command")
     ap.add_argument("--out", help="JSON file for the results")
     a = ap.parse_args()
@@ -106,8 +110,8 @@ def main():
     for r in rows:
         r["speedup_vs_1"] = round(r["archs_per_s"] / base, 2) if base else None
     result = {"benchmark": "search_throughput", "command": "cosearch search --run RUN --hw {hw} --trials {trials} "
-              "--sampler {sampler} --workers K --max-batches {mb} --latency-max {lat}{gpu} --out DIR".format(
-                  hw=a.hw, trials=a.trials, sampler=a.sampler, mb=a.max_batches, lat=a.latency_max,
+              "--sampler {sampler} --workers K --max-batches {mb} --latency-max {lat} --repeats {rep}{gpu} --out DIR".format(
+                  hw=a.hw, trials=a.trials, sampler=a.sampler, mb=a.max_batches, lat=a.latency_max, rep=a.repeats,
                   gpu=" --gpu" if a.gpu else ""),
               "run": str(Path(a.run).resolve()), "objectives": a.objectives, "seed": a.seed,
               "archs_per_s": "archs measured / loop seconds, both from the command's summary.json timing",

@@ -28,13 +28,13 @@ def register(sub):
     obj.add_argument("--max-batches", type=int, default=20, help="validation batches per quality measurement")
     obj.add_argument("--bleu-sentences", type=int, default=200,
                      help="BLEU (greedy) on the first N validation sentences (default 200)")
-    obj.add_argument("--repeats", type=int, default=1,
+    obj.add_argument("--repeats", type=int,
                      help="noise-aware measurement: a design that could join the front is measured again on "
                      "the next --max-batches batches (--bleu-sentences sentences), up to this many times in "
                      "all while it could still join it; recorded as the mean with its standard error "
-                     "(default 1: measure once)")
-    obj.add_argument("--repeat-margin", type=float, default=1.0,
-                     help="standard errors of optimism when deciding what could join the front (default 1)")
+                     "(default: up to 5 where the validation split has the data; 1: measure once)")
+    obj.add_argument("--repeat-margin", type=float, default=2.0,
+                     help="standard errors of optimism when deciding what could join the front (default 2)")
     obj.add_argument("--gpu", action="store_true",
                      help="measure quality on the GPU (--workers processes share it, one supernet each)")
     run = p.add_argument_group("search")

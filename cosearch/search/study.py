@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 from ..errors import UserError
 from ..outdirs import check_out, lock_out, mark
 from ..space import SearchSpace
-from .config import SAMPLERS, SearchConfig, make_config
+from .config import DEFAULT_REPEATS, SAMPLERS, SearchConfig, make_config
 from .constraints import Bounds, check_reachable
 from .evolution import EvolutionProposer, EvolutionSettings
 from .objectives import QUALITY_COLUMNS, QUALITY_EXTRAS, CostModel, Evaluator, Objective, parse_objectives
@@ -98,7 +98,7 @@ def _quality_factory(cfg: SearchConfig, space: SearchSpace, bleu: bool) -> tuple
         if cfg.run_dir is None:
             raise UserError("give --run RUN (a trained supernet) or --synthetic-quality")
         ms = MeasureSettings(split=cfg.split, max_batches=cfg.max_batches, max_tokens=cfg.max_tokens, bleu=bleu,
-                             repeats=cfg.repeats,
+                             repeats=cfg.repeats or DEFAULT_REPEATS,
                              bleu_sentences=cfg.bleu_sentences, device="cuda" if cfg.gpu else "cpu")
         spec = SupernetSpec(str(cfg.run_dir), ms)
         # the device is not part of the name: a search started on CPU may resume on a GPU
@@ -267,7 +267,7 @@ class _Search:
             # a resumed study must keep its sampler: another one would read the trials differently
             "sampler": cfg.sampler, "seed": cfg.seed, "population": cfg.population,
             "predictor": cfg.predictor, "predictor_warmup": cfg.predictor_warmup if cfg.predictor else None,
-            "repeats": cfg.repeats, "repeat_margin": cfg.repeat_margin if cfg.repeats > 1 else None,
+            "repeats": cfg.repeats, "repeat_margin": cfg.repeat_margin if cfg.repeats != 1 else None,
             # the supernet measured: `cosearch export DIR --pick ...` loads it without --run
             "run": str(Path(cfg.run_dir).resolve()) if cfg.run_dir is not None else None}
         if cfg.write:
@@ -399,19 +399,26 @@ class _Search:
         proposer.abandon()  # (nothing is in flight now: stops the heartbeat)
         # start-up (the workers loading the supernet included) and the loop, for benchmarks
         timing = {"startup_s": round(t_loop - self.t0, 3), "workers_start_s": round(t_loop - t_ready, 3),
-                  "loop_s": round(time.perf_counter() - t_loop, 3), **counts, "workers": cfg.workers}
+                  "loop_s": round(time.perf_counter() - t_loop, 3), **counts, "workers": cfg.workers,
+                  "repeats": self.repeats_used}
         return self._results(st, screen, counts["measured"], timing)
 
     def _repeats(self, pool, q_index):
-        """The noise-aware measurement (``--repeats``), when asked for and quality is measured."""
+        """The noise-aware measurement (``--repeats``) where quality is measured: as asked,
+        or by default up to DEFAULT_REPEATS as the source's data allows (a deterministic
+        source, or a split with data for one measurement, measures once)."""
         cfg = self.cfg
-        if cfg.repeats <= 1 or q_index is None or not self.needs_quality:
+        self.repeats_used = 1
+        if cfg.repeats == 1 or q_index is None or not self.needs_quality:
             return None
-        if pool.repeats < cfg.repeats:
+        if cfg.repeats is not None and pool.repeats < cfg.repeats:
             raise UserError(f"--repeats {cfg.repeats}: the quality source has data for {pool.repeats} "
                             f"measurement(s) of --max-batches {cfg.max_batches} batches each; lower --repeats "
                             "or --max-batches")
-        return Repeats(RepeatSettings(cfg.repeats, cfg.repeat_margin), self.directions, q_index,
+        self.repeats_used = min(cfg.repeats or DEFAULT_REPEATS, pool.repeats)
+        if self.repeats_used <= 1:
+            return None
+        return Repeats(RepeatSettings(self.repeats_used, cfg.repeat_margin), self.directions, q_index,
                        self.objs[q_index].column)
 
     def _measure_again(self, job: "_Job", repeats: Repeats, pool) -> bool:
