@@ -143,7 +143,7 @@ def test_a_dead_process_of_another_machine_is_found_by_heartbeat(tmp_path):
     assert survivor.returncode == 0, survivor.stderr[-2000:]
     ts = books(tmp_path / "b", total, storage=db)
     by_number = {t.number: t for t in ts}
-    for o in orphans:  # failed by Optuna's stale check, and retried once (RetryFailedTrialCallback)
+    for o in orphans:  # failed by Optuna's stale check, and retried once (RetryHeartbeatStaleTrialCallback)
         assert by_number[o.number].state == TrialState.FAIL
         retries = [t for t in ts if t.system_attrs.get("failed_trial") == o.number]
         assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE

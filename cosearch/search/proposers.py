@@ -356,7 +356,7 @@ def make_sampler(name: str, seed: int | None, population: int):
 
 
 def queue(study: optuna.Study, params: dict, attrs: dict) -> None:
-    """Queue a design in the study (a WAITING trial, as Optuna's ``RetryFailedTrialCallback``
+    """Queue a design in the study (a WAITING trial, as Optuna's ``RetryHeartbeatStaleTrialCallback``
     queues one): the next proposer to ask claims it."""
     study.add_trial(create_trial(state=TrialState.WAITING, user_attrs=pack({**attrs, GENES: params})))
 

@@ -8,7 +8,7 @@ several processes on one machine); anything else -> an SQLAlchemy URL (``sqlite:
 Processes of one machine find each other's dead trials by pid (``proposers.fail_stale``).
 Across machines Optuna's RDB heartbeats do it: every trial in flight gets a heartbeat each
 ``heartbeat`` seconds; a trial whose heartbeat is older than twice that is failed by
-``optuna.storages.fail_stale_trials`` and queued again by ``RetryFailedTrialCallback``.
+``optuna.storages.fail_stale_trials`` and queued again by ``RetryHeartbeatStaleTrialCallback``.
 They are on by default for server databases (PostgreSQL, MySQL) and on request for SQLite.
 
 A study records what it measures (``STUDY_RECORD``: objectives, bounds, space, accelerator,
@@ -110,9 +110,9 @@ def open_storage(storage: str | None, out: str | Path | None, heartbeat: int | N
             heartbeat = SERVER_HEARTBEAT_S
         beat = {}
         if heartbeat is not None:
-            from optuna.storages import RetryFailedTrialCallback
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
             beat = dict(heartbeat_interval=int(heartbeat), grace_period=2 * int(heartbeat),
-                        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=None))
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None))
         with study_lock(storage), warnings.catch_warnings():  # a fresh file: racing table creation
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
             rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kw, **beat)

@@ -351,6 +351,7 @@ class _Search:
         bar = _bar(cfg.progress, cfg.trials, max(0, cfg.trials - fresh_left() - proposer.pending()))
         counts = {"recorded": 0, "measured": 0, "measured_again": 0}
         jobs: list[_Job] = []
+        waiting: tuple = (set(), 0.0)  # other processes' RUNNING trials waited for, and since when
         deadline = None if cfg.time_limit_s is None else self.t0 + cfg.time_limit_s
         slots = max(1, cfg.workers)
         try:
@@ -368,9 +369,16 @@ class _Search:
                     if batch.props:
                         jobs.append(_Job(batch, [pool.submit(batch.to_measure)]))
                 if not jobs:
-                    if deadline is None and self._others_running(st, store):
+                    others, patience = self._others_running(st, store) if deadline is None else (set(), 0)
+                    if others != waiting[0]:
+                        waiting = (others, time.perf_counter())
+                    if others and time.perf_counter() - waiting[1] < patience:
                         time.sleep(1.0)  # their trials may fail yet: then this process runs them
                         continue
+                    if others:
+                        log.warning("%d trials of other processes are still RUNNING (%s); the study has fewer "
+                                    "than --trials finished until they end", len(others), ", ".join(map(str, sorted(
+                                        others)[:5])))
                     break
                 pending = [h for j in jobs for h in j.handles if h not in j.results]
                 done, results = pool.wait(pending)
@@ -446,19 +454,25 @@ class _Search:
         job.handles.append(h)
         return True
 
-    def _others_running(self, st: optuna.Study, store) -> bool:
-        """Whether to wait for other processes' trials before stopping short of the total:
-        one may yet fail (its process died), be queued again and fall to this process. Only
-        where a death would be noticed: heartbeats on the storage, or a process of this machine."""
+    def _others_running(self, st: optuna.Study, store) -> tuple[set, float]:
+        """Other processes' RUNNING trials worth waiting for before stopping short of the total
+        (one may yet fail, be queued again and fall to this process), and for how long
+        without change: while their processes live, on this machine (found dead by pid); for
+        six heartbeats, elsewhere with heartbeats on (a trial killed before its first
+        heartbeat is never found stale: the wait ends, with a warning). Not at all without."""
         from .storage import heartbeat_interval
+        with self.lock():
+            fail_stale(st)
         running = [t for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                    if trial_attrs(t).get("owner") != owner_tag()]
-        if not running:
-            return False
-        if heartbeat_interval(store) is not None:
-            return True
         host = owner_tag().rpartition(":")[0]
-        return all(trial_attrs(t).get("owner", "").rpartition(":")[0] == host for t in running)
+        here = {t.number for t in running if (trial_attrs(t).get("owner") or "").rpartition(":")[0] == host}
+        beat = heartbeat_interval(store)
+        if len(here) == len(running):
+            return here, float("inf")
+        if beat is not None:
+            return {t.number for t in running}, 6.0 * beat
+        return set(), 0.0
 
     def _seed_anchors(self, st: optuna.Study) -> int:
         """The largest and the smallest arch anchor the front's two ends: queued once, when
