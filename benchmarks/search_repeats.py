@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna  # noqa: E402
 
 from cosearch.search import SearchConfig, search  # noqa: E402
+from cosearch.search.params import trial_attrs  # noqa: E402
 from cosearch.search.quality import SyntheticQuality  # noqa: E402
 from cosearch.space import SearchSpace  # noqa: E402
 
@@ -34,7 +35,7 @@ def main(sampler: str, trials: int, seed: int) -> dict:
     secs = time.perf_counter() - t
     ts = r.study.trials
     return {"sampler": sampler, "seed": seed, "complete": sum(1 for x in ts if x.state.name == "COMPLETE"),
-            "asked": len(ts), "fallbacks": sum(1 for x in ts if x.user_attrs.get("fallback")),
+            "asked": len(ts), "fallbacks": sum(1 for x in ts if trial_attrs(x).get("fallback")),
             "seconds": round(secs, 1), "hv": r.hypervolume}
 
 

@@ -11,8 +11,9 @@ trials and none RUNNING (checked in the study).
     # on a GPU machine, with a supernet trained by `cosearch train --gpu`:
     python benchmarks/search_throughput.py --run RUN --gpu --workers 1,2,6 \\
         --out benchmarks/results/search_throughput_h200.json
-    # CPU check (a tiny run):
+    # CPU check (a tiny run), and the driver alone (synthetic quality: proposing and recording):
     python benchmarks/search_throughput.py --run RUN --workers 1,2 --trials 60 --max-batches 2 --out /tmp/tp.json
+    python benchmarks/search_throughput.py --space multi30k --workers 1 --trials 1000 --out /tmp/driver.json
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_once(a, workers: int, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "cosearch.cli", "search", "--run", a.run, "--hw", a.hw, "--trials", str(a.trials),
+    what = ["--run", a.run] if a.run else ["--space", a.space, "--synthetic-quality"]
+    cmd = [sys.executable, "-m", "cosearch.cli", "search", *what, "--hw", a.hw, "--trials", str(a.trials),
            "--sampler", a.sampler, "--workers", str(workers), "--max-batches", str(a.max_batches),
            "--objectives", a.objectives, "--out", str(out), "--no-progress", "--seed", str(a.seed),
            "--repeats", str(a.repeats)]
@@ -87,7 +89,9 @@ def machine(gpu: bool) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, help="a supernet run folder (cosearch train)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a supernet run folder (cosearch train)")
+    src.add_argument("--space", help="no supernet: the synthetic quality on this space (the driver's own ceiling)")
     ap.add_argument("--workers", default="1,2,6", help="comma list of K")
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--trials", type=int, default=600)
@@ -113,7 +117,8 @@ def main():
               "--sampler {sampler} --workers K --max-batches {mb} --latency-max {lat} --repeats {rep}{gpu} --out DIR".format(
                   hw=a.hw, trials=a.trials, sampler=a.sampler, mb=a.max_batches, lat=a.latency_max, rep=a.repeats,
                   gpu=" --gpu" if a.gpu else ""),
-              "run": str(Path(a.run).resolve()), "objectives": a.objectives, "seed": a.seed,
+              "run": str(Path(a.run).resolve()) if a.run else None, "space": a.space,
+              "objectives": a.objectives, "seed": a.seed,
               "archs_per_s": "archs measured / loop seconds, both from the command's summary.json timing",
               "machine": machine(a.gpu), "rows": rows}
     print(json.dumps(result, indent=2))
