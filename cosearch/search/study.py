@@ -45,7 +45,7 @@ from .proposers import EvolutionAdapter, OptunaProposer, alive_count, fail_stale
 from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality
 from .hypervolume import front_hypervolume
 from .screen import Screen
-from .storage import describe, lock_path, open_storage, open_study, storage_errors, storage_url, study_lock
+from .storage import describe, is_server, open_storage, open_study, storage_errors, storage_url, study_lock
 from .repeats import Repeats, RepeatSettings
 from .trial_batch import measured_outcomes, prepare_batch, record_batch
 
@@ -338,14 +338,18 @@ class _Search:
         else:
             extra = self._seed_anchors(st)
             proposer = OptunaProposer(st, store, self.pspace, cfg.trials, make_sampler(cfg.sampler, cfg.seed,
-                                      cfg.population), cfg.seed, server=lock_path(self.url) is None)
+                                      cfg.population), cfg.seed, server=is_server(self.url))
             left, fresh_left = proposer.left, proposer.refresh
         bs = cfg.batch or (cfg.population if cfg.sampler == "nsga2" else 100 if cfg.sampler == "evolution" else 10)
         bs = max(1, min(bs, cfg.trials))
 
         from .workers import LocalPool
         t_ready = time.perf_counter()
-        pool = self._pool(known) if self.needs_quality and fresh_left() > 0 else LocalPool(None)
+        try:
+            pool = self._pool(known) if self.needs_quality and fresh_left() > 0 else LocalPool(None)
+        except BaseException:
+            proposer.abandon()  # (stops its heartbeat thread)
+            raise
         repeats = self._repeats(pool, q_index)
         t_loop = time.perf_counter()
         bar = _bar(cfg.progress, cfg.trials, max(0, cfg.trials - fresh_left() - proposer.pending()))
