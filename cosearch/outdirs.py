@@ -115,6 +115,9 @@ def check_out(out: str | Path | None, kind: str, *, flag: str = "--out",
             raise UserError(f"{flag} {out} is inside the input {name} {given}; choose an {flag} "
                             "outside it")
     if not os.path.lexists(out):
+        above = next((p for p in out.absolute().parents if os.path.lexists(p)), None)
+        if above is not None and not above.is_dir():  # mkdir would fail half-way, with a traceback
+            raise UserError(f"{flag} {out} is under {above}, which is a file; choose another {flag}")
         return out
     if not out.is_dir():
         raise UserError(f"{flag} {out} exists and is not a folder; choose a new {flag}")

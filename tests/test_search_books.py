@@ -195,7 +195,7 @@ def test_out_under_a_file_and_a_damaged_search_json_are_one_line(tmp_path, capsy
     f = tmp_path / "notes.txt"
     f.write_text("x")
     base = ["search", "--space", "tiny_lm", "--synthetic-quality", "--hw", "zcu102", "--trials", "3", "--no-progress"]
-    for out, says in ((f / "run", "which is a file"), (f, "is a file")):
+    for out, says in ((f / "run" / "deeper", "which is a file"), (f, "is not a folder")):
         assert main(base + ["--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], err

@@ -142,7 +142,6 @@ def _check_config(out: Path | None, record: dict) -> None:
     if out is None:
         return
     from ..training.rundir import first_difference
-    check_out(out)
     path = out / CONFIG
     if not path.is_file():
         return
@@ -161,16 +160,6 @@ def _check_config(out: Path | None, record: dict) -> None:
     if d:
         raise UserError(f"{out} holds a search made with {d[0]}={d[1]!r}, but this command gives "
                         f"{d[0]}={d[2]!r}; rerun with the same settings to resume, or choose a new --out")
-
-
-def check_out(out: Path) -> None:
-    """``--out`` must be (or become) a folder: no part of its path may be a file."""
-    for p in [out, *out.parents]:
-        if p.exists():
-            if not p.is_dir():
-                what = "is a file" if p == out else f"is under {p}, which is a file"
-                raise UserError(f"--out {out} {what}; give a folder (new or an earlier search's)")
-            return
 
 
 def fixed_reference(objs: Sequence[Objective], space: SearchSpace, evaluator: Evaluator,
