@@ -110,8 +110,9 @@ def batch_losses(model: torch.nn.Module, batches, pad_id: int, vocab: int,
         batch = to_device(batch, device)
         inputs, target = model_inputs(batch)
         logits = model(*inputs)[..., :vocab].float()
+        # summed as loss_sums sums (per token, then the batch): the same float32 numbers as eval_loss
         sums.append(F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1), ignore_index=pad_id,
-                                    reduction="sum"))
+                                    reduction="none").sum())
         counts.append((target != pad_id).sum())
     return torch.stack(sums), torch.stack(counts)
 
