@@ -121,7 +121,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_completes(tmp_path):
     first = cli(tmp_path, search_args(out, total), hook="record:5:FULL")
     err = first.stderr.strip().splitlines()
     assert first.returncode == 2 and len(err) == 1, first.stderr[-2000:]
-    assert "database or disk is full" in err[0] and "rerun the same command" in err[0]
+    assert f"cannot write {out / 'study.db'}: No space left" in err[0] and "rerun the same command" in err[0]
     again = cli(tmp_path, search_args(out, total))
     assert again.returncode == 0, again.stderr[-2000:]
     books(out, total)

@@ -207,6 +207,10 @@ def storage_errors(url: str):
     try:
         yield
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError) as e:
+        refused = write_refusal_in(e)
+        if refused is not None:  # a full or read-only disk: the same line as every other write
+            path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+            raise UserError(write_error_message(path, refused)) from None
         cause = e.__cause__ or e.__context__ or e
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         raise UserError(f"the study storage {describe(url)} failed ({type(cause).__name__}: {first[:160]}); "
