@@ -87,7 +87,7 @@ def code_lm(data: str = "", work: str = "/tmp/gpu/code_lm", budget_s: str = "600
 
 
 def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "360", search_workers: str = "1,2,6",
-            search_trials: str = "200", extra: str = "") -> list[Job]:
+            search_trials: str = "300", extra: str = "") -> list[Job]:
     """One H200 session: the ``code_lm`` plan with three measurements that need the GPU alone
     placed where it is idle -- the quantized-member overhead of the three training paths
     (bucketed, reference, fused; beside the CPU-only token cache), the MFU of the plain largest ``code_lm`` model (after the token
@@ -113,10 +113,20 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "360", searc
                    done=f"{res}/supernet_overhead_all.json", gpu=1.0)
     search_tp = Job("search_throughput", (PY, str(ROOT / "benchmarks" / "search_throughput.py"),
                                           "--run", f"{lm_work}/supernet", "--gpu", "--workers", search_workers,
-                                          "--trials", search_trials, "--max-batches", "8",
+                                          "--trials", search_trials, "--max-batches", "8", "--timeout", "150",
                                           "--out", f"{res}/search_throughput_code_lm.json"),
                     done=f"{res}/search_throughput_code_lm.json", gpu=1.0, env=cache, after=("code_lm_supernet",))
     run = f"{lm_work}/supernet"
+    # search quality (a hypervolume, not a speed): random vs NSGA-II with repeats, 3 seeds, fronts
+    # scored on the test split; it may share the GPU
+    search_hv = _optional(Job("search_hv", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run, "--gpu",
+                                            "--workers", "2", "--trials", "300", "--checkpoints", "100,300",
+                                            "--settings", "random,nsga2:r5:m2", "--seeds", "3", "--max-batches", "8",
+                                            "--heldout-split", "test", "--heldout-batches", "20",
+                                            "--goal", "nsga2:r5:m2,random", "--timeout", "500",
+                                            "--out", f"{res}/search_hv_real_code_lm.json"),
+                              done=f"{res}/search_hv_real_code_lm.json", gpu=0.05, env=cache,
+                              after=("code_lm_supernet", "search_throughput")))
     # standalone steps: ~40 s of the supernet's own step rate each (1/15 of its steps at 600 s);
     # its own Ray instance (RAY_ADDRESS=local) packs 8 jobs at once on the GPU this job sees
     fid_out = f"{lm_work}/fidelity"
@@ -143,7 +153,7 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "360", searc
             out.append(mfu)
         if j.name == "code_lm_supernet":
             out.append(search_tp)
-    return out + [fidelity_job]
+    return out + [fidelity_job, search_hv]
 
 
 def fidelity(out: str = "/tmp/fid", data: str = ".data/multi30k", space: str = "multi30k",
