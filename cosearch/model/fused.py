@@ -54,7 +54,8 @@ def compile_counts() -> dict[str, int]:
 
 
 #: ``fused`` or ``reference``: the weight path training uses (default: reference; on an H200
-#: the compiled fused path made the whole sandwich step 14% slower, see benchmarks/README.md)
+#: the compiled fused path made the whole sandwich step 14% slower after too short a warm-up;
+#: warmed up on an H100 it is 1.12x faster: benchmarks/results/archive/2026-12-04-journal.md)
 PATH_ENV = "COSEARCH_WEIGHT_PATH"
 
 
