@@ -161,7 +161,6 @@ def side_ops(space: SearchSpace, side: str, sc: Scenario, e) -> tuple[list, list
     ebits = space.spec.quantization.embedding_bits
     ebpe = STORAGE_BITS[ebits] / 8
     V = space.vocab_size
-    lbpe = LOGIT_BITS / 8
 
     def gather(M, count, sfx=""):
         return _vec(f"{side}.embed{sfx}", M * e, 0, count, LOGIT_BITS, bpe=ebpe, dram_in=True, role="embed")

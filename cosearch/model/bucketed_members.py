@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .buckets import BucketPlan, linear_bucket
 from .compiled_members import pad_length
 from .fused import compile_own_code
-from .modules import Attention, DecoderLayer, EncoderLayer, FeedForward
+from .modules import Attention, EncoderLayer, FeedForward
 
 COUNT_AS = "bucketed_members"
 
