@@ -68,3 +68,12 @@ def test_repeats_beyond_the_data_are_one_line(tmp_path):
     with pytest.raises(UserError, match="--repeats 9: the quality source has data for 8"):
         search(hw="zcu102", space=sp, quality=NoisySynthetic(sp, 0.3), out=tmp_path / "s", trials=4, repeats=9,
                progress=False, plots=False)
+
+
+@pytest.mark.parametrize("margin", [-1.0, float("nan"), float("inf")])
+def test_a_bad_repeat_margin_is_one_line(tmp_path, margin):
+    sp = SearchSpace.load("tiny_lm")
+    with pytest.raises(UserError, match="--repeat-margin .*: give a finite number >= 0"):
+        search(hw="zcu102", space=sp, quality=NoisySynthetic(sp, 0.3), out=tmp_path / "s", trials=4,
+               repeat_margin=margin, progress=False, plots=False)
+    assert not (tmp_path / "s").exists()

@@ -74,8 +74,8 @@ class SearchConfig:
         for name in ("trials", "workers", "max_batches", "max_tokens", "bleu_sentences", "repeats"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: give a number >= 1")
-        if self.repeat_margin < 0:
-            raise UserError(f"--repeat-margin {self.repeat_margin}: give a number >= 0")
+        if not 0 <= self.repeat_margin < float("inf"):  # nan fails every comparison
+            raise UserError(f"--repeat-margin {self.repeat_margin}: give a finite number >= 0")
         if self.population < 2:
             raise UserError("--population must be >= 2")
         if self.batch is not None and self.batch < 1:
