@@ -62,6 +62,16 @@ def test_latency_bins_hold_archs_of_similar_latency():
     assert max(lat[4:]) > min(lat[4:]) and min(lat[4:]) > max(lat[:4])
 
 
+def test_step_scales_that_round_to_the_same_steps_are_one_grid_point():
+    from types import SimpleNamespace
+
+    from cosearch.fidelity.plan import FidelitySettings, grid_points
+    run = SimpleNamespace(train={"steps": 10}, space=SimpleNamespace(spec=SimpleNamespace(dropout=0.1)))
+    # 10 x 0.01 and 10 x 0.05 both round up to 1 step; 10 x 1.01 to 11
+    s = FidelitySettings(step_scales=(0.01, 0.05, 1.01), dropouts=(0.0,))
+    assert grid_points(run, s) == [(0.1, 10), (0.1, 1), (0.1, 11), (0.0, 10), (0.0, 1), (0.0, 11)]
+
+
 def test_subset_spreads_over_the_picks():
     assert subset(24, 4) == [0, 8, 15, 23] and subset(5, 1) == [2] and subset(5, 0) == [] and subset(3, 9) == [0, 1, 2]
 
@@ -231,6 +241,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
         ([str(tmp_path / "nope")], "not a cosearch run"),
         ([str(run), "--archs", "2"], "--archs 2 is invalid"),
         ([str(run), "--dropouts", "0,1.5"], "--dropouts 0.0,1.5 is invalid"),
+        ([str(run), "--step-scales", "1,inf"], "--step-scales 1.0,inf is invalid"),
         ([str(run), "--gpu-share", "0"], "--gpu-share 0 is invalid"),
         ([str(run), "--eval-tokens", "0"], "--eval-tokens 0 is invalid"),
         ([str(run), "--stratify", "latency", "--hw", "no_such_hw"], "no_such_hw"),

@@ -73,7 +73,8 @@ class FidelitySettings:
             ("--noise-archs", 0 <= self.noise_archs <= self.archs, "between 0 and --archs"),
             ("--distilled-archs", 0 <= self.distilled_archs <= self.archs, "between 0 and --archs"),
             ("--dropouts", all(0 <= d < 1 for d in self.dropouts), "fractions in [0, 1)"),
-            ("--step-scales", bool(self.step_scales) and all(s > 0 for s in self.step_scales), "factors > 0"),
+            ("--step-scales", bool(self.step_scales) and all(0 < s < math.inf for s in self.step_scales),
+             "finite factors > 0"),
             ("--steps", self.steps is None or self.steps >= 1, ">= 1"),
             ("--eval-tokens", self.eval_tokens is None or self.eval_tokens >= 1, ">= 1 (or leave it out: all)"),
         ]
@@ -236,7 +237,8 @@ def grid_points(run: RunInfo, s: FidelitySettings) -> list[tuple[float, int]]:
     d0 = float(run.space.spec.dropout)
     dropouts = [d0] + [float(d) for d in dict.fromkeys(s.dropouts) if d != d0]
     scales = [1.0] + [float(x) for x in dict.fromkeys(s.step_scales) if x != 1.0]
-    return [(d, max(1, math.ceil(base * x))) for d in dropouts for x in scales]
+    # scales that round to the same step count are one point (one job, not two of one name)
+    return list(dict.fromkeys((d, max(1, math.ceil(base * x))) for d in dropouts for x in scales))
 
 
 def latency_axis(space: SearchSpace, s: FidelitySettings):
