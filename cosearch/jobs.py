@@ -161,7 +161,13 @@ def _run_on_ray(todo: list[Job], root: Path, parallel, gpus, address, results: d
             kw["num_cpus"] = max(1, int(parallel or os.cpu_count() or 1))
             if gpus is not None:
                 kw["num_gpus"] = gpus
-        ray.init(**kw)
+        try:
+            ray.init(**kw)
+        except (ValueError, ConnectionError) as e:
+            if not address:
+                raise
+            raise UserError(f"--address {address}: no Ray cluster to join there ({str(e).splitlines()[0]}); "
+                            "give auto or HOST:PORT of a running Ray head, or leave it out") from None
         started = True
     try:
         remote = ray.remote(_run_one)

@@ -104,3 +104,10 @@ def test_ray_honours_after_and_skips_dependants_of_a_failure(tmp_path):
     blocked = Job("blocked", (sys.executable, "-c", "pass"), done="never", after=("bad",))
     res = run_jobs([slow_first, reader, bad, blocked], tmp_path, parallel=2, progress=False)
     assert [r.returncode for r in res] == [0, 0, 1, -1], [r.tail for r in res]
+
+
+@pytest.mark.ray
+def test_a_bad_ray_address_is_one_line(tmp_path):
+    jobs = [_writer(tmp_path, n, n) for n in ("a", "b")]
+    with pytest.raises(UserError, match="--address no-such-head: no Ray cluster to join there"):
+        run_jobs(jobs, tmp_path, parallel=2, progress=False, address="no-such-head")
