@@ -123,3 +123,15 @@ def test_cli_distilled_standalone_records_its_teacher(tmp_path, capsys, one_thre
     err = capsys.readouterr().err
     assert "give --arch too" in err and "not a cosearch run" in err
     assert not (tmp_path / "x1").exists() and not (tmp_path / "x2").exists()
+
+
+def test_levers_that_would_do_nothing_are_refused_before_any_work(tmp_path, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    with_mos, no_mos = SearchSpace.from_dict(lm_space()), SearchSpace.from_dict(lm_space(mode="none", experts=1))
+    cases = [(with_mos, dict(arch=with_mos.smallest(), sample_pool=2), "a standalone --arch run has none"),
+             (with_mos, dict(arch=with_mos.smallest(), router_balance=0.1), "a standalone --arch run has none"),
+             (no_mos, dict(router_balance=0.1), "has mos mode 'none'")]
+    for i, (space, kw, msg) in enumerate(cases):
+        with pytest.raises(UserError, match=msg):
+            train(space, "lm", data, tmp_path / f"r{i}", steps=1, **FAST, **kw)
+        assert not (tmp_path / f"r{i}").exists()

@@ -628,6 +628,14 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
     except TypeError as e:
         raise UserError(f"bad training setting: {e}") from None
+    # the sandwich's levers do nothing to one standalone arch or a space without routers:
+    # refuse them rather than record a recipe that was not applied
+    if arch is not None and (cfg.sample_pool > 1 or cfg.router_balance > 0):
+        raise UserError("--sample-pool and --router-balance shape the supernet's sandwich; a standalone --arch "
+                        "run has none: leave them out")
+    if cfg.router_balance > 0 and space.spec.mos.mode == "none":
+        raise UserError(f"--router-balance {cfg.router_balance:g} needs MoS routers, but space {space.name!r} has "
+                        "mos mode 'none': leave it out (or use a layer/neuron MoS space)")
     # a batch's logits, their log-softmax and gradients in float32: 16 bytes per token and word
     check_memory(16 * cfg.max_tokens * space.vocab_size, f"a batch of --max-tokens {cfg.max_tokens:,} "
                  f"over a {space.vocab_size:,}-word vocabulary", "lower --max-tokens")
