@@ -51,7 +51,7 @@ def test_sandwich_step_gradients_are_the_hand_derived_ones():
     start = [p.detach().clone() for p in table]
     members = [Member("largest", None), Member("smallest", None), Member("random", None)]
 
-    def forward(model, m, inputs, sync=False):
+    def forward(model, m, inputs):
         return model[members.index(m)] * 1.0
 
     eps, a = 0.1, 0.3  # a != 0.5: swapping the two weights must show
@@ -75,7 +75,7 @@ def test_the_distillation_part_alone_pulls_the_student_to_the_teacher():
     members = [Member("largest", None), Member("random", None)]
     opt = torch.optim.SGD(table.parameters(), lr=1.0)
     sandwich_step(table, table, opt, members, (), target, TrainConfig(label_smoothing=0.0, distill=1.0, clip_norm=1e9),
-                  0, 5, forward=lambda model, m, inputs, sync=False: model[members.index(m)] * 1.0)
+                  0, 5, forward=lambda model, m, inputs: model[members.index(m)] * 1.0)
     p_t, p_s = (torch.softmax(x.double(), -1) for x in start)
     assert torch.allclose((start[1] - table[1].detach()).double(), (p_s - p_t) / 3, atol=1e-7, rtol=0)
 
@@ -93,7 +93,7 @@ def test_a_fixed_teacher_teaches_the_one_standalone_member():
     a, eps = 0.3, 0.1
     opt = torch.optim.SGD(table.parameters(), lr=1.0)
     sandwich_step(table, table, opt, members, (), target, TrainConfig(label_smoothing=eps, distill=a, clip_norm=1e9),
-                  pad, V, forward=lambda model, m, inputs, sync=False: model[0] * 1.0,
+                  pad, V, forward=lambda model, m, inputs: model[0] * 1.0,
                   teacher_logp=torch.log_softmax(teacher_logits, -1))
     expected = _expected_grads([teacher_logits, start], target, pad, eps, a)[1]
     assert torch.allclose((start - table[0].detach()).double(), expected, atol=1e-6, rtol=0)
@@ -145,7 +145,7 @@ def test_quantized_members_stay_quantized_in_a_bf16_autocast_step(monkeypatch):
         return real_linear(x, w, b)
     monkeypatch.setattr(modules.F, "linear", spy)
 
-    def forward(model, m, inputs, sync=False):
+    def forward(model, m, inputs):
         current[0] = next(i for i, x in enumerate(members) if x is m)
         return model(*inputs, arch=m.arch)
 
