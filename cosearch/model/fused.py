@@ -164,10 +164,6 @@ def counting_backend(name: str, inner="inductor"):
     return backend
 
 
-def _compile(fn, name: str, dynamic: bool):
-    return compile_own_code(fn, name, dynamic=dynamic)
-
-
 def compile_own_code(fn, name: str, count_as: str | None = None, backend="inductor", dynamic: bool | None = None):
     """``torch.compile(fn)`` on a code object of its own: Dynamo keeps its graph cache (and
     its limit of 8 graphs) per code object, and the closures made here share one, so
@@ -183,14 +179,14 @@ def compile_own_code(fn, name: str, count_as: str | None = None, backend="induct
 def _compiled_weights(mode: str, bits: float, out_dtype, n: int):
     def fn(weights, routers, code, log_factors, n_cols, gs):
         return quantized_weights(weights, routers, code, log_factors, n_cols, gs, mode, bits, out_dtype)
-    return _compile(fn, f"weight[{mode},{bits},{out_dtype},x{n}]", dynamic=False)
+    return compile_own_code(fn, f"weight[{mode},{bits},{out_dtype},x{n}]", dynamic=False)
 
 
 @lru_cache(maxsize=None)
 def _compiled_act(bits: int):
     def fn(x, log_clip):
         return act_fake_quant(x, log_clip, bits)
-    return _compile(fn, f"act[{bits}]", dynamic=True)
+    return compile_own_code(fn, f"act[{bits}]", dynamic=True)
 
 
 def _compiling(device: torch.device) -> bool:
