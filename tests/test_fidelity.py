@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -287,3 +288,19 @@ def test_eval_tokens_scores_only_the_first_batches(tmp_path, one_thread):
     assert score(model, td, cfg, torch.device("cpu"), 64, False, 0, eval_tokens=65)["valid_loss"] == \
         pytest.approx(first(2), abs=1e-6)
     assert first(1) != pytest.approx(whole, abs=1e-4)  # the limit is visible in the loss
+
+
+@pytest.mark.parametrize("plan, measured, msg", [
+    ("{", "{}", "fidelity plan .*plan.json: not valid JSON"),
+    ('{"run": "r"}', '{"inherited": [', "fidelity measurements .*measured.json: not valid JSON"),
+    ('{"run": "r"}', "{}", "plan.json or measured.json lacks what a fidelity check writes"),
+    ("[]", '{"inherited": [], "standalone": {}, "failed": {}}', "lacks what a fidelity check writes"),
+])
+def test_report_only_on_damaged_files_is_one_line(tmp_path, capsys, plan, measured, msg):
+    out = tmp_path / "fid"
+    out.mkdir()
+    (out / PLAN).write_text(plan)
+    (out / "measured.json").write_text(measured)
+    assert main(["fidelity", str(tmp_path / "gone"), "--out", str(out), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(msg, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -322,7 +322,3 @@ def check_or_write_plan(out: Path, plan: Plan) -> bool:
     check_writable_dir(out)
     atomic_write_text(path, json.dumps(new, indent=1) + "\n")
     return False
-
-
-def load_plan(out: Path) -> Plan:
-    return Plan(**json.loads((out / PLAN).read_text()))

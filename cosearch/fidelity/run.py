@@ -21,8 +21,10 @@ from pathlib import Path
 from ..atomic import atomic_write_text, make_dir
 from ..outdirs import check_out, lock_out, mark
 from ..errors import UserError
+from ..inputs import read_json
 from ..jobs import run_jobs
-from .plan import PLAN, FidelitySettings, check_or_write_plan, load_plan, make_plan, plan_jobs, prepare_jobs, read_run
+from .plan import (PLAN, FidelitySettings, Plan, check_or_write_plan, make_plan, plan_jobs, prepare_jobs,
+                   read_run)
 
 REPORT, PLOT, MEASURED = "fidelity.json", "fidelity.png", "measured.json"
 
@@ -118,8 +120,16 @@ def write_report(out: str | Path) -> dict:
     for name in (PLAN, MEASURED):
         if not (out / name).is_file():
             raise UserError(f"{out} has no {name}; run the check first (cosearch fidelity RUN --out {out})")
-    m = json.loads((out / MEASURED).read_text())
-    report = build_report(load_plan(out), m["inherited"], m["standalone"], m["failed"])
+    # (with --report-only these two files may come from another machine: a damaged one is
+    # one line, not a traceback)
+    m = read_json(out / MEASURED, "fidelity measurements")
+    try:
+        plan = Plan(**read_json(out / PLAN, "fidelity plan"))
+        inherited, standalone, failed = m["inherited"], m["standalone"], m["failed"]
+    except (TypeError, KeyError) as e:
+        raise UserError(f"{out}: {PLAN} or {MEASURED} lacks what a fidelity check writes "
+                        f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
+    report = build_report(plan, inherited, standalone, failed)
     atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
     plot(report, out / PLOT)
     return report
