@@ -209,3 +209,13 @@ def test_out_under_a_file_and_a_damaged_search_json_are_one_line(tmp_path, capsy
     (out / "search.json").rename(tmp_path / "aside.json")  # as the message says: the trials are kept
     assert main(base + ["--out", str(out), "--trials", "5"]) == 0
     books(out, 5)
+
+
+@pytest.mark.parametrize("storage", ["memory", "journal:{tmp}/j.log"])
+def test_a_heartbeat_on_a_storage_without_heartbeats_is_one_line(tmp_path, capsys, storage):
+    argv = ["search", "--space", "tiny_lm", "--synthetic-quality", "--hw", "zcu102", "--trials", "3", "--no-progress",
+            "--out", str(tmp_path / "s"), "--storage", storage.format(tmp=tmp_path), "--heartbeat", "5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--heartbeat needs a database --storage" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

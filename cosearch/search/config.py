@@ -84,6 +84,10 @@ class SearchConfig:
             raise UserError("--predictor-warmup must be >= 3 (the predictor needs measured archs to fit)")
         if self.heartbeat_s is not None and (int(self.heartbeat_s) != self.heartbeat_s or self.heartbeat_s < 1):
             raise UserError(f"--heartbeat {self.heartbeat_s}: give a whole number of seconds >= 1")
+        if self.heartbeat_s is not None and self.storage is not None and (
+                self.storage == "memory" or self.storage.startswith("journal:")):
+            raise UserError(f"--heartbeat needs a database --storage (sqlite:///PATH or a server URL); "
+                            f"{self.storage.split(':')[0]} storage has no heartbeats: leave --heartbeat out")
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             raise UserError("time limit must be > 0 seconds")
 
