@@ -243,6 +243,8 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
         ([str(run), "--archs", "2"], "--archs 2 is invalid"),
         ([str(run), "--dropouts", "0,1.5"], "--dropouts 0.0,1.5 is invalid"),
         ([str(run), "--step-scales", "1,inf"], "--step-scales 1.0,inf is invalid"),
+        ([str(run), "--seed", "-1"], "--seed -1 is invalid"),
+        ([str(run), "--standalone-seed", "-1"], "--standalone-seed -1 is invalid"),
         ([str(run), "--gpu-share", "0"], "--gpu-share 0 is invalid"),
         ([str(run), "--eval-tokens", "0"], "--eval-tokens 0 is invalid"),
         ([str(run), "--stratify", "latency", "--hw", "no_such_hw"], "no_such_hw"),

@@ -135,3 +135,12 @@ def test_levers_that_would_do_nothing_are_refused_before_any_work(tmp_path, one_
         with pytest.raises(UserError, match=msg):
             train(space, "lm", data, tmp_path / f"r{i}", steps=1, **FAST, **kw)
         assert not (tmp_path / f"r{i}").exists()
+
+
+def test_a_negative_seed_is_one_line_and_writes_nothing(tmp_path, capsys, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    out = tmp_path / "r"
+    assert main(["train", "--space", "tiny_lm", "--task", "lm", "--data", str(data), "--out", str(out),
+                 "--steps", "1", "--max-tokens", "64", "--max-len", "16", "--no-progress", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed -1 is invalid" in err[0] and not out.exists()

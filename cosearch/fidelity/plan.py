@@ -68,6 +68,10 @@ class FidelitySettings:
         checks = [
             ("--archs", self.archs >= 3, "at least 3 (a rank correlation needs 3)"),
             ("--per-bin", 1 <= self.per_bin <= self.archs, "between 1 and --archs"),
+            ("--seed", 0 <= self.seed < 2 ** 63, "a whole number from 0 to 2^63 - 1"),
+            # the seed-noise runs use the standalone seed + 1
+            ("--standalone-seed", self.standalone_seed is None or 0 <= self.standalone_seed < 2 ** 63 - 1,
+             "a whole number from 0 to 2^63 - 2"),
             ("--stratify", self.stratify in AXES, f"one of {', '.join(AXES)}"),
             ("--seq-len", self.seq_len >= 1, ">= 1"),
             ("--noise-archs", 0 <= self.noise_archs <= self.archs, "between 0 and --archs"),

@@ -610,6 +610,8 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     trained run folder; with ``arch`` only) distils its largest sub-network into the arch
     (``cosearch.training.teacher``).
     """
+    if not 0 <= int(seed) < 2 ** 63:  # numpy and torch take non-negative seeds only
+        raise UserError(f"--seed {seed} is invalid; give a whole number from 0 to 2^63 - 1")
     space = _as_space(space)
     check_model_support(space)  # what the space itself cannot build comes first
     check_task(space, task)
