@@ -70,8 +70,10 @@ def cli(tmp_path: Path, args: list, hook: str | None = None, host: str | None = 
     env.pop("FAKE_HOST", None)
     if host:
         env["FAKE_HOST"] = host
+    # Ctrl-C is Python's KeyboardInterrupt only where SIGINT is not ignored at start-up; a test
+    # process launched in the background (nohup, `&`) can pass SIG_IGN down, so reset it
     return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def search_args(out: Path, trials: int, *extra) -> list:
