@@ -248,6 +248,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
         ([str(run), "--gpu-share", "0"], "--gpu-share 0 is invalid"),
         ([str(run), "--eval-tokens", "0"], "--eval-tokens 0 is invalid"),
         ([str(run), "--stratify", "latency", "--hw", "no_such_hw"], "no_such_hw"),
+        ([str(run), "--hw", "no_such_hw"], "no_such_hw"),
     ]
     for args, msg in cases:
         assert main(["fidelity", *args, "--out", str(tmp_path / "f"), "--no-progress"]) == 2, args

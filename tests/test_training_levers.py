@@ -100,6 +100,8 @@ def test_worst_of_pool_training_runs_and_resumes_to_the_same_weights(tmp_path, o
     assert resumed.start_step == 2 and resumed.state_digest == full.state_digest
     with pytest.raises(UserError, match="sample_pool"):
         train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, sample_pool=0))
+    with pytest.raises(UserError, match="sample_pool"):  # 10^6 forwards a step would hang training
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, sample_pool=65))
 
 
 # --------------------------------------------------------------------------- teacher

@@ -86,6 +86,8 @@ class FidelitySettings:
             if not ok:
                 value = getattr(self, flag[2:].replace("-", "_"))
                 raise UserError(f"{flag} {_show(value)} is invalid; give {want}")
+        from ..hardware import load_hardware
+        load_hardware(self.hw)  # a mistyped preset is one line even when --stratify size never uses it
 
 
 def _show(v) -> str:

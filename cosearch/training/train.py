@@ -125,7 +125,7 @@ class TrainConfig:
                    "two fractions 0 <= f1 <= f2 <= 1"),
                   ("ema_start", c.ema_start is None or 0 <= c.ema_start <= 1, "in [0, 1] or None"),
                   ("ema_decay", 0 <= c.ema_decay < 1, "in [0, 1)"),
-                  ("sample_pool", c.sample_pool >= 1, ">= 1"), ("router_balance", c.router_balance >= 0, ">= 0"),
+                  ("sample_pool", 1 <= c.sample_pool <= 64, "between 1 and 64 (each candidate costs a forward pass)"), ("router_balance", c.router_balance >= 0, ">= 0"),
                   ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
                   ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
                   ("tokenizer", c.tokenizer in TOKENIZER_MODELS, f"one of {', '.join(TOKENIZER_MODELS)}"),
