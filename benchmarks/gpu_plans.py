@@ -6,6 +6,7 @@ runs after. Settings come as strings from ``--set KEY=VALUE``.
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,8 +23,7 @@ def _cosearch(*args: str) -> tuple[str, ...]:
 
 def _to_file(argv: tuple[str, ...], path: str) -> tuple[str, ...]:
     """``argv`` with its standard output saved to ``path`` only when it succeeds."""
-    import shlex
-    cmd = " ".join(shlex.quote(a) for a in argv)
+    cmd = shlex.join(argv)
     return ("sh", "-c", f"{cmd} > {shlex.quote(path)}.tmp && mv {shlex.quote(path)}.tmp {shlex.quote(path)}")
 
 
@@ -31,7 +31,6 @@ def _optional(job: Job) -> Job:
     """``job`` as a measurement the plan goes on without: it always exits 0 and is done once
     attempted (its own result file says whether it worked), so a failure or time-out never
     skips the jobs placed after it."""
-    import shlex
     from dataclasses import replace
     marker = f"{job.done}.attempted"
     folder = shlex.quote(str(Path(marker).parent))
@@ -59,7 +58,6 @@ def code_lm(data: str = "", work: str = "/tmp/gpu/code_lm", budget_s: str = "600
     evaluations, export and samples, bits front, searches and standalone runs sharing the
     GPU, then the report (WORK/results/code_lm_recipe.json). ``steps`` skips the calibration;
     ``extra``: more code_lm_recipe.py flags (e.g. "--search-trials 200")."""
-    import shlex
 
     import code_lm_recipe
     if not data:
@@ -131,20 +129,19 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "360", searc
     # its own Ray instance (RAY_ADDRESS=local) packs 8 jobs at once on the GPU this job sees
     fid_out = f"{lm_work}/fidelity"
     fid = _cosearch("fidelity", run, "--out", fid_out, "--gpu", "--archs", "24", "--per-bin", "4",
-                    "--noise-archs", "4", "--steps", "STEPS", "--gpu-share", "0.125", "--max-tokens", "65536",
+                    "--noise-archs", "4", "--gpu-share", "0.125", "--max-tokens", "65536",
                     "--eval-tokens", "131072", "--no-progress")
-    import shlex
     steps_py = (f"import json; s=json.load(open('{run}/summary.json')); "
                 "print(max(100, round(40*s['steps_per_s'])))")
-    script = (f"STEPS=$({shlex.quote(PY)} -c {shlex.quote(steps_py)}) && "
-              + shlex.join(fid).replace("STEPS", "$STEPS", 1).replace("'$STEPS'", "$STEPS"))
+    script = f'STEPS=$({shlex.quote(PY)} -c {shlex.quote(steps_py)}) && {shlex.join(fid)} --steps "$STEPS"'
     fidelity_job = Job("fidelity_code_lm", ("bash", "-c", script), done=f"{fid_out}/measured.json", gpu=0.01,
                        env=(*cache, ("RAY_ADDRESS", "local")), after=("code_lm_supernet", "search_throughput"))
     overhead, mfu, search_tp = _optional(overhead), _optional(mfu), _optional(search_tp)
+    # the first timed training stage (the calibration, or the supernet when steps are given)
+    first_timed = "code_lm_calibrate" if any(j.name == "code_lm_calibrate" for j in jobs) else "code_lm_supernet"
     out = [overhead]
     for j in jobs:
-        if j.name in ("code_lm_calibrate",) or (j.name == "code_lm_supernet" and "code_lm_calibrate" not in
-                                                 {x.name for x in jobs}):
+        if j.name == first_timed:
             j = replace(j, after=(*j.after, "mfu_code_lm"))
         elif "code_lm_supernet" in j.after:
             j = replace(j, after=(*j.after, "search_throughput"))
