@@ -56,6 +56,14 @@ HARDWARE = ("zcu102", "tpu_like")
 EVAL_ARCHS = ("largest", "smallest", "random0", "random1", "largest_w4a8")
 
 
+def remove_run(folder: Path) -> None:
+    """Delete ``folder`` when it is a cosearch run (its marker says so); anything else
+    there is left alone, and ``cosearch train --out`` then refuses it with one line."""
+    from cosearch.outdirs import kind_of
+    if not folder.is_symlink() and kind_of(folder) == "run":
+        shutil.rmtree(folder)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -153,7 +161,7 @@ class Recipe:
         from train_gpu import stage_step_time
         t0 = time.time()
         calib = self.work / "calib"
-        shutil.rmtree(calib, ignore_errors=True)
+        remove_run(calib)  # a killed calibration starts again: its timing must be from one run
         n = self.a.calib_steps
         log(f"calibrate: {n} steps")
         run_logged(cli("train", *self.train_flags(), "--out", str(calib), "--steps", str(n),
@@ -163,7 +171,7 @@ class Recipe:
         est = stage_step_time(records, n, (0.2, 0.5))
         setup = wall - records[-1]["elapsed"]
         steps = max(20, int((self.a.budget_s - setup) / est["step_s"] * 0.97))
-        shutil.rmtree(calib, ignore_errors=True)
+        remove_run(calib)
         self.mark("calibrate", t0, steps=steps, step_s=est["step_s"], per_stage_step_s=est["per_stage_step_s"],
                   setup_s=setup, calib_steps=n, budget_s=self.a.budget_s)
         log(f"calibrate: {est['step_s']:.3f} s/step, setup {setup:.0f} s -> {steps} steps")

@@ -61,3 +61,26 @@ def test_the_plan_trains_alone_first_and_reports_last(tmp_path, monkeypatch):
     assert "COSEARCH_DATA_CACHE" not in os.environ  # nor changes the environment of the process
     fixed = gpu_plans.code_lm(data=str(tmp_path), work=str(work), space=str(space), steps="50")
     assert "code_lm_calibrate" not in [j.name for j in fixed] and fixed[1].after == ("code_lm_data",)
+
+
+def test_the_calibration_folder_is_removed_only_when_cosearch_made_it(tmp_path):
+    from cosearch.outdirs import mark
+    run = tmp_path / "calib"
+    mark(run, "run")
+    (run / "metrics.jsonl").write_text("{}\n")
+    recipe.remove_run(run)
+    assert not run.exists()
+    for kind in (None, "search", "export"):  # a user's folder, or cosearch's of another kind
+        mine = tmp_path / f"mine_{kind}"
+        mine.mkdir()
+        (mine / "config.json").write_text("{}")  # looks like an old run, but has no run marker
+        if kind:
+            mark(mine, kind)
+        recipe.remove_run(mine)
+        assert (mine / "config.json").read_text() == "{}"
+    other = tmp_path / "other_run"
+    mark(other, "run")
+    link = tmp_path / "link"  # a link is not the run it points at
+    link.symlink_to(other)
+    recipe.remove_run(link)
+    assert link.is_symlink() and (other / ".cosearch").exists()
