@@ -88,7 +88,14 @@ def test_cli_export_mistakes_exit_2(runs, tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope"), "--arch", "x.json", "--out", str(tmp_path / "d")]) == 2
     assert main(["export", str(run), "--arch", arch.to_json(), "--out", str(exp)]) == 2  # exists
     assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(run), "--arch", arch.to_json(), "--out", str(tmp_path / "e"), "--integer"]) == 2
+    assert "--integer chooses how the ONNX graphs compute; give it with --onnx" in capsys.readouterr().err
+    from cosearch.export.folder import write_export
+    with pytest.raises(UserError, match="give it with --onnx"):  # the API checks it too
+        write_export(tmp_path / "f", net.extract(arch), net.space, arch,
+                     onnx_integer=True)
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()
 
 
 # --------------------------------------------------------------------------- search folders

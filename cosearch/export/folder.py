@@ -76,11 +76,7 @@ def write_export(out: str | Path, model: Transformer, space: SearchSpace, arch: 
     from ..version import __version__
     out = check_out(out, "export", force=force, legacy=is_export_folder)
     space.validate_arch(arch)
-    if onnx_integer and not onnx:
-        raise UserError("--integer chooses how the ONNX graphs compute; give it with --onnx")
-    if qonnx:
-        from .qonnx_graph import require_qonnx
-        require_qonnx()  # before any work
+    check_onnx_flags(onnx, onnx_integer, qonnx)
     model = model.eval()
     with lock_out(out):  # re-entrant: export() and finetune() hold it from their start
         clean_stale(out, "export", legacy=is_export_folder)
@@ -138,6 +134,15 @@ def _write_folder(tmp: Path, out: Path, model, space, arch, *, version, tokenize
             raise UserError(write_error_message(out, e)) from None
         raise
     return out
+
+
+def check_onnx_flags(onnx: bool, onnx_integer: bool, qonnx: bool) -> None:
+    """The ONNX options of an export, checked before any work."""
+    if onnx_integer and not onnx:
+        raise UserError("--integer chooses how the ONNX graphs compute; give it with --onnx")
+    if qonnx:
+        from .qonnx_graph import require_qonnx
+        require_qonnx()
 
 
 def is_export_folder(folder: Path) -> bool:

@@ -13,7 +13,7 @@ from ..inputs import parse_json, read_json
 from ..outdirs import check_out, lock_out
 from ..space import Arch, SearchSpace
 from ..model.supernet import Supernet
-from .folder import is_export_folder, write_export
+from .folder import check_onnx_flags, is_export_folder, write_export
 
 # --------------------------------------------------------------------------- from runs and searches
 def load_supernet(run: str | Path, checkpoint: str | Path | None = None):
@@ -91,11 +91,7 @@ def export(out: str | Path, *, run: str | Path | None = None, supernet: Supernet
     out = check_out(out, "export", force=force, legacy=is_export_folder,
                     inputs={"run folder": run, "search folder": search, "--checkpoint": checkpoint})
     check_writable_dir(out.parent)  # a read-only --out fails here, before any loading
-    if onnx_integer and not onnx:
-        raise UserError("--integer chooses how the ONNX graphs compute; give it with --onnx")
-    if qonnx:
-        from .qonnx_graph import require_qonnx
-        require_qonnx()
+    check_onnx_flags(onnx, onnx_integer, qonnx)
     with lock_out(out):  # held until the folder is in place (write_export takes it again)
         return _export(out, run=run, supernet=supernet, arch=arch, search=search, trial=trial, pick=pick,
                        latency_max=latency_max, checkpoint=checkpoint, hardware=hardware,
