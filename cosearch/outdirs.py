@@ -218,17 +218,19 @@ def clean_stale(out: str | Path, kind: str, legacy: Legacy | None = None) -> Non
     of the folder that owns it), so no live command is writing them: ``.NAME.*.tmp`` folders next to ``out`` and hidden
     ``.*.tmp`` files inside it (atomic writes cut short). A replaced folder moved aside
     (``.NAME.old-PID``) comes back when ``out`` is missing, else it is removed. Only
-    folders whose marker names ``kind`` are touched."""
+    folders whose marker names ``kind`` are touched (or, moved aside, that pass ``legacy``)."""
     out = Path(out)
     real = out.resolve()
     ours = {kind: legacy} if legacy else None
     parent = real.parent
     for p in sorted(parent.glob(f".{glob.escape(real.name)}.*")):
-        if not p.is_dir() or p.is_symlink() or kind_of(p) != kind:
+        # a folder moved aside is ``out`` itself (write_export checked it), so ``legacy`` tells too
+        moved_aside = ".old-" in p.name[len(real.name) + 1:] and not p.name.endswith(".tmp")
+        if not p.is_dir() or p.is_symlink() or kind_of(p, ours if moved_aside else None) != kind:
             continue
         if p.name.endswith(".tmp"):
             shutil.rmtree(p, ignore_errors=True)
-        elif ".old-" in p.name[len(real.name) + 1:]:
+        elif moved_aside:
             if not os.path.lexists(real):
                 os.replace(p, real)  # the command was killed between its two renames
             else:

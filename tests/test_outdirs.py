@@ -177,6 +177,23 @@ def test_clean_stale_brings_back_a_folder_moved_aside_by_a_killed_replace(tmp_pa
     assert kind_of(out) == "export"
 
 
+def test_clean_stale_brings_back_an_export_from_before_markers_moved_aside(tmp_path):
+    out = tmp_path / "exp"
+    old = tmp_path / f".exp.old-{os.getpid() + 1}"
+    old.mkdir()  # no marker: written before markers existed, recognised by the caller's test
+    (old / "config.json").write_text('{"format": "old export"}')
+    legacy = lambda p: (p / "config.json").is_file()  # noqa: E731
+    with lock_out(out):
+        clean_stale(out, "export", legacy=legacy)
+    assert (out / "config.json").read_text() == '{"format": "old export"}' and not old.exists()
+    stray = tmp_path / ".exp.x.tmp"  # the legacy test vouches for moved-aside folders only
+    stray.mkdir()
+    (stray / "config.json").write_text("{}")
+    with lock_out(out):
+        clean_stale(out, "export", legacy=legacy)
+    assert (stray / "config.json").exists() and (out / "config.json").exists()
+
+
 # --------------------------------------------------------------------------- inputs
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1, True, "3"])
 def test_numbers_must_be_finite_and_in_range(value):
