@@ -89,7 +89,11 @@ def mappings(M, K, N, d, pn=1.0, pm=1.0, pk=1.0) -> list[dict]:
 def scalesim_cycles(M, K, N, d, pn=1.0, pm=1.0, pk=1.0, passes=1.0):
     """SCALE-Sim v3's compute cycles of one GEMM on the dataflow's own mapping (every
     fold pays its fill and drain): OS folds*(T + R + C - 2) - 1, WS/IS folds*(T + 2R + C - 2) - 1."""
-    m = mappings(M, K, N, d, pn, pm, pk)[0]
+    return _scalesim(mappings(M, K, N, d, pn, pm, pk)[0], d, passes)
+
+
+def _scalesim(m, d, passes):
+    """SCALE-Sim's count for mapping ``m`` (the dataflow's own: ``mappings(...)[0]``)."""
     return m["folds"] * (m["T"] * passes + _fill(d, m["stat"])) - 1
 
 
@@ -224,34 +228,45 @@ def gemm(M, K, N, count, pack, w_bpe, x_bpe, y_bpe, w_loads, e_mac, d, runs=None
     spatial mapping is the fastest the dataflow admits (ties: less energy). Arguments
     broadcast.
     """
+    return gemm_each(M, K, N, count, pack, w_bpe, x_bpe, y_bpe, (w_loads,), e_mac, d, runs)[0]
+
+
+def gemm_each(M, K, N, count, pack, w_bpe, x_bpe, y_bpe, loads_each, e_mac, d, runs=None) -> list[dict]:
+    """:func:`gemm` for each of several ``w_loads`` (weights streamed, weights on chip):
+    the mappings are costed once for all of them."""
     pn, pm, pk, passes = (_f(p) for p in pack)
     M, K, N, count = _f(M), _f(K), _f(N), _f(count)
     runs = count if runs is None else _f(runs)
-    loads = minimum(_f(w_loads), count)
-    runs_off = np.rint(runs * loads / maximum(count, 1.0))
     per_run = count / maximum(runs, 1.0)
+    maps = mappings(M, K, N, d, pn, pm, pk)
+    ones = [_one(m, M, K, N, per_run, passes, (pn, pm, pk), w_bpe, x_bpe, y_bpe, e_mac, d) for m in maps]
+    compute = count * _scalesim(maps[0], d, passes)
     keys = ("cycles", "fj", "dram", "array")
-    best = None
-    for m in mappings(M, K, N, d, pn, pm, pk):
-        r = _one(m, M, K, N, per_run, passes, (pn, pm, pk), w_bpe, x_bpe, y_bpe, e_mac, d)
-        cand = (runs_off * r["cycles_off"] + (runs - runs_off) * r["cycles_on"],
-                loads * r["fj_off"] + (count - loads) * r["fj_on"],
-                loads * r["dram_off"] + (count - loads) * r["dram_on"], runs * r["array_run"])
-        if best is None:
-            best = dict(zip(keys, cand))
-        else:
-            better = (cand[0] < best["cycles"]) | ((cand[0] == best["cycles"]) & (cand[1] < best["fj"]))
-            best = {k: where(better, new, best[k]) for k, new in zip(keys, cand)}
-    return {
-        "cycles": best["cycles"],
-        "compute_cycles": count * scalesim_cycles(M, K, N, d, pn, pm, pk, passes),
-        "array_cycles": best["array"],
-        "memory_cycles": ceil(best["dram"] / d.bytes_per_cycle),
-        "dram_bytes": best["dram"],
-        "energy_fj": best["fj"],
-        "macs": count * M * K * N,
-        "act_bytes": ceil(M * K * x_bpe) + ceil(M * N * y_bpe),
-    }
+    out = []
+    for w_loads in loads_each:
+        loads = minimum(_f(w_loads), count)
+        runs_off = np.rint(runs * loads / maximum(count, 1.0))
+        best = None
+        for r in ones:
+            cand = (runs_off * r["cycles_off"] + (runs - runs_off) * r["cycles_on"],
+                    loads * r["fj_off"] + (count - loads) * r["fj_on"],
+                    loads * r["dram_off"] + (count - loads) * r["dram_on"], runs * r["array_run"])
+            if best is None:
+                best = dict(zip(keys, cand))
+            else:
+                better = (cand[0] < best["cycles"]) | ((cand[0] == best["cycles"]) & (cand[1] < best["fj"]))
+                best = {k: where(better, new, best[k]) for k, new in zip(keys, cand)}
+        out.append({
+            "cycles": best["cycles"],
+            "compute_cycles": compute,
+            "array_cycles": best["array"],
+            "memory_cycles": ceil(best["dram"] / d.bytes_per_cycle),
+            "dram_bytes": best["dram"],
+            "energy_fj": best["fj"],
+            "macs": count * M * K * N,
+            "act_bytes": ceil(M * K * x_bpe) + ceil(M * N * y_bpe),
+        })
+    return out
 
 
 def vector(elems, passes, count, bpe, dram_in, d) -> dict:
