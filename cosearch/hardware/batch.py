@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import UserError
 from ..space import FLOAT_BITS, STORAGE_BITS, Arch, LayerArch, SearchSpace
 from .arch_cost import DECI, _deci, check_exact, resources, totals_from_sums, within_power
-from .gemm_cost import gemm, vector
+from .gemm_cost import gemm_each, vector
 from .residency import reserve_bytes, resident_units
 from .schema import Hardware, load_hardware
 from .workload import Scenario, layer_ops, side_ops
@@ -135,14 +135,23 @@ def _ops_rows(ops: list[dict], hw: Hardware, m: int) -> np.ndarray:
     def total(x):
         return np.broadcast_to(x, np.broadcast_shapes(np.shape(x), shape)).sum(axis=-1)
 
+    precision = {}  # (wbits, ab) -> pack, e_mac: a layer's operators share their bit arrays
+
+    def pack_and_energy(w, a):
+        key = (np.shape(w), np.asarray(w).tobytes(), np.shape(a), np.asarray(a).tobytes())
+        if key not in precision:
+            t = _lookup(lambda x, y: (*hw.pack(x, y), hw.mac_energy_pj(x, y)), w, a)
+            precision[key] = (tuple(t[..., i] for i in range(4)), t[..., 4])
+        return precision[key]
+
     for op in ops:
         if op["kind"] == "gemm":
-            pack = tuple(_lookup(lambda w, a, i=i: hw.pack(w, a)[i], op["wbits"], op["ab"]) for i in range(4))
-            e_mac = _lookup(hw.mac_energy_pj, op["wbits"], op["ab"])
+            pack, e_mac = pack_and_energy(op["wbits"], op["ab"])
             args = (op["M"], op["K"], op["N"], op["count"], pack, op["w_bpe"], op["ab"] / 8, op["ab"] / 8)
-            r = gemm(*args, op["w_loads"], e_mac, d, op["runs"])
+            loads = (op["w_loads"], op["loads_resident"]) if op["resident_ok"] else (op["w_loads"],)
+            res = gemm_each(*args, loads, e_mac, d, op["runs"])
+            r, rr = res[0], res[-1]
             kv = op["kv_bytes"]
-            rr = gemm(*args, op["loads_resident"], e_mac, d, op["runs"]) if op["resident_ok"] else r
             if op["resident_ok"]:
                 out[:, col["unit_bytes"]] += total(np.ceil(op["K"] * op["N"] * op["w_bpe"]))
         else:
