@@ -192,19 +192,19 @@ def unit_of(op: dict):
 def resident_ops(g, hw: Hardware) -> set:
     """Names of the GEMMs whose weights stay on chip (``residency.resident_units`` over the
     graph's units, in execution order)."""
-    units: dict = {}
+    names: dict = {}  # unit -> its GEMMs
+    nbytes: dict = {}  # unit -> their weight bytes
     for name, op in g.nodes(data=True):
         if op.get("resident_ok"):
             u = unit_of(op)
-            units.setdefault(u, []).append(name)
-            units[u + ("bytes",)] = units.get(u + ("bytes",), 0.0) + float(np.ceil(op["K"] * op["N"] * op["w_bpe"]))
-    keys = [u for u in units if u[-1] != "bytes"]
-    keys.sort(key=lambda u: (u[0] == "output_proj", u[1:] if u[0] != "output_proj" else ()))
+            names.setdefault(u, []).append(name)
+            nbytes[u] = nbytes.get(u, 0.0) + float(np.ceil(op["K"] * op["N"] * op["w_bpe"]))
+    keys = sorted(names, key=lambda u: (u[0] == "output_proj", u[1:]))
     if not keys:
         return set()
-    mask = resident_units(np.array([[units[u + ("bytes",)] for u in keys]]), hw.derived.wbuf,
+    mask = resident_units(np.array([[nbytes[u] for u in keys]]), hw.derived.wbuf,
                           reserve_bytes(hw.array.rows, hw.array.cols))[0]
-    return {name for u, keep in zip(keys, mask) if keep for name in units[u]}
+    return {name for u, keep in zip(keys, mask) if keep for name in names[u]}
 
 
 def cost_gemm(M: int, K: int, N: int, hw: Hardware | str, wbits: float = 8, abits: int = 8,
