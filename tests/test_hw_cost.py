@@ -14,7 +14,7 @@ from cosearch.space import SearchSpace
 def consts(rows=2, cols=2, dataflow=1, wbuf=1e9, ibuf=1e9, obuf=1e9, bpc=4.0, pipelined=False, act_dram=False,
            e_reg=0.0):
     return SimpleNamespace(rows=rows, cols=cols, dataflow=dataflow, wbuf=wbuf, ibuf=ibuf, obuf=obuf,
-                           bytes_per_cycle=bpc, dram_latency=0.0, lanes=4.0, e_wbuf=1.0, e_ibuf=1.0,
+                           bytes_per_cycle=bpc, lanes=4.0, e_wbuf=1.0, e_ibuf=1.0,
                            e_obuf=1.0, e_dram=100.0, e_vec=0.5, pipelined=pipelined, act_dram=act_dram,
                            psum_bytes=4.0, e_reg=e_reg)
 

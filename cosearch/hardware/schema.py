@@ -417,7 +417,7 @@ class Hardware(_Strict):
             rows=self.array.rows, cols=self.array.cols, dataflow=DATAFLOWS.index(self.dataflow),
             wbuf=m.weight_kb * 1024, ibuf=m.input_kb * 1024, obuf=m.output_kb * 1024,
             bytes_per_cycle=m.dram_gbps * m.dram_efficiency * 1e9 / (self.clock_mhz * 1e6),
-            dram_latency=float(m.dram_latency_cycles), lanes=float(self.vector.lanes),
+            lanes=float(self.vector.lanes),
             e_wbuf=e_w, e_ibuf=e_i, e_obuf=e_o, e_reg=e.reg_pj_per_byte,
             e_dram=e.dram_pj_per_byte, e_vec=e.vector_op_pj, pipelined=self.array.pipelined_folds,
             act_dram=m.activations_in_dram, psum_bytes=self.pe.psum_bits / 8)
@@ -504,7 +504,6 @@ class Derived:
     ibuf: float
     obuf: float
     bytes_per_cycle: float
-    dram_latency: float
     lanes: float
     e_wbuf: float
     e_ibuf: float
