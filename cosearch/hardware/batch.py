@@ -291,8 +291,7 @@ def _global_size_deci(space: SearchSpace, g: Genes) -> np.ndarray:
 
 def _batch_one_hw(space: SearchSpace, g: Genes, hw: Hardware, sc: Scenario) -> dict:
     codes = {s: g.padded_codes(space, s) for s in space.sides()}
-    key = (id(space), space.source, hw.key, sc)
-    tabs = _tables(space, sc, hw, codes, full=key in _TABLES or g.n >= _FULL_TABLE_MIN_BATCH)
+    tabs = _tables(space, sc, hw, codes, full=g.n >= _FULL_TABLE_MIN_BATCH)  # a cached full table is used anyway
     tot = np.zeros((g.n, len(COLS)))
     feats = np.zeros(g.n, dtype=np.int64)
     for side in space.sides():
