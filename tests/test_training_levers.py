@@ -89,6 +89,9 @@ def test_worst_of_pools_takes_the_highest_loss_and_keeps_the_fixed_members():
     out = worst_of_pools(members, [[a, b], [c, d]], loss.__getitem__)
     assert [m.arch for m in out] == [space.largest(), space.smallest(), b, c]
     assert [m.role for m in out] == ["largest", "smallest", "random", "random"]
+    # losses as tensors (what training passes) pick the same; ties take the first candidate
+    assert worst_of_pools(members, [[a, b], [c, d]], lambda x: torch.tensor(loss[x])) == out
+    assert [m.arch for m in worst_of_pools(members, [[a, b], [c, d]], lambda x: torch.tensor(1.0))][2:] == [a, c]
 
 
 def test_worst_of_pool_training_runs_and_resumes_to_the_same_weights(tmp_path, one_thread):

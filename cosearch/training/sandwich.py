@@ -112,7 +112,8 @@ def candidate_pools(space: SearchSpace, members: list[Member], seed: int, step: 
             if len(found) == pool:
                 break
             a = _with_random_bits(space, space.sample(rng), wbits, abits, rng)
-            if max(size, space.weight_size_bits(a)) <= POOL_SIZE_BAND * min(size, space.weight_size_bits(a)):
+            other = space.weight_size_bits(a)
+            if max(size, other) <= POOL_SIZE_BAND * min(size, other):
                 found.append(a)
         pools.append(found)
     return pools
@@ -125,8 +126,10 @@ def worst_of_pools(members: list[Member], pools: list[list[Arch]], loss_of) -> l
     for m in members:
         if m.role == "random":
             pool = next(slots)
-            losses = [float(loss_of(a)) for a in pool]
-            m = Member("random", pool[losses.index(max(losses))])
+            # one host read per slot, not per candidate: the candidates' forwards queue on
+            # the GPU without waiting for each other (argmax takes the first of ties)
+            losses = torch.stack([torch.as_tensor(loss_of(a), dtype=torch.float32) for a in pool])
+            m = Member("random", pool[int(losses.argmax())])
         out.append(m)
     return out
 
