@@ -90,7 +90,7 @@ class ElasticLinear(nn.Module):
     per-bit weight quantizers and an activation quantizer. The active sub-layer uses the
     leading ``out_features`` rows and ``in_features`` columns. ``fused`` (see
     ``cosearch.model.fused.use_fused``) computes the same weights and activations in fused kernels.
-    ``bucket`` (set by ``cosearch.model.compiled_members.configure_buckets``, cleared by
+    ``bucket`` (set by ``cosearch.model.bucketed_members.configure_buckets``, cleared by
     ``configure``) runs it at a bucket's shape with the active sizes and bits as tensors."""
 
     fused = False
