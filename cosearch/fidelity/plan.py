@@ -278,23 +278,27 @@ def make_plan(run: RunInfo, s: FidelitySettings) -> Plan:
                 distilled=distilled)
 
 
-def plan_jobs(plan: Plan, run: RunInfo, root: Path, gpu_share: float, env: tuple = ()) -> list[Job]:
-    """The plan's jobs as ``cosearch.jobs.Job`` command lines under ``root``."""
+def _job_contents(plan: Plan, run: RunInfo) -> list[tuple[str, dict]]:
+    """(name, :func:`job_content`) of each of the plan's jobs."""
     gpu = bool(plan.settings["gpu"])
     out = []
     for j in plan.jobs:
         spec = StandaloneSpec(**{k: v for k, v in j.items() if k != "name"})
-        content = job_content(run, plan.arch(spec.arch), spec, gpu)
-        out.append(Job(j["name"], job_argv(root / j["name"], content), done=f"{JOB_RUN}/summary.json",
-                       gpu=gpu_share if gpu else 0.0, env=env))
+        out.append((j["name"], job_content(run, plan.arch(spec.arch), spec, gpu)))
     return out
 
 
+def plan_jobs(plan: Plan, run: RunInfo, root: Path, gpu_share: float, env: tuple = ()) -> list[Job]:
+    """The plan's jobs as ``cosearch.jobs.Job`` command lines under ``root``."""
+    share = gpu_share if plan.settings["gpu"] else 0.0
+    return [Job(name, job_argv(root / name, content), done=f"{JOB_RUN}/summary.json", gpu=share, env=env)
+            for name, content in _job_contents(plan, run)]
+
+
 def prepare_jobs(plan: Plan, run: RunInfo, root: Path) -> None:
-    gpu = bool(plan.settings["gpu"])
-    for j in plan.jobs:
-        spec = StandaloneSpec(**{k: v for k, v in j.items() if k != "name"})
-        prepare_job(root / j["name"], job_content(run, plan.arch(spec.arch), spec, gpu), run)
+    """Write every job's files under ``root`` (:func:`prepare_job`)."""
+    for name, content in _job_contents(plan, run):
+        prepare_job(root / name, content, run)
 
 
 # --------------------------------------------------------------------------- the plan file
