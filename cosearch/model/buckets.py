@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fused import _straight_through
-from .quant import TERNARY, _STAT_EPS, _clip_range, _lsq_range, _qp, bits_key
+from .quant import TERNARY, _STAT_EPS, _clip_range, _codes_of, _levels_of, _lsq_range, _qp, bits_key
 from ..space import SearchSpace, canonical_bits
 
 #: buckets per elastic dimension that ``BucketPlan.from_space`` keeps by default
@@ -182,15 +182,10 @@ def linear_bucket(lin: nn.Module, rows: int, cols: int, code: Tensor | None, slo
 
 # --------------------------------------------------------------------------- expressions
 def _levels(u: Tensor, r: Regime, choices: tuple) -> Tensor:
-    """Grid levels of ``u`` (float32) for the regime ``r``, among the bit-widths ``choices``
-    (each expression as ``quant._codes_of`` / ``_levels_of``)."""
-    options = []
-    if 1 in choices:
-        options.append((r.is1, 2.0 * ((u >= 0).float() - 1.0) + 1.0))
-    if TERNARY in choices:
-        options.append((r.is_ternary, torch.round(1.5 * u).clamp(-1.0, 1.0) * (2.0 / 3.0)))
-    if 2 in choices:
-        options.append((r.is2, (torch.floor(2.0 * u).clamp(-2.0, 1.0) + 0.5) * 0.5))
+    """Grid levels of ``u`` (float32) for the regime ``r``, among the bit-widths ``choices``:
+    the fixed grids through ``quant._codes_of`` / ``_levels_of``, LSQ with its range as tensors."""
+    options = [(flag, _levels_of(_codes_of(u, b), b))
+               for b, flag in ((1, r.is1), (TERNARY, r.is_ternary), (2, r.is2)) if b in choices]
     if any(b >= 3 for b in choices):
         level = torch.clamp(torch.round(u), -r.qn, r.qp) + 0.0
     else:
