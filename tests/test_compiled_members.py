@@ -6,7 +6,7 @@ import pytest
 import torch
 from train_fixtures import lm_space, mt_space
 
-from cosearch.model.compiled_members import (COMPILE_ENV, MemberForward, compile_fixed_by_default, eager_forward,
+from cosearch.model.compiled_members import (COMPILE_ENV, MemberForward, compile_choice, eager_forward,
                                              member_forward)
 from cosearch.errors import UserError
 from cosearch.model.fused import compile_counts, use_fused
@@ -57,17 +57,17 @@ def test_compiled_fixed_members_train_as_eager_and_compile_once_per_fixed_arch(f
 def test_the_environment_picks_the_member_forward(monkeypatch):
     net = Supernet(SearchSpace.from_dict(mt_space()))
     monkeypatch.delenv(COMPILE_ENV, raising=False)
-    assert not compile_fixed_by_default()
+    assert compile_choice() == ""
     monkeypatch.setenv(COMPILE_ENV, "fixed")
-    assert compile_fixed_by_default()
+    assert compile_choice() == "fixed"
     assert not isinstance(member_forward(net), MemberForward)  # CPU: never compiled by default
     assert isinstance(member_forward(net, compile_fixed=True), MemberForward)
     monkeypatch.setenv(COMPILE_ENV, "all")
-    assert not compile_fixed_by_default()
+    assert compile_choice() == "all"
     assert member_forward(net) is eager_forward  # CPU: never compiled by default
     monkeypatch.setenv(COMPILE_ENV, "every")
     with pytest.raises(UserError, match=f"{COMPILE_ENV}='every' is invalid"):
-        compile_fixed_by_default()
+        compile_choice()
 
 
 def test_pad_length_pads_to_the_multiple_with_the_pad_id():

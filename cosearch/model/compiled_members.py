@@ -47,11 +47,6 @@ def compile_choice() -> str:
     return choice
 
 
-def compile_fixed_by_default() -> bool:
-    """Whether training compiles the fixed members (``$COSEARCH_COMPILE_MEMBERS=fixed``)."""
-    return compile_choice() == "fixed"
-
-
 class MemberForward:
     """Runs one sandwich member's forward: a fixed member (largest, smallest) through
     ``torch.compile(net.model)``, every other one eagerly through ``model`` (``net``; under
@@ -112,12 +107,12 @@ def member_forward(net: nn.Module, compile_fixed: bool | None = None):
     """``MemberForward(net)`` when compiling the fixed members, ``BucketedForward(net)`` when
     compiling all (default: the environment's choice, on CUDA only: inductor on the CPU
     compiles C++ for minutes to gain little), else :func:`eager_forward`."""
-    choice = compile_choice()
+    choice, cuda = compile_choice(), next(net.parameters()).device.type == "cuda"
     if compile_fixed is None:
-        compile_fixed = choice == "fixed" and next(net.parameters()).device.type == "cuda"
+        compile_fixed = choice == "fixed" and cuda
     if compile_fixed:
         return MemberForward(net)
-    if choice == "all" and next(net.parameters()).device.type == "cuda":
+    if choice == "all" and cuda:
         from .bucketed_members import BucketedForward  # it imports this module
         return BucketedForward(net)
     return eager_forward
