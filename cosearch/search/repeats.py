@@ -71,7 +71,6 @@ class Repeats:
         (of the mean) and ``*_n`` (measurements); ``learn``: pool the spread of the repeats."""
         cols = [c for c in QUALITY_COLUMNS if c in first]
         out = {c: np.asarray(first[c], dtype=np.float64).copy() for c in cols}
-        one = self.single_se(first) if self.column in first else None
         n = np.ones(n_archs)
         for i, rows in again.items():
             for c in cols:
@@ -81,10 +80,8 @@ class Repeats:
                     self._ss += float(np.sum((xs - xs.mean()) ** 2))
                     self._dof += len(xs) - 1
             n[i] = 1 + len(rows)
-        if one is not None:
-            first_se = np.asarray(first.get(f"{self.column}_se", np.full(n_archs, np.nan)), dtype=np.float64)
-            one = np.where(np.isfinite(first_se), first_se, self.sigma)  # the pool may have grown
-            out[f"{self.column}_se"] = one / np.sqrt(n)
+        if self.column in first:  # (after pooling: the repeats above may have grown the pool)
+            out[f"{self.column}_se"] = self.single_se(first) / np.sqrt(n)
         out[f"{self.column}_n"] = n
         return out
 
