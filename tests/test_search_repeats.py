@@ -10,7 +10,7 @@ import pytest
 
 from cosearch.errors import UserError
 from cosearch.search import search
-from cosearch.search.quality import NoisySynthetic
+from cosearch.search.quality import NoisySynthetic, SyntheticQuality, call_source
 from cosearch.search.repeats import Repeats, RepeatSettings
 from cosearch.space import Arch, SearchSpace
 
@@ -77,3 +77,13 @@ def test_a_bad_repeat_margin_is_one_line(tmp_path, margin):
         search(hw="zcu102", space=sp, quality=NoisySynthetic(sp, 0.3), out=tmp_path / "s", trials=4,
                repeat_margin=margin, progress=False, plots=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_repeat_beyond_the_sources_data_is_a_value_error():
+    sp = SearchSpace.load("tiny_lm")
+    arch = sp.largest()
+    with pytest.raises(ValueError, match="has no measurement 8 \\(repeats=8\\)"):
+        call_source(NoisySynthetic(sp, 0.3), [arch], 8)
+    # a source without ``repeats`` measures once: the same error, not an AttributeError
+    with pytest.raises(ValueError, match="has no measurement 1 \\(repeats=1\\)"):
+        call_source(SyntheticQuality(sp), [arch], 1)

@@ -43,8 +43,9 @@ def call_source(source, archs: Sequence[Arch], repeat: int = 0) -> dict[str, np.
     """``source(archs)``, or its measurement number ``repeat`` (fresh data)."""
     if repeat == 0:
         return source(archs)
-    if repeat >= getattr(source, "repeats", 1):
-        raise ValueError(f"{getattr(source, 'name', source)} has no measurement {repeat} (repeats={source.repeats})")
+    have = getattr(source, "repeats", 1)  # a source without ``repeats`` measures once
+    if repeat >= have:
+        raise ValueError(f"{getattr(source, 'name', source)} has no measurement {repeat} (repeats={have})")
     return source(archs, repeat=repeat)
 
 
