@@ -113,8 +113,9 @@ def main():
     base = next((r["archs_per_s"] for r in rows if r["workers"] == 1), None)
     for r in rows:
         r["speedup_vs_1"] = round(r["archs_per_s"] / base, 2) if base else None
-    result = {"benchmark": "search_throughput", "command": "cosearch search --run RUN --hw {hw} --trials {trials} "
+    result = {"benchmark": "search_throughput", "command": "cosearch search {what} --hw {hw} --trials {trials} "
               "--sampler {sampler} --workers K --max-batches {mb} --latency-max {lat} --repeats {rep}{gpu} --out DIR".format(
+                  what="--run RUN" if a.run else f"--space {a.space} --synthetic-quality",
                   hw=a.hw, trials=a.trials, sampler=a.sampler, mb=a.max_batches, lat=a.latency_max, rep=a.repeats,
                   gpu=" --gpu" if a.gpu else ""),
               "run": str(Path(a.run).resolve()) if a.run else None, "space": a.space,
