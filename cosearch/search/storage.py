@@ -123,9 +123,8 @@ def open_storage(storage: str | None, out: str | Path | None, heartbeat: int | N
         raise
     except Exception as e:  # noqa: BLE001 - drivers raise many types; all mean "cannot open"
         _raise_if_disk_refused(f"--storage {describe(storage)}", e)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"--storage {describe(storage)} cannot be opened ({type(e).__name__}: "
-                        f"{first[:200]}); check the URL, the server and the driver") from None
+                        f"{_first_line(e)[:200]}); check the URL, the server and the driver") from None
 
 
 def _raise_if_disk_refused(what: str, e: Exception) -> None:
@@ -134,6 +133,11 @@ def _raise_if_disk_refused(what: str, e: Exception) -> None:
     refused = write_refusal_in(e)
     if refused is not None:
         raise UserError(f"{what} cannot be opened: {write_error_message(None, refused)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _need_driver(module: str, extra: str, storage: str) -> None:
@@ -174,8 +178,7 @@ def open_study(storage, name: str, directions: list[str], sampler, record: dict 
                                     sampler=sampler, load_if_exists=True)
     except Exception as e:  # noqa: BLE001
         _raise_if_disk_refused(f"study {name!r}", e)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"study {name!r} cannot be opened ({type(e).__name__}: {first[:200]})") from None
+        raise UserError(f"study {name!r} cannot be opened ({type(e).__name__}: {_first_line(e)[:200]})") from None
     got = [d.name.lower() for d in study.directions]
     if got != directions:
         raise UserError(f"study {name!r} exists with directions {got}, but the objectives ask for "
@@ -212,6 +215,6 @@ def storage_errors(url: str):
             path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
             raise UserError(write_error_message(path, refused)) from None
         cause = e.__cause__ or e.__context__ or e
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise UserError(f"the study storage {describe(url)} failed ({type(cause).__name__}: {first[:160]}); "
+        raise UserError(f"the study storage {describe(url)} failed ({type(cause).__name__}: "
+                        f"{_first_line(cause)[:160]}); "
                         "free disk space or check the server, then rerun the same command to resume") from None
