@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from search_hv import goal, parse_setting  # noqa: E402
+from search_hv import goal, mean_std, parse_setting  # noqa: E402
 
 from cosearch.search.front import pareto_mask, to_minimize  # noqa: E402
 from cosearch.search.hypervolume import hypervolume  # noqa: E402
@@ -141,7 +141,7 @@ def main():
                                    "front": len(archs), "measurements": n}
                 runs.append(row)
                 print(json.dumps(row), flush=True)
-    summary = {s: {str(c): {k: {"mean": round(float(np.mean(v)), 6), "std": round(float(np.std(v)), 6)}
+    summary = {s: {str(c): {k: mean_std(v, 6)
                             for k in ("hv", "hv_recorded", "measurements")
                             for v in [[r[str(c)][k] for r in runs if r["setting"] == s and str(c) in r]] if v}
                    for c in checkpoints} for s in settings}
@@ -160,7 +160,7 @@ def main():
         result["gpu"] = torch.cuda.get_device_name(0)
     if a.goal:
         better, base = a.goal.split(",")
-        result["goal"] = {"rule": f"held-out hv({better}) >= mean + 2 std of hv({base})",
+        result["goal"] = {"rule": f"held-out hv({better}) >= mean + 2 std (sample std) of hv({base})",
                           "checkpoints": goal(summary, better, base)}
     print(json.dumps({k: result[k] for k in ("summary", "goal") if k in result}, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
