@@ -22,11 +22,10 @@ class TrialBatch:
     predicted: np.ndarray | None = None  # the predictor's value of the quality column
     column: str | None = None            # that column
 
-    def reservation(self, bounds: Bounds) -> tuple[list[dict], list[dict]]:
-        """What the study learns of each design when it is reserved (before any quality is
-        known): its user attributes and its constraints (they depend on costs only)."""
-        cons = constraint_values(self.cost_metrics, bounds)
-        attrs, constraints = [], []
+    def design_attrs(self) -> list[dict]:
+        """Each design's user attributes known before its quality: arch, digest, accelerator
+        parameters, the predictor's value."""
+        attrs = []
         for j, p in enumerate(self.props):
             d = p.design
             a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch)}
@@ -35,8 +34,13 @@ class TrialBatch:
             if self.predicted is not None:
                 a[f"predicted_{self.column}"] = float(self.predicted[j])
             attrs.append(a)
-            constraints.append({k: float(c[j]) for k, c in cons.items()})
-        return attrs, constraints
+        return attrs
+
+    def reservation(self, bounds: Bounds) -> tuple[list[dict], list[dict]]:
+        """What the study learns of each design when it is reserved (before any quality is
+        known): its user attributes and its constraints (they depend on costs only)."""
+        cons = constraint_values(self.cost_metrics, bounds)
+        return self.design_attrs(), [{k: float(c[j]) for k, c in cons.items()} for j in range(len(self.props))]
 
     def keep(self, props: list) -> None:
         """Keep only ``props`` (a prefix: the others could not be reserved). Their archs may
@@ -95,6 +99,8 @@ def record_batch(batch: TrialBatch, res, evaluator: Evaluator, proposer, screen,
     ``computed`` labels the rows whose quality the source computed (``QUALITY_SOURCES``)."""
     props = batch.props
     designs = [p.design for p in props]
+    attrs = batch.design_attrs()
+    keys = [a["digest"] for a in attrs]
     fresh = [arch_digest(a) for a in batch.to_measure]
     fresh_keys = set(fresh)
     for i, k in enumerate(fresh):
@@ -103,10 +109,8 @@ def record_batch(batch: TrialBatch, res, evaluator: Evaluator, proposer, screen,
     sources = ["cost-only"] * len(designs)
     if batch.needs_quality:
         cols: dict[str, list] = {c: [] for c in QUALITY_COLUMNS}
-        cols.update({c: [] for c in QUALITY_EXTRAS if c in res or any(c in known.get(arch_digest(
-            d.arch), {}) for d in designs)})
-        for j, d in enumerate(designs):
-            k = arch_digest(d.arch)
+        cols.update({c: [] for c in QUALITY_EXTRAS if c in res or any(c in known.get(k, {}) for k in keys)})
+        for j, k in enumerate(keys):
             if batch.measure[j] and k in known:
                 row, sources[j] = known[k], computed
             else:  # only the predicted column: a predicted loss is never stored as BLEU
@@ -115,15 +119,8 @@ def record_batch(batch: TrialBatch, res, evaluator: Evaluator, proposer, screen,
                 cols[c].append(row.get(c, float("nan")))
         q = {c: np.array(v, dtype=np.float64) for c, v in cols.items()}
     outs = evaluator.outcomes(designs, batch.cost_metrics, q)
-    attrs = []
-    for j, (d, o) in enumerate(zip(designs, outs)):
-        a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch), "source": sources[j],
-             "metrics": {k: finite_or_none(v) for k, v in o.metrics.items()}}
-        if d.hw_params:
-            a["hw_params"] = d.hw_dict
-        if batch.predicted is not None:
-            a[f"predicted_{batch.column}"] = float(batch.predicted[j])
-        attrs.append(a)
+    for j, (d, o, a) in enumerate(zip(designs, outs, attrs)):
+        a.update(source=sources[j], metrics={k: finite_or_none(v) for k, v in o.metrics.items()})
         # every measured design joins the screen's front; the predictor learns (and is scored)
         # only on archs measured in this batch, once each (several designs may share one): a
         # cached arch is already among its points, and counting it again would inflate its tau
