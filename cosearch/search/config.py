@@ -9,8 +9,9 @@ from ..errors import UserError
 from .evolution import EvolutionSettings
 
 SAMPLERS = ("nsga2", "tpe", "random", "evolution")
-#: measurements of a front candidate by default (``search_hv.py``: with noisy measurements
-#: NSGA-II fell below random search at 1,000 trials; raced up to 5 times it beat it)
+#: measurements of a front candidate by default (``search_hv.py``, 3 seeds: with noisy
+#: measurements plain NSGA-II fell below random search at 1,000 trials; raced up to 5 times its
+#: mean hypervolume was above random's, by less than 2 std at sigma 0.15)
 DEFAULT_REPEATS = 5
 
 
