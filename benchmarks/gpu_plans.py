@@ -172,3 +172,44 @@ def fidelity(out: str = "/tmp/fid", data: str = ".data/multi30k", space: str = "
     if dropouts:
         argv += ["--dropouts", dropouts]
     return [Job("fidelity", tuple(argv), done=f"{out}/run_info.json", gpu=float(gpu))]
+
+
+def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", max_tokens: str = "8192",
+             search_workers: str = "1,2,6", search_trials: str = "1000", hv_trials: str = "1000",
+             hv_settings: str = "random,nsga2:r5:m2", fid_steps: str = "300", fid_seeds: str = "3",
+             archs: str = "48", per_bin: str = "6", noise_archs: str = "6") -> list[Job]:
+    """Issues 21 and 23 on Multi30k, one H200: a ``cosearch train --gpu`` supernet; the CLI
+    search throughput for K = 1, 2, 6 with the GPU alone (20 validation batches per arch);
+    then, sharing the GPU, the hypervolume of random vs the noise-aware default (3 seeds,
+    fronts after 300 and 1,000 trials scored on the test split; seeds outermost, the JSON
+    rewritten after each run) and ``benchmarks/fidelity.py``: 48 archs checked against the
+    supernets ``none`` and ``layer`` with ``fid_seeds`` seeds each (own Ray instance)."""
+    if not data:
+        raise SystemExit("the multi30k plan needs --set data=PATH (the multi30k folder)")
+    res = f"{work}/results"
+    run = f"{work}/supernet"
+    sup = Job("m30k_supernet", _cosearch("train", "--space", "multi30k", "--task", "translation", "--data", data,
+                                         "--out", run, "--steps", steps, "--max-tokens", max_tokens, "--gpu",
+                                         "--no-progress"),
+              done=f"{run}/summary.json", gpu=1.0)
+    tp = _optional(Job("search_throughput_m30k", (PY, str(ROOT / "benchmarks" / "search_throughput.py"), "--run", run,
+                                                  "--gpu", "--workers", search_workers, "--trials", search_trials,
+                                                  "--max-batches", "20", "--timeout", "240",
+                                                  "--out", f"{res}/search_throughput_m30k.json"),
+                       done=f"{res}/search_throughput_m30k.json", gpu=1.0, after=(sup.name,)))
+    checkpoints = ",".join(dict.fromkeys(c for c in ("300", hv_trials) if int(c) <= int(hv_trials)))
+    hv = _optional(Job("search_hv_m30k", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run, "--gpu",
+                                          "--workers", "2", "--trials", hv_trials, "--checkpoints", checkpoints,
+                                          "--settings", hv_settings, "--seeds", "3", "--max-batches", "20",
+                                          "--heldout-split", "test", "--heldout-batches", "100",
+                                          "--goal", "nsga2:r5:m2,random", "--timeout", "1200",
+                                          "--out", f"{res}/search_hv_real_m30k.json"),
+                       done=f"{res}/search_hv_real_m30k.json", gpu=0.05, after=(tp.name,)))
+    fid = Job("fidelity_m30k", (PY, str(ROOT / "benchmarks" / "fidelity.py"), "--space", "multi30k",
+                                "--task", "translation", "--data", data, "--out", f"{work}/fid", "--steps", fid_steps,
+                                "--max-tokens", max_tokens, "--archs", archs, "--per-bin", per_bin,
+                                "--noise-archs", noise_archs, "--variants", "none:mode=none;layer:mode=layer",
+                                "--supernet-seeds", fid_seeds, "--gpu", "--supernet-share", "0.125",
+                                "--gpu-share", "0.0625", "--result", f"{res}/fidelity_multi30k.json"),
+              done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),), after=(tp.name,))
+    return [sup, tp, hv, fid]

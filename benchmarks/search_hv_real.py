@@ -118,9 +118,40 @@ def main():
     held = SupernetQuality(a.run, MeasureSettings(split=a.heldout_split, max_batches=a.heldout_batches,
                                                   device="cuda" if a.gpu else "cpu"))
     t0 = time.perf_counter()
+
+    def write(runs: list[dict]) -> dict:
+        """The result of the runs so far, written after each one (a cut session keeps them)."""
+        summary = {s: {str(c): {k: mean_std(v, 6)
+                                for k in ("hv", "hv_recorded", "measurements")
+                                for v in [[r[str(c)][k] for r in runs if r["setting"] == s and str(c) in r]] if v}
+                       for c in checkpoints} for s in settings}
+        # the goal check reads "hv_front": the held-out score here
+        for s in summary.values():
+            for c in s.values():
+                c["hv_front"] = c.get("hv")
+        result = {"benchmark": "search_hv_real", "run": str(Path(a.run).resolve()), "hw": a.hw,
+                  "objectives": a.objectives, "latency_max_ms": bound, "reference": reference,
+                  "max_batches": a.max_batches,
+                  "heldout": {"split": a.heldout_split, "batches": a.heldout_batches, "archs": len(heldout_cache)},
+                  "workers": a.workers, "device": "cuda" if a.gpu else "cpu", "trials": a.trials, "seeds": a.seeds,
+                  "complete": len(runs) == a.seeds * len(settings),
+                  "elapsed_s": round(time.perf_counter() - t0, 1), "summary": summary, "runs": runs,
+                  "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"}
+        if a.gpu:
+            import torch
+            result["gpu"] = torch.cuda.get_device_name(0)
+        if a.goal and all(any(r["setting"] == s for r in runs) for s in a.goal.split(",")):
+            better, base = a.goal.split(",")
+            result["goal"] = {"rule": f"held-out hv({better}) >= mean + 2 std (sample std) of hv({base})",
+                              "checkpoints": goal(summary, better, base)}
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
     with tempfile.TemporaryDirectory(prefix="cosearch-hv-") as tmp:
-        for setting in settings:
-            for seed in range(a.seeds):
+        # seeds outermost: a run cut short still has every setting on its first seeds
+        for seed in range(a.seeds):
+            for setting in settings:
                 out = Path(tmp) / f"{setting.replace(':', '_')}_{seed}"
                 summary = run_cli(a, setting, seed, bound, out)
                 ref = summary["hypervolume_reference"]
@@ -141,30 +172,8 @@ def main():
                                    "front": len(archs), "measurements": n}
                 runs.append(row)
                 print(json.dumps(row), flush=True)
-    summary = {s: {str(c): {k: mean_std(v, 6)
-                            for k in ("hv", "hv_recorded", "measurements")
-                            for v in [[r[str(c)][k] for r in runs if r["setting"] == s and str(c) in r]] if v}
-                   for c in checkpoints} for s in settings}
-    # the goal check reads "hv_front": the held-out score here
-    for s in summary.values():
-        for c in s.values():
-            c["hv_front"] = c.get("hv")
-    result = {"benchmark": "search_hv_real", "run": str(Path(a.run).resolve()), "hw": a.hw, "objectives": a.objectives,
-              "latency_max_ms": bound, "reference": reference, "max_batches": a.max_batches,
-              "heldout": {"split": a.heldout_split, "batches": a.heldout_batches, "archs": len(heldout_cache)},
-              "workers": a.workers, "device": "cuda" if a.gpu else "cpu", "trials": a.trials, "seeds": a.seeds,
-              "elapsed_s": round(time.perf_counter() - t0, 1), "summary": summary, "runs": runs,
-              "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"}
-    if a.gpu:
-        import torch
-        result["gpu"] = torch.cuda.get_device_name(0)
-    if a.goal:
-        better, base = a.goal.split(",")
-        result["goal"] = {"rule": f"held-out hv({better}) >= mean + 2 std (sample std) of hv({base})",
-                          "checkpoints": goal(summary, better, base)}
+                result = write(runs)
     print(json.dumps({k: result[k] for k in ("summary", "goal") if k in result}, indent=2))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

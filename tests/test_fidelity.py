@@ -267,6 +267,27 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
     assert "standalone run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_checks_sharing_a_jobs_folder_score_each_standalone_run_once(tmp_path, one_thread, monkeypatch):
+    from cosearch.fidelity import measure
+    run, data = _supernet(tmp_path, steps=2)
+    run2 = tmp_path / "sup2"  # another supernet seed on the same data: the same standalone runs
+    assert main(["train", "--space", "tiny_lm", "--data", str(data), "--out", str(run2), "--steps", "2",
+                 "--seed", "1", "--ckpt-every", "2", *LM]) == 0
+    scored = []
+    real = measure.score
+    monkeypatch.setattr(measure, "score", lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
+    jobs = tmp_path / "jobs"
+    common = ["--archs", "3", "--per-bin", "3", "--noise-archs", "0", "--steps", "2", "--jobs", str(jobs),
+              "--standalone-seed", "0", "--no-progress"]
+    assert main(["fidelity", str(run), "--out", str(tmp_path / "f1"), *common]) == 0
+    assert len(scored) == 3 + 3  # three inherited, three standalone
+    assert main(["fidelity", str(run2), "--out", str(tmp_path / "f2"), *common]) == 0
+    assert len(scored) == 6 + 3  # the second supernet's three inherited only
+    r1, r2 = (json.loads((tmp_path / f / "fidelity.json").read_text()) for f in ("f1", "f2"))
+    assert [r["standalone"] for r in r1["per_arch"]] == [r["standalone"] for r in r2["per_arch"]]
+
+
 def test_eval_tokens_scores_only_the_first_batches(tmp_path, one_thread):
     import itertools
 

@@ -5,10 +5,12 @@ standalone run shares: ``plan.prepare_job`` seeds their tokenizer cache, and a r
 another tokenizer is refused). Each model is scored by its mean token cross-entropy
 (no smoothing) on the validation split and, where the data has one, the test split;
 ``bleu`` adds test BLEU for translation (beam 4). Results are cached in
-``OUT/measurements.json`` by model and checkpoint, so a rerun measures only what is new.
+``OUT/measurements.json`` (inherited) and ``JOBS/measurements.json`` (standalone, shared by
+the checks of several supernets) by model and checkpoint, so a rerun measures only what is new.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -116,7 +118,8 @@ def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.
     if run.tokenizer.to_bytes() != td.tokenizer.to_bytes():
         raise UserError(f"{run_dir} was trained with another tokenizer than the supernet; delete that job "
                         "folder and rerun (its run is retrained with the supernet's tokenizer)")
-    key = _key("standalone", run_dir.parent.name, Path(run.checkpoint).name, eval_tokens=eval_tokens)
+    data = hashlib.sha256(td.tokenizer.to_bytes()).hexdigest()[:12]  # another data set: another tokenizer
+    key = _key("standalone", run_dir.parent.name, Path(run.checkpoint).name, data, eval_tokens=eval_tokens)
     entry = cache.get(key)
     if not _complete(entry, want_bleu, td):
         model = run.net.extract(run.arch).to(device).eval()

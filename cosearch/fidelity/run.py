@@ -86,6 +86,9 @@ def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td
 
     device = torch.device("cuda" if settings.gpu else "cpu")
     cache = Cache(out / "measurements.json")
+    # a standalone run's score depends on it and the data only: kept beside the jobs, so the
+    # checks of several supernets sharing one jobs folder score each standalone run once
+    standalone_cache = Cache(root / "measurements.json")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -96,8 +99,8 @@ def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td
     measured = {}
     for r in results:
         if r.ok:
-            measured[r.name] = measure_standalone(root / r.name / "run", td, cache, device, max_tokens, settings.bleu,
-                                                  settings.eval_tokens)
+            measured[r.name] = measure_standalone(root / r.name / "run", td, standalone_cache, device, max_tokens,
+                                                  settings.bleu, settings.eval_tokens)
         if tick is not None:
             tick()
     if bar is not None:
