@@ -177,12 +177,13 @@ def fidelity(out: str = "/tmp/fid", data: str = ".data/multi30k", space: str = "
 def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", max_tokens: str = "8192",
              search_workers: str = "1,2,6", search_trials: str = "1000", hv_trials: str = "1000",
              hv_settings: str = "random,nsga2:r5:m2", fid_steps: str = "300", fid_seeds: str = "3",
-             archs: str = "48", per_bin: str = "6", noise_archs: str = "6") -> list[Job]:
+             archs: str = "48", per_bin: str = "6", noise_archs: str = "6", hv_batches: str = "1") -> list[Job]:
     """Issues 21 and 23 on Multi30k, one H200: a ``cosearch train --gpu`` supernet; the CLI
     search throughput for K = 1, 2, 6 with the GPU alone (20 validation batches per arch);
     then, sharing the GPU, the hypervolume of random vs the noise-aware default (3 seeds,
     fronts after 300 and 1,000 trials scored on the test split; seeds outermost, the JSON
-    rewritten after each run) and ``benchmarks/fidelity.py``: 48 archs checked against the
+    rewritten after each run; ``hv_batches`` validation batches per measurement: Multi30k's
+    valid split is 6 batches of 4,096 tokens, so 1 leaves room for 5 repeats) and ``benchmarks/fidelity.py``: 48 archs checked against the
     supernets ``none`` and ``layer`` with ``fid_seeds`` seeds each (own Ray instance)."""
     if not data:
         raise SystemExit("the multi30k plan needs --set data=PATH (the multi30k folder)")
@@ -200,7 +201,7 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     checkpoints = ",".join(dict.fromkeys(c for c in ("300", hv_trials) if int(c) <= int(hv_trials)))
     hv = _optional(Job("search_hv_m30k", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run, "--gpu",
                                           "--workers", "2", "--trials", hv_trials, "--checkpoints", checkpoints,
-                                          "--settings", hv_settings, "--seeds", "3", "--max-batches", "20",
+                                          "--settings", hv_settings, "--seeds", "3", "--max-batches", hv_batches,
                                           "--heldout-split", "test", "--heldout-batches", "100",
                                           "--goal", "nsga2:r5:m2,random", "--timeout", "1200",
                                           "--out", f"{res}/search_hv_real_m30k.json"),
