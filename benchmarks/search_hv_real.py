@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from search_hv import goal, mean_std, parse_setting  # noqa: E402
+from search_hv import difference_interval, goal, mean_std, parse_setting  # noqa: E402
 
 from cosearch.search.front import pareto_mask, to_minimize  # noqa: E402
 from cosearch.search.hypervolume import hypervolume  # noqa: E402
@@ -143,7 +143,8 @@ def main():
         if a.goal and all(any(r["setting"] == s for r in runs) for s in a.goal.split(",")):
             better, base = a.goal.split(",")
             result["goal"] = {"rule": f"held-out hv({better}) >= mean + 2 std (sample std) of hv({base})",
-                              "checkpoints": goal(summary, better, base)}
+                              "checkpoints": goal(summary, better, base),
+                              "difference": difference_interval(runs, better, base, "hv", checkpoints)}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
         return result
