@@ -177,16 +177,22 @@ def fidelity(out: str = "/tmp/fid", data: str = ".data/multi30k", space: str = "
 def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", max_tokens: str = "8192",
              search_workers: str = "1,2,6", search_trials: str = "1000", hv_trials: str = "1000",
              hv_settings: str = "random,nsga2:r5:m2", fid_steps: str = "300", fid_seeds: str = "3",
-             archs: str = "48", per_bin: str = "6", noise_archs: str = "6", hv_batches: str = "1") -> list[Job]:
+             archs: str = "48", per_bin: str = "6", noise_archs: str = "6", hv_batches: str = "1",
+             fid_variants: str = "none:mode=none;layer:mode=layer", parts: str = "search,fidelity") -> list[Job]:
     """Issues 21 and 23 on Multi30k, one H200: a ``cosearch train --gpu`` supernet; the CLI
     search throughput for K = 1, 2, 6 with the GPU alone (20 validation batches per arch);
     then, sharing the GPU, the hypervolume of random vs the noise-aware default (3 seeds,
     fronts after 300 and 1,000 trials scored on the test split; seeds outermost, the JSON
     rewritten after each run; ``hv_batches`` validation batches per measurement: Multi30k's
     valid split is 6 batches of 4,096 tokens, so 1 leaves room for 5 repeats) and ``benchmarks/fidelity.py``: 48 archs checked against the
-    supernets ``none`` and ``layer`` with ``fid_seeds`` seeds each (own Ray instance)."""
+    supernets ``none`` and ``layer`` with ``fid_seeds`` seeds each (own Ray instance).
+    ``parts``: ``search`` (supernet, throughput, hypervolume) and/or ``fidelity`` (e.g. a
+    longer-budget check alone: ``--set parts=fidelity --set fid_steps=1200 --set archs=24``)."""
     if not data:
         raise SystemExit("the multi30k plan needs --set data=PATH (the multi30k folder)")
+    wanted = set(parts.split(","))
+    if not wanted or not wanted <= {"search", "fidelity"}:
+        raise SystemExit(f"--set parts={parts}: give search, fidelity or both")
     res = f"{work}/results"
     run = f"{work}/supernet"
     sup = Job("m30k_supernet", _cosearch("train", "--space", "multi30k", "--task", "translation", "--data", data,
@@ -209,8 +215,9 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     fid = Job("fidelity_m30k", (PY, str(ROOT / "benchmarks" / "fidelity.py"), "--space", "multi30k",
                                 "--task", "translation", "--data", data, "--out", f"{work}/fid", "--steps", fid_steps,
                                 "--max-tokens", max_tokens, "--archs", archs, "--per-bin", per_bin,
-                                "--noise-archs", noise_archs, "--variants", "none:mode=none;layer:mode=layer",
+                                "--noise-archs", noise_archs, "--variants", fid_variants,
                                 "--supernet-seeds", fid_seeds, "--gpu", "--supernet-share", "0.125",
                                 "--gpu-share", "0.0625", "--result", f"{res}/fidelity_multi30k.json"),
-              done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),), after=(tp.name,))
-    return [sup, tp, hv, fid]
+              done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),),
+              after=(tp.name,) if "search" in wanted else ())
+    return ([sup, tp, hv] if "search" in wanted else []) + ([fid] if "fidelity" in wanted else [])
