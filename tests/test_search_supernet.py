@@ -1,6 +1,7 @@
 """Co-search on a real (tiny, briefly trained) supernet: quality is its validation loss."""
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -35,6 +36,8 @@ def test_search_measures_inherited_weight_loss_and_caches(lm_run, tmp_path):
     df = pd.read_csv(tmp_path / "s" / "trials.csv")
     assert len(df) == 8 and set(df["source"]) == {"measured"}
     assert r.measured == df["digest"].nunique()
+    # the matmul precision of the measurements is recorded (TF32 only when measuring on CUDA)
+    assert json.loads((tmp_path / "s" / "search.json").read_text())["quality_matmul"] == "fp32"
     assert all(math.isfinite(v) and v > 0 for v in df["quality"])
     # the stored quality is the loss the supernet gives that arch on the same subset
     q = SupernetQuality(lm_run, MeasureSettings(max_batches=2))

@@ -9,7 +9,7 @@ sizes. Sharing the code is what makes extraction parity exact.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -35,9 +35,16 @@ def _sinusoid_cpu(length: int, dim: int) -> torch.Tensor:
     return pe
 
 
+@lru_cache(maxsize=64)
 def sinusoid(length: int, dim: int, device, dtype=torch.float32) -> torch.Tensor:
-    """Sinusoidal positions computed for the active width (not a slice of the widest)."""
+    """Sinusoidal positions computed for the active width (not a slice of the widest), kept
+    on the device: a copy from the host per forward pass would wait for the GPU each time."""
     return _sinusoid_cpu(length, dim).to(device=device, dtype=dtype)
+
+
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout``, without dispatching an op that returns ``x`` when not training."""
+    return F.dropout(x, p, training) if training else x
 
 
 class ArchCode:
@@ -174,11 +181,12 @@ class QLinear(nn.Module):
     fused = False
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
-                 weight_bits: float = 16, act_bits: int = 16):
+                 weight_bits: float = 16, act_bits: int = 16, empty: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.register_buffer("weight_scale", torch.ones(out_features, 1) if weight_bits < 16 else None)
+        # empty: tensors left None for the caller to set (extraction: no zeros to overwrite)
+        self.weight = None if empty else nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias and not empty else None
+        self.register_buffer("weight_scale", torch.ones(out_features, 1) if weight_bits < 16 and not empty else None)
         self.aq = ActQuantizer((act_bits,))
         self.in_features, self.out_features = in_features, out_features
         self.weight_bits, self.act_bits = weight_bits, act_bits
@@ -194,15 +202,17 @@ class QLinear(nn.Module):
 class ElasticLayerNorm(nn.Module):
     """LayerNorm over the leading ``dim`` features (a plain one when dim == max)."""
 
-    def __init__(self, max_dim: int, eps: float = 1e-5):
+    def __init__(self, max_dim: int, eps: float = 1e-5, empty: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(max_dim))
-        self.bias = nn.Parameter(torch.zeros(max_dim))
+        self.weight = None if empty else nn.Parameter(torch.ones(max_dim))
+        self.bias = None if empty else nn.Parameter(torch.zeros(max_dim))
         self.dim, self.eps = max_dim, eps
 
     def forward(self, x):
-        d = self.dim
-        return F.layer_norm(x, (d,), self.weight[:d], self.bias[:d], self.eps)
+        d, w, b = self.dim, self.weight, self.bias
+        if d != w.shape[0]:  # a full-width norm (every extracted one) needs no slicing ops
+            w, b = w[:d], b[:d]
+        return F.layer_norm(x, (d,), w, b, self.eps)
 
 
 class ElasticEmbedding(nn.Module):
@@ -223,10 +233,10 @@ class ElasticEmbedding(nn.Module):
 class PlainEmbedding(nn.Module):
     """An extracted table: already quantized; ``weight_scale`` is kept for export."""
 
-    def __init__(self, vocab: int, dim: int, bits: float = 16):
+    def __init__(self, vocab: int, dim: int, bits: float = 16, empty: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(vocab, dim))
-        self.register_buffer("weight_scale", torch.ones(vocab, 1) if bits < 16 else None)
+        self.weight = None if empty else nn.Parameter(torch.zeros(vocab, dim))
+        self.register_buffer("weight_scale", torch.ones(vocab, 1) if bits < 16 and not empty else None)
         self.bits, self.dim = bits, dim
 
     def table(self) -> torch.Tensor:
@@ -310,7 +320,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         h = F.relu(self.fc1(x))
-        return self.fc2(F.dropout(h, self.dropout, self.training))
+        return self.fc2(_dropout(h, self.dropout, self.training))
 
 
 class EncoderLayer(nn.Module):
@@ -321,8 +331,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x, key_mask):
         p, tr = self.dropout, self.training
-        x = x + F.dropout(self.attn(self.ln1(x), key_mask=key_mask), p, tr)
-        return x + F.dropout(self.ffn(self.ln2(x)), p, tr)
+        x = x + _dropout(self.attn(self.ln1(x), key_mask=key_mask), p, tr)
+        return x + _dropout(self.ffn(self.ln2(x)), p, tr)
 
 
 class DecoderLayer(nn.Module):
@@ -341,12 +351,12 @@ class DecoderLayer(nn.Module):
         the (B, 1, T, keys) bool mask of ``padded_causal_mask``."""
         p, tr = self.dropout, self.training
         c_self = cache.setdefault("self", {}) if cache is not None else None
-        x = x + F.dropout(self.self_attn(self.ln1(x), key_mask=self_mask, causal=True, cache=c_self), p, tr)
+        x = x + _dropout(self.self_attn(self.ln1(x), key_mask=self_mask, causal=True, cache=c_self), p, tr)
         if self.cross_attn is not None:
             mem, mask = memory.last(self.cross_layers)
             c_cross = cache.setdefault("cross", {}) if cache is not None else None
-            x = x + F.dropout(self.cross_attn(self.ln_cross(x), memory=mem, key_mask=mask, cache=c_cross), p, tr)
-        return x + F.dropout(self.ffn(self.ln2(x)), p, tr)
+            x = x + _dropout(self.cross_attn(self.ln_cross(x), memory=mem, key_mask=mask, cache=c_cross), p, tr)
+        return x + _dropout(self.ffn(self.ln2(x)), p, tr)
 
 
 @dataclass
@@ -355,10 +365,17 @@ class EncoderOut:
 
     states: list
     key_mask: torch.Tensor  # (B, 1, 1, S) bool, True = attend
+    #: ``last(k)`` without gradients, by k: decoder layers (and decoding steps) reading the
+    #: same k share one concatenation (with gradients each builds its own, as always)
+    _last: dict = field(default_factory=dict, repr=False, compare=False)
 
     def last(self, k: int):
+        if k > 1 and not torch.is_grad_enabled() and k in self._last:
+            return self._last[k]
         mem = torch.cat(self.states[-k:], dim=1) if k > 1 else self.states[-1]
         mask = self.key_mask.repeat(1, 1, 1, k) if k > 1 else self.key_mask
+        if k > 1 and not torch.is_grad_enabled():
+            self._last[k] = mem, mask
         return mem, mask
 
     def index_select(self, idx: torch.Tensor) -> "EncoderOut":
@@ -431,7 +448,7 @@ class Transformer(nn.Module):
                 self._check_positions(int(position_ids.max()) + 1)
             # rows of the table the unpadded path slices, so padding changes no bit
             pos = F.embedding(position_ids, sinusoid(max(end, self.max_positions or 0), dim, x.device, x.dtype))
-        return F.dropout(x + pos, self.dropout, self.training)
+        return _dropout(x + pos, self.dropout, self.training)
 
     # ---- encoder
     def encode(self, src: torch.Tensor, table: torch.Tensor | None = None) -> EncoderOut:

@@ -178,28 +178,33 @@ class Supernet(nn.Module):
     @torch.no_grad()
     def extract(self, arch: Arch) -> Transformer:
         """A standalone model of this arch: no router, no unused rows, expert mixture
-        computed once, weights stored fake-quantized (scales kept for export)."""
+        computed once, weights stored fake-quantized (scales kept for export).
+
+        The model is built without tensors and each one is set once from the supernet's
+        (new tensors on the supernet's device, never views of its weights): no zeros
+        written and overwritten, one scale computation per weight. A search measures
+        thousands of archs, each extracted once, so these host ops count."""
         self.set_arch(arch)
-        sub = build_standalone(self.space, arch, pad_id=self.pad_id)
+        sub = build_standalone(self.space, arch, pad_id=self.pad_id, empty=True)
         sup_mods = dict(self.model.named_modules())
         for name, mod in sub.named_modules():
             src = sup_mods[name]
             if isinstance(mod, QLinear):
-                w = src.mixed_weight()
-                mod.weight.copy_(src.wq(w, src.weight_bits))
-                if mod.weight_scale is not None:
-                    mod.weight_scale.copy_(src.wq.scale(w, src.weight_bits))
-                if mod.bias is not None:
-                    mod.bias.copy_(src.bias[: mod.out_features])
+                q, scale = src.wq.frozen(src.mixed_weight(), src.weight_bits)
+                mod.weight = nn.Parameter(q)
+                if src.bias is not None:
+                    mod.bias = nn.Parameter(_copy(src.bias[: mod.out_features]))
+                if scale is not None:
+                    mod.weight_scale = scale
                 _copy_act_quantizer(src.aq, mod.aq)
             elif isinstance(mod, ElasticLayerNorm):
-                mod.weight.copy_(src.weight[: mod.dim])
-                mod.bias.copy_(src.bias[: mod.dim])
+                mod.weight = nn.Parameter(_copy(src.weight[: mod.dim]))
+                mod.bias = nn.Parameter(_copy(src.bias[: mod.dim]))
             elif isinstance(mod, PlainEmbedding):
-                full = src.weight[:, : mod.dim]
-                mod.weight.copy_(src.wq(full, src.bits))
-                if mod.weight_scale is not None:
-                    mod.weight_scale.copy_(src.wq.scale(full, src.bits))
+                q, scale = src.wq.frozen(src.weight[:, : mod.dim], src.bits)
+                mod.weight = nn.Parameter(q)
+                if scale is not None:
+                    mod.weight_scale = scale
         sub.train(self.training)
         return sub
 
@@ -229,26 +234,36 @@ def expert_specialisation(net: Supernet, probes: list[Arch]) -> dict[str, float]
     return {"expert_dist": sum(dists) / len(dists), "router_spread": sum(spreads) / len(spreads)}
 
 
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A float32 copy of a slice of a supernet tensor (never a view: the sub-network may train)."""
+    return t.to(torch.float32, copy=True)
+
+
 def _copy_act_quantizer(src: nn.Module, dst: nn.Module) -> None:
-    """Learned activation clipping of the chosen bit-width travels with the layer."""
-    own = src.state_dict()
-    dst.load_state_dict({k: v for k, v in own.items() if k in dst.state_dict()}, strict=False)
+    """Learned activation clipping of the chosen bit-width travels with the layer (a copy,
+    on the supernet's device)."""
+    for key in dst.log_clip:
+        dst.log_clip[key] = nn.Parameter(_copy(src.log_clip[key]))
 
 
-def build_standalone(space: SearchSpace, arch: Arch, pad_id: int = 0) -> Transformer:
-    """A plain model with exactly the arch's shapes (weights zero): what ``extract`` fills
-    and what an exported ``model.safetensors`` loads into."""
+def build_standalone(space: SearchSpace, arch: Arch, pad_id: int = 0, empty: bool = False) -> Transformer:
+    """A plain model with exactly the arch's shapes (weights zero): what an exported
+    ``model.safetensors`` loads into. ``empty``: weights, biases and scales left None (and
+    activation clips at init): ``extract`` sets every one."""
     def maker(la: LayerArch):
         def make_linear(role, i, o):
-            return QLinear(i, o, weight_bits=la.weight_bits, act_bits=la.act_bits)
+            return QLinear(i, o, weight_bits=la.weight_bits, act_bits=la.act_bits, empty=empty)
         return make_linear
+
+    def make_norm(dim: int) -> ElasticLayerNorm:
+        return ElasticLayerNorm(dim, empty=empty)
 
     def layers(side):
         la_list = arch.encoder if side == "encoder" else arch.decoder
         e = arch.encoder_embed_dim if side == "encoder" else arch.decoder_embed_dim
         out = []
         for la in la_list:
-            mod = _layer(space, side, maker(la), ElasticLayerNorm, e, arch.encoder_embed_dim,
+            mod = _layer(space, side, maker(la), make_norm, e, arch.encoder_embed_dim,
                          la.ffn_dim, la.heads, la.cross_layers)
             mod.dropout = mod.ffn.dropout = scaled_dropout(space, side, e)
             out.append(mod)
@@ -256,9 +271,9 @@ def build_standalone(space: SearchSpace, arch: Arch, pad_id: int = 0) -> Transfo
 
     width = max(arch.encoder_embed_dim, arch.decoder_embed_dim)
     return Transformer(
-        space.family, PlainEmbedding(space.vocab_size, width, space.spec.quantization.embedding_bits),
+        space.family, PlainEmbedding(space.vocab_size, width, space.spec.quantization.embedding_bits, empty=empty),
         layers("encoder") if space.is_encdec else [], layers("decoder"),
-        ElasticLayerNorm(arch.encoder_embed_dim) if space.is_encdec else None,
-        ElasticLayerNorm(arch.decoder_embed_dim), pad_id=pad_id, encoder_dim=arch.encoder_embed_dim,
+        make_norm(arch.encoder_embed_dim) if space.is_encdec else None,
+        make_norm(arch.decoder_embed_dim), pad_id=pad_id, encoder_dim=arch.encoder_embed_dim,
         decoder_dim=arch.decoder_embed_dim,
         dropout=scaled_dropout(space, "decoder", arch.decoder_embed_dim), max_positions=space.spec.max_positions)

@@ -1,0 +1,143 @@
+"""Host cost of one supernet quality measurement: ATen ops and host milliseconds per arch.
+
+What each search worker calls, ``SupernetQuality`` on a run folder, measured per arch:
+``q.model(arch)`` (the sub-network extraction) and ``q.measure(arch)`` (extraction plus one
+forward pass per validation batch, the loss read back once). For each: ATen ops counted by
+``torch.profiler`` (every ``aten::`` event, nested ones included: what the dispatcher runs
+on the host), the wall milliseconds and the host thread's CPU milliseconds (without the
+profiler). Per loss batch = (measure - extract) / batches. The losses of every arch are kept
+too, so two results (before/after a change) can be checked for identical numbers
+(``--compare``: exit 1 when any loss differs by more than ``--rtol``).
+
+    cosearch train --space multi30k --task translation --data /work/shared/data/multi30k \\
+        --steps 3 --max-tokens 512 --out /tmp/m30k_tiny
+    python benchmarks/measure_host_cost.py /tmp/m30k_tiny --label after \\
+        --out benchmarks/results/measure_host_cost_cpu.json
+    python benchmarks/measure_host_cost.py RUN --gpu --label h200 --out /tmp/host_cost_gpu.json
+"""
+from __future__ import annotations
+
+import os
+
+for _k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_k, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cosearch.search.quality import MeasureSettings, SupernetQuality  # noqa: E402
+
+
+def aten_ops(fn) -> int:
+    """ATen ops ``fn()`` dispatches (nested ones included)."""
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        fn()
+    return sum(1 for e in p.events() if e.name.startswith("aten::"))
+
+
+def timed(fn, sync) -> tuple[float, float]:
+    """(wall ms, host thread CPU ms) of ``fn()``, the device drained before and after."""
+    sync()
+    w, c = time.perf_counter(), time.thread_time()
+    fn()
+    sync()
+    return 1e3 * (time.perf_counter() - w), 1e3 * (time.thread_time() - c)
+
+
+def archs_of(space, n: int, seed: int) -> list:
+    """The largest and smallest arch, then random ones (seeds ``seed`` .. ``seed + n - 3``)."""
+    return [space.largest(), space.smallest()] + [space.sample(seed + i) for i in range(max(0, n - 2))]
+
+
+def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, device: str, repeat: int) -> dict:
+    q = SupernetQuality(run, MeasureSettings(max_batches=max_batches, max_tokens=max_tokens, device=device))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    nb = len(q.batches)
+    archs = archs_of(q.run.space, n, seed)
+    q.measure(archs[0])  # warm-up: first-call allocations and kernel choices
+    rows = []
+    for a in archs:
+        ex_ops = aten_ops(lambda: q.model(a))
+        me_ops = aten_ops(lambda: q.measure(a))
+        ex = min(timed(lambda: q.model(a), sync) for _ in range(repeat))
+        me = min(timed(lambda: q.measure(a), sync) for _ in range(repeat))
+        got = q.measure(a)
+        rows.append({"arch": a.to_dict(), "loss": got["loss"], "loss_se": got["loss_se"],
+                     "extract_ops": ex_ops, "measure_ops": me_ops, "batch_ops": (me_ops - ex_ops) / nb,
+                     "extract_ms": ex[0], "extract_cpu_ms": ex[1], "measure_ms": me[0], "measure_cpu_ms": me[1],
+                     "batch_ms": (me[0] - ex[0]) / nb})
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k not in ("arch", "loss", "loss_se")}
+    return {"batches": nb, "tokens_per_batch": max_tokens, "archs": len(rows), "median": med, "rows": rows,
+            "matmul": q.settings.matmul}
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def compare(a: dict, b: dict, rtol: float) -> float:
+    """Largest relative loss difference between two results over the archs they share."""
+    la = {json.dumps(r["arch"], sort_keys=True): r["loss"] for r in a["rows"]}
+    worst = 0.0
+    for r in b["rows"]:
+        k = json.dumps(r["arch"], sort_keys=True)
+        if k in la:
+            worst = max(worst, abs(r["loss"] - la[k]) / max(abs(la[k]), 1e-30))
+    return worst
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="a trained supernet run folder")
+    p.add_argument("--archs", type=int, default=12, help="largest, smallest and random archs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-batches", type=int, default=6, help="validation batches (multi30k valid: 6 of 4,096)")
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--repeat", type=int, default=3, help="timings per arch (the fastest is kept)")
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--label", default="run", help="the key this result is stored under in --out")
+    p.add_argument("--out", help="JSON file to add the result to (other labels are kept)")
+    p.add_argument("--compare", help="a label in --out whose losses this run must reproduce")
+    p.add_argument("--rtol", type=float, default=0.0, help="allowed relative loss difference for --compare")
+    a = p.parse_args(argv)
+    res = measure(a.run, a.archs, a.seed, a.max_batches, a.max_tokens, "cuda" if a.gpu else "cpu", a.repeat)
+    res.update(machine=machine(), seed=a.seed, run=a.run, device="cuda" if a.gpu else "cpu")
+    old = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).is_file() else {}
+    rc = 0
+    if a.compare:
+        worst = compare(old[a.compare], res, a.rtol)
+        res[f"max_rel_loss_diff_vs_{a.compare}"] = worst
+        rc = int(worst > a.rtol)
+        print(f"largest relative loss difference vs {a.compare}: {worst:.3g} (allowed {a.rtol:g})")
+    m = res["median"]
+    print(f"{res['archs']} archs, {res['batches']} batches: median extract {m['extract_ops']:.0f} ops "
+          f"{m['extract_ms']:.1f} ms, per batch {m['batch_ops']:.0f} ops {m['batch_ms']:.1f} ms, "
+          f"measure {m['measure_ops']:.0f} ops {m['measure_ms']:.1f} ms ({m['measure_cpu_ms']:.1f} host CPU ms)")
+    if a.out:
+        old[a.label] = res
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
