@@ -13,7 +13,9 @@ too, so two results (before/after a change) can be checked for identical numbers
         --steps 3 --max-tokens 512 --out /tmp/m30k_tiny
     python benchmarks/measure_host_cost.py /tmp/m30k_tiny --label after \\
         --out benchmarks/results/measure_host_cost_cpu.json
-    python benchmarks/measure_host_cost.py RUN --gpu --label h200 --out /tmp/host_cost_gpu.json
+    python benchmarks/measure_host_cost.py RUN --gpu --no-tf32 --label fp32 --out /tmp/host_cost_gpu.json
+    python benchmarks/measure_host_cost.py RUN --gpu --label tf32 --compare fp32 --rtol 1e-4 \
+        --out /tmp/host_cost_gpu.json
 """
 from __future__ import annotations
 
@@ -59,8 +61,10 @@ def archs_of(space, n: int, seed: int) -> list:
     return [space.largest(), space.smallest()] + [space.sample(seed + i) for i in range(max(0, n - 2))]
 
 
-def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, device: str, repeat: int) -> dict:
-    q = SupernetQuality(run, MeasureSettings(max_batches=max_batches, max_tokens=max_tokens, device=device))
+def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, device: str, repeat: int,
+            tf32: bool = True) -> dict:
+    q = SupernetQuality(run, MeasureSettings(max_batches=max_batches, max_tokens=max_tokens, device=device,
+                                             tf32=tf32))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     nb = len(q.batches)
     archs = archs_of(q.run.space, n, seed)
@@ -114,12 +118,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--repeat", type=int, default=3, help="timings per arch (the fastest is kept)")
     p.add_argument("--gpu", action="store_true")
+    p.add_argument("--no-tf32", action="store_true", help="fp32 matmuls on the GPU too (the search uses TF32)")
     p.add_argument("--label", default="run", help="the key this result is stored under in --out")
     p.add_argument("--out", help="JSON file to add the result to (other labels are kept)")
     p.add_argument("--compare", help="a label in --out whose losses this run must reproduce")
     p.add_argument("--rtol", type=float, default=0.0, help="allowed relative loss difference for --compare")
     a = p.parse_args(argv)
-    res = measure(a.run, a.archs, a.seed, a.max_batches, a.max_tokens, "cuda" if a.gpu else "cpu", a.repeat)
+    res = measure(a.run, a.archs, a.seed, a.max_batches, a.max_tokens, "cuda" if a.gpu else "cpu", a.repeat,
+                  not a.no_tf32)
     res.update(machine=machine(), seed=a.seed, run=a.run, device="cuda" if a.gpu else "cpu")
     old = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).is_file() else {}
     rc = 0
