@@ -203,7 +203,14 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                                   "--gpu", "--workers", search_workers, "--trials", search_trials,
                                                   "--max-batches", "20", "--timeout", "240",
                                                   "--out", f"{res}/search_throughput_m30k.json"),
-                       done=f"{res}/search_throughput_m30k.json", gpu=1.0, after=(sup.name,)))
+                       done=f"{res}/search_throughput_m30k.json", gpu=1.0, after=(sup.name, "host_cost_m30k")))
+    # host vs GPU cost of one measurement, fp32 then TF32 (which must give the same losses
+    # within 1e-4): the GPU alone, before the throughput runs
+    hc = [PY, str(ROOT / "benchmarks" / "measure_host_cost.py"), run, "--gpu", "--archs", "40",
+          "--out", f"{res}/measure_host_cost_m30k.json"]
+    host = _optional(Job("host_cost_m30k", ("sh", "-c", f"{shlex.join(hc + ['--no-tf32', '--label', 'fp32'])} && "
+                                                          f"{shlex.join(hc + ['--label', 'tf32', '--compare', 'fp32', '--rtol', '1e-4'])}"),
+                         done=f"{res}/measure_host_cost_m30k.json", gpu=1.0, after=(sup.name,)))
     checkpoints = ",".join(dict.fromkeys(c for c in ("300", hv_trials) if int(c) <= int(hv_trials)))
     hv = _optional(Job("search_hv_m30k", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run, "--gpu",
                                           "--workers", "2", "--trials", hv_trials, "--checkpoints", checkpoints,
@@ -220,4 +227,4 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                 "--gpu-share", "0.0625", "--result", f"{res}/fidelity_multi30k.json"),
               done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),),
               after=(tp.name,) if "search" in wanted else ())
-    return ([sup, tp, hv] if "search" in wanted else []) + ([fid] if "fidelity" in wanted else [])
+    return ([sup, host, tp, hv] if "search" in wanted else []) + ([fid] if "fidelity" in wanted else [])
