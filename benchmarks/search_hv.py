@@ -149,25 +149,30 @@ def goal(summary: dict, better: str, base: str) -> dict:
 
 def difference_interval(runs: list, better: str, base: str, key: str = "hv_front",
                         checkpoints=CHECKPOINTS) -> dict:
-    """Per checkpoint: mean hv(better) - mean hv(base) with a 95% bootstrap interval (seeds
-    resampled within each setting, 10,000 resamples, percentile; None under 2 seeds each)."""
-    from scipy.stats import bootstrap
+    """Per checkpoint: mean hv(better) - mean hv(base) with its 95% Welch t interval (unequal
+    variances; a percentile bootstrap covers only ~80% at 3 seeds and ~92% at 10). None under
+    2 seeds per setting; the difference itself where neither setting varies."""
+    from scipy.stats import ttest_ind
     out = {}
     for c in map(str, checkpoints):
         a = np.array([r[c][key] for r in runs if r["setting"] == better and c in r], dtype=np.float64)
         b = np.array([r[c][key] for r in runs if r["setting"] == base and c in r], dtype=np.float64)
         if len(a) < 2 or len(b) < 2:
             continue
-        ci = bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis), n_resamples=10_000,
-                       method="percentile", random_state=np.random.default_rng(0)).confidence_interval
-        out[c] = {"difference": round(float(a.mean() - b.mean()), 5),
-                  "ci95": [round(float(ci.low), 5), round(float(ci.high), 5)], "n": [len(a), len(b)]}
+        d = float(a.mean() - b.mean())
+        if a.std() == 0 and b.std() == 0:
+            lo = hi = d
+        else:
+            ci = ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+            lo, hi = float(ci.low), float(ci.high)
+        out[c] = {"difference": round(d, 5), "ci95": [round(lo, 5), round(hi, 5)], "method": "Welch t",
+                  "n": [len(a), len(b)]}
     return out
 
 
 def goal_record(summary: dict, spec: str, runs: list | None = None) -> dict:
     """The ``goal`` entry of a results file for ``--goal A,B`` (with ``runs``: the difference
-    of the means with its bootstrap interval too)."""
+    of the means with its 95% Welch interval too)."""
     better, base = spec.split(",")
     rec = {"rule": f"hv_front({better}) >= mean + 2 std (sample std) of hv_front({base})",
            "checkpoints": goal(summary, better, base)}

@@ -10,7 +10,9 @@ by their recorded values - is measured again on ``--heldout-split`` (``--heldout
 batches: a larger, independent evaluation) and its hypervolume taken against the search's
 own FIXED reference point (summary.json: ln(vocab), 1.1 x the largest arch's latency and
 size), so every run and setting is scored alike. ``--goal A,B`` checks hv(A) >= mean +
-2 std of hv(B) at every checkpoint. ``measurements`` counts quality measurements (repeats
+2 std of hv(B) at every checkpoint, and gives mean(A) - mean(B) with a 95% Welch interval. The
+results file is rewritten after each run; a rerun with the same ``--out`` and settings keeps
+its finished runs (a cut GPU job resumes; delete the file to start again). ``measurements`` counts quality measurements (repeats
 included): the price of the noise-aware settings.
 
     python benchmarks/search_hv_real.py --run RUN --gpu --workers 6 --settings random,nsga2:r5:m2 \\
@@ -53,6 +55,19 @@ def latency_bound(run: str, hw: str) -> float:
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(2000)]
     return float(np.median(CostModel(space, hw, "decode")([Design(a) for a in archs])["latency_ms"]))
+
+
+def _previous(path: Path, same: dict, heldout: tuple[str, int]) -> dict | None:
+    """The results file a cut run of the same settings left (None: none, damaged, or other settings)."""
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(prev, dict) or not isinstance(prev.get("runs"), list) or \
+            any(prev.get(k) != v for k, v in same.items()):
+        return None
+    held = prev.get("heldout") or {}
+    return prev if (held.get("split"), held.get("batches")) == heldout else None
 
 
 def run_cli(a, setting: str, seed: int, bound: float, out: Path) -> dict:
@@ -115,6 +130,14 @@ def main():
     settings = a.settings.split(",")
     bound = latency_bound(a.run, a.hw)
     runs, reference, heldout_cache = [], None, {}
+    same = {"run": str(Path(a.run).resolve()), "hw": a.hw, "objectives": a.objectives, "latency_max_ms": bound,
+            "max_batches": a.max_batches, "trials": a.trials, "workers": a.workers}
+    prev = _previous(Path(a.out), same, (a.heldout_split, a.heldout_batches))
+    if prev is not None:  # a cut job restarted: keep its finished runs, run the rest
+        runs = [r for r in prev["runs"] if r["setting"] in settings and r["seed"] < a.seeds]
+        reference = prev["reference"] if runs else None
+        print(f"resuming {a.out}: {len(runs)} finished run(s) kept", flush=True)
+    done = {(r["setting"], r["seed"]) for r in runs}
     held = SupernetQuality(a.run, MeasureSettings(split=a.heldout_split, max_batches=a.heldout_batches,
                                                   device="cuda" if a.gpu else "cpu"))
     t0 = time.perf_counter()
@@ -153,6 +176,8 @@ def main():
         # seeds outermost: a run cut short still has every setting on its first seeds
         for seed in range(a.seeds):
             for setting in settings:
+                if (setting, seed) in done:
+                    continue
                 out = Path(tmp) / f"{setting.replace(':', '_')}_{seed}"
                 summary = run_cli(a, setting, seed, bound, out)
                 ref = summary["hypervolume_reference"]

@@ -137,21 +137,27 @@ def test_tf32_only_while_measuring_on_cuda_and_restored_after():
     assert MeasureSettings(device="cuda").matmul == "tf32" and MeasureSettings(device="cuda:1").matmul == "tf32"
     assert MeasureSettings(device="cpu").matmul == "fp32"
     assert MeasureSettings(device="cuda", tf32=False).matmul == "fp32"
-    before = torch.get_float32_matmul_precision()
-    assert before == "highest"
+    cuda = torch.backends.cuda.matmul
+    flag = "fp32_precision" if hasattr(cuda, "fp32_precision") else "allow_tf32"
+    tf32 = "tf32" if flag == "fp32_precision" else True
+    before = getattr(cuda, flag)
+    cpu_before = torch.backends.mkldnn.matmul.fp32_precision if hasattr(torch.backends.mkldnn, "matmul") else None
+    assert before != tf32
     seen = []
 
     def fake(arch, repeat):  # what the measurement runs under (no GPU needed to check the scope)
-        seen.append(torch.get_float32_matmul_precision())
+        seen.append(getattr(cuda, flag))
         if arch == "boom":
             raise RuntimeError("failed measurement")
         return {"loss": 1.0}
 
-    for device, inside in (("cuda", "high"), ("cpu", "highest")):
+    for device, inside in (("cuda", tf32), ("cpu", before)):
         q = SupernetQuality.__new__(SupernetQuality)
         q.settings, q.torch, q._measure = MeasureSettings(device=device), torch, fake
         assert q.measure("arch") == {"loss": 1.0}
-        assert seen[-1] == inside and torch.get_float32_matmul_precision() == before
+        assert seen[-1] == inside and getattr(cuda, flag) == before
+        if cpu_before is not None:  # CPU matmuls keep their precision
+            assert torch.backends.mkldnn.matmul.fp32_precision == cpu_before
         with pytest.raises(RuntimeError):
             q.measure("boom")
-        assert seen[-1] == inside and torch.get_float32_matmul_precision() == before
+        assert seen[-1] == inside and getattr(cuda, flag) == before

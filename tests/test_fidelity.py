@@ -286,6 +286,11 @@ def test_checks_sharing_a_jobs_folder_score_each_standalone_run_once(tmp_path, o
     assert len(scored) == 6 + 3  # the second supernet's three inherited only
     r1, r2 = (json.loads((tmp_path / f / "fidelity.json").read_text()) for f in ("f1", "f2"))
     assert [r["standalone"] for r in r1["per_arch"]] == [r["standalone"] for r in r2["per_arch"]]
+    # a retrained job (same folder and checkpoint names, another file) is scored again
+    ckpt = max((jobs / next(p.name for p in jobs.iterdir() if p.name.startswith("sa-")) / "run").rglob("*.pt"))
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10 ** 9))
+    assert main(["fidelity", str(run2), "--out", str(tmp_path / "f2"), *common]) == 0
+    assert len(scored) == 9 + 1
 
 
 def test_eval_tokens_scores_only_the_first_batches(tmp_path, one_thread):

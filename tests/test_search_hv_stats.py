@@ -13,12 +13,14 @@ def _runs(setting, values):
                                                      "measurements": 300}} for i, v in enumerate(values)]
 
 
-def test_difference_of_means_with_its_bootstrap_interval():
+def test_difference_of_means_with_its_welch_interval():
+    from scipy.stats import t
     runs = _runs("a", [1.0, 2.0, 3.0]) + _runs("b", [0.0, 0.0, 0.0])
     d = difference_interval(runs, "a", "b", checkpoints=(300,))["300"]
     assert d["difference"] == 2.0 and d["n"] == [3, 3]
-    lo, hi = d["ci95"]  # resampled means of {1, 2, 3} lie in [1, 3]; the interval holds the mean 2
-    assert 1.0 <= lo < 2.0 < hi <= 3.0
+    # by hand: b has no spread, so se = s_a / sqrt(3) = sqrt(1/3) and Welch's df = n_a - 1 = 2
+    half = t.ppf(0.975, 2) * (1 / 3) ** 0.5
+    assert d["ci95"] == pytest.approx([2 - half, 2 + half], abs=1e-5)
     assert difference_interval(runs, "b", "a", checkpoints=(300,))["300"]["difference"] == -2.0
     # no spread in either setting: the interval is the difference itself
     flat = _runs("a", [0.5, 0.5]) + _runs("b", [0.25, 0.25])

@@ -118,8 +118,12 @@ def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.
     if run.tokenizer.to_bytes() != td.tokenizer.to_bytes():
         raise UserError(f"{run_dir} was trained with another tokenizer than the supernet; delete that job "
                         "folder and rerun (its run is retrained with the supernet's tokenizer)")
-    data = hashlib.sha256(td.tokenizer.to_bytes()).hexdigest()[:12]  # another data set: another tokenizer
-    key = _key("standalone", run_dir.parent.name, Path(run.checkpoint).name, data, eval_tokens=eval_tokens)
+    # shared by checks that may differ in data (another tokenizer), batching (which batches a
+    # partial evaluation reads) or a retrained job (same names, another checkpoint file)
+    data = hashlib.sha256(td.tokenizer.to_bytes()).hexdigest()[:12]
+    ckpt = Path(run.checkpoint).stat()
+    parts = ("standalone", run_dir.parent.name, Path(run.checkpoint).name, data, f"{ckpt.st_size}-{ckpt.st_mtime_ns}")
+    key = _key(*parts, *((f"max_tokens{max_tokens}",) if eval_tokens is not None else ()), eval_tokens=eval_tokens)
     entry = cache.get(key)
     if not _complete(entry, want_bleu, td):
         model = run.net.extract(run.arch).to(device).eval()

@@ -442,7 +442,8 @@ class Transformer(nn.Module):
         end = offset + tokens.shape[1]
         if position_ids is None:
             self._check_positions(end)
-            pos = sinusoid(end, dim, x.device, x.dtype)[offset:]
+            # one table per width (rows do not depend on its length): decoding steps hit the cache
+            pos = sinusoid(max(end, self.max_positions or 0), dim, x.device, x.dtype)[offset:end]
         else:
             if self.check_positions and not self.training:  # one host sync: fine when decoding
                 self._check_positions(int(position_ids.max()) + 1)

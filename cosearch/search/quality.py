@@ -243,17 +243,21 @@ class SupernetQuality:
 
     @contextmanager
     def precision(self):
-        """TF32 matmuls inside, when ``settings.matmul`` says so; the previous setting after."""
-        torch = self.torch
+        """TF32 CUDA matmuls inside, when ``settings.matmul`` says so; the previous setting
+        after. Only the CUDA backend's flag is touched (the process-wide
+        ``set_float32_matmul_precision`` would also switch CPU matmuls, and its getter raises
+        once anything used the per-backend API); each search worker is its own process."""
         if self.settings.matmul != "tf32":
             yield
             return
-        old = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("high")  # "high": TF32 where the device has it
+        cuda = self.torch.backends.cuda.matmul
+        name, value = ("fp32_precision", "tf32") if hasattr(cuda, "fp32_precision") else ("allow_tf32", True)
+        old = getattr(cuda, name)
+        setattr(cuda, name, value)
         try:
             yield
         finally:
-            torch.set_float32_matmul_precision(old)
+            setattr(cuda, name, old)
 
     def measure(self, arch: Arch, repeat: int = 0) -> dict[str, float]:
         with self.precision():
