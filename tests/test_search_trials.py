@@ -144,6 +144,43 @@ def test_a_trial_reserved_after_another_machine_took_the_last_slots_is_failed(qu
     assert not prop.inflight
 
 
+def test_a_claim_failed_by_a_search_opening_the_study_is_dropped_and_its_retry_runs_it():
+    # a search opening the study fails RUNNING trials without an owner; one that reads the
+    # study between our claim (WAITING -> RUNNING) and our owner line fails ours and queues
+    # the design again. Our round goes on without it; the retry evaluates it, once.
+    import optuna
+    from optuna.trial import TrialState
+
+    from cosearch.search.objectives import Outcome
+    from cosearch.search.params import trial_attrs
+    from cosearch.search.proposers import fail_stale, queue
+    from cosearch.search.trial_batch import TrialBatch
+    sp = micro_space(ffn=(32, 64, 128), layers=(1, 2))
+    prop = _proposer(sp, 3, optuna.samplers.RandomSampler(seed=0))
+    queue(prop.study, prop.pspace.params_of(Design(sp.largest())), {})  # number 0: claimed first
+    props = prop.ask(3)
+    claimed = next(p for p in props if p.trial.number == 0 or p.design.key() == Design(sp.largest()).key())
+    # the other search's view: our claim without its owner (as in the instant before it is set)
+    design = prop.storage.get_trial(claimed.trial_id).user_attrs["design"]
+    prop.storage.set_trial_user_attr(claimed.trial_id, "design", {k: v for k, v in design.items() if k != "owner"})
+    assert fail_stale(prop.study, unowned=True) == 1
+    kept = prop.reserve(props, [{}] * 3, [{}] * 3)
+    assert claimed not in kept and len(kept) == 2 and claimed.trial_id not in prop.inflight
+    # the batch keeps its other designs' costs aligned (the lost one need not be the last)
+    batch = TrialBatch(props, {"latency_ms": np.arange(3.0)}, True, np.array([True, False, True]))
+    batch.keep(kept)
+    idx = [props.index(p) for p in kept]
+    assert batch.props == kept and list(batch.cost_metrics["latency_ms"]) == [float(i) for i in idx]
+    assert list(batch.measure) == [[True, False, True][i] for i in idx]
+    prop.record(kept, [Outcome([1.0], {}) for _ in kept], [{"source": "synthetic"}] * 2)
+    while prop.left() > 0:  # the retry is claimed next
+        _finish(prop, prop.ask(prop.left()))
+    done = prop.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert len(done) == 3 and len({trial_attrs(t)["key"] for t in done}) == 3
+    assert any(trial_attrs(t).get("retry_of") == 0 for t in done)
+    assert not prop.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_trials_n_runs_exactly_n(tmp_path, n):
     r = run(tmp_path, trials=n, sampler="nsga2")

@@ -186,6 +186,7 @@ class OptunaProposer:
         in one call; returns those that may run (on a server database another machine may
         have taken the last slots meanwhile: ours beyond the total are failed at once)."""
         running = {t.number: t for t in self.mirror.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        kept = []
         for p, a, c in zip(props, attrs, constraints):
             a = p.attrs = {**p.attrs, **a, "owner": self.owner, "key": p.design.key(), GENES: p.params}
             if p.trial_id is None:
@@ -197,13 +198,21 @@ class OptunaProposer:
                     constraints=c))
                 self.live += 1
             else:  # claimed: already RUNNING and owned
-                self.storage.set_trial_user_attr(p.trial_id, "design", pack(a)["design"])
-                trial = optuna.trial.Trial(self.study, p.trial_id)
-                for k, v in c.items():
-                    trial.set_constraint(k, v)
+                try:
+                    self.storage.set_trial_user_attr(p.trial_id, "design", pack(a)["design"])
+                    trial = optuna.trial.Trial(self.study, p.trial_id)
+                    for k, v in c.items():
+                        trial.set_constraint(k, v)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # a search opening the study saw our claim before its owner was set, failed
+                    # it as unowned and queued the design again: that retry runs it, not we
+                    self.live -= 1
+                    self._fail(p)
+                    continue
             self.inflight[p.trial_id] = p
             self.beat.add(p.trial_id)
-        return self._over_budget(props) if self.server else list(props)
+            kept.append(p)
+        return self._over_budget(kept) if self.server else kept
 
     def _over_budget(self, props: Sequence[Proposal]) -> list:
         """Count again after reserving; fail ours beyond the total (the last ones)."""

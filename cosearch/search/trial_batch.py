@@ -43,14 +43,16 @@ class TrialBatch:
         return self.design_attrs(), [{k: float(c[j]) for k, c in cons.items()} for j in range(len(self.props))]
 
     def keep(self, props: list) -> None:
-        """Keep only ``props`` (a prefix: the others could not be reserved). Their archs may
-        still be measured: the cache keeps the result for a later trial."""
-        n = len(props)
-        self.props = list(props)
-        self.cost_metrics = {k: (v[:n] if np.ndim(v) else v) for k, v in self.cost_metrics.items()}
-        self.measure = self.measure[:n]
+        """Keep only ``props``, in their order (the others could not be reserved: beyond the
+        total, or a claim lost to another process). Their archs may still be measured: the
+        cache keeps the result for a later trial."""
+        ids = {id(p) for p in props}
+        idx = [i for i, p in enumerate(self.props) if id(p) in ids]
+        self.props = [self.props[i] for i in idx]
+        self.cost_metrics = {k: (np.asarray(v)[idx] if np.ndim(v) else v) for k, v in self.cost_metrics.items()}
+        self.measure = self.measure[idx]
         if self.predicted is not None:
-            self.predicted = self.predicted[:n]
+            self.predicted = self.predicted[idx]
 
 
 def prepare_batch(props, evaluator: Evaluator, screen, known, needs_quality) -> TrialBatch:
