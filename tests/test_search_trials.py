@@ -168,7 +168,10 @@ def test_a_claim_failed_by_a_search_opening_the_study_is_dropped_and_its_retry_r
     assert claimed not in kept and len(kept) == 2 and claimed.trial_id not in prop.inflight
     # the batch keeps its other designs' costs aligned (the lost one need not be the last)
     batch = TrialBatch(props, {"latency_ms": np.arange(3.0)}, True, np.array([True, False, True]))
+    batch.design_attrs()  # built at the reservation, before keep
     batch.keep(kept)
+    from cosearch.search.params import arch_digest
+    assert [a["digest"] for a in batch.design_attrs()] == [arch_digest(p.design.arch) for p in kept]
     idx = [props.index(p) for p in kept]
     assert batch.props == kept and list(batch.cost_metrics["latency_ms"]) == [float(i) for i in idx]
     assert list(batch.measure) == [[True, False, True][i] for i in idx]

@@ -21,20 +21,22 @@ class TrialBatch:
     to_measure: list = field(default_factory=list)   # distinct archs sent to the quality source
     predicted: np.ndarray | None = None  # the predictor's value of the quality column
     column: str | None = None            # that column
+    attrs: list | None = None            # design_attrs(), built once (reservation and record)
 
     def design_attrs(self) -> list[dict]:
         """Each design's user attributes known before its quality: arch, digest, accelerator
-        parameters, the predictor's value."""
-        attrs = []
-        for j, p in enumerate(self.props):
-            d = p.design
-            a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch)}
-            if d.hw_params:
-                a["hw_params"] = d.hw_dict
-            if self.predicted is not None:
-                a[f"predicted_{self.column}"] = float(self.predicted[j])
-            attrs.append(a)
-        return attrs
+        parameters, the predictor's value (fresh dicts over the ones built once)."""
+        if self.attrs is None:
+            self.attrs = []
+            for j, p in enumerate(self.props):
+                d = p.design
+                a = {"arch": arch_json(d.arch), "digest": arch_digest(d.arch)}
+                if d.hw_params:
+                    a["hw_params"] = d.hw_dict
+                if self.predicted is not None:
+                    a[f"predicted_{self.column}"] = float(self.predicted[j])
+                self.attrs.append(a)
+        return [dict(a) for a in self.attrs]
 
     def reservation(self, bounds: Bounds) -> tuple[list[dict], list[dict]]:
         """What the study learns of each design when it is reserved (before any quality is
@@ -49,6 +51,8 @@ class TrialBatch:
         ids = {id(p) for p in props}
         idx = [i for i, p in enumerate(self.props) if id(p) in ids]
         self.props = [self.props[i] for i in idx]
+        if self.attrs is not None:
+            self.attrs = [self.attrs[i] for i in idx]
         self.cost_metrics = {k: (np.asarray(v)[idx] if np.ndim(v) else v) for k, v in self.cost_metrics.items()}
         self.measure = self.measure[idx]
         if self.predicted is not None:
