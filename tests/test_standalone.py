@@ -77,7 +77,8 @@ def test_cli_train_arch_then_eval(tmp_path, capsys, one_thread):
 def test_retrain_trains_the_searched_arch_with_the_run_recipe(tmp_path, one_thread):
     data = write_lm_text(tmp_path / "t.txt")
     space = SearchSpace.from_dict(lm_space())
-    train(space, "lm", data, tmp_path / "sn", steps=2, lr=2e-3, **FAST)
+    # a supernet lever (worst-of-pool sampling) does not follow the arch into its retraining
+    train(space, "lm", data, tmp_path / "sn", steps=2, lr=2e-3, sample_pool=2, **FAST)
     arch = space.with_bits(space.sample(1), 4, 8)
     search = tmp_path / "search"
     search.mkdir()
@@ -88,6 +89,7 @@ def test_retrain_trains_the_searched_arch_with_the_run_recipe(tmp_path, one_thre
     assert s.finished and s.steps == 3
     cfg = json.loads((tmp_path / "re" / "config.json").read_text())
     assert Arch.from_dict(cfg["arch"]) == arch and cfg["train"]["lr"] == 2e-3  # the run's recipe
+    assert cfg["train"]["sample_pool"] == 1 and cfg["train"]["router_balance"] == 0
     assert load_run(tmp_path / "re").arch == arch
     assert main(["retrain", str(search), "--trial", "0", "--out", str(tmp_path / "re0"), "--steps", "2",
                  "--no-progress"]) == 0

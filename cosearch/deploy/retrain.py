@@ -41,7 +41,8 @@ def retrain(search: str | Path, out: str | Path, *, trial: int | None = None, pi
         raise UserError(f"{run} is a standalone run; pass the supernet run the search measured (--run)")
     space = space_of(config)
     arch = space.validate_arch(Arch.from_dict(chosen.arch), source=f"{search} trial {chosen.number}")
-    hp = dict(config["train"])
+    # the sandwich's levers shape the supernet only: one arch trained alone has no sandwich
+    hp = dict(config["train"], sample_pool=1, router_balance=0.0)
     given = {k: v for k, v in overrides.items() if v is not None}
     if "steps" in given and "warmup" not in given:
         hp["warmup"] = None

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..atomic import check_writable_dir
-from ..inputs import check_memory, existing_entry, path_arg, resolved
+from ..inputs import check_memory, check_number, existing_entry, path_arg, resolved
 from ..outdirs import check_out, clean_stale, lock_out, mark
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .grad_sync import all_reduce_gradients, data_parallel
@@ -610,8 +610,7 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     trained run folder; with ``arch`` only) distils its largest sub-network into the arch
     (``cosearch.training.teacher``).
     """
-    if not 0 <= int(seed) < 2 ** 63:  # numpy and torch take non-negative seeds only
-        raise UserError(f"--seed {seed} is invalid; give a whole number from 0 to 2^63 - 1")
+    check_number("--seed", seed, low=0, high=2 ** 63 - 1, integer=True)  # numpy and torch: non-negative seeds
     space = _as_space(space)
     check_model_support(space)  # what the space itself cannot build comes first
     check_task(space, task)
