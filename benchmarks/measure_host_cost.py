@@ -98,15 +98,14 @@ def machine() -> dict:
     return info
 
 
-def compare(a: dict, b: dict, rtol: float) -> float:
-    """Largest relative loss difference between two results over the archs they share."""
+def compare(a: dict, b: dict) -> float:
+    """Largest relative loss difference between two results, which must hold the same archs
+    (inf where they do not: a comparison over no common arch proves nothing)."""
     la = {json.dumps(r["arch"], sort_keys=True): r["loss"] for r in a["rows"]}
-    worst = 0.0
-    for r in b["rows"]:
-        k = json.dumps(r["arch"], sort_keys=True)
-        if k in la:
-            worst = max(worst, abs(r["loss"] - la[k]) / max(abs(la[k]), 1e-30))
-    return worst
+    lb = {json.dumps(r["arch"], sort_keys=True): r["loss"] for r in b["rows"]}
+    if not lb or set(lb) != set(la):
+        return float("inf")
+    return max(abs(lb[k] - la[k]) / max(abs(la[k]), 1e-30) for k in lb)
 
 
 def main(argv=None) -> int:
@@ -130,7 +129,9 @@ def main(argv=None) -> int:
     old = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).is_file() else {}
     rc = 0
     if a.compare:
-        worst = compare(old[a.compare], res, a.rtol)
+        if a.compare not in old:
+            raise SystemExit(f"--compare {a.compare}: no such label in {a.out} (labels: {', '.join(old) or 'none'})")
+        worst = compare(old[a.compare], res)
         res[f"max_rel_loss_diff_vs_{a.compare}"] = worst
         rc = int(worst > a.rtol)
         print(f"largest relative loss difference vs {a.compare}: {worst:.3g} (allowed {a.rtol:g})")
