@@ -18,6 +18,10 @@ def test_the_best_design_changes_where_the_weights_fit(tmp_path):
     res = fe.fit_example(tmp_path, trials=40)
     small, big = res["picks"]["1024"], res["picks"]["2048"]
     # both searches proposed the same designs (random sampler, one seed): only the buffer differs
+    import pandas as pd
+    designs = [list(pd.read_csv(tmp_path / f"search_{kb}" / "trials.csv").sort_values("number")["digest"])
+               for kb in (1024, 2048)]
+    assert designs[0] == designs[1] and len(designs[0]) == 40
     assert small["digest"] != big["digest"]
     # 2 MB: the largest (trial 0, the search's first anchor) fits, so it decodes within 1 ms
     assert big["trial"] == 0 and big["on_buffer"]["2048"]["size_bytes"] == LARGEST_BYTES
