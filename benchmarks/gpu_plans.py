@@ -115,13 +115,14 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "360", searc
                                           "--out", f"{res}/search_throughput_code_lm.json"),
                     done=f"{res}/search_throughput_code_lm.json", gpu=1.0, env=cache, after=("code_lm_supernet",))
     run = f"{lm_work}/supernet"
-    # search quality (a hypervolume, not a speed): random vs NSGA-II with repeats, 3 seeds, fronts
+    # search quality (a hypervolume, not a speed): random vs the command's default (NSGA-II,
+    # front candidates measured up to 5 times: the valid split has the blocks), 3 seeds, fronts
     # scored on the test split; it may share the GPU
     search_hv = _optional(Job("search_hv", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run, "--gpu",
                                             "--workers", "2", "--trials", "300", "--checkpoints", "100,300",
-                                            "--settings", "random,nsga2:r5:m2", "--seeds", "3", "--max-batches", "8",
+                                            "--settings", "random,default", "--seeds", "3", "--max-batches", "8",
                                             "--heldout-split", "test", "--heldout-batches", "20",
-                                            "--goal", "nsga2:r5:m2,random", "--timeout", "500",
+                                            "--goal", "default,random", "--timeout", "500",
                                             "--out", f"{res}/search_hv_real_code_lm.json"),
                               done=f"{res}/search_hv_real_code_lm.json", gpu=0.05, env=cache,
                               after=("code_lm_supernet", "search_throughput")))
@@ -176,15 +177,18 @@ def fidelity(out: str = "/tmp/fid", data: str = ".data/multi30k", space: str = "
 
 def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", max_tokens: str = "8192",
              search_workers: str = "1,2,6", search_trials: str = "1000", hv_trials: str = "1000",
-             hv_settings: str = "random,nsga2:r5:m2", fid_steps: str = "300", fid_seeds: str = "3",
-             archs: str = "48", per_bin: str = "6", noise_archs: str = "6", hv_batches: str = "1",
+             hv_settings: str = "random,default", fid_steps: str = "300", fid_seeds: str = "3",
+             archs: str = "48", per_bin: str = "6", noise_archs: str = "6", hv_batches: str = "20",
              fid_variants: str = "none:mode=none;layer:mode=layer", parts: str = "search,fidelity") -> list[Job]:
     """Issues 21 and 23 on Multi30k, one H200: a ``cosearch train --gpu`` supernet; the CLI
     search throughput for K = 1, 2, 6 with the GPU alone (20 validation batches per arch);
-    then, sharing the GPU, the hypervolume of random vs the noise-aware default (3 seeds,
-    fronts after 300 and 1,000 trials scored on the test split; seeds outermost, the JSON
-    rewritten after each run; ``hv_batches`` validation batches per measurement: Multi30k's
-    valid split is 6 batches of 4,096 tokens, so 1 leaves room for 5 repeats) and ``benchmarks/fidelity.py``: 48 archs checked against the
+    then, sharing the GPU, the hypervolume of random vs the command's default sampler as a
+    user runs it (3 seeds, fronts after 300 and 1,000 trials scored on the test split; seeds
+    outermost, the JSON rewritten after each run; ``hv_batches`` validation batches per
+    measurement: 20 is the whole valid split of 6 batches of 4,096 tokens, so the default
+    measures once; ``--set hv_batches=1 --set hv_settings=random,nsga2:r5:m2`` leaves room
+    for 5 repeats of noisier measurements; the goal compares the last setting with the
+    first) and ``benchmarks/fidelity.py``: 48 archs checked against the
     supernets ``none`` and ``layer`` with ``fid_seeds`` seeds each (own Ray instance).
     ``parts``: ``search`` (supernet, throughput, hypervolume) and/or ``fidelity`` (e.g. a
     longer-budget check alone: ``--set parts=fidelity --set fid_steps=1200 --set archs=24``)."""
@@ -204,19 +208,23 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                                   "--max-batches", "20", "--timeout", "240",
                                                   "--out", f"{res}/search_throughput_m30k.json"),
                        done=f"{res}/search_throughput_m30k.json", gpu=1.0, after=(sup.name, "host_cost_m30k")))
-    # host vs GPU cost of one measurement, fp32 then TF32 (which must give the same losses
-    # within 1e-4): the GPU alone, before the throughput runs
+    # host vs GPU cost of one measurement, one lever at a time: each batch its own forward in
+    # fp32, then TF32, then TF32 with merged forwards (the search's default), each giving the
+    # fp32 losses within 1e-4; the GPU alone, before the throughput runs
     hc = [PY, str(ROOT / "benchmarks" / "measure_host_cost.py"), run, "--gpu", "--archs", "40",
           "--out", f"{res}/measure_host_cost_m30k.json"]
-    host = _optional(Job("host_cost_m30k", ("sh", "-c", f"{shlex.join(hc + ['--no-tf32', '--label', 'fp32'])} && "
-                                                          f"{shlex.join(hc + ['--label', 'tf32', '--compare', 'fp32', '--rtol', '1e-4'])}"),
+    same = ["--compare", "fp32", "--rtol", "1e-4"]
+    steps = [hc + ["--no-tf32", "--forward-tokens", "4096", "--label", "fp32"],
+             hc + ["--forward-tokens", "4096", "--label", "tf32"] + same, hc + ["--label", "tf32_merged"] + same]
+    host = _optional(Job("host_cost_m30k", ("sh", "-c", " && ".join(shlex.join(c) for c in steps)),
                          done=f"{res}/measure_host_cost_m30k.json", gpu=1.0, after=(sup.name,)))
     checkpoints = ",".join(dict.fromkeys(c for c in ("300", hv_trials) if int(c) <= int(hv_trials)))
+    hv_list = hv_settings.split(",")
     hv = _optional(Job("search_hv_m30k", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run, "--gpu",
                                           "--workers", "2", "--trials", hv_trials, "--checkpoints", checkpoints,
                                           "--settings", hv_settings, "--seeds", "3", "--max-batches", hv_batches,
                                           "--heldout-split", "test", "--heldout-batches", "100",
-                                          "--goal", "nsga2:r5:m2,random", "--timeout", "1200",
+                                          "--goal", f"{hv_list[-1]},{hv_list[0]}", "--timeout", "1200",
                                           "--out", f"{res}/search_hv_real_m30k.json"),
                        done=f"{res}/search_hv_real_m30k.json", gpu=0.05, after=(tp.name,)))
     fid = Job("fidelity_m30k", (PY, str(ROOT / "benchmarks" / "fidelity.py"), "--space", "multi30k",

@@ -2,7 +2,8 @@
 
 What each search worker calls, ``SupernetQuality`` on a run folder, measured per arch:
 ``q.model(arch)`` (the sub-network extraction) and ``q.measure(arch)`` (extraction plus one
-forward pass per validation batch, the loss read back once). For each: ATen ops counted by
+forward pass per validation batch -- per merged group of batches with ``--forward-tokens``,
+the default on CUDA -- the loss read back once). For each: ATen ops counted by
 ``torch.profiler`` (every ``aten::`` event, nested ones included: what the dispatcher runs
 on the host), the wall milliseconds and the host thread's CPU milliseconds (without the
 profiler). Per loss batch = (measure - extract) / batches. The losses of every arch are kept
@@ -13,9 +14,12 @@ too, so two results (before/after a change) can be checked for identical numbers
         --steps 3 --max-tokens 512 --out /tmp/m30k_tiny
     python benchmarks/measure_host_cost.py /tmp/m30k_tiny --label after \\
         --out benchmarks/results/measure_host_cost_cpu.json
-    python benchmarks/measure_host_cost.py RUN --gpu --no-tf32 --label fp32 --out /tmp/host_cost_gpu.json
-    python benchmarks/measure_host_cost.py RUN --gpu --label tf32 --compare fp32 --rtol 1e-4 \
-        --out /tmp/host_cost_gpu.json
+    python benchmarks/measure_host_cost.py RUN --gpu --no-tf32 --forward-tokens 4096 --label fp32 \
+        --out /tmp/host_cost_gpu.json                       # each batch alone, fp32: the reference
+    python benchmarks/measure_host_cost.py RUN --gpu --forward-tokens 4096 --label tf32 --compare fp32 \
+        --rtol 1e-4 --out /tmp/host_cost_gpu.json           # TF32 alone
+    python benchmarks/measure_host_cost.py RUN --gpu --label tf32_merged --compare fp32 --rtol 1e-4 \
+        --out /tmp/host_cost_gpu.json                       # what the search runs: TF32, merged forwards
 """
 from __future__ import annotations
 
@@ -62,9 +66,9 @@ def archs_of(space, n: int, seed: int) -> list:
 
 
 def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, device: str, repeat: int,
-            tf32: bool = True) -> dict:
+            tf32: bool = True, forward_tokens: int | None = None) -> dict:
     q = SupernetQuality(run, MeasureSettings(max_batches=max_batches, max_tokens=max_tokens, device=device,
-                                             tf32=tf32))
+                                             tf32=tf32, forward_tokens=forward_tokens))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     nb = len(q.batches)
     archs = archs_of(q.run.space, n, seed)
@@ -82,7 +86,8 @@ def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, devi
                      "batch_ms": (me[0] - ex[0]) / nb})
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k not in ("arch", "loss", "loss_se")}
     return {"batches": nb, "tokens_per_batch": max_tokens, "archs": len(rows), "median": med, "rows": rows,
-            "matmul": q.settings.matmul}
+            "matmul": q.settings.matmul, "forwards": len(q.merged_sets[0]),
+            "tokens_per_forward": q.settings.tokens_per_forward}
 
 
 def machine() -> dict:
@@ -118,13 +123,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="timings per arch (the fastest is kept)")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--no-tf32", action="store_true", help="fp32 matmuls on the GPU too (the search uses TF32)")
+    p.add_argument("--forward-tokens", type=int, help="tokens per merged forward pass (default: the search's: "
+                   "16,384 on CUDA, each batch alone on CPU; --max-tokens: each batch alone)")
     p.add_argument("--label", default="run", help="the key this result is stored under in --out")
     p.add_argument("--out", help="JSON file to add the result to (other labels are kept)")
     p.add_argument("--compare", help="a label in --out whose losses this run must reproduce")
     p.add_argument("--rtol", type=float, default=0.0, help="allowed relative loss difference for --compare")
     a = p.parse_args(argv)
     res = measure(a.run, a.archs, a.seed, a.max_batches, a.max_tokens, "cuda" if a.gpu else "cpu", a.repeat,
-                  not a.no_tf32)
+                  not a.no_tf32, a.forward_tokens)
     res.update(machine=machine(), seed=a.seed, run=a.run, device="cuda" if a.gpu else "cpu")
     old = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).is_file() else {}
     rc = 0
@@ -136,7 +143,7 @@ def main(argv=None) -> int:
         rc = int(worst > a.rtol)
         print(f"largest relative loss difference vs {a.compare}: {worst:.3g} (allowed {a.rtol:g})")
     m = res["median"]
-    print(f"{res['archs']} archs, {res['batches']} batches: median extract {m['extract_ops']:.0f} ops "
+    print(f"{res['archs']} archs, {res['batches']} batches in {res['forwards']} forwards: median extract {m['extract_ops']:.0f} ops "
           f"{m['extract_ms']:.1f} ms, per batch {m['batch_ops']:.0f} ops {m['batch_ms']:.1f} ms, "
           f"measure {m['measure_ops']:.0f} ops {m['measure_ms']:.1f} ms ({m['measure_cpu_ms']:.1f} host CPU ms)")
     if a.out:

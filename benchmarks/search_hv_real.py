@@ -4,7 +4,8 @@ scored on a held-out split, after 300 and 1,000 trials, per sampler setting and 
 Each (setting, seed) runs ``cosearch search --run RUN ...`` in a subprocess on a fresh
 ``--out`` (objectives validation loss x latency x weight size on zcu102 decode, the latency
 bound at the median latency of 2,000 random archs). A setting is ``sampler[:rR][:mM]``
-(``nsga2:r5:m2`` adds ``--repeats 5 --repeat-margin 2``). Then, for the first n trials of
+(``nsga2:r5:m2`` adds ``--repeats 5 --repeat-margin 2``; ``default`` adds none of these flags: the
+command as a user runs it, which repeats only where the validation split has the blocks). Then, for the first n trials of
 each run (n = 300, 1,000), the front the search reports - its feasible trials not dominated
 by their recorded values - is measured again on ``--heldout-split`` (``--heldout-batches``
 batches: a larger, independent evaluation) and its hypervolume taken against the search's
@@ -71,11 +72,13 @@ def _previous(path: Path, same: dict, heldout: tuple[str, int]) -> dict | None:
 
 
 def run_cli(a, setting: str, seed: int, bound: float, out: Path) -> dict:
-    cfg = parse_setting(setting)
     cmd = [sys.executable, "-m", "cosearch.cli", "search", "--run", a.run, "--hw", a.hw, "--objectives", a.objectives,
-           "--latency-max", f"{bound:.6g}", "--trials", str(a.trials), "--sampler", cfg["sampler"], "--seed", str(seed),
-           "--repeats", str(cfg["repeats"]), "--repeat-margin", str(cfg["repeat_margin"]), "--workers", str(a.workers),
+           "--latency-max", f"{bound:.6g}", "--trials", str(a.trials), "--seed", str(seed), "--workers", str(a.workers),
            "--max-batches", str(a.max_batches), "--out", str(out), "--no-progress"]
+    if setting != "default":  # "default": the sampler and repeats a user gets without asking
+        cfg = parse_setting(setting)
+        cmd += ["--sampler", cfg["sampler"], "--repeats", str(cfg["repeats"]),
+                "--repeat-margin", str(cfg["repeat_margin"])]
     if a.gpu:
         cmd.append("--gpu")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

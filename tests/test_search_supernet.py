@@ -37,7 +37,9 @@ def test_search_measures_inherited_weight_loss_and_caches(lm_run, tmp_path):
     assert len(df) == 8 and set(df["source"]) == {"measured"}
     assert r.measured == df["digest"].nunique()
     # the matmul precision of the measurements is recorded (TF32 only when measuring on CUDA)
-    assert json.loads((tmp_path / "s" / "search.json").read_text())["quality_matmul"] == "fp32"
+    record = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert record["quality_matmul"] == "fp32"
+    assert record["quality_forward_tokens"] == 4096  # on CPU each batch is one forward
     assert all(math.isfinite(v) and v > 0 for v in df["quality"])
     # the stored quality is the loss the supernet gives that arch on the same subset
     q = SupernetQuality(lm_run, MeasureSettings(max_batches=2))

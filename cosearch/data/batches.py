@@ -225,3 +225,75 @@ class LMBatches(_ResumableBatches):
         rows = self.ids[starts[:, None] + np.arange(self.block + 1)]
         x = torch.from_numpy(rows.astype(np.int64))
         return {"input": x[:, :-1].contiguous(), "target": x[:, 1:].contiguous(), "ntokens": int(x.shape[0] * self.block)}
+
+
+class MergedBatch:
+    """Consecutive evaluation batches as one: rows concatenated, right-padded to the widest;
+    ``owner[i]`` is the position (in the list merged) of the batch row ``i`` came from."""
+
+    __slots__ = ("batch", "owner")
+
+    def __init__(self, batch: dict[str, Any], owner: torch.Tensor):
+        self.batch, self.owner = batch, owner
+
+
+def _width(batch: dict[str, Any]) -> int:
+    return max((v.shape[1] for v in batch.values() if torch.is_tensor(v) and v.dim() == 2), default=0)
+
+
+def _rows(batch: dict[str, Any]) -> int:
+    return next(v.shape[0] for v in batch.values() if torch.is_tensor(v) and v.dim() == 2)
+
+
+#: the fixed cost of one forward pass, in token positions: what a merge may add as padding
+#: and still pay (a forward of a sub-network is hundreds of kernels, a few ms on a GPU)
+FORWARD_COST_POSITIONS = 4096
+
+
+def merge_batches(batches: Sequence[dict[str, Any]], max_tokens: int, pad_id: int = PAD_ID,
+                  forward_cost: int = FORWARD_COST_POSITIONS) -> list[MergedBatch]:
+    """Runs of consecutive ``batches`` merged into one (rows x widest <= ``max_tokens``; a
+    batch past it stays alone): the same rows in fewer, larger forward passes. Merging
+    sentences of other lengths adds padding, so the runs are chosen (exactly, by dynamic
+    programming) to minimise padded positions + ``forward_cost`` per forward. Evaluation
+    batches are sorted by length: neighbours have similar widths. Every added position is
+    padding (pad_id; 0 in an ``attention_mask``), which the models mask or never attend to
+    from a real position, so each row's outputs are unchanged."""
+    n = len(batches)
+    rows = [_rows(b) for b in batches]
+    widths = [{k: v.shape[1] for k, v in b.items() if torch.is_tensor(v) and v.dim() == 2} for b in batches]
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)  # best[j]: cost of the first j batches
+    for j in range(1, n + 1):
+        r, wide = 0, {}
+        for i in range(j - 1, -1, -1):  # the last run is batches i .. j-1
+            r += rows[i]
+            wide = {k: max(w, wide.get(k, 0)) for k, w in widths[i].items()}
+            if i < j - 1 and r * max(wide.values()) > max_tokens:
+                break
+            cost = best[i] + forward_cost + r * sum(wide.values())
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j:
+        groups.append(list(range(cut[j], j)))
+        j = cut[j]
+    groups.reverse()
+    out = []
+    for g in groups:
+        parts = [batches[i] for i in g]
+        merged: dict[str, Any] = {}
+        for k, v in parts[0].items():
+            if torch.is_tensor(v) and v.dim() == 2:  # each key to its own widest (source, target ...)
+                fill, wide = 0 if k == "attention_mask" else pad_id, max(p[k].shape[1] for p in parts)
+                merged[k] = torch.cat([torch.nn.functional.pad(p[k], (0, wide - p[k].shape[1]), value=fill)
+                                       for p in parts])
+            elif torch.is_tensor(v):
+                merged[k] = torch.cat([p[k] for p in parts])
+            elif isinstance(v, int):
+                merged[k] = sum(p[k] for p in parts)
+            else:
+                merged[k] = v
+        device = next(v.device for v in merged.values() if torch.is_tensor(v))
+        owner = torch.cat([torch.full((_rows(batches[i]),), i, dtype=torch.long, device=device) for i in g])
+        out.append(MergedBatch(merged, owner))
+    return out

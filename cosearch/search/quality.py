@@ -119,6 +119,10 @@ class PredictedQuality:
         return {"loss": self.predictor.predict(self.space.encode_many(list(archs)))}
 
 
+#: tokens per merged forward pass when measuring on CUDA (``MeasureSettings.forward_tokens``)
+GPU_FORWARD_TOKENS = 16384
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
     """How a supernet measures quality: the fixed validation subset and the device."""
@@ -136,11 +140,24 @@ class MeasureSettings:
     #: 40 random multi30k archs by <= 6.6e-5 (losses ~3.5, Kendall tau 1.0 vs fp32) and the
     #: fp32 GEMMs are what bounds several workers sharing one GPU.
     tf32: bool = True
+    #: tokens (rows x widest) per forward pass: the ``max_tokens`` batches of a measurement
+    #: are evaluated in merged groups up to this size (the same rows and losses, summed in
+    #: another order). None: GPU_FORWARD_TOKENS on CUDA, where a sub-network's forward is
+    #: hundreds of small kernels that (not the FLOPs) bound a 4k-token batch when K workers
+    #: time-slice one GPU; on CPU each batch stays one forward (compute-bound, bit-exact).
+    forward_tokens: int | None = None
 
     @property
     def matmul(self) -> str:
         """The float32 matmul precision measurements use: ``tf32`` or ``fp32``."""
         return "tf32" if self.tf32 and self.device.startswith("cuda") else "fp32"
+
+    @property
+    def tokens_per_forward(self) -> int:
+        """Tokens per forward pass of a loss measurement (see ``forward_tokens``)."""
+        if self.forward_tokens is not None:
+            return max(self.max_tokens, self.forward_tokens)
+        return max(self.max_tokens, GPU_FORWARD_TOKENS) if self.device.startswith("cuda") else self.max_tokens
 
 
 @dataclass(frozen=True)
@@ -178,7 +195,8 @@ class SupernetQuality:
     batches (the first ``max_batches`` of ``split`` in file order) already on the device, and
     the BLEU subset (its first ``bleu_sentences`` sentences) cut into a few large decoding
     batches. Each arch is then extracted on the device (exactly the supernet's function)
-    and evaluated: one forward pass per loss batch, batched greedy decoding with the KV
+    and evaluated: one forward pass per loss batch (per merged group of batches on CUDA:
+    ``forward_tokens``), batched greedy decoding with the KV
     cache for BLEU (sacrebleu on detokenised text).
 
     ``loss_se`` is the standard error of the loss from its spread over the batches. With
@@ -236,6 +254,8 @@ class SupernetQuality:
                 self.bleu_sets.append((refs, dec))
             self.refs, self.bleu_batches = self.bleu_sets[0]
             del self.batch_sets[self.repeats:]
+        from ..data.batches import merge_batches
+        self.merged_sets = [merge_batches(b, s.tokens_per_forward, td.tokenizer.pad_id) for b in self.batch_sets]
 
     def model(self, arch: Arch):
         # extraction makes every tensor from the supernet's, on its device: no host copies
@@ -267,7 +287,12 @@ class SupernetQuality:
         model = self.model(arch)
         tok = self.td.tokenizer
         # per batch (the spread over batches gives the loss's standard error), one host sync
-        sums, counts = self.ev.batch_losses(model, self.batch_sets[repeat], tok.pad_id, tok.vocab_size, self.device)
+        batches, merged = self.batch_sets[repeat], self.merged_sets[repeat]
+        if len(merged) < len(batches):  # fewer, larger forwards (on CUDA)
+            sums, counts = self.ev.merged_batch_losses(model, merged, len(batches), tok.pad_id, tok.vocab_size,
+                                                       self.device)
+        else:
+            sums, counts = self.ev.batch_losses(model, batches, tok.pad_id, tok.vocab_size, self.device)
         sums, ntok = sums.double().cpu().numpy(), counts.cpu().numpy().astype(np.float64)
         if not ntok.sum():
             raise UserError("the evaluation split has no tokens")

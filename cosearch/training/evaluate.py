@@ -117,6 +117,26 @@ def batch_losses(model: torch.nn.Module, batches, pad_id: int, vocab: int,
     return torch.stack(sums), torch.stack(counts)
 
 
+@torch.no_grad()
+def merged_batch_losses(model: torch.nn.Module, merged, n: int, pad_id: int, vocab: int,
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_losses`` of ``n`` batches evaluated as ``merge_batches`` groups: each row's
+    summed cross-entropy and target count go back to the batch it came from (``owner``), so
+    the per-batch numbers (and the standard error built on them) are those of the batches,
+    summed in another order."""
+    sums = torch.zeros(n, dtype=torch.float32, device=device)
+    counts = torch.zeros(n, dtype=torch.long, device=device)
+    for m in merged:
+        batch = to_device(m.batch, device)
+        inputs, target = model_inputs(batch)
+        logits = model(*inputs)[..., :vocab].float()
+        ce = F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1), ignore_index=pad_id,
+                             reduction="none").view(target.shape)
+        sums.index_add_(0, m.owner, ce.sum(1))
+        counts.index_add_(0, m.owner, (target != pad_id).sum(1))
+    return sums, counts
+
+
 @dataclass
 class LossSums:
     """Summed cross-entropy (nats) over the target tokens of some batches, their count, and
