@@ -64,7 +64,8 @@ def bounds(space: SearchSpace, hw: str, n: int = 5000):
 
 
 def parse_setting(text: str) -> dict:
-    """"nsga2:r3:m2" -> {"sampler": "nsga2", "repeats": 3, "repeat_margin": 2.0}."""
+    """"nsga2:r3:m2:p24" -> {"sampler": "nsga2", "repeats": 3, "repeat_margin": 2.0, "population": 24}
+    (``population`` only when given)."""
     parts = text.split(":")
     out = {"sampler": parts[0], "repeats": 1, "repeat_margin": 1.0}
     for p in parts[1:]:
@@ -72,8 +73,10 @@ def parse_setting(text: str) -> dict:
             out["repeats"] = int(p[1:])
         elif p.startswith("m"):
             out["repeat_margin"] = float(p[1:])
+        elif p.startswith("p"):
+            out["population"] = int(p[1:])
         else:
-            raise SystemExit(f"setting {text!r}: parts are rN (repeats) and mX (margin)")
+            raise SystemExit(f"setting {text!r}: parts are rN (repeats), mX (margin) and pN (NSGA-II population)")
     return out
 
 
@@ -90,6 +93,7 @@ def scores(recorded: np.ndarray, true: np.ndarray, feasible: np.ndarray, n: int)
 
 def one_run(space, hw, setting: str, seed, bound, ideal, nadir, trials, noise, population=50):
     cfg = parse_setting(setting)
+    population = cfg.pop("population", population)
     t = time.perf_counter()
     quality = NoisySynthetic(space, noise) if noise > 0 else "synthetic"
     batch = population if cfg["sampler"] == "nsga2" else 50 if cfg["sampler"] != "evolution" else 100

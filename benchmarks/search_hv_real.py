@@ -79,6 +79,8 @@ def run_cli(a, setting: str, seed: int, bound: float, out: Path) -> dict:
         cfg = parse_setting(setting)
         cmd += ["--sampler", cfg["sampler"], "--repeats", str(cfg["repeats"]),
                 "--repeat-margin", str(cfg["repeat_margin"])]
+        if "population" in cfg:
+            cmd += ["--population", str(cfg["population"])]
     if a.gpu:
         cmd.append("--gpu")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

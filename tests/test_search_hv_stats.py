@@ -32,3 +32,12 @@ def test_goal_is_mean_plus_two_sample_std_of_the_baseline():
     runs = _runs("a", [0.9, 0.9]) + _runs("b", [0.5, 0.7])  # b: mean 0.6, sample std 0.141421
     g = goal(summarize(runs, ["a", "b"]), "a", "b")["300"]
     assert g["needed"] == pytest.approx(0.6 + 2 * 0.141421, abs=1e-5) and g["met"] is True
+
+
+def test_a_setting_names_sampler_repeats_margin_and_population():
+    from search_hv import parse_setting
+    assert parse_setting("nsga2:r5:m2:p24") == {"sampler": "nsga2", "repeats": 5, "repeat_margin": 2.0,
+                                                "population": 24}
+    assert parse_setting("random") == {"sampler": "random", "repeats": 1, "repeat_margin": 1.0}
+    with pytest.raises(SystemExit):
+        parse_setting("nsga2:x3")
