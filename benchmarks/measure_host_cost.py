@@ -18,8 +18,8 @@ too, so two results (before/after a change) can be checked for identical numbers
         --out /tmp/host_cost_gpu.json                       # each batch alone, fp32: the reference
     python benchmarks/measure_host_cost.py RUN --gpu --forward-tokens 4096 --label tf32 --compare fp32 \
         --rtol 1e-4 --out /tmp/host_cost_gpu.json           # TF32 alone
-    python benchmarks/measure_host_cost.py RUN --gpu --label tf32_merged --compare fp32 --rtol 1e-4 \
-        --out /tmp/host_cost_gpu.json                       # what the search runs: TF32, merged forwards
+    python benchmarks/measure_host_cost.py RUN --gpu --label tf32_merged --compare tf32 --rtol 1e-4 \
+        --compare-se --out /tmp/host_cost_gpu.json          # what the search runs: TF32, merged forwards
 """
 from __future__ import annotations
 
@@ -103,11 +103,12 @@ def machine() -> dict:
     return info
 
 
-def compare(a: dict, b: dict) -> float:
-    """Largest relative loss difference between two results, which must hold the same archs
-    (inf where they do not: a comparison over no common arch proves nothing)."""
-    la = {json.dumps(r["arch"], sort_keys=True): r["loss"] for r in a["rows"]}
-    lb = {json.dumps(r["arch"], sort_keys=True): r["loss"] for r in b["rows"]}
+def compare(a: dict, b: dict, key: str = "loss") -> float:
+    """Largest relative difference of ``key`` (``loss``, ``loss_se``) between two results, which
+    must hold the same archs (inf where they do not: a comparison over no common arch proves
+    nothing)."""
+    la = {json.dumps(r["arch"], sort_keys=True): r[key] for r in a["rows"]}
+    lb = {json.dumps(r["arch"], sort_keys=True): r[key] for r in b["rows"]}
     if not lb or set(lb) != set(la):
         return float("inf")
     return max(abs(lb[k] - la[k]) / max(abs(la[k]), 1e-30) for k in lb)
@@ -129,6 +130,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="JSON file to add the result to (other labels are kept)")
     p.add_argument("--compare", help="a label in --out whose losses this run must reproduce")
     p.add_argument("--rtol", type=float, default=0.0, help="allowed relative loss difference for --compare")
+    p.add_argument("--compare-se", action="store_true",
+                   help="--compare the per-batch standard errors too (a merge that sent rows to the wrong "
+                        "batch keeps the loss and changes these)")
     a = p.parse_args(argv)
     res = measure(a.run, a.archs, a.seed, a.max_batches, a.max_tokens, "cuda" if a.gpu else "cpu", a.repeat,
                   not a.no_tf32, a.forward_tokens)
@@ -138,10 +142,11 @@ def main(argv=None) -> int:
     if a.compare:
         if a.compare not in old:
             raise SystemExit(f"--compare {a.compare}: no such label in {a.out} (labels: {', '.join(old) or 'none'})")
-        worst = compare(old[a.compare], res)
-        res[f"max_rel_loss_diff_vs_{a.compare}"] = worst
-        rc = int(worst > a.rtol)
-        print(f"largest relative loss difference vs {a.compare}: {worst:.3g} (allowed {a.rtol:g})")
+        for key in ("loss", "loss_se") if a.compare_se else ("loss",):
+            worst = compare(old[a.compare], res, key)
+            res[f"max_rel_{key}_diff_vs_{a.compare}"] = worst
+            rc |= int(worst > a.rtol)
+            print(f"largest relative {key} difference vs {a.compare}: {worst:.3g} (allowed {a.rtol:g})")
     m = res["median"]
     print(f"{res['archs']} archs, {res['batches']} batches in {res['forwards']} forwards: median extract {m['extract_ops']:.0f} ops "
           f"{m['extract_ms']:.1f} ms, per batch {m['batch_ops']:.0f} ops {m['batch_ms']:.1f} ms, "

@@ -47,7 +47,10 @@ def mt_run(tmp_path_factory):
     return root / "run"
 
 
-def test_merged_forwards_give_the_batches_losses_and_standard_error(mt_run):
+def test_merged_forwards_give_the_batches_losses_and_standard_error(mt_run, monkeypatch):
+    from cosearch.training import evaluate as ev
+    calls, real = [], ev.merged_batch_losses
+    monkeypatch.setattr(ev, "merged_batch_losses", lambda *a, **k: calls.append(1) or real(*a, **k))
     alone = SupernetQuality(mt_run, MeasureSettings(max_batches=5, max_tokens=48))
     merged = SupernetQuality(mt_run, MeasureSettings(max_batches=5, max_tokens=48, forward_tokens=4096))
     assert [len(s) for s in alone.batch_sets] == [5] and [len(s) for s in alone.merged_sets] == [5]
@@ -59,3 +62,4 @@ def test_merged_forwards_give_the_batches_losses_and_standard_error(mt_run):
         a, m = alone.measure(arch), merged.measure(arch)
         assert m["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert m["loss_se"] == pytest.approx(a["loss_se"], rel=1e-4)  # per batch, not per forward
+    assert len(calls) == 4  # the merged measurements went through the merged forwards, the others not

@@ -237,10 +237,6 @@ class MergedBatch:
         self.batch, self.owner = batch, owner
 
 
-def _width(batch: dict[str, Any]) -> int:
-    return max((v.shape[1] for v in batch.values() if torch.is_tensor(v) and v.dim() == 2), default=0)
-
-
 def _rows(batch: dict[str, Any]) -> int:
     return next(v.shape[0] for v in batch.values() if torch.is_tensor(v) and v.dim() == 2)
 

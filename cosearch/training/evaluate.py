@@ -123,17 +123,18 @@ def merged_batch_losses(model: torch.nn.Module, merged, n: int, pad_id: int, voc
     """``batch_losses`` of ``n`` batches evaluated as ``merge_batches`` groups: each row's
     summed cross-entropy and target count go back to the batch it came from (``owner``), so
     the per-batch numbers (and the standard error built on them) are those of the batches,
-    summed in another order."""
-    sums = torch.zeros(n, dtype=torch.float32, device=device)
+    summed in another order. The row sums are float32 and gathered in float64, where their
+    sum is exact, so the order of CUDA's atomic adds cannot change a bit between runs."""
+    sums = torch.zeros(n, dtype=torch.float64, device=device)
     counts = torch.zeros(n, dtype=torch.long, device=device)
     for m in merged:
-        batch = to_device(m.batch, device)
+        batch, owner = to_device(m.batch, device), m.owner.to(device)
         inputs, target = model_inputs(batch)
         logits = model(*inputs)[..., :vocab].float()
         ce = F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1), ignore_index=pad_id,
                              reduction="none").view(target.shape)
-        sums.index_add_(0, m.owner, ce.sum(1))
-        counts.index_add_(0, m.owner, (target != pad_id).sum(1))
+        sums.index_add_(0, owner, ce.sum(1).double())
+        counts.index_add_(0, owner, (target != pad_id).sum(1))
     return sums, counts
 
 
