@@ -85,7 +85,11 @@ def run_cli(a, setting: str, seed: int, bound: float, out: Path) -> dict:
         cmd.append("--gpu")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{setting} seed {seed}: the search ran past --timeout {a.timeout:g} s; rerun with the "
+                         "same --out to resume (the finished runs are kept)") from None
     if p.returncode != 0:
         raise SystemExit(f"{setting} seed {seed}: exit {p.returncode}\n{p.stderr[-3000:]}")
     return {"wall_s": round(time.perf_counter() - t, 1), **json.loads((out / "summary.json").read_text())}
