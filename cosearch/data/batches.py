@@ -277,6 +277,11 @@ def merge_batches(batches: Sequence[dict[str, Any]], max_tokens: int, pad_id: in
     out = []
     for g in groups:
         parts = [batches[i] for i in g]
+        device = next(v.device for v in parts[0].values() if torch.is_tensor(v))
+        owner = torch.cat([torch.full((rows[i],), i, dtype=torch.long, device=device) for i in g])
+        if len(g) == 1:  # nothing to merge: the batch itself, not a copy
+            out.append(MergedBatch(parts[0], owner))
+            continue
         merged: dict[str, Any] = {}
         for k, v in parts[0].items():
             if torch.is_tensor(v) and v.dim() == 2:  # each key to its own widest (source, target ...)
@@ -289,7 +294,5 @@ def merge_batches(batches: Sequence[dict[str, Any]], max_tokens: int, pad_id: in
                 merged[k] = sum(p[k] for p in parts)
             else:
                 merged[k] = v
-        device = next(v.device for v in merged.values() if torch.is_tensor(v))
-        owner = torch.cat([torch.full((_rows(batches[i]),), i, dtype=torch.long, device=device) for i in g])
         out.append(MergedBatch(merged, owner))
     return out

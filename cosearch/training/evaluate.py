@@ -100,6 +100,15 @@ def resolve_arch(space: SearchSpace, spec: str | Arch) -> Arch:
 
 
 # --------------------------------------------------------------------------- loss
+def _token_losses(model: torch.nn.Module, batch: dict, pad_id: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy without smoothing of every target position, shaped like the targets;
+    the targets) of one batch on its device (0 at padding)."""
+    inputs, target = model_inputs(batch)
+    logits = model(*inputs)[..., :vocab].float()
+    ce = F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1), ignore_index=pad_id, reduction="none")
+    return ce.view(target.shape), target
+
+
 @torch.no_grad()
 def batch_losses(model: torch.nn.Module, batches, pad_id: int, vocab: int,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,12 +116,9 @@ def batch_losses(model: torch.nn.Module, batches, pad_id: int, vocab: int,
     on the device: no host sync between batches, so a GPU is fed without waiting."""
     sums, counts = [], []
     for batch in batches:
-        batch = to_device(batch, device)
-        inputs, target = model_inputs(batch)
-        logits = model(*inputs)[..., :vocab].float()
+        ce, target = _token_losses(model, to_device(batch, device), pad_id, vocab)
         # summed as loss_sums sums (per token, then the batch): the same float32 numbers as eval_loss
-        sums.append(F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1), ignore_index=pad_id,
-                                    reduction="none").sum())
+        sums.append(ce.sum())
         counts.append((target != pad_id).sum())
     return torch.stack(sums), torch.stack(counts)
 
@@ -128,11 +134,8 @@ def merged_batch_losses(model: torch.nn.Module, merged, n: int, pad_id: int, voc
     sums = torch.zeros(n, dtype=torch.float64, device=device)
     counts = torch.zeros(n, dtype=torch.long, device=device)
     for m in merged:
-        batch, owner = to_device(m.batch, device), m.owner.to(device)
-        inputs, target = model_inputs(batch)
-        logits = model(*inputs)[..., :vocab].float()
-        ce = F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1), ignore_index=pad_id,
-                             reduction="none").view(target.shape)
+        owner = m.owner.to(device)
+        ce, target = _token_losses(model, to_device(m.batch, device), pad_id, vocab)
         sums.index_add_(0, owner, ce.sum(1).double())
         counts.index_add_(0, owner, (target != pad_id).sum(1))
     return sums, counts
@@ -162,11 +165,7 @@ def loss_sums(model: torch.nn.Module, batches, pad_id: int, vocab: int, device: 
     row_bytes: list[int] | None = [] if rows and token_bytes is not None else None
     table = None if token_bytes is None else torch.as_tensor(token_bytes, device=device)
     for batch in batches:
-        batch = to_device(batch, device)
-        inputs, target = model_inputs(batch)
-        logits = model(*inputs)[..., :vocab].float()
-        ce = F.cross_entropy(logits.reshape(-1, vocab), target.reshape(-1), ignore_index=pad_id,
-                             reduction="none").view(target.shape)  # 0 at pad targets
+        ce, target = _token_losses(model, to_device(batch, device), pad_id, vocab)
         total += float(ce.sum())
         keep = target != pad_id
         ntok += int(keep.sum())
