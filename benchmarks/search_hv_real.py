@@ -3,8 +3,8 @@ scored on a held-out split, after 300 and 1,000 trials, per sampler setting and 
 
 Each (setting, seed) runs ``cosearch search --run RUN ...`` in a subprocess on a fresh
 ``--out`` (objectives validation loss x latency x weight size on zcu102 decode, the latency
-bound at the median latency of 2,000 random archs). A setting is ``sampler[:rR][:mM]``
-(``nsga2:r5:m2`` adds ``--repeats 5 --repeat-margin 2``; ``default`` adds none of these flags: the
+bound at the median latency of 2,000 random archs). A setting is ``sampler[:rR][:mM][:pN]``
+(``nsga2:r5:m2:p24`` adds ``--repeats 5 --repeat-margin 2 --population 24``; ``default`` adds none of these flags: the
 command as a user runs it, which repeats only where the validation split has the blocks). Then, for the first n trials of
 each run (n = 300, 1,000), the front the search reports - its feasible trials not dominated
 by their recorded values - is measured again on ``--heldout-split`` (``--heldout-batches``

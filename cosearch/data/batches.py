@@ -242,7 +242,8 @@ def _rows(batch: dict[str, Any]) -> int:
 
 
 #: the fixed cost of one forward pass, in token positions: what a merge may add as padding
-#: and still pay (a forward of a sub-network is hundreds of kernels, a few ms on a GPU)
+#: and still pay (a forward is ~1,700 ATen ops whatever its size; the figure is a judgement,
+#: to be checked by the GPU plan's host-cost job, not a measurement)
 FORWARD_COST_POSITIONS = 4096
 
 

@@ -142,9 +142,9 @@ class MeasureSettings:
     tf32: bool = True
     #: tokens (rows x widest) per forward pass: the ``max_tokens`` batches of a measurement
     #: are evaluated in merged groups up to this size (the same rows and losses, summed in
-    #: another order). None: GPU_FORWARD_TOKENS on CUDA, where a sub-network's forward is
-    #: hundreds of small kernels that (not the FLOPs) bound a 4k-token batch when K workers
-    #: time-slice one GPU; on CPU each batch stays one forward (compute-bound, bit-exact).
+    #: another order). None: GPU_FORWARD_TOKENS on CUDA, where a forward is ~1,700 ATen ops
+    #: however few its tokens (a multi30k batch) and an H200 profile put half a measurement's
+    #: GPU time outside the GEMMs; on CPU each batch stays one forward (compute-bound, bit-exact).
     forward_tokens: int | None = None
 
     @property
