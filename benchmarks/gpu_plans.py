@@ -179,7 +179,8 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
              search_workers: str = "1,2,6", search_trials: str = "1000", hv_trials: str = "1000",
              hv_settings: str = "random,default", fid_steps: str = "300", fid_seeds: str = "3",
              archs: str = "48", per_bin: str = "6", noise_archs: str = "6", hv_batches: str = "20",
-             fid_variants: str = "none:mode=none;layer:mode=layer", parts: str = "search,fidelity") -> list[Job]:
+             fid_variants: str = "none:mode=none;layer:mode=layer", fid_max_tokens: str = "",
+             parts: str = "search,fidelity") -> list[Job]:
     """Issues 21 and 23 on Multi30k, one H200: a ``cosearch train --gpu`` supernet; the CLI
     search throughput for K = 1, 2, 6 with the GPU alone (20 validation batches per arch);
     then, sharing the GPU, the hypervolume of random vs the command's default sampler as a
@@ -191,7 +192,9 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     first) and ``benchmarks/fidelity.py``: 48 archs checked against the
     supernets ``none`` and ``layer`` with ``fid_seeds`` seeds each (own Ray instance).
     ``parts``: ``search`` (supernet, throughput, hypervolume) and/or ``fidelity`` (e.g. a
-    longer-budget check alone: ``--set parts=fidelity --set fid_steps=1200 --set archs=24``)."""
+    longer-budget check alone: ``--set parts=fidelity --set fid_steps=1200 --set archs=24``);
+    ``fid_max_tokens``: the fidelity runs' batch size (default ``max_tokens``), so a
+    longer-budget check can share a session with the search's supernet."""
     if not data:
         raise SystemExit("the multi30k plan needs --set data=PATH (the multi30k folder)")
     wanted = set(parts.split(","))
@@ -230,7 +233,7 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                        done=f"{res}/search_hv_real_m30k.json", gpu=0.05, after=(tp.name,)))
     fid = Job("fidelity_m30k", (PY, str(ROOT / "benchmarks" / "fidelity.py"), "--space", "multi30k",
                                 "--task", "translation", "--data", data, "--out", f"{work}/fid", "--steps", fid_steps,
-                                "--max-tokens", max_tokens, "--archs", archs, "--per-bin", per_bin,
+                                "--max-tokens", fid_max_tokens or max_tokens, "--archs", archs, "--per-bin", per_bin,
                                 "--noise-archs", noise_archs, "--variants", fid_variants,
                                 "--supernet-seeds", fid_seeds, "--gpu", "--supernet-share", "0.125",
                                 "--gpu-share", "0.0625", "--result", f"{res}/fidelity_multi30k.json"),
