@@ -35,6 +35,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor, as_completed  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -128,6 +129,8 @@ def main():
     ap.add_argument("--heldout-batches", type=int, default=100, help="its batches (all the split has, at most)")
     ap.add_argument("--goal", help="A,B: hv(A) >= mean + 2 std of hv(B)")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="searches run at once (each its own CLI process and --workers); fronts are scored as they end")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     from cosearch.search.objectives import parse_objectives
@@ -181,33 +184,42 @@ def main():
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
         return result
 
-    with tempfile.TemporaryDirectory(prefix="cosearch-hv-") as tmp:
-        # seeds outermost: a run cut short still has every setting on its first seeds
-        for seed in range(a.seeds):
-            for setting in settings:
-                if (setting, seed) in done:
-                    continue
-                out = Path(tmp) / f"{setting.replace(':', '_')}_{seed}"
-                summary = run_cli(a, setting, seed, bound, out)
-                ref = summary["hypervolume_reference"]
-                if reference is not None and ref != reference:
-                    raise SystemExit("the runs have different fixed reference points")
-                reference = ref
-                row = {"setting": setting, "seed": seed, "wall_s": summary["wall_s"], "timing": summary["timing"],
-                       "hv_recorded_final": summary.get("hypervolume")}
-                for c, (archs, values, n) in reported_fronts(out, names, dirs, checkpoints).items():
-                    todo = [x for x in archs if x not in heldout_cache]
-                    if todo:
-                        got = held([Arch.from_json(x) for x in todo])["loss"]
-                        heldout_cache.update(zip(todo, map(float, got)))
-                    scored = values.copy()
-                    scored[:, 0] = [heldout_cache[x] for x in archs]  # the quality column, held out
-                    row[str(c)] = {"hv": round(hypervolume(to_minimize(scored, dirs), ref), 6),
-                                   "hv_recorded": round(hypervolume(to_minimize(values, dirs), ref), 6),
-                                   "front": len(archs), "measurements": n}
-                runs.append(row)
-                print(json.dumps(row), flush=True)
-                result = write(runs)
+    def score(setting: str, seed: int, summary: dict, out: Path) -> dict:
+        nonlocal reference
+        ref = summary["hypervolume_reference"]
+        if reference is not None and ref != reference:
+            raise SystemExit("the runs have different fixed reference points")
+        reference = ref
+        row = {"setting": setting, "seed": seed, "wall_s": summary["wall_s"], "timing": summary["timing"],
+               "hv_recorded_final": summary.get("hypervolume")}
+        for c, (archs, values, n) in reported_fronts(out, names, dirs, checkpoints).items():
+            todo = [x for x in archs if x not in heldout_cache]
+            if todo:
+                got = held([Arch.from_json(x) for x in todo])["loss"]
+                heldout_cache.update(zip(todo, map(float, got)))
+            scored = values.copy()
+            scored[:, 0] = [heldout_cache[x] for x in archs]  # the quality column, held out
+            row[str(c)] = {"hv": round(hypervolume(to_minimize(scored, dirs), ref), 6),
+                           "hv_recorded": round(hypervolume(to_minimize(values, dirs), ref), 6),
+                           "front": len(archs), "measurements": n}
+        return row
+
+    result = write(runs)
+    # seeds outermost: a run cut short still has every setting on its first seeds
+    todo = [(setting, seed) for seed in range(a.seeds) for setting in settings if (setting, seed) not in done]
+    with tempfile.TemporaryDirectory(prefix="cosearch-hv-") as tmp, \
+            ThreadPoolExecutor(max_workers=max(1, a.parallel)) as pool:
+        def search(setting: str, seed: int) -> tuple[dict, Path]:
+            out = Path(tmp) / f"{setting.replace(':', '_')}_{seed}"
+            return run_cli(a, setting, seed, bound, out), out
+
+        futures = {pool.submit(search, *job): job for job in todo}
+        for fut in as_completed(futures):  # scored in this process, one at a time
+            setting, seed = futures[fut]
+            summary, out = fut.result()
+            runs.append(score(setting, seed, summary, out))
+            print(json.dumps(runs[-1]), flush=True)
+            result = write(sorted(runs, key=lambda r: (r["seed"], settings.index(r["setting"]))))
     print(json.dumps({k: result[k] for k in ("summary", "goal") if k in result}, indent=2))
 
 
