@@ -97,6 +97,31 @@ def test_checkpoint_roundtrip_and_damage(tmp_path):
         load_checkpoint(tmp_path / "x.pt")
 
 
+def test_checkpoint_device_errors_do_not_blame_the_file(tmp_path, monkeypatch):
+    """A GPU out of memory (seen when other jobs filled an H200) or a device that cannot take the
+    tensors is not a damaged file: the message must not tell the user to delete a good checkpoint."""
+    p = save_checkpoint(tmp_path / "checkpoints" / "step_00000003.pt", {"step": 3, "model": {"w": torch.arange(4.0)}})
+    real_load = torch.load
+
+    def failing_on_device(path, map_location=None, **kw):
+        if str(map_location) != "cpu":
+            raise error
+        return real_load(path, map_location=map_location, **kw)
+
+    monkeypatch.setattr(torch, "load", failing_on_device)
+    error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB.")
+    with pytest.raises(UserError) as e:
+        load_checkpoint(p, map_location="cuda")
+    assert "GPU memory" in str(e.value) and "delete" not in str(e.value)
+    error = RuntimeError("Attempting to deserialize object on a CUDA device")
+    with pytest.raises(UserError) as e:
+        load_checkpoint(p, map_location="cuda")
+    assert "is intact" in str(e.value) and "delete" not in str(e.value)
+    p.write_bytes(p.read_bytes()[:50])  # a damaged file on the device path still says so
+    with pytest.raises(UserError, match="not a readable cosearch checkpoint"):
+        load_checkpoint(p, map_location="cuda")
+
+
 # --------------------------------------------------------------------------- resume
 def test_resume_after_kill_gives_identical_weights(tmp_path, one_thread):
     data = write_lm_text(tmp_path / "t.txt")

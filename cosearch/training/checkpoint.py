@@ -82,13 +82,29 @@ def _previous_checkpoint_note(path: Path) -> str:
     return f"the previous checkpoint {prev} (step {step}) is intact and loads"
 
 
+def _loads_on_cpu(path: Path) -> bool:
+    """Whether the file itself is readable (a device error is then the device's, not the file's)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 -- any failure here means the file is at fault
+        return False
+    return True
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
     path = regular_file(path, "checkpoint")  # a FIFO would block torch.load for ever
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except torch.cuda.OutOfMemoryError as e:
+        # the file is not at fault: telling the user to delete it would lose a good checkpoint
+        raise UserError(f"not enough free GPU memory to load {path} ({_first_line(e)}); other processes "
+                        "hold the GPU: wait for them, or run without --gpu") from None
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as e:
         first = _first_line(e)
+        if str(map_location) != "cpu" and _loads_on_cpu(path):
+            raise UserError(f"{path} is intact but does not load onto {map_location} ({first}); "
+                            "check the device, or run without --gpu") from None
         raise UserError(f"{path} is not a readable cosearch checkpoint ({first}); "
                         "delete it to fall back to the previous one") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
