@@ -208,6 +208,9 @@ def main(argv=None) -> int:
     from cosearch.errors import UserError
     from cosearch.fidelity.run import fidelity
     for k, r in runs.items():
+        if f"train-{k}" in failed:  # its newest checkpoint is the start probe's: nothing to check
+            failed[f"fidelity-{k}"] = "not checked: its supernet training failed"
+            continue
         try:
             fidelity(r, out / "fidelity" / k, settings, jobs_dir=jobs_root, parallel=parallel,
                      gpu_share=args.gpu_share, progress=False)

@@ -147,6 +147,16 @@ def test_report_takes_the_best_sweep_point_and_compares_proxies(monkeypatch):
     assert rep["goals"]["tau"] == pytest.approx(4 / 6) and rep["goals"]["tau_ok"] is False
 
 
+def test_the_report_says_which_step_of_the_supernet_it_checked():
+    """A run whose training stopped early (a benchmark once checked a supernet that had died at
+    step 1 of 400) is named as such, not passed off as the trained supernet."""
+    from types import SimpleNamespace
+
+    from cosearch.fidelity.run import supernet_state
+    run = SimpleNamespace(checkpoint=Path("/r/checkpoints/step_00000001.pt"), train={"steps": 400})
+    assert supernet_state(run) == {"checkpoint": "step_00000001.pt", "step": 1, "steps_planned": 400}
+
+
 # --------------------------------------------------------------------------- the command
 LM = ["--task", "lm", "--max-tokens", "64", "--max-len", "16", "--no-progress"]
 
@@ -169,6 +179,8 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     rep = json.loads((out / "fidelity.json").read_text())
     plan = json.loads((out / PLAN).read_text())
     assert len(plan["jobs"]) == 6 and rep["jobs"] == {"planned": 6, "measured": 6, "failed": {}}
+    assert rep["supernet"] == {"checkpoint": "step_00000004.pt", "step": 4, "steps_planned": 4}
+    assert "warning" not in capsys.readouterr().err
     assert (out / "fidelity.png").stat().st_size > 10_000
     s = rep["summary"]["valid_loss"]
     assert rep["headline"] == "valid_loss" and s["inherited"]["n"] == 4  # lm data: no test split

@@ -107,14 +107,14 @@ def goals(summary: dict) -> dict:
 
 
 def build_report(plan: Plan, inherited: list[dict | None], measured: dict[str, dict | None],
-                 failed: dict[str, str] | None = None) -> dict:
+                 failed: dict[str, str] | None = None, supernet: dict | None = None) -> dict:
     rows = per_arch(plan, inherited, measured)
     metrics = [m for m in METRICS if any(r["inherited"] and m in r["inherited"] for r in rows)]
     seed = int(plan.settings["seed"])
     summary = {m: summarise(rows, m, seed) for m in metrics}
     headline = "test_loss" if "test_loss" in summary else "valid_loss"
     done = sum(1 for j in plan.jobs if measured.get(j["name"]))
-    return {"run": plan.run, "settings": plan.settings, "headline": headline,
+    return {"run": plan.run, "supernet": supernet, "settings": plan.settings, "headline": headline,
             "goals": goals(summary[headline]) if headline in summary else None,
             "summary": summary, "per_arch": rows,
             "jobs": {"planned": len(plan.jobs), "measured": done, "failed": failed or {}},

@@ -16,6 +16,8 @@ alone would?
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 from ..atomic import atomic_write_text, make_dir
@@ -68,6 +70,12 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
         return _run_locked(run, out, root, plan, settings, td, parallel, gpu_share, max_tokens, progress, address)
 
 
+def supernet_state(run) -> dict:
+    """Which checkpoint of the run the inherited scores come from, and how far its training got."""
+    step = int(re.match(r"^step_(\d+)\.pt$", run.checkpoint.name).group(1))
+    return {"checkpoint": run.checkpoint.name, "step": step, "steps_planned": int(run.train["steps"])}
+
+
 def default_out(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}-fidelity"
 
@@ -105,8 +113,14 @@ def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td
             tick()
     if bar is not None:
         bar.close()
+    supernet = supernet_state(run)
     atomic_write_text(out / MEASURED, json.dumps({"inherited": inherited, "standalone": measured,
-                                                  "failed": failed}, indent=1) + "\n")
+                                                  "failed": failed, "supernet": supernet}, indent=1) + "\n")
+    if supernet["step"] < supernet["steps_planned"]:
+        # a check of an unfinished run is allowed (a user may look early) but never silent: a
+        # fidelity benchmark once scored a supernet whose training had died at step 1
+        print(f"warning: {run.run_dir} is checked at step {supernet['step']} of its {supernet['steps_planned']} "
+              "(its newest checkpoint); finish `cosearch train` first to check the trained supernet", file=sys.stderr)
     report = write_report(out)
     if failed:
         first = next(iter(failed.items()))
@@ -132,7 +146,7 @@ def write_report(out: str | Path) -> dict:
     except (TypeError, KeyError) as e:
         raise UserError(f"{out}: {PLAN} or {MEASURED} lacks what a fidelity check writes "
                         f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
-    report = build_report(plan, inherited, standalone, failed)
+    report = build_report(plan, inherited, standalone, failed, m.get("supernet"))
     atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
     plot(report, out / PLOT)
     return report
