@@ -180,7 +180,7 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
              hv_settings: str = "random,default", fid_steps: str = "300", fid_seeds: str = "3",
              archs: str = "48", per_bin: str = "6", noise_archs: str = "6", hv_batches: str = "20",
              fid_variants: str = "none:mode=none;layer:mode=layer", fid_max_tokens: str = "",
-             parts: str = "search,fidelity") -> list[Job]:
+             fid_gpu_share: str = "0.0625", parts: str = "search,fidelity") -> list[Job]:
     """Issues 21 and 23 on Multi30k, one H200: a ``cosearch train --gpu`` supernet; the CLI
     search throughput for K = 1, 2, 6 with the GPU alone (20 validation batches per arch);
     then, sharing the GPU, the hypervolume of random vs the command's default sampler as a
@@ -194,7 +194,9 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     ``parts``: ``search`` (supernet, throughput, hypervolume) and/or ``fidelity`` (e.g. a
     longer-budget check alone: ``--set parts=fidelity --set fid_steps=1200 --set archs=24``);
     ``fid_max_tokens``: the fidelity runs' batch size (default ``max_tokens``), so a
-    longer-budget check can share a session with the search's supernet."""
+    longer-budget check can share a session with the search's supernet; ``fid_gpu_share``:
+    each standalone run's share of the GPU (0.0625: 16 at once, which at 32,768-token batches
+    ran the H200 out of memory: ~10 GB each; give 0.125 there)."""
     if not data:
         raise SystemExit("the multi30k plan needs --set data=PATH (the multi30k folder)")
     wanted = set(parts.split(","))
@@ -229,6 +231,7 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                           "--settings", hv_settings, "--seeds", "3", "--max-batches", hv_batches,
                                           "--heldout-split", "test", "--heldout-batches", "100",
                                           "--goal", f"{hv_list[-1]},{hv_list[0]}", "--timeout", "1200",
+                                          "--parallel", "3",
                                           "--out", f"{res}/search_hv_real_m30k.json"),
                        done=f"{res}/search_hv_real_m30k.json", gpu=0.05, after=(tp.name,)))
     fid = Job("fidelity_m30k", (PY, str(ROOT / "benchmarks" / "fidelity.py"), "--space", "multi30k",
@@ -236,7 +239,7 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                 "--max-tokens", fid_max_tokens or max_tokens, "--archs", archs, "--per-bin", per_bin,
                                 "--noise-archs", noise_archs, "--variants", fid_variants,
                                 "--supernet-seeds", fid_seeds, "--gpu", "--supernet-share", "0.125",
-                                "--gpu-share", "0.0625", "--result", f"{res}/fidelity_multi30k.json"),
+                                "--gpu-share", fid_gpu_share, "--result", f"{res}/fidelity_multi30k.json"),
               done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),),
               after=(tp.name,) if "search" in wanted else ())
     return ([sup, host, tp, hv] if "search" in wanted else []) + ([fid] if "fidelity" in wanted else [])
