@@ -66,9 +66,9 @@ def archs_of(space, n: int, seed: int) -> list:
 
 
 def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, device: str, repeat: int,
-            tf32: bool = True, forward_tokens: int | None = None) -> dict:
+            tf32: bool = True, forward_tokens: int | None = None, forward_cost: int | None = None) -> dict:
     q = SupernetQuality(run, MeasureSettings(max_batches=max_batches, max_tokens=max_tokens, device=device,
-                                             tf32=tf32, forward_tokens=forward_tokens))
+                                             tf32=tf32, forward_tokens=forward_tokens, forward_cost=forward_cost))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     nb = len(q.batches)
     archs = archs_of(q.run.space, n, seed)
@@ -87,7 +87,7 @@ def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, devi
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k not in ("arch", "loss", "loss_se")}
     return {"batches": nb, "tokens_per_batch": max_tokens, "archs": len(rows), "median": med, "rows": rows,
             "matmul": q.settings.matmul, "forwards": len(q.merged_sets[0]),
-            "tokens_per_forward": q.settings.tokens_per_forward}
+            "tokens_per_forward": q.settings.tokens_per_forward, "forward_cost": q.settings.forward_cost}
 
 
 def machine() -> dict:
@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-tf32", action="store_true", help="fp32 matmuls on the GPU too (the search uses TF32)")
     p.add_argument("--forward-tokens", type=int, help="tokens per merged forward pass (default: the search's: "
                    "16,384 on CUDA, each batch alone on CPU; --max-tokens: each batch alone)")
+    p.add_argument("--forward-cost", type=int, help="a forward's fixed cost in token positions, which decides "
+                   "the merge (default: the search's, 4,096)")
     p.add_argument("--label", default="run", help="the key this result is stored under in --out")
     p.add_argument("--out", help="JSON file to add the result to (other labels are kept)")
     p.add_argument("--compare", help="a label in --out whose losses this run must reproduce")
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
                         "batch keeps the loss and changes these)")
     a = p.parse_args(argv)
     res = measure(a.run, a.archs, a.seed, a.max_batches, a.max_tokens, "cuda" if a.gpu else "cpu", a.repeat,
-                  not a.no_tf32, a.forward_tokens)
+                  not a.no_tf32, a.forward_tokens, a.forward_cost)
     res.update(machine=machine(), seed=a.seed, run=a.run, device="cuda" if a.gpu else "cpu")
     old = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).is_file() else {}
     rc = 0

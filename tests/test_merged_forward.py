@@ -56,6 +56,10 @@ def test_merged_forwards_give_the_batches_losses_and_standard_error(mt_run, monk
     assert [len(s) for s in alone.batch_sets] == [5] and [len(s) for s in alone.merged_sets] == [5]
     assert [len(s) for s in merged.merged_sets] == [1]  # five batches of different widths, one forward
     assert len({b["src"].shape[1] for b in alone.batch_sets[0]}) > 1  # so the merge pads some rows
+    # the forward cost decides the merge: free forwards never pay for padding, so none merge
+    free = SupernetQuality(mt_run, MeasureSettings(max_batches=5, max_tokens=48, forward_tokens=4096,
+                                                   forward_cost=0))
+    assert [len(s) for s in free.merged_sets] == [5]
     space = alone.run.space
     rng = np.random.default_rng(3)
     for arch in (space.largest(), space.smallest(), space.sample(rng), space.sample(rng)):

@@ -146,6 +146,9 @@ class MeasureSettings:
     #: however few its tokens (a multi30k batch) and an H200 profile put half a measurement's
     #: GPU time outside the GEMMs; on CPU each batch stays one forward (compute-bound, bit-exact).
     forward_tokens: int | None = None
+    #: the fixed cost of one forward, in token positions, that decides which batches merge
+    #: (``merge_batches``); None: ``FORWARD_COST_POSITIONS``
+    forward_cost: int | None = None
 
     @property
     def matmul(self) -> str:
@@ -255,7 +258,9 @@ class SupernetQuality:
             self.refs, self.bleu_batches = self.bleu_sets[0]
             del self.batch_sets[self.repeats:]
         from ..data.batches import merge_batches
-        self.merged_sets = [merge_batches(b, s.tokens_per_forward, td.tokenizer.pad_id) for b in self.batch_sets]
+        from ..data.batches import FORWARD_COST_POSITIONS
+        cost = FORWARD_COST_POSITIONS if s.forward_cost is None else s.forward_cost
+        self.merged_sets = [merge_batches(b, s.tokens_per_forward, td.tokenizer.pad_id, cost) for b in self.batch_sets]
 
     def model(self, arch: Arch):
         # extraction makes every tensor from the supernet's, on its device: no host copies
