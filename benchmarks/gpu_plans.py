@@ -191,8 +191,11 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     for 5 repeats of noisier measurements; the goal compares the last setting with the
     first) and ``benchmarks/fidelity.py``: 48 archs checked against the
     supernets ``none`` and ``layer`` with ``fid_seeds`` seeds each (own Ray instance).
-    ``parts``: ``search`` (supernet, throughput, hypervolume) and/or ``fidelity`` (e.g. a
-    longer-budget check alone: ``--set parts=fidelity --set fid_steps=1200 --set archs=24``);
+    ``parts``: any of ``host`` (host vs GPU cost of one measurement), ``throughput``, ``hv``
+    (each after the supernet) and ``fidelity``; ``search`` is the first three (e.g. a
+    longer-budget check alone: ``--set parts=fidelity --set fid_steps=1200 --set archs=24``;
+    the hypervolume and then the check: ``--set parts=hv,fidelity``, the check after the
+    hypervolume so that the two never share GPU memory);
     ``fid_max_tokens``: the fidelity runs' batch size (default ``max_tokens``), so a
     longer-budget check can share a session with the search's supernet; ``fid_gpu_share``:
     each standalone run's share of the GPU (0.0625: 16 at once, which at 32,768-token batches
@@ -200,8 +203,11 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     if not data:
         raise SystemExit("the multi30k plan needs --set data=PATH (the multi30k folder)")
     wanted = set(parts.split(","))
-    if not wanted or not wanted <= {"search", "fidelity"}:
-        raise SystemExit(f"--set parts={parts}: give search, fidelity or both")
+    if not wanted or not wanted <= {"search", "host", "throughput", "hv", "fidelity"}:
+        raise SystemExit(f"--set parts={parts}: give any of search (= host,throughput,hv), host, throughput, hv, "
+                         "fidelity")
+    if "search" in wanted:
+        wanted |= {"host", "throughput", "hv"}
     res = f"{work}/results"
     run = f"{work}/supernet"
     sup = Job("m30k_supernet", _cosearch("train", "--space", "multi30k", "--task", "translation", "--data", data,
@@ -212,7 +218,7 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                                   "--gpu", "--workers", search_workers, "--trials", search_trials,
                                                   "--max-batches", "20", "--timeout", "240",
                                                   "--out", f"{res}/search_throughput_m30k.json"),
-                       done=f"{res}/search_throughput_m30k.json", gpu=1.0, after=(sup.name, "host_cost_m30k")))
+                       done=f"{res}/search_throughput_m30k.json", gpu=1.0))
     # host vs GPU cost of one measurement, one lever at a time: each batch its own forward in
     # fp32, then TF32 (losses within 1e-4 of fp32), then TF32 with merged forwards (the search's
     # default; losses and per-batch standard errors within 1e-4 of TF32 alone); each step runs
@@ -223,7 +229,7 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                   hc + ["--forward-tokens", "4096", "--label", "tf32", "--compare", "fp32", "--rtol", "1e-4"],
                   hc + ["--label", "tf32_merged", "--compare", "tf32", "--rtol", "1e-4", "--compare-se"]]
     host = _optional(Job("host_cost_m30k", ("sh", "-c", "; ".join(shlex.join(c) for c in host_steps)),
-                         done=f"{res}/measure_host_cost_m30k.json", gpu=1.0, after=(sup.name,)))
+                         done=f"{res}/measure_host_cost_m30k.json", gpu=1.0))
     checkpoints = ",".join(dict.fromkeys(c for c in ("300", hv_trials) if int(c) <= int(hv_trials)))
     hv_list = hv_settings.split(",")
     hv = _optional(Job("search_hv_m30k", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run, "--gpu",
@@ -233,13 +239,22 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                           "--goal", f"{hv_list[-1]},{hv_list[0]}", "--timeout", "1200",
                                           "--parallel", "3",
                                           "--out", f"{res}/search_hv_real_m30k.json"),
-                       done=f"{res}/search_hv_real_m30k.json", gpu=0.05, after=(tp.name,)))
+                       done=f"{res}/search_hv_real_m30k.json", gpu=0.05))
     fid = Job("fidelity_m30k", (PY, str(ROOT / "benchmarks" / "fidelity.py"), "--space", "multi30k",
                                 "--task", "translation", "--data", data, "--out", f"{work}/fid", "--steps", fid_steps,
                                 "--max-tokens", fid_max_tokens or max_tokens, "--archs", archs, "--per-bin", per_bin,
                                 "--noise-archs", noise_archs, "--variants", fid_variants,
                                 "--supernet-seeds", fid_seeds, "--gpu", "--supernet-share", "0.125",
                                 "--gpu-share", fid_gpu_share, "--result", f"{res}/fidelity_multi30k.json"),
-              done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),),
-              after=(tp.name,) if "search" in wanted else ())
-    return ([sup, host, tp, hv] if "search" in wanted else []) + ([fid] if "fidelity" in wanted else [])
+              done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),))
+    from dataclasses import replace
+    # one after the other, each timed job with the GPU alone; the check last (its 32k-token
+    # runs once filled the H200 beside the hypervolume's workers)
+    jobs, last = [], ()
+    for part, job in (("host", host), ("throughput", tp), ("hv", hv)):
+        if part in wanted:
+            jobs.append(replace(job, after=(sup.name, *last)))
+            last = (job.name,)
+    if "fidelity" in wanted:
+        jobs.append(replace(fid, after=last))
+    return ([sup] if len(jobs) > ("fidelity" in wanted) else []) + jobs

@@ -45,3 +45,22 @@ def test_an_optional_measurement_that_fails_does_not_skip_the_jobs_after_it(tmp_
     res = run_jobs([plain, Job("next2", ("true",), done="x", after=("measure2",))], tmp_path / "root2",
                    parallel=1, progress=False)
     assert [r.returncode for r in res] == [3, -1]  # the job after a plain failure never ran
+
+
+def test_the_multi30k_plan_runs_the_chosen_parts_one_after_the_other():
+    """Timed jobs need the GPU alone and the fidelity check's runs once filled the H200 beside
+    the hypervolume's workers: each part waits for the one before it."""
+    sys.path.insert(0, str(RUNNER.parent))
+    import gpu_plans
+
+    def order(parts):
+        return [(j.name, j.after) for j in gpu_plans.multi30k(data="/d", parts=parts)]
+
+    sup = "m30k_supernet"
+    assert order("search,fidelity") == [
+        (sup, ()), ("host_cost_m30k", (sup,)), ("search_throughput_m30k", (sup, "host_cost_m30k")),
+        ("search_hv_m30k", (sup, "search_throughput_m30k")), ("fidelity_m30k", ("search_hv_m30k",))]
+    assert order("hv,fidelity") == [(sup, ()), ("search_hv_m30k", (sup,)), ("fidelity_m30k", ("search_hv_m30k",))]
+    assert order("fidelity") == [("fidelity_m30k", ())]  # no supernet of its own to train
+    with pytest.raises(SystemExit, match="parts=hv,bogus"):
+        gpu_plans.multi30k(data="/d", parts="hv,bogus")
