@@ -260,8 +260,12 @@ def gather(out: Path, result: str | None) -> int:
     info = json.loads((out / "run_info.json").read_text())
     info["reports"] = {}
     for k in info["variants"]:
+        if f"fidelity-{k}" in info.get("failed", {}) and not (out / "fidelity" / k / "measured.json").is_file():
+            print(f"{k}: not checked ({info['failed'][f'fidelity-{k}']})")
+            continue
         rep = write_report(out / "fidelity" / k)
-        info["reports"][k] = {"goals": rep["goals"], "summary": rep["summary"], "per_arch": rep["per_arch"]}
+        info["reports"][k] = {"supernet": rep.get("supernet"), "goals": rep["goals"], "summary": rep["summary"],
+                              "per_arch": rep["per_arch"]}
         g = rep["goals"] or {}
         print(f"{k}: tau {g.get('tau')}, lower {g.get('tau_lower')}, within-bin {g.get('within_bin_tau')}, "
               f"best proxy {g.get('best_proxy')} {g.get('best_proxy_tau')}")

@@ -35,7 +35,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor, as_completed  # noqa: E402
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -113,7 +113,7 @@ def reported_fronts(out: Path, objectives: list, directions: list, checkpoints: 
     return fronts
 
 
-def main():
+def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True)
     ap.add_argument("--settings", default="random,nsga2:r5:m2")
@@ -132,7 +132,9 @@ def main():
     ap.add_argument("--parallel", type=int, default=1,
                     help="searches run at once (each its own CLI process and --workers); fronts are scored as they end")
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if a.parallel < 1:
+        ap.error(f"--parallel {a.parallel}: give 1 or more")
     from cosearch.search.objectives import parse_objectives
     from cosearch.search.quality import MeasureSettings, SupernetQuality
     from cosearch.space import Arch
@@ -168,7 +170,8 @@ def main():
                   "objectives": a.objectives, "latency_max_ms": bound, "reference": reference,
                   "max_batches": a.max_batches,
                   "heldout": {"split": a.heldout_split, "batches": a.heldout_batches, "archs": len(heldout_cache)},
-                  "workers": a.workers, "device": "cuda" if a.gpu else "cpu", "trials": a.trials, "seeds": a.seeds,
+                  "workers": a.workers, "parallel": a.parallel,
+                  "device": "cuda" if a.gpu else "cpu", "trials": a.trials, "seeds": a.seeds,
                   "complete": len(runs) == a.seeds * len(settings),
                   "elapsed_s": round(time.perf_counter() - t0, 1), "summary": summary, "runs": runs,
                   "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"}
@@ -207,19 +210,36 @@ def main():
     result = write(runs)
     # seeds outermost: a run cut short still has every setting on its first seeds
     todo = [(setting, seed) for seed in range(a.seeds) for setting in settings if (setting, seed) not in done]
+    first_error = None
     with tempfile.TemporaryDirectory(prefix="cosearch-hv-") as tmp, \
-            ThreadPoolExecutor(max_workers=max(1, a.parallel)) as pool:
+            ThreadPoolExecutor(max_workers=a.parallel) as pool:
         def search(setting: str, seed: int) -> tuple[dict, Path]:
             out = Path(tmp) / f"{setting.replace(':', '_')}_{seed}"
             return run_cli(a, setting, seed, bound, out), out
 
-        futures = {pool.submit(search, *job): job for job in todo}
-        for fut in as_completed(futures):  # scored in this process, one at a time
-            setting, seed = futures[fut]
-            summary, out = fut.result()
-            runs.append(score(setting, seed, summary, out))
-            print(json.dumps(runs[-1]), flush=True)
-            result = write(sorted(runs, key=lambda r: (r["seed"], settings.index(r["setting"]))))
+        # at most --parallel searches in flight, the next one started only when one ends and
+        # nothing has failed: after a failure no new search starts (those running finish and count)
+        pending, running = list(todo), {}
+        while pending or running:
+            while pending and len(running) < a.parallel and first_error is None:
+                job = pending.pop(0)
+                running[pool.submit(search, *job)] = job
+            if not running:
+                break
+            ended, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in sorted(ended, key=lambda f: todo.index(running[f])):  # scored here, one at a time
+                setting, seed = running.pop(fut)
+                try:
+                    summary, out = fut.result()
+                    row = score(setting, seed, summary, out)
+                except (SystemExit, Exception) as e:  # noqa: BLE001 -- raised once the runs in flight end
+                    first_error = first_error or e
+                    continue
+                runs.append(row)
+                print(json.dumps(runs[-1]), flush=True)
+                result = write(sorted(runs, key=lambda r: (r["seed"], settings.index(r["setting"]))))
+    if first_error is not None:  # the finished runs are in --out: a rerun resumes after them
+        raise first_error
     print(json.dumps({k: result[k] for k in ("summary", "goal") if k in result}, indent=2))
 
 

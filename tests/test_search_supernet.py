@@ -40,6 +40,7 @@ def test_search_measures_inherited_weight_loss_and_caches(lm_run, tmp_path):
     record = json.loads((tmp_path / "s" / "search.json").read_text())
     assert record["quality_matmul"] == "fp32"
     assert record["quality_forward_tokens"] == 4096  # on CPU each batch is one forward
+    assert record["quality_forward_cost"] == 4096
     assert all(math.isfinite(v) and v > 0 for v in df["quality"])
     # the stored quality is the loss the supernet gives that arch on the same subset
     q = SupernetQuality(lm_run, MeasureSettings(max_batches=2))

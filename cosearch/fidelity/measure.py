@@ -91,13 +91,12 @@ def _key(*parts: str, eval_tokens: int | None) -> str:
 
 def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cache, device: torch.device,
                       max_tokens: int, want_bleu: bool, progress: Callable | None = None,
-                      eval_tokens: int | None = None) -> list[dict]:
-    """Every arch extracted from the supernet's newest checkpoint and scored."""
-    run = None
+                      eval_tokens: int | None = None) -> tuple[list[dict], Path]:
+    """Every arch extracted from the supernet's newest checkpoint and scored; and that
+    checkpoint (a run still training may have a newer one than when the check began)."""
+    run = load_run(run_dir, device)
     out = []
     for a in archs:
-        if run is None:
-            run = load_run(run_dir, device)
         key = _key("inherited", Path(run.checkpoint).name, a.digest(), eval_tokens=eval_tokens)
         entry = cache.get(key)
         if not _complete(entry, want_bleu, td):
@@ -108,7 +107,7 @@ def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cac
         out.append(entry)
         if progress is not None:
             progress()
-    return out
+    return out, Path(run.checkpoint)
 
 
 def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.device, max_tokens: int,

@@ -151,6 +151,12 @@ class MeasureSettings:
     forward_cost: int | None = None
 
     @property
+    def cost_per_forward(self) -> int:
+        """The per-forward cost the merge weighs padding against (see ``forward_cost``)."""
+        from ..data.batches import FORWARD_COST_POSITIONS
+        return FORWARD_COST_POSITIONS if self.forward_cost is None else self.forward_cost
+
+    @property
     def matmul(self) -> str:
         """The float32 matmul precision measurements use: ``tf32`` or ``fp32``."""
         return "tf32" if self.tf32 and self.device.startswith("cuda") else "fp32"
@@ -258,9 +264,8 @@ class SupernetQuality:
             self.refs, self.bleu_batches = self.bleu_sets[0]
             del self.batch_sets[self.repeats:]
         from ..data.batches import merge_batches
-        from ..data.batches import FORWARD_COST_POSITIONS
-        cost = FORWARD_COST_POSITIONS if s.forward_cost is None else s.forward_cost
-        self.merged_sets = [merge_batches(b, s.tokens_per_forward, td.tokenizer.pad_id, cost) for b in self.batch_sets]
+        self.merged_sets = [merge_batches(b, s.tokens_per_forward, td.tokenizer.pad_id, s.cost_per_forward)
+                            for b in self.batch_sets]
 
     def model(self, arch: Arch):
         # extraction makes every tensor from the supernet's, on its device: no host copies

@@ -135,7 +135,7 @@ def _hardware_ref(hw: Any, name: str) -> str:
 
 #: settings recorded in search.json that another process of the same search may change
 #: (a search started on CPU may resume on a GPU, measuring with TF32 matmuls there)
-PER_PROCESS_SETTINGS = ("seed", "quality_matmul", "quality_forward_tokens")
+PER_PROCESS_SETTINGS = ("seed", "quality_matmul", "quality_forward_tokens", "quality_forward_cost")
 
 
 def _check_config(out: Path | None, record: dict) -> None:
@@ -262,6 +262,8 @@ class _Search:
             "quality_matmul": self.factory.settings.matmul if isinstance(self.factory, SupernetSpec) else None,
             # tokens per forward pass of a loss measurement (batches merged on CUDA; same losses)
             "quality_forward_tokens": self.factory.settings.tokens_per_forward
+            if isinstance(self.factory, SupernetSpec) else None,
+            "quality_forward_cost": self.factory.settings.cost_per_forward
             if isinstance(self.factory, SupernetSpec) else None,
             # the supernet measured: `cosearch export DIR --pick ...` loads it without --run
             "run": str(Path(cfg.run_dir).resolve()) if cfg.run_dir is not None else None}
