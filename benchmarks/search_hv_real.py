@@ -13,7 +13,9 @@ own FIXED reference point (summary.json: ln(vocab), 1.1 x the largest arch's lat
 size), so every run and setting is scored alike. ``--goal A,B`` checks hv(A) >= mean +
 2 std of hv(B) at every checkpoint, and gives mean(A) - mean(B) with a 95% Welch interval. The
 results file is rewritten after each run; a rerun with the same ``--out`` and settings keeps
-its finished runs (a cut GPU job resumes; delete the file to start again). ``measurements`` counts quality measurements (repeats
+its finished runs (a cut GPU job resumes; delete the file to start again); a file of other settings
+is refused, never overwritten. ``--parallel P`` runs P searches at once; after a failure no new one
+starts. ``measurements`` counts quality measurements (repeats
 included): the price of the noise-aware settings.
 
     python benchmarks/search_hv_real.py --run RUN --gpu --workers 6 --settings random,nsga2:r5:m2 \\
@@ -147,8 +149,18 @@ def main(argv: list[str] | None = None):
     same = {"run": str(Path(a.run).resolve()), "hw": a.hw, "objectives": a.objectives, "latency_max_ms": bound,
             "max_batches": a.max_batches, "trials": a.trials, "workers": a.workers}
     prev = _previous(Path(a.out), same, (a.heldout_split, a.heldout_batches))
+    if prev is None and Path(a.out).exists():  # never overwrite other results
+        raise SystemExit(f"--out {a.out} exists and is not a cut run of these settings (run, --hw, --objectives, "
+                         "--max-batches, --trials, --workers, held-out split and batches); give another --out, or "
+                         "delete it to start again")
+    other = sorted({(r["setting"], r["seed"]) for r in (prev or {}).get("runs", [])
+                    if r["setting"] not in settings or r["seed"] >= a.seeds})
+    if other:
+        raise SystemExit(f"--out {a.out} also holds runs this command would drop: "
+                         f"{', '.join(f'{s} seed {n}' for s, n in other)}; add them to --settings / --seeds, or "
+                         "give another --out")
     if prev is not None:  # a cut job restarted: keep its finished runs, run the rest
-        runs = [r for r in prev["runs"] if r["setting"] in settings and r["seed"] < a.seeds]
+        runs = list(prev["runs"])
         reference = prev["reference"] if runs else None
         print(f"resuming {a.out}: {len(runs)} finished run(s) kept", flush=True)
     done = {(r["setting"], r["seed"]) for r in runs}

@@ -50,3 +50,10 @@ def test_a_failed_search_stops_the_rest_and_a_rerun_resumes(tmp_path, monkeypatc
     done = json.loads(out.read_text())
     assert [(r["setting"], r["seed"]) for r in done["runs"]] == [("random", 0), ("default", 0)] and done["complete"]
     assert done["runs"][0] == kept["runs"][0]
+    # results of other settings are never overwritten or dropped
+    before = out.read_text()
+    with pytest.raises(SystemExit, match="exists and is not a cut run of these settings"):
+        hv.main(argv[:7] + ["40"] + argv[8:])  # --trials 40
+    with pytest.raises(SystemExit, match="would drop: default seed 0"):
+        hv.main(argv[:3] + ["random"] + argv[4:5] + ["1"] + argv[6:])  # --settings random --seeds 1
+    assert out.read_text() == before
