@@ -87,7 +87,14 @@ def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, devi
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k not in ("arch", "loss", "loss_se")}
     return {"batches": nb, "tokens_per_batch": max_tokens, "archs": len(rows), "median": med, "rows": rows,
             "matmul": q.settings.matmul, "forwards": len(q.merged_sets[0]),
-            "tokens_per_forward": q.settings.tokens_per_forward, "forward_cost": q.settings.cost_per_forward}
+            "tokens_per_forward": q.settings.tokens_per_forward, "forward_cost": q.settings.cost_per_forward,
+            "positions": positions(q.merged_sets[0])}
+
+
+def positions(merged) -> int:
+    """Token positions the forwards compute, padding included (every 2-D input but the mask)."""
+    return sum(v.numel() for m in merged for k, v in m.batch.items()
+               if torch.is_tensor(v) and v.dim() == 2 and k != "attention_mask")
 
 
 def machine() -> dict:

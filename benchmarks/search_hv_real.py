@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None):
                            "front": len(archs), "measurements": n}
         return row
 
-    result = write(runs)
+    result = write(runs) if runs else None  # no file until a run has finished
     # seeds outermost: a run cut short still has every setting on its first seeds
     todo = [(setting, seed) for seed in range(a.seeds) for setting in settings if (setting, seed) not in done]
     first_error = None
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None):
                 result = write(sorted(runs, key=lambda r: (r["seed"], settings.index(r["setting"]))))
     if first_error is not None:  # the finished runs are in --out: a rerun resumes after them
         raise first_error
-    print(json.dumps({k: result[k] for k in ("summary", "goal") if k in result}, indent=2))
+    if result is not None:
+        print(json.dumps({k: result[k] for k in ("summary", "goal") if k in result}, indent=2))
 
 
 if __name__ == "__main__":

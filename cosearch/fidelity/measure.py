@@ -91,9 +91,10 @@ def _key(*parts: str, eval_tokens: int | None) -> str:
 
 def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cache, device: torch.device,
                       max_tokens: int, want_bleu: bool, progress: Callable | None = None,
-                      eval_tokens: int | None = None) -> tuple[list[dict], Path]:
-    """Every arch extracted from the supernet's newest checkpoint and scored; and that
-    checkpoint (a run still training may have a newer one than when the check began)."""
+                      eval_tokens: int | None = None) -> tuple[list[dict], dict]:
+    """Every arch extracted from the supernet's newest checkpoint and scored; and which
+    checkpoint that was (``checkpoint``, ``step``: a run still training may have a newer one
+    than when the check began)."""
     run = load_run(run_dir, device)
     out = []
     for a in archs:
@@ -107,7 +108,7 @@ def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cac
         out.append(entry)
         if progress is not None:
             progress()
-    return out, Path(run.checkpoint)
+    return out, {"checkpoint": Path(run.checkpoint).name, "step": run.step}
 
 
 def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.device, max_tokens: int,

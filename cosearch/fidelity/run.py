@@ -16,7 +16,6 @@ alone would?
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -70,12 +69,6 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
         return _run_locked(run, out, root, plan, settings, td, parallel, gpu_share, max_tokens, progress, address)
 
 
-def supernet_state(checkpoint: Path, train: dict) -> dict:
-    """Which checkpoint of the run the inherited scores come from, and how far its training got."""
-    step = int(re.match(r"^step_(\d+)\.pt$", checkpoint.name).group(1))
-    return {"checkpoint": checkpoint.name, "step": step, "steps_planned": int(train["steps"])}
-
-
 def default_out(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}-fidelity"
 
@@ -102,8 +95,8 @@ def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td
         from tqdm.auto import tqdm
         bar = tqdm(total=len(plan.archs) + len(plan.jobs), desc="measure", unit="model", dynamic_ncols=True)
     tick = bar.update if bar is not None else None
-    inherited, checkpoint = measure_inherited(run.run_dir, [plan.arch(i) for i in range(len(plan.archs))], td, cache, device,
-                                  max_tokens, settings.bleu, tick, settings.eval_tokens)
+    inherited, loaded = measure_inherited(run.run_dir, [plan.arch(i) for i in range(len(plan.archs))], td, cache,
+                                          device, max_tokens, settings.bleu, tick, settings.eval_tokens)
     measured = {}
     for r in results:
         if r.ok:
@@ -113,7 +106,7 @@ def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td
             tick()
     if bar is not None:
         bar.close()
-    supernet = supernet_state(checkpoint, run.train)
+    supernet = {**loaded, "steps_planned": int(run.train["steps"])}
     atomic_write_text(out / MEASURED, json.dumps({"inherited": inherited, "standalone": measured,
                                                   "failed": failed, "supernet": supernet}, indent=1) + "\n")
     if supernet["step"] < supernet["steps_planned"]:
