@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from cosearch.jobs import Job
@@ -31,7 +32,6 @@ def _optional(job: Job) -> Job:
     """``job`` as a measurement the plan goes on without: it always exits 0 and is done once
     attempted (its own result file says whether it worked), so a failure or time-out never
     skips the jobs placed after it."""
-    from dataclasses import replace
     marker = f"{job.done}.attempted"
     folder = shlex.quote(str(Path(marker).parent))
     return replace(job, argv=("sh", "-c", f"mkdir -p {folder}; {shlex.join(job.argv)}; touch {shlex.quote(marker)}"),
@@ -94,7 +94,6 @@ def session(data: str = "", work: str = "/tmp/gpu", budget_s: str = "360", searc
     fidelity`` on the same supernet (24 archs, 4 seed-noise runs), sharing the GPU with the
     code_lm jobs. Its report needs scipy: where the GPU machine lacks it, the job ends after
     writing ``measured.json`` and ``cosearch fidelity RUN --out COPY --report-only`` rebuilds it."""
-    from dataclasses import replace
     lm_work = f"{work}/code_lm"
     res = f"{work}/results"
     jobs = code_lm(data=data, work=lm_work, budget_s=budget_s, extra=extra)
@@ -180,7 +179,9 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
              hv_settings: str = "random,default", fid_steps: str = "300", fid_seeds: str = "3",
              archs: str = "48", per_bin: str = "6", noise_archs: str = "6", hv_batches: str = "20",
              fid_variants: str = "none:mode=none;layer:mode=layer", fid_max_tokens: str = "",
-             fid_gpu_share: str = "0.0625", parts: str = "search,fidelity") -> list[Job]:
+             fid_gpu_share: str = "0.0625", parts: str = "search,fidelity", tp_forward: str = "",
+             code_lm_data: str = "", code_lm_steps: str = "600", code_lm_hv_trials: str = "1000",
+             code_lm_hv_batches: str = "2") -> list[Job]:
     """Issues 21 and 23 on Multi30k, one H200: a ``cosearch train --gpu`` supernet; the CLI
     search throughput for K = 1, 2, 6 with the GPU alone (20 validation batches per arch);
     then, sharing the GPU, the hypervolume of random vs the command's default sampler as a
@@ -199,7 +200,15 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     ``fid_max_tokens``: the fidelity runs' batch size (default ``max_tokens``), so a
     longer-budget check can share a session with the search's supernet; ``fid_gpu_share``:
     each standalone run's share of the GPU (0.0625: 16 at once, which at 32,768-token batches
-    ran the H200 out of memory: ~10 GB each; give 0.125 there)."""
+    ran the H200 out of memory: ~10 GB each; give 0.125 there).
+    ``tp_forward=TOKENS:COST``: the host-cost part adds that merge (``--forward-tokens``,
+    ``--forward-cost``) and the throughput part measures with it (``$COSEARCH_FORWARD_TOKENS``,
+    ``$COSEARCH_FORWARD_COST``; the command records both in search.json).
+    ``code_lm_data=PATH`` (the linux-c folder) adds the hypervolume on a ``code_lm`` supernet
+    (``code_lm_recipe.py`` with ``code_lm_steps`` steps, trained beside the multi30k supernet,
+    each with half the GPU; its search beside the multi30k one, ``code_lm_hv_batches``
+    validation batches per measurement, fronts after 300 and ``code_lm_hv_trials``; the
+    timed parts wait for both supernets)."""
     if not data:
         raise SystemExit("the multi30k plan needs --set data=PATH (the multi30k folder)")
     wanted = set(parts.split(","))
@@ -214,11 +223,21 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                          "--out", run, "--steps", steps, "--max-tokens", max_tokens, "--gpu",
                                          "--no-progress"),
               done=f"{run}/summary.json", gpu=1.0)
+    if tp_forward:
+        try:
+            fwd_tokens, fwd_cost = (str(int(v)) for v in tp_forward.split(":"))
+        except ValueError:
+            raise SystemExit(f"--set tp_forward={tp_forward}: give TOKENS:COST, e.g. 65536:16384") from None
+    with_code_lm = bool(code_lm_data)
+    if with_code_lm:  # the two supernets share the GPU; nothing timed runs beside them
+        sup = replace(sup, gpu=0.5)
     tp = _optional(Job("search_throughput_m30k", (PY, str(ROOT / "benchmarks" / "search_throughput.py"), "--run", run,
                                                   "--gpu", "--workers", search_workers, "--trials", search_trials,
                                                   "--max-batches", "20", "--timeout", "240",
                                                   "--out", f"{res}/search_throughput_m30k.json"),
-                       done=f"{res}/search_throughput_m30k.json", gpu=1.0))
+                       done=f"{res}/search_throughput_m30k.json", gpu=1.0,
+                       env=(("COSEARCH_FORWARD_TOKENS", fwd_tokens), ("COSEARCH_FORWARD_COST", fwd_cost))
+                       if tp_forward else ()))
     # host vs GPU cost of one measurement, one lever at a time: each batch its own forward in
     # fp32, then TF32 (losses within 1e-4 of fp32), then TF32 with merged forwards (the search's
     # default; losses and per-batch standard errors within 1e-4 of TF32 alone); each step runs
@@ -228,6 +247,10 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     host_steps = [hc + ["--no-tf32", "--forward-tokens", "4096", "--label", "fp32"],
                   hc + ["--forward-tokens", "4096", "--label", "tf32", "--compare", "fp32", "--rtol", "1e-4"],
                   hc + ["--label", "tf32_merged", "--compare", "tf32", "--rtol", "1e-4", "--compare-se"]]
+    if tp_forward:
+        host_steps.append(hc + ["--forward-tokens", fwd_tokens, "--forward-cost", fwd_cost,
+                                "--label", f"tf32_t{fwd_tokens}_c{fwd_cost}", "--compare", "tf32", "--rtol", "1e-4",
+                                "--compare-se"])
     host = _optional(Job("host_cost_m30k", ("sh", "-c", "; ".join(shlex.join(c) for c in host_steps)),
                          done=f"{res}/measure_host_cost_m30k.json", gpu=1.0))
     checkpoints = ",".join(dict.fromkeys(c for c in ("300", hv_trials) if int(c) <= int(hv_trials)))
@@ -247,14 +270,37 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                 "--supernet-seeds", fid_seeds, "--gpu", "--supernet-share", "0.125",
                                 "--gpu-share", fid_gpu_share, "--result", f"{res}/fidelity_multi30k.json"),
               done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),))
-    from dataclasses import replace
     # one after the other, each timed job with the GPU alone; the check last (its 32k-token
     # runs once filled the H200 beside the hypervolume's workers)
+    lm_jobs, supernets = [], (sup.name,)
+    if with_code_lm:
+        lm_work = f"{work}/code_lm"
+        lm_jobs = [replace(j, gpu=0.5 if j.gpu else 0.0) for j in code_lm(data=code_lm_data, work=lm_work,
+                                                                          steps=code_lm_steps)
+                   if j.name in ("code_lm_data", "code_lm_supernet")]
+        supernets = (sup.name, "code_lm_supernet")
+        lm_checkpoints = ",".join(dict.fromkeys(c for c in ("300", code_lm_hv_trials)
+                                                if int(c) <= int(code_lm_hv_trials)))
+        lm_hv = _optional(Job("search_hv_code_lm", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"),
+                                                    "--run", f"{lm_work}/supernet", "--gpu", "--workers", "2",
+                                                    "--trials", code_lm_hv_trials, "--checkpoints", lm_checkpoints,
+                                                    "--settings", hv_settings, "--seeds", "3",
+                                                    "--max-batches", code_lm_hv_batches, "--heldout-split", "test",
+                                                    "--heldout-batches", "20", "--goal", f"{hv_list[-1]},{hv_list[0]}",
+                                                    "--timeout", "1200", "--parallel", "3",
+                                                    "--out", f"{res}/search_hv_real_code_lm.json"),
+                              done=f"{res}/search_hv_real_code_lm.json", gpu=0.05,
+                              env=(("COSEARCH_DATA_CACHE", f"{lm_work}/cache"),)))
     jobs, last = [], ()
     for part, job in (("host", host), ("throughput", tp), ("hv", hv)):
         if part in wanted:
-            jobs.append(replace(job, after=(sup.name, *last)))
+            if part == "hv" and with_code_lm:  # the two searches share the GPU (neither is timed)
+                jobs.append(replace(lm_hv, after=(*supernets, *last)))
+                jobs.append(replace(job, after=(*supernets, *last)))
+                last = (lm_hv.name, job.name)
+                continue
+            jobs.append(replace(job, after=(*supernets, *last)))
             last = (job.name,)
     if "fidelity" in wanted:
         jobs.append(replace(fid, after=last))
-    return ([sup] if len(jobs) > ("fidelity" in wanted) else []) + jobs
+    return ([sup, *lm_jobs] if len(jobs) > ("fidelity" in wanted) else []) + jobs

@@ -49,12 +49,15 @@ def run_once(a, workers: int, out: Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     tm = summary["timing"]
     books = check_books(out, a.trials)
+    # how the command measured (TF32, batches merged per forward): recorded by the command itself
+    record = json.loads((out / "search.json").read_text())
+    how = {k: record.get(k) for k in ("quality_matmul", "quality_forward_tokens", "quality_forward_cost")}
     return {"workers": workers, "trials": summary["trials"], "measured": tm["measured"],
             "startup_s": tm["startup_s"], "workers_start_s": tm["workers_start_s"], "loop_s": tm["loop_s"],
             "archs_per_s": round(tm["measured"] / tm["loop_s"], 2) if tm["loop_s"] else None,
             "measurements_per_s": round((tm["measured"] + tm["measured_again"]) / tm["loop_s"], 2)
             if tm["loop_s"] else None,
-            "wall_s": round(wall, 2), "archs_per_s_with_startup": round(tm["measured"] / wall, 2), **books}
+            "wall_s": round(wall, 2), "archs_per_s_with_startup": round(tm["measured"] / wall, 2), **books, **how}
 
 
 def check_books(out: Path, total: int) -> dict:

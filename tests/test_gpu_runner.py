@@ -64,3 +64,35 @@ def test_the_multi30k_plan_runs_the_chosen_parts_one_after_the_other():
     assert order("fidelity") == [("fidelity_m30k", ())]  # no supernet of its own to train
     with pytest.raises(SystemExit, match="parts=hv,bogus"):
         gpu_plans.multi30k(data="/d", parts="hv,bogus")
+
+
+def test_the_multi30k_plan_adds_the_code_lm_search_and_another_merge_without_timing_beside_them():
+    """The code_lm supernet trains beside the multi30k one (half the GPU each) and its search
+    beside the multi30k search; the timed parts wait for both supernets, the check for both
+    searches; ``tp_forward`` reaches the throughput commands through the environment."""
+    sys.path.insert(0, str(RUNNER.parent))
+    import gpu_plans
+
+    jobs = gpu_plans.multi30k(data="/d", parts="search,fidelity", code_lm_data="/lc", code_lm_steps="50",
+                              tp_forward="65536:16384")
+    by = {j.name: j for j in jobs}
+    sups = ("m30k_supernet", "code_lm_supernet")
+    assert [(j.name, j.after) for j in jobs] == [
+        ("m30k_supernet", ()), ("code_lm_data", ()), ("code_lm_supernet", ("code_lm_data",)),
+        ("host_cost_m30k", sups), ("search_throughput_m30k", (*sups, "host_cost_m30k")),
+        ("search_hv_code_lm", (*sups, "search_throughput_m30k")),
+        ("search_hv_m30k", (*sups, "search_throughput_m30k")),
+        ("fidelity_m30k", ("search_hv_code_lm", "search_hv_m30k"))]
+    assert (by["m30k_supernet"].gpu, by["code_lm_supernet"].gpu, by["code_lm_data"].gpu) == (0.5, 0.5, 0.0)
+    assert "--steps 50" in " ".join(by["code_lm_supernet"].argv)
+    assert dict(by["search_throughput_m30k"].env) == {"COSEARCH_FORWARD_TOKENS": "65536",
+                                                      "COSEARCH_FORWARD_COST": "16384"}
+    host = " ".join(by["host_cost_m30k"].argv)
+    assert "--forward-tokens 65536 --forward-cost 16384 --label tf32_t65536_c16384 --compare tf32" in host
+    lm_hv = " ".join(by["search_hv_code_lm"].argv)
+    assert "--run /tmp/gpu/m30k/code_lm/supernet" in lm_hv and "--max-batches 2" in lm_hv
+    assert dict(by["search_hv_code_lm"].env) == {"COSEARCH_DATA_CACHE": "/tmp/gpu/m30k/code_lm/cache"}
+    plain = {j.name: j for j in gpu_plans.multi30k(data="/d")}
+    assert plain["m30k_supernet"].gpu == 1.0 and plain["search_throughput_m30k"].env == ()
+    with pytest.raises(SystemExit, match="tp_forward=65536"):
+        gpu_plans.multi30k(data="/d", tp_forward="65536")

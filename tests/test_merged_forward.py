@@ -67,3 +67,27 @@ def test_merged_forwards_give_the_batches_losses_and_standard_error(mt_run, monk
         assert m["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert m["loss_se"] == pytest.approx(a["loss_se"], rel=1e-4)  # per batch, not per forward
     assert len(calls) == 4  # the merged measurements went through the merged forwards, the others not
+
+
+def test_the_environment_sets_the_merge_where_the_settings_leave_it_open(monkeypatch):
+    from cosearch.data.batches import FORWARD_COST_POSITIONS
+    from cosearch.errors import UserError
+    from cosearch.search.quality import GPU_FORWARD_TOKENS
+    monkeypatch.delenv("COSEARCH_FORWARD_TOKENS", raising=False)
+    monkeypatch.delenv("COSEARCH_FORWARD_COST", raising=False)
+    cpu, gpu = MeasureSettings(max_tokens=4096), MeasureSettings(max_tokens=4096, device="cuda")
+    assert (cpu.tokens_per_forward, gpu.tokens_per_forward) == (4096, GPU_FORWARD_TOKENS)
+    assert gpu.cost_per_forward == FORWARD_COST_POSITIONS
+    monkeypatch.setenv("COSEARCH_FORWARD_TOKENS", "65536")
+    monkeypatch.setenv("COSEARCH_FORWARD_COST", "16384")
+    assert (cpu.tokens_per_forward, gpu.tokens_per_forward) == (65536, 65536)
+    assert gpu.cost_per_forward == 16384
+    # never below one batch, and explicit settings win over the environment
+    monkeypatch.setenv("COSEARCH_FORWARD_TOKENS", "100")
+    assert gpu.tokens_per_forward == 4096
+    pinned = MeasureSettings(max_tokens=4096, device="cuda", forward_tokens=8192, forward_cost=7)
+    assert (pinned.tokens_per_forward, pinned.cost_per_forward) == (8192, 7)
+    for bad in ("0", "-5", "lots"):
+        monkeypatch.setenv("COSEARCH_FORWARD_COST", bad)
+        with pytest.raises(UserError, match=r"\$COSEARCH_FORWARD_COST="):
+            gpu.cost_per_forward
