@@ -225,10 +225,15 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
               done=f"{run}/summary.json", gpu=1.0)
     if tp_forward:
         try:
-            fwd_tokens, fwd_cost = (str(int(v)) for v in tp_forward.split(":"))
+            fwd_tokens, fwd_cost = (int(v) for v in tp_forward.split(":"))
         except ValueError:
-            raise SystemExit(f"--set tp_forward={tp_forward}: give TOKENS:COST, e.g. 65536:16384") from None
-    with_code_lm = bool(code_lm_data)
+            fwd_tokens = fwd_cost = 0
+        if min(fwd_tokens, fwd_cost) < 1:
+            raise SystemExit(f"--set tp_forward={tp_forward}: give TOKENS:COST, two positive whole numbers, "
+                             "e.g. 65536:16384")
+        fwd_tokens, fwd_cost = str(fwd_tokens), str(fwd_cost)
+    # the code_lm supernet only serves its hypervolume
+    with_code_lm = bool(code_lm_data) and "hv" in wanted
     if with_code_lm:  # the two supernets share the GPU; nothing timed runs beside them
         sup = replace(sup, gpu=0.5)
     tp = _optional(Job("search_throughput_m30k", (PY, str(ROOT / "benchmarks" / "search_throughput.py"), "--run", run,
@@ -275,8 +280,9 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     lm_jobs, supernets = [], (sup.name,)
     if with_code_lm:
         lm_work = f"{work}/code_lm"
-        lm_jobs = [replace(j, gpu=0.5 if j.gpu else 0.0) for j in code_lm(data=code_lm_data, work=lm_work,
-                                                                          steps=code_lm_steps)
+        # optional: a failed code_lm stage must not skip the multi30k measurements after it
+        lm_jobs = [_optional(replace(j, gpu=0.5 if j.gpu else 0.0))
+                   for j in code_lm(data=code_lm_data, work=lm_work, steps=code_lm_steps)
                    if j.name in ("code_lm_data", "code_lm_supernet")]
         supernets = (sup.name, "code_lm_supernet")
         lm_checkpoints = ",".join(dict.fromkeys(c for c in ("300", code_lm_hv_trials)

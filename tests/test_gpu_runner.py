@@ -94,5 +94,12 @@ def test_the_multi30k_plan_adds_the_code_lm_search_and_another_merge_without_tim
     assert dict(by["search_hv_code_lm"].env) == {"COSEARCH_DATA_CACHE": "/tmp/gpu/m30k/code_lm/cache"}
     plain = {j.name: j for j in gpu_plans.multi30k(data="/d")}
     assert plain["m30k_supernet"].gpu == 1.0 and plain["search_throughput_m30k"].env == ()
-    with pytest.raises(SystemExit, match="tp_forward=65536"):
-        gpu_plans.multi30k(data="/d", tp_forward="65536")
+    for bad in ("65536", "0:-5", "a:b"):
+        with pytest.raises(SystemExit, match=f"tp_forward={bad}: give TOKENS:COST"):
+            gpu_plans.multi30k(data="/d", tp_forward=bad)
+    # the code_lm stages never block the multi30k jobs after them: done once attempted
+    assert by["code_lm_supernet"].done.endswith(".attempted") and "; touch " in by["code_lm_supernet"].argv[-1]
+    assert by["code_lm_data"].done.endswith(".attempted")
+    # no hypervolume part, no code_lm supernet to train
+    names = [j.name for j in gpu_plans.multi30k(data="/d", parts="host", code_lm_data="/lc")]
+    assert names == ["m30k_supernet", "host_cost_m30k"]

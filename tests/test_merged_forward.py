@@ -69,25 +69,30 @@ def test_merged_forwards_give_the_batches_losses_and_standard_error(mt_run, monk
     assert len(calls) == 4  # the merged measurements went through the merged forwards, the others not
 
 
-def test_the_environment_sets_the_merge_where_the_settings_leave_it_open(monkeypatch):
-    from cosearch.data.batches import FORWARD_COST_POSITIONS
+def test_the_environment_sets_the_merge_of_a_search_and_its_workers_get_the_values(monkeypatch, tmp_path):
     from cosearch.errors import UserError
-    from cosearch.search.quality import GPU_FORWARD_TOKENS
+    from cosearch.search.quality import SupernetSpec, forward_settings_from_env
+    from cosearch.search.config import SearchConfig
+    from cosearch.search.study import _quality_factory
+    from cosearch.space import SearchSpace
     monkeypatch.delenv("COSEARCH_FORWARD_TOKENS", raising=False)
     monkeypatch.delenv("COSEARCH_FORWARD_COST", raising=False)
-    cpu, gpu = MeasureSettings(max_tokens=4096), MeasureSettings(max_tokens=4096, device="cuda")
-    assert (cpu.tokens_per_forward, gpu.tokens_per_forward) == (4096, GPU_FORWARD_TOKENS)
-    assert gpu.cost_per_forward == FORWARD_COST_POSITIONS
+    assert forward_settings_from_env() == {"forward_tokens": None, "forward_cost": None}
     monkeypatch.setenv("COSEARCH_FORWARD_TOKENS", "65536")
-    monkeypatch.setenv("COSEARCH_FORWARD_COST", "16384")
-    assert (cpu.tokens_per_forward, gpu.tokens_per_forward) == (65536, 65536)
-    assert gpu.cost_per_forward == 16384
-    # never below one batch, and explicit settings win over the environment
-    monkeypatch.setenv("COSEARCH_FORWARD_TOKENS", "100")
-    assert gpu.tokens_per_forward == 4096
-    pinned = MeasureSettings(max_tokens=4096, device="cuda", forward_tokens=8192, forward_cost=7)
-    assert (pinned.tokens_per_forward, pinned.cost_per_forward) == (8192, 7)
-    for bad in ("0", "-5", "lots"):
-        monkeypatch.setenv("COSEARCH_FORWARD_COST", bad)
-        with pytest.raises(UserError, match=r"\$COSEARCH_FORWARD_COST="):
-            gpu.cost_per_forward
+    monkeypatch.setenv("COSEARCH_FORWARD_COST", " 16384 ")
+    assert forward_settings_from_env() == {"forward_tokens": 65536, "forward_cost": 16384}
+    # the search's factory carries them in its settings: a worker never reads the environment
+    spec, _ = _quality_factory(SearchConfig(run_dir=tmp_path, gpu=True), SearchSpace.load("tiny_lm"), bleu=False)
+    assert isinstance(spec, SupernetSpec)
+    monkeypatch.delenv("COSEARCH_FORWARD_TOKENS")
+    monkeypatch.delenv("COSEARCH_FORWARD_COST")
+    s = spec.for_worker(1).settings
+    assert (s.forward_tokens, s.forward_cost, s.tokens_per_forward, s.cost_per_forward) == (65536, 16384, 65536, 16384)
+    for name in ("COSEARCH_FORWARD_TOKENS", "COSEARCH_FORWARD_COST"):
+        for bad in ("0", "-5", "lots", "1.5"):
+            monkeypatch.setenv(name, bad)
+            with pytest.raises(UserError, match=rf"\${name}='{bad}'"):
+                forward_settings_from_env()
+            with pytest.raises(UserError, match=rf"\${name}="):
+                _quality_factory(SearchConfig(run_dir=tmp_path), SearchSpace.load("tiny_lm"), bleu=False)
+        monkeypatch.delenv(name)

@@ -121,10 +121,17 @@ class PredictedQuality:
 
 #: tokens per merged forward pass when measuring on CUDA (``MeasureSettings.forward_tokens``)
 GPU_FORWARD_TOKENS = 16384
-#: environment variables that set ``forward_tokens`` / ``forward_cost`` where the settings
-#: leave them None: the search's processes inherit them, so a GPU benchmark can try another
-#: merge through the command users run (search.json records what was used)
+#: environment variables that set ``forward_tokens`` / ``forward_cost`` of a search's
+#: measurements (``forward_settings_from_env``), so a GPU benchmark can try another merge
+#: through the command users run; search.json records what was used
 FORWARD_TOKENS_ENV, FORWARD_COST_ENV = "COSEARCH_FORWARD_TOKENS", "COSEARCH_FORWARD_COST"
+
+
+def forward_settings_from_env() -> dict[str, int | None]:
+    """``MeasureSettings`` fields from ``$COSEARCH_FORWARD_TOKENS`` / ``$COSEARCH_FORWARD_COST``
+    (None where unset), read once by the process that starts a search: its workers get the
+    values in their settings, never from an environment they may not share."""
+    return {"forward_tokens": _positive_env(FORWARD_TOKENS_ENV), "forward_cost": _positive_env(FORWARD_COST_ENV)}
 
 
 def _positive_env(name: str) -> int | None:
@@ -161,22 +168,19 @@ class MeasureSettings:
     tf32: bool = True
     #: tokens (rows x widest) per forward pass: the ``max_tokens`` batches of a measurement
     #: are evaluated in merged groups up to this size (the same rows and losses, summed in
-    #: another order). None: ``$COSEARCH_FORWARD_TOKENS`` if set, else GPU_FORWARD_TOKENS on CUDA, where a forward is ~1,700 ATen ops
+    #: another order). None: GPU_FORWARD_TOKENS on CUDA, where a forward is ~1,700 ATen ops
     #: however few its tokens (a multi30k batch) and an H200 profile put half a measurement's
     #: GPU time outside the GEMMs; on CPU each batch stays one forward (compute-bound, bit-exact).
     forward_tokens: int | None = None
     #: the fixed cost of one forward, in token positions, that decides which batches merge
-    #: (``merge_batches``); None: ``$COSEARCH_FORWARD_COST`` if set, else ``FORWARD_COST_POSITIONS``
+    #: (``merge_batches``); None: ``FORWARD_COST_POSITIONS``
     forward_cost: int | None = None
 
     @property
     def cost_per_forward(self) -> int:
         """The per-forward cost the merge weighs padding against (see ``forward_cost``)."""
         from ..data.batches import FORWARD_COST_POSITIONS
-        if self.forward_cost is not None:
-            return self.forward_cost
-        env = _positive_env(FORWARD_COST_ENV)
-        return FORWARD_COST_POSITIONS if env is None else env
+        return FORWARD_COST_POSITIONS if self.forward_cost is None else self.forward_cost
 
     @property
     def matmul(self) -> str:
@@ -188,9 +192,6 @@ class MeasureSettings:
         """Tokens per forward pass of a loss measurement (see ``forward_tokens``)."""
         if self.forward_tokens is not None:
             return max(self.max_tokens, self.forward_tokens)
-        env = _positive_env(FORWARD_TOKENS_ENV)
-        if env is not None:
-            return max(self.max_tokens, env)
         return max(self.max_tokens, GPU_FORWARD_TOKENS) if self.device.startswith("cuda") else self.max_tokens
 
 

@@ -42,7 +42,7 @@ from .evolution import EvolutionProposer, EvolutionSettings
 from .objectives import QUALITY_COLUMNS, QUALITY_EXTRAS, CostModel, Evaluator, Objective, parse_objectives
 from .params import Design, ParamSpace, trial_attrs, trial_params
 from .proposers import EvolutionAdapter, OptunaProposer, alive_count, fail_stale, make_sampler, owner_tag, queue
-from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality
+from .quality import CachedQuality, MeasureSettings, SupernetSpec, SyntheticQuality, forward_settings_from_env
 from .hypervolume import front_hypervolume
 from .screen import Screen
 from .storage import describe, is_server, open_storage, open_study, storage_errors, storage_url, study_lock
@@ -99,7 +99,8 @@ def _quality_factory(cfg: SearchConfig, space: SearchSpace, bleu: bool) -> tuple
             raise UserError("give --run RUN (a trained supernet) or --synthetic-quality")
         ms = MeasureSettings(split=cfg.split, max_batches=cfg.max_batches, max_tokens=cfg.max_tokens, bleu=bleu,
                              repeats=cfg.repeats or DEFAULT_REPEATS,
-                             bleu_sentences=cfg.bleu_sentences, device="cuda" if cfg.gpu else "cpu")
+                             bleu_sentences=cfg.bleu_sentences, device="cuda" if cfg.gpu else "cpu",
+                             **forward_settings_from_env())
         spec = SupernetSpec(str(cfg.run_dir), ms)
         # the device is not part of the name: a search started on CPU may resume on a GPU
         return spec, spec.name
