@@ -6,6 +6,7 @@ runs after. Settings come as strings from ``--set KEY=VALUE``.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -72,7 +73,10 @@ def code_lm(data: str = "", work: str = "/tmp/gpu/code_lm", budget_s: str = "600
         return Job(f"code_lm_{name}", (*base, "--parts", part), done=done or f"{work}/results/stages/{name}.json",
                    gpu=gpu, after=after)
 
-    jobs = [stage("data", "data", ())]
+    # tokenizing is CPU work: every core, not the one thread Ray gives a task by default
+    # ($OMP_NUM_THREADS=1 there, which the encoder follows: 94 s instead of 27 s on 16 cores)
+    cores = str(os.cpu_count() or 1)
+    jobs = [replace(stage("data", "data", ()), env=(("OMP_NUM_THREADS", cores),))]
     if not steps:
         jobs.append(stage("calibrate", "calibrate", ("code_lm_data",), alone))
     jobs.append(stage("supernet", "supernet", (jobs[-1].name,), alone))

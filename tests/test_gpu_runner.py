@@ -85,6 +85,8 @@ def test_the_multi30k_plan_adds_the_code_lm_search_and_another_merge_without_tim
         ("fidelity_m30k", ("search_hv_code_lm", "search_hv_m30k"))]
     assert (by["m30k_supernet"].gpu, by["code_lm_supernet"].gpu, by["code_lm_data"].gpu) == (0.5, 0.5, 0.0)
     assert "--steps 50" in " ".join(by["code_lm_supernet"].argv)
+    import os
+    assert dict(by["code_lm_data"].env) == {"OMP_NUM_THREADS": str(os.cpu_count())}  # not Ray's one thread
     assert dict(by["search_throughput_m30k"].env) == {"COSEARCH_FORWARD_TOKENS": "65536",
                                                       "COSEARCH_FORWARD_COST": "16384"}
     host = " ".join(by["host_cost_m30k"].argv)
