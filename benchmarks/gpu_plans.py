@@ -262,16 +262,23 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                 "--compare-se"])
     host = _optional(Job("host_cost_m30k", ("sh", "-c", "; ".join(shlex.join(c) for c in host_steps)),
                          done=f"{res}/measure_host_cost_m30k.json", gpu=1.0))
-    checkpoints = ",".join(dict.fromkeys(c for c in ("300", hv_trials) if int(c) <= int(hv_trials)))
     hv_list = hv_settings.split(",")
-    hv = _optional(Job("search_hv_m30k", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run, "--gpu",
-                                          "--workers", "2", "--trials", hv_trials, "--checkpoints", checkpoints,
-                                          "--settings", hv_settings, "--seeds", "3", "--max-batches", hv_batches,
-                                          "--heldout-split", "test", "--heldout-batches", "100",
-                                          "--goal", f"{hv_list[-1]},{hv_list[0]}", "--timeout", "1200",
-                                          "--parallel", "3",
-                                          "--out", f"{res}/search_hv_real_m30k.json"),
-                       done=f"{res}/search_hv_real_m30k.json", gpu=0.05))
+
+    def hv_job(name: str, run_dir: str, trials: str, batches: str, heldout_batches: str, env=()) -> Job:
+        """The hypervolume of ``hv_settings`` on ``run_dir`` as a user runs the search (3 seeds,
+        3 searches of 2 workers at once, fronts after 300 and ``trials`` scored on the test split)."""
+        checkpoints = ",".join(dict.fromkeys(c for c in ("300", trials) if int(c) <= int(trials)))
+        out = f"{res}/search_hv_real_{name}.json"
+        return _optional(Job(f"search_hv_{name}", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"), "--run", run_dir,
+                                                   "--gpu", "--workers", "2", "--trials", trials,
+                                                   "--checkpoints", checkpoints, "--settings", hv_settings,
+                                                   "--seeds", "3", "--max-batches", batches, "--heldout-split", "test",
+                                                   "--heldout-batches", heldout_batches,
+                                                   "--goal", f"{hv_list[-1]},{hv_list[0]}", "--timeout", "1200",
+                                                   "--parallel", "3", "--out", out),
+                             done=out, gpu=0.05, env=env))
+
+    hv = hv_job("m30k", run, hv_trials, hv_batches, "100")
     fid = Job("fidelity_m30k", (PY, str(ROOT / "benchmarks" / "fidelity.py"), "--space", "multi30k",
                                 "--task", "translation", "--data", data, "--out", f"{work}/fid", "--steps", fid_steps,
                                 "--max-tokens", fid_max_tokens or max_tokens, "--archs", archs, "--per-bin", per_bin,
@@ -289,18 +296,8 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                    for j in code_lm(data=code_lm_data, work=lm_work, steps=code_lm_steps)
                    if j.name in ("code_lm_data", "code_lm_supernet")]
         supernets = (sup.name, "code_lm_supernet")
-        lm_checkpoints = ",".join(dict.fromkeys(c for c in ("300", code_lm_hv_trials)
-                                                if int(c) <= int(code_lm_hv_trials)))
-        lm_hv = _optional(Job("search_hv_code_lm", (PY, str(ROOT / "benchmarks" / "search_hv_real.py"),
-                                                    "--run", f"{lm_work}/supernet", "--gpu", "--workers", "2",
-                                                    "--trials", code_lm_hv_trials, "--checkpoints", lm_checkpoints,
-                                                    "--settings", hv_settings, "--seeds", "3",
-                                                    "--max-batches", code_lm_hv_batches, "--heldout-split", "test",
-                                                    "--heldout-batches", "20", "--goal", f"{hv_list[-1]},{hv_list[0]}",
-                                                    "--timeout", "1200", "--parallel", "3",
-                                                    "--out", f"{res}/search_hv_real_code_lm.json"),
-                              done=f"{res}/search_hv_real_code_lm.json", gpu=0.05,
-                              env=(("COSEARCH_DATA_CACHE", f"{lm_work}/cache"),)))
+        lm_hv = hv_job("code_lm", f"{lm_work}/supernet", code_lm_hv_trials, code_lm_hv_batches, "20",
+                       env=(("COSEARCH_DATA_CACHE", f"{lm_work}/cache"),))
     jobs, last = [], ()
     for part, job in (("host", host), ("throughput", tp), ("hv", hv)):
         if part in wanted:

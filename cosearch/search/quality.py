@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,6 @@ def forward_settings_from_env() -> dict[str, int | None]:
 
 def _positive_env(name: str) -> int | None:
     """``$name`` as a positive integer, None when unset or empty (``UserError`` otherwise)."""
-    import os
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
