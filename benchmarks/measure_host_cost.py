@@ -35,10 +35,12 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cosearch.search.quality import MeasureSettings, SupernetQuality  # noqa: E402
@@ -49,6 +51,48 @@ def aten_ops(fn) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as p:
         fn()
     return sum(1 for e in p.events() if e.name.startswith("aten::"))
+
+
+#: extraction's steps that ``--breakdown`` counts apart: (label, class, method); the rest of
+#: extraction (slicing, copies, building the model) counts as ``other``
+def _phases() -> tuple:
+    from cosearch.model.modules import ElasticLinear
+    from cosearch.model.quant import WeightQuantizer
+    return (("weight_quantizer", WeightQuantizer, "frozen"), ("moe_mixture_and_router", ElasticLinear, "mixed_weight"))
+
+
+@contextmanager
+def _labelled(phases):
+    """Each method of ``phases`` runs inside a profiler range named ``phase::LABEL``."""
+    saved = [(cls, attr, cls.__dict__[attr]) for _, cls, attr in phases]
+    for label, cls, attr in phases:
+        def wrapped(*args, _f=getattr(cls, attr), _label=label, **kwargs):
+            with record_function(f"phase::{_label}"):
+                return _f(*args, **kwargs)
+        setattr(cls, attr, wrapped)
+    try:
+        yield
+    finally:
+        for cls, attr, f in saved:
+            setattr(cls, attr, f)
+
+
+def extraction_breakdown(fn) -> dict[str, int]:
+    """ATen ops of ``fn()`` (an extraction; counted as ``aten_ops`` counts them) by the phase
+    that dispatched them: the innermost ``phase::`` range above each op, else ``other``."""
+    with _labelled(_phases()), profile(activities=[ProfilerActivity.CPU]) as p:
+        fn()
+    counts: Counter = Counter()
+    for e in p.events():
+        if not e.name.startswith("aten::"):
+            continue
+        node, label = e.cpu_parent, "other"
+        while node is not None and not node.name.startswith("phase::"):
+            node = node.cpu_parent
+        if node is not None:
+            label = node.name.removeprefix("phase::")
+        counts[label] += 1
+    return dict(counts)
 
 
 def timed(fn, sync) -> tuple[float, float]:
@@ -66,7 +110,8 @@ def archs_of(space, n: int, seed: int) -> list:
 
 
 def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, device: str, repeat: int,
-            tf32: bool = True, forward_tokens: int | None = None, forward_cost: int | None = None) -> dict:
+            tf32: bool = True, forward_tokens: int | None = None, forward_cost: int | None = None,
+            breakdown: bool = False) -> dict:
     q = SupernetQuality(run, MeasureSettings(max_batches=max_batches, max_tokens=max_tokens, device=device,
                                              tf32=tf32, forward_tokens=forward_tokens, forward_cost=forward_cost))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -84,7 +129,13 @@ def measure(run: str, n: int, seed: int, max_batches: int, max_tokens: int, devi
                      "extract_ops": ex_ops, "measure_ops": me_ops, "batch_ops": (me_ops - ex_ops) / nb,
                      "extract_ms": ex[0], "extract_cpu_ms": ex[1], "measure_ms": me[0], "measure_cpu_ms": me[1],
                      "batch_ms": (me[0] - ex[0]) / nb})
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k not in ("arch", "loss", "loss_se")}
+        if breakdown:
+            rows[-1]["extract_breakdown"] = extraction_breakdown(lambda: q.model(a))
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]
+           if k not in ("arch", "loss", "loss_se", "extract_breakdown")}
+    if breakdown:
+        labels = sorted({k for r in rows for k in r["extract_breakdown"]})
+        med["extract_breakdown"] = {k: statistics.median(r["extract_breakdown"].get(k, 0) for r in rows) for k in labels}
     return {"batches": nb, "tokens_per_batch": max_tokens, "archs": len(rows), "median": med, "rows": rows,
             "matmul": q.settings.matmul, "forwards": len(q.merged_sets[0]),
             "tokens_per_forward": q.settings.tokens_per_forward, "forward_cost": q.settings.cost_per_forward,
@@ -135,6 +186,9 @@ def main(argv=None) -> int:
                    "16,384 on CUDA, each batch alone on CPU; --max-tokens: each batch alone)")
     p.add_argument("--forward-cost", type=int, help="a forward's fixed cost in token positions, which decides "
                    "the merge (default: the search's, 4,096)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="count extraction's ATen ops by step too: weight quantizers, MoS mixtures (with their "
+                        "routers), other")
     p.add_argument("--label", default="run", help="the key this result is stored under in --out")
     p.add_argument("--out", help="JSON file to add the result to (other labels are kept)")
     p.add_argument("--compare", help="a label in --out whose losses this run must reproduce")
@@ -144,7 +198,7 @@ def main(argv=None) -> int:
                         "batch keeps the loss and changes these)")
     a = p.parse_args(argv)
     res = measure(a.run, a.archs, a.seed, a.max_batches, a.max_tokens, "cuda" if a.gpu else "cpu", a.repeat,
-                  not a.no_tf32, a.forward_tokens, a.forward_cost)
+                  not a.no_tf32, a.forward_tokens, a.forward_cost, a.breakdown)
     res.update(machine=machine(), seed=a.seed, run=a.run, device="cuda" if a.gpu else "cpu")
     old = json.loads(Path(a.out).read_text()) if a.out and Path(a.out).is_file() else {}
     rc = 0
@@ -160,6 +214,8 @@ def main(argv=None) -> int:
     print(f"{res['archs']} archs, {res['batches']} batches in {res['forwards']} forwards: median extract {m['extract_ops']:.0f} ops "
           f"{m['extract_ms']:.1f} ms, per batch {m['batch_ops']:.0f} ops {m['batch_ms']:.1f} ms, "
           f"measure {m['measure_ops']:.0f} ops {m['measure_ms']:.1f} ms ({m['measure_cpu_ms']:.1f} host CPU ms)")
+    if a.breakdown:
+        print("extraction ops by step (median):", m["extract_breakdown"])
     if a.out:
         old[a.label] = res
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
