@@ -269,12 +269,50 @@ def gather(out: Path, result: str | None) -> int:
         g = rep["goals"] or {}
         print(f"{k}: tau {g.get('tau')}, lower {g.get('tau_lower')}, within-bin {g.get('within_bin_tau')}, "
               f"best proxy {g.get('best_proxy')} {g.get('best_proxy_tau')}")
+    info["comparisons"] = compare_variants(info["reports"])
+    for name, c in info["comparisons"].items():
+        if c["kendall_diff"] is None:
+            print(f"{name}: too few archs to compare with {c['baseline']} (n = {c['n']})")
+            continue
+        print(f"{name}: {c['headline']} tau {c['kendall_diff']:+.3f} {c['kendall_diff_ci']}, within-bin "
+              f"{c.get('within_bin_diff', float('nan')):+.3f} {c.get('within_bin_diff_ci')} vs {c['baseline']} "
+              f"({c['seeds_a']} vs {c['seeds_b']} seeds, n = {c['n']})")
     text = json.dumps(info, indent=1)
     (out / "result.json").write_text(text)
     if result:
         Path(result).parent.mkdir(parents=True, exist_ok=True)
         Path(result).write_text(text)
     return 0
+
+
+def compare_variants(reports: dict[str, dict]) -> dict[str, dict]:
+    """Each variant against the first one (its seeds pooled), on the headline metric: the
+    mean tau difference with a paired bootstrap interval over archs (``tau_difference``).
+    Variants are compared only where their checks picked the same archs."""
+    from cosearch.fidelity.report import METRICS
+    from cosearch.fidelity.stats import tau_difference
+    by_name: dict[str, list[dict]] = {}
+    for key, rep in reports.items():
+        by_name.setdefault(key.split("_seed")[0], []).append(rep)
+    if len(by_name) < 2:
+        return {}
+    (base, base_reps), *others = by_name.items()
+    rows = base_reps[0]["per_arch"]
+    metric = "test_loss" if "test_loss" in base_reps[0]["summary"] else "valid_loss"
+    sign = METRICS[metric]
+
+    def column(rep, what):
+        return [None if not r.get(what) or metric not in r[what] else sign * r[what][metric] for r in rep["per_arch"]]
+
+    out = {}
+    for name, reps in others:
+        if any([r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in rows] for rep in reps):
+            print(f"{name}: not compared with {base} (its check picked other archs)")
+            continue
+        d = tau_difference([column(r, "inherited") for r in reps], [column(r, "inherited") for r in base_reps],
+                           column(base_reps[0], "standalone"), [r["weight_mb"] for r in rows])
+        out[name] = {"baseline": base, "headline": metric, **d}
+    return out
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from cosearch.fidelity.plan import PLAN, Plan
 from cosearch.fidelity.proxies import decoder_params, proxy_values
 from cosearch.fidelity import report as report_mod
 from cosearch.fidelity.report import build_report
-from cosearch.fidelity.stats import gaps, rank_agreement, within_bin_tau
+from cosearch.fidelity.stats import gaps, rank_agreement, tau_difference, within_bin_tau
 from cosearch.space import SearchSpace
 
 from train_fixtures import one_thread, write_lm_text  # noqa: F401
@@ -111,6 +111,29 @@ def test_rank_agreement_values_and_intervals():
     holes = rank_agreement([None, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0], n_boot=50)
     assert holes["n"] == 3 and holes["kendall_tau"] == pytest.approx(1.0)
     assert gaps([2.0, 3.0, None], [1.5, 3.5, 1.0]) == {"n": 2, "mean": 0.0, "mean_abs": 0.5, "max_abs": 0.5}
+
+
+def test_tau_difference_of_two_variants_by_hand():
+    ref = [0.0, 1, 2, 3, 4, 5, 6, 7, 8]
+    size = [1.0, 1, 3, 3, 9, 9, 27, 27, 81]  # bins of two: pairs (0,1) (2,3) (4,5) (6,7)
+    a = [[0, 1, 2, 3, 4, 5, 6, 7, 8], [1, 0, 2, 3, 4, 5, 6, 7, 8]]  # tau 28/28, 26/28
+    b = [[1, 0, 3, 2, 5, 4, 7, 6, 8], [0, 1, 3, 2, 4, 5, 6, 7, None]]  # 20/28, 26/28; arch 8 has a hole
+    d = tau_difference(a, b, ref, size, seed=0, n_boot=200)
+    assert d["n"] == 8 and (d["seeds_a"], d["seeds_b"]) == (2, 2)
+    assert d["kendall_a"] == pytest.approx([1.0, 26 / 28]) and d["kendall_b"] == pytest.approx([20 / 28, 26 / 28])
+    assert d["kendall_diff"] == pytest.approx((28 + 26 - 20 - 26) / 56)  # A is better
+    lo, hi = d["kendall_diff_ci"]
+    assert lo <= 4 / 28 <= hi
+    assert d["every_seed_of_a_above_b"] is False  # A's worse seed ties B's better one
+    # within bins: A 1 and (1 - 1) / 2 = 0.5 (pair (0,1) swapped); B -1 and 0.5
+    assert d["within_bin_a"] == [1.0, 0.5] and d["within_bin_b"] == [-1.0, 0.5] and d["within_bin_pairs"] == 4
+    assert d["within_bin_diff"] == pytest.approx(1.0)
+    reverse = tau_difference(b, a, ref, size, seed=0, n_boot=200)
+    assert reverse["kendall_diff"] == pytest.approx(-4 / 28)
+    # paired: a variant against itself differs by exactly 0 in every resample
+    same = tau_difference(a, a, ref, seed=0, n_boot=200)
+    assert same["kendall_diff"] == 0.0 and same["kendall_diff_ci"] == [0.0, 0.0]
+    assert tau_difference([[1.0, 2.0]], [[2.0, 1.0]], [1.0, 2.0])["kendall_diff"] is None  # too few archs
 
 
 def test_report_takes_the_best_sweep_point_and_compares_proxies(monkeypatch):

@@ -38,3 +38,22 @@ def test_the_gpu_plan_runs_this_script_with_valid_arguments(capsys, tmp_path):
     assert job.argv[1].endswith("benchmarks/fidelity.py") and job.done == f"{tmp_path / 'f'}/run_info.json"
     assert fidelity.main(list(job.argv[2:]) + ["--dry-run"]) == 0
     assert "--gpu" in capsys.readouterr().out
+
+
+def _report(archs, inherited, standalone, metric="valid_loss"):
+    rows = [{"arch": a, "weight_mb": 1.0, "inherited": {metric: i}, "standalone": {metric: s}}
+            for a, i, s in zip(archs, inherited, standalone)]
+    return {"summary": {metric: {}}, "per_arch": rows}
+
+
+def test_variants_are_compared_with_the_first_on_the_same_archs(capsys):
+    archs, ref = ["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0]
+    reports = {"none": _report(archs, [1, 2, 3, 4], ref), "none_seed1": _report(archs, [2, 1, 3, 4], ref),
+               "layer": _report(archs, [4, 3, 2, 1], ref),  # ranks backwards: tau -1
+               "moved": _report(["a", "b", "c", "e"], [1, 2, 3, 4], ref)}
+    out = fidelity.compare_variants(reports)
+    assert set(out) == {"layer"} and "moved: not compared" in capsys.readouterr().out
+    c = out["layer"]
+    assert c["baseline"] == "none" and (c["seeds_a"], c["seeds_b"]) == (1, 2) and c["headline"] == "valid_loss"
+    assert c["kendall_b"] == pytest.approx([1.0, 4 / 6]) and c["kendall_diff"] == pytest.approx(-1 - 5 / 6)
+    assert fidelity.compare_variants({"none": reports["none"]}) == {}
