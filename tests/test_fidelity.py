@@ -136,6 +136,30 @@ def test_tau_difference_of_two_variants_by_hand():
     assert tau_difference([[1.0, 2.0]], [[2.0, 1.0]], [1.0, 2.0])["kendall_diff"] is None  # too few archs
 
 
+def test_reference_budgets_rank_the_longer_sweep_point_against_the_runs_own(monkeypatch):
+    archs = [{"decoder_embed_dim": 64, "decoder": []}] * 4
+    short, long = [3.0, 3.2, 3.4, 3.6], [2.5, 2.4, 2.9, 3.1]  # 3x the steps: archs 0 and 1 swap
+    jobs, measured = [], {}
+    for i in range(4):
+        for k, (d, steps, loss) in enumerate(((0.0, 10, short[i]), (0.0, 30, long[i]), (0.1, 10, 9.0))):
+            jobs.append(dict(arch=i, dropout=d, steps=steps, seed=0, teacher=False, role="grid", name=f"j{i}{k}"))
+            measured[f"j{i}{k}"] = {"valid_loss": loss}
+    plan = Plan(run="r", settings={"seed": 0, "stratify": "size", "seq_len": 30}, archs=archs,
+                labels=list("abcd"), bins=[0, 0, 1, 1], kinds=["mixed"] * 4, axis=[1.0, 1.1, 2.0, 2.1],
+                in_band=[True] * 4, centres=[1.0, 2.0], space={}, jobs=jobs, noise=[])
+    proxies = {p: [1.0, 1.1, 2.0, 2.1] for p in ("params", "weight_mb", "macs", "decoder_params")}
+    monkeypatch.setattr(report_mod, "proxy_values", lambda space, archs, seq_len: proxies)
+    monkeypatch.setattr(report_mod.SearchSpace, "from_dict", lambda d: None)
+    inherited = [{"valid_loss": v} for v in (3.5, 3.4, 3.9, 4.0)]  # ranks like the 30-step runs
+    budgets = build_report(plan, inherited, measured)["summary"]["valid_loss"]["reference_budgets"]
+    assert list(budgets) == ["30"]  # the dropout 0.1 point is not a budget
+    b = budgets["30"]
+    assert b["reference"]["kendall_tau"] == pytest.approx(4 / 6)  # one of six pairs swapped
+    assert b["gap"]["mean"] == pytest.approx((-0.5 - 0.8 - 0.5 - 0.5) / 4)
+    assert b["inherited"]["kendall_tau"] == pytest.approx(1.0)
+    assert b["reference"]["within_bin_pairs"] == 2 and b["reference"]["within_bin_tau"] == 0.0
+
+
 def test_report_takes_the_best_sweep_point_and_compares_proxies(monkeypatch):
     archs = [{"decoder_embed_dim": 64, "decoder": []}] * 4
     jobs, measured = [], {}
@@ -375,3 +399,12 @@ def test_report_only_on_damaged_files_is_one_line(tmp_path, capsys, plan, measur
     assert main(["fidelity", str(tmp_path / "gone"), "--out", str(out), "--report-only"]) == 2
     err = capsys.readouterr().err
     assert re.search(msg, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_summary_lines_name_the_longer_reference_budget():
+    from cosearch.commands.fidelity import format_summary
+    agree = {"n": 4, "kendall_tau": 0.5, "kendall_ci": [0.1, 0.9], "spearman": 0.6, "within_bin_tau": None}
+    summary = {"inherited": agree, "gap": {"mean_abs": 0.2}, "proxies": {},
+               "reference_budgets": {"600": {"reference": {**agree, "kendall_tau": 0.25}, "inherited": agree}}}
+    text = format_summary({"summary": {"valid_loss": summary}})
+    assert "standalone at 600 steps vs the run's: tau 0.250 [0.10, 0.90], inherited vs it: tau 0.500" in text

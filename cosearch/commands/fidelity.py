@@ -91,7 +91,7 @@ def run(args) -> int:
 
 
 def format_summary(rep: dict) -> str:
-    """A few lines: inherited and best-proxy tau, within-bin tau, gap, seed noise."""
+    """A few lines: inherited and best-proxy tau, within-bin tau, gap, seed noise, longer budgets."""
     def f(v):
         return "-" if v is None else f"{v:.3f}"
 
@@ -111,5 +111,8 @@ def format_summary(rep: dict) -> str:
         if "seed_noise" in s:
             line += f"; seed noise: tau {f(s['seed_noise']['kendall_tau'])}, mean |diff| " \
                     f"{f(s['seed_noise']['gap']['mean_abs'])}"
+        for steps, b in s.get("reference_budgets", {}).items():
+            line += (f"; standalone at {steps} steps vs the run's: tau {f(b['reference']['kendall_tau'])}"
+                     f"{ci(b['reference']['kendall_ci'])}, inherited vs it: tau {f(b['inherited']['kendall_tau'])}")
         lines.append(line)
     return "\n".join(lines)

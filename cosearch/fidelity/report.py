@@ -12,6 +12,8 @@ asked), with ranks read as "lower is better":
 * ``gap``: inherited minus standalone (> 0: inherited is worse), mean, mean |.|, max |.|;
 * ``seed_noise``: a second standalone seed against the first on a subset (the tau the
   reference itself reaches: read every tau against it);
+* ``reference_budgets``: with a steps sweep, how the reference ranks at each longer
+  budget against the run's own (is the reference settled?) and how inherited ranks there;
 * ``distilled``: standalone with the supernet's largest as teacher minus plain standalone
   (< 0: the teacher alone helps), and inherited vs distilled ranks;
 * ``goals``: the issue's targets checked on the headline metric (test loss, else valid).
@@ -74,12 +76,35 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
         out["seed_noise"] = {"archs": noise, **rank_agreement([s2[k] for k in noise], [s1[k] for k in noise]),
                              "gap": gaps([s2[k] for k in noise], [s1[k] for k in noise]),
                              "inherited_on_these": rank_agreement([inh[k] for k in noise], [s1[k] for k in noise])}
+    budgets = reference_budgets(rows, metric, size, inh, untuned, seed)
+    if budgets:
+        out["reference_budgets"] = budgets
     kd = [k for k, r in enumerate(rows) if r.get("distilled")]
     if kd:
         dis = _col(rows, "distilled", metric)
         out["distilled"] = {"archs": kd, "minus_standalone": gaps([dis[k] for k in kd], [untuned[k] for k in kd]),
                             "inherited_vs_distilled": rank_agreement([inh[k] for k in kd], [dis[k] for k in kd]),
                             "inherited_minus_distilled": gaps([inh[k] for k in kd], [dis[k] for k in kd])}
+    return out
+
+
+def reference_budgets(rows: list[dict], metric: str, size, inherited, untuned, seed: int = 0) -> dict:
+    """Is the standalone reference's ranking settled at the run's steps? For each longer
+    point of the steps sweep (at the run's dropout): its ranking against the run's steps
+    (``reference``: a low tau says the short reference ranks how fast an arch learns, not
+    how good it gets), its loss minus the run's steps' (``gap``), and the inherited ranking
+    against it (``inherited``). Keyed by the step count."""
+    sign = METRICS[metric]
+    longer = sorted({p["steps"] for r in rows for p in r["sweep"][1:]
+                     if p["dropout"] == r["sweep"][0]["dropout"]})
+    out = {}
+    for steps in longer:
+        col = []
+        for r in rows:
+            at = [p for p in r["sweep"] if p["steps"] == steps and r["sweep"] and p["dropout"] == r["sweep"][0]["dropout"]]
+            col.append(sign * at[0][metric] if at and metric in at[0] else None)
+        out[str(steps)] = {"reference": rank_agreement(col, untuned, size, seed), "gap": gaps(col, untuned),
+                           "inherited": rank_agreement(inherited, col, size, seed)}
     return out
 
 
