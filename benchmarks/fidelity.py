@@ -132,9 +132,12 @@ def main(argv=None) -> int:
     p.add_argument("--copy-small", default=None, metavar="DIR", help="copy the small files (no checkpoints) here")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports and the JSON from "
                    "--out's run_info, plans and measurements (e.g. copied from the GPU machine)")
+    p.add_argument("--compare", default="", help="variant pairs to compare, e.g. layer:none,layer_d0:layer "
+                   "(default: every variant against the first)")
     args = p.parse_args(argv)
+    pairs = parse_pairs(args.compare)
     if args.report_only:
-        return gather(Path(args.out), args.result)
+        return gather(Path(args.out), args.result, pairs)
     variants = parse_variants(args.variants)
 
     from cosearch.fidelity.plan import FidelitySettings, make_plan, plan_jobs, prepare_jobs, read_run
@@ -230,7 +233,7 @@ def main(argv=None) -> int:
     (out / "run_info.json").write_text(json.dumps(info, indent=1))
     if args.copy_small:
         copy_small(out, Path(args.copy_small))
-    return gather(out, args.result) if not failed else 1
+    return gather(out, args.result, pairs) if not failed else 1
 
 
 def _read(path: Path):
@@ -254,7 +257,15 @@ def copy_small(out: Path, dest: Path) -> None:
             shutil.copyfile(f, target)
 
 
-def gather(out: Path, result: str | None) -> int:
+def parse_pairs(text: str) -> list[tuple[str, str]] | None:
+    """``A:B,C:D`` -> [(A, B), (C, D)] (A against B); empty -> None (each against the first)."""
+    pairs = [tuple(x.strip().split(":")) for x in text.split(",") if x.strip()]
+    if any(len(q) != 2 or not all(n.isidentifier() for n in q) for q in pairs):
+        raise SystemExit(f"--compare {text!r}: give variant pairs as A:B,C:D")
+    return pairs or None
+
+
+def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = None) -> int:
     """One JSON of every variant's report (rebuilt from plan and measurements), with the run info."""
     from cosearch.fidelity.run import write_report
     info = json.loads((out / "run_info.json").read_text())
@@ -269,7 +280,7 @@ def gather(out: Path, result: str | None) -> int:
         g = rep["goals"] or {}
         print(f"{k}: tau {g.get('tau')}, lower {g.get('tau_lower')}, within-bin {g.get('within_bin_tau')}, "
               f"best proxy {g.get('best_proxy')} {g.get('best_proxy_tau')}")
-    info["comparisons"] = compare_variants(info["reports"])
+    info["comparisons"] = compare_variants(info["reports"], pairs)
     for name, c in info["comparisons"].items():
         if c["kendall_diff"] is None:
             print(f"{name}: too few archs to compare with {c['baseline']} (n = {c['n']})")
@@ -285,33 +296,40 @@ def gather(out: Path, result: str | None) -> int:
     return 0
 
 
-def compare_variants(reports: dict[str, dict]) -> dict[str, dict]:
-    """Each variant against the first one (its seeds pooled), on the headline metric: the
+def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | None = None) -> dict[str, dict]:
+    """Variant A against variant B (each with its seeds pooled) on the headline metric: the
     mean tau difference with a paired bootstrap interval over archs (``tau_difference``).
-    Variants are compared only where their checks picked the same archs."""
+    ``pairs``: (A, B) pairs, default every variant against the first. Keyed "A" when B is
+    the first variant, else "A vs B". Variants are compared only where their checks picked
+    the same archs."""
     from cosearch.fidelity.report import METRICS
     from cosearch.fidelity.stats import tau_difference
     by_name: dict[str, list[dict]] = {}
     for key, rep in reports.items():
         by_name.setdefault(key.split("_seed")[0], []).append(rep)
-    if len(by_name) < 2:
+    if not by_name:
         return {}
-    (base, base_reps), *others = by_name.items()
-    rows = base_reps[0]["per_arch"]
-    metric = "test_loss" if "test_loss" in base_reps[0]["summary"] else "valid_loss"
-    sign = METRICS[metric]
-
-    def column(rep, what):
-        return [None if not r.get(what) or metric not in r[what] else sign * r[what][metric] for r in rep["per_arch"]]
-
+    first = next(iter(by_name))
+    if pairs is None:
+        pairs = [(name, first) for name in by_name if name != first]
     out = {}
-    for name, reps in others:
-        if any([r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in rows] for rep in reps):
-            print(f"{name}: not compared with {base} (its check picked other archs)")
+    for a, b in pairs:
+        if a not in by_name or b not in by_name:
+            print(f"{a} vs {b}: not compared (no report of {a if a not in by_name else b})")
             continue
-        d = tau_difference([column(r, "inherited") for r in reps], [column(r, "inherited") for r in base_reps],
-                           column(base_reps[0], "standalone"), [r["weight_mb"] for r in rows])
-        out[name] = {"baseline": base, "headline": metric, **d}
+        rows = by_name[b][0]["per_arch"]
+        if any([r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in rows] for rep in by_name[a]):
+            print(f"{a}: not compared with {b} (its check picked other archs)")
+            continue
+        metric = "test_loss" if "test_loss" in by_name[b][0]["summary"] else "valid_loss"
+        sign = METRICS[metric]
+
+        def column(rep, what):
+            return [None if not r.get(what) or metric not in r[what] else sign * r[what][metric]
+                    for r in rep["per_arch"]]
+        d = tau_difference([column(r, "inherited") for r in by_name[a]], [column(r, "inherited") for r in by_name[b]],
+                           column(by_name[b][0], "standalone"), [r["weight_mb"] for r in rows])
+        out[a if b == first else f"{a} vs {b}"] = {"variant": a, "baseline": b, "headline": metric, **d}
     return out
 
 

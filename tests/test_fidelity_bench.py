@@ -57,3 +57,10 @@ def test_variants_are_compared_with_the_first_on_the_same_archs(capsys):
     assert c["baseline"] == "none" and (c["seeds_a"], c["seeds_b"]) == (1, 2) and c["headline"] == "valid_loss"
     assert c["kendall_b"] == pytest.approx([1.0, 4 / 6]) and c["kendall_diff"] == pytest.approx(-1 - 5 / 6)
     assert fidelity.compare_variants({"none": reports["none"]}) == {}
+    back = fidelity.compare_variants(reports, [("none", "layer"), ("x", "none")])
+    assert list(back) == ["none vs layer"] and back["none vs layer"]["kendall_diff"] == pytest.approx(1 + 5 / 6)
+    assert "x vs none: not compared" in capsys.readouterr().out
+    assert fidelity.parse_pairs("a:b, c_d0:a") == [("a", "b"), ("c_d0", "a")] and fidelity.parse_pairs("") is None
+    for bad in ("a", "a:b:c", "a:1b"):
+        with pytest.raises(SystemExit):
+            fidelity.parse_pairs(bad)
