@@ -132,8 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--copy-small", default=None, metavar="DIR", help="copy the small files (no checkpoints) here")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports and the JSON from "
                    "--out's run_info, plans and measurements (e.g. copied from the GPU machine)")
-    p.add_argument("--compare", default="", help="variant pairs to compare, e.g. layer:none,layer_d0:layer "
-                   "(default: every variant against the first)")
+    p.add_argument("--compare", default="", help="variant pairs to compare, e.g. layer:none,layer:params "
+                   "(B may be a zero-cost proxy; default: every variant against the first)")
     args = p.parse_args(argv)
     pairs = parse_pairs(args.compare)
     if args.report_only:
@@ -299,7 +299,8 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
 def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | None = None) -> dict[str, dict]:
     """Variant A against variant B (each with its seeds pooled) on the headline metric: the
     mean tau difference with a paired bootstrap interval over archs (``tau_difference``).
-    ``pairs``: (A, B) pairs, default every variant against the first. Keyed "A" when B is
+    ``pairs``: (A, B) pairs, default every variant against the first; B may also name a
+    zero-cost proxy (``params``, ``weight_mb``, ...). Keyed "A" when B is
     the first variant, else "A vs B". Variants are compared only where their checks picked
     the same archs."""
     from cosearch.fidelity.report import METRICS
@@ -312,8 +313,21 @@ def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | No
     first = next(iter(by_name))
     if pairs is None:
         pairs = [(name, first) for name in by_name if name != first]
+    from cosearch.fidelity.proxies import PROXIES
     out = {}
     for a, b in pairs:
+        if b in PROXIES and b not in by_name and a in by_name:
+            # against a zero-cost proxy (bigger predicts better): one "seed", the proxy's order
+            rows = by_name[a][0]["per_arch"]
+            metric = "test_loss" if "test_loss" in by_name[a][0]["summary"] else "valid_loss"
+            sign = METRICS[metric]
+            cols = [[None if not r.get("inherited") or metric not in r["inherited"] else sign * r["inherited"][metric]
+                     for r in rep["per_arch"]] for rep in by_name[a]]
+            ref = [None if not r.get("standalone") or metric not in r["standalone"] else sign * r["standalone"][metric]
+                   for r in rows]
+            d = tau_difference(cols, [[-r[b] for r in rows]], ref, [r["weight_mb"] for r in rows])
+            out[f"{a} vs {b}"] = {"variant": a, "baseline": b, "headline": metric, **d}
+            continue
         if a not in by_name or b not in by_name:
             print(f"{a} vs {b}: not compared (no report of {a if a not in by_name else b})")
             continue

@@ -41,8 +41,8 @@ def test_the_gpu_plan_runs_this_script_with_valid_arguments(capsys, tmp_path):
 
 
 def _report(archs, inherited, standalone, metric="valid_loss"):
-    rows = [{"arch": a, "weight_mb": 1.0, "inherited": {metric: i}, "standalone": {metric: s}}
-            for a, i, s in zip(archs, inherited, standalone)]
+    rows = [{"arch": a, "weight_mb": 1.0, "params": 10 - k, "inherited": {metric: i}, "standalone": {metric: s}}
+            for k, (a, i, s) in enumerate(zip(archs, inherited, standalone))]
     return {"summary": {metric: {}}, "per_arch": rows}
 
 
@@ -60,6 +60,9 @@ def test_variants_are_compared_with_the_first_on_the_same_archs(capsys):
     back = fidelity.compare_variants(reports, [("none", "layer"), ("x", "none")])
     assert list(back) == ["none vs layer"] and back["none vs layer"]["kendall_diff"] == pytest.approx(1 + 5 / 6)
     assert "x vs none: not compared" in capsys.readouterr().out
+    # against a proxy: params fall with the index, so bigger-is-better ranks like the reference (tau 1)
+    proxy = fidelity.compare_variants(reports, [("layer", "params")])["layer vs params"]
+    assert proxy["kendall_b"] == pytest.approx([1.0]) and proxy["kendall_diff"] == pytest.approx(-2.0)
     assert fidelity.parse_pairs("a:b, c_d0:a") == [("a", "b"), ("c_d0", "a")] and fidelity.parse_pairs("") is None
     for bad in ("a", "a:b:c", "a:1b"):
         with pytest.raises(SystemExit):
