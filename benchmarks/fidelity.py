@@ -319,6 +319,9 @@ def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | No
         if b in PROXIES and b not in by_name and a in by_name:
             # against a zero-cost proxy (bigger predicts better): one "seed", the proxy's order
             rows = by_name[a][0]["per_arch"]
+            if any([r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in rows] for rep in by_name[a]):
+                print(f"{a}: not compared with {b} (its seeds' checks picked other archs)")
+                continue
             metric = "test_loss" if "test_loss" in by_name[a][0]["summary"] else "valid_loss"
             sign = METRICS[metric]
             cols = [[None if not r.get("inherited") or metric not in r["inherited"] else sign * r["inherited"][metric]

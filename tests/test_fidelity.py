@@ -125,7 +125,7 @@ def test_tau_difference_of_two_variants_by_hand():
     lo, hi = d["kendall_diff_ci"]
     assert lo <= 4 / 28 <= hi
     assert d["every_seed_of_a_above_b"] is False  # A's worse seed ties B's better one
-    # within bins: A 1 and (1 - 1) / 2 = 0.5 (pair (0,1) swapped); B -1 and 0.5
+    # within bins (4 pairs): A 1 and (3 - 1) / 4 = 0.5 (pair (0,1) swapped); B -1 and 0.5
     assert d["within_bin_a"] == [1.0, 0.5] and d["within_bin_b"] == [-1.0, 0.5] and d["within_bin_pairs"] == 4
     assert d["within_bin_diff"] == pytest.approx(1.0)
     reverse = tau_difference(b, a, ref, size, seed=0, n_boot=200)
@@ -134,6 +134,10 @@ def test_tau_difference_of_two_variants_by_hand():
     same = tau_difference(a, a, ref, seed=0, n_boot=200)
     assert same["kendall_diff"] == 0.0 and same["kendall_diff_ci"] == [0.0, 0.0]
     assert tau_difference([[1.0, 2.0]], [[2.0, 1.0]], [1.0, 2.0])["kendall_diff"] is None  # too few archs
+    # a constant prediction has no tau: None (JSON has no nan), never a win
+    flat = tau_difference([[1.0] * 9], a, ref, size, seed=0, n_boot=50)
+    assert flat["kendall_a"] == [None] and flat["kendall_diff"] is None and flat["every_seed_of_a_above_b"] is False
+    assert flat["within_bin_a"] == [None] and flat["within_bin_diff"] is None
 
 
 def test_reference_budgets_rank_the_longer_sweep_point_against_the_runs_own(monkeypatch):
@@ -141,7 +145,7 @@ def test_reference_budgets_rank_the_longer_sweep_point_against_the_runs_own(monk
     short, long = [3.0, 3.2, 3.4, 3.6], [2.5, 2.4, 2.9, 3.1]  # 3x the steps: archs 0 and 1 swap
     jobs, measured = [], {}
     for i in range(4):
-        for k, (d, steps, loss) in enumerate(((0.0, 10, short[i]), (0.0, 30, long[i]), (0.1, 10, 9.0))):
+        for k, (d, steps, loss) in enumerate(((0.0, 10, short[i]), (0.0, 30, long[i]), (0.1, 10, 9.0), (0.0, 5, 7.0))):
             jobs.append(dict(arch=i, dropout=d, steps=steps, seed=0, teacher=False, role="grid", name=f"j{i}{k}"))
             measured[f"j{i}{k}"] = {"valid_loss": loss}
     plan = Plan(run="r", settings={"seed": 0, "stratify": "size", "seq_len": 30}, archs=archs,
@@ -152,7 +156,7 @@ def test_reference_budgets_rank_the_longer_sweep_point_against_the_runs_own(monk
     monkeypatch.setattr(report_mod.SearchSpace, "from_dict", lambda d: None)
     inherited = [{"valid_loss": v} for v in (3.5, 3.4, 3.9, 4.0)]  # ranks like the 30-step runs
     budgets = build_report(plan, inherited, measured)["summary"]["valid_loss"]["reference_budgets"]
-    assert list(budgets) == ["30"]  # the dropout 0.1 point is not a budget
+    assert list(budgets) == ["30"]  # neither the dropout 0.1 point nor the shorter 5-step one is a longer budget
     b = budgets["30"]
     assert b["reference"]["kendall_tau"] == pytest.approx(4 / 6)  # one of six pairs swapped
     assert b["gap"]["mean"] == pytest.approx((-0.5 - 0.8 - 0.5 - 0.5) / 4)

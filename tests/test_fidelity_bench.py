@@ -63,6 +63,9 @@ def test_variants_are_compared_with_the_first_on_the_same_archs(capsys):
     # against a proxy: params fall with the index, so bigger-is-better ranks like the reference (tau 1)
     proxy = fidelity.compare_variants(reports, [("layer", "params")])["layer vs params"]
     assert proxy["kendall_b"] == pytest.approx([1.0]) and proxy["kendall_diff"] == pytest.approx(-2.0)
+    mixed = {**reports, "moved_seed1": _report(["a", "b", "c", "d"], [1, 2, 3, 4], ref)}
+    assert fidelity.compare_variants(mixed, [("moved", "params")]) == {}
+    assert "moved: not compared with params" in capsys.readouterr().out
     assert fidelity.parse_pairs("a:b, c_d0:a") == [("a", "b"), ("c_d0", "a")] and fidelity.parse_pairs("") is None
     for bad in ("a", "a:b:c", "a:1b"):
         with pytest.raises(SystemExit):

@@ -96,7 +96,7 @@ def reference_budgets(rows: list[dict], metric: str, size, inherited, untuned, s
     against it (``inherited``). Keyed by the step count."""
     sign = METRICS[metric]
     longer = sorted({p["steps"] for r in rows for p in r["sweep"][1:]
-                     if p["dropout"] == r["sweep"][0]["dropout"]})
+                     if p["dropout"] == r["sweep"][0]["dropout"] and p["steps"] > r["sweep"][0]["steps"]})
     out = {}
     for steps in longer:
         col = []

@@ -145,13 +145,14 @@ def tau_difference(preds_a: Sequence[Sequence[float | None]], preds_b: Sequence[
         return float(np.mean(ta) - np.mean(tb))
 
     full = np.arange(n)
-    ta, tb = taus(full)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # constant resamples: nan, left out of the interval as in rank_agreement
         warnings.simplefilter("ignore", sps.ConstantInputWarning)
         warnings.simplefilter("ignore", sps.DegenerateDataWarning)
-        out.update(kendall_a=ta, kendall_b=tb, kendall_diff=kendall_diff(full),
+        ta, tb = taus(full)
+        diff = kendall_diff(full)
+        out.update(kendall_a=_finite_or_none(ta), kendall_b=_finite_or_none(tb), kendall_diff=_finite_or_none(diff),
                    kendall_diff_ci=bootstrap_interval(_nan_safe(kendall_diff), n, seed, n_boot),
-                   every_seed_of_a_above_b=min(ta) > max(tb))
+                   every_seed_of_a_above_b=bool(np.isfinite(diff)) and min(ta) > max(tb))
         if size is not None:
             s = np.asarray([size[k] for k in keep], dtype=float)
 
@@ -164,7 +165,16 @@ def tau_difference(preds_a: Sequence[Sequence[float | None]], preds_b: Sequence[
                 return float(np.mean(wa) - np.mean(wb))
 
             wa, wb = within(full)
-            out.update(within_bin_a=wa, within_bin_b=wb, within_bin_pairs=within_bin_tau(r, r, s)[1],
-                       within_bin_diff=within_diff(full),
-                       within_bin_diff_ci=bootstrap_interval(within_diff, n, seed, n_boot))
+            pairs = within_bin_tau(r, r, s)[1]
+            out.update(within_bin_a=_finite_or_none(wa), within_bin_b=_finite_or_none(wb), within_bin_pairs=pairs,
+                       within_bin_diff=_finite_or_none(within_diff(full)),
+                       within_bin_diff_ci=(bootstrap_interval(within_diff, n, seed, n_boot) if pairs >= 3
+                                           else [None, None]))
     return out
+
+
+def _finite_or_none(v):
+    """A float, or a list of them, with nan / inf as None (JSON has no nan)."""
+    if isinstance(v, list):
+        return [_finite_or_none(x) for x in v]
+    return float(v) if np.isfinite(v) else None
