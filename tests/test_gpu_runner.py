@@ -96,6 +96,13 @@ def test_the_multi30k_plan_adds_the_code_lm_search_and_another_merge_without_tim
     assert dict(by["search_hv_code_lm"].env) == {"COSEARCH_DATA_CACHE": "/tmp/gpu/m30k/code_lm/cache"}
     plain = {j.name: j for j in gpu_plans.multi30k(data="/d")}
     assert plain["m30k_supernet"].gpu == 1.0 and plain["search_throughput_m30k"].env == ()
+    fid = " ".join(plain["fidelity_m30k"].argv)
+    assert "--step-scales 1 " in fid and "--compare" not in fid
+    swept = {j.name: j for j in gpu_plans.multi30k(data="/d", fid_step_scales="1,3", fid_compare="layer_d0:layer")}
+    fid = " ".join(swept["fidelity_m30k"].argv)
+    assert "--step-scales 1,3 " in fid and "--compare layer_d0:layer " in fid
+    import fidelity  # the check's own parser takes the plan's arguments
+    assert fidelity.main(list(swept["fidelity_m30k"].argv[2:]) + ["--dry-run"]) == 0
     for bad in ("65536", "0:-5", "a:b"):
         with pytest.raises(SystemExit, match=f"tp_forward={bad}: give TOKENS:COST"):
             gpu_plans.multi30k(data="/d", tp_forward=bad)
