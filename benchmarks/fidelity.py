@@ -300,10 +300,10 @@ def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | No
     """Variant A against variant B (each with its seeds pooled) on the headline metric: the
     mean tau difference with a paired bootstrap interval over archs (``tau_difference``).
     ``pairs``: (A, B) pairs, default every variant against the first; B may also name a
-    zero-cost proxy (``params``, ``weight_mb``, ...). Keyed "A" when B is
-    the first variant, else "A vs B". Variants are compared only where their checks picked
-    the same archs."""
-    from cosearch.fidelity.report import METRICS
+    zero-cost proxy (``params``, ``weight_mb``, ...). Keyed "A" when B is the first variant,
+    else "A vs B". Variants are compared only where their checks picked the same archs."""
+    from cosearch.fidelity.proxies import PROXIES
+    from cosearch.fidelity.report import metric_column
     from cosearch.fidelity.stats import tau_difference
     by_name: dict[str, list[dict]] = {}
     for key, rep in reports.items():
@@ -313,39 +313,23 @@ def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | No
     first = next(iter(by_name))
     if pairs is None:
         pairs = [(name, first) for name in by_name if name != first]
-    from cosearch.fidelity.proxies import PROXIES
     out = {}
     for a, b in pairs:
-        if b in PROXIES and b not in by_name and a in by_name:
-            # against a zero-cost proxy (bigger predicts better): one "seed", the proxy's order
-            rows = by_name[a][0]["per_arch"]
-            if any([r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in rows] for rep in by_name[a]):
-                print(f"{a}: not compared with {b} (its seeds' checks picked other archs)")
-                continue
-            metric = "test_loss" if "test_loss" in by_name[a][0]["summary"] else "valid_loss"
-            sign = METRICS[metric]
-            cols = [[None if not r.get("inherited") or metric not in r["inherited"] else sign * r["inherited"][metric]
-                     for r in rep["per_arch"]] for rep in by_name[a]]
-            ref = [None if not r.get("standalone") or metric not in r["standalone"] else sign * r["standalone"][metric]
-                   for r in rows]
-            d = tau_difference(cols, [[-r[b] for r in rows]], ref, [r["weight_mb"] for r in rows])
-            out[f"{a} vs {b}"] = {"variant": a, "baseline": b, "headline": metric, **d}
+        proxy = b in PROXIES and b not in by_name  # a proxy (bigger predicts better): one "seed"
+        missing = [n for n in ((a,) if proxy else (a, b)) if n not in by_name]
+        if missing:
+            print(f"{a} vs {b}: not compared (no report of {missing[0]})")
             continue
-        if a not in by_name or b not in by_name:
-            print(f"{a} vs {b}: not compared (no report of {a if a not in by_name else b})")
-            continue
-        rows = by_name[b][0]["per_arch"]
-        if any([r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in rows] for rep in by_name[a]):
+        reps = by_name[a] + ([] if proxy else by_name[b])
+        rows = reps[0]["per_arch"]
+        if any([r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in rows] for rep in reps):
             print(f"{a}: not compared with {b} (its check picked other archs)")
             continue
-        metric = "test_loss" if "test_loss" in by_name[b][0]["summary"] else "valid_loss"
-        sign = METRICS[metric]
-
-        def column(rep, what):
-            return [None if not r.get(what) or metric not in r[what] else sign * r[what][metric]
-                    for r in rep["per_arch"]]
-        d = tau_difference([column(r, "inherited") for r in by_name[a]], [column(r, "inherited") for r in by_name[b]],
-                           column(by_name[b][0], "standalone"), [r["weight_mb"] for r in rows])
+        metric = "test_loss" if "test_loss" in reps[0]["summary"] else "valid_loss"
+        preds_b = ([[-r[b] for r in rows]] if proxy else
+                   [metric_column(rep["per_arch"], "inherited", metric) for rep in by_name[b]])
+        d = tau_difference([metric_column(rep["per_arch"], "inherited", metric) for rep in by_name[a]], preds_b,
+                           metric_column(rows, "standalone", metric), [r["weight_mb"] for r in rows])
         out[a if b == first else f"{a} vs {b}"] = {"variant": a, "baseline": b, "headline": metric, **d}
     return out
 

@@ -55,7 +55,8 @@ def per_arch(plan: Plan, inherited: list[dict | None], measured: dict[str, dict 
     return rows
 
 
-def _col(rows: list[dict], what: str, metric: str) -> list[float | None]:
+def metric_column(rows: list[dict], what: str, metric: str) -> list[float | None]:
+    """``row[what][metric]`` of each per-arch row as "lower is better" (None where missing)."""
     sign = METRICS[metric]
     return [None if not r.get(what) or metric not in r[what] else sign * r[what][metric] for r in rows]
 
@@ -63,7 +64,7 @@ def _col(rows: list[dict], what: str, metric: str) -> list[float | None]:
 def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
     """The statistics of one metric (see the module doc)."""
     size = [r["weight_mb"] for r in rows]
-    inh, sa, untuned = _col(rows, "inherited", metric), _col(rows, "standalone", metric), _col(rows, "untuned", metric)
+    inh, sa, untuned = metric_column(rows, "inherited", metric), metric_column(rows, "standalone", metric), metric_column(rows, "untuned", metric)
     out = {"inherited": rank_agreement(inh, sa, size, seed), "gap": gaps(inh, sa),
            "inherited_vs_untuned": rank_agreement(inh, untuned, size, seed), "proxies": {}}
     for p in PROXIES:
@@ -72,7 +73,7 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
     out["best_proxy"] = max(taus, key=taus.get) if taus else None
     noise = [k for k, r in enumerate(rows) if r.get("seed2")]
     if noise:
-        s2, s1 = _col(rows, "seed2", metric), untuned
+        s2, s1 = metric_column(rows, "seed2", metric), untuned
         out["seed_noise"] = {"archs": noise, **rank_agreement([s2[k] for k in noise], [s1[k] for k in noise]),
                              "gap": gaps([s2[k] for k in noise], [s1[k] for k in noise]),
                              "inherited_on_these": rank_agreement([inh[k] for k in noise], [s1[k] for k in noise])}
@@ -81,7 +82,7 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
         out["reference_budgets"] = budgets
     kd = [k for k, r in enumerate(rows) if r.get("distilled")]
     if kd:
-        dis = _col(rows, "distilled", metric)
+        dis = metric_column(rows, "distilled", metric)
         out["distilled"] = {"archs": kd, "minus_standalone": gaps([dis[k] for k in kd], [untuned[k] for k in kd]),
                             "inherited_vs_distilled": rank_agreement([inh[k] for k in kd], [dis[k] for k in kd]),
                             "inherited_minus_distilled": gaps([inh[k] for k in kd], [dis[k] for k in kd])}
@@ -94,15 +95,13 @@ def reference_budgets(rows: list[dict], metric: str, size, inherited, untuned, s
     (``reference``: a low tau says the short reference ranks how fast an arch learns, not
     how good it gets), its loss minus the run's steps' (``gap``), and the inherited ranking
     against it (``inherited``). Keyed by the step count."""
-    sign = METRICS[metric]
-    longer = sorted({p["steps"] for r in rows for p in r["sweep"][1:]
-                     if p["dropout"] == r["sweep"][0]["dropout"] and p["steps"] > r["sweep"][0]["steps"]})
+    # per arch: its sweep points at the run's own dropout and longer than the run's steps
+    longer = [{p["steps"]: {"point": p} for p in r["sweep"][1:]
+               if p["dropout"] == r["sweep"][0]["dropout"] and p["steps"] > r["sweep"][0]["steps"]}
+              for r in rows]
     out = {}
-    for steps in longer:
-        col = []
-        for r in rows:
-            at = [p for p in r["sweep"] if p["steps"] == steps and r["sweep"] and p["dropout"] == r["sweep"][0]["dropout"]]
-            col.append(sign * at[0][metric] if at and metric in at[0] else None)
+    for steps in sorted({k for points in longer for k in points}):
+        col = metric_column([points.get(steps, {}) for points in longer], "point", metric)
         out[str(steps)] = {"reference": rank_agreement(col, untuned, size, seed), "gap": gaps(col, untuned),
                            "inherited": rank_agreement(inherited, col, size, seed)}
     return out
