@@ -54,6 +54,8 @@ def parse_variants(text: str) -> dict[str, dict]:
         name, _, body = part.partition(":")
         if not name.isidentifier() or name in out:
             raise SystemExit(f"--variants: bad or repeated name {name!r}")
+        if "_seed" in name:  # supernet seed k runs as NAME_seed{k}; results are grouped by that suffix
+            raise SystemExit(f"--variants: name {name!r} contains '_seed', the suffix of supernet seeds; rename it")
         kv = {}
         for item in filter(None, (x.strip() for x in body.split(","))):
             k, _, v = item.partition("=")

@@ -17,7 +17,7 @@ def test_variants_parse_into_space_and_training_settings():
     space = {"mos": {"mode": "layer", "experts": 3, "router_hidden": 8}}
     assert fidelity.variant_space(space, v["none"])["mos"] == {"mode": "none", "experts": 1, "router_hidden": 8}
     assert fidelity.variant_space(space, {"mode": "neuron"})["mos"]["experts"] == 3
-    for bad in ("x:lr=1", "x:mode=none;x:mode=layer", "", "1x:mode=none"):
+    for bad in ("x:lr=1", "x:mode=none;x:mode=layer", "", "1x:mode=none", "a_seeded:mode=none"):
         with pytest.raises(SystemExit):
             fidelity.parse_variants(bad)
 
