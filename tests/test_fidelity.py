@@ -257,8 +257,10 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     assert (out / "jobs" / job["name"] / "run" / "tokenizer.model").read_bytes() == \
         (run / "tokenizer.model").read_bytes()
     teacher = next(j for j in plan["jobs"] if j["teacher"])
-    assert json.loads((out / "jobs" / teacher["name"] / "run" / "config.json").read_text())["teacher"] == \
-        str(run.resolve())
+    kd_cfg = json.loads((out / "jobs" / teacher["name"] / "run" / "config.json").read_text())
+    assert kd_cfg["teacher"] == str(run.resolve())
+    # the supernet trained without distillation; its control still learns from the teacher
+    assert sup["train"]["distill"] == 0.0 and kd_cfg["train"]["distill"] == 0.5 and cfg["train"]["distill"] == 0.0
     # the report is rebuilt from the plan and the measurements alone
     (out / "fidelity.json").unlink()
     assert main(["fidelity", str(tmp_path / "gone"), "--out", str(out), "--report-only"]) == 0

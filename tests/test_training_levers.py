@@ -119,15 +119,20 @@ def test_cli_distilled_standalone_records_its_teacher(tmp_path, capsys, one_thre
     assert main(["train", *common, "--out", str(kd), "--arch", "smallest", "--teacher", str(sup), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["finished"]
     assert json.loads((kd / "config.json").read_text())["teacher"] == str(sup.resolve())
+    # the supernet trained without distillation (the default); the teacher run with 0.5
+    assert json.loads((sup / "config.json").read_text())["train"]["distill"] == 0.0
+    assert json.loads((kd / "config.json").read_text())["train"]["distill"] == 0.5
     metrics = [json.loads(x) for x in (kd / "metrics.jsonl").read_text().splitlines()]
-    assert "kd_standalone" in metrics[-1]
+    assert "kd_standalone" in metrics[-1] and metrics[-1]["kd_standalone"] > 0
     # refused before anything is written: no --arch, not a run, a run of another task
     assert main(["train", *common, "--out", str(tmp_path / "x1"), "--teacher", str(sup)]) == 2
     assert main(["train", *common, "--out", str(tmp_path / "x2"), "--arch", "smallest", "--teacher",
                  str(tmp_path)]) == 2
+    assert main(["train", *common, "--out", str(tmp_path / "x3"), "--arch", "smallest", "--teacher", str(sup),
+                 "--distill", "0"]) == 2
     err = capsys.readouterr().err
-    assert "give --arch too" in err and "not a cosearch run" in err
-    assert not (tmp_path / "x1").exists() and not (tmp_path / "x2").exists()
+    assert "give --arch too" in err and "not a cosearch run" in err and "--distill 0 would learn nothing" in err
+    assert not any((tmp_path / x).exists() for x in ("x1", "x2", "x3"))
 
 
 def test_levers_that_would_do_nothing_are_refused_before_any_work(tmp_path, one_thread):

@@ -27,7 +27,7 @@ def _fraction_or_off(text: str):
 
 
 def register(sub):
-    p = sub.add_parser("train", help="train a supernet (sandwich rule, in-place distillation; resumable)",
+    p = sub.add_parser("train", help="train a supernet (sandwich rule, optional in-place distillation; resumable)",
                        description="Train the mixed-precision supernet of a space. Re-running the same "
                        "command on the same --out resumes from the last checkpoint.")
     p.add_argument("--space", required=True, help="preset name (spaces/NAME.yaml) or a YAML file")
@@ -59,8 +59,9 @@ def register(sub):
     g.add_argument("--clip-norm", type=float, default=1.0)
     g.add_argument("--n-random", type=int, default=2, help="random sub-networks per step (besides "
                    "the largest and the smallest)")
-    g.add_argument("--distill", type=float, default=0.5, help="weight of the KL to the largest in "
-                   "the other sub-networks' loss")
+    g.add_argument("--distill", type=float, default=None, help="weight of the KL to the largest in "
+                   "the other sub-networks' loss (default 0: it slowed the supernet and ranked worse at "
+                   "short budgets; with --teacher: 0.5)")
     g.add_argument("--sample-pool", type=int, default=1, metavar="K",
                    help="worst-of-K sampling: each random sub-network is the one of K candidates of about "
                    "its weight size with the highest loss on the batch (default 1: uniform)")

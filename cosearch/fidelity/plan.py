@@ -23,7 +23,7 @@ from ..jobs import Job
 from ..space import Arch, SearchSpace
 from ..training.checkpoint import latest_checkpoint
 from ..training.rundir import read_config, space_of
-from ..training.train import TrainConfig
+from ..training.train import TEACHER_DISTILL, TrainConfig
 from .pick import AXES, pick_archs, subset
 
 PLAN = "plan.json"
@@ -172,7 +172,7 @@ def job_content(run: RunInfo, arch: Arch, spec: StandaloneSpec, gpu: bool) -> di
     """Everything that decides a job's model (its name is a digest of this)."""
     return {"space": standalone_space(run.space, spec.dropout), "task": run.config["task"],
             "data": run.config["data"], "arch": arch.to_dict(), "seed": spec.seed,
-            "flags": recipe_flags(run.train, spec.steps), "distill": run.train["distill"] if spec.teacher else 0.0,
+            "flags": recipe_flags(run.train, spec.steps), "distill": (run.train["distill"] or TEACHER_DISTILL) if spec.teacher else 0.0,
             "teacher": str(run.run_dir) if spec.teacher else None, "gpu": bool(gpu)}
 
 
