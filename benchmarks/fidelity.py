@@ -230,7 +230,10 @@ def main(argv=None) -> int:
             "settings": vars(args), "machine": machine(), "wall_s": round(wall, 1), "train_wave_s": round(train_s, 1),
             "gpu_seconds": round(wall * (torch.cuda.device_count() if args.gpu else 0), 1), "failed": failed,
             "variants": {k: variants[k.split("_seed")[0]] for k in runs},
-            "supernets": {k: {"summary": _read(r / "summary.json"), "specialisation": specialisation(r)}
+            # the recipe each supernet was trained with (a variant lists only what it sets;
+            # the defaults, distill among them, change between versions)
+            "supernets": {k: {"summary": _read(r / "summary.json"), "train": (_read(r / "config.json") or {}).get("train"),
+                              "specialisation": specialisation(r)}
                           for k, r in runs.items()}}
     (out / "run_info.json").write_text(json.dumps(info, indent=1))
     if args.copy_small:

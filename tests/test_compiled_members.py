@@ -16,13 +16,10 @@ from cosearch.model.supernet import Supernet
 from cosearch.training.train import TrainConfig, make_optimizer, sandwich_step
 
 
-def _train(space, forward, fused_path: bool, batches, steps_of) -> Supernet:
+def _train(space, forward, fused_path: bool, batches, steps_of, distill: float = 0.5) -> Supernet:
     torch.manual_seed(0)
     net = use_fused(Supernet(space).train(), fused_path)
-    # distill 0.5 (the default until 2026-12-05) covers the teacher's KL term in the compiled
-    # members; without it the two drift apart by up to 8e-5 on these batches, in the quantized
-    # attention weights and k.bias (rounding noise that AdamW scales up), above the 1e-5 below
-    cfg = TrainConfig(steps=10, n_random=2, distill=0.5).resolved(space)
+    cfg = TrainConfig(steps=10, n_random=2, distill=distill).resolved(space)
     opt = make_optimizer(net, cfg)
     fwd = forward(net) if forward is not None else None
     for (src, tgt), step in zip(batches, steps_of):
@@ -32,8 +29,13 @@ def _train(space, forward, fused_path: bool, batches, steps_of) -> Supernet:
     return net
 
 
-@pytest.mark.parametrize("fused_path", [False, True])
-def test_compiled_fixed_members_train_as_eager_and_compile_once_per_fixed_arch(fused_path):
+# distill 0.5 keeps the teacher's KL term in the compiled members under test. At 0 (the default
+# since 2026-12-05) eager and compiled drift apart on these batches by up to 8e-4 in one 4-bit
+# quantizer scale (log_factor) and 1.5e-4 in weights after three steps: not yet explained (AdamW
+# scaling rounding noise in a near-zero gradient, as for k.bias below, is the suspect); noted in
+# benchmarks/results/fidelity_notes.md
+@pytest.mark.parametrize("fused_path, distill, atol", [(False, 0.5, 1e-6), (True, 0.5, 1e-6)])
+def test_compiled_fixed_members_train_as_eager_and_compile_once_per_fixed_arch(fused_path, distill, atol):
     torch._dynamo.reset()
     space = SearchSpace.from_dict(mt_space(dropout=0.0))
     g = torch.Generator().manual_seed(1)
@@ -42,16 +44,17 @@ def test_compiled_fixed_members_train_as_eager_and_compile_once_per_fixed_arch(f
     batches = [tuple(torch.randint(1, space.vocab_size, (b, n), generator=g) for n in (s, t))
                for b, s, t in ((3, 7, 9), (4, 5, 6), (2, 11, 8))]
     steps_of = (2, 9, 9)
-    eager = _train(space, None, fused_path, batches, steps_of)
+    eager = _train(space, None, fused_path, batches, steps_of, distill)
     before = compile_counts().get("fixed_members", 0)
     # aot_eager: no compiler (the traced graph runs op by op, with AOT autograd's backward)
-    compiled = _train(space, lambda net: MemberForward(net, backend="aot_eager"), fused_path, batches, steps_of)
+    compiled = _train(space, lambda net: MemberForward(net, backend="aot_eager"), fused_path, batches, steps_of,
+                      distill)
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         if name.endswith("k.bias"):
             # its gradient is zero in exact arithmetic (softmax ignores a shift shared by a
             # row's logits), so it holds rounding noise, which AdamW scales up to lr-sized steps
             continue
-        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=atol, msg=name)
     # largest (float), smallest at float (step 2) and at its lowest bits (step 9): three graphs,
     # one per fixed arch; new batch shapes and the four random archs compile nothing
     assert compile_counts()["fixed_members"] - before == 3
@@ -91,7 +94,7 @@ def _ddp_rank(rank: int, world: int, init: str, compiled: bool, out: str) -> Non
         space = SearchSpace.from_dict(mt_space(dropout=0.0))
         torch.manual_seed(0)
         net = Supernet(space).train()
-        cfg = TrainConfig(steps=10, n_random=2, distill=0.5).resolved(space)  # as _train above
+        cfg = TrainConfig(steps=10, n_random=2, distill=0.5).resolved(space)  # as _train's default
         opt = make_optimizer(net, cfg)
         model = data_parallel(net, torch.device("cpu"))  # as cosearch.training.train.run_worker
         kw = {"forward": MemberForward(net, backend="aot_eager")} if compiled else {}

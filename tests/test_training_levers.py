@@ -107,6 +107,22 @@ def test_worst_of_pool_training_runs_and_resumes_to_the_same_weights(tmp_path, o
         train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, sample_pool=65))
 
 
+def test_distillation_is_off_by_default_and_a_run_made_with_it_resumes_without_the_flag(tmp_path, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    kw = dict(FAST, steps=4)
+    new = train(lm_space(), "lm", data, tmp_path / "new", **kw)
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["train"]["distill"] == 0.0
+    # a run made with 0.5 (the default before 2026-12-05), stopped at step 2, then its
+    # command rerun without --distill (the CLI's None): it resumes as it was made
+    train(lm_space(), "lm", data, tmp_path / "old", stop_at=2, distill=0.5, **kw)
+    resumed = train(lm_space(), "lm", data, tmp_path / "old", distill=None, **kw)
+    assert resumed.start_step == 2 and resumed.finished
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["train"]["distill"] == 0.5
+    assert new.losses != resumed.losses  # the KL term was trained with, not dropped
+    with pytest.raises(UserError, match="made with distill=0.5"):  # an explicit other weight is refused
+        train(lm_space(), "lm", data, tmp_path / "old", distill=0.0, **kw)
+
+
 # --------------------------------------------------------------------------- teacher
 def test_cli_distilled_standalone_records_its_teacher(tmp_path, capsys, one_thread):
     data = write_lm_text(tmp_path / "t.txt")

@@ -6,8 +6,9 @@ smoothing; its detached outputs are the teacher), the smallest at the lowest *en
 bit-widths, and ``n_random`` random sub-networks whose per-layer bit-widths are drawn
 from the enabled ones. The non-largest members minimise
 ``(1 - distill) * task_loss + distill * KL(teacher || student)``: pure distillation
-(BigNAS) lets weak early teachers hold the small networks back, pure task loss loses the
-smoothing effect of the teacher, so the default mixes both equally.
+(BigNAS) lets weak early teachers hold the small networks back. The default is pure task
+loss (``distill`` 0, as MoS and HAT train for translation): at the budgets measured, 0.5 slowed
+the shared weights and never ranked sub-networks better (benchmarks/results/fidelity_notes.md).
 
 Bit-widths are enabled in stages (quantization notes: float first, then 8/4/3, then
 2/ternary/1): by default float only for the first 20% of the steps, then >= 3 bits,

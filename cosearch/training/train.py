@@ -44,8 +44,8 @@ from ..data.tasks import TASK_FAMILY
 from ..data.tokenizer import TOKENIZER_MODELS, Tokenizer
 from ..errors import UserError
 from ..model.fused import fused_by_default, use_fused
-from .rundir import (SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, is_run_folder,
-                     run_arch, space_of, truncate_metrics, write_config)
+from .rundir import (CONFIG, SUMMARY, TOKENIZER, append_metrics, atomic_write_text, check_config, is_run_folder,
+                     read_config, run_arch, space_of, truncate_metrics, write_config)
 from .router_balance import balance_loss
 from .sandwich import candidate_pools, member_loss, sandwich, standalone, task_loss, worst_of_pools
 from .teacher import check_teacher, check_teacher_tokenizer, load_teacher, teacher_logp
@@ -597,6 +597,18 @@ def check_task(space: SearchSpace, task: str) -> None:
 TEACHER_DISTILL = 0.5
 
 
+def _recorded_distill(out) -> float | None:
+    """The distillation weight an existing run in ``out`` was made with, else None. The
+    default changed from 0.5 to 0 (2026-12-05): rerunning the command of a run made before
+    then, without ``--distill``, resumes it as it was made rather than refusing the change."""
+    if out is None or not (Path(out) / CONFIG).is_file():
+        return None
+    try:
+        return read_config(out).get("train", {}).get("distill")
+    except UserError:
+        return None  # a damaged config: check_config names it later
+
+
 def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | None, out: str | Path,
           steps: int = 2000, workers: int | None = None, gpu: bool = False, seed: int = 0, *,
           progress: bool = True, stop_at: int | None = None, arch: Arch | None = None,
@@ -638,8 +650,11 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
             raise UserError("--teacher with --distill 0 would learn nothing from the teacher: give --distill in "
                             f"(0, 1] or leave it out ({TEACHER_DISTILL:g} with --teacher)")
         teacher = check_teacher(teacher, space, task)
-    elif hparams.get("distill", 0) is None:
-        del hparams["distill"]  # the CLI's "not given"
+    elif hparams.get("distill") is None:
+        hparams.pop("distill", None)  # not given (the CLI's None): the default, or what the run recorded
+        recorded = _recorded_distill(out)
+        if recorded is not None:
+            hparams["distill"] = recorded
     try:
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
     except TypeError as e:
