@@ -61,7 +61,7 @@ def register(sub):
                    "the largest and the smallest)")
     g.add_argument("--distill", type=float, default=None, help="weight of the KL to the largest in "
                    "the other sub-networks' loss (default 0: it slowed the supernet and ranked worse at "
-                   "short budgets; with --teacher: 0.5)")
+                   "short budgets; with --teacher: 0.5; an existing run resumes with its own)")
     g.add_argument("--sample-pool", type=int, default=1, metavar="K",
                    help="worst-of-K sampling: each random sub-network is the one of K candidates of about "
                    "its weight size with the highest loss on the batch (default 1: uniform)")
