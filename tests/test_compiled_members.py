@@ -31,8 +31,8 @@ def _train(space, forward, fused_path: bool, batches, steps_of, distill: float =
 
 # distill 0.5 keeps the teacher's KL term in the compiled members under test. At 0 (the default
 # since 2026-12-05) the two trajectories drift apart on these batches (8e-4 in one 4-bit quantizer
-# scale after three steps): rounding-level weight differences flip a rounding in the quantizer,
-# and AdamW turns the gradient jump into a step. From the same weights the gradients agree: the
+# scale after three steps): most likely rounding-level weight differences flip a rounding in the
+# quantizer, and AdamW turns the gradient jump into a step. From the same weights the gradients agree: the
 # test after this one checks that at distill 0.
 @pytest.mark.parametrize("fused_path, distill, atol", [(False, 0.5, 1e-6), (True, 0.5, 1e-6)])
 def test_compiled_fixed_members_train_as_eager_and_compile_once_per_fixed_arch(fused_path, distill, atol):
