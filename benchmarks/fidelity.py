@@ -232,7 +232,8 @@ def main(argv=None) -> int:
             "variants": {k: variants[k.split("_seed")[0]] for k in runs},
             # the recipe each supernet was trained with (a variant lists only what it sets;
             # the defaults, distill among them, change between versions)
-            "supernets": {k: {"summary": _read(r / "summary.json"), "train": (_read(r / "config.json") or {}).get("train"),
+            "supernets": {k: {"summary": _read(r / "summary.json"),
+                              "train": (_read(r / "config.json") or {}).get("train"),
                               "specialisation": specialisation(r)}
                           for k, r in runs.items()}}
     (out / "run_info.json").write_text(json.dumps(info, indent=1))

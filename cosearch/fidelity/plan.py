@@ -172,7 +172,9 @@ def job_content(run: RunInfo, arch: Arch, spec: StandaloneSpec, gpu: bool) -> di
     """Everything that decides a job's model (its name is a digest of this)."""
     return {"space": standalone_space(run.space, spec.dropout), "task": run.config["task"],
             "data": run.config["data"], "arch": arch.to_dict(), "seed": spec.seed,
-            "flags": recipe_flags(run.train, spec.steps), "distill": (run.train["distill"] or TEACHER_DISTILL) if spec.teacher else 0.0,
+            "flags": recipe_flags(run.train, spec.steps),
+            # the control distils even from a supernet trained without distillation
+            "distill": (run.train["distill"] or TEACHER_DISTILL) if spec.teacher else 0.0,
             "teacher": str(run.run_dir) if spec.teacher else None, "gpu": bool(gpu)}
 
 

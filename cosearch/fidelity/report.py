@@ -64,7 +64,7 @@ def metric_column(rows: list[dict], what: str, metric: str) -> list[float | None
 def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
     """The statistics of one metric (see the module doc)."""
     size = [r["weight_mb"] for r in rows]
-    inh, sa, untuned = metric_column(rows, "inherited", metric), metric_column(rows, "standalone", metric), metric_column(rows, "untuned", metric)
+    inh, sa, untuned = (metric_column(rows, what, metric) for what in ("inherited", "standalone", "untuned"))
     out = {"inherited": rank_agreement(inh, sa, size, seed), "gap": gaps(inh, sa),
            "inherited_vs_untuned": rank_agreement(inh, untuned, size, seed), "proxies": {}}
     for p in PROXIES:
