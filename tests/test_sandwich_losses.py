@@ -66,6 +66,33 @@ def test_sandwich_step_gradients_are_the_hand_derived_ones():
     assert set(sums) == {"loss_largest", "loss_smallest", "loss_random", "kd_smallest", "kd_random"}
 
 
+def test_at_distill_0_every_member_learns_the_task_and_no_kl_is_computed(monkeypatch):
+    """The default (distill 0): each member's gradient is its own ``(p - q) / N``, and the
+    sandwich builds no teacher and no KL (a vocab-sized log-softmax per member), so the
+    metrics have no ``kd_*``."""
+    from cosearch.training import sandwich as sandwich_module
+
+    def no_kl(*args, **kwargs):
+        raise AssertionError("the KL was computed at distill 0")
+    monkeypatch.setattr(sandwich_module, "distill_loss", no_kl)
+    gen = torch.Generator().manual_seed(3)
+    B, T, V, pad = 2, 4, 6, 0
+    target = torch.randint(1, V, (B, T), generator=gen)
+    target[0, -1] = pad
+    table = nn.ParameterList([nn.Parameter(2 * torch.randn(B, T, V, generator=gen)) for _ in range(3)])
+    start = [p.detach().clone() for p in table]
+    members = [Member("largest", None), Member("smallest", None), Member("random", None)]
+    eps = 0.1
+    opt = torch.optim.SGD(table.parameters(), lr=1.0)
+    sums: dict = {}
+    sandwich_step(table, table, opt, members, (), target, TrainConfig(label_smoothing=eps, distill=0.0, clip_norm=1e9),
+                  pad, V, sums=sums, forward=lambda model, m, inputs: model[members.index(m)] * 1.0)
+    for i, (before, p, g) in enumerate(zip(start, table, _expected_grads(start, target, pad, eps, 0.0))):
+        got = (before - p.detach()).double()
+        assert torch.allclose(got, g, atol=1e-6, rtol=0), (i, float((got - g).abs().max()))
+    assert set(sums) == {"loss_largest", "loss_smallest", "loss_random"}
+
+
 def test_the_distillation_part_alone_pulls_the_student_to_the_teacher():
     """distill = 1: the student's gradient is exactly ``p_s - p_t`` (no task part)."""
     gen = torch.Generator().manual_seed(1)

@@ -500,7 +500,8 @@ def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimi
 
     Every member runs on ``net`` and its gradients accumulate locally; with ``ddp``,
     ``model`` is ``grad_sync.data_parallel(net)`` and one all-reduce then averages the sum
-    over the ranks. Adds each member's task loss and KL to ``sums`` when given. ``forward``
+    over the ranks. Adds each member's task loss and KL (none at ``distill`` 0) to ``sums``
+    when given. ``forward``
     runs a member (``cosearch.model.compiled_members``: eager, or compiled).
     ``teacher_logp``: a fixed teacher's log-probabilities (``--teacher``), which then teach
     every member; ``extra_loss()`` is added to the last member's loss (e.g. the router term).
@@ -516,7 +517,9 @@ def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimi
             if sums is not None:
                 _accumulate(sums, "router_term", term)
         loss.backward()
-        if teacher is None and len(members) > 1:
+        # at distill 0 the KL has no weight: no teacher, so no vocab-sized log-softmax and KL
+        # per member (their memory and time), and no kd_* metrics
+        if teacher is None and len(members) > 1 and cfg.distill > 0:
             teacher = F.log_softmax(logits.detach().float(), dim=-1)
         if sums is not None:
             _accumulate(sums, f"loss_{m.role}", ce)
@@ -553,8 +556,8 @@ def _accumulate(sums: dict, name: str, value: torch.Tensor) -> None:
 def _log_record(step: int, lr: float, sums: dict, tokens: int, secs: float,
                 dist: DistInfo, device) -> tuple[dict, int]:
     """One metrics line: per sandwich role the mean task loss (``loss_ROLE``, label-smoothed
-    cross-entropy) and distillation KL (``kd_ROLE``), averaged over steps and workers;
-    tokens/s of all workers. Every worker calls this at the same steps (it all-reduces)."""
+    cross-entropy) and distillation KL (``kd_ROLE``, when ``distill`` > 0), averaged over
+    steps and workers; tokens/s of all workers. Every worker calls this at the same steps (it all-reduces)."""
     names = sorted(sums)
     vals = torch.tensor([float(sums[n][0]) / sums[n][1] for n in names] + [float(tokens)], dtype=torch.float64)
     if dist.world > 1:
