@@ -1,6 +1,6 @@
 """``cosearch demo``: the whole tour on a laptop, offline, in minutes.
 
-Trains a small mixed-precision MoS language-model supernet on the embedded default
+Trains a small mixed-precision language-model supernet on the embedded default
 corpus (the Python standard library's own source), co-searches it under a latency bound
 on a ZCU102 FPGA, draws the Pareto front, exports the best sub-network under the bound
 and generates a sample with it. Every step is the public API the CLI also uses, and

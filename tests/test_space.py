@@ -34,6 +34,14 @@ def test_every_preset_is_listed_and_loads():
         assert space.cardinality() >= 1
 
 
+def test_every_preset_trains_plain_weight_sharing_by_default():
+    """#21: MoS never ranked sub-networks measurably better than plain sharing (3 tasks, 3
+    seeds each; benchmarks/README.md section 3), so no preset turns it on."""
+    for name in list_presets("spaces"):
+        mos = SearchSpace.load(name).to_dict()["mos"]
+        assert (mos["mode"], mos["experts"]) == ("none", 1), name
+
+
 def test_load_by_path_equals_load_by_name():
     by_path = SearchSpace.load(SPACES_DIR / "tiny_lm.yaml")
     assert by_path.spec == SPACES["tiny_lm"].spec
