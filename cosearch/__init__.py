@@ -1,4 +1,4 @@
-"""cosearch: mixed-precision mixture-of-supernets and accelerator co-search.
+"""cosearch: mixed-precision weight-sharing supernets (optionally MoS) and accelerator co-search.
 
 The layers, bottom up: ``space`` (search spaces and archs) -> ``model`` (the supernet),
 ``data`` (tasks, tokenizers) and ``hardware`` (the cost engine) -> ``training`` ->

@@ -25,8 +25,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cosearch", description="Mixed-precision mixture-of-supernets and "
-                "FPGA/ASIC co-search for transformers.")
+    p = _Parser(prog="cosearch", description="Mixed-precision weight-sharing supernets (optionally "
+                "mixture-of-supernets) and FPGA/ASIC co-search for transformers.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for m in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{m.name}").register(sub)

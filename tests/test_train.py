@@ -164,6 +164,19 @@ def test_other_settings_on_an_existing_run_are_refused(tmp_path, one_thread):
         train(lm_space(), "lm", data, tmp_path / "r", steps=1, **FAST)
 
 
+def test_a_run_whose_preset_changed_since_says_how_to_resume_and_that_way_resumes(tmp_path, one_thread):
+    """The presets dropped MoS: a run begun with the old one is refused with the way back
+    (its own space, written to a file), and following it resumes the run."""
+    data = write_lm_text(tmp_path / "t.txt")
+    run = tmp_path / "r"
+    train(lm_space(mode="layer", experts=2), "lm", data, run, steps=1, **FAST)
+    with pytest.raises(UserError, match=r"space changed since the run began.*\"space\" entry of .*config\.json"):
+        train(lm_space(mode="none", experts=1), "lm", data, run, steps=1, **FAST)
+    own = tmp_path / "own_space.yaml"
+    own.write_text(json.dumps(json.loads((run / "config.json").read_text())["space"]))  # JSON is YAML
+    assert train(own, "lm", data, run, steps=1, **FAST).step == 1
+
+
 def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path, one_thread):
     """config.json written before ema_start/ema_decay existed: their defaults stand in."""
     data = write_lm_text(tmp_path / "t.txt")

@@ -99,13 +99,19 @@ def check_config(run_dir: str | Path, config: dict, defaults: dict | None = None
         if diff:
             k, old, new = diff
             k = k.removeprefix("train.")  # hyper-parameters are named like their flags
+            hint = ""
             if k == "space":
                 old = f"{saved['space'].get('name')!r} (from {saved.get('space_source')})"
                 new = f"{config['space'].get('name')!r} (from {config.get('space_source')}, other content)"
+                if saved["space"].get("name") == config["space"].get("name"):
+                    # a preset edited since the run began (e.g. the presets dropped MoS): the run
+                    # keeps its own copy of the space, which resumes it as a --space file
+                    hint = (f" (the space changed since the run began: to resume, write the \"space\" entry "
+                            f"of {run_dir / CONFIG} to a file and pass it as --space)")
             else:
                 old, new = repr(old), repr(new)
             raise UserError(f"{run_dir} holds a run made with {k}={old}, but this command gives "
-                            f"{k}={new}; rerun with the same settings to resume, or choose a new --out")
+                            f"{k}={new}; rerun with the same settings to resume, or choose a new --out{hint}")
         return True
     if run_dir.exists() and (not run_dir.is_dir() or not is_unfinished_start(run_dir)):
         raise UserError(f"{run_dir} exists and is not a cosearch run; choose a new or empty --out")
