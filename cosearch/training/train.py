@@ -496,13 +496,13 @@ def sandwich_step(model: torch.nn.Module, net: Supernet, opt: torch.optim.Optimi
                   autocast=nullcontext(), ddp: bool = False, sums: dict | None = None,
                   forward: Callable = eager_forward, teacher_logp: torch.Tensor | None = None,
                   extra_loss: Callable[[], torch.Tensor] | None = None) -> None:
-    """One optimizer step over the sandwich ``members`` (the first is the teacher).
+    """One optimizer step over the sandwich ``members`` (the first teaches when ``distill`` > 0).
 
     Every member runs on ``net`` and its gradients accumulate locally; with ``ddp``,
     ``model`` is ``grad_sync.data_parallel(net)`` and one all-reduce then averages the sum
     over the ranks. Adds each member's task loss and KL (none at ``distill`` 0) to ``sums``
-    when given. ``forward``
-    runs a member (``cosearch.model.compiled_members``: eager, or compiled).
+    when given. ``forward`` runs a member (``cosearch.model.compiled_members``: eager, or
+    compiled).
     ``teacher_logp``: a fixed teacher's log-probabilities (``--teacher``), which then teach
     every member; ``extra_loss()`` is added to the last member's loss (e.g. the router term).
     """
@@ -557,7 +557,8 @@ def _log_record(step: int, lr: float, sums: dict, tokens: int, secs: float,
                 dist: DistInfo, device) -> tuple[dict, int]:
     """One metrics line: per sandwich role the mean task loss (``loss_ROLE``, label-smoothed
     cross-entropy) and distillation KL (``kd_ROLE``, when ``distill`` > 0), averaged over
-    steps and workers; tokens/s of all workers. Every worker calls this at the same steps (it all-reduces)."""
+    steps and workers; tokens/s of all workers. Every worker calls this at the same steps
+    (it all-reduces)."""
     names = sorted(sums)
     vals = torch.tensor([float(sums[n][0]) / sums[n][1] for n in names] + [float(tokens)], dtype=torch.float64)
     if dist.world > 1:
