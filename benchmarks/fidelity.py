@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -99,24 +98,13 @@ def machine() -> dict:
     import numpy
     import scipy
     import torch
+    from git_version import code_version
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
            "scipy": scipy.__version__, "cpus": os.cpu_count(), "platform": platform.platform(),
-           **code_version(ROOT)}
+           **code_version()}
     if torch.cuda.is_available():
         out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return out
-
-
-def code_version(root: Path) -> dict:
-    """The commit the code ran at, and whether tracked files differed from it (a device run
-    gets a copy of the working tree, committed or not); {} outside a git checkout."""
-    def git(*args):
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
-    try:
-        return {"commit": git("rev-parse", "--short", "HEAD").strip(),
-                "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no").strip())}
-    except (OSError, subprocess.CalledProcessError):
-        return {}
 
 
 def main(argv=None) -> int:

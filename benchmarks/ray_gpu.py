@@ -216,12 +216,8 @@ def machine() -> dict:
         info["ray"] = ray.__version__
     except ImportError:
         pass
-    try:
-        info["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                        capture_output=True, text=True).stdout.strip()
-    except OSError:
-        pass
-    return info
+    from git_version import code_version
+    return {**info, **code_version()}
 
 
 def worker_counts(args) -> list[int]:

@@ -70,21 +70,3 @@ def test_variants_are_compared_with_the_first_on_the_same_archs(capsys):
     for bad in ("a", "a:b:c", "a:1b"):
         with pytest.raises(SystemExit):
             fidelity.parse_pairs(bad)
-
-
-def test_the_json_records_the_commit_and_whether_tracked_files_differed(tmp_path):
-    import subprocess
-
-    def git(*args):
-        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    assert fidelity.code_version(tmp_path) == {}  # not a checkout
-    git("init", "-q")
-    (tmp_path / "a.py").write_text("x = 1\n")
-    git("add", "a.py")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
-    sha = git("log", "-1", "--format=%h")
-    (tmp_path / "new.txt").write_text("untracked files do not count\n")
-    assert fidelity.code_version(tmp_path) == {"commit": sha, "uncommitted_changes": False}
-    (tmp_path / "a.py").write_text("x = 2\n")
-    assert fidelity.code_version(tmp_path) == {"commit": sha, "uncommitted_changes": True}

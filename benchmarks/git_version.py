@@ -1,0 +1,19 @@
+"""The code version a benchmark ran at, for its JSON (one helper for every script)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_version(root: Path = ROOT) -> dict:
+    """The commit the code ran at, and whether tracked files differed from it (a device run
+    gets a copy of the working tree, committed or not); {} outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+    try:
+        return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+                "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no").strip())}
+    except (OSError, subprocess.CalledProcessError):
+        return {}
