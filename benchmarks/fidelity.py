@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--space", default="tiny_lm")
     p.add_argument("--task", default="lm", choices=["lm", "translation"])
     p.add_argument("--data", default=None)
-    p.add_argument("--out", required=True, help="work folder (a rerun resumes)")
+    p.add_argument("--out", default=None, help="work folder (a rerun resumes); needed but with --rescore")
     p.add_argument("--steps", type=int, default=300, help="supernet steps (a variant may set its own)")
     p.add_argument("--standalone-steps", type=int, default=None, help="standalone steps (default --steps)")
     p.add_argument("--max-tokens", type=int, default=4096)
@@ -136,12 +136,19 @@ def main(argv=None) -> int:
     p.add_argument("--copy-small", default=None, metavar="DIR", help="copy the small files (no checkpoints) here")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports and the JSON from "
                    "--out's run_info, plans and measurements (e.g. copied from the GPU machine)")
+    p.add_argument("--rescore", default=None, metavar="JSON", help="score the per-arch rows kept in an "
+                   "earlier result JSON again with this version's statistics (its work folder may be gone); "
+                   "writes --result")
     p.add_argument("--compare", default="", help="variant pairs to compare, e.g. layer:none,layer:params "
                    "(B may be a zero-cost proxy; default: every variant against the first)")
     args = p.parse_args(argv)
+    if not args.out and not args.rescore:
+        p.error("the following arguments are required: --out")
     pairs = parse_pairs(args.compare)
     if args.report_only:
         return gather(Path(args.out), args.result, pairs)
+    if args.rescore:
+        return rescore(Path(args.rescore), args.result, pairs)
     variants = parse_variants(args.variants)
 
     from cosearch.fidelity.plan import FidelitySettings, make_plan, plan_jobs, prepare_jobs, read_run
@@ -301,6 +308,31 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
     if result:
         Path(result).parent.mkdir(parents=True, exist_ok=True)
         Path(result).write_text(text)
+    return 0
+
+
+def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None = None) -> int:
+    """An earlier result JSON with every report scored again from its per-arch rows, and
+    its comparisons redone (``pairs`` instead, when given); ``rescored`` records this commit."""
+    from git_version import code_version
+    from cosearch.fidelity.report import score_rows
+    if not result:
+        raise SystemExit("--rescore needs --result (where to write the rescored JSON)")
+    info = json.loads(path.read_text())
+    seed = int(info["settings"].get("arch_seed", 0))
+    for rep in info["reports"].values():
+        rep.update({k: v for k, v in score_rows(rep["per_arch"], seed).items() if k != "headline"})
+    if pairs is not None:
+        info["comparisons"] = compare_variants(info["reports"], pairs)
+    else:  # each comparison it had, under its own name; one against another JSON's variant stays as it was
+        from cosearch.fidelity.proxies import PROXIES
+        here = {k.split("_seed")[0] for k in info["reports"]} | set(PROXIES)
+        for name, c in (info.get("comparisons") or {}).items():
+            if c["variant"] in here and c["baseline"] in here:
+                info["comparisons"][name] = next(iter(compare_variants(info["reports"], [(c["variant"], c["baseline"])]).values()))
+    info["rescored"] = {"from": path.name, **code_version()}
+    Path(result).parent.mkdir(parents=True, exist_ok=True)
+    Path(result).write_text(json.dumps(info, indent=1))
     return 0
 
 

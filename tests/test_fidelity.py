@@ -20,7 +20,7 @@ from cosearch.fidelity.plan import PLAN, Plan
 from cosearch.fidelity.proxies import decoder_params, proxy_values
 from cosearch.fidelity import report as report_mod
 from cosearch.fidelity.report import build_report
-from cosearch.fidelity.stats import gaps, rank_agreement, tau_difference, within_bin_tau
+from cosearch.fidelity.stats import gaps, rank_agreement, reference_ceiling, tau_difference, within_bin_tau
 from cosearch.space import SearchSpace
 
 from train_fixtures import one_thread, write_lm_text  # noqa: F401
@@ -140,6 +140,36 @@ def test_tau_difference_of_two_variants_by_hand():
     assert flat["within_bin_a"] == [None] and flat["within_bin_diff"] is None
 
 
+def test_reference_ceiling_follows_the_normal_law():
+    import numpy as np
+    from scipy.stats import chi2
+    # 400 archs whose reference has variance exactly 1; 8 noise pairs differing by 0.6 * sqrt(2)
+    ref = np.random.default_rng(1).standard_normal(400)
+    ref = ((ref - ref.mean()) / ref.std()).tolist()
+    d = 0.6 * math.sqrt(2)
+    c = reference_ceiling(ref, [3.0] * 8, [3.0 + d, 3.0 - d] * 4, seed=0, n_sim=100)
+    assert c["noise_pairs"] == 8 and c["n"] == 400 and c["noise_sd"] == pytest.approx(0.6)
+    # sum(d^2) / 2 = 8 * 0.36 = 2.88 is sigma^2 times a chi-square with 8 degrees of freedom
+    assert c["noise_sd_ci"] == pytest.approx([math.sqrt(2.88 / chi2.ppf(0.975, 8)), math.sqrt(2.88 / chi2.ppf(0.025, 8))])
+    # the true values keep variance 1 - 0.36, so they correlate 0.8 with a noisy redraw, and for
+    # normal pairs Kendall's tau = 2 / pi * asin(correlation) (Greiner)
+    assert c["kendall_tau"] == pytest.approx(2 / math.pi * math.asin(0.8), abs=0.02)
+    lo_tau, hi_tau = c["kendall_range"]  # more noise, a lower ceiling
+    assert lo_tau < c["kendall_tau"] < hi_tau
+    assert c["within_bin_tau"] is None  # no sizes given
+    assert reference_ceiling(ref, [3.0] * 8, [3.0 + d, 3.0 - d] * 4, seed=0, n_sim=100) == c  # seeded
+
+
+def test_reference_ceiling_without_noise_is_one_and_with_only_noise_zero():
+    ref, size = [1.0, 2.0, 3.0, 4.0], [1.0, 1.1, 5.0, 5.5]
+    c = reference_ceiling(ref, [2.0, 3.0], [2.0, 3.0], size, n_sim=10)  # two seeds agree exactly
+    assert c["noise_sd"] == 0.0 and c["kendall_tau"] == 1.0 and c["within_bin_tau"] == 1.0
+    # seed noise larger than the spread between archs: nothing left to rank
+    c = reference_ceiling(ref, [2.0, 3.0], [7.0, -2.0], size, n_sim=10)
+    assert c["noise_sd"] == pytest.approx(math.sqrt((25 + 25) / 4)) and c["kendall_tau"] == 0.0 and c["within_bin_tau"] == 0.0
+    assert reference_ceiling(ref, [2.0], [2.5], size)["kendall_tau"] is None  # one pair is no estimate
+
+
 def test_reference_budgets_rank_the_longer_sweep_point_against_the_runs_own(monkeypatch):
     archs = [{"decoder_embed_dim": 64, "decoder": []}] * 4
     short, long = [3.0, 3.2, 3.4, 3.6], [2.5, 2.4, 2.9, 3.1]  # 3x the steps: archs 0 and 1 swap
@@ -195,6 +225,7 @@ def test_report_takes_the_best_sweep_point_and_compares_proxies(monkeypatch):
     assert s["proxies"]["macs"]["kendall_tau"] == pytest.approx(-1.0)
     assert s["best_proxy"] == "params"
     assert s["seed_noise"]["gap"]["mean_abs"] == pytest.approx(abs(3.2 - 3.15))
+    assert s["reference_ceiling"]["noise_pairs"] == 1 and rep["goals"]["reference_ceiling"] is None
     assert rep["goals"]["tau"] == pytest.approx(4 / 6) and rep["goals"]["tau_ok"] is False
 
 
@@ -414,3 +445,6 @@ def test_summary_lines_name_the_longer_reference_budget():
                "reference_budgets": {"600": {"reference": {**agree, "kendall_tau": 0.25}, "inherited": agree}}}
     text = format_summary({"summary": {"valid_loss": summary}})
     assert "standalone at 600 steps vs the run's: tau 0.250 [0.10, 0.90], inherited vs it: tau 0.500" in text
+    summary["reference_ceiling"] = {"kendall_tau": 0.8, "kendall_range": [0.7, 0.9], "within_bin_tau": 0.4}
+    text = format_summary({"summary": {"valid_loss": summary}})
+    assert "a perfect ranker against this one-seed reference: tau 0.800 [0.70, 0.90], within-bin 0.400" in text

@@ -2,6 +2,7 @@
 the supernet commands it runs (the command itself is tested in test_fidelity.py)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -70,3 +71,35 @@ def test_variants_are_compared_with_the_first_on_the_same_archs(capsys):
     for bad in ("a", "a:b:c", "a:1b"):
         with pytest.raises(SystemExit):
             fidelity.parse_pairs(bad)
+
+
+def _row(k, inherited, standalone, seed2=None):
+    point = {"dropout": 0.1, "steps": 10, "valid_loss": standalone}
+    return {"arch": f"a{k}", "weight_mb": 1.0 + k, "params": 10 - k, "macs": 1, "decoder_params": 1,
+            "inherited": {"valid_loss": inherited}, "standalone": point, "untuned": point, "sweep": [point],
+            "seed2": None if seed2 is None else {"valid_loss": seed2}, "distilled": None}
+
+
+def test_rescore_scores_kept_rows_again_and_keeps_what_it_cannot_redo(tmp_path):
+    ref = [1.0, 2.0, 3.0, 4.0]
+    rows = {"none": [_row(k, i, s, s + 0.1 if k < 2 else None) for k, (i, s) in enumerate(zip([2, 1, 3, 4], ref))],
+            "layer": [_row(k, i, s) for k, (i, s) in enumerate(zip([1, 2, 3, 4], ref))]}
+    stale = {"goals": {"tau": 0.0}, "summary": {}}
+    kept = {"variant": "none", "baseline": "elsewhere", "kendall_diff": 0.5}
+    old = {"settings": {"arch_seed": 0}, "reports": {k: {**stale, "per_arch": r} for k, r in rows.items()},
+           "comparisons": {"layer": {"variant": "layer", "baseline": "none", "kendall_diff": 9.0},
+                           "none vs elsewhere": kept}}
+    src, dest = tmp_path / "old.json", tmp_path / "new.json"
+    src.write_text(json.dumps(old))
+    assert fidelity.main(["--rescore", str(src), "--result", str(dest)]) == 0
+    new = json.loads(dest.read_text())
+    assert new["reports"]["none"]["goals"]["tau"] == pytest.approx(4 / 6)  # one of six pairs swapped
+    assert new["reports"]["layer"]["goals"]["tau"] == pytest.approx(1.0)
+    ceiling = new["reports"]["none"]["summary"]["valid_loss"]["reference_ceiling"]
+    assert ceiling["noise_pairs"] == 2 and ceiling["noise_sd"] == pytest.approx(0.1 / 2 ** 0.5)
+    assert new["comparisons"]["layer"]["kendall_diff"] == pytest.approx(1 - 4 / 6)
+    assert new["comparisons"]["none vs elsewhere"] == kept  # its baseline is in another JSON
+    assert new["rescored"]["from"] == "old.json" and "commit" in new["rescored"]
+    assert json.loads(src.read_text()) == old  # the source is only read
+    with pytest.raises(SystemExit):
+        fidelity.main(["--rescore", str(src)])

@@ -91,7 +91,8 @@ def run(args) -> int:
 
 
 def format_summary(rep: dict) -> str:
-    """A few lines: inherited and best-proxy tau, within-bin tau, gap, seed noise, longer budgets."""
+    """A few lines: inherited and best-proxy tau, within-bin tau, gap, seed noise and the ceiling it
+    sets, longer budgets."""
     def f(v):
         return "-" if v is None else f"{v:.3f}"
 
@@ -111,6 +112,10 @@ def format_summary(rep: dict) -> str:
         if "seed_noise" in s:
             line += f"; seed noise: tau {f(s['seed_noise']['kendall_tau'])}, mean |diff| " \
                     f"{f(s['seed_noise']['gap']['mean_abs'])}"
+        c = s.get("reference_ceiling")
+        if c and c.get("kendall_tau") is not None:
+            line += (f"; a perfect ranker against this one-seed reference: tau {f(c['kendall_tau'])}"
+                     f"{ci(c['kendall_range'])}, within-bin {f(c.get('within_bin_tau'))}")
         for steps, b in s.get("reference_budgets", {}).items():
             line += (f"; standalone at {steps} steps vs the run's: tau {f(b['reference']['kendall_tau'])}"
                      f"{ci(b['reference']['kendall_ci'])}, inherited vs it: tau {f(b['inherited']['kendall_tau'])}")

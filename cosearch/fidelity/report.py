@@ -10,8 +10,10 @@ asked), with ranks read as "lower is better":
   validation loss (``inherited_vs_untuned``: against the run's own recipe instead);
 * ``proxies``: the same for each zero-cost proxy (bigger predicts better);
 * ``gap``: inherited minus standalone (> 0: inherited is worse), mean, mean |.|, max |.|;
-* ``seed_noise``: a second standalone seed against the first on a subset (the tau the
-  reference itself reaches: read every tau against it);
+* ``seed_noise``: a second standalone seed against the first on a subset;
+* ``reference_ceiling``: from that seed noise, the tau (and within-bin tau) a perfect
+  ranker would reach against this one-seed reference over all the archs, with a range
+  from the noise's 95% interval: read every tau against it;
 * ``reference_budgets``: with a steps sweep, how the reference ranks at each longer
   budget against the run's own (is the reference settled?) and how inherited ranks there;
 * ``distilled``: standalone with the supernet's largest as teacher minus plain standalone
@@ -25,7 +27,7 @@ from pathlib import Path
 from ..space import SearchSpace
 from .plan import Plan
 from .proxies import PROXIES, proxy_values
-from .stats import gaps, rank_agreement
+from .stats import gaps, rank_agreement, reference_ceiling
 
 #: metric -> sign that turns it into "lower is better"
 METRICS = {"valid_loss": 1.0, "test_loss": 1.0, "test_bleu": -1.0}
@@ -77,6 +79,7 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
         out["seed_noise"] = {"archs": noise, **rank_agreement([s2[k] for k in noise], [s1[k] for k in noise]),
                              "gap": gaps([s2[k] for k in noise], [s1[k] for k in noise]),
                              "inherited_on_these": rank_agreement([inh[k] for k in noise], [s1[k] for k in noise])}
+        out["reference_ceiling"] = reference_ceiling(sa, [s1[k] for k in noise], [s2[k] for k in noise], size, seed)
     budgets = reference_budgets(rows, metric, size, inh, untuned, seed)
     if budgets:
         out["reference_budgets"] = budgets
@@ -127,20 +130,30 @@ def goals(summary: dict) -> dict:
     g.update(within_bin_tau=within, within_bin_lower=w_lo,
              within_bin_ok=within is not None and within >= GOALS["within_bin_tau"],
              within_bin_beats_proxies_ok=(w_lo is not None and bool(proxies_within) and w_lo > max(proxies_within)))
+    ceiling = summary.get("reference_ceiling")
+    if ceiling:  # what a perfect ranker would score against this reference: a goal above it cannot be met
+        g.update(reference_ceiling=ceiling["kendall_tau"], reference_ceiling_range=ceiling["kendall_range"],
+                 within_bin_ceiling=ceiling["within_bin_tau"])
     return g
+
+
+def score_rows(rows: list[dict], seed: int = 0) -> dict:
+    """The statistics of per-arch rows: each metric's summary, the headline metric (test
+    loss where there is a test split) and its goals. Rows are all a report needs, so a
+    kept report can be scored again when the statistics change."""
+    metrics = [m for m in METRICS if any(r["inherited"] and m in r["inherited"] for r in rows)]
+    summary = {m: summarise(rows, m, seed) for m in metrics}
+    headline = "test_loss" if "test_loss" in summary else "valid_loss"
+    return {"headline": headline, "goals": goals(summary[headline]) if headline in summary else None,
+            "summary": summary}
 
 
 def build_report(plan: Plan, inherited: list[dict | None], measured: dict[str, dict | None],
                  failed: dict[str, str] | None = None, supernet: dict | None = None) -> dict:
     rows = per_arch(plan, inherited, measured)
-    metrics = [m for m in METRICS if any(r["inherited"] and m in r["inherited"] for r in rows)]
-    seed = int(plan.settings["seed"])
-    summary = {m: summarise(rows, m, seed) for m in metrics}
-    headline = "test_loss" if "test_loss" in summary else "valid_loss"
     done = sum(1 for j in plan.jobs if measured.get(j["name"]))
-    return {"run": plan.run, "supernet": supernet, "settings": plan.settings, "headline": headline,
-            "goals": goals(summary[headline]) if headline in summary else None,
-            "summary": summary, "per_arch": rows,
+    return {"run": plan.run, "supernet": supernet, "settings": plan.settings,
+            **score_rows(rows, int(plan.settings["seed"])), "per_arch": rows,
             "jobs": {"planned": len(plan.jobs), "measured": done, "failed": failed or {}},
             "bins": {"centres": plan.centres, "axis": plan.settings["stratify"]}}
 

@@ -22,6 +22,8 @@ from scipy import stats as sps
 N_BOOT = 1000
 #: two archs are in one size bin when their weight MB are within this factor (+-15%)
 BIN_RATIO = 1.15
+#: simulated reference redraws per noise-ceiling estimate
+N_SIM = 400
 
 
 def _finite(*cols: Sequence[float | None]) -> np.ndarray:
@@ -171,6 +173,51 @@ def tau_difference(preds_a: Sequence[Sequence[float | None]], preds_b: Sequence[
                        within_bin_diff_ci=(bootstrap_interval(within_diff, n, seed, n_boot) if pairs >= 3
                                            else [None, None]))
     return out
+
+
+def reference_ceiling(ref: Sequence[float | None], first: Sequence[float], second: Sequence[float],
+                      size: Sequence[float] | None = None, seed: int = 0, n_sim: int = N_SIM) -> dict:
+    """How well a perfect ranker could agree with a one-seed reference: the noise ceiling.
+
+    ``first`` / ``second``: the reference metric of the seed-noise archs from two training
+    seeds. Each run is taken as the arch's true value plus independent normal noise of one
+    sd ``sigma``, so a difference has variance ``2 sigma^2``: ``sigma^2 = sum(d^2) / 2n``,
+    with its 95% interval from the chi-square law of ``sum(d^2) / 2 sigma^2`` (n degrees of
+    freedom). The true values are the reference shrunk towards its mean until their
+    variance is ``var(ref) - sigma^2`` (what noise adds, taken back out). The ceiling is the
+    mean Kendall tau (and within-bin tau) of those true values against ``n_sim`` noisy
+    redraws of the reference, at sigma and at each end of its interval (``*_range``: the
+    ceiling at the upper sigma first). A supernet's tau can only be read against it: with
+    6-12 noise archs the interval is wide, which is why it is given.
+    """
+    d = np.asarray([b - a for a, b in zip(first, second) if a is not None and b is not None], dtype=float)
+    d = d[np.isfinite(d)]
+    keep = _finite(ref, size) if size is not None else _finite(ref)
+    r = np.asarray([ref[k] for k in keep], dtype=float)
+    s = None if size is None else np.asarray([size[k] for k in keep], dtype=float)
+    out: dict = {"noise_pairs": int(len(d)), "n": int(len(r)), "sims": n_sim}
+    if len(d) < 2 or len(r) < 3:
+        return {**out, "noise_sd": None, "noise_sd_ci": [None, None], "kendall_tau": None,
+                "kendall_range": [None, None], "within_bin_tau": None, "within_bin_range": [None, None]}
+    ss = float((d ** 2).sum())
+    sigma = float(np.sqrt(ss / (2 * len(d))))
+    hi, lo = (float(np.sqrt(ss / (2 * sps.chi2.ppf(q, len(d))))) for q in (0.025, 0.975))
+    z = np.random.default_rng(seed).standard_normal((n_sim, len(r)))  # one set of draws for every sigma
+
+    def ceiling(sd: float) -> tuple[float, float | None]:
+        var = r.var()
+        if var <= sd * sd:  # the spread is all noise: there is no ranking to find
+            return 0.0, (None if s is None else 0.0)
+        truth = r.mean() + np.sqrt((var - sd * sd) / var) * (r - r.mean())
+        tau = float(np.mean([kendall(truth, truth + sd * row) for row in z]))
+        if s is None:
+            return tau, None
+        within = [w for w in (within_bin_tau(truth, truth + sd * row, s)[0] for row in z) if np.isfinite(w)]
+        return tau, (float(np.mean(within)) if within else None)
+
+    (tau, within), (tau_hi, within_hi), (tau_lo, within_lo) = ceiling(sigma), ceiling(hi), ceiling(lo)
+    return {**out, "noise_sd": sigma, "noise_sd_ci": [lo, hi], "kendall_tau": tau, "kendall_range": [tau_hi, tau_lo],
+            "within_bin_tau": within, "within_bin_range": [within_hi, within_lo]}
 
 
 def _finite_or_none(v):
