@@ -318,7 +318,8 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
     from cosearch.fidelity.report import score_rows
     if not result:
         raise SystemExit("--rescore needs --result (where to write the rescored JSON)")
-    info = json.loads(path.read_text())
+    text = path.read_text()
+    info = json.loads(text)
     seed = int(info["settings"].get("arch_seed", 0))
     for rep in info["reports"].values():
         rep.update({k: v for k, v in score_rows(rep["per_arch"], seed).items() if k != "headline"})
@@ -332,7 +333,8 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
                 info["comparisons"][name] = next(iter(compare_variants(info["reports"], [(c["variant"], c["baseline"])]).values()))
     info["rescored"] = {"from": path.name, **code_version()}
     Path(result).parent.mkdir(parents=True, exist_ok=True)
-    Path(result).write_text(json.dumps(info, indent=1))
+    # laid out as the source was (one line or indented), so its diff shows only what changed
+    Path(result).write_text(json.dumps(info, indent=1 if "\n" in text.strip() else None))
     return 0
 
 
