@@ -189,6 +189,9 @@ def plot(report: dict, path: Path) -> None:
     inh = s.get("inherited", {})
     title = f"inherited vs standalone: tau {_fmt(inh.get('kendall_tau'))} {_ci(inh.get('kendall_ci'))}, " \
             f"in-bin {_fmt(inh.get('within_bin_tau'))} (n={inh.get('n', 0)})"
+    ceiling = s.get("reference_ceiling") or {}
+    if ceiling.get("kendall_tau") is not None:
+        title += f"\nperfect ranker vs this reference: tau {_fmt(ceiling['kendall_tau'])} {_ci(ceiling['kendall_range'])}"
     a.set(xlabel=f"inherited {m}", ylabel=f"standalone {m}", title=title)
     p = s.get("proxies", {}).get(best, {})
     b.set(xlabel=best, ylabel=f"standalone {m}", title=f"best proxy {best}: tau {_fmt(p.get('kendall_tau'))} "
