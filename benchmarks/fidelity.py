@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--space", default="tiny_lm")
     p.add_argument("--task", default="lm", choices=["lm", "translation"])
     p.add_argument("--data", default=None)
-    p.add_argument("--out", default=None, help="work folder (a rerun resumes); needed but with --rescore")
+    p.add_argument("--out", default=None, help="work folder (a rerun resumes); needed except with --rescore")
     p.add_argument("--steps", type=int, default=300, help="supernet steps (a variant may set its own)")
     p.add_argument("--standalone-steps", type=int, default=None, help="standalone steps (default --steps)")
     p.add_argument("--max-tokens", type=int, default=4096)
@@ -313,14 +313,18 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
 
 def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None = None) -> int:
     """An earlier result JSON with every report scored again from its per-arch rows, and
-    its comparisons redone (``pairs`` instead, when given); ``rescored`` records this commit."""
+    its comparisons redone (``pairs`` instead, when given). ``rescored`` records this commit
+    and every value that was there before and now differs (``changed``: its path, old and new),
+    so a statistic that moved between versions is seen, not silently overwritten."""
+    import copy
     from git_version import code_version
     from cosearch.fidelity.report import score_rows
     if not result:
         raise SystemExit("--rescore needs --result (where to write the rescored JSON)")
     text = path.read_text()
     info = json.loads(text)
-    seed = int(info["settings"].get("arch_seed", 0))
+    before = copy.deepcopy({k: info.get(k) for k in ("reports", "comparisons")})
+    seed = int(info["settings"].get("arch_seed", 0))  # the check's seed: fidelity.py passes --arch-seed as it
     for rep in info["reports"].values():
         rep.update({k: v for k, v in score_rows(rep["per_arch"], seed).items() if k != "headline"})
     if pairs is not None:
@@ -329,13 +333,34 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
         from cosearch.fidelity.proxies import PROXIES
         here = {k.split("_seed")[0] for k in info["reports"]} | set(PROXIES)
         for name, c in (info.get("comparisons") or {}).items():
-            if c["variant"] in here and c["baseline"] in here:
-                info["comparisons"][name] = next(iter(compare_variants(info["reports"], [(c["variant"], c["baseline"])]).values()))
-    info["rescored"] = {"from": path.name, **code_version()}
+            again = (compare_variants(info["reports"], [(c["variant"], c["baseline"])])
+                     if c["variant"] in here and c["baseline"] in here else {})
+            if again:  # else kept as it was (the archs differ, or a side lives elsewhere)
+                info["comparisons"][name] = next(iter(again.values()))
+    changed = list(changed_values(before, {k: info.get(k) for k in before}))
+    for where, old, new in changed[:10]:
+        print(f"changed: {where}: {old} -> {new}")
+    if len(changed) > 10:
+        print(f"changed: {len(changed) - 10} more values (all in the JSON's rescored.changed)")
+    info["rescored"] = {"from": path.name, **code_version(),
+                        "changed": [{"path": w, "old": o, "new": n} for w, o, n in changed]}
     Path(result).parent.mkdir(parents=True, exist_ok=True)
     # laid out as the source was (one line or indented), so its diff shows only what changed
     Path(result).write_text(json.dumps(info, indent=1 if "\n" in text.strip() else None))
     return 0
+
+
+def changed_values(old, new, where: str = ""):
+    """(path, old, new) for each leaf value of ``old`` that ``new`` holds differently or not
+    at all; keys only in ``new`` (new statistics) are not changes."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k, v in old.items():
+            yield from changed_values(v, new.get(k), f"{where}.{k}" if where else str(k))
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            yield from changed_values(a, b, f"{where}[{i}]")
+    elif old != new:
+        yield where, old, new
 
 
 def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | None = None) -> dict[str, dict]:

@@ -143,31 +143,44 @@ def test_tau_difference_of_two_variants_by_hand():
 def test_reference_ceiling_follows_the_normal_law():
     import numpy as np
     from scipy.stats import chi2
-    # 400 archs whose reference has variance exactly 1; 8 noise pairs differing by 0.6 * sqrt(2)
+    # 400 archs whose reference has variance exactly 1; 8 noise pairs whose differences, less a
+    # shift of 0.3 that the second seed gives every arch, are +-e with 8 e^2 / (2 * 7) = 0.36
     ref = np.random.default_rng(1).standard_normal(400)
     ref = ((ref - ref.mean()) / ref.std()).tolist()
-    d = 0.6 * math.sqrt(2)
-    c = reference_ceiling(ref, [3.0] * 8, [3.0 + d, 3.0 - d] * 4, seed=0, n_sim=100)
+    e = math.sqrt(0.36 * 2 * 7 / 8)
+    first, second = [3.0] * 8, [3.3 + e, 3.3 - e] * 4
+    c = reference_ceiling(ref, first, second, seed=0, n_sim=100)
     assert c["noise_pairs"] == 8 and c["n"] == 400 and c["noise_sd"] == pytest.approx(0.6)
-    # sum(d^2) / 2 = 8 * 0.36 = 2.88 is sigma^2 times a chi-square with 8 degrees of freedom
-    assert c["noise_sd_ci"] == pytest.approx([math.sqrt(2.88 / chi2.ppf(0.975, 8)), math.sqrt(2.88 / chi2.ppf(0.025, 8))])
+    assert c["seed_shift"] == pytest.approx(0.3)
+    # sum((d - 0.3)^2) / 2 = 2.52 is sigma^2 times a chi-square with 7 degrees of freedom
+    assert c["noise_sd_ci"] == pytest.approx([math.sqrt(2.52 / chi2.ppf(0.975, 7)), math.sqrt(2.52 / chi2.ppf(0.025, 7))])
     # the true values keep variance 1 - 0.36, so they correlate 0.8 with a noisy redraw, and for
     # normal pairs Kendall's tau = 2 / pi * asin(correlation) (Greiner)
     assert c["kendall_tau"] == pytest.approx(2 / math.pi * math.asin(0.8), abs=0.02)
     lo_tau, hi_tau = c["kendall_range"]  # more noise, a lower ceiling
     assert lo_tau < c["kendall_tau"] < hi_tau
     assert c["within_bin_tau"] is None  # no sizes given
-    assert reference_ceiling(ref, [3.0] * 8, [3.0 + d, 3.0 - d] * 4, seed=0, n_sim=100) == c  # seeded
+    assert reference_ceiling(ref, first, second, seed=0, n_sim=100) == c  # seeded
 
 
 def test_reference_ceiling_without_noise_is_one_and_with_only_noise_zero():
     ref, size = [1.0, 2.0, 3.0, 4.0], [1.0, 1.1, 5.0, 5.5]
-    c = reference_ceiling(ref, [2.0, 3.0], [2.0, 3.0], size, n_sim=10)  # two seeds agree exactly
+    c = reference_ceiling(ref, [2.0, 3.0], [2.5, 3.5], size, n_sim=10)  # seed 2 shifts both archs alike
     assert c["noise_sd"] == 0.0 and c["kendall_tau"] == 1.0 and c["within_bin_tau"] == 1.0
     # seed noise larger than the spread between archs: nothing left to rank
     c = reference_ceiling(ref, [2.0, 3.0], [7.0, -2.0], size, n_sim=10)
-    assert c["noise_sd"] == pytest.approx(math.sqrt((25 + 25) / 4)) and c["kendall_tau"] == 0.0 and c["within_bin_tau"] == 0.0
+    assert c["noise_sd"] == pytest.approx(math.sqrt((25 + 25) / 2)) and c["kendall_tau"] == 0.0
+    assert c["within_bin_tau"] == 0.0
     assert reference_ceiling(ref, [2.0], [2.5], size)["kendall_tau"] is None  # one pair is no estimate
+
+
+def test_reference_ceiling_leaves_out_archs_without_a_value_and_their_sizes():
+    ref = [1.0, 2.0, None, 3.0, 4.0, 5.0, float("nan")]
+    size = [1.0, 1.1, 1.05, 5.0, 5.5, 5.2, 9.0]
+    first, second = [2.0, 3.0, 1.0], [2.6, 2.4, 1.0]
+    got = reference_ceiling(ref, first, second, size, seed=3, n_sim=50)
+    want = reference_ceiling([1.0, 2.0, 3.0, 4.0, 5.0], first, second, [1.0, 1.1, 5.0, 5.5, 5.2], seed=3, n_sim=50)
+    assert got == want and got["n"] == 5 and got["within_bin_tau"] < 1.0
 
 
 def test_reference_budgets_rank_the_longer_sweep_point_against_the_runs_own(monkeypatch):

@@ -82,7 +82,8 @@ def _row(k, inherited, standalone, seed2=None):
 
 def test_rescore_scores_kept_rows_again_and_keeps_what_it_cannot_redo(tmp_path):
     ref = [1.0, 2.0, 3.0, 4.0]
-    rows = {"none": [_row(k, i, s, s + 0.1 if k < 2 else None) for k, (i, s) in enumerate(zip([2, 1, 3, 4], ref))],
+    noise = {0: 0.1, 1: -0.1}  # a second seed's result minus the first's on archs 0 and 1
+    rows = {"none": [_row(k, i, s, s + noise[k] if k in noise else None) for k, (i, s) in enumerate(zip([2, 1, 3, 4], ref))],
             "layer": [_row(k, i, s) for k, (i, s) in enumerate(zip([1, 2, 3, 4], ref))]}
     stale = {"goals": {"tau": 0.0}, "summary": {}}
     kept = {"variant": "none", "baseline": "elsewhere", "kendall_diff": 0.5}
@@ -96,10 +97,19 @@ def test_rescore_scores_kept_rows_again_and_keeps_what_it_cannot_redo(tmp_path):
     assert new["reports"]["none"]["goals"]["tau"] == pytest.approx(4 / 6)  # one of six pairs swapped
     assert new["reports"]["layer"]["goals"]["tau"] == pytest.approx(1.0)
     ceiling = new["reports"]["none"]["summary"]["valid_loss"]["reference_ceiling"]
-    assert ceiling["noise_pairs"] == 2 and ceiling["noise_sd"] == pytest.approx(0.1 / 2 ** 0.5)
+    # differences 0.1 and -0.1 about their mean 0: sigma^2 = (0.01 + 0.01) / (2 * (2 - 1))
+    assert ceiling["noise_pairs"] == 2 and ceiling["noise_sd"] == pytest.approx(0.1)
     assert new["comparisons"]["layer"]["kendall_diff"] == pytest.approx(1 - 4 / 6)
     assert new["comparisons"]["none vs elsewhere"] == kept  # its baseline is in another JSON
     assert new["rescored"]["from"] == "old.json" and "commit" in new["rescored"]
+    # what was there and now differs is recorded; new statistics (the summaries) are not changes
+    changed = {c["path"]: (c["old"], c["new"]) for c in new["rescored"]["changed"]}
+    assert set(changed) == {"reports.none.goals.tau", "reports.layer.goals.tau", "comparisons.layer.kendall_diff"}
+    assert changed["reports.none.goals.tau"] == (0.0, pytest.approx(4 / 6))
     assert json.loads(src.read_text()) == old  # the source is only read
+    assert "\n" not in dest.read_text().strip()  # laid out as the source: one line
+    src.write_text(json.dumps(old, indent=1))
+    assert fidelity.main(["--rescore", str(src), "--result", str(dest)]) == 0
+    assert dest.read_text().count("\n") > 100 and json.loads(dest.read_text())["reports"] == new["reports"]
     with pytest.raises(SystemExit):
         fidelity.main(["--rescore", str(src)])

@@ -12,8 +12,8 @@ asked), with ranks read as "lower is better":
 * ``gap``: inherited minus standalone (> 0: inherited is worse), mean, mean |.|, max |.|;
 * ``seed_noise``: a second standalone seed against the first on a subset;
 * ``reference_ceiling``: from that seed noise, the tau (and within-bin tau) a perfect
-  ranker would reach against this one-seed reference over all the archs, with a range
-  from the noise's 95% interval: read every tau against it;
+  ranker would reach against the one-seed reference of the run's own recipe over all the
+  archs, with a range from the noise's 95% interval: read every tau against it;
 * ``reference_budgets``: with a steps sweep, how the reference ranks at each longer
   budget against the run's own (is the reference settled?) and how inherited ranks there;
 * ``distilled``: standalone with the supernet's largest as teacher minus plain standalone
@@ -79,7 +79,10 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
         out["seed_noise"] = {"archs": noise, **rank_agreement([s2[k] for k in noise], [s1[k] for k in noise]),
                              "gap": gaps([s2[k] for k in noise], [s1[k] for k in noise]),
                              "inherited_on_these": rank_agreement([inh[k] for k in noise], [s1[k] for k in noise])}
-        out["reference_ceiling"] = reference_ceiling(sa, [s1[k] for k in noise], [s2[k] for k in noise], size, seed)
+        # against the run's own recipe, the runs the noise was measured on (the best sweep point
+        # is a minimum over noisy runs: its noise is not the one measured)
+        out["reference_ceiling"] = reference_ceiling(untuned, [s1[k] for k in noise], [s2[k] for k in noise], size,
+                                                     seed)
     budgets = reference_budgets(rows, metric, size, inh, untuned, seed)
     if budgets:
         out["reference_budgets"] = budgets

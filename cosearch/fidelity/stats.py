@@ -180,15 +180,18 @@ def reference_ceiling(ref: Sequence[float | None], first: Sequence[float], secon
     """How well a perfect ranker could agree with a one-seed reference: the noise ceiling.
 
     ``first`` / ``second``: the reference metric of the seed-noise archs from two training
-    seeds. Each run is taken as the arch's true value plus independent normal noise of one
-    sd ``sigma``, so a difference has variance ``2 sigma^2``: ``sigma^2 = sum(d^2) / 2n``,
-    with its 95% interval from the chi-square law of ``sum(d^2) / 2 sigma^2`` (n degrees of
-    freedom). The true values are the reference shrunk towards its mean until their
-    variance is ``var(ref) - sigma^2`` (what noise adds, taken back out). The ceiling is the
-    mean Kendall tau (and within-bin tau) of those true values against ``n_sim`` noisy
-    redraws of the reference, at sigma and at each end of its interval (``*_range``: the
-    ceiling at the upper sigma first). A supernet's tau can only be read against it: with
-    6-12 noise archs the interval is wide, which is why it is given.
+    seeds. Each run is taken as the arch's true value, plus a shift common to every arch of
+    one seed (the seeds share data order and init scheme: a shift moves no ranking), plus
+    independent normal noise of one sd ``sigma``. So the differences, centred on their mean,
+    give ``sigma^2 = sum((d - mean d)^2) / 2(n - 1)``, with a 95% interval from the
+    chi-square law (n - 1 degrees of freedom). The true values are the reference shrunk
+    towards its mean until their variance is ``var(ref) - sigma^2`` (what noise adds, taken
+    back out). The ceiling is the mean Kendall tau (and within-bin tau) of those true values
+    against ``n_sim`` noisy redraws of the reference, at sigma and at each end of its
+    interval (``*_range``: the ceiling at the upper sigma first). The range covers the
+    uncertainty in sigma only. The within-bin figure is an upper estimate: one shrink for
+    all archs takes less noise out of a bin, whose true spread is smaller, than it holds.
+    A supernet's tau can only be read against it; with 6-12 noise archs the range is wide.
     """
     d = np.asarray([b - a for a, b in zip(first, second) if a is not None and b is not None], dtype=float)
     d = d[np.isfinite(d)]
@@ -197,11 +200,12 @@ def reference_ceiling(ref: Sequence[float | None], first: Sequence[float], secon
     s = None if size is None else np.asarray([size[k] for k in keep], dtype=float)
     out: dict = {"noise_pairs": int(len(d)), "n": int(len(r)), "sims": n_sim}
     if len(d) < 2 or len(r) < 3:
-        return {**out, "noise_sd": None, "noise_sd_ci": [None, None], "kendall_tau": None,
+        return {**out, "noise_sd": None, "noise_sd_ci": [None, None], "seed_shift": None, "kendall_tau": None,
                 "kendall_range": [None, None], "within_bin_tau": None, "within_bin_range": [None, None]}
-    ss = float((d ** 2).sum())
-    sigma = float(np.sqrt(ss / (2 * len(d))))
-    hi, lo = (float(np.sqrt(ss / (2 * sps.chi2.ppf(q, len(d))))) for q in (0.025, 0.975))
+    dof = len(d) - 1
+    ss = float(((d - d.mean()) ** 2).sum())
+    sigma = float(np.sqrt(ss / (2 * dof)))
+    hi, lo = (float(np.sqrt(ss / (2 * sps.chi2.ppf(q, dof)))) for q in (0.025, 0.975))
     z = np.random.default_rng(seed).standard_normal((n_sim, len(r)))  # one set of draws for every sigma
 
     def ceiling(sd: float) -> tuple[float, float | None]:
@@ -216,7 +220,8 @@ def reference_ceiling(ref: Sequence[float | None], first: Sequence[float], secon
         return tau, (float(np.mean(within)) if within else None)
 
     (tau, within), (tau_hi, within_hi), (tau_lo, within_lo) = ceiling(sigma), ceiling(hi), ceiling(lo)
-    return {**out, "noise_sd": sigma, "noise_sd_ci": [lo, hi], "kendall_tau": tau, "kendall_range": [tau_hi, tau_lo],
+    return {**out, "noise_sd": sigma, "noise_sd_ci": [lo, hi], "seed_shift": float(d.mean()),
+            "kendall_tau": tau, "kendall_range": [tau_hi, tau_lo],
             "within_bin_tau": within, "within_bin_range": [within_hi, within_lo]}
 
 
