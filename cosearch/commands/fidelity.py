@@ -44,7 +44,7 @@ def register(sub):
                    "the supernet run's; fix it to check several supernet seeds against the same runs)")
     g.add_argument("--noise-archs", type=int, default=4, help="archs trained again with seed+1: the "
                    "standalone seed noise, and from it the tau a perfect ranker would reach (default 4; "
-                   "its interval narrows with more: 2.3x from low to high noise at 12, 4.8x at 4)")
+                   "its interval narrows with more: 2.4x from low to high noise at 12, 6.6x at 4)")
     g.add_argument("--distilled-archs", type=int, default=0, help="archs also trained with the "
                    "supernet's largest as teacher (distilled-standalone control; default 0)")
     g.add_argument("--bleu", action="store_true", help="also test BLEU (translation, beam 4)")
