@@ -181,16 +181,18 @@ def reference_ceiling(ref: Sequence[float | None], first: Sequence[float], secon
 
     ``first`` / ``second``: the reference metric of the seed-noise archs from two training
     seeds. Each run is taken as the arch's true value, plus a shift common to every arch of
-    one seed (the seeds share data order and init scheme: a shift moves no ranking), plus
-    independent normal noise of one sd ``sigma``. So the differences, centred on their mean,
+    one seed (every arch trained with a seed sees the same batches in the same order, so the
+    seed can help or hurt them all alike: a shift moves no ranking), plus independent normal
+    noise of one sd ``sigma``. So the differences, centred on their mean,
     give ``sigma^2 = sum((d - mean d)^2) / 2(n - 1)``, with a 95% interval from the
     chi-square law (n - 1 degrees of freedom). The true values are the reference shrunk
     towards its mean until their variance is ``var(ref) - sigma^2`` (what noise adds, taken
     back out). The ceiling is the mean Kendall tau (and within-bin tau) of those true values
     against ``n_sim`` noisy redraws of the reference, at sigma and at each end of its
     interval (``*_range``: the ceiling at the upper sigma first). The range covers the
-    uncertainty in sigma only. The within-bin figure is an upper estimate: one shrink for
-    all archs takes less noise out of a bin, whose true spread is smaller, than it holds.
+    uncertainty in sigma only. The within-bin figure is an upper estimate: the shrink is set
+    by the spread across all archs, so within a bin, where the true spread is smaller, it
+    leaves some of the noise in the "true" values.
     A supernet's tau can only be read against it; with 6-12 noise archs the range is wide.
     """
     d = np.asarray([b - a for a, b in zip(first, second) if a is not None and b is not None], dtype=float)
