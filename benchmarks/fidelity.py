@@ -156,6 +156,7 @@ def main(argv=None) -> int:
     from cosearch.space import SearchSpace
 
     t0 = time.time()
+    started_on = machine()  # the code the runs start from: a long run can outlive a commit
     out = Path(args.out)
     space = SearchSpace.load(args.space).to_dict()
     runs, argvs = {}, {}
@@ -236,7 +237,7 @@ def main(argv=None) -> int:
     wall = time.time() - t0
     info = {"benchmark": "fidelity", "space": args.space, "task": args.task, "data": args.data,
             "steps": args.steps, "standalone_steps": settings.steps, "max_tokens": args.max_tokens,
-            "settings": vars(args), "machine": machine(), "wall_s": round(wall, 1), "train_wave_s": round(train_s, 1),
+            "settings": vars(args), "machine": started_on, "wall_s": round(wall, 1), "train_wave_s": round(train_s, 1),
             "gpu_seconds": round(wall * (torch.cuda.device_count() if args.gpu else 0), 1), "failed": failed,
             "variants": {k: variants[k.split("_seed")[0]] for k in runs},
             # the recipe each supernet was trained with (a variant lists only what it sets;
