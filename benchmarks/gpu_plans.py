@@ -185,7 +185,8 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
              fid_variants: str = "none:mode=none;layer:mode=layer", fid_max_tokens: str = "",
              fid_gpu_share: str = "0.0625", parts: str = "search,fidelity", tp_forward: str = "",
              code_lm_data: str = "", code_lm_steps: str = "600", code_lm_hv_trials: str = "1000",
-             code_lm_hv_batches: str = "2", fid_step_scales: str = "1", fid_compare: str = "") -> list[Job]:
+             code_lm_hv_batches: str = "2", fid_step_scales: str = "1", fid_compare: str = "",
+             fid_standalone_steps: str = "") -> list[Job]:
     """Issues 21 and 23 on Multi30k, one H200: a ``cosearch train --gpu`` supernet; the CLI
     search throughput for K = 1, 2, 6 with the GPU alone (20 validation batches per arch);
     then, sharing the GPU, the hypervolume of random vs the command's default sampler as a
@@ -206,8 +207,10 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
     each standalone run's share of the GPU (0.0625: 16 at once, which at 32,768-token batches
     ran the H200 out of memory: ~10 GB each; give 0.125 there).
     ``fid_step_scales``: the check's standalone steps sweep (``1,3``: each arch also 3x as long,
-    reported as ``reference_budgets``: is the short reference settled?); ``fid_compare``: the
-    variant pairs to compare (``benchmarks/fidelity.py --compare``).
+    reported as ``reference_budgets``: is the short reference settled?); ``fid_standalone_steps``:
+    the standalone runs' steps when they differ from the supernets' ``fid_steps`` (a longer
+    reference for the same supernets); ``fid_compare``: the variant pairs to compare
+    (``benchmarks/fidelity.py --compare``).
     ``tp_forward=TOKENS:COST``: the host-cost part adds that merge (``--forward-tokens``,
     ``--forward-cost``) and the throughput part measures with it (``$COSEARCH_FORWARD_TOKENS``,
     ``$COSEARCH_FORWARD_COST``; the command records both in search.json).
@@ -289,6 +292,7 @@ def multi30k(data: str = "", work: str = "/tmp/gpu/m30k", steps: str = "600", ma
                                 "--supernet-seeds", fid_seeds, "--gpu", "--supernet-share", "0.125",
                                 "--gpu-share", fid_gpu_share, "--step-scales", fid_step_scales,
                                 *(("--compare", fid_compare) if fid_compare else ()),
+                                *(("--standalone-steps", fid_standalone_steps) if fid_standalone_steps else ()),
                                 "--result", f"{res}/fidelity_multi30k.json"),
               done=f"{work}/fid/run_info.json", gpu=0.9, env=(("RAY_ADDRESS", "local"),))
     # one after the other, each timed job with the GPU alone; the check last (its 32k-token
