@@ -296,6 +296,8 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
         g = rep["goals"] or {}
         print(f"{k}: tau {g.get('tau')}, lower {g.get('tau_lower')}, within-bin {g.get('within_bin_tau')}, "
               f"best proxy {g.get('best_proxy')} {g.get('best_proxy_tau')}")
+    if pairs is None:  # the pairs the run was given (a rebuilt report keeps its comparisons)
+        pairs = parse_pairs(info.get("settings", {}).get("compare") or "")
     info["comparisons"] = compare_variants(info["reports"], pairs)
     for name, c in info["comparisons"].items():
         if c["kendall_diff"] is None:

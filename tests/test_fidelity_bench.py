@@ -113,3 +113,22 @@ def test_rescore_scores_kept_rows_again_and_keeps_what_it_cannot_redo(tmp_path):
     assert dest.read_text().count("\n") > 100 and json.loads(dest.read_text())["reports"] == new["reports"]
     with pytest.raises(SystemExit):
         fidelity.main(["--rescore", str(src)])
+
+
+def test_report_only_keeps_the_comparisons_the_run_was_given(tmp_path, monkeypatch):
+    import cosearch.fidelity.run as fidelity_run
+    archs, ref = ["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0]
+    reports = {"none": _report(archs, [1, 2, 3, 4], ref), "layer": _report(archs, [4, 3, 2, 1], ref)}
+    for r in reports.values():
+        r.update(goals={}, supernet=None)
+    monkeypatch.setattr(fidelity_run, "write_report", lambda folder: reports[Path(folder).name])
+    out = tmp_path / "o"
+    out.mkdir()
+    info = {"variants": {"none": {}, "layer": {}}, "settings": {"compare": "none:params,layer:none"}}
+    (out / "run_info.json").write_text(json.dumps(info))
+    assert fidelity.main(["--out", str(out), "--report-only"]) == 0
+    got = json.loads((out / "result.json").read_text())["comparisons"]
+    assert list(got) == ["none vs params", "layer"]  # against the first variant: named by the variant alone
+    assert got["layer"]["kendall_diff"] == pytest.approx(-2.0)
+    assert fidelity.main(["--out", str(out), "--report-only", "--compare", "none:layer"]) == 0
+    assert list(json.loads((out / "result.json").read_text())["comparisons"]) == ["none vs layer"]
