@@ -1,0 +1,85 @@
+"""benchmarks/fidelity_references.py: the same supernets against a short and a longer
+standalone reference of the same archs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import fidelity_references as refs  # noqa: E402
+
+PROXY = {"params": 0, "weight_mb": 0, "macs": 0, "decoder_params": 0}
+
+
+def _result(standalone, inherited_by_key, depths=(1, 2, 3, 4)):
+    """A fidelity.py result: archs a0..a3 (``layers`` of the given depths, all 1 MB, so every
+    pair shares a bin), one report per supernet key."""
+    def rows(inh):
+        return [{"arch": {"layers": [{}] * d, "dim": 8}, **PROXY, "weight_mb": 1.0, "params": 10 - k,
+                 "inherited": {"valid_loss": i}, "standalone": {"valid_loss": s, "steps": 10}}
+                for k, (d, i, s) in enumerate(zip(depths, inh, standalone))]
+    return {"reports": {key: {"summary": {"valid_loss": {"reference_ceiling": {"kendall_tau": 0.9}}},
+                              "per_arch": rows(inh)} for key, inh in inherited_by_key.items()}}
+
+
+def test_a_predictor_is_scored_against_both_references_with_a_paired_difference():
+    pred = [1.0, 2.0, 3.0, 4.0]
+    short, long = [1.0, 2.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0]  # short swaps one of six pairs
+    got = refs.against_both([pred], short, long, size=[1.0] * 4)
+    assert got["kendall_short"] == pytest.approx([4 / 6]) and got["kendall_long"] == pytest.approx([1.0])
+    assert got["kendall_diff"] == pytest.approx(1 - 4 / 6)
+    assert got["within_bin_pairs"] == 6 and got["within_bin_diff"] == pytest.approx(1 - 4 / 6)
+    # the interval: ten archs, the short reference swaps one of 45 pairs
+    ten = refs.against_both([list(range(10))], [0, 1, 2, 3, 4, 5, 6, 7, 9, 8], list(range(10)), size=[1.0] * 10)
+    lo, hi = ten["kendall_diff_ci"]
+    assert ten["kendall_diff"] == pytest.approx(2 / 45) and lo <= 2 / 45 <= hi and hi > 0
+    # two columns: the difference is the mean over them (the second ranks backwards against both)
+    two = refs.against_both([pred, pred[::-1]], short, long, size=[1.0] * 4)
+    assert two["kendall_long"] == pytest.approx([1.0, -1.0]) and two["kendall_diff"] == pytest.approx(0.0)
+
+
+def test_seeds_of_both_checks_are_pooled_and_a_shared_seed_must_agree():
+    short = {"none": {"none": [1.0, 2.0], "none_seed1": [2.0, 1.0]}}
+    long = {"none": {"none": [1.0, 2.0 + 1e-12]}, "fast": {"fast": [3.0, 4.0]}}
+    cols, checked = refs.merge_seeds(short, long)
+    assert list(cols) == ["none", "fast"] and list(cols["none"]) == ["none", "none_seed1"]
+    assert checked == {"none": pytest.approx(1e-12)}
+    with pytest.raises(SystemExit, match="none: its inherited losses differ"):
+        refs.merge_seeds(short, {"none": {"none": [1.0, 2.5]}})
+
+
+def test_the_command_writes_every_comparison(tmp_path, capsys):
+    short = _result([4.0, 3.0, 2.0, 1.0], {"none": [1, 2, 3, 4], "none_seed1": [1, 2, 3, 4]})
+    long = _result([1.0, 2.0, 3.0, 4.0], {"none": [1, 2, 3, 4]})
+    (tmp_path / "s.json").write_text(json.dumps(short))
+    (tmp_path / "l.json").write_text(json.dumps(long))
+    out = tmp_path / "out.json"
+    assert refs.main([str(tmp_path / "s.json"), str(tmp_path / "l.json"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["references"]["long_vs_short"]["kendall_tau"] == pytest.approx(-1.0)
+    v = res["variants"]["none"]
+    assert v["seeds"] == ["none", "none_seed1"] and v["same_seed_max_difference"] == 0.0
+    assert v["kendall_short"] == pytest.approx([-1.0, -1.0]) and v["kendall_diff"] == pytest.approx(2.0)
+    # params fall with the index: bigger predicts better, so it ranks like the long reference
+    assert res["proxies"]["params"]["kendall_short"] == pytest.approx([-1.0])
+    assert res["proxies"]["params"]["kendall_long"] == pytest.approx([1.0])
+    # depth rises with the index: +1 with the long reference's loss, -1 with the short one's
+    assert res["depths"] == {"layers": {"short": pytest.approx(-1.0), "long": pytest.approx(1.0),
+                                        "inherited": {"none": pytest.approx(1.0)}}}
+    assert res["references"]["ceiling"] == [{"kendall_tau": 0.9}] * 2
+    assert "long vs short reference: tau -1.000" in capsys.readouterr().out
+
+
+def test_checks_of_other_archs_or_without_reports_are_refused(tmp_path):
+    a = _result([1.0, 2.0, 3.0, 4.0], {"none": [1, 2, 3, 4]})
+    b = _result([1.0, 2.0, 3.0, 4.0], {"none": [1, 2, 3, 4]}, depths=(2, 2, 3, 4))
+    with pytest.raises(SystemExit, match="other archs"):
+        refs.compare_references(a, b)
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "empty.json").write_text(json.dumps({"reports": {}}))
+    with pytest.raises(SystemExit, match="no per-variant reports"):
+        refs.main([str(tmp_path / "a.json"), str(tmp_path / "empty.json"), "--out", str(tmp_path / "o.json")])
+    assert not (tmp_path / "o.json").exists()
