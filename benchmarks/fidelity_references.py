@@ -14,10 +14,12 @@ metric (test loss, else valid loss):
   reference, per supernet seed, and the difference longer - shorter (mean over seeds) with a
   paired bootstrap 95% interval over archs (one draw of archs serves both references);
 * each reference's noise ceiling as its check reported it;
-* ``depths``: for each layer stack of the arch (a list in its dict: ``encoder``,
-  ``decoder``, ``layers``), Kendall tau of the stack's depth with each reference and with each
-  variant's inherited loss (mean over seeds): which axis of the space the two references,
-  and the supernet, weigh differently.
+* ``axes``: for each axis of the arch (a stack's depth, the mean of a per-layer field such
+  as ``encoder.ffn_dim``, a top-level number such as ``decoder_embed_dim``), Kendall tau of
+  the axis with each reference's loss and each variant's inherited loss (> 0: bigger, worse),
+  the reference's shift long - short and each variant's tau minus the long reference's, both
+  with paired bootstrap intervals: which axes the references, and the supernet, weigh
+  differently.
 
 Usage: ``python benchmarks/fidelity_references.py SHORT.json LONG.json --out OUT.json``
 """
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cosearch.fidelity.proxies import PROXIES  # noqa: E402
 from cosearch.fidelity.report import metric_column  # noqa: E402
-from cosearch.fidelity.stats import (N_BOOT, _finite, _nan_safe, bootstrap_interval, gaps, kendall,  # noqa: E402
-                                     rank_agreement, within_bin_tau)
+from cosearch.fidelity.stats import N_BOOT, gaps, paired_tau_difference, rank_agreement  # noqa: E402
 
 #: inherited losses of one supernet seed in both JSONs may differ by float noise at most
 SAME_RUN_ATOL = 1e-9
@@ -74,32 +74,10 @@ def against_both(preds: list[list], short: list, long: list, size: list, seed: i
                  n_boot: int = N_BOOT) -> dict:
     """Kendall and within-bin tau of each prediction column against each reference, and the
     mean over columns of (long - short) with a paired bootstrap interval over archs."""
-    keep = _finite(*preds, short, long, size)
-    p = np.asarray([[c[k] for k in keep] for c in preds], dtype=float)
-    s, lg, sz = (np.asarray([c[k] for k in keep], dtype=float) for c in (short, long, size))
-    n = len(keep)
-
-    def taus(i, ref):
-        return [kendall(col[i], ref[i]) for col in p]
-
-    def within(i, ref):
-        return [within_bin_tau(col[i], ref[i], sz[i])[0] for col in p]
-
-    def diff(i):
-        return float(np.mean(taus(i, lg)) - np.mean(taus(i, s)))
-
-    def within_diff(i):
-        return float(np.mean(within(i, lg)) - np.mean(within(i, s)))
-
-    full = np.arange(n)
-    with warnings.catch_warnings():  # constant resamples: nan, left out of the interval
-        warnings.simplefilter("ignore")
-        return {"n": n, "columns": len(p),
-                "kendall_short": taus(full, s), "kendall_long": taus(full, lg),
-                "kendall_diff": diff(full), "kendall_diff_ci": bootstrap_interval(_nan_safe(diff), n, seed, n_boot),
-                "within_bin_short": within(full, s), "within_bin_long": within(full, lg),
-                "within_bin_pairs": within_bin_tau(s, s, sz)[1], "within_bin_diff": within_diff(full),
-                "within_bin_diff_ci": bootstrap_interval(_nan_safe(within_diff), n, seed, n_boot)}
+    d = paired_tau_difference([(p, long) for p in preds], [(p, short) for p in preds], size, seed, n_boot)
+    rename = {"kendall_a": "kendall_long", "kendall_b": "kendall_short", "within_bin_a": "within_bin_long",
+              "within_bin_b": "within_bin_short", "seeds_a": "columns"}
+    return {rename.get(k, k): v for k, v in d.items() if k not in ("seeds_b", "every_seed_of_a_above_b")}
 
 
 def compare_references(short_info: dict, long_info: dict, seed: int = 0, n_boot: int = N_BOOT) -> dict:
@@ -108,15 +86,18 @@ def compare_references(short_info: dict, long_info: dict, seed: int = 0, n_boot:
     rows_l = next(iter(long_info["reports"].values()))["per_arch"]
     if [r["arch"] for r in rows_s] != [r["arch"] for r in rows_l]:
         raise SystemExit("the two checks picked other archs; give checks with the same space, data and arch seed")
-    summary = next(iter(short_info["reports"].values()))["summary"]
-    metric = "test_loss" if "test_loss" in summary else "valid_loss"
+    summaries = [next(iter(i["reports"].values()))["summary"] for i in (short_info, long_info)]
+    metric = "test_loss" if all("test_loss" in m for m in summaries) else "valid_loss"
+    if not all(metric in m for m in summaries):
+        raise SystemExit("the two checks share no metric (test_loss or valid_loss); give checks of one task")
     short, long = metric_column(rows_s, "standalone", metric), metric_column(rows_l, "standalone", metric)
     size = [r["weight_mb"] for r in rows_s]
     cols, checked = merge_seeds(seed_columns(short_info, metric), seed_columns(long_info, metric))
     out = {"metric": metric, "n": len(rows_s),
            "references": {"long_vs_short": rank_agreement(long, short, size, seed, n_boot),
                           "long_minus_short": gaps(long, short),
-                          "steps": [sorted({r["standalone"].get("steps") for r in rows if r.get("standalone")})
+                          "steps": [sorted({r["standalone"]["steps"] for r in rows
+                                            if (r.get("standalone") or {}).get("steps") is not None})
                                     for rows in (rows_s, rows_l)],
                           "ceiling": [next(iter(i["reports"].values()))["summary"][metric].get("reference_ceiling")
                                       for i in (short_info, long_info)]},
@@ -126,27 +107,52 @@ def compare_references(short_info: dict, long_info: dict, seed: int = 0, n_boot:
                                     **against_both(list(by_seed.values()), short, long, size, seed, n_boot)}
     for name in PROXIES:  # bigger predicts better: its negative is a predicted loss
         out["proxies"][name] = against_both([[-r[name] for r in rows_s]], short, long, size, seed, n_boot)
-    out["depths"] = depth_agreement([r["arch"] for r in rows_s], short, long, cols)
+    out["axes"] = axis_agreement([r["arch"] for r in rows_s], short, long, cols, seed, n_boot)
     return out
 
 
-def depth_agreement(archs: list[dict], short: list, long: list, cols: dict[str, dict[str, list]]) -> dict:
-    """Per layer stack: Kendall tau of its depth with each reference and each variant's
-    inherited loss (> 0: deeper, higher loss), the variant's as a mean over its seeds."""
+def arch_axes(arch: dict) -> dict[str, float]:
+    """The arch's numeric axes: ``STACK.depth`` and ``STACK.FIELD`` (the field's mean over the
+    stack's layers) for every list of layer dicts, and every top-level number."""
     out = {}
-    for stack in [k for k, v in archs[0].items() if isinstance(v, list)]:
-        depth = [len(a[stack]) for a in archs]
-        if len(set(depth)) < 2:
-            continue  # a fixed depth ranks nothing
-        out[stack] = {"short": _tau(depth, short), "long": _tau(depth, long),
-                      "inherited": {v: float(np.mean([_tau(depth, c) for c in by_seed.values()]))
-                                    for v, by_seed in cols.items()}}
+    for key, value in arch.items():
+        if isinstance(value, list):
+            out[f"{key}.depth"] = float(len(value))
+            fields = {f for layer in value for f, v in layer.items() if isinstance(v, (int, float))}
+            for f in sorted(fields):
+                out[f"{key}.{f}"] = float(np.mean([layer[f] for layer in value if f in layer]))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
     return out
 
 
-def _tau(x: list, y: list) -> float:
-    keep = _finite(x, y)
-    return kendall(np.asarray([x[k] for k in keep], dtype=float), np.asarray([y[k] for k in keep], dtype=float))
+def axis_agreement(archs: list[dict], short: list, long: list, cols: dict[str, dict[str, list]], seed: int = 0,
+                   n_boot: int = N_BOOT) -> dict:
+    """Per arch axis: tau with each reference and with each variant's inherited loss (mean
+    over its seeds); ``long_minus_short`` (how the reference moved) and, per variant,
+    ``minus_long`` (the variant's tau minus the long reference's: where it still disagrees),
+    each a paired bootstrap difference over archs. An axis with one value is left out."""
+    values = [arch_axes(a) for a in archs]
+    out = {}
+    for axis in values[0]:
+        x = [v.get(axis) for v in values]
+        if len({v for v in x if v is not None}) < 2:
+            continue  # a fixed axis ranks nothing
+        moved = paired_tau_difference([(x, long)], [(x, short)], None, seed, n_boot)
+        inh = {}
+        for variant, by_seed in cols.items():
+            d = paired_tau_difference([(x, c) for c in by_seed.values()], [(x, long)], None, seed, n_boot)
+            inh[variant] = {"tau": _mean(d.get("kendall_a")), "minus_long": d["kendall_diff"],
+                            "minus_long_ci": d["kendall_diff_ci"]}
+        out[axis] = {"short": _mean(moved.get("kendall_b")), "long": _mean(moved.get("kendall_a")),
+                     "long_minus_short": moved["kendall_diff"], "long_minus_short_ci": moved["kendall_diff_ci"],
+                     "inherited": inh}
+    return out
+
+
+def _mean(taus: list | None) -> float | None:
+    vals = [t for t in (taus or []) if t is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 def main(argv=None) -> int:
@@ -169,16 +175,28 @@ def main(argv=None) -> int:
            "bootstrap_seed": args.seed, "code": code_version(), **compare_references(*infos, seed=args.seed)}
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     ref = res["references"]["long_vs_short"]
-    print(f"long vs short reference: tau {ref['kendall_tau']:.3f} {ref['kendall_ci']} (n = {ref['n']})")
+    print(f"long vs short reference: tau {_f(ref['kendall_tau'])} {_fmt(ref['kendall_ci'])} (n = {ref['n']})")
     for kind in ("variants", "proxies"):
         for name, c in res[kind].items():
-            print(f"{name}: tau short {np.mean(c['kendall_short']):.3f} -> long {np.mean(c['kendall_long']):.3f}, "
-                  f"diff {c['kendall_diff']:+.3f} {c['kendall_diff_ci']}; within-bin "
-                  f"{np.mean(c['within_bin_short']):.3f} -> {np.mean(c['within_bin_long']):.3f}")
-    for stack, d in res["depths"].items():
-        inh = ", ".join(f"{v} {t:+.2f}" for v, t in d["inherited"].items())
-        print(f"{stack} depth vs loss: short {d['short']:+.2f}, long {d['long']:+.2f}; inherited {inh}")
+            print(f"{name}: tau short {_f(_mean(c.get('kendall_short')))} -> long {_f(_mean(c.get('kendall_long')))}, "
+                  f"diff {_f(c['kendall_diff'])} {_fmt(c['kendall_diff_ci'])}; within-bin "
+                  f"{_f(_mean(c.get('within_bin_short')))} -> {_f(_mean(c.get('within_bin_long')))}")
+    first = next(iter(res["variants"]), None)
+    by_gap = sorted(res["axes"].items(), key=lambda kv: -abs(kv[1]["inherited"].get(first, {}).get("minus_long") or 0))
+    for axis, d in by_gap:  # where the first variant disagrees most with the long reference first
+        inh = "; ".join(f"{v} {_f(t['tau'])} ({_f(t['minus_long'])} {_fmt(t['minus_long_ci'])})"
+                        for v, t in d["inherited"].items())
+        print(f"{axis} vs loss: short {_f(d['short'])}, long {_f(d['long'])} "
+              f"({_f(d['long_minus_short'])} {_fmt(d['long_minus_short_ci'])}); inherited {inh}")
     return 0
+
+
+def _f(v: float | None) -> str:
+    return "?" if v is None else f"{v:+.3f}"
+
+
+def _fmt(ci: list) -> str:
+    return "[" + ", ".join("?" if v is None else f"{v:+.2f}" for v in ci) + "]"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from cosearch.fidelity.plan import PLAN, Plan
 from cosearch.fidelity.proxies import decoder_params, proxy_values
 from cosearch.fidelity import report as report_mod
 from cosearch.fidelity.report import build_report
-from cosearch.fidelity.stats import gaps, rank_agreement, reference_ceiling, tau_difference, within_bin_tau
+from cosearch.fidelity.stats import (gaps, paired_tau_difference, rank_agreement, reference_ceiling, tau_difference,
+                                     within_bin_tau)
 from cosearch.space import SearchSpace
 
 from train_fixtures import one_thread, write_lm_text  # noqa: F401
@@ -138,6 +139,29 @@ def test_tau_difference_of_two_variants_by_hand():
     flat = tau_difference([[1.0] * 9], a, ref, size, seed=0, n_boot=50)
     assert flat["kendall_a"] == [None] and flat["kendall_diff"] is None and flat["every_seed_of_a_above_b"] is False
     assert flat["within_bin_a"] == [None] and flat["within_bin_diff"] is None
+
+
+def test_one_ranker_against_two_references_by_hand():
+    size = [1.0, 1, 3, 3, 9, 9, 27, 27, 81]  # bins of two: pairs (0,1) (2,3) (4,5) (6,7)
+    long = [0.0, 1, 2, 3, 4, 5, 6, 7, 8]
+    pred = [0.0, 1, 2, 3, 4, 5, 7, 6, 8]  # swaps (6,7) of long: tau 26/28, within-bin 2/4
+    short = [1.0, 0, 3, 2, 4, 5, 6, 7, None]  # swaps (0,1) (2,3) of long, so also (6,7) of pred; a hole
+    d = paired_tau_difference([(pred, long)], [(short, pred)], size, seed=0, n_boot=200)  # a pair's order is free
+    assert d["n"] == 8  # arch 8 left out everywhere: 28 pairs
+    assert d["kendall_a"] == pytest.approx([26 / 28]) and d["kendall_b"] == pytest.approx([22 / 28])
+    assert d["kendall_diff"] == pytest.approx(4 / 28)
+    assert d["within_bin_a"] == pytest.approx([0.5]) and d["within_bin_b"] == pytest.approx([-0.5])
+    assert d["within_bin_pairs"] == 4 and d["within_bin_diff"] == pytest.approx(1.0)
+    lo, hi = d["kendall_diff_ci"]
+    assert lo <= d["kendall_diff"] <= hi
+    # one reference for both sides is tau_difference
+    assert paired_tau_difference([(pred, long)], [(short, long)], size, seed=0, n_boot=200) == \
+        tau_difference([pred], [short], long, size, seed=0, n_boot=200)
+    # the same pair on both sides: 0 in every resample (the draw of archs is shared)
+    assert paired_tau_difference([(pred, short)], [(pred, short)], seed=0, n_boot=200)["kendall_diff_ci"] == [0.0, 0.0]
+    # within-bin pairs: the fewest any reference has (a tie in a bin is no pair)
+    tied = [0.0, 0, 2, 3, 4, 5, 6, 7, 8]
+    assert paired_tau_difference([(pred, tied)], [(pred, long)], size, n_boot=20)["within_bin_pairs"] == 3
 
 
 def test_reference_ceiling_follows_the_normal_law():

@@ -41,6 +41,31 @@ def test_a_predictor_is_scored_against_both_references_with_a_paired_difference(
     assert two["kendall_long"] == pytest.approx([1.0, -1.0]) and two["kendall_diff"] == pytest.approx(0.0)
 
 
+def test_a_ranker_against_one_reference_twice_differs_by_exactly_zero():
+    pred, ref = list(range(10)), [0, 2, 1, 3, 5, 4, 6, 7, 9, 8]
+    same = refs.against_both([pred], ref, ref, size=[1.0] * 10)
+    assert same["kendall_diff"] == 0.0 and same["kendall_diff_ci"] == [0.0, 0.0]  # paired, never two draws
+
+
+def test_an_arch_has_axes_per_stack_depth_per_layer_field_and_top_level_number():
+    arch = {"encoder": [{"ffn": 2, "bits": 4, "kind": "a"}, {"ffn": 4, "bits": 8}], "dim": 16, "name": "x",
+            "tied": True}
+    assert refs.arch_axes(arch) == {"encoder.depth": 2.0, "encoder.bits": 6.0, "encoder.ffn": 3.0, "dim": 16.0}
+
+
+def test_axes_say_where_the_supernet_still_disagrees_with_the_long_reference():
+    archs = [{"layers": [{"width": w}] * d} for d, w in zip([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])]
+    short, long = [5.0, 4, 3, 2, 1], [1.0, 2, 3, 4, 5]  # deeper: better when short, worse when long
+    cols = {"none": {"none": [5.0, 4, 3, 2, 1], "none_seed1": [5.0, 4, 3, 2, 1]}}  # the supernet: deeper, better
+    axes = refs.axis_agreement(archs, short, long, cols, n_boot=50)
+    depth = axes["layers.depth"]
+    assert (depth["short"], depth["long"]) == (pytest.approx(-1.0), pytest.approx(1.0))
+    assert depth["long_minus_short"] == pytest.approx(2.0)
+    assert depth["inherited"]["none"]["tau"] == pytest.approx(-1.0)
+    assert depth["inherited"]["none"]["minus_long"] == pytest.approx(-2.0)  # the supernet minus the long reference
+    assert axes["layers.width"]["long"] == pytest.approx(-1.0)  # width falls as depth rises
+
+
 def test_seeds_of_both_checks_are_pooled_and_a_shared_seed_must_agree():
     short = {"none": {"none": [1.0, 2.0], "none_seed1": [2.0, 1.0]}}
     long = {"none": {"none": [1.0, 2.0 + 1e-12]}, "fast": {"fast": [3.0, 4.0]}}
@@ -66,9 +91,14 @@ def test_the_command_writes_every_comparison(tmp_path, capsys):
     # params fall with the index: bigger predicts better, so it ranks like the long reference
     assert res["proxies"]["params"]["kendall_short"] == pytest.approx([-1.0])
     assert res["proxies"]["params"]["kendall_long"] == pytest.approx([1.0])
-    # depth rises with the index: +1 with the long reference's loss, -1 with the short one's
-    assert res["depths"] == {"layers": {"short": pytest.approx(-1.0), "long": pytest.approx(1.0),
-                                        "inherited": {"none": pytest.approx(1.0)}}}
+    # depth rises with the index: +1 with the long reference's loss, -1 with the short one's;
+    # "dim" is the same for every arch, so it is no axis
+    axes = res["axes"]
+    assert list(axes) == ["layers.depth"]
+    assert (axes["layers.depth"]["short"], axes["layers.depth"]["long"]) == (pytest.approx(-1.0), pytest.approx(1.0))
+    assert axes["layers.depth"]["long_minus_short"] == pytest.approx(2.0)
+    assert axes["layers.depth"]["inherited"]["none"]["tau"] == pytest.approx(1.0)
+    assert axes["layers.depth"]["inherited"]["none"]["minus_long"] == pytest.approx(0.0)
     assert res["references"]["ceiling"] == [{"kendall_tau": 0.9}] * 2
     assert "long vs short reference: tau -1.000" in capsys.readouterr().out
 
@@ -80,6 +110,12 @@ def test_checks_of_other_archs_or_without_reports_are_refused(tmp_path):
         refs.compare_references(a, b)
     (tmp_path / "a.json").write_text(json.dumps(a))
     (tmp_path / "empty.json").write_text(json.dumps({"reports": {}}))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="bad.json: not a readable result JSON"):
+        refs.main([str(tmp_path / "bad.json"), str(tmp_path / "a.json"), "--out", str(tmp_path / "o.json")])
+    lm = json.loads(json.dumps(a).replace("valid_loss", "test_loss"))
+    with pytest.raises(SystemExit, match="share no metric"):
+        refs.compare_references(json.loads(json.dumps(a).replace("valid_loss", "bleu")), lm)
     with pytest.raises(SystemExit, match="no per-variant reports"):
         refs.main([str(tmp_path / "a.json"), str(tmp_path / "empty.json"), "--out", str(tmp_path / "o.json")])
     assert not (tmp_path / "o.json").exists()

@@ -129,18 +129,35 @@ def tau_difference(preds_a: Sequence[Sequence[float | None]], preds_b: Sequence[
     resampled (three cannot be): the per-seed taus are returned for reading that spread.
     Rows with a value missing in any column are left out.
     """
-    cols = [*preds_a, *preds_b, ref] + ([size] if size is not None else [])
-    keep = _finite(*cols)
-    a = np.asarray([[c[k] for k in keep] for c in preds_a], dtype=float)
-    b = np.asarray([[c[k] for k in keep] for c in preds_b], dtype=float)
-    r = np.asarray([ref[k] for k in keep], dtype=float)
+    return paired_tau_difference([(p, ref) for p in preds_a], [(p, ref) for p in preds_b], size, seed, n_boot)
+
+
+def paired_tau_difference(pairs_a: Sequence[tuple[Sequence, Sequence]], pairs_b: Sequence[tuple[Sequence, Sequence]],
+                          size: Sequence[float] | None = None, seed: int = 0, n_boot: int = N_BOOT) -> dict:
+    """Mean Kendall tau (and within-bin tau) over the (prediction, reference) column pairs
+    of A minus the same over B's, with a paired bootstrap interval over archs.
+
+    :func:`tau_difference` is the case of one reference for every pair. Giving each side
+    its own reference asks the other question: does one ranker agree better with a longer
+    reference than with a shorter one of the same archs (A: the pairs with the longer)?
+    Tau is symmetric, so a pair's order does not matter. ``within_bin_pairs`` is the
+    fewest untied within-bin pairs any reference of the pairs has."""
+    refs = [r for _, r in (*pairs_a, *pairs_b)]
+    cols = [c for pair in (*pairs_a, *pairs_b) for c in pair] + ([size] if size is not None else [])
+    keep = _finite(*cols) if cols else np.arange(0)
+
+    def arr(c):
+        return np.asarray([c[k] for k in keep], dtype=float)
+
+    a = [(arr(p), arr(r)) for p, r in pairs_a]
+    b = [(arr(p), arr(r)) for p, r in pairs_b]
     n = len(keep)
-    out: dict = {"n": n, "seeds_a": len(preds_a), "seeds_b": len(preds_b)}
-    if n < 3 or not len(a) or not len(b):
+    out: dict = {"n": n, "seeds_a": len(pairs_a), "seeds_b": len(pairs_b)}
+    if n < 3 or not a or not b:
         return {**out, "kendall_diff": None, "kendall_diff_ci": [None, None]}
 
     def taus(i):
-        return [kendall(p[i], r[i]) for p in a], [kendall(p[i], r[i]) for p in b]
+        return [kendall(p[i], r[i]) for p, r in a], [kendall(p[i], r[i]) for p, r in b]
 
     def kendall_diff(i):
         ta, tb = taus(i)
@@ -156,18 +173,18 @@ def tau_difference(preds_a: Sequence[Sequence[float | None]], preds_b: Sequence[
                    kendall_diff_ci=bootstrap_interval(_nan_safe(kendall_diff), n, seed, n_boot),
                    every_seed_of_a_above_b=bool(np.isfinite(diff)) and min(ta) > max(tb))
         if size is not None:
-            s = np.asarray([size[k] for k in keep], dtype=float)
+            s = arr(size)
 
             def within(i):
-                return ([within_bin_tau(p[i], r[i], s[i])[0] for p in a],
-                        [within_bin_tau(p[i], r[i], s[i])[0] for p in b])
+                return ([within_bin_tau(p[i], r[i], s[i])[0] for p, r in a],
+                        [within_bin_tau(p[i], r[i], s[i])[0] for p, r in b])
 
             def within_diff(i):
                 wa, wb = within(i)
                 return float(np.mean(wa) - np.mean(wb))
 
             wa, wb = within(full)
-            pairs = within_bin_tau(r, r, s)[1]
+            pairs = min(within_bin_tau(arr(r), arr(r), s)[1] for r in refs)
             out.update(within_bin_a=_finite_or_none(wa), within_bin_b=_finite_or_none(wb), within_bin_pairs=pairs,
                        within_bin_diff=_finite_or_none(within_diff(full)),
                        within_bin_diff_ci=(bootstrap_interval(within_diff, n, seed, n_boot) if pairs >= 3
