@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cosearch.fidelity.axes import arch_axes  # noqa: E402
 from cosearch.fidelity.proxies import PROXIES  # noqa: E402
 from cosearch.fidelity.report import metric_column  # noqa: E402
 from cosearch.fidelity.stats import N_BOOT, gaps, paired_tau_difference, rank_agreement  # noqa: E402
@@ -108,21 +109,6 @@ def compare_references(short_info: dict, long_info: dict, seed: int = 0, n_boot:
     for name in PROXIES:  # bigger predicts better: its negative is a predicted loss
         out["proxies"][name] = against_both([[-r[name] for r in rows_s]], short, long, size, seed, n_boot)
     out["axes"] = axis_agreement([r["arch"] for r in rows_s], short, long, cols, seed, n_boot)
-    return out
-
-
-def arch_axes(arch: dict) -> dict[str, float]:
-    """The arch's numeric axes: ``STACK.depth`` and ``STACK.FIELD`` (the field's mean over the
-    stack's layers) for every list of layer dicts, and every top-level number."""
-    out = {}
-    for key, value in arch.items():
-        if isinstance(value, list):
-            out[f"{key}.depth"] = float(len(value))
-            fields = {f for layer in value for f, v in layer.items() if isinstance(v, (int, float))}
-            for f in sorted(fields):
-                out[f"{key}.{f}"] = float(np.mean([layer[f] for layer in value if f in layer]))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = float(value)
     return out
 
 

@@ -312,6 +312,8 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     assert rep["headline"] == "valid_loss" and s["inherited"]["n"] == 4  # lm data: no test split
     assert set(s["proxies"]) == {"params", "weight_mb", "macs", "decoder_params"}
     assert s["seed_noise"]["gap"]["n"] == 1 and s["distilled"]["minus_standalone"]["n"] == 1
+    # the arch axes that vary over the picks, each scored on the 4 archs (tiny_lm has no encoder)
+    assert s["axes"] and all(a["n"] == 4 and not a["axis"].startswith("encoder") for a in s["axes"])
     rows = rep["per_arch"]
     assert all(r["inherited"]["valid_loss"] > 0 and r["standalone"]["step"] == 3 for r in rows)
     # each job repeats the supernet's recipe: the same training settings but steps and warm-up
@@ -485,3 +487,18 @@ def test_summary_lines_name_the_longer_reference_budget():
     summary["reference_ceiling"] = {"kendall_tau": 0.8, "kendall_range": [0.7, 0.9], "within_bin_tau": 0.4}
     text = format_summary({"summary": {"valid_loss": summary}})
     assert "a perfect ranker against this one-seed reference: tau 0.800 [0.70, 0.90], within-bin 0.400" in text
+
+
+def test_summary_lines_name_the_axis_the_supernet_weighs_most_unlike_standalone():
+    from cosearch.commands.fidelity import format_summary
+    agree = {"n": 4, "kendall_tau": 0.5, "kendall_ci": [0.1, 0.9], "spearman": 0.6, "within_bin_tau": None}
+    axes = [{"axis": "encoder.depth", "inherited": 0.01, "standalone": 0.34, "difference": -0.33,
+             "difference_ci": [-0.49, -0.18]},
+            {"axis": "decoder.depth", "inherited": -0.4, "standalone": -0.59, "difference": 0.19,
+             "difference_ci": [-0.01, 0.4]}]
+    summary = {"inherited": agree, "gap": {"mean_abs": 0.2}, "proxies": {}, "axes": axes}
+    text = format_summary({"summary": {"valid_loss": summary}})
+    assert ("most unlike standalone: encoder.depth (tau with loss: inherited +0.01, standalone +0.34, difference "
+            "-0.33 [-0.49, -0.18]; 1 of 2 axes clearly apart)") in text
+    summary["axes"] = axes[1:]  # its interval holds 0
+    assert "no arch axis weighed measurably unlike standalone (1 axes)" in format_summary({"summary": {"v": summary}})

@@ -47,12 +47,6 @@ def test_a_ranker_against_one_reference_twice_differs_by_exactly_zero():
     assert same["kendall_diff"] == 0.0 and same["kendall_diff_ci"] == [0.0, 0.0]  # paired, never two draws
 
 
-def test_an_arch_has_axes_per_stack_depth_per_layer_field_and_top_level_number():
-    arch = {"encoder": [{"ffn": 2, "bits": 4, "kind": "a"}, {"ffn": 4, "bits": 8}], "dim": 16, "name": "x",
-            "tied": True}
-    assert refs.arch_axes(arch) == {"encoder.depth": 2.0, "encoder.bits": 6.0, "encoder.ffn": 3.0, "dim": 16.0}
-
-
 def test_axes_say_where_the_supernet_still_disagrees_with_the_long_reference():
     archs = [{"layers": [{"width": w}] * d} for d, w in zip([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])]
     short, long = [5.0, 4, 3, 2, 1], [1.0, 2, 3, 4, 5]  # deeper: better when short, worse when long

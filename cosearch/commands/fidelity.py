@@ -91,9 +91,22 @@ def run(args) -> int:
     return 0
 
 
+def _axis_line(axes: list[dict]) -> str:
+    """The arch axis the supernet weighs most unlike training alone, if any clearly."""
+    from ..fidelity.axes import clear_disagreements
+    clear = clear_disagreements(axes)
+    if not clear:
+        return f"no arch axis weighed measurably unlike standalone ({len(axes)} axes)"
+    a = clear[0]
+    lo, hi = a["difference_ci"]
+    return (f"most unlike standalone: {a['axis']} (tau with loss: inherited {a['inherited']:+.2f}, standalone "
+            f"{a['standalone']:+.2f}, difference {a['difference']:+.2f} [{lo:+.2f}, {hi:+.2f}]; "
+            f"{len(clear)} of {len(axes)} axes clearly apart)")
+
+
 def format_summary(rep: dict) -> str:
     """A few lines: inherited and best-proxy tau, within-bin tau, gap, seed noise and the ceiling it
-    sets, longer budgets."""
+    sets, the arch axis the supernet weighs most unlike standalone, longer budgets."""
     def f(v):
         return "-" if v is None else f"{v:.3f}"
 
@@ -117,6 +130,8 @@ def format_summary(rep: dict) -> str:
         if c and c.get("kendall_tau") is not None:
             line += (f"; a perfect ranker against this one-seed reference: tau {f(c['kendall_tau'])}"
                      f"{ci(c['kendall_range'])}, within-bin {f(c.get('within_bin_tau'))}")
+        if s.get("axes"):
+            line += "; " + _axis_line(s["axes"])
         for steps, b in s.get("reference_budgets", {}).items():
             line += (f"; standalone at {steps} steps vs the run's: tau {f(b['reference']['kendall_tau'])}"
                      f"{ci(b['reference']['kendall_ci'])}, inherited vs it: tau {f(b['inherited']['kendall_tau'])}")

@@ -18,6 +18,9 @@ asked), with ranks read as "lower is better":
   budget against the run's own (is the reference settled?) and how inherited ranks there;
 * ``distilled``: standalone with the supernet's largest as teacher minus plain standalone
   (< 0: the teacher alone helps), and inherited vs distilled ranks;
+* ``axes``: per axis of the arch (a stack's depth, a per-layer field, a top-level number),
+  its tau with the inherited and with the standalone loss and their difference with a paired
+  interval, largest first: which choices the supernet weighs unlike training alone;
 * ``goals``: the issue's targets checked on the headline metric (test loss, else valid).
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..space import SearchSpace
+from .axes import axis_disagreement
 from .plan import Plan
 from .proxies import PROXIES, proxy_values
 from .stats import gaps, rank_agreement, reference_ceiling
@@ -83,6 +87,7 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
         # is a minimum over noisy runs: its noise is not the one measured)
         out["reference_ceiling"] = reference_ceiling(untuned, [s1[k] for k in noise], [s2[k] for k in noise], size,
                                                      seed)
+    out["axes"] = axis_disagreement([r.get("arch") for r in rows], inh, sa, seed)
     budgets = reference_budgets(rows, metric, size, inh, untuned, seed)
     if budgets:
         out["reference_budgets"] = budgets
