@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cosearch.fidelity.axes import arch_axes  # noqa: E402
+from cosearch.fidelity.axes import axis_columns  # noqa: E402
 from cosearch.fidelity.proxies import PROXIES  # noqa: E402
 from cosearch.fidelity.report import metric_column  # noqa: E402
 from cosearch.fidelity.stats import N_BOOT, gaps, paired_tau_difference, rank_agreement  # noqa: E402
@@ -118,12 +118,8 @@ def axis_agreement(archs: list[dict], short: list, long: list, cols: dict[str, d
     over its seeds); ``long_minus_short`` (how the reference moved) and, per variant,
     ``minus_long`` (the variant's tau minus the long reference's: where it still disagrees),
     each a paired bootstrap difference over archs. An axis with one value is left out."""
-    values = [arch_axes(a) for a in archs]
     out = {}
-    for axis in values[0]:
-        x = [v.get(axis) for v in values]
-        if len({v for v in x if v is not None}) < 2:
-            continue  # a fixed axis ranks nothing
+    for axis, x in axis_columns(archs).items():
         moved = paired_tau_difference([(x, long)], [(x, short)], None, seed, n_boot)
         inh = {}
         for variant, by_seed in cols.items():

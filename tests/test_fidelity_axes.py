@@ -12,6 +12,10 @@ def test_an_arch_has_axes_per_stack_depth_per_layer_field_and_top_level_number()
     assert arch_axes(arch) == {"encoder.depth": 2.0, "encoder.bits": 6.0, "encoder.ffn": 3.0, "dim": 16.0}
     assert arch_axes({"layers": [], "dim": 8}) == {"layers.depth": 0.0, "dim": 8.0}
     assert arch_axes("a0") == {} and arch_axes({"tags": ["x", "y"]}) == {"tags.depth": 2.0}
+    # a field that is not a number in every layer that has it is no axis
+    mixed = {"layers": [{"a": 1, "b": 2}, {"a": "x", "b": True}, {"b": 4}]}
+    assert arch_axes(mixed) == {"layers.depth": 3.0}
+    assert arch_axes({"layers": [{"b": 2}, {}, {"b": 4}]}) == {"layers.depth": 3.0, "layers.b": 3.0}
 
 
 def _archs(depths, widths):
@@ -33,6 +37,9 @@ def test_an_axis_the_supernet_ignores_is_found_and_sorted_first():
     assert width["standalone"] == pytest.approx(-4 / 28) and width["inherited"] == pytest.approx(4 / 28)
     assert width["difference"] == pytest.approx(8 / 28) and width["difference_ci"][0] < 0 < width["difference_ci"][1]
     assert [r["axis"] for r in clear_disagreements(rows)] == ["layers.depth"]
+    # sorted by the size of the difference, whatever its sign: swapped, depth is +2 and still first
+    swapped = axis_disagreement(_archs(depths, widths), reference, inherited, n_boot=50)
+    assert swapped[0]["axis"] == "layers.depth" and swapped[0]["difference"] == pytest.approx(2.0)
 
 
 def test_agreeing_rankers_have_no_clear_axis_and_missing_losses_drop_out():

@@ -95,13 +95,14 @@ def _axis_line(axes: list[dict]) -> str:
     """The arch axis the supernet weighs most unlike training alone, if any clearly."""
     from ..fidelity.axes import clear_disagreements
     clear = clear_disagreements(axes)
+    n = f"{len(axes)} arch ax{'is' if len(axes) == 1 else 'es'}"
     if not clear:
-        return f"no arch axis weighed measurably unlike standalone ({len(axes)} axes)"
+        return f"no arch axis apart from standalone ({n}, 95% each)"
     a = clear[0]
     lo, hi = a["difference_ci"]
-    return (f"most unlike standalone: {a['axis']} (tau with loss: inherited {a['inherited']:+.2f}, standalone "
+    return (f"most apart from standalone: {a['axis']} (tau with loss: inherited {a['inherited']:+.2f}, standalone "
             f"{a['standalone']:+.2f}, difference {a['difference']:+.2f} [{lo:+.2f}, {hi:+.2f}]; "
-            f"{len(clear)} of {len(axes)} axes clearly apart)")
+            f"{len(clear)} of {n} apart at 95% each, not adjusted for {len(axes)} looks)")
 
 
 def format_summary(rep: dict) -> str:

@@ -5,9 +5,11 @@ axis is one number per arch read off its dict: a stack's depth (``encoder.depth`
 per-layer field's mean over a stack (``decoder.weight_bits``), or a top-level number
 (``decoder_embed_dim``). For each axis, Kendall tau of the axis with the inherited loss and
 with the standalone loss (> 0: bigger, worse), and their difference with a paired bootstrap
-interval over archs. An axis whose difference's interval excludes 0 is one the supernet
-rewards or punishes unlike training alone: e.g. a supernet indifferent to encoder depth
-against a short reference that punishes deep encoders (Multi30k, 48 archs).
+interval over archs. An axis whose difference's interval excludes 0 goes with the loss
+unlike it does when training alone: e.g. a supernet indifferent to encoder depth against a
+short reference where deep encoders do worse (Multi30k, 48 archs). Each tau is marginal:
+the axes are correlated (archs are picked within size bins), so an axis apart is where to
+look, not a cause.
 """
 from __future__ import annotations
 
@@ -19,22 +21,39 @@ from .stats import N_BOOT, paired_tau_difference
 
 
 def arch_axes(arch: dict) -> dict[str, float]:
-    """The arch's numeric axes: ``STACK.depth`` and ``STACK.FIELD`` (the field's mean over the
-    stack's layers) for every list of layer dicts, and every top-level number (not a bool);
-    none for an arch recorded as anything but a dict."""
+    """The arch's numeric axes: ``STACK.depth`` for every list (a stack of layers), and
+    ``STACK.FIELD``, the mean over the stack's layer dicts of each field that is a number
+    in each layer that has it; every top-level number. Bools are no numbers here; an arch
+    recorded as anything but a dict has no axes."""
     out: dict[str, float] = {}
     if not isinstance(arch, dict):
         return out
     for key, value in arch.items():
         if isinstance(value, list):
             out[f"{key}.depth"] = float(len(value))
-            fields = {f for layer in value if isinstance(layer, dict) for f, v in layer.items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            for f in sorted(fields):
-                out[f"{key}.{f}"] = float(np.mean([layer[f] for layer in value
-                                                   if isinstance(layer, dict) and f in layer]))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            layers = [layer for layer in value if isinstance(layer, dict)]
+            for f in sorted({f for layer in layers for f in layer}):
+                vals = [layer[f] for layer in layers if f in layer]
+                if all(_is_number(v) for v in vals):
+                    out[f"{key}.{f}"] = float(np.mean(vals))
+        elif _is_number(value):
             out[key] = float(value)
+    return out
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def axis_columns(archs: Sequence[dict]) -> dict[str, list[float | None]]:
+    """Each axis that varies over ``archs`` (named in any of them): its value per arch, None
+    where an arch lacks it."""
+    values = [arch_axes(a) for a in archs]
+    out = {}
+    for axis in dict.fromkeys(k for v in values for k in v):
+        x = [v.get(axis) for v in values]
+        if len({v for v in x if v is not None}) >= 2:  # a fixed axis ranks nothing
+            out[axis] = x
     return out
 
 
@@ -44,13 +63,8 @@ def axis_disagreement(archs: Sequence[dict], inherited: Sequence[float | None], 
     with each loss) and ``difference`` (inherited - standalone) with its paired 95%
     interval; sorted by the size of the difference, largest first. Losses are "lower is
     better"; archs with a loss missing are left out."""
-    values = [arch_axes(a) for a in archs]
-    names = list(dict.fromkeys(k for v in values for k in v))
     out = []
-    for axis in names:
-        x = [v.get(axis) for v in values]
-        if len({v for v in x if v is not None}) < 2:
-            continue  # a fixed axis ranks nothing
+    for axis, x in axis_columns(archs).items():
         d = paired_tau_difference([(x, inherited)], [(x, reference)], None, seed, n_boot)
         if d["kendall_diff"] is None:
             continue  # too few archs, or a constant loss
@@ -60,6 +74,8 @@ def axis_disagreement(archs: Sequence[dict], inherited: Sequence[float | None], 
 
 
 def clear_disagreements(rows: list[dict]) -> list[dict]:
-    """The axes whose difference's interval excludes 0, largest first."""
+    """The axes whose difference's 95% interval excludes 0, largest first. Each interval is
+    for its own axis, not adjusted for how many were looked at: of 13 axes with no real
+    difference, about 0.65 would show one by chance."""
     return [r for r in rows if None not in r["difference_ci"]
             and (r["difference_ci"][0] > 0 or r["difference_ci"][1] < 0)]
