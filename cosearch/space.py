@@ -436,9 +436,14 @@ class SearchSpace:
         return v
 
     # ---- sampling and variation
-    def sample(self, rng=None) -> Arch:
+    def sample(self, rng=None, deepest: bool = False) -> Arch:
+        """A uniform random arch; ``deepest``: the same draws with every stack at its most
+        layers (the draws are made either way, so the stream after it does not depend on it)."""
         rng = np.random.default_rng(rng)
-        return self._from_genes({key: opts[rng.integers(len(opts))] for key, opts in self.genes()})
+        genes = {key: opts[rng.integers(len(opts))] for key, opts in self.genes()}
+        if deepest:
+            genes.update({key: max(opts) for key, opts in self.genes() if key[1:] == ("layers",)})
+        return self._from_genes(genes)
 
     def _extreme(self, pick) -> Arch:
         return self._from_genes({key: pick(opts) for key, opts in self.genes()})

@@ -66,6 +66,50 @@ def test_the_router_term_keeps_mixtures_arch_dependent(one_thread):
     assert spread(1.0) > 1.5 * spread(0.0)
 
 
+# --------------------------------------------------------------------------- deep random members
+def test_deep_random_members_take_every_stacks_most_layers_and_leave_the_rest_as_drawn():
+    from train_fixtures import mt_space
+    space = SearchSpace.from_dict(mt_space())  # encoder and decoder of 1 or 2 layers
+    for step in range(20):
+        plain = sandwich(space, 3, step, 20, n_random=3)
+        deep = sandwich(space, 3, step, 20, n_random=3, deep_random=1)
+        assert deep[:2] == plain[:2]  # largest and smallest untouched
+        first = deep[2].arch
+        assert (len(first.encoder), len(first.decoder)) == (2, 2)
+        # the same draws: the plain member's layers are the deep one's first layers, with the
+        # same widths (bits are drawn per layer afterwards, so they may shift)
+        drawn = plain[2].arch
+        assert (first.encoder_embed_dim, first.decoder_embed_dim) == (drawn.encoder_embed_dim, drawn.decoder_embed_dim)
+        for side in ("encoder", "decoder"):
+            ours, theirs = getattr(first, side), getattr(drawn, side)
+            assert [(la.ffn_dim, la.heads) for la in ours[:len(theirs)]] == [(la.ffn_dim, la.heads) for la in theirs]
+    assert sandwich(space, 3, 5, 20, n_random=3, deep_random=0) == sandwich(space, 3, 5, 20, n_random=3)
+    # only the first is forced: the other random members keep their drawn depths
+    for k in (3, 4):  # the second and the third random member
+        rest = [sandwich(space, 3, step, 20, n_random=3, deep_random=1)[k].arch for step in range(20)]
+        assert any((len(a.encoder), len(a.decoder)) != (2, 2) for a in rest)
+    # every random member deep when all are asked for; uniform draws hit depth 2 in only some
+    every = [m.arch for step in range(20) for m in sandwich(space, 3, step, 20, n_random=2, deep_random=2)[2:]]
+    assert all((len(a.encoder), len(a.decoder)) == (2, 2) for a in every)
+    uniform = [m.arch for step in range(20) for m in sandwich(space, 3, step, 20, n_random=2)[2:]]
+    assert any((len(a.encoder), len(a.decoder)) != (2, 2) for a in uniform)
+
+
+def test_deep_random_is_checked_and_resumes_to_the_same_weights(tmp_path, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    kw = dict(FAST, steps=4, deep_random=1, seed=2)
+    full = train(lm_space(), "lm", data, tmp_path / "a", **kw)
+    train(lm_space(), "lm", data, tmp_path / "b", stop_at=2, **kw)
+    resumed = train(lm_space(), "lm", data, tmp_path / "b", **kw)
+    assert resumed.start_step == 2 and resumed.state_digest == full.state_digest
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["deep_random"] == 1
+    plain = train(lm_space(), "lm", data, tmp_path / "p", **dict(kw, deep_random=0))
+    assert plain.state_digest != full.state_digest  # the deep members are applied, not only recorded
+    with pytest.raises(UserError, match=r"deep_random.*between 0 and n_random \(2\)"):
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, deep_random=3))
+    assert not (tmp_path / "c").exists()
+
+
 # --------------------------------------------------------------------------- worst-of-pool
 def test_candidate_pools_hold_archs_of_about_the_members_size():
     space = SearchSpace.from_dict(lm_space())
@@ -156,6 +200,7 @@ def test_levers_that_would_do_nothing_are_refused_before_any_work(tmp_path, one_
     with_mos, no_mos = SearchSpace.from_dict(lm_space()), SearchSpace.from_dict(lm_space(mode="none", experts=1))
     cases = [(with_mos, dict(arch=with_mos.smallest(), sample_pool=2), "a standalone --arch run has none"),
              (with_mos, dict(arch=with_mos.smallest(), router_balance=0.1), "a standalone --arch run has none"),
+             (with_mos, dict(arch=with_mos.smallest(), deep_random=1), "a standalone --arch run has none"),
              (no_mos, dict(router_balance=0.1), "has mos mode 'none'")]
     for i, (space, kw, msg) in enumerate(cases):
         with pytest.raises(UserError, match=msg):

@@ -65,6 +65,9 @@ def register(sub):
     g.add_argument("--sample-pool", type=int, default=1, metavar="K",
                    help="worst-of-K sampling: each random sub-network is the one of K candidates of about "
                    "its weight size with the highest loss on the batch (default 1: uniform)")
+    g.add_argument("--deep-random", type=int, default=0, metavar="N",
+                   help="of the --n-random random sub-networks, N are drawn at every stack's most layers "
+                   "(random widths and bits; default 0: all uniform)")
     g.add_argument("--router-balance", type=float, default=0.0, metavar="W",
                    help="weight of the term keeping MoS mixtures arch-dependent (mutual information of "
                    "arch and expert; default 0: off)")
@@ -120,7 +123,7 @@ def run(args) -> int:
                     log_every=args.log_every, ckpt_every=args.ckpt_every,
                     max_len=args.max_len, src=args.src, tgt=args.tgt, tokenizer=args.tokenizer,
                     arch=arch, deadline=deadline, sample_pool=args.sample_pool,
-                    router_balance=args.router_balance, teacher=args.teacher)
+                    router_balance=args.router_balance, deep_random=args.deep_random, teacher=args.teacher)
     report(summary, args.json)
     return 0
 

@@ -99,6 +99,9 @@ class TrainConfig:
     sample_pool: int = 1
     #: weight of the term that keeps MoS mixtures arch-dependent (``router_balance``; 0: off)
     router_balance: float = 0.0
+    #: of the ``n_random`` random members, how many are drawn at every stack's most layers
+    #: (random widths and bits; 0: all uniform, the default)
+    deep_random: int = 0
     log_every: int = 10
     ckpt_every: int = 500
     keep_checkpoints: int = 2
@@ -130,6 +133,7 @@ class TrainConfig:
                   ("ema_start", c.ema_start is None or 0 <= c.ema_start <= 1, "in [0, 1] or None"),
                   ("ema_decay", 0 <= c.ema_decay < 1, "in [0, 1)"),
                   ("sample_pool", 1 <= c.sample_pool <= 64, "between 1 and 64 (each candidate costs a forward pass)"), ("router_balance", c.router_balance >= 0, ">= 0"),
+                  ("deep_random", 0 <= c.deep_random <= c.n_random, f"between 0 and n_random ({c.n_random})"),
                   ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
                   ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
                   ("tokenizer", c.tokenizer in TOKENIZER_MODELS, f"one of {', '.join(TOKENIZER_MODELS)}"),
@@ -371,7 +375,7 @@ def step_members(space: SearchSpace, arch: Arch | None, seed: int, step: int, cf
     """What trains at ``step``: the sandwich of a supernet run, or the standalone arch."""
     if arch is not None:
         return standalone(space, arch, step, cfg.steps, cfg.bit_stages)
-    return sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages)
+    return sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages, cfg.deep_random)
 
 
 def specialisation_probes(space: SearchSpace) -> list[Arch]:
@@ -665,9 +669,9 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         raise UserError(f"bad training setting: {e}") from None
     # the sandwich's levers do nothing to one standalone arch or a space without routers:
     # refuse them rather than record a recipe that was not applied
-    if arch is not None and (cfg.sample_pool > 1 or cfg.router_balance > 0):
-        raise UserError("--sample-pool and --router-balance shape the supernet's sandwich; a standalone --arch "
-                        "run has none: leave them out")
+    if arch is not None and (cfg.sample_pool > 1 or cfg.router_balance > 0 or cfg.deep_random > 0):
+        raise UserError("--sample-pool, --router-balance and --deep-random shape the supernet's sandwich; a "
+                        "standalone --arch run has none: leave them out")
     if cfg.router_balance > 0 and space.spec.mos.mode == "none":
         raise UserError(f"--router-balance {cfg.router_balance:g} needs MoS routers, but space {space.name!r} has "
                         "mos mode 'none': leave it out (or use a layer/neuron MoS space)")
