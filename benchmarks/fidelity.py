@@ -345,6 +345,8 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
         print(f"changed: {where}: {old} -> {new}")
     if len(changed) > 10:
         print(f"changed: {len(changed) - 10} more values (all in the JSON's rescored.changed)")
+    if "rescored" in info:  # an earlier rescoring's record stays, oldest first
+        info["rescored_history"] = [*info.get("rescored_history", []), info["rescored"]]
     info["rescored"] = {"from": path.name, **code_version(),
                         "changed": [{"path": w, "old": o, "new": n} for w, o, n in changed]}
     Path(result).parent.mkdir(parents=True, exist_ok=True)
@@ -362,8 +364,12 @@ def changed_values(old, new, where: str = ""):
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         for i, (a, b) in enumerate(zip(old, new)):
             yield from changed_values(a, b, f"{where}[{i}]")
-    elif old != new:
+    elif old != new and not (_is_nan(old) and _is_nan(new)):  # nan != nan, yet nothing moved
         yield where, old, new
+
+
+def _is_nan(v) -> bool:
+    return isinstance(v, float) and v != v
 
 
 def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | None = None) -> dict[str, dict]:

@@ -111,6 +111,12 @@ def test_rescore_scores_kept_rows_again_and_keeps_what_it_cannot_redo(tmp_path):
     src.write_text(json.dumps(old, indent=1))
     assert fidelity.main(["--rescore", str(src), "--result", str(dest)]) == 0
     assert dest.read_text().count("\n") > 100 and json.loads(dest.read_text())["reports"] == new["reports"]
+    # rescoring a rescored JSON keeps the earlier record
+    again = tmp_path / "again.json"
+    assert fidelity.main(["--rescore", str(dest), "--result", str(again)]) == 0
+    twice = json.loads(again.read_text())
+    assert twice["rescored_history"] == [json.loads(dest.read_text())["rescored"]]
+    assert twice["rescored"]["changed"] == []  # nothing moved the second time
     with pytest.raises(SystemExit):
         fidelity.main(["--rescore", str(src)])
 
