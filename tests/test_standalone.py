@@ -79,6 +79,14 @@ def test_retrain_trains_the_searched_arch_with_the_run_recipe(tmp_path, one_thre
     space = SearchSpace.from_dict(lm_space())
     # a supernet lever (worst-of-pool sampling) does not follow the arch into its retraining
     train(space, "lm", data, tmp_path / "sn", steps=2, lr=2e-3, sample_pool=2, **FAST)
+    # nor deep random members (a retraining of a --deep-random supernet was refused once)
+    train(space, "lm", data, tmp_path / "deep", steps=2, deep_random=1, **FAST)
+    (tmp_path / "s_deep").mkdir()
+    pd.DataFrame([{"number": 0, "arch": space.smallest().to_json(), "loss": 5.0}]).to_csv(
+        tmp_path / "s_deep" / "trials.csv", index=False)
+    (tmp_path / "s_deep" / "search.json").write_text(json.dumps({"run": str(tmp_path / "deep")}))
+    assert retrain(tmp_path / "s_deep", tmp_path / "re_deep", pick="best-quality", steps=2).finished
+    assert json.loads((tmp_path / "re_deep" / "config.json").read_text())["train"]["deep_random"] == 0
     arch = space.with_bits(space.sample(1), 4, 8)
     search = tmp_path / "search"
     search.mkdir()

@@ -95,6 +95,19 @@ def test_deep_random_members_take_every_stacks_most_layers_and_leave_the_rest_as
     assert any((len(a.encoder), len(a.decoder)) != (2, 2) for a in uniform)
 
 
+def test_the_default_sandwich_draws_what_it_drew_before_deep_random_existed():
+    import hashlib
+    from train_fixtures import mt_space
+    # digests of 40 steps of members (seed 7, three random), computed at 655c77c, before the
+    # flag: a changed random stream would change every run's members, and resumes with them
+    for space, digest in ((lm_space(), "32a20d633d793e26"), (mt_space(), "176fed565962c5cf")):
+        space = SearchSpace.from_dict(space)
+        for kw in ({}, {"deep_random": 0}):
+            text = json.dumps([[m.role, m.arch.to_json()] for step in range(40)
+                               for m in sandwich(space, 7, step, 40, n_random=3, **kw)])
+            assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest
+
+
 def test_deep_random_is_checked_and_resumes_to_the_same_weights(tmp_path, one_thread):
     data = write_lm_text(tmp_path / "t.txt")
     kw = dict(FAST, steps=4, deep_random=1, seed=2)
@@ -107,6 +120,8 @@ def test_deep_random_is_checked_and_resumes_to_the_same_weights(tmp_path, one_th
     assert plain.state_digest != full.state_digest  # the deep members are applied, not only recorded
     with pytest.raises(UserError, match=r"deep_random.*between 0 and n_random \(2\)"):
         train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, deep_random=3))
+    with pytest.raises(UserError, match="do not combine"):  # the pool would swap the deep member away
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, sample_pool=2))
     assert not (tmp_path / "c").exists()
 
 

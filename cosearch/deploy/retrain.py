@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..outdirs import check_out
 from ..training.rundir import is_run_folder, read_config, space_of
 from ..space import Arch
-from ..training.train import RunSummary, run_arch, train
+from ..training.train import SANDWICH_ONLY, RunSummary, run_arch, train
 
 
 def retrain(search: str | Path, out: str | Path, *, trial: int | None = None, pick: str | None = None,
@@ -42,7 +42,7 @@ def retrain(search: str | Path, out: str | Path, *, trial: int | None = None, pi
     space = space_of(config)
     arch = space.validate_arch(Arch.from_dict(chosen.arch), source=f"{search} trial {chosen.number}")
     # the sandwich's levers shape the supernet only: one arch trained alone has no sandwich
-    hp = dict(config["train"], sample_pool=1, router_balance=0.0)
+    hp = {**config["train"], **SANDWICH_ONLY}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "steps" in given and "warmup" not in given:
         hp["warmup"] = None

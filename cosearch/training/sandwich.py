@@ -82,7 +82,8 @@ def sandwich(space: SearchSpace, seed: int, step: int, steps: int, n_random: int
     layers (random widths and bits). Uniform members reach a stack's last layers only when
     they draw its full depth, and inherited losses rank deep archs worse than training them
     alone does (tau of depth with loss -0.31 against -0.40 on tinyshakespeare and linux-c,
-    fidelity ``axes``); this trains those layers' narrow slices every step."""
+    fidelity ``axes``); this trains those layers' narrow slices every step. A deep member
+    draws bits for more layers, so the members after it change too; 0 leaves the step as it was."""
     wbits, abits = enabled_bits(space, step, steps, stages)
     rng = step_rng(seed, step)
     members = [Member("largest", space.largest()),

@@ -370,6 +370,11 @@ def _mismatch(e: Exception) -> str:
     return line if len(line) <= 200 else line[:197] + "..."
 
 
+#: the settings that shape the supernet's sandwich only, at the values that do nothing: a
+#: standalone run (and a retraining of one arch from a supernet's recipe) takes these
+SANDWICH_ONLY = {"sample_pool": 1, "router_balance": 0.0, "deep_random": 0}
+
+
 # --------------------------------------------------------------------------- the loop
 def step_members(space: SearchSpace, arch: Arch | None, seed: int, step: int, cfg: TrainConfig) -> list:
     """What trains at ``step``: the sandwich of a supernet run, or the standalone arch."""
@@ -669,9 +674,13 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         raise UserError(f"bad training setting: {e}") from None
     # the sandwich's levers do nothing to one standalone arch or a space without routers:
     # refuse them rather than record a recipe that was not applied
-    if arch is not None and (cfg.sample_pool > 1 or cfg.router_balance > 0 or cfg.deep_random > 0):
+    if arch is not None and any(getattr(cfg, k) != v for k, v in SANDWICH_ONLY.items()):
         raise UserError("--sample-pool, --router-balance and --deep-random shape the supernet's sandwich; a "
                         "standalone --arch run has none: leave them out")
+    if cfg.deep_random > 0 and cfg.sample_pool > 1:
+        # worst-of-pool would swap a deep member for a candidate of any depth
+        raise UserError(f"--deep-random {cfg.deep_random} and --sample-pool {cfg.sample_pool} do not combine (the "
+                        "pool would replace the deep members): give one of them")
     if cfg.router_balance > 0 and space.spec.mos.mode == "none":
         raise UserError(f"--router-balance {cfg.router_balance:g} needs MoS routers, but space {space.name!r} has "
                         "mos mode 'none': leave it out (or use a layer/neuron MoS space)")
