@@ -47,6 +47,20 @@ TRAIN_KEYS = {"n_random": int, "distill": float, "sample_pool": int, "router_bal
 SPACE_KEYS = {"mode": str, "experts": int}
 
 
+#: supernet seed k > 0 of variant NAME runs, and reports, as NAME_seed{k}
+SEED_SUFFIX = "_seed"
+
+
+def run_key(variant: str, seed: int) -> str:
+    """The run and report name of ``variant`` at supernet seed ``seed``."""
+    return variant if seed == 0 else f"{variant}{SEED_SUFFIX}{seed}"
+
+
+def variant_of(key: str) -> str:
+    """The variant a run or report name belongs to (inverse of :func:`run_key`)."""
+    return key.split(SEED_SUFFIX)[0]
+
+
 def parse_variants(text: str) -> dict[str, dict]:
     """``NAME:key=value,key=value;NAME2:...`` -> {name: {key: value}} (checked)."""
     out = {}
@@ -54,8 +68,9 @@ def parse_variants(text: str) -> dict[str, dict]:
         name, _, body = part.partition(":")
         if not name.isidentifier() or name in out:
             raise SystemExit(f"--variants: bad or repeated name {name!r}")
-        if "_seed" in name:  # supernet seed k runs as NAME_seed{k}; results are grouped by that suffix
-            raise SystemExit(f"--variants: name {name!r} contains '_seed', the suffix of supernet seeds; rename it")
+        if SEED_SUFFIX in name:  # results are grouped by that suffix (run_key)
+            raise SystemExit(f"--variants: name {name!r} contains {SEED_SUFFIX!r}, the suffix of supernet seeds; "
+                             "rename it")
         kv = {}
         for item in filter(None, (x.strip() for x in body.split(","))):
             k, _, v = item.partition("=")
@@ -162,7 +177,7 @@ def main(argv=None) -> int:
     runs, argvs = {}, {}
     for name, v in variants.items():
         for seed in range(args.supernet_seeds):
-            key = name if seed == 0 else f"{name}_seed{seed}"
+            key = run_key(name, seed)
             sf = out / "spaces" / f"{name}.yaml"
             runs[key] = out / "supernets" / key
             argvs[key] = (sf, variant_space(space, v), train_argv(args, sf, runs[key], v, seed))
@@ -239,7 +254,7 @@ def main(argv=None) -> int:
             "steps": args.steps, "standalone_steps": settings.steps, "max_tokens": args.max_tokens,
             "settings": vars(args), "machine": started_on, "wall_s": round(wall, 1), "train_wave_s": round(train_s, 1),
             "gpu_seconds": round(wall * (torch.cuda.device_count() if args.gpu else 0), 1), "failed": failed,
-            "variants": {k: variants[k.split("_seed")[0]] for k in runs},
+            "variants": {k: variants[variant_of(k)] for k in runs},
             # the recipe each supernet was trained with (a variant lists only what it sets;
             # the defaults, distill among them, change between versions)
             "supernets": {k: {"summary": _read(r / "summary.json"),
@@ -334,7 +349,7 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
         info["comparisons"] = compare_variants(info["reports"], pairs)
     else:  # each comparison it had, under its own name; one against another JSON's variant stays as it was
         from cosearch.fidelity.proxies import PROXIES
-        here = {k.split("_seed")[0] for k in info["reports"]} | set(PROXIES)
+        here = {variant_of(k) for k in info["reports"]} | set(PROXIES)
         for name, c in (info.get("comparisons") or {}).items():
             again = (compare_variants(info["reports"], [(c["variant"], c["baseline"])])
                      if c["variant"] in here and c["baseline"] in here else {})
@@ -383,7 +398,7 @@ def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | No
     from cosearch.fidelity.stats import tau_difference
     by_name: dict[str, list[dict]] = {}
     for key, rep in reports.items():
-        by_name.setdefault(key.split("_seed")[0], []).append(rep)
+        by_name.setdefault(variant_of(key), []).append(rep)
     if not by_name:
         return {}
     first = next(iter(by_name))

@@ -39,6 +39,7 @@ from cosearch.fidelity.axes import axis_columns  # noqa: E402
 from cosearch.fidelity.proxies import PROXIES  # noqa: E402
 from cosearch.fidelity.report import metric_column  # noqa: E402
 from cosearch.fidelity.stats import N_BOOT, gaps, paired_tau_difference, rank_agreement  # noqa: E402
+from fidelity import variant_of  # noqa: E402  (benchmarks/fidelity.py names the reports)
 
 #: inherited losses of one supernet seed in both JSONs may differ by float noise at most
 SAME_RUN_ATOL = 1e-9
@@ -48,7 +49,7 @@ def seed_columns(info: dict, metric: str) -> dict[str, dict[str, list]]:
     """variant -> {report key (one per supernet seed) -> its inherited column}."""
     out: dict[str, dict[str, list]] = {}
     for key, rep in info["reports"].items():
-        out.setdefault(key.split("_seed")[0], {})[key] = metric_column(rep["per_arch"], "inherited", metric)
+        out.setdefault(variant_of(key), {})[key] = metric_column(rep["per_arch"], "inherited", metric)
     return out
 
 
