@@ -154,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--rescore", default=None, metavar="JSON", help="score the per-arch rows kept in an "
                    "earlier result JSON again with this version's statistics (its work folder may be gone); "
                    "writes --result")
+    p.add_argument("--standalone-from", default=None, metavar="CHECK", help="train no standalone runs: every "
+                   "check reuses the standalone scores of this earlier check (`cosearch fidelity --standalone-from`)")
     p.add_argument("--compare", default="", help="variant pairs to compare, e.g. layer:none,layer:params "
                    "(B may be a zero-cost proxy; default: every variant against the first)")
     args = p.parse_args(argv)
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
     # several variants is one job; a teacher job runs after its supernet's training)
     jobs_root = out / "standalone"
     wave, seen, teacher_jobs = supernet_jobs(False), set(), []
-    for k, r in runs.items():
+    for k, r in (runs.items() if args.standalone_from is None else ()):
         run = read_run(r)
         plan = make_plan(run, settings)
         prepare_jobs(plan, run, jobs_root)
@@ -242,8 +244,8 @@ def main(argv=None) -> int:
             failed[f"fidelity-{k}"] = "not checked: its supernet training failed"
             continue
         try:
-            fidelity(r, out / "fidelity" / k, settings, jobs_dir=jobs_root, parallel=parallel,
-                     gpu_share=args.gpu_share, progress=False)
+            fidelity(r, out / "fidelity" / k, settings, jobs_dir=jobs_root if args.standalone_from is None else None,
+                     parallel=parallel, gpu_share=args.gpu_share, progress=False, standalone_from=args.standalone_from)
         except UserError as e:  # failed jobs: the partial report is still written
             failed[f"fidelity-{k}"] = str(e)
         except ImportError as e:  # no scipy/matplotlib here: OUT/fidelity/K/measured.json is written

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -301,7 +302,7 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     assert main(argv) == 0
     rep = json.loads((out / "fidelity.json").read_text())
     plan = json.loads((out / PLAN).read_text())
-    assert len(plan["jobs"]) == 6 and rep["jobs"] == {"planned": 6, "measured": 6, "failed": {}}
+    assert len(plan["jobs"]) == 6 and rep["jobs"] == {"planned": 6, "measured": 6, "failed": {}, "from": None}
     assert rep["supernet"] == {"checkpoint": "step_00000004.pt", "step": 4, "steps_planned": 4}
     assert "warning" not in capsys.readouterr().err
     assert (out / "fidelity.png").stat().st_size > 10_000
@@ -432,6 +433,71 @@ def test_checks_sharing_a_jobs_folder_score_each_standalone_run_once(tmp_path, o
     os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10 ** 9))
     assert main(["fidelity", str(run2), "--out", str(tmp_path / "f2"), *common]) == 0
     assert len(scored) == 9 + 1
+
+
+@pytest.mark.slow
+def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(tmp_path, capsys, one_thread,
+                                                                                  monkeypatch):
+    from cosearch.fidelity import measure
+    run, data = _supernet(tmp_path, steps=2)
+    run2 = tmp_path / "sup2"  # another supernet (seed, lever) on the same data and recipe
+    assert main(["train", "--space", "tiny_lm", "--data", str(data), "--out", str(run2), "--steps", "2",
+                 "--seed", "1", "--deep-random", "1", "--ckpt-every", "2", *LM]) == 0
+    common = ["--archs", "3", "--per-bin", "3", "--noise-archs", "1", "--steps", "2", "--standalone-seed", "0",
+              "--no-progress"]
+    f1, f2 = tmp_path / "f1", tmp_path / "f2"
+    assert main(["fidelity", str(run), "--out", str(f1), *common]) == 0
+    # the earlier runs' checkpoints are gone (another machine); its scores are marked, so
+    # that reading them, not scoring again, is what the second check shows
+    shutil.rmtree(f1 / "jobs")
+    m1 = json.loads((f1 / "measured.json").read_text())
+    assert len(m1["standalone"]) == 4 and m1["standalone_from"] is None
+    for name, entry in m1["standalone"].items():
+        entry["valid_loss"] = 100.0 + len(entry) + int(name[3:7], 16) / 1e5
+    (f1 / "measured.json").write_text(json.dumps(m1))
+    scored = []
+    real = measure.score
+    monkeypatch.setattr(measure, "score", lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
+    capsys.readouterr()
+    assert main(["fidelity", str(run2), "--out", str(f2), "--standalone-from", str(f1), *common]) == 0
+    assert len(scored) == 3  # the three inherited only
+    assert "from the earlier check" in capsys.readouterr().out
+    assert not (f2 / "jobs").exists() and not (f1 / "jobs").exists()
+    plan = json.loads((f2 / PLAN).read_text())
+    m2 = json.loads((f2 / "measured.json").read_text())
+    assert m2["standalone"] == {j["name"]: m1["standalone"][j["name"]] for j in plan["jobs"]}
+    assert m2["standalone_from"] == str(f1.resolve()) and m2["tokenizer"] == m1["tokenizer"]
+    rep = json.loads((f2 / "fidelity.json").read_text())
+    assert rep["jobs"] == {"planned": 4, "measured": 4, "failed": {}, "from": str(f1.resolve())}
+    grid = {j["arch"]: j["name"] for j in plan["jobs"] if j["role"] == "grid"}
+    assert [r["standalone"]["valid_loss"] for r in rep["per_arch"]] == \
+        [m1["standalone"][grid[i]]["valid_loss"] for i in range(3)]
+    # the second supernet's own inherited scores, not the first's
+    r1 = json.loads((f1 / "fidelity.json").read_text())
+    assert [r["inherited"] for r in rep["per_arch"]] != [r["inherited"] for r in r1["per_arch"]]
+    assert main(["fidelity", str(run2), "--out", str(f2), "--standalone-from", str(f1), *common]) == 0
+    assert len(scored) == 3  # a rerun measures nothing again
+
+    def refused(extra, msg, ref=f1):
+        out = tmp_path / "f3"
+        assert main(["fidelity", str(run2), "--out", str(out), "--standalone-from", str(ref), *common,
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "--standalone-from" in err and err.count("\n") == 1, err
+        assert not out.exists()  # nothing written
+    refused(["--steps", "3"], "has no score of 4 of this check's 4")  # another recipe: other jobs
+    refused(["--noise-archs", "2"], "has no score of 2 of this check's 5")  # noise runs it never trained
+    refused(["--eval-tokens", "32"], "give the same --eval-tokens")
+    refused(["--jobs", str(tmp_path / "j")], "exclude each other")
+    refused([], "give the --out folder of a finished fidelity check", ref=tmp_path)
+    m1["tokenizer"] = "0" * 12
+    (f1 / "measured.json").write_text(json.dumps(m1))
+    refused([], "another tokenizer")
+    # a check written before tokenizers were recorded is read, with a warning
+    del m1["tokenizer"]
+    (f1 / "measured.json").write_text(json.dumps(m1))
+    assert main(["fidelity", str(run2), "--out", str(tmp_path / "f4"), "--standalone-from", str(f1), *common]) == 0
+    assert "does not record its tokenizer" in capsys.readouterr().err
 
 
 def test_eval_tokens_scores_only_the_first_batches(tmp_path, one_thread):

@@ -24,6 +24,9 @@ def register(sub):
     p.add_argument("--out", default=None, help="result folder (default RUN-fidelity, next to RUN)")
     p.add_argument("--jobs", default=None, metavar="DIR", help="standalone job folder (default OUT/jobs; "
                    "share one between checks of several supernets of one space, data and recipe)")
+    p.add_argument("--standalone-from", default=None, metavar="CHECK", help="reuse the standalone scores of an "
+                   "earlier check (its --out folder) instead of training: for another supernet of the same space, "
+                   "data and recipe, checked with the same settings, where that check's runs are gone")
     g = p.add_argument_group("which archs")
     g.add_argument("--archs", type=int, default=24, help="archs to check (default 24)")
     g.add_argument("--per-bin", type=int, default=4, help="archs per size bin, all within +-15%% of "
@@ -82,7 +85,8 @@ def run(args) -> int:
                                 standalone_seed=args.standalone_seed, eval_tokens=args.eval_tokens)
     parallel = args.parallel if args.parallel is not None else (None if args.gpu else 1)
     rep = fidelity(args.run, args.out, settings, jobs_dir=args.jobs, parallel=parallel, gpu_share=args.gpu_share,
-                   max_tokens=args.max_tokens, progress=not args.no_progress, address=args.address)
+                   max_tokens=args.max_tokens, progress=not args.no_progress, address=args.address,
+                   standalone_from=args.standalone_from)
     if args.json:
         print(json.dumps({"headline": rep["headline"], "goals": rep["goals"], "summary": rep["summary"]}, indent=1))
         return 0
@@ -137,4 +141,7 @@ def format_summary(rep: dict) -> str:
             line += (f"; standalone at {steps} steps vs the run's: tau {f(b['reference']['kendall_tau'])}"
                      f"{ci(b['reference']['kendall_ci'])}, inherited vs it: tau {f(b['inherited']['kendall_tau'])}")
         lines.append(line)
+    src = (rep.get("jobs") or {}).get("from")
+    if src:
+        lines.append(f"standalone scores: from the earlier check {src} (not trained here)")
     return "\n".join(lines)

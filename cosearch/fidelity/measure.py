@@ -80,7 +80,12 @@ def score(model: torch.nn.Module, td: TaskData, train_cfg: dict, device: torch.d
     return out
 
 
-def _complete(entry: dict | None, want_bleu: bool, td: TaskData) -> bool:
+def tokenizer_digest(td: TaskData) -> str:
+    """A short digest of the tokenizer: scores taken with another tokenizer are other numbers."""
+    return hashlib.sha256(td.tokenizer.to_bytes()).hexdigest()[:12]
+
+
+def complete(entry: dict | None, want_bleu: bool, td: TaskData) -> bool:
     return entry is not None and (not want_bleu or td.task != "translation" or td.test is None or "test_bleu" in entry)
 
 
@@ -100,7 +105,7 @@ def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cac
     for a in archs:
         key = _key("inherited", Path(run.checkpoint).name, a.digest(), eval_tokens=eval_tokens)
         entry = cache.get(key)
-        if not _complete(entry, want_bleu, td):
+        if not complete(entry, want_bleu, td):
             model = run.net.extract(a).to(device).eval()
             entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions,
                           eval_tokens)
@@ -120,12 +125,12 @@ def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.
                         "folder and rerun (its run is retrained with the supernet's tokenizer)")
     # shared by checks that may differ in data (another tokenizer), batching (which batches a
     # partial evaluation reads) or a retrained job (same names, another checkpoint file)
-    data = hashlib.sha256(td.tokenizer.to_bytes()).hexdigest()[:12]
+    data = tokenizer_digest(td)
     ckpt = Path(run.checkpoint).stat()
     parts = ("standalone", run_dir.parent.name, Path(run.checkpoint).name, data, f"{ckpt.st_size}-{ckpt.st_mtime_ns}")
     key = _key(*parts, *((f"max_tokens{max_tokens}",) if eval_tokens is not None else ()), eval_tokens=eval_tokens)
     entry = cache.get(key)
-    if not _complete(entry, want_bleu, td):
+    if not complete(entry, want_bleu, td):
         model = run.net.extract(run.arch).to(device).eval()
         entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions,
                       eval_tokens)

@@ -32,7 +32,8 @@ REPORT, PLOT, MEASURED = "fidelity.json", "fidelity.png", "measured.json"
 
 def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: FidelitySettings = FidelitySettings(),
              *, jobs_dir: str | Path | None = None, parallel: int | None = 1, gpu_share: float = 0.125,
-             max_tokens: int = 4096, progress: bool = True, address: str | None = None) -> dict:
+             max_tokens: int = 4096, progress: bool = True, address: str | None = None,
+             standalone_from: str | Path | None = None) -> dict:
     """Run (or resume) the fidelity check of the supernet run ``run_dir``; returns the
     report (also written to ``OUT/fidelity.json``, default the folder ``RUN-fidelity`` next
     to the run: an output is never inside an input).
@@ -41,7 +42,9 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     the checks of several supernets of the same space, data and recipe to train each
     standalone run once). ``parallel``: jobs at once (1: in this process, no Ray; None:
     as many as Ray's CPUs and GPU shares allow). ``gpu_share``: each job's share of a
-    GPU with ``settings.gpu`` (0.125: eight small jobs per GPU).
+    GPU with ``settings.gpu`` (0.125: eight small jobs per GPU). ``standalone_from``: the
+    ``--out`` folder of an earlier check whose standalone scores this one reuses instead
+    of training (:func:`reference_scores`: the same jobs, tokenizer and evaluation).
     """
     settings.check()
     if not 0 < gpu_share <= 1:
@@ -53,51 +56,105 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     import torch
     if settings.gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
+    if standalone_from is not None and jobs_dir is not None:
+        raise UserError("--jobs and --standalone-from exclude each other (the standalone runs are either trained "
+                        "in --jobs or read from an earlier check); give one")
     run = read_run(run_dir)
     out = check_out(out if out is not None else default_out(run.run_dir), "fidelity", inputs={"RUN": run.run_dir},
                     legacy=lambda p: (p / PLAN).is_file())
-    root = check_out(jobs_dir if jobs_dir is not None else out / "jobs", "fidelity", flag="--jobs",
-                     inputs={"RUN": run.run_dir}, legacy=lambda p: any(c.name.startswith("sa-") for c in p.iterdir()))
+    root = None
+    if standalone_from is None:
+        root = check_out(jobs_dir if jobs_dir is not None else out / "jobs", "fidelity", flag="--jobs",
+                         inputs={"RUN": run.run_dir},
+                         legacy=lambda p: any(c.name.startswith("sa-") for c in p.iterdir()))
     plan = make_plan(run, settings)
 
     from .measure import task_data
     td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
+    reference = None if standalone_from is None else reference_scores(standalone_from, plan, td, out)
     with lock_out(out):  # a second check of this folder stops here (one line)
         check_or_write_plan(out, plan)
-        for folder in (out, root):
+        for folder in (out,) if root is None else (out, root):
             mark(make_dir(folder), "fidelity")
-        return _run_locked(run, out, root, plan, settings, td, parallel, gpu_share, max_tokens, progress, address)
+        return _run_locked(run, out, root, plan, settings, td, parallel, gpu_share, max_tokens, progress, address,
+                           reference)
+
+
+def reference_scores(check: str | Path, plan: Plan, td, out: Path) -> dict:
+    """The standalone scores of an earlier check (its ``--out`` folder) for this plan's
+    jobs, with where they came from; ``UserError`` unless that check scored every job of
+    this plan (a job's name is a digest of its arch, recipe, data and seed, so the same
+    name is the same model), with the same tokenizer and the same ``--eval-tokens``.
+
+    For checking another supernet of the same space, data and recipe when the earlier
+    standalone runs' checkpoints are gone (another machine): nothing is trained again."""
+    from .measure import complete, tokenizer_digest
+    check = Path(check).resolve()
+    flag = f"--standalone-from {check}"
+    if check == Path(out).resolve():
+        raise UserError(f"{flag} is this check's own --out; give the --out folder of an earlier check")
+    for name in (PLAN, MEASURED):
+        if not (check / name).is_file():
+            raise UserError(f"{flag} has no {name}; give the --out folder of a finished fidelity check")
+    m = read_json(check / MEASURED, "fidelity measurements")
+    theirs = read_json(check / PLAN, "fidelity plan")
+    scores = m.get("standalone") if isinstance(m, dict) else None
+    settings = theirs.get("settings") if isinstance(theirs, dict) else None
+    if not isinstance(scores, dict) or not isinstance(settings, dict):
+        raise UserError(f"{flag}: its {PLAN} or {MEASURED} lacks what a fidelity check writes; rerun that check")
+    if settings.get("eval_tokens") != plan.settings["eval_tokens"]:
+        raise UserError(f"{flag} scored the first {settings.get('eval_tokens') or 'all'} tokens, this check "
+                        f"{plan.settings['eval_tokens'] or 'all'}; give the same --eval-tokens")
+    digest = tokenizer_digest(td)
+    if m.get("tokenizer") is not None and m["tokenizer"] != digest:
+        raise UserError(f"{flag} scored with another tokenizer ({m['tokenizer']}, here {digest}); its scores are "
+                        "other numbers: check a supernet trained on that check's data and tokenizer")
+    bleu = bool(plan.settings["bleu"])
+    missing = [j["name"] for j in plan.jobs if not complete(scores.get(j["name"]), bleu, td)]
+    if missing:
+        what = "with BLEU " if bleu else ""
+        raise UserError(f"{flag} has no score {what}of {len(missing)} of this check's {len(plan.jobs)} standalone "
+                        f"runs (e.g. {missing[0]}): it planned other archs, recipe, data or settings; repeat the "
+                        f"settings in its {PLAN}, or drop --standalone-from to train them")
+    if m.get("tokenizer") is None:  # a check written before tokenizers were recorded
+        print(f"warning: {check / MEASURED} does not record its tokenizer; its scores are taken as this "
+              "supernet's tokenizer's", file=sys.stderr)
+    return {"from": str(check), "standalone": {j["name"]: scores[j["name"]] for j in plan.jobs}}
 
 
 def default_out(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}-fidelity"
 
 
-def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td, parallel, gpu_share: float,
-                max_tokens: int, progress: bool, address) -> dict:
-    """Train the jobs, measure and report, holding the lock of ``out``."""
+def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySettings, td, parallel,
+                gpu_share: float, max_tokens: int, progress: bool, address, reference: dict | None) -> dict:
+    """Train the jobs (unless ``reference`` scored them), measure and report, holding the
+    lock of ``out``."""
     import torch
 
-    from .measure import Cache, measure_inherited, measure_standalone
-    prepare_jobs(plan, run, root)
-    env = (("OMP_NUM_THREADS", "1"),) if parallel != 1 else ()
-    results = run_jobs(plan_jobs(plan, run, root, gpu_share, env), root, parallel=parallel,
-                       progress=progress, address=address)
+    from .measure import Cache, measure_inherited, measure_standalone, tokenizer_digest
+    results = []
+    if reference is None:
+        prepare_jobs(plan, run, root)
+        env = (("OMP_NUM_THREADS", "1"),) if parallel != 1 else ()
+        results = run_jobs(plan_jobs(plan, run, root, gpu_share, env), root, parallel=parallel,
+                           progress=progress, address=address)
     failed = {r.name: str(r.log) for r in results if not r.ok}
 
     device = torch.device("cuda" if settings.gpu else "cpu")
     cache = Cache(out / "measurements.json")
-    # a standalone run's score depends on it and the data only: kept beside the jobs, so the
-    # checks of several supernets sharing one jobs folder score each standalone run once
-    standalone_cache = Cache(root / "measurements.json")
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(plan.archs) + len(plan.jobs), desc="measure", unit="model", dynamic_ncols=True)
+        bar = tqdm(total=len(plan.archs) + len(results), desc="measure", unit="model", dynamic_ncols=True)
     tick = bar.update if bar is not None else None
     inherited, loaded = measure_inherited(run.run_dir, [plan.arch(i) for i in range(len(plan.archs))], td, cache,
                                           device, max_tokens, settings.bleu, tick, settings.eval_tokens)
-    measured = {}
+    measured = {} if reference is None else dict(reference["standalone"])
+    if results:
+        # a standalone run's score depends on it and the data only: kept beside the jobs, so the
+        # checks of several supernets sharing one jobs folder score each standalone run once
+        standalone_cache = Cache(root / "measurements.json")
     for r in results:
         if r.ok:
             measured[r.name] = measure_standalone(root / r.name / "run", td, standalone_cache, device, max_tokens,
@@ -108,7 +165,10 @@ def _run_locked(run, out: Path, root: Path, plan, settings: FidelitySettings, td
         bar.close()
     supernet = {**loaded, "steps_planned": int(run.train["steps"])}
     atomic_write_text(out / MEASURED, json.dumps({"inherited": inherited, "standalone": measured,
-                                                  "failed": failed, "supernet": supernet}, indent=1) + "\n")
+                                                  "failed": failed, "supernet": supernet,
+                                                  "tokenizer": tokenizer_digest(td),
+                                                  "standalone_from": None if reference is None else reference["from"]},
+                                                 indent=1) + "\n")
     if supernet["step"] < supernet["steps_planned"]:
         # a check of an unfinished run is allowed (a user may look early) but never silent: a
         # fidelity benchmark once scored a supernet whose training had died at step 1
@@ -139,7 +199,7 @@ def write_report(out: str | Path) -> dict:
     except (TypeError, KeyError) as e:
         raise UserError(f"{out}: {PLAN} or {MEASURED} lacks what a fidelity check writes "
                         f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
-    report = build_report(plan, inherited, standalone, failed, m.get("supernet"))
+    report = build_report(plan, inherited, standalone, failed, m.get("supernet"), m.get("standalone_from"))
     atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
     plot(report, out / PLOT)
     return report
