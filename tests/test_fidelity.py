@@ -320,9 +320,10 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     sup = json.loads((run / "config.json").read_text())
     job = plan["jobs"][0]
     cfg = json.loads((out / "jobs" / job["name"] / "run" / "config.json").read_text())
-    skip = {"steps", "warmup", "ckpt_every", "log_every", "distill", "n_random"}
+    skip = {"steps", "warmup", "ckpt_every", "log_every", "distill", "n_random", "deep_random"}
     assert {k: v for k, v in cfg["train"].items() if k not in skip} == \
         {k: v for k, v in sup["train"].items() if k not in skip}
+    assert sup["train"]["deep_random"] == 1 and cfg["train"]["deep_random"] == 0  # one arch: no sandwich
     assert cfg["arch"] == plan["archs"][job["arch"]] and cfg["seed"] == sup["seed"] and cfg["data"] == sup["data"]
     assert (out / "jobs" / job["name"] / "run" / "tokenizer.model").read_bytes() == \
         (run / "tokenizer.model").read_bytes()

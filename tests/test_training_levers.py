@@ -125,6 +125,45 @@ def test_deep_random_is_checked_and_resumes_to_the_same_weights(tmp_path, one_th
     assert not (tmp_path / "c").exists()
 
 
+def test_one_deep_member_is_the_default_where_a_sandwich_can_take_it(tmp_path, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    kw = dict(FAST, steps=4, seed=2)
+
+    def cfg(name):
+        return json.loads((tmp_path / name / "config.json").read_text())["train"]
+    default = train(lm_space(), "lm", data, tmp_path / "d", **kw)
+    assert cfg("d")["deep_random"] == 1
+    one = train(lm_space(), "lm", data, tmp_path / "one", **dict(kw, deep_random=1))
+    none = train(lm_space(), "lm", data, tmp_path / "zero", **dict(kw, deep_random=0))
+    assert default.state_digest == one.state_digest != none.state_digest
+    # no random member to make deep, or a pool that would swap it away: none, and no refusal
+    train(lm_space(), "lm", data, tmp_path / "nr0", **dict(kw, n_random=0))
+    train(lm_space(), "lm", data, tmp_path / "pool", **dict(kw, sample_pool=2))
+    assert cfg("nr0")["deep_random"] == 0 and cfg("pool")["deep_random"] == 0
+    # one standalone arch has no sandwich
+    space = SearchSpace.from_dict(lm_space())
+    train(space, "lm", data, tmp_path / "arch", arch=space.smallest(), **kw)
+    assert cfg("arch")["deep_random"] == 0
+
+
+def test_a_run_from_before_deep_members_resumes_as_it_was_made(tmp_path, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    kw = dict(FAST, steps=4, seed=2)
+    full = train(lm_space(), "lm", data, tmp_path / "full", **dict(kw, deep_random=0))
+    train(lm_space(), "lm", data, tmp_path / "old", stop_at=2, **dict(kw, deep_random=0))
+    path = tmp_path / "old" / "config.json"  # as written before the setting existed
+    config = json.loads(path.read_text())
+    del config["train"]["deep_random"]
+    path.write_text(json.dumps(config))
+    with pytest.raises(UserError, match="deep_random"):  # asked for another recipe: refused
+        train(lm_space(), "lm", data, tmp_path / "old", **dict(kw, deep_random=1))
+    resumed = train(lm_space(), "lm", data, tmp_path / "old", **kw)  # the same command, no flag
+    assert resumed.start_step == 2 and resumed.state_digest == full.state_digest
+    # and a run made with 0 on purpose resumes with 0 when the flag is left out
+    train(lm_space(), "lm", data, tmp_path / "new", stop_at=2, **dict(kw, deep_random=0))
+    assert train(lm_space(), "lm", data, tmp_path / "new", **kw).state_digest == full.state_digest
+
+
 # --------------------------------------------------------------------------- worst-of-pool
 def test_candidate_pools_hold_archs_of_about_the_members_size():
     space = SearchSpace.from_dict(lm_space())

@@ -65,9 +65,10 @@ def register(sub):
     g.add_argument("--sample-pool", type=int, default=1, metavar="K",
                    help="worst-of-K sampling: each random sub-network is the one of K candidates of about "
                    "its weight size with the highest loss on the batch (default 1: uniform)")
-    g.add_argument("--deep-random", type=int, default=0, metavar="N",
+    g.add_argument("--deep-random", type=int, default=None, metavar="N",
                    help="of the --n-random random sub-networks, N are drawn at every stack's most layers "
-                   "(random widths and bits; default 0: all uniform)")
+                   "(random widths and bits; default 1, as it ranked sub-networks better on every task measured; "
+                   "0 with --sample-pool > 1 or for an --arch; an existing run resumes with its own)")
     g.add_argument("--router-balance", type=float, default=0.0, metavar="W",
                    help="weight of the term keeping MoS mixtures arch-dependent (mutual information of "
                    "arch and expert; default 0: off)")
