@@ -29,7 +29,9 @@ GPU (one H200, ~8 minutes; see benchmarks/results/fidelity_notes.md for what it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -212,12 +214,15 @@ def main(argv=None) -> int:
     if not all(r.ok for r in res):
         raise SystemExit("a supernet did not start: " + "; ".join(f"{r.name}: {r.tail}" for r in res if not r.ok))
 
+    check_same_recipe(runs)
     settings = FidelitySettings(archs=args.archs, per_bin=args.per_bin, seed=args.arch_seed,
                                 noise_archs=args.noise_archs, distilled_archs=args.distilled_archs,
                                 dropouts=tuple(float(x) for x in args.dropouts.split(",") if x.strip()),
                                 step_scales=tuple(float(x) for x in args.step_scales.split(",") if x.strip()),
                                 steps=args.standalone_steps or args.steps, bleu=args.bleu, gpu=args.gpu,
                                 standalone_seed=0)  # every supernet seed against the same standalone runs
+    if args.standalone_from is not None:  # a reference that cannot serve is refused before any training
+        check_reference(args.standalone_from, runs, settings, out)
     # 1: the supernets and every standalone job in one wave (a standalone job shared by
     # several variants is one job; a teacher job runs after its supernet's training)
     jobs_root = out / "standalone"
@@ -269,6 +274,52 @@ def main(argv=None) -> int:
     return gather(out, args.result, pairs) if not failed else 1
 
 
+def check_same_recipe(runs: dict[str, Path]) -> None:
+    """SystemExit unless every supernet seed of a variant records the same training settings:
+    a folder resumed with more seeds after a default changed would pool two recipes under one
+    name (the variant lists only what it sets)."""
+    from dataclasses import asdict
+    from cosearch.training.train import LEGACY_DEFAULTS, TrainConfig
+    base = {**asdict(TrainConfig()), **LEGACY_DEFAULTS}  # what a setting missing from an older run was
+    first: dict[str, tuple[str, dict]] = {}
+    for key, run in runs.items():
+        train = {**base, **json.loads((run / "config.json").read_text())["train"]}
+        name = variant_of(key)
+        if name not in first:
+            first[name] = (key, train)
+            continue
+        k0, t0 = first[name]
+        diff = next((k for k in t0 if t0[k] != train.get(k)), None)
+        if diff is not None:
+            raise SystemExit(f"--variants {name}: {k0} was trained with {diff}={t0[diff]!r}, {key} with "
+                             f"{train.get(diff)!r} (a default changed in between?); add {diff}={t0[diff]} to the "
+                             "variant, or use a new --out")
+
+
+def check_reference(reference: str, runs: dict[str, Path], settings, out: Path) -> None:
+    """SystemExit unless ``reference`` (``--standalone-from``) scored every standalone job of
+    every supernet's check (``cosearch.fidelity.run.reference_scores``)."""
+    from cosearch.errors import UserError
+    from cosearch.fidelity.measure import task_data
+    from cosearch.fidelity.plan import make_plan, read_run
+    from cosearch.fidelity.run import reference_scores
+    for key, r in runs.items():
+        run = read_run(r)
+        try:
+            reference_scores(reference, make_plan(run, settings), task_data(run.run_dir, run.config),
+                             out / "fidelity" / key)
+        except UserError as e:
+            raise SystemExit(f"{key}: {e}") from None
+
+
+def add_valid_comparisons(info: dict, pairs: list[tuple[str, str]] | None) -> None:
+    """``comparisons_valid``: the comparisons again on the validation split, where the
+    headline is the test split (choices are made on validation, the test split reported)."""
+    if any("test_loss" in rep["summary"] for rep in info["reports"].values()):
+        with contextlib.redirect_stdout(io.StringIO()):  # its skips were printed for the headline
+            info["comparisons_valid"] = compare_variants(info["reports"], pairs, metric="valid_loss")
+
+
 def _read(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -316,6 +367,7 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
     if pairs is None:  # the pairs the run was given (a rebuilt report keeps its comparisons)
         pairs = parse_pairs(info.get("settings", {}).get("compare") or "")
     info["comparisons"] = compare_variants(info["reports"], pairs)
+    add_valid_comparisons(info, pairs)
     for name, c in info["comparisons"].items():
         if c["kendall_diff"] is None:
             print(f"{name}: too few archs to compare with {c['baseline']} (n = {c['n']})")
@@ -357,6 +409,8 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
                      if c["variant"] in here and c["baseline"] in here else {})
             if again:  # else kept as it was (the archs differ, or a side lives elsewhere)
                 info["comparisons"][name] = next(iter(again.values()))
+    add_valid_comparisons(info, pairs if pairs is not None else
+                          [(c["variant"], c["baseline"]) for c in (info.get("comparisons") or {}).values()])
     changed = list(changed_values(before, {k: info.get(k) for k in before}))
     for where, old, new in changed[:10]:
         print(f"changed: {where}: {old} -> {new}")
@@ -389,8 +443,10 @@ def _is_nan(v) -> bool:
     return isinstance(v, float) and v != v
 
 
-def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | None = None) -> dict[str, dict]:
-    """Variant A against variant B (each with its seeds pooled) on the headline metric: the
+def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | None = None,
+                     metric: str | None = None) -> dict[str, dict]:
+    """Variant A against variant B (each with its seeds pooled) on ``metric`` (default the
+    headline metric: test loss where there is a test split, else validation loss): the
     mean tau difference with a paired bootstrap interval over archs (``tau_difference``).
     ``pairs``: (A, B) pairs, default every variant against the first; B may also name a
     zero-cost proxy (``params``, ``weight_mb``, ...). Keyed "A" when B is the first variant,
@@ -418,12 +474,14 @@ def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | No
         if any([r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in rows] for rep in reps):
             print(f"{a}: not compared with {b} (its check picked other archs)")
             continue
-        metric = "test_loss" if "test_loss" in reps[0]["summary"] else "valid_loss"
+        m = metric or ("test_loss" if "test_loss" in reps[0]["summary"] else "valid_loss")
+        if m not in reps[0]["summary"]:
+            continue
         preds_b = ([[-r[b] for r in rows]] if proxy else
-                   [metric_column(rep["per_arch"], "inherited", metric) for rep in by_name[b]])
-        d = tau_difference([metric_column(rep["per_arch"], "inherited", metric) for rep in by_name[a]], preds_b,
-                           metric_column(rows, "standalone", metric), [r["weight_mb"] for r in rows])
-        out[a if b == first else f"{a} vs {b}"] = {"variant": a, "baseline": b, "headline": metric, **d}
+                   [metric_column(rep["per_arch"], "inherited", m) for rep in by_name[b]])
+        d = tau_difference([metric_column(rep["per_arch"], "inherited", m) for rep in by_name[a]], preds_b,
+                           metric_column(rows, "standalone", m), [r["weight_mb"] for r in rows])
+        out[a if b == first else f"{a} vs {b}"] = {"variant": a, "baseline": b, "headline": m, **d}
     return out
 
 

@@ -441,9 +441,9 @@ def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(t
                                                                                   monkeypatch):
     from cosearch.fidelity import measure
     run, data = _supernet(tmp_path, steps=2)
-    run2 = tmp_path / "sup2"  # another supernet (seed, lever) on the same data and recipe
+    run2 = tmp_path / "sup2"  # another supernet (seed, a lever off) on the same data and recipe
     assert main(["train", "--space", "tiny_lm", "--data", str(data), "--out", str(run2), "--steps", "2",
-                 "--seed", "1", "--deep-random", "1", "--ckpt-every", "2", *LM]) == 0
+                 "--seed", "1", "--deep-random", "0", "--ckpt-every", "2", *LM]) == 0
     common = ["--archs", "3", "--per-bin", "3", "--noise-archs", "1", "--steps", "2", "--standalone-seed", "0",
               "--no-progress"]
     f1, f2 = tmp_path / "f1", tmp_path / "f2"
@@ -490,7 +490,22 @@ def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(t
     refused(["--noise-archs", "2"], "has no score of 2 of this check's 5")  # noise runs it never trained
     refused(["--eval-tokens", "32"], "give the same --eval-tokens")
     refused(["--jobs", str(tmp_path / "j")], "exclude each other")
-    refused([], "give the --out folder of a finished fidelity check", ref=tmp_path)
+    refused([], "give the --out folder of a finished fidelity check", ref=run)  # a run, not a check
+    refused([], "is inside the input --standalone-from", ref=tmp_path)  # an --out inside it
+    refused(["--distilled-archs", "1"], "give --distilled-archs 0")  # their teacher is this supernet
+    # a check keeps the source of its standalone scores
+    assert main(["fidelity", str(run2), "--out", str(f2), *common]) == 2
+    assert "read its standalone scores from" in capsys.readouterr().err
+    assert main(["fidelity", str(run), "--out", str(f1), "--standalone-from", str(f2), *common]) == 2
+    assert "trained its standalone runs; rerun it without --standalone-from" in capsys.readouterr().err
+    # with --eval-tokens the batches decide which tokens are scored
+    plan1 = json.loads((f1 / PLAN).read_text())
+    (f1 / PLAN).write_text(json.dumps({**plan1, "settings": {**plan1["settings"], "eval_tokens": 32}}))
+    refused(["--eval-tokens", "32", "--max-tokens", "128"], "give the same --max-tokens")
+    (f1 / PLAN).write_text(json.dumps(plan1))
+    failed = {**m1, "failed": {grid[0]: "log.txt"}}
+    (f1 / "measured.json").write_text(json.dumps(failed))
+    refused([], "rerun that check to finish them first")
     m1["tokenizer"] = "0" * 12
     (f1 / "measured.json").write_text(json.dumps(m1))
     refused([], "another tokenizer")

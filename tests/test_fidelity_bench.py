@@ -138,3 +138,48 @@ def test_report_only_keeps_the_comparisons_the_run_was_given(tmp_path, monkeypat
     assert got["layer"]["kendall_diff"] == pytest.approx(-2.0)
     assert fidelity.main(["--out", str(out), "--report-only", "--compare", "none:layer"]) == 0
     assert list(json.loads((out / "result.json").read_text())["comparisons"]) == ["none vs layer"]
+
+
+@pytest.mark.slow
+def test_a_run_against_an_earlier_reference_trains_only_its_supernets(tmp_path, capsys, monkeypatch):
+    from train_fixtures import write_lm_text
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = write_lm_text(tmp_path / "t.txt")
+    common = ["--space", "tiny_lm", "--task", "lm", "--data", str(data), "--steps", "4", "--max-tokens", "64",
+              "--max-len", "16", "--archs", "3", "--per-bin", "3", "--noise-archs", "0", "--parallel", "1"]
+    ref = tmp_path / "ref"
+    assert fidelity.main([*common, "--out", str(ref), "--variants", "a:mode=none"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "new"
+    assert fidelity.main([*common, "--out", str(out), "--variants", "b:mode=none,deep_random=0",
+                          "--standalone-from", str(ref / "fidelity" / "a")]) == 0
+    assert not any((out / "standalone").glob("sa-*")) and not (out / "fidelity" / "b" / "jobs").exists()
+    rep = json.loads((out / "result.json").read_text())["reports"]["b"]
+    mine = json.loads((ref / "result.json").read_text())["reports"]["a"]
+    assert [r["standalone"] for r in rep["per_arch"]] == [r["standalone"] for r in mine["per_arch"]]
+    assert json.loads((out / "fidelity" / "b" / "fidelity.json").read_text())["jobs"]["from"] == \
+        str((ref / "fidelity" / "a").resolve())
+    # a reference that cannot serve is refused before the supernets train
+    bad = tmp_path / "bad"
+    with pytest.raises(SystemExit, match="has no score of 3 of this check's 3"):
+        fidelity.main([*common, "--out", str(bad), "--variants", "b:mode=none", "--standalone-steps", "5",
+                       "--standalone-from", str(ref / "fidelity" / "a")])
+    assert not (bad / "supernets" / "b" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_seeds_of_one_variant_trained_with_other_settings_are_not_pooled(tmp_path, monkeypatch):
+    from train_fixtures import write_lm_text
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = write_lm_text(tmp_path / "t.txt")
+    out = tmp_path / "o"
+    argv = ["--space", "tiny_lm", "--task", "lm", "--data", str(data), "--steps", "2", "--max-tokens", "64",
+            "--max-len", "16", "--archs", "3", "--per-bin", "3", "--noise-archs", "0", "--parallel", "1",
+            "--out", str(out), "--variants", "a:mode=none"]
+    assert fidelity.main(argv) == 0
+    config = out / "supernets" / "a" / "config.json"  # seed 0 as a run from before deep members were a default
+    c = json.loads(config.read_text())
+    del c["train"]["deep_random"]
+    config.write_text(json.dumps(c))
+    with pytest.raises(SystemExit, match=r"a: a was trained with deep_random=0, a_seed1 with 1 .*add deep_random=0"):
+        fidelity.main(argv + ["--supernet-seeds", "2"])

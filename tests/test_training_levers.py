@@ -144,6 +144,18 @@ def test_one_deep_member_is_the_default_where_a_sandwich_can_take_it(tmp_path, o
     space = SearchSpace.from_dict(lm_space())
     train(space, "lm", data, tmp_path / "arch", arch=space.smallest(), **kw)
     assert cfg("arch")["deep_random"] == 0
+    # with one random member it would be the only one: uniform (never measured deep)
+    train(lm_space(), "lm", data, tmp_path / "nr1", **dict(kw, n_random=1))
+    assert cfg("nr1")["deep_random"] == 0
+    # the command line leaves it to the same default
+    cli = ["train", "--space", "tiny_lm", "--task", "lm", "--data", str(data), "--steps", "1", "--max-tokens", "64",
+           "--max-len", "16", "--no-progress"]
+    assert main([*cli, "--out", str(tmp_path / "cli")]) == 0 and cfg("cli")["deep_random"] == 1
+    # another sandwich on an existing run is refused naming what changed, not the carried default
+    with pytest.raises(UserError, match="made with n_random=2, but this command gives n_random=0"):
+        train(lm_space(), "lm", data, tmp_path / "d", **dict(kw, n_random=0))
+    with pytest.raises(UserError, match="made with sample_pool=1, but this command gives sample_pool=2"):
+        train(lm_space(), "lm", data, tmp_path / "d", **dict(kw, sample_pool=2))
 
 
 def test_a_run_from_before_deep_members_resumes_as_it_was_made(tmp_path, one_thread):

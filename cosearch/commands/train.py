@@ -68,7 +68,7 @@ def register(sub):
     g.add_argument("--deep-random", type=int, default=None, metavar="N",
                    help="of the --n-random random sub-networks, N are drawn at every stack's most layers "
                    "(random widths and bits; default 1, as it ranked sub-networks better on every task measured; "
-                   "0 with --sample-pool > 1 or for an --arch; an existing run resumes with its own)")
+                   "0 with --n-random under 2, --sample-pool > 1 or an --arch; an existing run resumes with its own)")
     g.add_argument("--router-balance", type=float, default=0.0, metavar="W",
                    help="weight of the term keeping MoS mixtures arch-dependent (mutual information of "
                    "arch and expert; default 0: off)")

@@ -60,8 +60,10 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
         raise UserError("--jobs and --standalone-from exclude each other (the standalone runs are either trained "
                         "in --jobs or read from an earlier check); give one")
     run = read_run(run_dir)
-    out = check_out(out if out is not None else default_out(run.run_dir), "fidelity", inputs={"RUN": run.run_dir},
+    inputs = {"RUN": run.run_dir, **({} if standalone_from is None else {"--standalone-from": Path(standalone_from)})}
+    out = check_out(out if out is not None else default_out(run.run_dir), "fidelity", inputs=inputs,
                     legacy=lambda p: (p / PLAN).is_file())
+    check_same_source(out, standalone_from)
     root = None
     if standalone_from is None:
         root = check_out(jobs_dir if jobs_dir is not None else out / "jobs", "fidelity", flag="--jobs",
@@ -71,7 +73,7 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
 
     from .measure import task_data
     td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
-    reference = None if standalone_from is None else reference_scores(standalone_from, plan, td, out)
+    reference = None if standalone_from is None else reference_scores(standalone_from, plan, td, out, max_tokens)
     with lock_out(out):  # a second check of this folder stops here (one line)
         check_or_write_plan(out, plan)
         for folder in (out,) if root is None else (out, root):
@@ -80,11 +82,30 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
                            reference)
 
 
-def reference_scores(check: str | Path, plan: Plan, td, out: Path) -> dict:
+def check_same_source(out: Path, standalone_from) -> None:
+    """``UserError`` when the check in ``out`` took its standalone scores from elsewhere
+    (trained, or another ``--standalone-from``): a rerun must not swap its reference."""
+    path = Path(out) / MEASURED
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text()).get("standalone_from")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return  # a damaged file is rewritten by the rerun
+    now = None if standalone_from is None else str(Path(standalone_from).resolve())
+    if before != now:
+        was = "trained its standalone runs" if before is None else f"read its standalone scores from {before}"
+        flag = "without --standalone-from" if before is None else f"--standalone-from {before}"
+        raise UserError(f"{out} {was}; rerun it {flag}, or choose a new --out")
+
+
+def reference_scores(check: str | Path, plan: Plan, td, out: Path, max_tokens: int = 4096) -> dict:
     """The standalone scores of an earlier check (its ``--out`` folder) for this plan's
     jobs, with where they came from; ``UserError`` unless that check scored every job of
-    this plan (a job's name is a digest of its arch, recipe, data and seed, so the same
-    name is the same model), with the same tokenizer and the same ``--eval-tokens``.
+    this plan (a job's name is a digest of its arch, recipe, data path and seed, so the same
+    name is the same model), with the same tokenizer and the same ``--eval-tokens`` (and
+    ``--max-tokens`` with it: they decide which tokens are scored). The data's contents are
+    not compared: the tokenizer digest catches most other data behind one path.
 
     For checking another supernet of the same space, data and recipe when the earlier
     standalone runs' checkpoints are gone (another machine): nothing is trained again."""
@@ -102,14 +123,25 @@ def reference_scores(check: str | Path, plan: Plan, td, out: Path) -> dict:
     settings = theirs.get("settings") if isinstance(theirs, dict) else None
     if not isinstance(scores, dict) or not isinstance(settings, dict):
         raise UserError(f"{flag}: its {PLAN} or {MEASURED} lacks what a fidelity check writes; rerun that check")
+    if plan.settings["distilled_archs"]:  # a distilled job's teacher is this supernet: never in another check
+        raise UserError(f"{flag}: its distilled controls learnt from another supernet; give --distilled-archs 0")
     if settings.get("eval_tokens") != plan.settings["eval_tokens"]:
         raise UserError(f"{flag} scored the first {settings.get('eval_tokens') or 'all'} tokens, this check "
                         f"{plan.settings['eval_tokens'] or 'all'}; give the same --eval-tokens")
+    if plan.settings["eval_tokens"] is not None and m.get("max_tokens") != max_tokens:
+        raise UserError(f"{flag} scored its first tokens in batches of --max-tokens {m.get('max_tokens', 'unknown')}, "
+                        f"this check {max_tokens}: the batches decide which tokens; give the same --max-tokens")
     digest = tokenizer_digest(td)
     if m.get("tokenizer") is not None and m["tokenizer"] != digest:
         raise UserError(f"{flag} scored with another tokenizer ({m['tokenizer']}, here {digest}); its scores are "
                         "other numbers: check a supernet trained on that check's data and tokenizer")
     bleu = bool(plan.settings["bleu"])
+    failed = [j["name"] for j in plan.jobs if j["name"] in (m.get("failed") or {})]
+    if failed:
+        raise UserError(f"{flag}: {len(failed)} of the standalone runs it planned failed (e.g. {failed[0]}); "
+                        "rerun that check to finish them first")
+    if bleu and any(scores.get(j["name"]) and not complete(scores[j["name"]], True, td) for j in plan.jobs):
+        raise UserError(f"{flag} scored its standalone runs without BLEU; drop --bleu")
     missing = [j["name"] for j in plan.jobs if not complete(scores.get(j["name"]), bleu, td)]
     if missing:
         what = "with BLEU " if bleu else ""
@@ -166,7 +198,7 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
     supernet = {**loaded, "steps_planned": int(run.train["steps"])}
     atomic_write_text(out / MEASURED, json.dumps({"inherited": inherited, "standalone": measured,
                                                   "failed": failed, "supernet": supernet,
-                                                  "tokenizer": tokenizer_digest(td),
+                                                  "tokenizer": tokenizer_digest(td), "max_tokens": max_tokens,
                                                   "standalone_from": None if reference is None else reference["from"]},
                                                  indent=1) + "\n")
     if supernet["step"] < supernet["steps_planned"]:

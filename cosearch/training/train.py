@@ -110,8 +110,8 @@ class TrainConfig:
     #: weight of the term that keeps MoS mixtures arch-dependent (``router_balance``; 0: off)
     router_balance: float = 0.0
     #: of the ``n_random`` random members, how many are drawn at every stack's most layers
-    #: (random widths and bits). None: ``DEEP_RANDOM_DEFAULT`` where the sandwich draws random
-    #: members uniformly, else 0 (see ``resolved``)
+    #: (random widths and bits). None: ``DEEP_RANDOM_DEFAULT`` with 2 or more random members
+    #: and no worst-of-pool, else 0 (see ``resolved``)
     deep_random: int | None = None
     log_every: int = 10
     ckpt_every: int = 500
@@ -128,8 +128,9 @@ class TrainConfig:
         warmup = self.warmup if self.warmup is not None else min(4000, max(1, self.steps // 20))
         max_len = self.max_len if self.max_len is not None else space.spec.max_positions
         deep_random = self.deep_random
-        if deep_random is None:  # worst-of-pool would swap a deep member away (the two are refused together)
-            deep_random = min(DEEP_RANDOM_DEFAULT, self.n_random) if self.sample_pool == 1 else 0
+        if deep_random is None:  # worst-of-pool would swap a deep member away (the two are refused together);
+            # with fewer than 2 random members every one would be deep, which was never measured
+            deep_random = DEEP_RANDOM_DEFAULT if self.n_random >= 2 and self.sample_pool == 1 else 0
         c = _replace(self, warmup=warmup, max_len=max_len, deep_random=deep_random,
                      betas=tuple(self.betas),
                      bit_stages=None if self.bit_stages is None else tuple(self.bit_stages))
@@ -689,6 +690,10 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
             hparams["distill"] = recorded
     if hparams.get("deep_random") is None:  # not given: what the run recorded, 0 for one arch, else automatic
         recorded = _recorded(out, "deep_random")
+        n_random = hparams.get("n_random")
+        n_random = TrainConfig.n_random if n_random is None else n_random
+        if recorded is not None and (recorded > n_random or (recorded and (hparams.get("sample_pool") or 1) > 1)):
+            recorded = None  # other sandwich flags than the run's: check_config names the change, not this
         hparams["deep_random"] = recorded if recorded is not None else 0 if arch is not None else None
     try:
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
