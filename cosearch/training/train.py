@@ -64,7 +64,7 @@ ARCH_FILE = "arch.json"
 #: against standalone, paired over 48 archs, 95% intervals, validation split):
 #: tinyshakespeare +0.036 [0.011, 0.063] and the linux-c slice +0.027 [0.002, 0.055] (6
 #: supernet seeds each), Multi30k +0.046 [0.004, 0.092] (3 each, against 900-step standalone
-#: runs); two overshot on tinyshakespeare (benchmarks/results/fidelity_notes.md)
+#: runs); two overshot on tinyshakespeare and the linux-c slice (benchmarks/results/fidelity_notes.md)
 DEEP_RANDOM_DEFAULT = 1
 
 
