@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--corpus-bytes", type=int, default=300_000, help="cap on the default corpus")
+    ap.add_argument("--deep-random", type=int, default=None, help="random members at every stack's most layers "
+                    "(default: train's, recorded as resolved)")
     args = ap.parse_args(argv)
 
     import torch
@@ -43,10 +45,12 @@ def main(argv=None) -> int:
         load_before = os.getloadavg()
         t0 = time.perf_counter()
         s = train(args.space, "lm", text, Path(tmp) / "run", steps=args.steps, max_tokens=args.max_tokens,
-                  log_every=max(1, args.steps // 4), ckpt_every=args.steps, progress=False)
+                  log_every=max(1, args.steps // 4), ckpt_every=args.steps, progress=False,
+                  deep_random=args.deep_random)
         wall = time.perf_counter() - t0
+        deep_random = json.loads((Path(tmp) / "run" / "config.json").read_text())["train"]["deep_random"]
     res = {"benchmark": "train_cpu", "space": args.space, "steps": args.steps, "max_tokens": args.max_tokens,
-           "members_per_step": 4, "steps_per_s": s.steps_per_s, "target_tokens_per_s": s.tokens_per_s,
+           "members_per_step": 4, "deep_random": deep_random, "steps_per_s": s.steps_per_s, "target_tokens_per_s": s.tokens_per_s,
            "subnet_tokens_per_s": s.tokens_per_s * 4, "wall_s_with_setup": wall, "final_losses": s.losses,
            "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                        "threads": torch.get_num_threads(), "platform": platform.platform(),
