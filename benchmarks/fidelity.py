@@ -156,8 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--rescore", default=None, metavar="JSON", help="score the per-arch rows kept in an "
                    "earlier result JSON again with this version's statistics (its work folder may be gone); "
                    "writes --result")
-    p.add_argument("--standalone-from", default=None, metavar="CHECK", help="train no standalone runs: every "
-                   "check reuses the standalone scores of this earlier check (`cosearch fidelity --standalone-from`)")
+    p.add_argument("--standalone-from", default=None, action="append", metavar="CHECK", help="train no standalone "
+                   "runs: every check reuses the standalone scores of this earlier check (`cosearch fidelity "
+                   "--standalone-from`; once per part of a reference trained with --shard)")
     p.add_argument("--compare", default="", help="variant pairs to compare, e.g. layer:none,layer:params "
                    "(B may be a zero-cost proxy; default: every variant against the first)")
     args = p.parse_args(argv)
@@ -296,8 +297,8 @@ def check_same_recipe(runs: dict[str, Path]) -> None:
                              "variant, or use a new --out")
 
 
-def check_reference(reference: str, runs: dict[str, Path], settings, out: Path) -> None:
-    """SystemExit unless ``reference`` (``--standalone-from``) scored every standalone job of
+def check_reference(reference: list[str], runs: dict[str, Path], settings, out: Path) -> None:
+    """SystemExit unless ``reference`` (each ``--standalone-from``) together scored every standalone job of
     every supernet's check (``cosearch.fidelity.run.reference_scores``)."""
     from cosearch.errors import UserError
     from cosearch.fidelity.measure import task_data

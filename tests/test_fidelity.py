@@ -302,7 +302,8 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     assert main(argv) == 0
     rep = json.loads((out / "fidelity.json").read_text())
     plan = json.loads((out / PLAN).read_text())
-    assert len(plan["jobs"]) == 6 and rep["jobs"] == {"planned": 6, "measured": 6, "failed": {}, "from": None}
+    assert len(plan["jobs"]) == 6 and rep["jobs"] == {"planned": 6, "measured": 6, "failed": {}, "from": None,
+                                                                  "shard": None}
     assert rep["supernet"] == {"checkpoint": "step_00000004.pt", "step": 4, "steps_planned": 4}
     assert "warning" not in capsys.readouterr().err
     assert (out / "fidelity.png").stat().st_size > 10_000
@@ -469,7 +470,7 @@ def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(t
     assert m2["standalone"] == {j["name"]: m1["standalone"][j["name"]] for j in plan["jobs"]}
     assert m2["standalone_from"] == str(f1.resolve()) and m2["tokenizer"] == m1["tokenizer"]
     rep = json.loads((f2 / "fidelity.json").read_text())
-    assert rep["jobs"] == {"planned": 4, "measured": 4, "failed": {}, "from": str(f1.resolve())}
+    assert rep["jobs"] == {"planned": 4, "measured": 4, "failed": {}, "from": str(f1.resolve()), "shard": None}
     grid = {j["arch"]: j["name"] for j in plan["jobs"] if j["role"] == "grid"}
     assert [r["standalone"]["valid_loss"] for r in rep["per_arch"]] == \
         [m1["standalone"][grid[i]]["valid_loss"] for i in range(3)]
@@ -514,6 +515,75 @@ def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(t
     (f1 / "measured.json").write_text(json.dumps(m1))
     assert main(["fidelity", str(run2), "--out", str(tmp_path / "f4"), "--standalone-from", str(f1), *common]) == 0
     assert "does not record its tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, want", [("1/4", (1, 4)), (" 4 / 4 ", (4, 4)), ("1/1", (1, 1)), ("0/4", None),
+                                        ("5/4", None), ("1/0", None), ("-1/4", None), ("1.5/4", None), ("x", None),
+                                        ("1/4/2", None), (None, None)])
+def test_parse_shard(text, want):
+    from cosearch.fidelity.plan import parse_shard
+    assert parse_shard(text) == want
+
+
+@pytest.mark.slow
+def test_a_reference_trained_in_parts_serves_as_one(tmp_path, capsys, one_thread, monkeypatch):
+    from cosearch.fidelity import measure
+    run, data = _supernet(tmp_path, steps=2)
+    run2 = tmp_path / "sup2"  # the supernet checked against the parts
+    assert main(["train", "--space", "tiny_lm", "--data", str(data), "--out", str(run2), "--steps", "2",
+                 "--seed", "1", "--ckpt-every", "2", *LM]) == 0
+    common = ["--archs", "3", "--per-bin", "3", "--noise-archs", "1", "--steps", "2", "--standalone-seed", "0",
+              "--no-progress"]
+    parts = [tmp_path / "p1", tmp_path / "p2"]
+    for k, part in enumerate(parts, 1):
+        assert main(["fidelity", str(run), "--out", str(part), "--shard", f"{k}/2", *common]) == 0
+        assert f"part {k}/2 of the standalone runs: 2 of 4 scored" in capsys.readouterr().out
+    jobs = [j["name"] for j in json.loads((parts[0] / PLAN).read_text())["jobs"]]
+    assert len(jobs) == 4
+    m = [json.loads((p / "measured.json").read_text()) for p in parts]
+    # every second job from the first (part 1) and from the second (part 2), each trained once
+    assert sorted(m[0]["standalone"]) == sorted(jobs[0::2]) and sorted(m[1]["standalone"]) == sorted(jobs[1::2])
+    assert sorted(p.name for p in (parts[0] / "jobs").iterdir() if p.name.startswith("sa-")) == sorted(jobs[0::2])
+    rep = json.loads((parts[1] / "fidelity.json").read_text())
+    assert rep["jobs"]["shard"] == "2/2" and rep["jobs"]["measured"] == 2
+    # the same jobs trained whole give the very same scores
+    whole = tmp_path / "whole"
+    assert main(["fidelity", str(run), "--out", str(whole), *common]) == 0
+    assert json.loads((whole / "measured.json").read_text())["standalone"] == {**m[0]["standalone"],
+                                                                               **m[1]["standalone"]}
+    scored = []
+    real = measure.score
+    monkeypatch.setattr(measure, "score", lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
+    f = tmp_path / "f"
+    given = ["--standalone-from", str(parts[1]), "--standalone-from", str(parts[0])]
+    assert main(["fidelity", str(run2), "--out", str(f), *given, *common]) == 0
+    assert len(scored) == 3  # the three inherited only
+    mf = json.loads((f / "measured.json").read_text())
+    assert mf["standalone"] == {**m[0]["standalone"], **m[1]["standalone"]}
+    assert mf["standalone_from"] == [str(parts[1].resolve()), str(parts[0].resolve())]
+    assert "from the earlier checks" in capsys.readouterr().out
+    # a rerun may list the parts in another order, but not drop one
+    assert main(["fidelity", str(run2), "--out", str(f), *given[2:], *given[:2], *common]) == 0
+    assert len(scored) == 3
+
+    def refused(args, msg, out=tmp_path / "f3"):
+        assert main(["fidelity", *args, "--out", str(out), *common]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+        assert not out.exists()
+    refused([str(run2), "--standalone-from", str(parts[0])], "has no score of 2 of this check's 4")
+    refused([str(run2), "--standalone-from", str(parts[0]), "--shard", "1/2"], "give one")
+    for bad in ("0/2", "3/2", "x"):
+        refused([str(run), "--shard", bad], f"--shard {bad} is invalid")
+    refused([str(run), "--shard", "1/5"], "give N <= 4")
+    assert main(["fidelity", str(run2), "--out", str(f), "--standalone-from", str(parts[0]), *common]) == 2
+    assert "read its standalone scores from" in capsys.readouterr().err
+    assert main(["fidelity", str(run), "--out", str(parts[0]), "--shard", "2/2", *common]) == 2
+    assert "another --shard" in capsys.readouterr().err
+    # two checks that scored one job differently are not parts of one reference
+    other = {**m[1], "standalone": {**m[1]["standalone"], jobs[0]: {**m[0]["standalone"][jobs[0]], "valid_loss": 9.0}}}
+    (parts[1] / "measured.json").write_text(json.dumps(other))
+    refused([str(run2), *given], "differently")
 
 
 def test_eval_tokens_scores_only_the_first_batches(tmp_path, one_thread):

@@ -24,9 +24,10 @@ def register(sub):
     p.add_argument("--out", default=None, help="result folder (default RUN-fidelity, next to RUN)")
     p.add_argument("--jobs", default=None, metavar="DIR", help="standalone job folder (default OUT/jobs; "
                    "share one between checks of several supernets of one space, data and recipe)")
-    p.add_argument("--standalone-from", default=None, metavar="CHECK", help="reuse the standalone scores of an "
-                   "earlier check (its --out folder) instead of training: for another supernet of the same space, "
-                   "data and recipe, checked with the same settings, where that check's runs are gone")
+    p.add_argument("--standalone-from", default=None, action="append", metavar="CHECK", help="reuse the standalone "
+                   "scores of an earlier check (its --out folder) instead of training: for another supernet of the "
+                   "same space, data and recipe, checked with the same settings, where that check's runs are gone; "
+                   "give it once per part of a reference trained with --shard")
     g = p.add_argument_group("which archs")
     g.add_argument("--archs", type=int, default=24, help="archs to check (default 24)")
     g.add_argument("--per-bin", type=int, default=4, help="archs per size bin, all within +-15%% of "
@@ -58,6 +59,10 @@ def register(sub):
     g.add_argument("--parallel", type=int, default=None, help="jobs at once (default: 1 on the CPU, in "
                    "this process; with --gpu as many as Ray's GPU shares and CPUs allow)")
     g.add_argument("--address", default=None, help="an existing Ray cluster (auto or HOST:PORT)")
+    g.add_argument("--shard", default=None, metavar="K/N", help="train only part K of N of the standalone runs "
+                   "(every N-th job from the K-th): a reference too big for one machine or session is trained as "
+                   "N checks, each with its own --out; then check a supernet against all N with --standalone-from "
+                   "(once per part)")
     g.add_argument("--max-tokens", type=int, default=4096, help="tokens per evaluation batch")
     g.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="score every model on about the "
                    "first N tokens of each split (whole batches of --max-tokens; default: all of it)")
@@ -82,7 +87,8 @@ def run(args) -> int:
                                 hw=args.hw, seq_len=args.seq_len, noise_archs=args.noise_archs,
                                 distilled_archs=args.distilled_archs, dropouts=args.dropouts,
                                 step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu,
-                                standalone_seed=args.standalone_seed, eval_tokens=args.eval_tokens)
+                                standalone_seed=args.standalone_seed, eval_tokens=args.eval_tokens,
+                                shard=_canonical_shard(args.shard))
     parallel = args.parallel if args.parallel is not None else (None if args.gpu else 1)
     rep = fidelity(args.run, args.out, settings, jobs_dir=args.jobs, parallel=parallel, gpu_share=args.gpu_share,
                    max_tokens=args.max_tokens, progress=not args.no_progress, address=args.address,
@@ -93,6 +99,14 @@ def run(args) -> int:
     print(format_summary(rep))
     print(f"report: {REPORT} and fidelity.png in the --out folder")
     return 0
+
+
+def _canonical_shard(text: str | None) -> str | None:
+    """``--shard`` as the plan records it ("K/N"); left as given when it is not one, for
+    the settings' check to name."""
+    from ..fidelity.plan import parse_shard
+    parsed = None if text is None else parse_shard(text)
+    return text if parsed is None else f"{parsed[0]}/{parsed[1]}"
 
 
 def _axis_line(axes: list[dict]) -> str:
@@ -141,7 +155,14 @@ def format_summary(rep: dict) -> str:
             line += (f"; standalone at {steps} steps vs the run's: tau {f(b['reference']['kendall_tau'])}"
                      f"{ci(b['reference']['kendall_ci'])}, inherited vs it: tau {f(b['inherited']['kendall_tau'])}")
         lines.append(line)
-    src = (rep.get("jobs") or {}).get("from")
+    jobs = rep.get("jobs") or {}
+    src = jobs.get("from")
     if src:
-        lines.append(f"standalone scores: from the earlier check {src} (not trained here)")
+        src = [src] if isinstance(src, str) else src
+        lines.append(f"standalone scores: from the earlier check{'s' if len(src) > 1 else ''} {', '.join(src)} "
+                     "(not trained here)")
+    if jobs.get("shard"):
+        lines.append(f"part {jobs['shard']} of the standalone runs: {jobs.get('measured')} of {jobs.get('planned')} "
+                     "scored, so the figures above are partial; check a supernet against every part with "
+                     "--standalone-from (once each)")
     return "\n".join(lines)

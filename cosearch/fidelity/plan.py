@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -62,6 +63,10 @@ class FidelitySettings:
     #: score each model on about this many tokens at the start of each split (None: all;
     #: the same prefix for every model, so a short GPU budget can still rank them)
     eval_tokens: int | None = None
+    #: "K/N": train only part K of the N parts of the standalone jobs (every N-th job from
+    #: the K-th, so each part spans the sizes). A reference too big for one machine session
+    #: is trained as N checks; a later check reads them all (``--standalone-from`` each)
+    shard: str | None = None
 
     def check(self) -> None:
         """``UserError`` naming the first bad setting (its flag)."""
@@ -81,6 +86,8 @@ class FidelitySettings:
              "finite factors > 0"),
             ("--steps", self.steps is None or self.steps >= 1, ">= 1"),
             ("--eval-tokens", self.eval_tokens is None or self.eval_tokens >= 1, ">= 1 (or leave it out: all)"),
+            ("--shard", self.shard is None or parse_shard(self.shard) is not None,
+             "K/N, whole numbers with 1 <= K <= N (e.g. 1/4)"),
         ]
         for flag, ok, want in checks:
             if not ok:
@@ -88,6 +95,25 @@ class FidelitySettings:
                 raise UserError(f"{flag} {_show(value)} is invalid; give {want}")
         from ..hardware import load_hardware
         load_hardware(self.hw)  # a mistyped preset is one line even when --stratify size never uses it
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """(K, N) of a ``--shard K/N``; None when it is not one."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if m is None:
+        return None
+    k, n = int(m.group(1)), int(m.group(2))
+    return (k, n) if 1 <= k <= n else None
+
+
+def shard_jobs(plan: "Plan") -> list[dict]:
+    """The jobs this check trains: all of the plan's, or with ``--shard K/N`` every N-th
+    from the K-th (the plan lists the archs by size bin, so each part spans the sizes)."""
+    shard = plan.settings.get("shard")
+    if shard is None:
+        return list(plan.jobs)
+    k, n = parse_shard(shard)
+    return [j for i, j in enumerate(plan.jobs) if i % n == k - 1]
 
 
 def _show(v) -> str:
@@ -281,24 +307,24 @@ def make_plan(run: RunInfo, s: FidelitySettings) -> Plan:
 
 
 def _job_contents(plan: Plan, run: RunInfo) -> list[tuple[str, dict]]:
-    """(name, :func:`job_content`) of each of the plan's jobs."""
+    """(name, :func:`job_content`) of each job this check trains (:func:`shard_jobs`)."""
     gpu = bool(plan.settings["gpu"])
     out = []
-    for j in plan.jobs:
+    for j in shard_jobs(plan):
         spec = StandaloneSpec(**{k: v for k, v in j.items() if k != "name"})
         out.append((j["name"], job_content(run, plan.arch(spec.arch), spec, gpu)))
     return out
 
 
 def plan_jobs(plan: Plan, run: RunInfo, root: Path, gpu_share: float, env: tuple = ()) -> list[Job]:
-    """The plan's jobs as ``cosearch.jobs.Job`` command lines under ``root``."""
+    """The jobs this check trains as ``cosearch.jobs.Job`` command lines under ``root``."""
     share = gpu_share if plan.settings["gpu"] else 0.0
     return [Job(name, job_argv(root / name, content), done=f"{JOB_RUN}/summary.json", gpu=share, env=env)
             for name, content in _job_contents(plan, run)]
 
 
 def prepare_jobs(plan: Plan, run: RunInfo, root: Path) -> None:
-    """Write every job's files under ``root`` (:func:`prepare_job`)."""
+    """Write the files of every job this check trains under ``root`` (:func:`prepare_job`)."""
     for name, content in _job_contents(plan, run):
         prepare_job(root / name, content, run)
 

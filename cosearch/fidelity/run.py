@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from ..atomic import atomic_write_text, make_dir
 from ..outdirs import check_out, lock_out, mark
 from ..errors import UserError
 from ..inputs import read_json
 from ..jobs import run_jobs
-from .plan import (PLAN, FidelitySettings, Plan, check_or_write_plan, make_plan, plan_jobs, prepare_jobs,
-                   read_run)
+from .plan import (PLAN, FidelitySettings, Plan, check_or_write_plan, make_plan, parse_shard, plan_jobs,
+                   prepare_jobs, read_run)
 
 REPORT, PLOT, MEASURED = "fidelity.json", "fidelity.png", "measured.json"
 
@@ -33,7 +34,7 @@ REPORT, PLOT, MEASURED = "fidelity.json", "fidelity.png", "measured.json"
 def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: FidelitySettings = FidelitySettings(),
              *, jobs_dir: str | Path | None = None, parallel: int | None = 1, gpu_share: float = 0.125,
              max_tokens: int = 4096, progress: bool = True, address: str | None = None,
-             standalone_from: str | Path | None = None) -> dict:
+             standalone_from: str | Path | Sequence[str | Path] | None = None) -> dict:
     """Run (or resume) the fidelity check of the supernet run ``run_dir``; returns the
     report (also written to ``OUT/fidelity.json``, default the folder ``RUN-fidelity`` next
     to the run: an output is never inside an input).
@@ -43,8 +44,9 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     standalone run once). ``parallel``: jobs at once (1: in this process, no Ray; None:
     as many as Ray's CPUs and GPU shares allow). ``gpu_share``: each job's share of a
     GPU with ``settings.gpu`` (0.125: eight small jobs per GPU). ``standalone_from``: the
-    ``--out`` folder of an earlier check whose standalone scores this one reuses instead
-    of training (:func:`reference_scores`: the same jobs, tokenizer and evaluation).
+    ``--out`` folder of an earlier check (or several: the parts of a reference trained with
+    ``--shard``) whose standalone scores this one reuses instead of training
+    (:func:`reference_scores`: the same jobs, tokenizer and evaluation).
     """
     settings.check()
     if not 0 < gpu_share <= 1:
@@ -56,24 +58,32 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     import torch
     if settings.gpu and not torch.cuda.is_available():
         raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
-    if standalone_from is not None and jobs_dir is not None:
+    sources = _sources(standalone_from)
+    if sources is not None and jobs_dir is not None:
         raise UserError("--jobs and --standalone-from exclude each other (the standalone runs are either trained "
                         "in --jobs or read from an earlier check); give one")
+    if sources is not None and settings.shard is not None:
+        raise UserError("--shard trains part of the standalone runs, --standalone-from reads them all from earlier "
+                        "checks; give one")
     run = read_run(run_dir)
-    inputs = {"RUN": run.run_dir, **({} if standalone_from is None else {"--standalone-from": Path(standalone_from)})}
+    inputs = {"RUN": run.run_dir, **{"--standalone-from" + (f" {s}" if len(sources) > 1 else ""): Path(s)
+                                     for s in sources or ()}}
     out = check_out(out if out is not None else default_out(run.run_dir), "fidelity", inputs=inputs,
                     legacy=lambda p: (p / PLAN).is_file())
-    check_same_source(out, standalone_from)
+    check_same_source(out, sources)
     root = None
-    if standalone_from is None:
+    if sources is None:
         root = check_out(jobs_dir if jobs_dir is not None else out / "jobs", "fidelity", flag="--jobs",
                          inputs={"RUN": run.run_dir},
                          legacy=lambda p: any(c.name.startswith("sa-") for c in p.iterdir()))
     plan = make_plan(run, settings)
+    if settings.shard is not None and len(plan.jobs) < parse_shard(settings.shard)[1]:
+        raise UserError(f"--shard {settings.shard}: this check plans only {len(plan.jobs)} standalone runs, so some "
+                        f"parts would train none; give N <= {len(plan.jobs)}")
 
     from .measure import task_data
     td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
-    reference = None if standalone_from is None else reference_scores(standalone_from, plan, td, out, max_tokens)
+    reference = None if sources is None else reference_scores(sources, plan, td, out, max_tokens)
     with lock_out(out):  # a second check of this folder stops here (one line)
         check_or_write_plan(out, plan)
         for folder in (out,) if root is None else (out, root):
@@ -82,9 +92,22 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
                            reference)
 
 
-def check_same_source(out: Path, standalone_from) -> None:
+def _sources(standalone_from) -> list[str] | None:
+    """The ``--standalone-from`` folders, resolved, in the order given, each once (None: none)."""
+    if standalone_from is None:
+        return None
+    given = [standalone_from] if isinstance(standalone_from, (str, Path)) else list(standalone_from)
+    return list(dict.fromkeys(str(Path(g).resolve()) for g in given)) or None
+
+
+def _recorded_source(sources: list[str] | None):
+    """How ``measured.json`` records the source: None, one path, or a list of paths."""
+    return None if sources is None else sources[0] if len(sources) == 1 else sources
+
+
+def check_same_source(out: Path, sources: list[str] | None) -> None:
     """``UserError`` when the check in ``out`` took its standalone scores from elsewhere
-    (trained, or another ``--standalone-from``): a rerun must not swap its reference."""
+    (trained, or other ``--standalone-from`` folders): a rerun must not swap its reference."""
     path = Path(out) / MEASURED
     if not path.is_file():
         return
@@ -92,25 +115,63 @@ def check_same_source(out: Path, standalone_from) -> None:
         before = json.loads(path.read_text()).get("standalone_from")
     except (OSError, json.JSONDecodeError, AttributeError):
         return  # a damaged file is rewritten by the rerun
-    now = None if standalone_from is None else str(Path(standalone_from).resolve())
-    if before != now:
-        was = "trained its standalone runs" if before is None else f"read its standalone scores from {before}"
-        flag = "without --standalone-from" if before is None else f"--standalone-from {before}"
+    listed = None if before is None else sorted([before] if isinstance(before, str) else before)
+    if listed != (None if sources is None else sorted(sources)):
+        shown = None if listed is None else " ".join(listed)
+        was = "trained its standalone runs" if before is None else f"read its standalone scores from {shown}"
+        flag = ("without --standalone-from" if before is None
+                else " ".join(f"--standalone-from {b}" for b in listed))
         raise UserError(f"{out} {was}; rerun it {flag}, or choose a new --out")
 
 
-def reference_scores(check: str | Path, plan: Plan, td, out: Path, max_tokens: int = 4096) -> dict:
-    """The standalone scores of an earlier check (its ``--out`` folder) for this plan's
-    jobs, with where they came from; ``UserError`` unless that check scored every job of
-    this plan (a job's name is a digest of its arch, recipe, data path and seed, so the same
-    name is the same model), with the same tokenizer and the same ``--eval-tokens`` (and
-    ``--max-tokens`` with it: they decide which tokens are scored). The data's contents are
-    not compared: the tokenizer digest catches most other data behind one path.
+def reference_scores(checks, plan: Plan, td, out: Path, max_tokens: int = 4096) -> dict:
+    """The standalone scores of earlier checks (their ``--out`` folders: one, or the parts
+    of a reference trained with ``--shard``) for this plan's jobs, with where they came
+    from; ``UserError`` unless together they scored every job of this plan (a job's name is
+    a digest of its arch, recipe, data path and seed, so the same name is the same model),
+    each with the same tokenizer and the same ``--eval-tokens`` (and ``--max-tokens`` with
+    it: they decide which tokens are scored), and no two of them disagree on a job. The
+    data's contents are not compared: the tokenizer digest catches most other data behind
+    one path.
 
     For checking another supernet of the same space, data and recipe when the earlier
     standalone runs' checkpoints are gone (another machine): nothing is trained again."""
-    from .measure import complete, tokenizer_digest
-    check = Path(check).resolve()
+    from .measure import complete
+    sources = _sources(checks)
+    bleu = bool(plan.settings["bleu"])
+    if plan.settings["distilled_archs"]:  # a distilled job's teacher is this supernet: never in another check
+        raise UserError(f"--standalone-from {sources[0]}: its distilled controls learnt from another supernet; give "
+                        "--distilled-archs 0")
+    scores, found_in = {}, {}
+    for check in sources:
+        for name, entry in _check_scores(Path(check), plan, td, out, max_tokens).items():
+            if name in scores and _comparable(scores[name]) != _comparable(entry):
+                raise UserError(f"--standalone-from {found_in[name]} and --standalone-from {check} scored the "
+                                f"standalone run {name} differently; they are not parts of one reference, give "
+                                "one of them")
+            scores.setdefault(name, entry)
+            found_in.setdefault(name, check)
+    if bleu and any(scores.get(j["name"]) and not complete(scores[j["name"]], True, td) for j in plan.jobs):
+        raise UserError(f"--standalone-from {' '.join(sources)} scored its standalone runs without BLEU; drop --bleu")
+    missing = [j["name"] for j in plan.jobs if not complete(scores.get(j["name"]), bleu, td)]
+    if missing:
+        what = "with BLEU " if bleu else ""
+        which = "it" if len(sources) == 1 else "they"
+        raise UserError(f"--standalone-from {' '.join(sources)} has no score {what}of {len(missing)} of this "
+                        f"check's {len(plan.jobs)} standalone runs (e.g. {missing[0]}): {which} planned other archs, "
+                        f"recipe, data or settings, or a part (--shard) is missing; repeat the settings in its "
+                        f"{PLAN}, give every part, or drop --standalone-from to train them")
+    return {"from": _recorded_source(sources), "standalone": {j["name"]: scores[j["name"]] for j in plan.jobs}}
+
+
+def _comparable(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k != "step"} if isinstance(entry, dict) else entry
+
+
+def _check_scores(check: Path, plan: Plan, td, out: Path, max_tokens: int) -> dict:
+    """The standalone scores one earlier check holds for this plan's jobs, after checking
+    it scored them as this check would (:func:`reference_scores`)."""
+    from .measure import tokenizer_digest
     flag = f"--standalone-from {check}"
     if check == Path(out).resolve():
         raise UserError(f"{flag} is this check's own --out; give the --out folder of an earlier check")
@@ -123,8 +184,6 @@ def reference_scores(check: str | Path, plan: Plan, td, out: Path, max_tokens: i
     settings = theirs.get("settings") if isinstance(theirs, dict) else None
     if not isinstance(scores, dict) or not isinstance(settings, dict):
         raise UserError(f"{flag}: its {PLAN} or {MEASURED} lacks what a fidelity check writes; rerun that check")
-    if plan.settings["distilled_archs"]:  # a distilled job's teacher is this supernet: never in another check
-        raise UserError(f"{flag}: its distilled controls learnt from another supernet; give --distilled-archs 0")
     if settings.get("eval_tokens") != plan.settings["eval_tokens"]:
         raise UserError(f"{flag} scored the first {settings.get('eval_tokens') or 'all'} tokens, this check "
                         f"{plan.settings['eval_tokens'] or 'all'}; give the same --eval-tokens")
@@ -135,23 +194,15 @@ def reference_scores(check: str | Path, plan: Plan, td, out: Path, max_tokens: i
     if m.get("tokenizer") is not None and m["tokenizer"] != digest:
         raise UserError(f"{flag} scored with another tokenizer ({m['tokenizer']}, here {digest}); its scores are "
                         "other numbers: check a supernet trained on that check's data and tokenizer")
-    bleu = bool(plan.settings["bleu"])
     failed = [j["name"] for j in plan.jobs if j["name"] in (m.get("failed") or {})]
     if failed:
         raise UserError(f"{flag}: {len(failed)} of the standalone runs it planned failed (e.g. {failed[0]}); "
                         "rerun that check to finish them first")
-    if bleu and any(scores.get(j["name"]) and not complete(scores[j["name"]], True, td) for j in plan.jobs):
-        raise UserError(f"{flag} scored its standalone runs without BLEU; drop --bleu")
-    missing = [j["name"] for j in plan.jobs if not complete(scores.get(j["name"]), bleu, td)]
-    if missing:
-        what = "with BLEU " if bleu else ""
-        raise UserError(f"{flag} has no score {what}of {len(missing)} of this check's {len(plan.jobs)} standalone "
-                        f"runs (e.g. {missing[0]}): it planned other archs, recipe, data or settings; repeat the "
-                        f"settings in its {PLAN}, or drop --standalone-from to train them")
     if m.get("tokenizer") is None:  # a check written before tokenizers were recorded
         print(f"warning: {check / MEASURED} does not record its tokenizer; its scores are taken as this "
               "supernet's tokenizer's", file=sys.stderr)
-    return {"from": str(check), "standalone": {j["name"]: scores[j["name"]] for j in plan.jobs}}
+    wanted = {j["name"] for j in plan.jobs}
+    return {k: v for k, v in scores.items() if k in wanted and v}
 
 
 def default_out(run_dir: Path) -> Path:
