@@ -264,6 +264,81 @@ def test_report_takes_the_best_sweep_point_and_compares_proxies(monkeypatch):
     assert rep["goals"]["tau"] == pytest.approx(4 / 6) and rep["goals"]["tau_ok"] is False
 
 
+def _four_arch_plan(monkeypatch, measured_points, axis=(1.0, 1.1, 2.0, 2.1), weight_mb=(1.0, 1.1, 2.0, 2.1)):
+    """A plan of 4 archs, each with the sweep points ``measured_points[i]`` ((dropout, loss), ...),
+    its proxies patched to ``weight_mb``; returns (plan, measured)."""
+    jobs, measured = [], {}
+    for i, points in enumerate(measured_points):
+        for k, (d, loss) in enumerate(points):
+            jobs.append(dict(arch=i, dropout=d, steps=10, seed=0, teacher=False, role="grid", name=f"j{i}{k}"))
+            measured[f"j{i}{k}"] = {"valid_loss": loss}
+    plan = Plan(run="r", settings={"seed": 0, "stratify": "latency", "seq_len": 30},
+                archs=[{"decoder_embed_dim": 64, "decoder": []}] * 4, labels=list("abcd"), bins=[0, 0, 1, 1],
+                kinds=["mixed"] * 4, axis=list(axis), in_band=[True] * 4, centres=[1.0, 2.0], space={}, jobs=jobs,
+                noise=[])
+    proxies = {p: list(weight_mb) for p in ("params", "weight_mb", "macs", "decoder_params")}
+    monkeypatch.setattr(report_mod, "proxy_values", lambda space, archs, seq_len: proxies)
+    monkeypatch.setattr(report_mod.SearchSpace, "from_dict", lambda d: None)
+    return plan, measured
+
+
+def test_a_diverged_model_is_left_out_and_named(monkeypatch, tmp_path):
+    from cosearch.commands.fidelity import format_summary
+    nan = float("nan")
+    plan, measured = _four_arch_plan(monkeypatch, [((0.0, nan), (0.1, 3.1)), ((0.0, 3.2), (0.1, 3.3)),
+                                                   ((0.0, 3.4), (0.1, float("inf"))), ((0.0, 3.6), (0.1, 3.7))])
+    inherited = [{"valid_loss": v} for v in (3.5, 3.4, 3.9, None)]  # the last one diverged (null in the JSON)
+    rep = build_report(plan, inherited, measured)
+    rows = rep["per_arch"]
+    assert rows[0]["standalone"] == {"dropout": 0.1, "steps": 10, "job": "j01", "valid_loss": 3.1}
+    assert rows[0]["untuned"] is None  # the run's own recipe diverged for arch a
+    assert rows[2]["standalone"]["valid_loss"] == 3.4
+    assert rep["diverged"] == ["a: standalone (dropout 0, 10 steps)", "c: standalone (dropout 0.1, 10 steps)",
+                               "d: inherited"]
+    s = rep["summary"]["valid_loss"]["inherited"]
+    assert s["n"] == 3 and s["kendall_tau"] == pytest.approx(1 / 3)  # a, b, c: 3.5, 3.4, 3.9 vs 3.1, 3.2, 3.4
+    assert "left out, no finite loss (diverged): 3 models" in format_summary(rep)
+    report_mod.plot(rep, tmp_path / "p.png")  # drawn from the finite rows
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_within_bin_pairs_follow_the_axis_the_archs_were_picked_along(monkeypatch):
+    # latency bins: a and b within 5% in latency, 2x apart in weight MB
+    plan, measured = _four_arch_plan(monkeypatch, [((0.0, 3.0),), ((0.0, 3.2),), ((0.0, 3.4),), ((0.0, 3.6),)],
+                                     axis=(1.0, 1.05, 3.0, 3.1), weight_mb=(1.0, 2.0, 3.0, 6.0))
+    inherited = [{"valid_loss": v} for v in (3.5, 3.4, 3.9, 4.0)]
+    s = build_report(plan, inherited, measured)["summary"]["valid_loss"]["inherited"]
+    assert s["within_bin_pairs"] == 2 and s["within_bin_tau"] == 0.0  # a-b swapped, c-d kept
+
+
+def test_a_nonfinite_loss_is_scored_as_null(monkeypatch):
+    from cosearch.fidelity import measure
+
+    class TD:
+        task, test, tokenizer = "lm", object(), type("T", (), {"pad_id": 0, "vocab_size": 4})()
+
+        @staticmethod
+        def batches(*a, **k):
+            return iter(())
+    losses = iter([float("nan"), 2.5])
+    monkeypatch.setattr(measure, "eval_loss", lambda *a: (next(losses), 10))
+    assert measure.score(None, TD, {"max_len": 8}, "cpu", 64, False, 0) == {"valid_loss": None, "test_loss": 2.5}
+
+
+def test_a_space_with_fewer_archs_than_asked_is_refused(tmp_path):
+    from cosearch.errors import UserError
+    from cosearch.fidelity.plan import FidelitySettings, RunInfo, make_plan
+    for ffn, archs, msg in (([64, 128], 4, "has only 2 distinct arch(s), and ranking needs 3"),
+                            ([64, 128, 256, 512], 6, "has only 4 distinct archs; give --archs 4 or fewer")):
+        space = SearchSpace.from_dict({
+            "name": "few", "family": "decoder_only", "vocab_size": 64, "max_positions": 32, "dropout": 0.0,
+            "decoder": {"embed_dim": [32], "layers": [1], "ffn_dim": ffn, "heads": [2], "head_dim": 16},
+            "quantization": {"weight_bits": [16], "act_bits": [16], "embedding_bits": 16}})
+        run = RunInfo(tmp_path, {"seed": 0, "train": {}}, space, tmp_path / "c.pt")
+        with pytest.raises(UserError, match=re.escape(msg)):
+            make_plan(run, FidelitySettings(archs=archs, per_bin=2, noise_archs=0))
+
+
 @pytest.mark.slow
 def test_an_unfinished_supernet_is_checked_with_a_warning_naming_its_step(tmp_path, capsys, one_thread):
     """A run whose training stopped early (a benchmark once checked a supernet that had died at
@@ -393,6 +468,8 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
         ([str(run), "--eval-tokens", "0"], "--eval-tokens 0 is invalid"),
         ([str(run), "--stratify", "latency", "--hw", "no_such_hw"], "no_such_hw"),
         ([str(run), "--hw", "no_such_hw"], "no_such_hw"),
+        ([str(run), "--seq-len", "100000"], "--seq-len 100000 is invalid"),
+        ([str(run), "--bleu"], "drop --bleu"),  # an lm run has no translations to score
     ]
     for args, msg in cases:
         assert main(["fidelity", *args, "--out", str(tmp_path / "f"), "--no-progress"]) == 2, args
@@ -409,6 +486,13 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
                  "--steps", "1", "--arch", "smallest", *LM]) == 0
     assert main(["fidelity", str(sa), "--no-progress"]) == 2
     assert "standalone run" in capsys.readouterr().err
+    # a damaged supernet checkpoint is found before any standalone run trains
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    for ckpt in (bad / "checkpoints").iterdir():
+        ckpt.write_bytes(b"junk\n")
+    assert main(["fidelity", str(bad), "--out", str(tmp_path / "f"), "--no-progress"]) == 2
+    assert "not a readable cosearch checkpoint" in capsys.readouterr().err and not (tmp_path / "f").exists()
 
 
 @pytest.mark.slow
@@ -435,6 +519,14 @@ def test_checks_sharing_a_jobs_folder_score_each_standalone_run_once(tmp_path, o
     os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10 ** 9))
     assert main(["fidelity", str(run2), "--out", str(tmp_path / "f2"), *common]) == 0
     assert len(scored) == 9 + 1
+    # a supernet trained again in the same folder (a checkpoint of the same name) is scored again
+    (mine,), (theirs,) = ((r / "checkpoints").glob("*.pt") for r in (run, run2))
+    assert mine.name == theirs.name
+    shutil.copyfile(theirs, mine)
+    assert main(["fidelity", str(run), "--out", str(tmp_path / "f1"), *common]) == 0
+    assert len(scored) == 10 + 3
+    r1 = json.loads((tmp_path / "f1" / "fidelity.json").read_text())
+    assert [r["inherited"] for r in r1["per_arch"]] == [r["inherited"] for r in r2["per_arch"]]
 
 
 @pytest.mark.slow
@@ -576,6 +668,13 @@ def test_a_reference_trained_in_parts_serves_as_one(tmp_path, capsys, one_thread
     for bad in ("0/2", "3/2", "x"):
         refused([str(run), "--shard", bad], f"--shard {bad} is invalid")
     refused([str(run), "--shard", "1/5"], "give N <= 4")
+    refused([str(run), "--jobs", str(parts[0])], "is the --out folder of a check")
+    # one part of one is the whole: trained (here found in the whole check's jobs) and not partial
+    assert main(["fidelity", str(run), "--out", str(tmp_path / "p11"), "--shard", "1/1", "--jobs", str(whole / "jobs"),
+                 *common]) == 0
+    assert "partial" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "p11" / "measured.json").read_text())["standalone"] == \
+        json.loads((whole / "measured.json").read_text())["standalone"]
     assert main(["fidelity", str(run2), "--out", str(f), "--standalone-from", str(parts[0]), *common]) == 2
     assert "read its standalone scores from" in capsys.readouterr().err
     assert main(["fidelity", str(run), "--out", str(parts[0]), "--shard", "2/2", *common]) == 2

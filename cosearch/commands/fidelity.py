@@ -155,13 +155,17 @@ def format_summary(rep: dict) -> str:
             line += (f"; standalone at {steps} steps vs the run's: tau {f(b['reference']['kendall_tau'])}"
                      f"{ci(b['reference']['kendall_ci'])}, inherited vs it: tau {f(b['inherited']['kendall_tau'])}")
         lines.append(line)
+    gone = rep.get("diverged") or []
+    if gone:
+        lines.append(f"left out, no finite loss (diverged): {len(gone)} model{'s' if len(gone) > 1 else ''} "
+                     f"({'; '.join(gone[:3])}{'; ...' if len(gone) > 3 else ''}); see the report's per_arch")
     jobs = rep.get("jobs") or {}
     src = jobs.get("from")
     if src:
         src = [src] if isinstance(src, str) else src
         lines.append(f"standalone scores: from the earlier check{'s' if len(src) > 1 else ''} {', '.join(src)} "
                      "(not trained here)")
-    if jobs.get("shard"):
+    if jobs.get("shard") and jobs.get("measured", 0) < jobs.get("planned", 0):
         lines.append(f"part {jobs['shard']} of the standalone runs: {jobs.get('measured')} of {jobs.get('planned')} "
                      "scored, so the figures above are partial; check a supernet against every part with "
                      "--standalone-from (once each)")

@@ -73,7 +73,10 @@ def score(model: torch.nn.Module, td: TaskData, train_cfg: dict, device: torch.d
                                  shuffle=False, repeat=False)
         if eval_tokens is not None:
             batches = itertools.islice(batches, math.ceil(eval_tokens / per_batch))
-        out[f"{split}_loss"] = eval_loss(model, batches, td.tokenizer.pad_id, td.tokenizer.vocab_size, device)[0]
+        loss = eval_loss(model, batches, td.tokenizer.pad_id, td.tokenizer.vocab_size, device)[0]
+        # a diverged model's loss is NaN or inf: null in the JSON (which has no NaN), and the
+        # report leaves the model out and says so
+        out[f"{split}_loss"] = float(loss) if math.isfinite(loss) else None
     if want_bleu and td.task == "translation" and td.test is not None:
         hyps = translate(model, td, "test", device, beam=4, max_tokens=max_tokens, limit=limit)
         out["test_bleu"] = corpus_bleu(hyps, [tgt for _, tgt in td.text["test"]])
@@ -101,9 +104,13 @@ def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cac
     checkpoint that was (``checkpoint``, ``step``: a run still training may have a newer one
     than when the check began)."""
     run = load_run(run_dir, device)
+    # the file's size and time too: a supernet trained again in the same folder writes a
+    # checkpoint of the same name, whose archs are other models
+    ckpt = Path(run.checkpoint).stat()
     out = []
     for a in archs:
-        key = _key("inherited", Path(run.checkpoint).name, a.digest(), eval_tokens=eval_tokens)
+        key = _key("inherited", Path(run.checkpoint).name, f"{ckpt.st_size}-{ckpt.st_mtime_ns}", a.digest(),
+                   eval_tokens=eval_tokens)
         entry = cache.get(key)
         if not complete(entry, want_bleu, td):
             model = run.net.extract(a).to(device).eval()

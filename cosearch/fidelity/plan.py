@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..hardware.workload import MAX_TOKENS
 from ..jobs import Job
 from ..space import Arch, SearchSpace
 from ..training.checkpoint import latest_checkpoint
@@ -78,7 +79,7 @@ class FidelitySettings:
             ("--standalone-seed", self.standalone_seed is None or 0 <= self.standalone_seed < 2 ** 63 - 1,
              "a whole number from 0 to 2^63 - 2"),
             ("--stratify", self.stratify in AXES, f"one of {', '.join(AXES)}"),
-            ("--seq-len", self.seq_len >= 1, ">= 1"),
+            ("--seq-len", 1 <= self.seq_len <= MAX_TOKENS, f"a whole number from 1 to {MAX_TOKENS}"),
             ("--noise-archs", 0 <= self.noise_archs <= self.archs, "between 0 and --archs"),
             ("--distilled-archs", 0 <= self.distilled_archs <= self.archs, "between 0 and --archs"),
             ("--dropouts", all(0 <= d < 1 for d in self.dropouts), "fractions in [0, 1)"),
@@ -289,6 +290,11 @@ def make_plan(run: RunInfo, s: FidelitySettings) -> Plan:
     """Pick the archs and list the standalone jobs (pure: the same inputs, the same plan)."""
     space = run.space
     picked = pick_archs(space, s.archs, s.per_bin, s.seed, latency_axis(space, s) if s.stratify == "latency" else None)
+    if len(picked.archs) < s.archs:  # a small space: fewer distinct archs than asked for
+        raise UserError(f"--archs {s.archs}: the space of {run.run_dir} has only {len(picked.archs)} distinct "
+                        f"archs; give --archs {len(picked.archs)} or fewer" if len(picked.archs) >= 3 else
+                        f"--archs {s.archs}: the space of {run.run_dir} has only {len(picked.archs)} distinct "
+                        "arch(s), and ranking needs 3; check a supernet of a larger space")
     points = grid_points(run, s)
     noise, distilled = subset(len(picked.archs), s.noise_archs), subset(len(picked.archs), s.distilled_archs)
     seed = int(run.config["seed"]) if s.standalone_seed is None else int(s.standalone_seed)
@@ -349,7 +355,8 @@ def check_or_write_plan(out: Path, plan: Plan) -> bool:
         old["settings"] = {**{k: None for k, v in new["settings"].items() if v is None}, **old.get("settings", {})}
         for key in ["run", "settings"] + [k for k in new if k not in ("run", "settings")]:
             if old.get(key) != new.get(key):
-                what = key
+                what = {"jobs": "list of standalone jobs (the run's recipe, data or seed changed since)",
+                        "space": "space (the run's space changed since)"}.get(key, key)
                 if key == "settings":
                     what = next((f"--{k.replace('_', '-')}" for k in new[key] if old[key].get(k) != new[key][k]), key)
                 raise UserError(f"{out} holds a fidelity check with another {what}; rerun it with the same "

@@ -5,8 +5,9 @@ distilled standalone control.
 Per metric (validation loss, test loss where the data has a test split, test BLEU when
 asked), with ranks read as "lower is better":
 
-* ``inherited``: Kendall tau, Spearman (95% bootstrap intervals) and the within-size-bin
-  tau of inherited vs standalone, the standalone being each arch's best sweep point by
+* ``inherited``: Kendall tau, Spearman (95% bootstrap intervals) and the within-bin tau
+  (pairs within 15% on the axis the archs were picked along: weight MB, or latency) of
+  inherited vs standalone, the standalone being each arch's best sweep point by
   validation loss (``inherited_vs_untuned``: against the run's own recipe instead);
 * ``proxies``: the same for each zero-cost proxy (bigger predicts better);
 * ``gap``: inherited minus standalone (> 0: inherited is worse), mean, mean |.|, max |.|;
@@ -26,6 +27,7 @@ asked), with ranks read as "lower is better":
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..space import SearchSpace
@@ -49,8 +51,8 @@ def per_arch(plan: Plan, inherited: list[dict | None], measured: dict[str, dict 
         jobs = [j for j in plan.jobs if j["arch"] == i]
         sweep = [dict(dropout=j["dropout"], steps=j["steps"], job=j["name"], **(measured.get(j["name"]) or {}))
                  for j in jobs if j["role"] == "grid"]
-        done = [p for p in sweep if "valid_loss" in p]
-        untuned = sweep[0] if sweep and "valid_loss" in sweep[0] else None  # the run's own recipe comes first
+        done = [p for p in sweep if _finite(p.get("valid_loss"))]  # a diverged point (no finite loss) is out
+        untuned = sweep[0] if sweep and _finite(sweep[0].get("valid_loss")) else None  # the run's own recipe first
         extra = {j["role"]: measured.get(j["name"]) for j in jobs if j["role"] != "grid"}
         rows.append({
             "label": plan.labels[i], "bin": plan.bins[i], "kind": plan.kinds[i], "in_band": plan.in_band[i],
@@ -62,15 +64,35 @@ def per_arch(plan: Plan, inherited: list[dict | None], measured: dict[str, dict 
     return rows
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def metric_column(rows: list[dict], what: str, metric: str) -> list[float | None]:
-    """``row[what][metric]`` of each per-arch row as "lower is better" (None where missing)."""
+    """``row[what][metric]`` of each per-arch row as "lower is better" (None where missing
+    or not finite: a diverged model)."""
     sign = METRICS[metric]
-    return [None if not r.get(what) or metric not in r[what] else sign * r[what][metric] for r in rows]
+    return [sign * r[what][metric] if r.get(what) and _finite(r[what].get(metric)) else None for r in rows]
+
+
+def diverged(rows: list[dict]) -> list[str]:
+    """``label: which`` of every model that was scored but gave no finite loss (left out)."""
+    out = []
+    for r in rows:
+        for what in ("inherited", "seed2", "distilled"):
+            e = r.get(what)
+            if e and any(k.endswith("_loss") and not _finite(v) for k, v in e.items()):
+                out.append(f"{r['label']}: {what}")
+        out += [f"{r['label']}: standalone (dropout {p['dropout']:g}, {p['steps']} steps)" for p in r.get("sweep", [])
+                if any(k.endswith("_loss") and not _finite(v) for k, v in p.items())]
+    return out
 
 
 def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
     """The statistics of one metric (see the module doc)."""
-    size = [r["weight_mb"] for r in rows]
+    # the bins' axis: weight MB, or latency with --stratify latency (within-bin pairs are
+    # archs within 15% of each other on the axis the archs were picked along)
+    size = [r.get("axis", r["weight_mb"]) for r in rows]
     inh, sa, untuned = (metric_column(rows, what, metric) for what in ("inherited", "standalone", "untuned"))
     out = {"inherited": rank_agreement(inh, sa, size, seed), "gap": gaps(inh, sa),
            "inherited_vs_untuned": rank_agreement(inh, untuned, size, seed), "proxies": {}}
@@ -157,7 +179,7 @@ def score_rows(rows: list[dict], seed: int = 0) -> dict:
             [r.get("arch") for r in rows], metric_column(rows, "inherited", headline),
             metric_column(rows, "standalone", headline), seed)
     return {"headline": headline, "goals": goals(summary[headline]) if headline in summary else None,
-            "summary": summary}
+            "summary": summary, "diverged": diverged(rows)}
 
 
 def build_report(plan: Plan, inherited: list[dict | None], measured: dict[str, dict | None],
@@ -185,7 +207,8 @@ def plot(report: dict, path: Path) -> None:
     m = report["headline"]
     s = report["summary"].get(m, {})
     best = s.get("best_proxy") or "weight_mb"
-    rows = [r for r in report["per_arch"] if r["inherited"] and r["standalone"] and m in r["standalone"]]
+    rows = [r for r in report["per_arch"] if r["inherited"] and r["standalone"] and _finite(r["inherited"].get(m))
+            and _finite(r["standalone"].get(m))]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6))
     if rows:
         x = np.array([r["inherited"][m] for r in rows])
@@ -214,7 +237,8 @@ def plot(report: dict, path: Path) -> None:
           f"{_ci(p.get('kendall_ci'))}, in-bin {_fmt(p.get('within_bin_tau'))}")
     for ax in (a, b):
         ax.title.set_fontsize(9)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # nothing to plot (no arch scored both ways): no legend
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

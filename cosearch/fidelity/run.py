@@ -66,6 +66,8 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
         raise UserError("--shard trains part of the standalone runs, --standalone-from reads them all from earlier "
                         "checks; give one")
     run = read_run(run_dir)
+    if settings.bleu and run.config.get("task") != "translation":
+        raise UserError(f"--bleu scores translations, and {run.run_dir} is a {run.config.get('task')} run; drop --bleu")
     inputs = {"RUN": run.run_dir, **{"--standalone-from" + (f" {s}" if len(sources) > 1 else ""): Path(s)
                                      for s in sources or ()}}
     out = check_out(out if out is not None else default_out(run.run_dir), "fidelity", inputs=inputs,
@@ -76,13 +78,18 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
         root = check_out(jobs_dir if jobs_dir is not None else out / "jobs", "fidelity", flag="--jobs",
                          inputs={"RUN": run.run_dir},
                          legacy=lambda p: any(c.name.startswith("sa-") for c in p.iterdir()))
+        if (root / PLAN).is_file():  # both are fidelity folders: its jobs would mix with its results
+            raise UserError(f"--jobs {root} is the --out folder of a check; give its jobs folder ({root / 'jobs'}) "
+                            "or a new folder")
     plan = make_plan(run, settings)
     if settings.shard is not None and len(plan.jobs) < parse_shard(settings.shard)[1]:
         raise UserError(f"--shard {settings.shard}: this check plans only {len(plan.jobs)} standalone runs, so some "
                         f"parts would train none; give N <= {len(plan.jobs)}")
 
+    from ..training.checkpoint import load_checkpoint
     from .measure import task_data
     td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
+    load_checkpoint(run.checkpoint)  # the supernet is scored after the training: a damaged one stops it first
     reference = None if sources is None else reference_scores(sources, plan, td, out, max_tokens)
     with lock_out(out):  # a second check of this folder stops here (one line)
         check_or_write_plan(out, plan)
@@ -185,8 +192,10 @@ def _check_scores(check: Path, plan: Plan, td, out: Path, max_tokens: int) -> di
     if not isinstance(scores, dict) or not isinstance(settings, dict):
         raise UserError(f"{flag}: its {PLAN} or {MEASURED} lacks what a fidelity check writes; rerun that check")
     if settings.get("eval_tokens") != plan.settings["eval_tokens"]:
-        raise UserError(f"{flag} scored the first {settings.get('eval_tokens') or 'all'} tokens, this check "
-                        f"{plan.settings['eval_tokens'] or 'all'}; give the same --eval-tokens")
+        def scored(n):
+            return "all tokens" if n is None else f"the first {n} tokens"
+        raise UserError(f"{flag} scored {scored(settings.get('eval_tokens'))} of each split, this check "
+                        f"{scored(plan.settings['eval_tokens'])}; give the same --eval-tokens")
     if plan.settings["eval_tokens"] is not None and m.get("max_tokens") != max_tokens:
         raise UserError(f"{flag} scored its first tokens in batches of --max-tokens {m.get('max_tokens', 'unknown')}, "
                         f"this check {max_tokens}: the batches decide which tokens; give the same --max-tokens")
@@ -260,7 +269,7 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
     report = write_report(out)
     if failed:
         first = next(iter(failed.items()))
-        raise UserError(f"{len(failed)} of {len(plan.jobs)} standalone jobs failed (e.g. {first[0]}: see "
+        raise UserError(f"{len(failed)} of {len(results)} standalone jobs failed (e.g. {first[0]}: see "
                         f"{first[1]}); the report in {out / REPORT} is partial; rerun the same command to retry them")
     return report
 

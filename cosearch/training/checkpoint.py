@@ -100,7 +100,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # the file is not at fault: telling the user to delete it would lose a good checkpoint
         raise UserError(f"not enough free GPU memory to load {path} ({_first_line(e)}); other processes "
                         "hold the GPU: wait for them, or run without --gpu") from None
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as e:
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError,
+            IndexError) as e:  # (a damaged pickle inside the zip raises the last three)
         first = _first_line(e)
         if str(map_location) != "cpu" and _loads_on_cpu(path):
             raise UserError(f"{path} is intact but does not load onto {map_location} ({first}); "
