@@ -23,7 +23,7 @@ from cosearch.fidelity import report as report_mod
 from cosearch.fidelity.report import build_report
 from cosearch.fidelity.stats import (gaps, paired_tau_difference, rank_agreement, reference_ceiling, tau_difference,
                                      within_bin_tau)
-from cosearch.space import SearchSpace
+from cosearch.space import Arch, SearchSpace
 
 from train_fixtures import one_thread, write_lm_text  # noqa: F401
 
@@ -287,17 +287,19 @@ def test_a_diverged_model_is_left_out_and_named(monkeypatch, tmp_path):
     nan = float("nan")
     plan, measured = _four_arch_plan(monkeypatch, [((0.0, nan), (0.1, 3.1)), ((0.0, 3.2), (0.1, 3.3)),
                                                    ((0.0, 3.4), (0.1, float("inf"))), ((0.0, 3.6), (0.1, 3.7))])
+    plan.jobs.append(dict(arch=1, dropout=0.0, steps=10, seed=1, teacher=False, role="noise", name="n1"))
+    measured["n1"] = {"valid_loss": nan}
     inherited = [{"valid_loss": v} for v in (3.5, 3.4, 3.9, None)]  # the last one diverged (null in the JSON)
     rep = build_report(plan, inherited, measured)
     rows = rep["per_arch"]
     assert rows[0]["standalone"] == {"dropout": 0.1, "steps": 10, "job": "j01", "valid_loss": 3.1}
     assert rows[0]["untuned"] is None  # the run's own recipe diverged for arch a
     assert rows[2]["standalone"]["valid_loss"] == 3.4
-    assert rep["diverged"] == ["a: standalone (dropout 0, 10 steps)", "c: standalone (dropout 0.1, 10 steps)",
-                               "d: inherited"]
+    assert rep["diverged"] == ["a: standalone (dropout 0, 10 steps)", "b: seed2",
+                               "c: standalone (dropout 0.1, 10 steps)", "d: inherited"]
     s = rep["summary"]["valid_loss"]["inherited"]
     assert s["n"] == 3 and s["kendall_tau"] == pytest.approx(1 / 3)  # a, b, c: 3.5, 3.4, 3.9 vs 3.1, 3.2, 3.4
-    assert "left out, no finite loss (diverged): 3 models" in format_summary(rep)
+    assert "left out, no finite loss (diverged): 4 models" in format_summary(rep)
     report_mod.plot(rep, tmp_path / "p.png")  # drawn from the finite rows
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
@@ -320,9 +322,29 @@ def test_a_nonfinite_loss_is_scored_as_null(monkeypatch):
         @staticmethod
         def batches(*a, **k):
             return iter(())
-    losses = iter([float("nan"), 2.5])
+    losses = iter([float("nan"), 2.5, 3.0, float("-inf")])
     monkeypatch.setattr(measure, "eval_loss", lambda *a: (next(losses), 10))
     assert measure.score(None, TD, {"max_len": 8}, "cpu", 64, False, 0) == {"valid_loss": None, "test_loss": 2.5}
+    assert measure.score(None, TD, {"max_len": 8}, "cpu", 64, False, 0) == {"valid_loss": 3.0, "test_loss": None}
+    # a diverged model's BLEU is left out too
+    assert report_mod.metric_column([{"inherited": {"valid_loss": None, "test_bleu": 30.0}},
+                                     {"inherited": {"valid_loss": 2.0, "test_bleu": 31.0}}], "inherited",
+                                    "test_bleu") == [None, -31.0]
+
+
+@pytest.mark.parametrize("error", [KeyError(174812789), ValueError("bad"), IndexError("x")])
+def test_a_checkpoint_damaged_inside_is_one_line(tmp_path, monkeypatch, error):
+    import torch
+    from cosearch.errors import UserError
+    from cosearch.training import checkpoint
+    path = tmp_path / "step_00000001.pt"
+    path.write_bytes(b"x")
+
+    def damaged(*a, **k):
+        raise error
+    monkeypatch.setattr(torch, "load", damaged)
+    with pytest.raises(UserError, match="not a readable cosearch checkpoint"):
+        checkpoint.load_checkpoint(path)
 
 
 def test_a_space_with_fewer_archs_than_asked_is_refused(tmp_path):
@@ -617,6 +639,14 @@ def test_parse_shard(text, want):
     assert parse_shard(text) == want
 
 
+def test_balanced_parts_by_hand():
+    from cosearch.fidelity.plan import balanced_parts
+    # 5 -> part 0; 4 -> 1; 3 -> 1 (4 < 5); 2 -> 0 (5 < 7); 1 -> 0 (7 = 7: the lower part)
+    assert balanced_parts([5, 1, 4, 2, 3], 2) == [[0, 1, 3], [2, 4]]
+    assert balanced_parts([1, 1, 1], 3) == [[0], [1], [2]]
+    assert balanced_parts([2, 9, 4], 1) == [[0, 1, 2]]
+
+
 @pytest.mark.slow
 def test_a_reference_trained_in_parts_serves_as_one(tmp_path, capsys, one_thread, monkeypatch):
     from cosearch.fidelity import measure
@@ -628,16 +658,21 @@ def test_a_reference_trained_in_parts_serves_as_one(tmp_path, capsys, one_thread
               "--no-progress"]
     parts = [tmp_path / "p1", tmp_path / "p2"]
     for k, part in enumerate(parts, 1):
-        assert main(["fidelity", str(run), "--out", str(part), "--shard", f"{k}/2", *common]) == 0
-        assert f"part {k}/2 of the standalone runs: 2 of 4 scored" in capsys.readouterr().out
-    jobs = [j["name"] for j in json.loads((parts[0] / PLAN).read_text())["jobs"]]
-    assert len(jobs) == 4
+        assert main(["fidelity", str(run), "--out", str(part), "--shard", f" {k} / 2", *common]) == 0
+        assert f"part {k}/2 of the standalone runs: " in capsys.readouterr().out
+    plan = json.loads((parts[0] / PLAN).read_text())
+    jobs = [j["name"] for j in plan["jobs"]]
+    assert len(jobs) == 4 and plan["settings"]["shard"] == "1/2"  # recorded in one spelling
     m = [json.loads((p / "measured.json").read_text()) for p in parts]
-    # every second job from the first (part 1) and from the second (part 2), each trained once
-    assert sorted(m[0]["standalone"]) == sorted(jobs[0::2]) and sorted(m[1]["standalone"]) == sorted(jobs[1::2])
-    assert sorted(p.name for p in (parts[0] / "jobs").iterdir() if p.name.startswith("sa-")) == sorted(jobs[0::2])
+    # the two parts split the jobs, each trained once, the two costliest (steps x parameters) apart
+    trained = [sorted(p.name for p in (part / "jobs").iterdir() if p.name.startswith("sa-")) for part in parts]
+    assert trained == [sorted(mi["standalone"]) for mi in m] and sorted(trained[0] + trained[1]) == sorted(jobs)
+    space = SearchSpace.from_dict(plan["space"])
+    cost = {j["name"]: j["steps"] * space.param_count(Arch.from_dict(plan["archs"][j["arch"]])) for j in plan["jobs"]}
+    top2 = sorted(cost, key=cost.get)[-2:]
+    assert {next(k for k, t in enumerate(trained) if name in t) for name in top2} == {0, 1}
     rep = json.loads((parts[1] / "fidelity.json").read_text())
-    assert rep["jobs"]["shard"] == "2/2" and rep["jobs"]["measured"] == 2
+    assert rep["jobs"]["shard"] == "2/2" and rep["jobs"]["measured"] == len(trained[1])
     # the same jobs trained whole give the very same scores
     whole = tmp_path / "whole"
     assert main(["fidelity", str(run), "--out", str(whole), *common]) == 0
@@ -654,8 +689,8 @@ def test_a_reference_trained_in_parts_serves_as_one(tmp_path, capsys, one_thread
     assert mf["standalone"] == {**m[0]["standalone"], **m[1]["standalone"]}
     assert mf["standalone_from"] == [str(parts[1].resolve()), str(parts[0].resolve())]
     assert "from the earlier checks" in capsys.readouterr().out
-    # a rerun may list the parts in another order, but not drop one
-    assert main(["fidelity", str(run2), "--out", str(f), *given[2:], *given[:2], *common]) == 0
+    # a rerun may list the parts in another order (or one twice), but not drop one
+    assert main(["fidelity", str(run2), "--out", str(f), *given[2:], *given[:2], *given[2:], *common]) == 0
     assert len(scored) == 3
 
     def refused(args, msg, out=tmp_path / "f3"):
@@ -669,6 +704,7 @@ def test_a_reference_trained_in_parts_serves_as_one(tmp_path, capsys, one_thread
         refused([str(run), "--shard", bad], f"--shard {bad} is invalid")
     refused([str(run), "--shard", "1/5"], "give N <= 4")
     refused([str(run), "--jobs", str(parts[0])], "is the --out folder of a check")
+    refused([str(run), "--jobs", str(tmp_path / "f3")], "is the --out folder of a check")  # its own --out
     # one part of one is the whole: trained (here found in the whole check's jobs) and not partial
     assert main(["fidelity", str(run), "--out", str(tmp_path / "p11"), "--shard", "1/1", "--jobs", str(whole / "jobs"),
                  *common]) == 0
@@ -680,9 +716,10 @@ def test_a_reference_trained_in_parts_serves_as_one(tmp_path, capsys, one_thread
     assert main(["fidelity", str(run), "--out", str(parts[0]), "--shard", "2/2", *common]) == 2
     assert "another --shard" in capsys.readouterr().err
     # two checks that scored one job differently are not parts of one reference
-    other = {**m[1], "standalone": {**m[1]["standalone"], jobs[0]: {**m[0]["standalone"][jobs[0]], "valid_loss": 9.0}}}
+    one = trained[0][0]
+    other = {**m[1], "standalone": {**m[1]["standalone"], one: {**m[0]["standalone"][one], "valid_loss": 9.0}}}
     (parts[1] / "measured.json").write_text(json.dumps(other))
-    refused([str(run2), *given], "differently")
+    refused([str(run2), *given], "with other scores")
 
 
 def test_eval_tokens_scores_only_the_first_batches(tmp_path, one_thread):

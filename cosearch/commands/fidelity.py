@@ -60,9 +60,9 @@ def register(sub):
                    "this process; with --gpu as many as Ray's GPU shares and CPUs allow)")
     g.add_argument("--address", default=None, help="an existing Ray cluster (auto or HOST:PORT)")
     g.add_argument("--shard", default=None, metavar="K/N", help="train only part K of N of the standalone runs "
-                   "(every N-th job from the K-th): a reference too big for one machine or session is trained as "
-                   "N checks, each with its own --out; then check a supernet against all N with --standalone-from "
-                   "(once per part)")
+                   "(N parts of about equal training cost, each holding one of the N costliest runs): a reference "
+                   "too big for one machine or session is trained as N checks, each with its own --out; then check "
+                   "a supernet against all N with --standalone-from (once per part)")
     g.add_argument("--max-tokens", type=int, default=4096, help="tokens per evaluation batch")
     g.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="score every model on about the "
                    "first N tokens of each split (whole batches of --max-tokens; default: all of it)")
@@ -93,8 +93,9 @@ def run(args) -> int:
     rep = fidelity(args.run, args.out, settings, jobs_dir=args.jobs, parallel=parallel, gpu_share=args.gpu_share,
                    max_tokens=args.max_tokens, progress=not args.no_progress, address=args.address,
                    standalone_from=args.standalone_from)
-    if args.json:
-        print(json.dumps({"headline": rep["headline"], "goals": rep["goals"], "summary": rep["summary"]}, indent=1))
+    if args.json:  # with what the summary lines say besides: a part (--shard), models left out
+        print(json.dumps({"headline": rep["headline"], "goals": rep["goals"], "summary": rep["summary"],
+                          "jobs": rep.get("jobs"), "diverged": rep.get("diverged")}, indent=1))
         return 0
     print(format_summary(rep))
     print(f"report: {REPORT} and fidelity.png in the --out folder")

@@ -64,9 +64,9 @@ class FidelitySettings:
     #: score each model on about this many tokens at the start of each split (None: all;
     #: the same prefix for every model, so a short GPU budget can still rank them)
     eval_tokens: int | None = None
-    #: "K/N": train only part K of the N parts of the standalone jobs (every N-th job from
-    #: the K-th, so each part spans the sizes). A reference too big for one machine session
-    #: is trained as N checks; a later check reads them all (``--standalone-from`` each)
+    #: "K/N": train only part K of the N parts of the standalone jobs (parts of about equal
+    #: training cost, :func:`shard_jobs`). A reference too big for one machine session is
+    #: trained as N checks; a later check reads them all (``--standalone-from`` each)
     shard: str | None = None
 
     def check(self) -> None:
@@ -108,13 +108,28 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def shard_jobs(plan: "Plan") -> list[dict]:
-    """The jobs this check trains: all of the plan's, or with ``--shard K/N`` every N-th
-    from the K-th (the plan lists the archs by size bin, so each part spans the sizes)."""
+    """The jobs this check trains: all of the plan's, or with ``--shard K/N`` part K of
+    :func:`balanced_parts`, by training cost (steps x the arch's parameters)."""
     shard = plan.settings.get("shard")
     if shard is None:
         return list(plan.jobs)
     k, n = parse_shard(shard)
-    return [j for i, j in enumerate(plan.jobs) if i % n == k - 1]
+    space = SearchSpace.from_dict(plan.space)
+    costs = [j["steps"] * space.param_count(plan.arch(j["arch"])) for j in plan.jobs]
+    return [plan.jobs[i] for i in balanced_parts(costs, n)[k - 1]]
+
+
+def balanced_parts(costs: list[float], n: int) -> list[list[int]]:
+    """Indices of ``costs`` dealt into ``n`` parts of about equal sum: the costliest first,
+    each to the part with the least so far (ties: the lower index), so the ``n`` costliest
+    land in different parts (a part's jobs run at once: its wall time is about its
+    costliest job's). Each part's indices ascending; none empty while ``n <= len(costs)``."""
+    parts, load = [[] for _ in range(n)], [0.0] * n
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        p = min(range(n), key=lambda p: (load[p], p))
+        parts[p].append(i)
+        load[p] += costs[i]
+    return [sorted(p) for p in parts]
 
 
 def _show(v) -> str:

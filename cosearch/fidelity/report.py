@@ -51,8 +51,8 @@ def per_arch(plan: Plan, inherited: list[dict | None], measured: dict[str, dict 
         jobs = [j for j in plan.jobs if j["arch"] == i]
         sweep = [dict(dropout=j["dropout"], steps=j["steps"], job=j["name"], **(measured.get(j["name"]) or {}))
                  for j in jobs if j["role"] == "grid"]
-        done = [p for p in sweep if _finite(p.get("valid_loss"))]  # a diverged point (no finite loss) is out
-        untuned = sweep[0] if sweep and _finite(sweep[0].get("valid_loss")) else None  # the run's own recipe first
+        done = [p for p in sweep if _finite(p.get("valid_loss")) and not _diverged(p)]  # a diverged point is out
+        untuned = sweep[0] if sweep and sweep[0] in done else None  # the run's own recipe comes first
         extra = {j["role"]: measured.get(j["name"]) for j in jobs if j["role"] != "grid"}
         rows.append({
             "label": plan.labels[i], "bin": plan.bins[i], "kind": plan.kinds[i], "in_band": plan.in_band[i],
@@ -69,22 +69,25 @@ def _finite(v) -> bool:
 
 
 def metric_column(rows: list[dict], what: str, metric: str) -> list[float | None]:
-    """``row[what][metric]`` of each per-arch row as "lower is better" (None where missing
-    or not finite: a diverged model)."""
+    """``row[what][metric]`` of each per-arch row as "lower is better" (None where missing,
+    and for every metric of a diverged model: one whose loss is not finite)."""
     sign = METRICS[metric]
-    return [sign * r[what][metric] if r.get(what) and _finite(r[what].get(metric)) else None for r in rows]
+    return [sign * r[what][metric] if r.get(what) and _finite(r[what].get(metric)) and not _diverged(r[what])
+            else None for r in rows]
+
+
+def _diverged(entry: dict) -> bool:
+    return any(k.endswith("_loss") and not _finite(v) for k, v in entry.items())
 
 
 def diverged(rows: list[dict]) -> list[str]:
     """``label: which`` of every model that was scored but gave no finite loss (left out)."""
     out = []
     for r in rows:
-        for what in ("inherited", "seed2", "distilled"):
-            e = r.get(what)
-            if e and any(k.endswith("_loss") and not _finite(v) for k, v in e.items()):
-                out.append(f"{r['label']}: {what}")
+        out += [f"{r['label']}: {what}" for what in ("inherited", "seed2", "distilled")
+                if r.get(what) and _diverged(r[what])]
         out += [f"{r['label']}: standalone (dropout {p['dropout']:g}, {p['steps']} steps)" for p in r.get("sweep", [])
-                if any(k.endswith("_loss") and not _finite(v) for k, v in p.items())]
+                if _diverged(p)]
     return out
 
 

@@ -78,7 +78,7 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
         root = check_out(jobs_dir if jobs_dir is not None else out / "jobs", "fidelity", flag="--jobs",
                          inputs={"RUN": run.run_dir},
                          legacy=lambda p: any(c.name.startswith("sa-") for c in p.iterdir()))
-        if (root / PLAN).is_file():  # both are fidelity folders: its jobs would mix with its results
+        if root.resolve() == out.resolve() or (root / PLAN).is_file():  # jobs mixed with a check's results
             raise UserError(f"--jobs {root} is the --out folder of a check; give its jobs folder ({root / 'jobs'}) "
                             "or a new folder")
     plan = make_plan(run, settings)
@@ -152,10 +152,10 @@ def reference_scores(checks, plan: Plan, td, out: Path, max_tokens: int = 4096) 
     scores, found_in = {}, {}
     for check in sources:
         for name, entry in _check_scores(Path(check), plan, td, out, max_tokens).items():
-            if name in scores and _comparable(scores[name]) != _comparable(entry):
-                raise UserError(f"--standalone-from {found_in[name]} and --standalone-from {check} scored the "
-                                f"standalone run {name} differently; they are not parts of one reference, give "
-                                "one of them")
+            if name in scores and scores[name] != entry:  # trained twice (a GPU need not repeat itself)
+                raise UserError(f"--standalone-from {found_in[name]} and --standalone-from {check} both hold the "
+                                f"standalone run {name}, with other scores; give parts that each trained their own "
+                                "runs (one --shard K/N each)")
             scores.setdefault(name, entry)
             found_in.setdefault(name, check)
     if bleu and any(scores.get(j["name"]) and not complete(scores[j["name"]], True, td) for j in plan.jobs):
@@ -163,16 +163,13 @@ def reference_scores(checks, plan: Plan, td, out: Path, max_tokens: int = 4096) 
     missing = [j["name"] for j in plan.jobs if not complete(scores.get(j["name"]), bleu, td)]
     if missing:
         what = "with BLEU " if bleu else ""
-        which = "it" if len(sources) == 1 else "they"
+        which, whose = ("it", "its") if len(sources) == 1 else ("they", "their")
         raise UserError(f"--standalone-from {' '.join(sources)} has no score {what}of {len(missing)} of this "
                         f"check's {len(plan.jobs)} standalone runs (e.g. {missing[0]}): {which} planned other archs, "
-                        f"recipe, data or settings, or a part (--shard) is missing; repeat the settings in its "
+                        f"recipe, data or settings, or a part (--shard) is missing; repeat the settings in {whose} "
                         f"{PLAN}, give every part, or drop --standalone-from to train them")
     return {"from": _recorded_source(sources), "standalone": {j["name"]: scores[j["name"]] for j in plan.jobs}}
 
-
-def _comparable(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if k != "step"} if isinstance(entry, dict) else entry
 
 
 def _check_scores(check: Path, plan: Plan, td, out: Path, max_tokens: int) -> dict:
