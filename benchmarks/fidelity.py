@@ -279,9 +279,8 @@ def check_same_recipe(runs: dict[str, Path]) -> None:
     """SystemExit unless every supernet seed of a variant records the same training settings:
     a folder resumed with more seeds after a default changed would pool two recipes under one
     name (the variant lists only what it sets)."""
-    from dataclasses import asdict
-    from cosearch.training.train import LEGACY_DEFAULTS, TrainConfig
-    base = {**asdict(TrainConfig()), **LEGACY_DEFAULTS}  # what a setting missing from an older run was
+    from cosearch.training.train import recorded_defaults
+    base = recorded_defaults()  # what a setting missing from an older run was
     first: dict[str, tuple[str, dict]] = {}
     for key, run in runs.items():
         train = {**base, **json.loads((run / "config.json").read_text())["train"]}
@@ -453,7 +452,7 @@ def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | No
     zero-cost proxy (``params``, ``weight_mb``, ...). Keyed "A" when B is the first variant,
     else "A vs B". Variants are compared only where their checks picked the same archs."""
     from cosearch.fidelity.proxies import PROXIES
-    from cosearch.fidelity.report import metric_column
+    from cosearch.fidelity.report import bin_axis, metric_column
     from cosearch.fidelity.stats import tau_difference
     by_name: dict[str, list[dict]] = {}
     for key, rep in reports.items():
@@ -481,7 +480,7 @@ def compare_variants(reports: dict[str, dict], pairs: list[tuple[str, str]] | No
         preds_b = ([[-r[b] for r in rows]] if proxy else
                    [metric_column(rep["per_arch"], "inherited", m) for rep in by_name[b]])
         d = tau_difference([metric_column(rep["per_arch"], "inherited", m) for rep in by_name[a]], preds_b,
-                           metric_column(rows, "standalone", m), [r["weight_mb"] for r in rows])
+                           metric_column(rows, "standalone", m), bin_axis(rows))
         out[a if b == first else f"{a} vs {b}"] = {"variant": a, "baseline": b, "headline": m, **d}
     return out
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cosearch.fidelity.axes import axis_columns  # noqa: E402
 from cosearch.fidelity.proxies import PROXIES  # noqa: E402
-from cosearch.fidelity.report import metric_column  # noqa: E402
+from cosearch.fidelity.report import bin_axis, metric_column  # noqa: E402
 from cosearch.fidelity.stats import N_BOOT, gaps, paired_tau_difference, rank_agreement  # noqa: E402
 from fidelity import variant_of  # noqa: E402  (benchmarks/fidelity.py names the reports)
 
@@ -93,7 +93,7 @@ def compare_references(short_info: dict, long_info: dict, seed: int = 0, n_boot:
     if not all(metric in m for m in summaries):
         raise SystemExit("the two checks share no metric (test_loss or valid_loss); give checks of one task")
     short, long = metric_column(rows_s, "standalone", metric), metric_column(rows_l, "standalone", metric)
-    size = [r["weight_mb"] for r in rows_s]
+    size = bin_axis(rows_s)
     cols, checked = merge_seeds(seed_columns(short_info, metric), seed_columns(long_info, metric))
     out = {"metric": metric, "n": len(rows_s),
            "references": {"long_vs_short": rank_agreement(long, short, size, seed, n_boot),

@@ -50,7 +50,8 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
         deep_random = json.loads((Path(tmp) / "run" / "config.json").read_text())["train"]["deep_random"]
     res = {"benchmark": "train_cpu", "space": args.space, "steps": args.steps, "max_tokens": args.max_tokens,
-           "members_per_step": 4, "deep_random": deep_random, "steps_per_s": s.steps_per_s, "target_tokens_per_s": s.tokens_per_s,
+           "members_per_step": 4, "deep_random": deep_random, "steps_per_s": s.steps_per_s,
+           "target_tokens_per_s": s.tokens_per_s,
            "subnet_tokens_per_s": s.tokens_per_s * 4, "wall_s_with_setup": wall, "final_losses": s.losses,
            "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                        "threads": torch.get_num_threads(), "platform": platform.platform(),

@@ -91,11 +91,15 @@ def diverged(rows: list[dict]) -> list[str]:
     return out
 
 
+def bin_axis(rows: list[dict]) -> list[float]:
+    """Each per-arch row's value on the axis its archs were picked along: weight MB, or
+    latency with --stratify latency (within-bin pairs are archs within 15% on it)."""
+    return [r.get("axis", r["weight_mb"]) for r in rows]
+
+
 def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
     """The statistics of one metric (see the module doc)."""
-    # the bins' axis: weight MB, or latency with --stratify latency (within-bin pairs are
-    # archs within 15% of each other on the axis the archs were picked along)
-    size = [r.get("axis", r["weight_mb"]) for r in rows]
+    size = bin_axis(rows)
     inh, sa, untuned = (metric_column(rows, what, metric) for what in ("inherited", "standalone", "untuned"))
     out = {"inherited": rank_agreement(inh, sa, size, seed), "gap": gaps(inh, sa),
            "inherited_vs_untuned": rank_agreement(inh, untuned, size, seed), "proxies": {}}

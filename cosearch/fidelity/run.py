@@ -89,7 +89,8 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     from ..training.checkpoint import load_checkpoint
     from .measure import task_data
     td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
-    load_checkpoint(run.checkpoint)  # the supernet is scored after the training: a damaged one stops it first
+    if sources is None:  # the supernet is scored after the standalone training: a damaged one stops it first
+        load_checkpoint(run.checkpoint)
     reference = None if sources is None else reference_scores(sources, plan, td, out, max_tokens)
     with lock_out(out):  # a second check of this folder stops here (one line)
         check_or_write_plan(out, plan)

@@ -629,6 +629,12 @@ TEACHER_DISTILL = 0.5
 LEGACY_DEFAULTS = {"deep_random": 0}
 
 
+def recorded_defaults() -> dict:
+    """What a training setting missing from a run's config.json was: the default when it
+    was added, or ``LEGACY_DEFAULTS`` where the default changed since."""
+    return {**asdict(TrainConfig()), **LEGACY_DEFAULTS}
+
+
 def _recorded(out, key: str):
     """The value of training setting ``key`` an existing run in ``out`` was made with
     (``LEGACY_DEFAULTS`` where it predates the setting), else None (no run there). Rerunning
@@ -744,7 +750,7 @@ def _train_locked(out: Path, config: dict, space: SearchSpace, arch: Arch | None
     teacher = config.get("teacher")
     created = not out.exists()
     # settings added since an older run was written take their defaults (it still resumes)
-    resume = check_config(out, config, defaults={"train": {**asdict(TrainConfig()), **LEGACY_DEFAULTS}})
+    resume = check_config(out, config, defaults={"train": recorded_defaults()})
     try:
         check_writable_dir(out)
         if created:
