@@ -159,12 +159,17 @@ def main(argv=None) -> int:
     p.add_argument("--standalone-from", default=None, action="append", metavar="CHECK", help="train no standalone "
                    "runs: every check reuses the standalone scores of this earlier check (`cosearch fidelity "
                    "--standalone-from`; once per part of a reference trained with --shard)")
+    p.add_argument("--checks", default=None, metavar="NAME=FOLDER,...", help="gather checks already made by "
+                   "`cosearch fidelity` (e.g. each supernet seed against one reference) into --result and compare "
+                   "them; NAME is a variant, NAME_seedN its seed N")
     p.add_argument("--compare", default="", help="variant pairs to compare, e.g. layer:none,layer:params "
                    "(B may be a zero-cost proxy; default: every variant against the first)")
     args = p.parse_args(argv)
-    if not args.out and not args.rescore:
+    if not args.out and not args.rescore and not args.checks:
         p.error("the following arguments are required: --out")
     pairs = parse_pairs(args.compare)
+    if args.checks:
+        return gather_checks(parse_checks(args.checks), args.result, pairs)
     if args.report_only:
         return gather(Path(args.out), args.result, pairs)
     if args.rescore:
@@ -368,18 +373,65 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
         pairs = parse_pairs(info.get("settings", {}).get("compare") or "")
     info["comparisons"] = compare_variants(info["reports"], pairs)
     add_valid_comparisons(info, pairs)
-    for name, c in info["comparisons"].items():
+    print_comparisons(info["comparisons"])
+    text = json.dumps(info, indent=1)
+    (out / "result.json").write_text(text)
+    if result:
+        Path(result).parent.mkdir(parents=True, exist_ok=True)
+        Path(result).write_text(text)
+    return 0
+
+
+def print_comparisons(comparisons: dict[str, dict]) -> None:
+    for name, c in comparisons.items():
         if c["kendall_diff"] is None:
             print(f"{name}: too few archs to compare with {c['baseline']} (n = {c['n']})")
             continue
         print(f"{name}: {c['headline']} tau {c['kendall_diff']:+.3f} {c['kendall_diff_ci']}, within-bin "
               f"{c.get('within_bin_diff', float('nan')):+.3f} {c.get('within_bin_diff_ci')} vs {c['baseline']} "
               f"({c['seeds_a']} vs {c['seeds_b']} seeds, n = {c['n']})")
-    text = json.dumps(info, indent=1)
-    (out / "result.json").write_text(text)
-    if result:
-        Path(result).parent.mkdir(parents=True, exist_ok=True)
-        Path(result).write_text(text)
+
+
+def parse_checks(text: str) -> dict[str, Path]:
+    """``NAME=FOLDER,...`` -> {NAME: FOLDER}; each folder must hold a check's plan and measurements."""
+    checks = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, sep, folder = item.partition("=")
+        if not sep or not name.isidentifier() or not folder:
+            raise SystemExit(f"--checks {item!r}: give NAME=FOLDER (NAME a variant, or NAME_seedN its seed N)")
+        if name in checks:
+            raise SystemExit(f"--checks: {name} is named twice; give each check its own name")
+        if not (Path(folder) / "measured.json").is_file():
+            raise SystemExit(f"--checks {name}={folder}: no measured.json there; give a `cosearch fidelity` --out folder")
+        checks[name] = Path(folder)
+    if not checks:
+        raise SystemExit("--checks: give at least one NAME=FOLDER")
+    return checks
+
+
+def gather_checks(checks: dict[str, Path], result: str | None, pairs: list[tuple[str, str]] | None) -> int:
+    """One result JSON from checks made by `cosearch fidelity` itself (the path users run),
+    each report rebuilt from its plan and measurements, with the comparisons asked for."""
+    from cosearch.fidelity.run import write_report
+    if not result:
+        raise SystemExit("--checks needs --result (where to write the gathered JSON)")
+    info = {"benchmark": "fidelity (checks made by cosearch fidelity)", "command": " ".join(sys.argv),
+            "machine": machine(), "checks": {k: str(v) for k, v in checks.items()}, "reports": {}}
+    for k, folder in checks.items():
+        rep = write_report(folder)
+        info["reports"][k] = {"run": rep.get("run"), "supernet": rep.get("supernet"), "settings": rep.get("settings"),
+                              "goals": rep["goals"], "summary": rep["summary"], "per_arch": rep["per_arch"]}
+    first, *others = info["reports"]
+    for k in others:  # compare_variants scores every side against the first report's reference
+        if [r["standalone"] for r in info["reports"][k]["per_arch"]] != \
+                [r["standalone"] for r in info["reports"][first]["per_arch"]]:
+            raise SystemExit(f"--checks: {k} and {first} were checked against other standalone runs (or archs); "
+                             "gather only checks of one reference")
+    info["comparisons"] = compare_variants(info["reports"], pairs)
+    add_valid_comparisons(info, pairs)
+    print_comparisons(info["comparisons"])
+    Path(result).parent.mkdir(parents=True, exist_ok=True)
+    Path(result).write_text(json.dumps(info, indent=1))
     return 0
 
 

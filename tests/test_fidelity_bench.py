@@ -183,3 +183,30 @@ def test_seeds_of_one_variant_trained_with_other_settings_are_not_pooled(tmp_pat
     config.write_text(json.dumps(c))
     with pytest.raises(SystemExit, match=r"a: a was trained with deep_random=0, a_seed1 with 1 .*add deep_random=0"):
         fidelity.main(argv + ["--supernet-seeds", "2"])
+
+
+def test_checks_made_by_the_command_are_gathered_and_compared(tmp_path, monkeypatch):
+    import cosearch.fidelity.run as fidelity_run
+    archs, ref = ["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0]
+    reports = {"x": _report(archs, [1, 2, 3, 4], ref), "y": _report(archs, [2, 1, 3, 4], ref),
+               "z": _report(archs, [4, 3, 2, 1], ref), "other": _report(archs, [1, 2, 3, 4], [4.0, 3.0, 2.0, 1.0])}
+    for name, r in reports.items():
+        r.update(goals={}, supernet=None)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "measured.json").write_text("{}")
+    monkeypatch.setattr(fidelity_run, "write_report", lambda folder: reports[Path(folder).name])
+    result = tmp_path / "r.json"
+    checks = f"v={tmp_path / 'x'},v_seed1={tmp_path / 'y'},w={tmp_path / 'z'}"
+    assert fidelity.main(["--checks", checks, "--compare", "w:v", "--result", str(result)]) == 0
+    got = json.loads(result.read_text())
+    assert list(got["reports"]) == ["v", "v_seed1", "w"] and got["checks"]["w"] == str(tmp_path / "z")
+    c = got["comparisons"]["w"]
+    assert (c["seeds_a"], c["seeds_b"]) == (1, 2) and c["kendall_diff"] == pytest.approx(-1 - (1 + 4 / 6) / 2)
+    for bad, msg in ((f"v={tmp_path / 'x'},w={tmp_path / 'other'}", "other standalone runs"),
+                     (f"v={tmp_path / 'x'},v={tmp_path / 'y'}", "named twice"),
+                     (f"v={tmp_path / 'nowhere'}", "no measured.json"), ("v", "NAME=FOLDER")):
+        with pytest.raises(SystemExit, match=msg):
+            fidelity.main(["--checks", bad, "--result", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
+    with pytest.raises(SystemExit, match="needs --result"):
+        fidelity.main(["--checks", checks])
