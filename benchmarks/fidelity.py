@@ -53,6 +53,14 @@ SPACE_KEYS = {"mode": str, "experts": int}
 SEED_SUFFIX = "_seed"
 
 
+def refuse(msg: str) -> SystemExit:
+    """A refused input (raise it): the message on stderr and exit status 2, as the CLI's refusals."""
+    print(f"fidelity.py: error: {msg}", file=sys.stderr)
+    e = SystemExit(msg)
+    e.code = 2
+    return e
+
+
 def run_key(variant: str, seed: int) -> str:
     """The run and report name of ``variant`` at supernet seed ``seed``."""
     return variant if seed == 0 else f"{variant}{SEED_SUFFIX}{seed}"
@@ -69,20 +77,20 @@ def parse_variants(text: str) -> dict[str, dict]:
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, _, body = part.partition(":")
         if not name.isidentifier() or name in out:
-            raise SystemExit(f"--variants: bad or repeated name {name!r}")
+            raise refuse(f"--variants: bad or repeated name {name!r}")
         if SEED_SUFFIX in name:  # results are grouped by that suffix (run_key)
-            raise SystemExit(f"--variants: name {name!r} contains {SEED_SUFFIX!r}, the suffix of supernet seeds; "
+            raise refuse(f"--variants: name {name!r} contains {SEED_SUFFIX!r}, the suffix of supernet seeds; "
                              "rename it")
         kv = {}
         for item in filter(None, (x.strip() for x in body.split(","))):
             k, _, v = item.partition("=")
             kind = TRAIN_KEYS.get(k) or SPACE_KEYS.get(k)
             if kind is None:
-                raise SystemExit(f"--variants {name}: unknown key {k!r}; use {', '.join([*SPACE_KEYS, *TRAIN_KEYS])}")
+                raise refuse(f"--variants {name}: unknown key {k!r}; use {', '.join([*SPACE_KEYS, *TRAIN_KEYS])}")
             kv[k] = kind(v)
         out[name] = kv
     if not out:
-        raise SystemExit("--variants: give at least one NAME:key=value")
+        raise refuse("--variants: give at least one NAME:key=value")
     return out
 
 
@@ -162,6 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--checks", default=None, metavar="NAME=FOLDER,...", help="gather checks already made by "
                    "`cosearch fidelity` (e.g. each supernet seed against one reference) into --result and compare "
                    "them; NAME is a variant, NAME_seedN its seed N")
+    p.add_argument("--note", default=None, help="with --checks: what the checks are (kept as the JSON's `what`)")
     p.add_argument("--compare", default="", help="variant pairs to compare, e.g. layer:none,layer:params "
                    "(B may be a zero-cost proxy; default: every variant against the first)")
     args = p.parse_args(argv)
@@ -169,7 +178,10 @@ def main(argv=None) -> int:
         p.error("the following arguments are required: --out")
     pairs = parse_pairs(args.compare)
     if args.checks:
-        return gather_checks(parse_checks(args.checks), args.result, pairs)
+        if args.out or args.report_only or args.rescore:
+            p.error("--checks gathers checks already made: give it without --out, --report-only or --rescore")
+        return gather_checks(parse_checks(args.checks), args.result, pairs,
+                             " ".join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)]), args.note)
     if args.report_only:
         return gather(Path(args.out), args.result, pairs)
     if args.rescore:
@@ -284,6 +296,16 @@ def check_same_recipe(runs: dict[str, Path]) -> None:
     """SystemExit unless every supernet seed of a variant records the same training settings:
     a folder resumed with more seeds after a default changed would pool two recipes under one
     name (the variant lists only what it sets)."""
+    d = recipe_difference(runs)
+    if d is not None:
+        name, k0, key, diff, v0, v1 = d
+        raise refuse(f"--variants {name}: {k0} was trained with {diff}={v0!r}, {key} with {v1!r} (a default "
+                     f"changed in between?); add {diff}={v0} to the variant, or use a new --out")
+
+
+def recipe_difference(runs: dict[str, Path]) -> tuple | None:
+    """The first training setting on which two supernet seeds of one variant differ:
+    (variant, first seed's run, other run, setting, first's value, other's value), else None."""
     from cosearch.training.train import recorded_defaults
     base = recorded_defaults()  # what a setting missing from an older run was
     first: dict[str, tuple[str, dict]] = {}
@@ -296,9 +318,8 @@ def check_same_recipe(runs: dict[str, Path]) -> None:
         k0, t0 = first[name]
         diff = next((k for k in t0 if t0[k] != train.get(k)), None)
         if diff is not None:
-            raise SystemExit(f"--variants {name}: {k0} was trained with {diff}={t0[diff]!r}, {key} with "
-                             f"{train.get(diff)!r} (a default changed in between?); add {diff}={t0[diff]} to the "
-                             "variant, or use a new --out")
+            return name, k0, key, diff, t0[diff], train.get(diff)
+    return None
 
 
 def check_reference(reference: list[str], runs: dict[str, Path], settings, out: Path) -> None:
@@ -314,7 +335,7 @@ def check_reference(reference: list[str], runs: dict[str, Path], settings, out: 
             reference_scores(reference, make_plan(run, settings), task_data(run.run_dir, run.config),
                              out / "fidelity" / key)
         except UserError as e:
-            raise SystemExit(f"{key}: {e}") from None
+            raise refuse(f"{key}: {e}") from None
 
 
 def add_valid_comparisons(info: dict, pairs: list[tuple[str, str]] | None) -> None:
@@ -350,7 +371,7 @@ def parse_pairs(text: str) -> list[tuple[str, str]] | None:
     """``A:B,C:D`` -> [(A, B), (C, D)] (A against B); empty -> None (each against the first)."""
     pairs = [tuple(x.strip().split(":")) for x in text.split(",") if x.strip()]
     if any(len(q) != 2 or not all(n.isidentifier() for n in q) for q in pairs):
-        raise SystemExit(f"--compare {text!r}: give variant pairs as A:B,C:D")
+        raise refuse(f"--compare {text!r}: give variant pairs as A:B,C:D")
     return pairs or None
 
 
@@ -387,47 +408,81 @@ def print_comparisons(comparisons: dict[str, dict]) -> None:
         if c["kendall_diff"] is None:
             print(f"{name}: too few archs to compare with {c['baseline']} (n = {c['n']})")
             continue
+        wb = c.get("within_bin_diff")
         print(f"{name}: {c['headline']} tau {c['kendall_diff']:+.3f} {c['kendall_diff_ci']}, within-bin "
-              f"{c.get('within_bin_diff', float('nan')):+.3f} {c.get('within_bin_diff_ci')} vs {c['baseline']} "
+              f"{'n/a' if wb is None else format(wb, '+.3f')} {c.get('within_bin_diff_ci')} vs {c['baseline']} "
               f"({c['seeds_a']} vs {c['seeds_b']} seeds, n = {c['n']})")
 
 
 def parse_checks(text: str) -> dict[str, Path]:
-    """``NAME=FOLDER,...`` -> {NAME: FOLDER}; each folder must hold a check's plan and measurements."""
-    checks = {}
+    """``NAME=FOLDER,...`` -> {NAME: FOLDER}: NAME a variant, or ``VARIANT_seedN`` its seed N;
+    each folder a `cosearch fidelity` --out folder (plan and measurements), named once."""
+    checks, seen = {}, {}
     for item in (x.strip() for x in text.split(",") if x.strip()):
         name, sep, folder = item.partition("=")
-        if not sep or not name.isidentifier() or not folder:
-            raise SystemExit(f"--checks {item!r}: give NAME=FOLDER (NAME a variant, or NAME_seedN its seed N)")
+        variant, _, seed = name.partition(SEED_SUFFIX)
+        if not sep or not folder or not variant.isidentifier() or (_ and not seed.isdigit()):
+            raise refuse(f"--checks {item!r}: give NAME=FOLDER (NAME a variant, or NAME{SEED_SUFFIX}N its seed N)")
         if name in checks:
-            raise SystemExit(f"--checks: {name} is named twice; give each check its own name")
-        if not (Path(folder) / "measured.json").is_file():
-            raise SystemExit(f"--checks {name}={folder}: no measured.json there; give a `cosearch fidelity` --out folder")
-        checks[name] = Path(folder)
+            raise refuse(f"--checks: {name} is named twice; give each check its own name")
+        for f in ("plan.json", "measured.json"):
+            if not (Path(folder) / f).is_file():
+                raise refuse(f"--checks {name}={folder}: no {f} there; give a `cosearch fidelity` --out folder")
+        real = Path(folder).resolve()
+        if real in seen:  # one check under two names would count as two seeds
+            raise refuse(f"--checks: {seen[real]} and {name} are the same check ({folder}); name each once")
+        checks[name], seen[real] = Path(folder), name
     if not checks:
-        raise SystemExit("--checks: give at least one NAME=FOLDER")
+        raise refuse("--checks: give at least one NAME=FOLDER")
     return checks
 
 
-def gather_checks(checks: dict[str, Path], result: str | None, pairs: list[tuple[str, str]] | None) -> int:
+def gather_checks(checks: dict[str, Path], result: str | None, pairs: list[tuple[str, str]] | None,
+                  command: str = "", note: str | None = None) -> int:
     """One result JSON from checks made by `cosearch fidelity` itself (the path users run),
-    each report rebuilt from its plan and measurements, with the comparisons asked for."""
-    from cosearch.fidelity.run import write_report
+    each report built from its plan and measurements (the check folders are left as they are),
+    with the comparisons asked for. Refused, before anything is written: checks against other
+    standalone runs, seeds of one variant from supernets of other recipes, a pair naming
+    neither a checked variant nor a proxy."""
+    from cosearch.errors import UserError
+    from cosearch.fidelity.proxies import PROXIES
+    from cosearch.fidelity.run import read_report
     if not result:
-        raise SystemExit("--checks needs --result (where to write the gathered JSON)")
-    info = {"benchmark": "fidelity (checks made by cosearch fidelity)", "command": " ".join(sys.argv),
-            "machine": machine(), "checks": {k: str(v) for k, v in checks.items()}, "reports": {}}
+        raise refuse("--checks needs --result (where to write the gathered JSON)")
+    names = {variant_of(k) for k in checks}
+    for pair in pairs or []:
+        for side in pair:
+            if side not in names and side not in PROXIES:
+                raise refuse(f"--compare {':'.join(pair)}: {side} is neither a checked variant "
+                             f"({', '.join(sorted(names))}) nor a proxy ({', '.join(PROXIES)})")
+    reports = {}
     for k, folder in checks.items():
-        rep = write_report(folder)
-        info["reports"][k] = {"run": rep.get("run"), "supernet": rep.get("supernet"), "settings": rep.get("settings"),
-                              "goals": rep["goals"], "summary": rep["summary"], "per_arch": rep["per_arch"]}
-    first, *others = info["reports"]
+        try:
+            rep = read_report(folder)
+        except UserError as e:
+            raise refuse(f"--checks {k}: {e}") from None
+        reports[k] = {"run": rep.get("run"), "supernet": rep.get("supernet"), "settings": rep.get("settings"),
+                      "goals": rep["goals"], "summary": rep["summary"], "per_arch": rep["per_arch"]}
+    first, *others = reports
     for k in others:  # compare_variants scores every side against the first report's reference
-        if [r["standalone"] for r in info["reports"][k]["per_arch"]] != \
-                [r["standalone"] for r in info["reports"][first]["per_arch"]]:
-            raise SystemExit(f"--checks: {k} and {first} were checked against other standalone runs (or archs); "
-                             "gather only checks of one reference")
-    info["comparisons"] = compare_variants(info["reports"], pairs)
+        if [r["standalone"] for r in reports[k]["per_arch"]] != [r["standalone"] for r in reports[first]["per_arch"]]:
+            raise refuse(f"--checks: {k} and {first} were checked against other standalone runs (or archs); "
+                         "gather only checks of one reference")
+    runs = {k: Path(r["run"]) for k, r in reports.items() if r["run"]}
+    if len(runs) == len(reports) and all((r / "config.json").is_file() for r in runs.values()):
+        d = recipe_difference(runs)  # seeds pooled must be seeds of one recipe
+        if d is not None:
+            raise refuse(f"--checks: {d[1]} and {d[2]}, seeds of {d[0]}, come from supernets trained with "
+                         f"other {d[3]} ({d[4]!r} vs {d[5]!r}); give them other variant names")
+    else:  # the runs live elsewhere (e.g. checks copied from a GPU machine): their step counts at least
+        for v in names:
+            steps = {k: (reports[k]["supernet"] or {}).get("steps_planned") for k in reports if variant_of(k) == v}
+            if len(set(steps.values())) > 1:
+                raise refuse(f"--checks: the seeds of {v} come from supernets of other step counts ({steps}); "
+                             "give them other variant names")
+    info = {"benchmark": "fidelity (checks made by cosearch fidelity)", "command": command, "what": note,
+            "machine": machine(), "checks": {k: str(v) for k, v in checks.items()}, "reports": reports}
+    info["comparisons"] = compare_variants(reports, pairs)
     add_valid_comparisons(info, pairs)
     print_comparisons(info["comparisons"])
     Path(result).parent.mkdir(parents=True, exist_ok=True)
@@ -444,7 +499,7 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
     from git_version import code_version
     from cosearch.fidelity.report import score_rows
     if not result:
-        raise SystemExit("--rescore needs --result (where to write the rescored JSON)")
+        raise refuse("--rescore needs --result (where to write the rescored JSON)")
     text = path.read_text()
     info = json.loads(text)
     before = copy.deepcopy({k: info.get(k) for k in ("reports", "comparisons")})

@@ -185,28 +185,63 @@ def test_seeds_of_one_variant_trained_with_other_settings_are_not_pooled(tmp_pat
         fidelity.main(argv + ["--supernet-seeds", "2"])
 
 
-def test_checks_made_by_the_command_are_gathered_and_compared(tmp_path, monkeypatch):
+def _check_report(inherited, standalone, steps=300):
+    """A check's report as `cosearch fidelity` builds it: 4 archs of 1 MB, test and valid loss."""
+    rows = [{"arch": a, "axis": 1.0, "weight_mb": 1.0, "params": 10 - k,
+             "inherited": {"test_loss": i, "valid_loss": i}, "standalone": {"test_loss": r, "valid_loss": r}}
+            for k, (a, i, r) in enumerate(zip("abcd", inherited, standalone))]
+    return {"run": None, "supernet": {"steps_planned": steps}, "settings": {"archs": 4}, "goals": {},
+            "summary": {"test_loss": {}, "valid_loss": {}}, "per_arch": rows}
+
+
+def test_checks_made_by_the_command_are_gathered_and_compared(tmp_path, monkeypatch, capsys):
     import cosearch.fidelity.run as fidelity_run
-    archs, ref = ["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0]
-    reports = {"x": _report(archs, [1, 2, 3, 4], ref), "y": _report(archs, [2, 1, 3, 4], ref),
-               "z": _report(archs, [4, 3, 2, 1], ref), "other": _report(archs, [1, 2, 3, 4], [4.0, 3.0, 2.0, 1.0])}
-    for name, r in reports.items():
-        r.update(goals={}, supernet=None)
+    ref = [1.0, 2.0, 3.0, 4.0]
+    reports = {"x": _check_report([1, 2, 3, 4], ref), "y": _check_report([2, 1, 3, 4], ref),
+               "z": _check_report([4, 3, 2, 1], ref), "other": _check_report([1, 2, 3, 4], ref[::-1]),
+               "longer": _check_report([1, 2, 3, 4], ref, steps=600)}
+    for name in reports:
         (tmp_path / name).mkdir()
-        (tmp_path / name / "measured.json").write_text("{}")
-    monkeypatch.setattr(fidelity_run, "write_report", lambda folder: reports[Path(folder).name])
+        for f in ("plan.json", "measured.json"):
+            (tmp_path / name / f).write_text("{}")
+    for name, steps in (("ra", 300), ("rb", 600)):  # checks of supernets whose config.json is here
+        reports[name] = dict(_check_report([1, 2, 3, 4], ref), run=str(tmp_path / f"run_{name}"))
+        (tmp_path / f"run_{name}").mkdir()
+        (tmp_path / f"run_{name}" / "config.json").write_text(json.dumps({"train": {"steps": steps}}))
+        (tmp_path / name).mkdir()
+        for f in ("plan.json", "measured.json"):
+            (tmp_path / name / f).write_text("{}")
+    (tmp_path / "noplan").mkdir()
+    (tmp_path / "noplan" / "measured.json").write_text("{}")
+    monkeypatch.setattr(fidelity_run, "read_report", lambda folder: reports[Path(folder).name])
     result = tmp_path / "r.json"
     checks = f"v={tmp_path / 'x'},v_seed1={tmp_path / 'y'},w={tmp_path / 'z'}"
-    assert fidelity.main(["--checks", checks, "--compare", "w:v", "--result", str(result)]) == 0
+    assert fidelity.main(["--checks", checks, "--compare", "v:w,w:params", "--result", str(result)]) == 0
     got = json.loads(result.read_text())
     assert list(got["reports"]) == ["v", "v_seed1", "w"] and got["checks"]["w"] == str(tmp_path / "z")
-    c = got["comparisons"]["w"]
-    assert (c["seeds_a"], c["seeds_b"]) == (1, 2) and c["kendall_diff"] == pytest.approx(-1 - (1 + 4 / 6) / 2)
-    for bad, msg in ((f"v={tmp_path / 'x'},w={tmp_path / 'other'}", "other standalone runs"),
+    assert got["reports"]["w"]["settings"] == {"archs": 4} and "--compare v:w,w:params" in got["command"]
+    assert list(got["comparisons"]) == ["v vs w", "w vs params"] and list(got["comparisons_valid"]) == list(
+        got["comparisons"])
+    c = got["comparisons"]["v vs w"]  # v's two seeds (tau 1 and 4/6) against w's one (tau -1)
+    assert (c["seeds_a"], c["seeds_b"], c["headline"]) == (2, 1, "test_loss")
+    assert c["kendall_diff"] == pytest.approx((1 + 4 / 6) / 2 + 1)
+    assert got["comparisons"]["w vs params"]["kendall_diff"] == pytest.approx(-2.0)  # params 10..7: tau 1
+    # other variants may come from other recipes (that is what they compare)
+    assert fidelity.main(["--checks", f"v={tmp_path / 'ra'},w={tmp_path / 'rb'}", "--result", str(result)]) == 0
+    capsys.readouterr()
+    for bad, msg in ((f"v={tmp_path / 'x'},v_seed1={tmp_path / 'y'},w={tmp_path / 'other'}", "other standalone runs"),
+                     (f"v={tmp_path / 'x'},v_seed1={tmp_path / 'longer'}", "other step counts"),
+                     (f"v={tmp_path / 'ra'},v_seed1={tmp_path / 'rb'}", "trained with other steps"),
                      (f"v={tmp_path / 'x'},v={tmp_path / 'y'}", "named twice"),
-                     (f"v={tmp_path / 'nowhere'}", "no measured.json"), ("v", "NAME=FOLDER")):
-        with pytest.raises(SystemExit, match=msg):
+                     (f"v={tmp_path / 'x'},w={tmp_path / 'x'}", "same check"),
+                     (f"v={tmp_path / 'nowhere'}", "no plan.json"), (f"v={tmp_path / 'noplan'}", "no plan.json"),
+                     ("v", "NAME=FOLDER"), ("v=", "NAME=FOLDER"), (f"1x={tmp_path / 'x'}", "NAME=FOLDER"),
+                     (f"v_seedx={tmp_path / 'x'}", "NAME=FOLDER"), (",", "at least one")):
+        with pytest.raises(SystemExit, match=msg) as e:
             fidelity.main(["--checks", bad, "--result", str(tmp_path / "bad.json")])
+        assert e.value.code == 2 and msg.split()[0] in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="neither a checked variant nor a proxy|neither a checked variant"):
+        fidelity.main(["--checks", checks, "--compare", "v:W", "--result", str(tmp_path / "bad.json")])
     assert not (tmp_path / "bad.json").exists()
     with pytest.raises(SystemExit, match="needs --result"):
         fidelity.main(["--checks", checks])

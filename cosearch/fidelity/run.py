@@ -275,7 +275,17 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
 def write_report(out: str | Path) -> dict:
     """(Re)build ``OUT/fidelity.json`` and ``OUT/fidelity.png`` from ``OUT/plan.json`` and
     ``OUT/measured.json``; returns the report."""
-    from .report import build_report, plot
+    from .report import plot
+    out = Path(out)
+    report = read_report(out)
+    atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
+    plot(report, out / PLOT)
+    return report
+
+
+def read_report(out: str | Path) -> dict:
+    """The report of the check in ``OUT``, built from its plan and measurements (nothing written)."""
+    from .report import build_report
     out = Path(out)
     for name in (PLAN, MEASURED):
         if not (out / name).is_file():
@@ -289,7 +299,4 @@ def write_report(out: str | Path) -> dict:
     except (TypeError, KeyError) as e:
         raise UserError(f"{out}: {PLAN} or {MEASURED} lacks what a fidelity check writes "
                         f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
-    report = build_report(plan, inherited, standalone, failed, m.get("supernet"), m.get("standalone_from"))
-    atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
-    plot(report, out / PLOT)
-    return report
+    return build_report(plan, inherited, standalone, failed, m.get("supernet"), m.get("standalone_from"))
