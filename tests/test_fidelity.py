@@ -789,3 +789,27 @@ def test_summary_lines_name_the_axis_the_supernet_weighs_most_unlike_standalone(
             "difference -0.33 [-0.49, -0.18]; 1 of 2 arch axes apart at 95% each, not adjusted for 2 looks)") in text
     summary["axes"] = axes[1:]  # its interval holds 0
     assert "no arch axis apart from standalone (1 arch axis, 95% each)" in format_summary({"summary": {"v": summary}})
+
+
+def test_a_second_seed_on_every_arch_gives_a_two_seed_reference():
+    """seed 1 and seed 2 each swap a pair; their mean is the order 1 < 2 < 3 < 4, as inherited."""
+    from cosearch.fidelity.report import summarise
+    s1, s2 = [1.0, 2.2, 2.0, 4.0], [1.0, 1.8, 3.0, 2.9]  # means 1.0, 2.0, 2.5, 3.45
+    rows = [{"label": f"a{k}", "weight_mb": w, "axis": w, "params": p, "macs": p, "decoder_params": p,
+             "inherited": {"valid_loss": float(k)}, "standalone": {"valid_loss": s1[k]},
+             "untuned": {"valid_loss": s1[k]}, "seed2": {"valid_loss": s2[k]},
+             "sweep": [{"dropout": 0.0, "steps": 10, "valid_loss": s1[k]}]}
+            for k, (w, p) in enumerate(zip([1.0, 1.1, 5.0, 5.2], [4, 1, 3, 2]))]
+    s = summarise(rows, "valid_loss")
+    assert s["inherited"]["kendall_tau"] == pytest.approx(4 / 6)  # one of 6 pairs swapped by seed 1
+    sm = s["seed_noise"]["seed_mean"]
+    assert sm["n"] == 4 and sm["inherited"]["kendall_tau"] == pytest.approx(1.0)
+    assert sm["inherited"]["within_bin_tau"] == pytest.approx(1.0) and sm["inherited"]["within_bin_pairs"] == 2
+    # params 4, 1, 3, 2 (bigger predicts better): pairs (0,1) right, (0,2) right, (0,3) right,
+    # (1,2) wrong, (1,3) wrong, (2,3) right -> tau (4 - 2) / 6; within bins (0,1) right, (2,3) right
+    assert sm["proxies"]["params"]["kendall_tau"] == pytest.approx(2 / 6)
+    assert sm["proxies"]["params"]["within_bin_tau"] == pytest.approx(1.0)
+    from cosearch.commands.fidelity import format_summary
+    assert "against the mean of both seeds: tau 1.000" in format_summary({"summary": {"valid_loss": s}})
+    del rows[3]["seed2"]  # a subset only: no two-seed reference of the whole check
+    assert "mean of both seeds" not in format_summary({"summary": {"valid_loss": summarise(rows, "valid_loss")}})

@@ -144,8 +144,13 @@ def format_summary(rep: dict) -> str:
             line += f"; best proxy {best}: tau {f(p['kendall_tau'])}{ci(p['kendall_ci'])}, within-bin " \
                     f"{f(p.get('within_bin_tau'))}"
         if "seed_noise" in s:
-            line += f"; seed noise: tau {f(s['seed_noise']['kendall_tau'])}, mean |diff| " \
-                    f"{f(s['seed_noise']['gap']['mean_abs'])}"
+            sn = s["seed_noise"]
+            line += f"; seed noise: tau {f(sn['kendall_tau'])}, mean |diff| {f(sn['gap']['mean_abs'])}"
+            sm = sn.get("seed_mean")
+            if sm and sm["n"] == inh["n"]:  # every arch has two seeds: the two-seed reference
+                i = sm["inherited"]
+                line += (f"; against the mean of both seeds: tau {f(i['kendall_tau'])}{ci(i['kendall_ci'])}, "
+                         f"within-bin {f(i.get('within_bin_tau'))}{ci(i.get('within_bin_ci'))}")
         c = s.get("reference_ceiling")
         if c and c.get("kendall_tau") is not None:
             line += (f"; a perfect ranker against this one-seed reference: tau {f(c['kendall_tau'])}"

@@ -11,7 +11,8 @@ asked), with ranks read as "lower is better":
   validation loss (``inherited_vs_untuned``: against the run's own recipe instead);
 * ``proxies``: the same for each zero-cost proxy (bigger predicts better);
 * ``gap``: inherited minus standalone (> 0: inherited is worse), mean, mean |.|, max |.|;
-* ``seed_noise``: a second standalone seed against the first on a subset;
+* ``seed_noise``: a second standalone seed against the first on a subset, and (``seed_mean``)
+  inherited and the proxies against the mean of the two seeds there;
 * ``reference_ceiling``: from that seed noise, the tau (and within-bin tau) a perfect
   ranker would reach against the one-seed reference of the run's own recipe over all the
   archs, with a range from the noise's 95% interval: read every tau against it;
@@ -112,7 +113,8 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
         s2, s1 = metric_column(rows, "seed2", metric), untuned
         out["seed_noise"] = {"archs": noise, **rank_agreement([s2[k] for k in noise], [s1[k] for k in noise]),
                              "gap": gaps([s2[k] for k in noise], [s1[k] for k in noise]),
-                             "inherited_on_these": rank_agreement([inh[k] for k in noise], [s1[k] for k in noise])}
+                             "inherited_on_these": rank_agreement([inh[k] for k in noise], [s1[k] for k in noise]),
+                             "seed_mean": seed_mean_reference(rows, noise, inh, s1, s2, size, seed)}
         # against the run's own recipe, the runs the noise was measured on (the best sweep point
         # is a minimum over noisy runs: its noise is not the one measured)
         out["reference_ceiling"] = reference_ceiling(untuned, [s1[k] for k in noise], [s2[k] for k in noise], size,
@@ -127,6 +129,18 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
                             "inherited_vs_distilled": rank_agreement([inh[k] for k in kd], [dis[k] for k in kd]),
                             "inherited_minus_distilled": gaps([inh[k] for k in kd], [dis[k] for k in kd])}
     return out
+
+
+def seed_mean_reference(rows: list[dict], noise: list[int], inh, s1, s2, size, seed: int = 0) -> dict:
+    """On the archs with two standalone seeds: inherited and each proxy against the mean of the
+    two (a reference with half the seed noise's variance, so a ranking claim does not rest on
+    one seed's luck). With the noise runs on every arch (``--noise-archs`` = ``--archs``) this
+    is the whole check against a two-seed reference."""
+    mean = [None if s1[k] is None or s2[k] is None else (s1[k] + s2[k]) / 2 for k in noise]
+    sub = [size[k] for k in noise]
+    return {"n": sum(v is not None for v in mean),
+            "inherited": rank_agreement([inh[k] for k in noise], mean, sub, seed),
+            "proxies": {p: rank_agreement([-rows[k][p] for k in noise], mean, sub, seed) for p in PROXIES}}
 
 
 def reference_budgets(rows: list[dict], metric: str, size, inherited, untuned, seed: int = 0) -> dict:
