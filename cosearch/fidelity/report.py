@@ -134,8 +134,9 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
 def seed_mean_reference(rows: list[dict], noise: list[int], inh, s1, s2, size, seed: int = 0) -> dict:
     """On the archs with two standalone seeds: inherited and each proxy against the mean of the
     two (a reference with half the seed noise's variance, so a ranking claim does not rest on
-    one seed's luck). With the noise runs on every arch (``--noise-archs`` = ``--archs``) this
-    is the whole check against a two-seed reference."""
+    one seed's luck). Both seeds are runs of the run's own recipe, as for the seed noise (not
+    the best sweep point). With the noise runs on every arch (``--noise-archs`` = ``--archs``)
+    this is the whole check against a two-seed reference."""
     mean = [None if s1[k] is None or s2[k] is None else (s1[k] + s2[k]) / 2 for k in noise]
     sub = [size[k] for k in noise]
     return {"n": sum(v is not None for v in mean),
