@@ -385,8 +385,7 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
             print(f"{k}: not checked ({info['failed'][f'fidelity-{k}']})")
             continue
         rep = write_report(out / "fidelity" / k)
-        info["reports"][k] = {"supernet": rep.get("supernet"), "goals": rep["goals"], "summary": rep["summary"],
-                              "per_arch": rep["per_arch"]}
+        info["reports"][k] = kept(rep)
         g = rep["goals"] or {}
         print(f"{k}: tau {g.get('tau')}, lower {g.get('tau_lower')}, within-bin {g.get('within_bin_tau')}, "
               f"best proxy {g.get('best_proxy')} {g.get('best_proxy_tau')}")
@@ -401,6 +400,12 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
         Path(result).parent.mkdir(parents=True, exist_ok=True)
         Path(result).write_text(text)
     return 0
+
+
+def kept(rep: dict) -> dict:
+    """What a result JSON keeps of a check's report (enough to rescore and compare it)."""
+    return {"supernet": rep.get("supernet"), "goals": rep["goals"], "summary": rep["summary"],
+            "per_arch": rep["per_arch"]}
 
 
 def print_comparisons(comparisons: dict[str, dict]) -> None:
@@ -461,8 +466,7 @@ def gather_checks(checks: dict[str, Path], result: str | None, pairs: list[tuple
             rep = read_report(folder)
         except UserError as e:
             raise refuse(f"--checks {k}: {e}") from None
-        reports[k] = {"run": rep.get("run"), "supernet": rep.get("supernet"), "settings": rep.get("settings"),
-                      "goals": rep["goals"], "summary": rep["summary"], "per_arch": rep["per_arch"]}
+        reports[k] = {"run": rep.get("run"), "settings": rep.get("settings"), **kept(rep)}
     first, *others = reports
     for k in others:  # compare_variants scores every side against the first report's reference
         if [r["standalone"] for r in reports[k]["per_arch"]] != [r["standalone"] for r in reports[first]["per_arch"]]:

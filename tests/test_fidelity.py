@@ -802,6 +802,8 @@ def test_a_second_seed_on_every_arch_gives_a_two_seed_reference():
             for k, (w, p) in enumerate(zip([1.0, 1.1, 5.0, 5.2], [4, 1, 3, 2]))]
     s = summarise(rows, "valid_loss")
     assert s["inherited"]["kendall_tau"] == pytest.approx(4 / 6)  # one of 6 pairs swapped by seed 1
+    # the seeds agree on the small pair (0, 1) and disagree on (2, 3): within bins (1 - 1) / 2
+    assert (s["seed_noise"]["within_bin_tau"], s["seed_noise"]["within_bin_pairs"]) == (0.0, 2)
     sm = s["seed_noise"]["seed_mean"]
     assert sm["n"] == 4 and sm["inherited"]["kendall_tau"] == pytest.approx(1.0)
     assert sm["inherited"]["within_bin_tau"] == pytest.approx(1.0) and sm["inherited"]["within_bin_pairs"] == 2

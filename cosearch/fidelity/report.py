@@ -111,7 +111,8 @@ def summarise(rows: list[dict], metric: str, seed: int = 0) -> dict:
     noise = [k for k, r in enumerate(rows) if r.get("seed2")]
     if noise:
         s2, s1 = metric_column(rows, "seed2", metric), untuned
-        out["seed_noise"] = {"archs": noise, **rank_agreement([s2[k] for k in noise], [s1[k] for k in noise]),
+        out["seed_noise"] = {"archs": noise, **rank_agreement([s2[k] for k in noise], [s1[k] for k in noise],
+                                                              [size[k] for k in noise], seed),
                              "gap": gaps([s2[k] for k in noise], [s1[k] for k in noise]),
                              "inherited_on_these": rank_agreement([inh[k] for k in noise], [s1[k] for k in noise]),
                              "seed_mean": seed_mean_reference(rows, noise, inh, s1, s2, size, seed)}
