@@ -35,6 +35,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
         if args.out or args.report_only or args.rescore:
             p.error("--checks gathers checks already made: give it without --out, --report-only or --rescore")
         return gather_checks(parse_checks(args.checks), args.result, pairs,
-                             " ".join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)]), args.note)
+                             shlex.join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)]), args.note)
     if args.report_only:
         return gather(Path(args.out), args.result, pairs)
     if args.rescore:
