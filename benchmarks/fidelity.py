@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     p.add_argument("--rescore", default=None, metavar="JSON", help="score the per-arch rows kept in an "
                    "earlier result JSON again with this version's statistics (its work folder may be gone); "
                    "writes --result")
+    p.add_argument("--reference-parts", default=None, metavar="FOLDER,...", help="with --rescore: score the "
+                   "kept inherited rows against a reference trained in parts (`cosearch fidelity --shard K/N` "
+                   "folders), on the archs those parts have scored so far")
     p.add_argument("--standalone-from", default=None, action="append", metavar="CHECK", help="train no standalone "
                    "runs: every check reuses the standalone scores of this earlier check (`cosearch fidelity "
                    "--standalone-from`; once per part of a reference trained with --shard)")
@@ -185,8 +188,12 @@ def main(argv=None) -> int:
                              shlex.join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)]), args.note)
     if args.report_only:
         return gather(Path(args.out), args.result, pairs)
+    parts = None if args.reference_parts is None else [Path(f.strip()) for f in args.reference_parts.split(",")
+                                                         if f.strip()]
+    if parts is not None and (not args.rescore or not parts):
+        p.error("--reference-parts FOLDER,... rescores a result JSON: give it with --rescore")
     if args.rescore:
-        return rescore(Path(args.rescore), args.result, pairs)
+        return rescore(Path(args.rescore), args.result, pairs, parts)
     variants = parse_variants(args.variants)
 
     from cosearch.fidelity.plan import FidelitySettings, make_plan, plan_jobs, prepare_jobs, read_run
@@ -495,11 +502,17 @@ def gather_checks(checks: dict[str, Path], result: str | None, pairs: list[tuple
     return 0
 
 
-def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None = None) -> int:
+def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None = None,
+            parts: list[Path] | None = None) -> int:
     """An earlier result JSON with every report scored again from its per-arch rows, and
     its comparisons redone (``pairs`` instead, when given). ``rescored`` records this commit
     and every value that was there before and now differs (``changed``: its path, old and new),
-    so a statistic that moved between versions is seen, not silently overwritten."""
+    so a statistic that moved between versions is seen, not silently overwritten.
+
+    With ``parts`` (the --out folders of a reference trained in parts, ``cosearch fidelity
+    --shard K/N``), every row takes its standalone scores from them instead: see
+    :func:`reference_from_parts`. Every standalone value then changes, so ``changed`` is
+    not listed; ``reference_parts`` records the folders and how much of the reference they hold."""
     import copy
     from git_version import code_version
     from cosearch.fidelity.report import score_rows
@@ -508,7 +521,9 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
     text = path.read_text()
     info = json.loads(text)
     before = copy.deepcopy({k: info.get(k) for k in ("reports", "comparisons")})
-    seed = int(info["settings"].get("arch_seed", 0))  # the check's seed: fidelity.py passes --arch-seed as it
+    seed = check_seed(info)
+    if parts:
+        info["reference_parts"] = reference_from_parts(info["reports"], parts)
     for rep in info["reports"].values():
         rep.update({k: v for k, v in score_rows(rep["per_arch"], seed).items() if k != "headline"})
     if pairs is not None:
@@ -523,7 +538,7 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
                 info["comparisons"][name] = next(iter(again.values()))
     add_valid_comparisons(info, pairs if pairs is not None else
                           [(c["variant"], c["baseline"]) for c in (info.get("comparisons") or {}).values()])
-    changed = list(changed_values(before, {k: info.get(k) for k in before}))
+    changed = [] if parts else list(changed_values(before, {k: info.get(k) for k in before}))
     for where, old, new in changed[:10]:
         print(f"changed: {where}: {old} -> {new}")
     if len(changed) > 10:
@@ -536,6 +551,71 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
     # laid out as the source was (one line or indented), so its diff shows only what changed
     Path(result).write_text(json.dumps(info, indent=1 if "\n" in text.strip() else None))
     return 0
+
+
+def check_seed(info: dict) -> int:
+    """The arch seed of the checks a result JSON holds (their bootstrap seed too): a run's
+    --arch-seed, or, for gathered checks (--checks), the first report's plan seed."""
+    if "arch_seed" in (info.get("settings") or {}):
+        return int(info["settings"]["arch_seed"])
+    return int((next(iter(info["reports"].values()), {}).get("settings") or {}).get("seed", 0))
+
+
+def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
+    """Put the standalone scores of a reference trained in parts into every report's per-arch
+    rows (in place): each row is rebuilt from the parts' plan (the same archs, in the same
+    order, as the rows) with the report's own inherited scores, so an arch no part has scored
+    yet has no standalone score and drops out of every statistic. For reading a reference
+    while its parts are still being trained; refused (exit 2) unless the folders are parts of
+    one plan (the same plan but for ``--shard``, each shard once), of the reports' archs, that
+    agree on the tokenizer and on any run two of them hold."""
+    from cosearch.fidelity.plan import Plan
+    from cosearch.fidelity.report import per_arch
+    plans, scores, tokenizers, shards = [], {}, set(), {}
+    for folder in folders:
+        try:
+            plan = json.loads((folder / "plan.json").read_text())
+            measured = json.loads((folder / "measured.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise refuse(f"--reference-parts {folder}: no readable plan.json and measured.json there ({e}); "
+                         "give the --out folder of a `cosearch fidelity --shard K/N` check") from None
+        shard = (plan.get("settings") or {}).get("shard")
+        if not shard:
+            raise refuse(f"--reference-parts {folder}: not a part (its check ran without --shard); give it to "
+                         "`cosearch fidelity --standalone-from` instead")
+        if shard in shards:
+            raise refuse(f"--reference-parts: {shards[shard]} and {folder} are both part {shard}; give each part once")
+        shards[shard] = folder
+        for name, entry in (measured.get("standalone") or {}).items():
+            if entry and name in scores and scores[name] != entry:
+                raise refuse(f"--reference-parts: two parts hold the standalone run {name} with other scores; "
+                             "give parts of one reference")
+            if entry:
+                scores[name] = entry
+        if measured.get("tokenizer") is not None:
+            tokenizers.add(measured["tokenizer"])
+        plans.append(plan)
+    first = {**plans[0], "settings": {**plans[0]["settings"], "shard": None}}
+    for folder, plan in zip(folders[1:], plans[1:]):
+        if {**plan, "settings": {**plan["settings"], "shard": None}} != first:
+            raise refuse(f"--reference-parts {folder}: planned otherwise than {folders[0]} (archs, recipe or "
+                         "settings); give parts of one reference")
+    if len({s.split("/")[1] for s in shards}) > 1:
+        raise refuse(f"--reference-parts: parts of other splits ({', '.join(sorted(shards))}); give parts of one "
+                     "--shard K/N")
+    if len(tokenizers) > 1:
+        raise refuse(f"--reference-parts: the parts scored with other tokenizers ({', '.join(sorted(tokenizers))})")
+    plan = Plan(**plans[0])
+    for key, rep in reports.items():
+        if [r["arch"] for r in rep["per_arch"]] != plan.archs:
+            raise refuse(f"--reference-parts: {key}'s check picked other archs than the parts; give parts of a "
+                         "reference of the same space, data and arch seed")
+        rep["per_arch"] = per_arch(plan, [r["inherited"] for r in rep["per_arch"]], scores)
+    measured_jobs = sum(1 for j in plan.jobs if scores.get(j["name"]))
+    return {"folders": [str(f) for f in folders], "shards": sorted(shards), "steps": plan.settings["steps"],
+            "tokenizer": next(iter(tokenizers), None), "jobs_planned": len(plan.jobs), "jobs_measured": measured_jobs,
+            "archs_measured": sum(1 for i in range(len(plan.archs)) if any(
+                scores.get(j["name"]) for j in plan.jobs if j["arch"] == i and j["role"] == "grid"))}
 
 
 def changed_values(old, new, where: str = ""):

@@ -245,3 +245,83 @@ def test_checks_made_by_the_command_are_gathered_and_compared(tmp_path, monkeypa
     assert not (tmp_path / "bad.json").exists()
     with pytest.raises(SystemExit, match="needs --result"):
         fidelity.main(["--checks", checks])
+
+
+def _part_plan(archs, shard):
+    """A `cosearch fidelity --shard` plan.json of tiny_lm archs: one grid run per arch
+    (g0, g1, ...) and a second seed (n1) of arch 1."""
+    from cosearch.space import SearchSpace
+    space = SearchSpace.load("tiny_lm")
+    n = len(archs)
+    jobs = [{"arch": i, "dropout": 0.1, "steps": 10, "seed": 0, "teacher": False, "role": "grid", "name": f"g{i}"}
+            for i in range(n)] + [{"arch": 1, "dropout": 0.1, "steps": 10, "seed": 1, "teacher": False,
+                                   "role": "noise", "name": "n1"}]
+    return {"run": "sup", "settings": {"seq_len": 16, "seed": 0, "shard": shard, "steps": 10}, "archs": archs,
+            "labels": [f"b0-{i}" for i in range(n)], "bins": [0] * n, "kinds": ["uniform"] * n, "axis": [1.0] * n,
+            "in_band": [True] * n, "centres": [1.0], "space": space.to_dict(), "jobs": jobs, "noise": [1],
+            "distilled": [], "format": 1}
+
+
+def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tmp_path, capsys):
+    import numpy as np
+    from cosearch.space import SearchSpace
+    space = SearchSpace.load("tiny_lm")
+    archs = [space.sample(np.random.default_rng(s)).to_dict() for s in range(4)]
+    old_sa = {"valid_loss": 9.0, "test_loss": 9.0}
+    rows = [{"arch": a, "inherited": {"valid_loss": i, "test_loss": i}, "standalone": old_sa, "untuned": old_sa,
+             "sweep": [old_sa], "seed2": None, "distilled": None} for a, i in zip(archs, [1.0, 2.0, 3.0, 4.0])]
+    # gathered checks (--checks) carry no run settings: the seed is their plans'
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0}, "per_arch": rows}}, "comparisons": {}}))
+
+    def score(x):
+        return {"valid_loss": x, "test_loss": x + 0.5, "step": 10}
+    parts = {"p1": ("1/2", {"g0": score(1.0), "g1": score(3.0), "n1": score(3.1)}), "p2": ("2/2", {"g2": score(2.0)})}
+    for name, (shard, scores) in parts.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "plan.json").write_text(json.dumps(_part_plan(archs, shard)))
+        (tmp_path / name / "measured.json").write_text(json.dumps({"standalone": scores, "tokenizer": "t"}))
+    given = f"{tmp_path / 'p1'},{tmp_path / 'p2'}"
+    dest = tmp_path / "new.json"
+    assert fidelity.main(["--rescore", str(src), "--reference-parts", given, "--result", str(dest)]) == 0
+    new = json.loads(dest.read_text())
+    got = new["reports"]["v"]
+    assert [r["standalone"] and r["standalone"]["valid_loss"] for r in got["per_arch"]] == [1.0, 3.0, 2.0, None]
+    assert got["per_arch"][1]["seed2"] == score(3.1) and got["per_arch"][3]["sweep"][0]["job"] == "g3"
+    # archs 0-2 only (arch 3 not trained yet): inherited 1 < 2 < 3 against 1, 3, 2: one of 3 pairs swapped
+    assert got["summary"]["valid_loss"]["inherited"]["n"] == 3
+    assert got["summary"]["valid_loss"]["inherited"]["kendall_tau"] == pytest.approx(1 / 3)
+    assert got["summary"]["test_loss"]["gap"]["mean"] == pytest.approx(((1 - 1.5) + (2 - 3.5) + (3 - 2.5)) / 3)
+    assert new["reference_parts"] == {"folders": [str(tmp_path / "p1"), str(tmp_path / "p2")],
+                                      "shards": ["1/2", "2/2"], "steps": 10, "tokenizer": "t", "jobs_planned": 5,
+                                      "jobs_measured": 4, "archs_measured": 3}
+    assert new["rescored"]["changed"] == []  # every standalone value is another: not listed one by one
+
+    def refused(args, msg):
+        with pytest.raises(SystemExit, match=msg) as e:
+            fidelity.main(["--rescore", str(src), *args, "--result", str(tmp_path / "bad.json")])
+        assert e.value.code == 2 and not (tmp_path / "bad.json").exists()
+        capsys.readouterr()
+
+    def part(name, shard="1/2", scores=None, tokenizer="t", plan_archs=archs):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "plan.json").write_text(json.dumps(_part_plan(plan_archs, shard)))
+        (tmp_path / name / "measured.json").write_text(json.dumps({"standalone": scores or {}, "tokenizer": tokenizer}))
+        return str(tmp_path / name)
+    refused(["--reference-parts", f"{tmp_path / 'p1'},{part('again')}"], "both part 1/2")
+    refused(["--reference-parts", f"{tmp_path / 'p1'},{part('third', '2/3')}"], "other splits")
+    refused(["--reference-parts", f"{tmp_path / 'p1'},{part('clash', '2/2', {'g0': score(5.0)})}"], "other scores")
+    refused(["--reference-parts", f"{tmp_path / 'p1'},{part('tok', '2/2', tokenizer='u')}"], "other tokenizers")
+    refused(["--reference-parts", f"{tmp_path / 'p1'},{part('moved', '2/2', plan_archs=archs[::-1])}"],
+            "planned otherwise")
+    refused(["--reference-parts", part("whole", None)], "not a part")
+    refused(["--reference-parts", str(tmp_path / "nowhere")], "no readable plan.json")
+    fewer = tmp_path / "fewer.json"  # a check of other archs than the parts'
+    fewer.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0}, "per_arch": rows[:3]}}}))
+    with pytest.raises(SystemExit, match="other archs") as e:
+        fidelity.main(["--rescore", str(fewer), "--reference-parts", given, "--result", str(tmp_path / "bad.json")])
+    assert e.value.code == 2 and not (tmp_path / "bad.json").exists()
+    for args in (["--reference-parts", given, "--result", str(dest)], ["--rescore", str(src), "--reference-parts", ","]):
+        with pytest.raises(SystemExit) as e:
+            fidelity.main(args)
+        assert e.value.code == 2 and "--reference-parts" in capsys.readouterr().err
