@@ -113,3 +113,20 @@ def test_checks_of_other_archs_or_without_reports_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="no per-variant reports"):
         refs.main([str(tmp_path / "a.json"), str(tmp_path / "empty.json"), "--out", str(tmp_path / "o.json")])
     assert not (tmp_path / "o.json").exists()
+
+
+def test_a_longer_reference_with_archs_not_yet_scored_is_read_on_the_others(tmp_path):
+    """A reference read while its parts are trained (fidelity.py --reference-parts): an arch
+    without a standalone score drops out of every comparison, and ``n`` counts the rest."""
+    short = _result([1.0, 2.0, 3.0, 4.0], {"none": [1, 2, 3, 4]})
+    long = _result([1.0, 3.0, 2.0, 4.0], {"none": [1, 2, 3, 4]})
+    long["reports"]["none"]["per_arch"][3]["standalone"] = None  # a4 is in a part not trained yet
+    (tmp_path / "s.json").write_text(json.dumps(short))
+    (tmp_path / "l.json").write_text(json.dumps(long))
+    out = tmp_path / "out.json"
+    assert refs.main([str(tmp_path / "s.json"), str(tmp_path / "l.json"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n"] == 3 and res["references"]["long_vs_short"]["n"] == 3
+    assert res["references"]["long_vs_short"]["kendall_tau"] == pytest.approx(1 / 3)  # one of 3 pairs swapped
+    v = res["variants"]["none"]
+    assert v["n"] == 3 and v["kendall_short"] == pytest.approx([1.0]) and v["kendall_long"] == pytest.approx([1 / 3])
