@@ -304,6 +304,25 @@ def test_a_diverged_model_is_left_out_and_named(monkeypatch, tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
+def test_the_plot_spans_the_points_when_inherited_losses_sit_far_above_standalone(monkeypatch, tmp_path):
+    from matplotlib.figure import Figure
+    figs = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figs.append(self))
+
+    def report(inherited):
+        rows = [{"inherited": {"valid_loss": i}, "standalone": {"valid_loss": s}, "weight_mb": mb, "params": mb}
+                for i, s, mb in zip(inherited, (1.7, 1.8, 1.9), (1.0, 2.0, 4.0))]
+        return {"headline": "valid_loss", "per_arch": rows,
+                "summary": {"valid_loss": {"best_proxy": "params", "inherited": {}, "proxies": {}}}}
+    report_mod.plot(report([4.0, 4.1, 4.2]), tmp_path / "p.png")
+    left = figs[-1].axes[0]
+    # each axis spans its own points, 5% of their range beyond them: not a square range down to 1.7
+    assert left.get_xlim() == pytest.approx((3.99, 4.21)) and left.get_ylim() == pytest.approx((1.69, 1.91))
+    assert left.get_legend().get_texts()[0].get_text() == "y = x (out of view: mean gap +2.30)"
+    report_mod.plot(report([1.75, 1.8, 1.85]), tmp_path / "p.png")  # y = x crosses the view
+    assert figs[-1].axes[0].get_legend().get_texts()[0].get_text() == "y = x"
+
+
 def test_within_bin_pairs_follow_the_axis_the_archs_were_picked_along(monkeypatch):
     # latency bins: a and b within 5% in latency, 2x apart in weight MB
     plan, measured = _four_arch_plan(monkeypatch, [((0.0, 3.0),), ((0.0, 3.2),), ((0.0, 3.4),), ((0.0, 3.6),)],

@@ -239,8 +239,14 @@ def plot(report: dict, path: Path) -> None:
         mb = np.array([r["weight_mb"] for r in rows])
         px = np.array([r[best] for r in rows], dtype=float)
         sc = a.scatter(x, y, c=np.log10(mb), cmap="viridis", s=28)
+        # each axis spans its own points: with a large gap (a short supernet's inherited losses
+        # nats above standalone) a common square range would squash the ranking into a corner
+        a.set_xlim(*_span(x))
+        a.set_ylim(*_span(y))
         lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
-        a.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+        seen = max(x.min(), y.min()) <= min(x.max(), y.max())  # y = x crosses the view
+        a.plot([lo, hi], [lo, hi], "k--", lw=0.8,
+               label="y = x" if seen else f"y = x (out of view: mean gap {float(np.mean(x - y)):+.2f})")
         fig.colorbar(sc, ax=a, label="log10 weight MB")
         b.scatter(px, y, s=24, c=np.log10(mb), cmap="viridis", label="standalone")
         if len(rows) >= 2 and (px > 0).all():
@@ -266,6 +272,13 @@ def plot(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _span(v, margin: float = 0.05) -> tuple[float, float]:
+    """Axis limits holding every value of ``v``, with a margin (a single value gets one too)."""
+    lo, hi = float(min(v)), float(max(v))
+    pad = margin * (hi - lo) if hi > lo else max(abs(lo) * margin, 1e-3)
+    return lo - pad, hi + pad
 
 
 def _fmt(v) -> str:
