@@ -193,7 +193,8 @@ def main(argv=None) -> int:
     if parts is not None and (not args.rescore or not parts):
         p.error("--reference-parts FOLDER,... rescores a result JSON: give it with --rescore")
     if args.rescore:
-        return rescore(Path(args.rescore), args.result, pairs, parts)
+        return rescore(Path(args.rescore), args.result, pairs, parts,
+                       shlex.join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)]))
     variants = parse_variants(args.variants)
 
     from cosearch.fidelity.plan import FidelitySettings, make_plan, plan_jobs, prepare_jobs, read_run
@@ -503,27 +504,36 @@ def gather_checks(checks: dict[str, Path], result: str | None, pairs: list[tuple
 
 
 def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None = None,
-            parts: list[Path] | None = None) -> int:
+            parts: list[Path] | None = None, command: str = "") -> int:
     """An earlier result JSON with every report scored again from its per-arch rows, and
     its comparisons redone (``pairs`` instead, when given). ``rescored`` records this commit
     and every value that was there before and now differs (``changed``: its path, old and new),
     so a statistic that moved between versions is seen, not silently overwritten.
 
     With ``parts`` (the --out folders of a reference trained in parts, ``cosearch fidelity
-    --shard K/N``), every row takes its standalone scores from them instead: see
-    :func:`reference_from_parts`. Every standalone value then changes, so ``changed`` is
-    not listed; ``reference_parts`` records the folders and how much of the reference they hold."""
+    --shard K/N``), every row takes its standalone scores from them instead (see
+    :func:`reference_from_parts`) and the JSON is another result: the source's own fields,
+    which describe its reference, move under ``source``; a comparison that cannot be redone
+    here is dropped (named in ``comparisons_dropped``), not kept against the old reference;
+    ``changed`` is not listed (every standalone value is another)."""
     import copy
     from git_version import code_version
     from cosearch.fidelity.report import score_rows
     if not result:
         raise refuse("--rescore needs --result (where to write the rescored JSON)")
-    text = path.read_text()
-    info = json.loads(text)
+    try:
+        text = path.read_text()
+        info = json.loads(text)
+    except (OSError, json.JSONDecodeError) as e:
+        raise refuse(f"--rescore {path}: not a readable result JSON ({e})") from None
+    check_kept_reports(info, path)
     before = copy.deepcopy({k: info.get(k) for k in ("reports", "comparisons")})
     seed = check_seed(info)
     if parts:
-        info["reference_parts"] = reference_from_parts(info["reports"], parts)
+        ref = reference_from_parts(info["reports"], parts)
+        info = {"benchmark": "fidelity (kept reports against a reference trained in parts)",
+                "reference_parts": ref, "reports": info["reports"], "comparisons": info.get("comparisons") or {},
+                "source": {k: v for k, v in info.items() if k not in ("reports", "comparisons", "comparisons_valid")}}
     for rep in info["reports"].values():
         rep.update({k: v for k, v in score_rows(rep["per_arch"], seed).items() if k != "headline"})
     if pairs is not None:
@@ -531,11 +541,17 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
     else:  # each comparison it had, under its own name; one against another JSON's variant stays as it was
         from cosearch.fidelity.proxies import PROXIES
         here = {variant_of(k) for k in info["reports"]} | set(PROXIES)
-        for name, c in (info.get("comparisons") or {}).items():
+        dropped = []
+        for name, c in list((info.get("comparisons") or {}).items()):
             again = (compare_variants(info["reports"], [(c["variant"], c["baseline"])])
                      if c["variant"] in here and c["baseline"] in here else {})
             if again:  # else kept as it was (the archs differ, or a side lives elsewhere)
                 info["comparisons"][name] = next(iter(again.values()))
+            elif parts:  # against the old reference: not a figure of this one
+                del info["comparisons"][name]
+                dropped.append(name)
+        if dropped:
+            info["comparisons_dropped"] = dropped
     add_valid_comparisons(info, pairs if pairs is not None else
                           [(c["variant"], c["baseline"]) for c in (info.get("comparisons") or {}).values()])
     changed = [] if parts else list(changed_values(before, {k: info.get(k) for k in before}))
@@ -545,12 +561,25 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
         print(f"changed: {len(changed) - 10} more values (all in the JSON's rescored.changed)")
     if "rescored" in info:  # an earlier rescoring's record stays, oldest first
         info["rescored_history"] = [*info.get("rescored_history", []), info["rescored"]]
-    info["rescored"] = {"from": path.name, **code_version(),
+    info["rescored"] = {"from": path.name, "command": command, **code_version(),
                         "changed": [{"path": w, "old": o, "new": n} for w, o, n in changed]}
     Path(result).parent.mkdir(parents=True, exist_ok=True)
     # laid out as the source was (one line or indented), so its diff shows only what changed
     Path(result).write_text(json.dumps(info, indent=1 if "\n" in text.strip() else None))
     return 0
+
+
+def check_kept_reports(info, path: Path) -> None:
+    """Refuse (exit 2) a JSON that holds no kept reports to score: a dict whose ``reports``
+    map names to reports with per-arch rows, each naming its arch and inherited scores."""
+    reports = info.get("reports") if isinstance(info, dict) else None
+    ok = isinstance(reports, dict) and reports and all(
+        isinstance(r, dict) and isinstance(r.get("per_arch"), list) and r["per_arch"] and all(
+            isinstance(row, dict) and "arch" in row and "inherited" in row for row in r["per_arch"])
+        for r in reports.values())
+    if not ok:
+        raise refuse(f"--rescore {path}: holds no reports with per-arch rows; give a result JSON that "
+                     "benchmarks/fidelity.py wrote (--result)")
 
 
 def check_seed(info: dict) -> int:
@@ -561,61 +590,104 @@ def check_seed(info: dict) -> int:
     return int((next(iter(info["reports"].values()), {}).get("settings") or {}).get("seed", 0))
 
 
+#: plan settings that decide how a standalone run is scored: a part must share them with the checks
+SCORING_SETTINGS = ("seq_len", "eval_tokens")
+
+
+def read_part(folder: Path) -> tuple[dict, dict, tuple[int, int]]:
+    """A part's plan, its standalone scores and its (K, N); refused (exit 2) unless it is
+    the --out folder of a `cosearch fidelity --shard K/N` check."""
+    import dataclasses as dc
+    from cosearch.fidelity.plan import Plan, parse_shard
+    try:
+        plan = json.loads((folder / "plan.json").read_text())
+        measured = json.loads((folder / "measured.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise refuse(f"--reference-parts {folder}: no readable plan.json and measured.json there ({e}); "
+                     "give the --out folder of a `cosearch fidelity --shard K/N` check") from None
+    need = [f.name for f in dc.fields(Plan) if f.default is dc.MISSING and f.default_factory is dc.MISSING]
+    scores = measured.get("standalone") if isinstance(measured, dict) else None
+    if (not isinstance(plan, dict) or any(k not in plan for k in need) or not isinstance(plan["settings"], dict)
+            or not isinstance(scores, dict) or not all(v is None or isinstance(v, dict) for v in scores.values())
+            or not all(isinstance(j, dict) and {"arch", "role", "name"} <= set(j) for j in plan["jobs"])):
+        raise refuse(f"--reference-parts {folder}: its plan.json or measured.json lacks what a fidelity check "
+                     "writes; rerun that part")
+    shard = plan["settings"].get("shard")
+    if shard is None:
+        raise refuse(f"--reference-parts {folder}: not a part (its check ran without --shard); give it to "
+                     "`cosearch fidelity --standalone-from` instead")
+    kn = parse_shard(shard)
+    if kn is None:
+        raise refuse(f"--reference-parts {folder}: its shard {shard!r} is not K/N with 1 <= K <= N; rerun that part")
+    return plan, {"standalone": scores, "tokenizer": measured.get("tokenizer")}, kn
+
+
 def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
     """Put the standalone scores of a reference trained in parts into every report's per-arch
     rows (in place): each row is rebuilt from the parts' plan (the same archs, in the same
-    order, as the rows) with the report's own inherited scores, so an arch no part has scored
-    yet has no standalone score and drops out of every statistic. For reading a reference
-    while its parts are still being trained; refused (exit 2) unless the folders are parts of
-    one plan (the same plan but for ``--shard``, each shard once), of the reports' archs, that
-    agree on the tokenizer and on any run two of them hold."""
+    order, as the rows) with the report's own inherited scores. An arch without a score for
+    every point of its sweep (its grid runs: a part not trained yet holds some) has no
+    standalone score and drops out of every statistic. For reading a reference while its
+    parts are still being trained; refused (exit 2) unless the folders are parts of one plan
+    (the same plan but for ``--shard``, each shard once, of one N), of the reports' archs
+    and scoring settings, that agree on the tokenizer and on any run two of them hold."""
     from cosearch.fidelity.plan import Plan
     from cosearch.fidelity.report import per_arch
     plans, scores, tokenizers, shards = [], {}, set(), {}
     for folder in folders:
-        try:
-            plan = json.loads((folder / "plan.json").read_text())
-            measured = json.loads((folder / "measured.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise refuse(f"--reference-parts {folder}: no readable plan.json and measured.json there ({e}); "
-                         "give the --out folder of a `cosearch fidelity --shard K/N` check") from None
-        shard = (plan.get("settings") or {}).get("shard")
-        if not shard:
-            raise refuse(f"--reference-parts {folder}: not a part (its check ran without --shard); give it to "
-                         "`cosearch fidelity --standalone-from` instead")
-        if shard in shards:
-            raise refuse(f"--reference-parts: {shards[shard]} and {folder} are both part {shard}; give each part once")
-        shards[shard] = folder
-        for name, entry in (measured.get("standalone") or {}).items():
+        plan, measured, (k, n) = read_part(folder)
+        if (k, n) in shards:
+            raise refuse(f"--reference-parts: {shards[(k, n)]} and {folder} are both part {k}/{n}; give each part once")
+        shards[(k, n)] = folder
+        for name, entry in measured["standalone"].items():
             if entry and name in scores and scores[name] != entry:
                 raise refuse(f"--reference-parts: two parts hold the standalone run {name} with other scores; "
                              "give parts of one reference")
             if entry:
                 scores[name] = entry
-        if measured.get("tokenizer") is not None:
-            tokenizers.add(measured["tokenizer"])
+        if measured["tokenizer"] is not None:
+            tokenizers.add(str(measured["tokenizer"]))
         plans.append(plan)
     first = {**plans[0], "settings": {**plans[0]["settings"], "shard": None}}
     for folder, plan in zip(folders[1:], plans[1:]):
         if {**plan, "settings": {**plan["settings"], "shard": None}} != first:
             raise refuse(f"--reference-parts {folder}: planned otherwise than {folders[0]} (archs, recipe or "
                          "settings); give parts of one reference")
-    if len({s.split("/")[1] for s in shards}) > 1:
-        raise refuse(f"--reference-parts: parts of other splits ({', '.join(sorted(shards))}); give parts of one "
-                     "--shard K/N")
+    if len({n for _, n in shards}) > 1:
+        raise refuse(f"--reference-parts: parts of other splits ({', '.join(f'{k}/{n}' for k, n in sorted(shards))}); "
+                     "give parts of one --shard K/N")
     if len(tokenizers) > 1:
         raise refuse(f"--reference-parts: the parts scored with other tokenizers ({', '.join(sorted(tokenizers))})")
-    plan = Plan(**plans[0])
+    try:
+        plan = Plan(**plans[0])
+    except TypeError as e:
+        raise refuse(f"--reference-parts {folders[0]}: its plan.json is not a fidelity plan ({e})") from None
+    held = sum(1 for j in plan.jobs if scores.get(j["name"]))
+    partial = []
+    for i in range(len(plan.archs)):  # an arch with part of its sweep scored: not scored yet
+        grid = [j["name"] for j in plan.jobs if j["arch"] == i and j["role"] == "grid"]
+        if any(scores.get(g) for g in grid) and not all(scores.get(g) for g in grid):
+            partial.append(i)
+            for g in grid:
+                scores.pop(g, None)
     for key, rep in reports.items():
         if [r["arch"] for r in rep["per_arch"]] != plan.archs:
             raise refuse(f"--reference-parts: {key}'s check picked other archs than the parts; give parts of a "
                          "reference of the same space, data and arch seed")
+        theirs = rep.get("settings") or {}
+        for k in SCORING_SETTINGS:
+            if k in theirs and theirs[k] != plan.settings.get(k):
+                raise refuse(f"--reference-parts: {key}'s check scored with {k} {theirs[k]!r}, the parts with "
+                             f"{plan.settings.get(k)!r}; give parts of a reference scored as the checks were")
         rep["per_arch"] = per_arch(plan, [r["inherited"] for r in rep["per_arch"]], scores)
-    measured_jobs = sum(1 for j in plan.jobs if scores.get(j["name"]))
-    return {"folders": [str(f) for f in folders], "shards": sorted(shards), "steps": plan.settings["steps"],
-            "tokenizer": next(iter(tokenizers), None), "jobs_planned": len(plan.jobs), "jobs_measured": measured_jobs,
-            "archs_measured": sum(1 for i in range(len(plan.archs)) if any(
-                scores.get(j["name"]) for j in plan.jobs if j["arch"] == i and j["role"] == "grid"))}
+        if "settings" in rep:  # the check's settings are now the reference's (its steps, its sweep)
+            rep["settings"] = {**plan.settings, "shard": None}
+    grid_done = [i for i in range(len(plan.archs)) if any(
+        scores.get(j["name"]) for j in plan.jobs if j["arch"] == i and j["role"] == "grid")]
+    return {"folders": [str(f) for f in folders], "shards": [f"{k}/{n}" for k, n in sorted(shards)],
+            "steps": plan.settings.get("steps"), "tokenizer": next(iter(tokenizers), None),
+            "jobs_planned": len(plan.jobs), "jobs_measured": held,
+            "archs_measured": len(grid_done), "archs_partly_measured": len(partial)}
 
 
 def changed_values(old, new, where: str = ""):

@@ -247,15 +247,15 @@ def test_checks_made_by_the_command_are_gathered_and_compared(tmp_path, monkeypa
         fidelity.main(["--checks", checks])
 
 
-def _part_plan(archs, shard):
-    """A `cosearch fidelity --shard` plan.json of tiny_lm archs: one grid run per arch
-    (g0, g1, ...) and a second seed (n1) of arch 1."""
+def _part_plan(archs, shard, dropouts=(0.1,)):
+    """A `cosearch fidelity --shard` plan.json of tiny_lm archs: one grid run per arch and
+    dropout (g0, g1, ...; with a second dropout also h0, h1, ...) and a second seed (n1) of arch 1."""
     from cosearch.space import SearchSpace
     space = SearchSpace.load("tiny_lm")
     n = len(archs)
-    jobs = [{"arch": i, "dropout": 0.1, "steps": 10, "seed": 0, "teacher": False, "role": "grid", "name": f"g{i}"}
-            for i in range(n)] + [{"arch": 1, "dropout": 0.1, "steps": 10, "seed": 1, "teacher": False,
-                                   "role": "noise", "name": "n1"}]
+    jobs = [{"arch": i, "dropout": d, "steps": 10, "seed": 0, "teacher": False, "role": "grid", "name": f"{g}{i}"}
+            for i in range(n) for d, g in zip(dropouts, "gh")] + [
+        {"arch": 1, "dropout": dropouts[0], "steps": 10, "seed": 1, "teacher": False, "role": "noise", "name": "n1"}]
     return {"run": "sup", "settings": {"seq_len": 16, "seed": 0, "shard": shard, "steps": 10}, "archs": archs,
             "labels": [f"b0-{i}" for i in range(n)], "bins": [0] * n, "kinds": ["uniform"] * n, "axis": [1.0] * n,
             "in_band": [True] * n, "centres": [1.0], "space": space.to_dict(), "jobs": jobs, "noise": [1],
@@ -272,7 +272,11 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
              "sweep": [old_sa], "seed2": None, "distilled": None} for a, i in zip(archs, [1.0, 2.0, 3.0, 4.0])]
     # gathered checks (--checks) carry no run settings: the seed is their plans'
     src = tmp_path / "r.json"
-    src.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0}, "per_arch": rows}}, "comparisons": {}}))
+    comparisons = {"v vs params": {"variant": "v", "baseline": "params", "n": 4, "kendall_diff": 9.0},
+                   "v vs w": {"variant": "v", "baseline": "w", "n": 4, "kendall_diff": 9.0}}  # w: another JSON's
+    src.write_text(json.dumps({"settings": {"old": 1}, "reports": {"v": {"settings": {"seed": 0, "steps": 5},
+                                                                        "per_arch": rows}},
+                               "comparisons": comparisons}))
 
     def score(x):
         return {"valid_loss": x, "test_loss": x + 0.5, "step": 10}
@@ -294,8 +298,13 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
     assert got["summary"]["test_loss"]["gap"]["mean"] == pytest.approx(((1 - 1.5) + (2 - 3.5) + (3 - 2.5)) / 3)
     assert new["reference_parts"] == {"folders": [str(tmp_path / "p1"), str(tmp_path / "p2")],
                                       "shards": ["1/2", "2/2"], "steps": 10, "tokenizer": "t", "jobs_planned": 5,
-                                      "jobs_measured": 4, "archs_measured": 3}
+                                      "jobs_measured": 4, "archs_measured": 3, "archs_partly_measured": 0}
     assert new["rescored"]["changed"] == []  # every standalone value is another: not listed one by one
+    assert "--reference-parts" in new["rescored"]["command"]
+    # the source's own fields describe its reference: kept aside; its settings are the parts' now
+    assert new["source"] == {"settings": {"old": 1}} and got["settings"]["steps"] == 10
+    assert list(new["comparisons"]) == ["v vs params"] and new["comparisons_dropped"] == ["v vs w"]
+    assert new["comparisons"]["v vs params"]["n"] == 3  # redone on the archs the parts scored
 
     def refused(args, msg):
         with pytest.raises(SystemExit, match=msg) as e:
@@ -315,7 +324,29 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
     refused(["--reference-parts", f"{tmp_path / 'p1'},{part('moved', '2/2', plan_archs=archs[::-1])}"],
             "planned otherwise")
     refused(["--reference-parts", part("whole", None)], "not a part")
+    refused(["--reference-parts", part("beyond", "3/2")], "is not K/N")
     refused(["--reference-parts", str(tmp_path / "nowhere")], "no readable plan.json")
+    for name, plan, measured in (("mlist", {}, []), ("plist", [], {"standalone": {}}),
+                                 ("slist", None, {"standalone": []}), ("nojobs", "drop jobs", {"standalone": {}})):
+        folder = tmp_path / name
+        folder.mkdir()
+        good = _part_plan(archs, "2/2")
+        plan = good if plan is None else ({k: v for k, v in good.items() if k != "jobs"} if plan == "drop jobs"
+                                          else plan)
+        (folder / "plan.json").write_text(json.dumps(plan))
+        (folder / "measured.json").write_text(json.dumps(measured))
+        refused(["--reference-parts", f"{tmp_path / 'p1'},{folder}"], "lacks what a fidelity check writes")
+    scored_otherwise = tmp_path / "seq.json"  # checks scored on other token windows than the parts
+    scored_otherwise.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0, "seq_len": 99},
+                                                              "per_arch": rows}}}))
+    with pytest.raises(SystemExit, match="scored with seq_len 99") as e:
+        fidelity.main(["--rescore", str(scored_otherwise), "--reference-parts", given, "--result",
+                       str(tmp_path / "bad.json")])
+    for bad in ({"reports": {}}, [], {"reports": {"v": {"per_arch": [{"arch": 1}]}}}):
+        (tmp_path / "badsrc.json").write_text(json.dumps(bad))
+        with pytest.raises(SystemExit, match="holds no reports with per-arch rows") as e:
+            fidelity.main(["--rescore", str(tmp_path / "badsrc.json"), "--result", str(tmp_path / "bad.json")])
+        assert e.value.code == 2 and not (tmp_path / "bad.json").exists()
     fewer = tmp_path / "fewer.json"  # a check of other archs than the parts'
     fewer.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0}, "per_arch": rows[:3]}}}))
     with pytest.raises(SystemExit, match="other archs") as e:
@@ -325,3 +356,37 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
         with pytest.raises(SystemExit) as e:
             fidelity.main(args)
         assert e.value.code == 2 and "--reference-parts" in capsys.readouterr().err
+
+
+def test_an_arch_whose_sweep_the_parts_have_scored_only_in_part_is_left_out(tmp_path):
+    import numpy as np
+    from cosearch.space import SearchSpace
+    space = SearchSpace.load("tiny_lm")
+    archs = [space.sample(np.random.default_rng(s)).to_dict() for s in range(4)]
+    rows = [{"arch": a, "inherited": {"valid_loss": i}, "standalone": None} for a, i in zip(archs, [1.0, 2.0, 3.0, 4.0])]
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps({"reports": {"v": {"per_arch": rows}}}))
+
+    def score(x):
+        return {"valid_loss": x, "step": 10}
+    # two dropouts per arch: arch 0 has both points, arch 1 only h1 (g1 is in part 2, not trained yet)
+    for name, shard, scores in (("p1", "1/2", {"g0": score(2.0), "h0": score(1.0), "h1": score(5.0),
+                                               "g2": score(3.0), "h2": score(3.5), "g3": score(4.0),
+                                               "h3": score(4.5)}),):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "plan.json").write_text(json.dumps(_part_plan(archs, shard, dropouts=(0.1, 0.2))))
+        (tmp_path / name / "measured.json").write_text(json.dumps({"standalone": scores, "tokenizer": "t"}))
+    dest = tmp_path / "new.json"
+    assert fidelity.main(["--rescore", str(src), "--reference-parts", str(tmp_path / "p1"), "--result", str(dest)]) == 0
+    new = json.loads(dest.read_text())
+    got = new["reports"]["v"]["per_arch"]
+    # the best point by validation loss where the whole sweep is scored; none for arch 1
+    assert [r["standalone"] and r["standalone"]["valid_loss"] for r in got] == [1.0, None, 3.0, 4.0]
+    assert (new["reference_parts"]["archs_measured"], new["reference_parts"]["archs_partly_measured"]) == (3, 1)
+    assert new["reference_parts"]["jobs_measured"] == 7
+
+
+def test_the_seed_of_a_result_is_its_runs_or_its_gathered_checks():
+    assert fidelity.check_seed({"settings": {"arch_seed": 3}, "reports": {"v": {"settings": {"seed": 7}}}}) == 3
+    assert fidelity.check_seed({"reports": {"v": {"settings": {"seed": 7}}, "w": {"settings": {"seed": 0}}}}) == 7
+    assert fidelity.check_seed({"reports": {"v": {}}}) == 0
