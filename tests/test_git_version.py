@@ -21,6 +21,14 @@ def test_the_commit_and_whether_tracked_files_differed(tmp_path):
     sha = git("log", "-1", "--format=%h")
     (tmp_path / "new.txt").write_text("untracked files do not count\n")
     assert code_version(tmp_path) == {"commit": sha, "uncommitted_changes": False}
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "r.json").write_text("{}\n")
+    git("add", "benchmarks/results/r.json")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "two")
+    sha = git("log", "-1", "--format=%h")
+    (results / "r.json").write_text('{"rewritten": 1}\n')  # a result an earlier script rewrote: not code
+    assert code_version(tmp_path) == {"commit": sha, "uncommitted_changes": False}
     (tmp_path / "a.py").write_text("x = 2\n")
     assert code_version(tmp_path) == {"commit": sha, "uncommitted_changes": True}
 
