@@ -25,6 +25,11 @@ GPU (one H200, ~8 minutes; see benchmarks/results/fidelity_notes.md for what it 
         --noise-archs 8 --distilled-archs 6 --dropouts 0,0.1 \\
         --variants "none:mode=none;layer:mode=layer;balance:mode=layer,router_balance=0.05" \\
         --gpu --supernet-share 0.25 --gpu-share 0.0625 --result $OUT/fidelity_tiny_lm_h200.json
+
+Without training: ``--checks NAME=FOLDER,...`` gathers checks `cosearch fidelity` made;
+``--rescore RESULT.json`` scores a result's kept per-arch rows again, and with
+``--reference-parts PART1,PART2,...`` against a reference still being trained in parts
+(``cosearch fidelity --shard K/N`` folders), on the archs those parts have scored.
 """
 from __future__ import annotations
 
