@@ -115,6 +115,22 @@ def test_rank_agreement_values_and_intervals():
     assert gaps([2.0, 3.0, None], [1.5, 3.5, 1.0]) == {"n": 2, "mean": 0.0, "mean_abs": 0.5, "max_abs": 0.5}
 
 
+def test_a_proxy_equal_for_every_arch_ranks_nothing_and_the_report_stays_strict_json():
+    r = rank_agreement([5.0] * 4, [1.0, 2.0, 3.0, 4.0], n_boot=50)
+    assert r["kendall_tau"] is None and r["spearman"] is None  # not nan: JSON has none
+    assert report_mod.finite_json({"a": [float("nan"), 1.0, (float("inf"), 2)], "b": {"c": float("-inf")}, "d": "x"}) \
+        == {"a": [None, 1.0, [None, 2]], "b": {"c": None}, "d": "x"}
+    rows = [{"arch": None, "inherited": {"valid_loss": i}, "standalone": {"valid_loss": s}, "untuned": None,
+             "sweep": [], "axis": 1.0, "weight_mb": 1.0, "params": 7, "macs": 9, "decoder_params": d}
+            for i, s, d in zip([1.0, 2.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0], [4, 3, 2, 1])]
+    summary = report_mod.summarise(rows, "valid_loss")
+    # params, weight MB and MACs are the same for every arch: only decoder params can be the best
+    assert summary["proxies"]["params"]["kendall_tau"] is None and summary["best_proxy"] == "decoder_params"
+    for r in rows:
+        r["decoder_params"] = 5
+    assert report_mod.summarise(rows, "valid_loss")["best_proxy"] is None
+
+
 def test_tau_difference_of_two_variants_by_hand():
     ref = [0.0, 1, 2, 3, 4, 5, 6, 7, 8]
     size = [1.0, 1, 3, 3, 9, 9, 27, 27, 81]  # bins of two: pairs (0,1) (2,3) (4,5) (6,7)
@@ -765,6 +781,16 @@ def test_eval_tokens_scores_only_the_first_batches(tmp_path, one_thread):
     assert score(model, td, cfg, torch.device("cpu"), 64, False, 0, eval_tokens=65)["valid_loss"] == \
         pytest.approx(first(2), abs=1e-6)
     assert first(1) != pytest.approx(whole, abs=1e-4)  # the limit is visible in the loss
+    # a rerun with other batches reads other first tokens: measured again, not taken from the cache
+    from cosearch.fidelity.measure import Cache, measure_inherited
+    cache = Cache(tmp_path / "m.json")
+    small = [loaded.space.smallest()]
+    at64 = measure_inherited(run, small, td, cache, torch.device("cpu"), 64, False, eval_tokens=64)[0][0]
+    at4k = measure_inherited(run, small, td, cache, torch.device("cpu"), 4096, False, eval_tokens=64)[0][0]
+    assert at64["valid_loss"] == pytest.approx(first(1), abs=1e-6)
+    assert at4k["valid_loss"] == pytest.approx(
+        score(model, td, cfg, torch.device("cpu"), 4096, False, 0, eval_tokens=64)["valid_loss"], abs=1e-6)
+    assert at4k["valid_loss"] != pytest.approx(at64["valid_loss"], abs=1e-4)
 
 
 @pytest.mark.parametrize("plan, measured, msg", [

@@ -92,9 +92,11 @@ def complete(entry: dict | None, want_bleu: bool, td: TaskData) -> bool:
     return entry is not None and (not want_bleu or td.task != "translation" or td.test is None or "test_bleu" in entry)
 
 
-def _key(*parts: str, eval_tokens: int | None) -> str:
-    """A cache key; a partial evaluation is another measurement than the whole split."""
-    return "|".join(parts + ((f"first{eval_tokens}",) if eval_tokens is not None else ()))
+def _key(*parts: str, eval_tokens: int | None, max_tokens: int) -> str:
+    """A cache key; a partial evaluation is another measurement than the whole split, and
+    of other tokens when the batches are cut otherwise (its first batches are what it reads)."""
+    partial = (f"max_tokens{max_tokens}", f"first{eval_tokens}") if eval_tokens is not None else ()
+    return "|".join(parts + partial)
 
 
 def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cache, device: torch.device,
@@ -110,7 +112,7 @@ def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cac
     out = []
     for a in archs:
         key = _key("inherited", Path(run.checkpoint).name, f"{ckpt.st_size}-{ckpt.st_mtime_ns}", a.digest(),
-                   eval_tokens=eval_tokens)
+                   eval_tokens=eval_tokens, max_tokens=max_tokens)
         entry = cache.get(key)
         if not complete(entry, want_bleu, td):
             model = run.net.extract(a).to(device).eval()
@@ -135,7 +137,7 @@ def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.
     data = tokenizer_digest(td)
     ckpt = Path(run.checkpoint).stat()
     parts = ("standalone", run_dir.parent.name, Path(run.checkpoint).name, data, f"{ckpt.st_size}-{ckpt.st_mtime_ns}")
-    key = _key(*parts, *((f"max_tokens{max_tokens}",) if eval_tokens is not None else ()), eval_tokens=eval_tokens)
+    key = _key(*parts, eval_tokens=eval_tokens, max_tokens=max_tokens)
     entry = cache.get(key)
     if not complete(entry, want_bleu, td):
         model = run.net.extract(run.arch).to(device).eval()

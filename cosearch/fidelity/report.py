@@ -249,7 +249,7 @@ def plot(report: dict, path: Path) -> None:
                label="y = x" if seen else f"y = x (out of view: mean gap {float(np.mean(x - y)):+.2f})")
         fig.colorbar(sc, ax=a, label="log10 weight MB")
         b.scatter(px, y, s=24, c=np.log10(mb), cmap="viridis", label="standalone")
-        if len(rows) >= 2 and (px > 0).all():
+        if len(set(px)) >= 2 and (px > 0).all():  # a proxy equal for every arch has no line
             k, c = np.polyfit(np.log(px), y, 1)
             grid = np.geomspace(px.min(), px.max(), 50)
             b.plot(grid, k * np.log(grid) + c, "r-", lw=1.2, label=f"{best} proxy (fit in log)")
@@ -272,6 +272,18 @@ def plot(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def finite_json(v):
+    """``v`` with every nan / inf float as None, for strict JSON (``json.dumps`` would write
+    ``NaN``, which other JSON readers refuse)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: finite_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite_json(x) for x in v]
+    return v
 
 
 def _span(v, margin: float = 0.05) -> tuple[float, float]:

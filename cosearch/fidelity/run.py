@@ -275,10 +275,10 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
 def write_report(out: str | Path) -> dict:
     """(Re)build ``OUT/fidelity.json`` and ``OUT/fidelity.png`` from ``OUT/plan.json`` and
     ``OUT/measured.json``; returns the report."""
-    from .report import plot
+    from .report import finite_json, plot
     out = Path(out)
-    report = read_report(out)
-    atomic_write_text(out / REPORT, json.dumps(report, indent=1) + "\n")
+    report = finite_json(read_report(out))
+    atomic_write_text(out / REPORT, json.dumps(report, indent=1, allow_nan=False) + "\n")
     plot(report, out / PLOT)
     return report
 

@@ -91,9 +91,10 @@ def _rank_agreement(pred, ref, size, seed: int, n_boot: int) -> dict:
     if n < 3:
         out.update(kendall_tau=None, kendall_ci=[None, None], spearman=None, spearman_ci=[None, None])
     else:
-        out["kendall_tau"] = kendall(p, r)
+        # a constant column (a proxy that is equal for every pick) has no rank: None, not nan
+        out["kendall_tau"] = _finite_or_none(kendall(p, r))
         out["kendall_ci"] = bootstrap_interval(_nan_safe(lambda i: kendall(p[i], r[i])), n, seed, n_boot)
-        out["spearman"] = spearman(p, r)
+        out["spearman"] = _finite_or_none(spearman(p, r))
         out["spearman_ci"] = bootstrap_interval(_nan_safe(lambda i: spearman(p[i], r[i])), n, seed, n_boot)
     if size is not None:
         s = np.asarray([size[k] for k in keep], dtype=float)
