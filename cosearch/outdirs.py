@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from .atomic import atomic_write_text, is_write_refusal, make_dir, write_error_message
+from .atomic import atomic_write_text, make_dir, write_error_message
 from .errors import UserError
 from .inputs import path_arg, resolved
 
@@ -118,6 +118,10 @@ def check_out(out: str | Path | None, kind: str, *, flag: str = "--out",
         above = next((p for p in out.absolute().parents if os.path.lexists(p)), None)
         if above is not None and not above.is_dir():  # mkdir would fail half-way, with a traceback
             raise UserError(f"{flag} {out} is under {above}, which is a file; choose another {flag}")
+        # refused now, not after another output was begun (e.g. --out written, then --jobs fails)
+        if above is not None and not os.access(above, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write {above}: it is read-only or not permitted, so {flag} {out} cannot be "
+                            f"made there; choose a writable {flag}")
         return out
     if not out.is_dir():
         raise UserError(f"{flag} {out} exists and is not a folder; choose a new {flag}")
@@ -165,10 +169,8 @@ def lock_out(out: str | Path, *, shared: bool = False, flag: str = "--out") -> I
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            if is_write_refusal(e):
-                raise UserError(write_error_message(real.parent, e)) from None
-            raise
+        except OSError as e:  # a refusal, or a folder where no file can be made (e.g. under /proc)
+            raise UserError(write_error_message(real.parent, e)) from None
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as e:

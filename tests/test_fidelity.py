@@ -386,7 +386,7 @@ def test_a_space_with_fewer_archs_than_asked_is_refused(tmp_path):
     from cosearch.errors import UserError
     from cosearch.fidelity.plan import FidelitySettings, RunInfo, make_plan
     for ffn, archs, msg in (([64, 128], 4, "has only 2 distinct arch(s), and ranking needs 3"),
-                            ([64, 128, 256, 512], 6, "has only 4 distinct archs; give --archs 4 or fewer")):
+                            ([64, 128, 256, 512], 6, "only 4 distinct archs were drawn")):
         space = SearchSpace.from_dict({
             "name": "few", "family": "decoder_only", "vocab_size": 64, "max_positions": 32, "dropout": 0.0,
             "decoder": {"embed_dim": [32], "layers": [1], "ffn_dim": ffn, "heads": [2], "head_dim": 16},
@@ -519,12 +519,15 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
         ([str(run), "--archs", "2"], "--archs 2 is invalid"),
         ([str(run), "--dropouts", "0,1.5"], "--dropouts 0.0,1.5 is invalid"),
         ([str(run), "--step-scales", "1,inf"], "--step-scales 1.0,inf is invalid"),
+        ([str(run), "--step-scales", "1,1e308"], "--step-scales 1e+308 is invalid: 2 x 1e+308 steps is more than"),
+        ([str(run), "--steps", str(10 ** 9 + 1)], "--steps 1000000001 is invalid; give between 1 and 1,000,000,000"),
+        ([str(run), "--hw", ""], "--hw '' is invalid"),
         ([str(run), "--seed", "-1"], "--seed -1 is invalid"),
         ([str(run), "--standalone-seed", "-1"], "--standalone-seed -1 is invalid"),
         ([str(run), "--gpu-share", "0"], "--gpu-share 0 is invalid"),
         ([str(run), "--eval-tokens", "0"], "--eval-tokens 0 is invalid"),
         ([str(run), "--stratify", "latency", "--hw", "no_such_hw"], "no_such_hw"),
-        ([str(run), "--hw", "no_such_hw"], "no_such_hw"),
+        ([str(run), "--hw", "no_such_hw"], "--hw no_such_hw: unknown hw_models preset"),
         ([str(run), "--seq-len", "100000"], "--seq-len 100000 is invalid"),
         ([str(run), "--bleu"], "drop --bleu"),  # an lm run has no translations to score
     ]
@@ -532,6 +535,9 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
         assert main(["fidelity", *args, "--out", str(tmp_path / "f"), "--no-progress"]) == 2, args
         assert msg in capsys.readouterr().err
         assert not (tmp_path / "f").exists()
+    with pytest.raises(SystemExit) as e:  # an empty list is a typo, not "no sweep"
+        main(["fidelity", str(run), "--dropouts", ",", "--out", str(tmp_path / "f"), "--no-progress"])
+    assert e.value.code == 2 and "argument --dropouts: ',': give numbers" in capsys.readouterr().err
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("x")
     assert main(["fidelity", str(run), "--out", str(tmp_path / "busy"), "--no-progress"]) == 2

@@ -240,6 +240,19 @@ def _(w, tmp):
     return train_flags(w, tmp / "ro" / "run")
 
 
+FIDELITY_FLAGS = ["--archs", "3", "--per-bin", "3", "--noise-archs", "0", "--steps", "1", "--no-progress"]
+
+
+@case("fidelity_jobs_in_readonly_folder", "--jobs", "cannot write", readonly="ro")
+def _(w, tmp):  # refused before --out is begun (it was left holding a plan)
+    return ["fidelity", w.run, "--out", tmp / "check", "--jobs", tmp / "ro" / "jobs", *FIDELITY_FLAGS]
+
+
+@case("fidelity_out_where_no_file_can_be_made", "cannot write", "/proc")
+def _(w, tmp):
+    return ["fidelity", w.run, "--out", "/proc/cosearch_check", *FIDELITY_FLAGS]
+
+
 def _half_a_checkpoint(w, tmp):
     return newest(tmp / "run").stat().st_size // 2
 

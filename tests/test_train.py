@@ -75,6 +75,9 @@ def test_bad_settings_are_user_errors(tmp_path):
     data = write_lm_text(tmp_path / "t.txt")
     with pytest.raises(UserError, match="distill"):
         train(lm_space(), "lm", data, tmp_path / "r", steps=2, distill=2.0, progress=False)
+    with pytest.raises(UserError, match="steps=1000000001 is invalid; it must be between 1 and 1,000,000,000"):
+        train(lm_space(), "lm", data, tmp_path / "r", steps=10 ** 9 + 1, progress=False)  # a typo, not a run
+    assert not (tmp_path / "r").exists()
     with pytest.raises(UserError, match="unknown training setting"):
         train(lm_space(), "lm", data, tmp_path / "r", steps=2, learning_rate=1.0, progress=False)
     with pytest.raises(UserError, match="does not exist"):

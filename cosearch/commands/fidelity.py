@@ -8,9 +8,12 @@ import json
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas (e.g. 0,0.1,0.2)") from None
+        values = ()
+    if not values:  # "," or "" is a typo, not "no sweep" (leave the flag out for that)
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas (e.g. 0,0.1,0.2)")
+    return values
 
 
 def register(sub):

@@ -25,8 +25,8 @@ from ..jobs import Job
 from ..space import Arch, SearchSpace
 from ..training.checkpoint import latest_checkpoint
 from ..training.rundir import read_config, space_of
-from ..training.train import TEACHER_DISTILL, TrainConfig
-from .pick import AXES, pick_archs, subset
+from ..training.train import MAX_STEPS, TEACHER_DISTILL, TrainConfig
+from .pick import AXES, CANDIDATES, pick_archs, subset
 
 PLAN = "plan.json"
 FORMAT = 1
@@ -85,7 +85,7 @@ class FidelitySettings:
             ("--dropouts", all(0 <= d < 1 for d in self.dropouts), "fractions in [0, 1)"),
             ("--step-scales", bool(self.step_scales) and all(0 < s < math.inf for s in self.step_scales),
              "finite factors > 0"),
-            ("--steps", self.steps is None or self.steps >= 1, ">= 1"),
+            ("--steps", self.steps is None or 1 <= self.steps <= MAX_STEPS, f"between 1 and {MAX_STEPS:,}"),
             ("--eval-tokens", self.eval_tokens is None or self.eval_tokens >= 1, ">= 1 (or leave it out: all)"),
             ("--shard", self.shard is None or parse_shard(self.shard) is not None,
              "K/N, whole numbers with 1 <= K <= N (e.g. 1/4)"),
@@ -95,7 +95,12 @@ class FidelitySettings:
                 value = getattr(self, flag[2:].replace("-", "_"))
                 raise UserError(f"{flag} {_show(value)} is invalid; give {want}")
         from ..hardware import load_hardware
-        load_hardware(self.hw)  # a mistyped preset is one line even when --stratify size never uses it
+        if not str(self.hw).strip():
+            raise UserError("--hw '' is invalid; give a preset name (e.g. zcu102) or a hardware YAML file")
+        try:  # a mistyped preset is one line even when --stratify size never uses it
+            load_hardware(self.hw)
+        except UserError as e:
+            raise UserError(f"--hw {self.hw}: {e}") from None
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -287,6 +292,10 @@ def grid_points(run: RunInfo, s: FidelitySettings) -> list[tuple[float, int]]:
     d0 = float(run.space.spec.dropout)
     dropouts = [d0] + [float(d) for d in dict.fromkeys(s.dropouts) if d != d0]
     scales = [1.0] + [float(x) for x in dict.fromkeys(s.step_scales) if x != 1.0]
+    for x in scales:
+        if not base * x <= MAX_STEPS:  # (also inf): a run that would never end, or a crash
+            raise UserError(f"--step-scales {x:g} is invalid: {base} x {x:g} steps is more than {MAX_STEPS:,}; "
+                            "give smaller factors")
     # scales that round to the same step count are one point (one job, not two of one name)
     return list(dict.fromkeys((d, max(1, math.ceil(base * x))) for d in dropouts for x in scales))
 
@@ -306,8 +315,9 @@ def make_plan(run: RunInfo, s: FidelitySettings) -> Plan:
     space = run.space
     picked = pick_archs(space, s.archs, s.per_bin, s.seed, latency_axis(space, s) if s.stratify == "latency" else None)
     if len(picked.archs) < s.archs:  # a small space: fewer distinct archs than asked for
-        raise UserError(f"--archs {s.archs}: the space of {run.run_dir} has only {len(picked.archs)} distinct "
-                        f"archs; give --archs {len(picked.archs)} or fewer" if len(picked.archs) >= 3 else
+        raise UserError(f"--archs {s.archs}: only {len(picked.archs)} distinct archs were drawn from the space of "
+                        f"{run.run_dir} (the picks come from {2 * CANDIDATES:,} random draws); give --archs "
+                        f"{len(picked.archs)} or fewer" if len(picked.archs) >= 3 else
                         f"--archs {s.archs}: the space of {run.run_dir} has only {len(picked.archs)} distinct "
                         "arch(s), and ranking needs 3; check a supernet of a larger space")
     points = grid_points(run, s)

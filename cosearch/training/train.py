@@ -53,6 +53,9 @@ from ..space import Arch, SearchSpace
 from ..model.supernet import Supernet, check_model_support, expert_specialisation
 
 SCHEDULES = ("cosine", "inverse_sqrt")
+#: the most steps a run may plan: far beyond any real one (a day at 10k steps/s is 864M),
+#: so a typed-in 1e20 is refused instead of running forever without a checkpoint
+MAX_STEPS = 10 ** 9
 #: a standalone run's arch, for ``cosearch export RUN --arch RUN/arch.json``
 ARCH_FILE = "arch.json"
 
@@ -134,7 +137,7 @@ class TrainConfig:
         c = _replace(self, warmup=warmup, max_len=max_len, deep_random=deep_random,
                      betas=tuple(self.betas),
                      bit_stages=None if self.bit_stages is None else tuple(self.bit_stages))
-        checks = [("steps", c.steps >= 1, ">= 1"), ("max_tokens", c.max_tokens >= 2, ">= 2"),
+        checks = [("steps", 1 <= c.steps <= MAX_STEPS, f"between 1 and {MAX_STEPS:,}"), ("max_tokens", c.max_tokens >= 2, ">= 2"),
                   ("lr", c.lr > 0, "> 0"), ("warmup", c.warmup >= 0, ">= 0"),
                   ("schedule", c.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
                   ("min_lr_ratio", 0 <= c.min_lr_ratio <= 1, "in [0, 1]"),
