@@ -137,7 +137,8 @@ class TrainConfig:
         c = _replace(self, warmup=warmup, max_len=max_len, deep_random=deep_random,
                      betas=tuple(self.betas),
                      bit_stages=None if self.bit_stages is None else tuple(self.bit_stages))
-        checks = [("steps", 1 <= c.steps <= MAX_STEPS, f"between 1 and {MAX_STEPS:,}"), ("max_tokens", c.max_tokens >= 2, ">= 2"),
+        checks = [("steps", 1 <= c.steps <= MAX_STEPS, f"between 1 and {MAX_STEPS:,}"),
+                  ("max_tokens", c.max_tokens >= 2, ">= 2"),
                   ("lr", c.lr > 0, "> 0"), ("warmup", c.warmup >= 0, ">= 0"),
                   ("schedule", c.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
                   ("min_lr_ratio", 0 <= c.min_lr_ratio <= 1, "in [0, 1]"),
