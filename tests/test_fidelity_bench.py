@@ -352,7 +352,8 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
     with pytest.raises(SystemExit, match="other archs") as e:
         fidelity.main(["--rescore", str(fewer), "--reference-parts", given, "--result", str(tmp_path / "bad.json")])
     assert e.value.code == 2 and not (tmp_path / "bad.json").exists()
-    for args in (["--reference-parts", given, "--result", str(dest)], ["--rescore", str(src), "--reference-parts", ","]):
+    for args in (["--reference-parts", given, "--result", str(dest)],
+                 ["--rescore", str(src), "--reference-parts", ","]):
         with pytest.raises(SystemExit) as e:
             fidelity.main(args)
         assert e.value.code == 2 and "--reference-parts" in capsys.readouterr().err
@@ -363,7 +364,8 @@ def test_an_arch_whose_sweep_the_parts_have_scored_only_in_part_is_left_out(tmp_
     from cosearch.space import SearchSpace
     space = SearchSpace.load("tiny_lm")
     archs = [space.sample(np.random.default_rng(s)).to_dict() for s in range(4)]
-    rows = [{"arch": a, "inherited": {"valid_loss": i}, "standalone": None} for a, i in zip(archs, [1.0, 2.0, 3.0, 4.0])]
+    rows = [{"arch": a, "inherited": {"valid_loss": i}, "standalone": None}
+            for a, i in zip(archs, [1.0, 2.0, 3.0, 4.0])]
     src = tmp_path / "r.json"
     src.write_text(json.dumps({"reports": {"v": {"per_arch": rows}}}))
 
