@@ -603,13 +603,15 @@ def read_part(folder: Path) -> tuple[dict, dict, tuple[int, int]]:
     """A part's plan, its standalone scores and its (K, N); refused (exit 2) unless it is
     the --out folder of a `cosearch fidelity --shard K/N` check."""
     import dataclasses as dc
+    from cosearch.errors import UserError
     from cosearch.fidelity.plan import Plan, parse_shard
+    from cosearch.inputs import read_json
     try:
-        plan = json.loads((folder / "plan.json").read_text())
-        measured = json.loads((folder / "measured.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise refuse(f"--reference-parts {folder}: no readable plan.json and measured.json there ({e}); "
-                     "give the --out folder of a `cosearch fidelity --shard K/N` check") from None
+        plan = read_json(folder / "plan.json", "fidelity plan")
+        measured = read_json(folder / "measured.json", "fidelity measurements")
+    except UserError as e:
+        raise refuse(f"--reference-parts {folder}: {e}; give the --out folder of a `cosearch fidelity --shard K/N` "
+                     "check") from None
     need = [f.name for f in dc.fields(Plan) if f.default is dc.MISSING and f.default_factory is dc.MISSING]
     scores = measured.get("standalone") if isinstance(measured, dict) else None
     if (not isinstance(plan, dict) or any(k not in plan for k in need) or not isinstance(plan["settings"], dict)
@@ -636,23 +638,24 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
     parts are still being trained; refused (exit 2) unless the folders are parts of one plan
     (the same plan but for ``--shard``, each shard once, of one N), of the reports' archs
     and scoring settings, that agree on the tokenizer and on any run two of them hold."""
+    from cosearch.errors import UserError
     from cosearch.fidelity.plan import Plan
     from cosearch.fidelity.report import per_arch
-    plans, scores, tokenizers, shards = [], {}, set(), {}
+    from cosearch.fidelity.run import merge_scores
+    plans, held, tokenizers, shards = [], [], set(), {}
     for folder in folders:
         plan, measured, (k, n) = read_part(folder)
         if (k, n) in shards:
             raise refuse(f"--reference-parts: {shards[(k, n)]} and {folder} are both part {k}/{n}; give each part once")
         shards[(k, n)] = folder
-        for name, entry in measured["standalone"].items():
-            if entry and name in scores and scores[name] != entry:
-                raise refuse(f"--reference-parts: two parts hold the standalone run {name} with other scores; "
-                             "give parts of one reference")
-            if entry:
-                scores[name] = entry
+        held.append((folder, measured["standalone"]))
         if measured["tokenizer"] is not None:
             tokenizers.add(str(measured["tokenizer"]))
         plans.append(plan)
+    try:
+        scores = merge_scores(held, "--reference-parts")
+    except UserError as e:
+        raise refuse(str(e)) from None
     first = {**plans[0], "settings": {**plans[0]["settings"], "shard": None}}
     for folder, plan in zip(folders[1:], plans[1:]):
         if {**plan, "settings": {**plan["settings"], "shard": None}} != first:

@@ -325,7 +325,7 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
             "planned otherwise")
     refused(["--reference-parts", part("whole", None)], "not a part")
     refused(["--reference-parts", part("beyond", "3/2")], "is not K/N")
-    refused(["--reference-parts", str(tmp_path / "nowhere")], "no readable plan.json")
+    refused(["--reference-parts", str(tmp_path / "nowhere")], "plan.json does not exist")
     for name, plan, measured in (("mlist", {}, []), ("plist", [], {"standalone": {}}),
                                  ("slist", None, {"standalone": []}), ("nojobs", "drop jobs", {"standalone": {}})):
         folder = tmp_path / name

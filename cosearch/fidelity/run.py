@@ -150,15 +150,7 @@ def reference_scores(checks, plan: Plan, td, out: Path, max_tokens: int = 4096) 
     if plan.settings["distilled_archs"]:  # a distilled job's teacher is this supernet: never in another check
         raise UserError(f"--standalone-from {sources[0]}: its distilled controls learnt from another supernet; give "
                         "--distilled-archs 0")
-    scores, found_in = {}, {}
-    for check in sources:
-        for name, entry in _check_scores(Path(check), plan, td, out, max_tokens).items():
-            if name in scores and scores[name] != entry:  # trained twice (a GPU need not repeat itself)
-                raise UserError(f"--standalone-from {found_in[name]} and --standalone-from {check} both hold the "
-                                f"standalone run {name}, with other scores; give parts that each trained their own "
-                                "runs (one --shard K/N each)")
-            scores.setdefault(name, entry)
-            found_in.setdefault(name, check)
+    scores = merge_scores([(check, _check_scores(Path(check), plan, td, out, max_tokens)) for check in sources])
     if bleu and any(scores.get(j["name"]) and not complete(scores[j["name"]], True, td) for j in plan.jobs):
         raise UserError(f"--standalone-from {' '.join(sources)} scored its standalone runs without BLEU; drop --bleu")
     missing = [j["name"] for j in plan.jobs if not complete(scores.get(j["name"]), bleu, td)]
@@ -171,6 +163,24 @@ def reference_scores(checks, plan: Plan, td, out: Path, max_tokens: int = 4096) 
                         f"{PLAN}, give every part, or drop --standalone-from to train them")
     return {"from": _recorded_source(sources), "standalone": {j["name"]: scores[j["name"]] for j in plan.jobs}}
 
+
+
+def merge_scores(held: list[tuple[str | Path, dict]], flag: str = "--standalone-from") -> dict:
+    """The standalone scores several checks hold (``(check, {job: scores})`` each; the parts of
+    one reference), one entry per job; ``UserError`` when two hold one job with other scores
+    (it was trained twice: a GPU need not repeat itself, so they are not parts of one reference)."""
+    scores, found_in = {}, {}
+    for check, entries in held:
+        for name, entry in entries.items():
+            if not entry:
+                continue
+            if name in scores and scores[name] != entry:
+                raise UserError(f"{flag} {found_in[name]} and {flag} {check} both hold the standalone run {name}, "
+                                "with other scores; give parts that each trained their own runs (one --shard K/N "
+                                "each)")
+            scores.setdefault(name, entry)
+            found_in.setdefault(name, check)
+    return scores
 
 
 def _check_scores(check: Path, plan: Plan, td, out: Path, max_tokens: int) -> dict:
