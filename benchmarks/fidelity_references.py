@@ -13,6 +13,10 @@ metric (test loss, else valid loss):
 * per variant and per zero-cost proxy: Kendall tau and within-bin tau against each
   reference, per supernet seed, and the difference longer - shorter (mean over seeds) with a
   paired bootstrap 95% interval over archs (one draw of archs serves both references);
+* per variant and per proxy, ``beats_short``: its tau against the longer reference minus
+  the shorter reference's own tau against it (mean over seeds, paired bootstrap interval):
+  does one supernet rank the long runs better than training every arch for the short budget
+  does (the obvious baseline a user has without a supernet)?
 * each reference's noise ceiling as its check reported it;
 * ``axes``: for each axis of the arch (a stack's depth, the mean of a per-layer field such
   as ``encoder.ffn_dim``, a top-level number such as ``decoder_embed_dim``), Kendall tau of
@@ -75,11 +79,17 @@ def merge_seeds(short: dict, long: dict) -> tuple[dict[str, dict[str, list]], di
 def against_both(preds: list[list], short: list, long: list, size: list, seed: int = 0,
                  n_boot: int = N_BOOT) -> dict:
     """Kendall and within-bin tau of each prediction column against each reference, and the
-    mean over columns of (long - short) with a paired bootstrap interval over archs."""
+    mean over columns of (long - short) with a paired bootstrap interval over archs;
+    ``beats_short``: the columns' mean tau against the long reference minus the short
+    reference's own, paired the same way."""
     d = paired_tau_difference([(p, long) for p in preds], [(p, short) for p in preds], size, seed, n_boot)
     rename = {"kendall_a": "kendall_long", "kendall_b": "kendall_short", "within_bin_a": "within_bin_long",
               "within_bin_b": "within_bin_short", "seeds_a": "columns"}
-    return {rename.get(k, k): v for k, v in d.items() if k not in ("seeds_b", "every_seed_of_a_above_b")}
+    out = {rename.get(k, k): v for k, v in d.items() if k not in ("seeds_b", "every_seed_of_a_above_b")}
+    beats = paired_tau_difference([(p, long) for p in preds], [(short, long)], size, seed, n_boot)
+    out["beats_short"] = {k: beats[k] for k in ("kendall_diff", "kendall_diff_ci", "within_bin_diff",
+                                                 "within_bin_diff_ci") if k in beats}
+    return out
 
 
 def compare_references(short_info: dict, long_info: dict, seed: int = 0, n_boot: int = N_BOOT) -> dict:
@@ -164,7 +174,9 @@ def main(argv=None) -> int:
         for name, c in res[kind].items():
             print(f"{name}: tau short {_f(_mean(c.get('kendall_short')))} -> long {_f(_mean(c.get('kendall_long')))}, "
                   f"diff {_f(c['kendall_diff'])} {_fmt(c['kendall_diff_ci'])}; within-bin "
-                  f"{_f(_mean(c.get('within_bin_short')))} -> {_f(_mean(c.get('within_bin_long')))}")
+                  f"{_f(_mean(c.get('within_bin_short')))} -> {_f(_mean(c.get('within_bin_long')))}; "
+                  f"minus the short reference against the long one {_f(c['beats_short'].get('kendall_diff'))} "
+                  f"{_fmt(c['beats_short'].get('kendall_diff_ci', [None, None]))}")
     first = next(iter(res["variants"]), None)
     by_gap = sorted(res["axes"].items(), key=lambda kv: -abs(kv[1]["inherited"].get(first, {}).get("minus_long") or 0))
     for axis, d in by_gap:  # where the first variant disagrees most with the long reference first

@@ -32,6 +32,9 @@ def test_a_predictor_is_scored_against_both_references_with_a_paired_difference(
     assert got["kendall_short"] == pytest.approx([4 / 6]) and got["kendall_long"] == pytest.approx([1.0])
     assert got["kendall_diff"] == pytest.approx(1 - 4 / 6)
     assert got["within_bin_pairs"] == 6 and got["within_bin_diff"] == pytest.approx(1 - 4 / 6)
+    # the predictor ranks the long reference perfectly; the short reference itself gets 4/6 of it
+    assert got["beats_short"]["kendall_diff"] == pytest.approx(1 - 4 / 6)
+    assert got["beats_short"]["within_bin_diff"] == pytest.approx(1 - 4 / 6)
     # the interval: ten archs, the short reference swaps one of 45 pairs
     ten = refs.against_both([list(range(10))], [0, 1, 2, 3, 4, 5, 6, 7, 9, 8], list(range(10)), size=[1.0] * 10)
     lo, hi = ten["kendall_diff_ci"]
@@ -39,6 +42,11 @@ def test_a_predictor_is_scored_against_both_references_with_a_paired_difference(
     # two columns: the difference is the mean over them (the second ranks backwards against both)
     two = refs.against_both([pred, pred[::-1]], short, long, size=[1.0] * 4)
     assert two["kendall_long"] == pytest.approx([1.0, -1.0]) and two["kendall_diff"] == pytest.approx(0.0)
+    assert two["beats_short"]["kendall_diff"] == pytest.approx(0.0 - 4 / 6)  # mean of +1 and -1, minus 4/6
+    # a predictor that is the short reference beats it by exactly nothing
+    short10 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 8]
+    itself = refs.against_both([short10], short10, list(range(10)), size=[1.0] * 10)
+    assert itself["beats_short"]["kendall_diff"] == 0.0 and itself["beats_short"]["kendall_diff_ci"] == [0.0, 0.0]
 
 
 def test_a_ranker_against_one_reference_twice_differs_by_exactly_zero():
