@@ -187,6 +187,18 @@ def test_tokenizer_cache(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*tmp"))  # no half-written files
 
 
+@pytest.mark.parametrize("model", ["unigram", "bpe"])
+def test_a_tokenizer_is_the_same_on_machines_with_other_core_counts(monkeypatch, model):
+    # sentencepiece's result depends on its trainer's thread count: sized from the machine,
+    # a 2-core laptop and a 16-core server trained other tokenizers from the same data
+    texts = _sentences(3000, seed=3)
+    made = set()
+    for cores in (1, 2, 16):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        made.add(tokenizer_mod.train_tokenizer(texts, tokenizer_mod.TokenizerSettings(300, model=model)).to_bytes())
+    assert len(made) == 1
+
+
 def test_tokenizer_small_corpus_limits_vocab(tmp_path):
     tok = train_or_load_tokenizer(["hello world"], 500, tmp_path)
     assert tok.vocab_size < 500

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +118,10 @@ class Tokenizer:
         return f"Tokenizer(vocab_size={self.vocab_size}, keeps_whitespace={self.keeps_whitespace})"
 
 
+#: sentencepiece trainer threads on every machine (see TokenizerSettings.trainer_kwargs)
+TRAINER_THREADS = 8
+
+
 @dataclass(frozen=True)
 class TokenizerSettings:
     """Everything besides the data that decides the trained model (part of the cache key)."""
@@ -136,11 +139,12 @@ class TokenizerSettings:
                   pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
                   character_coverage=self.character_coverage,
                   input_sentence_size=self.max_sentences, shuffle_input_sentence=True,
-                  num_threads=max(1, min(8, os.cpu_count() or 1)), minloglevel=2)
+                  # the trained model depends on the trainer's thread count (BPE's merges and
+                  # unigram's pieces alike: 1, 2 and 8 threads gave three Multi30k tokenizers),
+                  # so a fixed count gives every machine the same tokenizer from the same data
+                  num_threads=TRAINER_THREADS, minloglevel=2)
         if self.model == "bpe":
-            # BPE's merges depend on the trainer's thread count: a fixed one gives every
-            # machine the same tokenizer
-            kw.update(byte_fallback=True, num_threads=8)
+            kw.update(byte_fallback=True)
         if self.keep_whitespace:
             # Code and prose LM: exact round trip of spaces, tabs and newlines.
             kw.update(normalization_rule_name="identity", remove_extra_whitespaces=False,
