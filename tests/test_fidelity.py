@@ -243,6 +243,9 @@ def test_reference_budgets_rank_the_longer_sweep_point_against_the_runs_own(monk
     assert b["gap"]["mean"] == pytest.approx((-0.5 - 0.8 - 0.5 - 0.5) / 4)
     assert b["inherited"]["kendall_tau"] == pytest.approx(1.0)
     assert b["reference"]["within_bin_pairs"] == 2 and b["reference"]["within_bin_tau"] == 0.0
+    # the supernet ranks the 30-step runs better than the 10-step runs do: 1 - 4/6; within bins 1 - 0
+    assert b["inherited_minus_reference"]["kendall_diff"] == pytest.approx(1 - 4 / 6)
+    assert b["inherited_minus_reference"]["within_bin_diff"] == pytest.approx(1.0)
 
 
 def test_report_takes_the_best_sweep_point_and_compares_proxies(monkeypatch):
@@ -822,6 +825,10 @@ def test_summary_lines_name_the_longer_reference_budget():
                "reference_budgets": {"600": {"reference": {**agree, "kendall_tau": 0.25}, "inherited": agree}}}
     text = format_summary({"summary": {"valid_loss": summary}})
     assert "standalone at 600 steps vs the run's: tau 0.250 [0.10, 0.90], inherited vs it: tau 0.500" in text
+    summary["reference_budgets"]["600"]["inherited_minus_reference"] = {"kendall_diff": 0.25,
+                                                                        "kendall_diff_ci": [0.05, 0.45]}
+    text = format_summary({"summary": {"valid_loss": summary}})
+    assert "inherited vs it: tau 0.500 (+0.250 [0.05, 0.45] over the run's-steps runs)" in text
     summary["reference_ceiling"] = {"kendall_tau": 0.8, "kendall_range": [0.7, 0.9], "within_bin_tau": 0.4}
     text = format_summary({"summary": {"valid_loss": summary}})
     assert "a perfect ranker against this one-seed reference: tau 0.800 [0.70, 0.90], within-bin 0.400" in text

@@ -163,6 +163,9 @@ def format_summary(rep: dict) -> str:
         for steps, b in s.get("reference_budgets", {}).items():
             line += (f"; standalone at {steps} steps vs the run's: tau {f(b['reference']['kendall_tau'])}"
                      f"{ci(b['reference']['kendall_ci'])}, inherited vs it: tau {f(b['inherited']['kendall_tau'])}")
+            d = b.get("inherited_minus_reference") or {}
+            if d.get("kendall_diff") is not None:
+                line += f" ({d['kendall_diff']:+.3f}{ci(d.get('kendall_diff_ci'))} over the run's-steps runs)"
         lines.append(line)
     gone = rep.get("diverged") or []
     if gone:

@@ -35,7 +35,7 @@ from ..space import SearchSpace
 from .axes import axis_disagreement
 from .plan import Plan
 from .proxies import PROXIES, proxy_values
-from .stats import gaps, rank_agreement, reference_ceiling
+from .stats import gaps, paired_tau_difference, rank_agreement, reference_ceiling
 
 #: metric -> sign that turns it into "lower is better"
 METRICS = {"valid_loss": 1.0, "test_loss": 1.0, "test_bleu": -1.0}
@@ -149,8 +149,11 @@ def reference_budgets(rows: list[dict], metric: str, size, inherited, untuned, s
     """Is the standalone reference's ranking settled at the run's steps? For each longer
     point of the steps sweep (at the run's dropout): its ranking against the run's steps
     (``reference``: a low tau says the short reference ranks how fast an arch learns, not
-    how good it gets), its loss minus the run's steps' (``gap``), and the inherited ranking
-    against it (``inherited``). Keyed by the step count."""
+    how good it gets), its loss minus the run's steps' (``gap``), the inherited ranking
+    against it (``inherited``), and ``inherited_minus_reference``: inherited's tau against
+    it minus the run's-steps runs' own, with a paired bootstrap interval over archs (> 0:
+    the supernet ranks the longer runs better than training each arch for the run's steps
+    does). Keyed by the step count."""
     # per arch: its sweep points at the run's own dropout and longer than the run's steps
     longer = [{p["steps"]: {"point": p} for p in r["sweep"][1:]
                if p["dropout"] == r["sweep"][0]["dropout"] and p["steps"] > r["sweep"][0]["steps"]}
@@ -158,8 +161,12 @@ def reference_budgets(rows: list[dict], metric: str, size, inherited, untuned, s
     out = {}
     for steps in sorted({k for points in longer for k in points}):
         col = metric_column([points.get(steps, {}) for points in longer], "point", metric)
+        # the user's baseline without a supernet: train every arch for the run's steps alone
+        d = paired_tau_difference([(inherited, col)], [(untuned, col)], size, seed)
         out[str(steps)] = {"reference": rank_agreement(col, untuned, size, seed), "gap": gaps(col, untuned),
-                           "inherited": rank_agreement(inherited, col, size, seed)}
+                           "inherited": rank_agreement(inherited, col, size, seed),
+                           "inherited_minus_reference": {k: d.get(k) for k in (
+                               "kendall_diff", "kendall_diff_ci", "within_bin_diff", "within_bin_diff_ci")}}
     return out
 
 
