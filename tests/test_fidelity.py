@@ -665,9 +665,15 @@ def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(t
     failed = {**m1, "failed": {grid[0]: "log.txt"}}
     (f1 / "measured.json").write_text(json.dumps(failed))
     refused([], "rerun that check to finish them first")
+    import sentencepiece
+    assert m1["sentencepiece"] == sentencepiece.__version__  # kept to explain a tokenizer found elsewhere
     m1["tokenizer"] = "0" * 12
     (f1 / "measured.json").write_text(json.dumps(m1))
     refused([], "another tokenizer")
+    m1["sentencepiece"] = "0.0.1"
+    (f1 / "measured.json").write_text(json.dumps(m1))
+    refused([], f"(sentencepiece 0.0.1 there, {sentencepiece.__version__} here)")
+    del m1["sentencepiece"]
     # a check written before tokenizers were recorded is read, with a warning
     del m1["tokenizer"]
     (f1 / "measured.json").write_text(json.dumps(m1))

@@ -209,8 +209,11 @@ def _check_scores(check: Path, plan: Plan, td, out: Path, max_tokens: int) -> di
                         f"this check {max_tokens}: the batches decide which tokens; give the same --max-tokens")
     digest = tokenizer_digest(td)
     if m.get("tokenizer") is not None and m["tokenizer"] != digest:
-        raise UserError(f"{flag} scored with another tokenizer ({m['tokenizer']}, here {digest}); its scores are "
-                        "other numbers: check a supernet trained on that check's data and tokenizer")
+        # the same data trains another tokenizer under another sentencepiece build
+        theirs = m.get("sentencepiece")
+        why = f" (sentencepiece {theirs} there, {_spm_version()} here)" if theirs and theirs != _spm_version() else ""
+        raise UserError(f"{flag} scored with another tokenizer ({m['tokenizer']}, here {digest}){why}; its scores "
+                        "are other numbers: check a supernet trained on that check's data and tokenizer")
     failed = [j["name"] for j in plan.jobs if j["name"] in (m.get("failed") or {})]
     if failed:
         raise UserError(f"{flag}: {len(failed)} of the standalone runs it planned failed (e.g. {failed[0]}); "
@@ -220,6 +223,11 @@ def _check_scores(check: Path, plan: Plan, td, out: Path, max_tokens: int) -> di
               "supernet's tokenizer's", file=sys.stderr)
     wanted = {j["name"] for j in plan.jobs}
     return {k: v for k, v in scores.items() if k in wanted and v}
+
+
+def _spm_version() -> str:
+    import sentencepiece
+    return sentencepiece.__version__
 
 
 def default_out(run_dir: Path) -> Path:
@@ -266,7 +274,8 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
     supernet = {**loaded, "steps_planned": int(run.train["steps"])}
     atomic_write_text(out / MEASURED, json.dumps({"inherited": inherited, "standalone": measured,
                                                   "failed": failed, "supernet": supernet,
-                                                  "tokenizer": tokenizer_digest(td), "max_tokens": max_tokens,
+                                                  "tokenizer": tokenizer_digest(td), "sentencepiece": _spm_version(),
+                                                  "max_tokens": max_tokens,
                                                   "standalone_from": None if reference is None else reference["from"]},
                                                  indent=1) + "\n")
     if supernet["step"] < supernet["steps_planned"]:
