@@ -29,7 +29,8 @@ GPU (one H200, ~8 minutes; see benchmarks/results/fidelity_notes.md for what it 
 Without training: ``--checks NAME=FOLDER,...`` gathers checks `cosearch fidelity` made;
 ``--rescore RESULT.json`` scores a result's kept per-arch rows again, and with
 ``--reference-parts PART1,PART2,...`` against a reference still being trained in parts
-(``cosearch fidelity --shard K/N`` folders), on the archs those parts have scored.
+(``cosearch fidelity --shard K/N`` folders), on the archs those parts have scored; parts of
+references planned from runs that differ only in dropout are the points of a dropout sweep.
 """
 from __future__ import annotations
 
@@ -172,7 +173,8 @@ def main(argv=None) -> int:
                    "writes --result")
     p.add_argument("--reference-parts", default=None, metavar="FOLDER,...", help="with --rescore: score the "
                    "kept inherited rows against a reference trained in parts (`cosearch fidelity --shard K/N` "
-                   "folders), on the archs those parts have scored so far")
+                   "folders), on the archs those parts have scored so far; parts of references planned from runs of "
+                   "other dropouts (the first folder's is the run's own) are a dropout sweep")
     p.add_argument("--standalone-from", default=None, action="append", metavar="CHECK", help="train no standalone "
                    "runs: every check reuses the standalone scores of this earlier check (`cosearch fidelity "
                    "--standalone-from`; once per part of a reference trained with --shard)")
@@ -629,6 +631,51 @@ def read_part(folder: Path) -> tuple[dict, dict, tuple[int, int]]:
     return plan, {"standalone": scores, "tokenizer": measured.get("tokenizer")}, kn
 
 
+def _plan_dropout(plan: dict) -> float | None:
+    """The dropout of the run a part was planned from (its space's): the sweep point it trains."""
+    space = plan.get("space")
+    d = space.get("dropout") if isinstance(space, dict) else None
+    return float(d) if isinstance(d, (int, float)) else None
+
+
+#: what a sweep point's parts may plan otherwise than the first point's: the run's dropout
+#: (its space's), and no seed-noise runs (those belong to the first point, the run's recipe)
+_SWEEP_POINT_FREE = ("shard", "noise_archs")
+
+
+def _sweep_point_view(plan: dict) -> dict:
+    """A part's plan with what may differ between sweep points taken out."""
+    space = plan.get("space")
+    return {**plan, "settings": {k: v for k, v in plan["settings"].items() if k not in _SWEEP_POINT_FREE},
+            "space": {**space, "dropout": None} if isinstance(space, dict) else space,
+            "jobs": None, "noise": None}
+
+
+def _combined_plan(groups: list[tuple[float | None, list[Path], list[dict]]]) -> dict:
+    """One plan of every sweep point: the first point's, with each further point's grid runs
+    appended (so each arch's sweep lists the run's own dropout first) and its dropout in
+    ``settings.dropouts``; refused (exit 2) unless the points plan the same archs and
+    settings, each at its own dropout, one sweep point per dropout."""
+    base_d, base_folders, base_plans = groups[0]
+    base = base_plans[0]
+    jobs = list(base["jobs"])
+    dropouts = [float(d) for d in base["settings"].get("dropouts") or ()]
+    seen = {base_d, *dropouts}
+    for d, folders, plans in groups[1:]:
+        if d is None or d in seen:
+            raise refuse(f"--reference-parts {folders[0]}: planned otherwise than {base_folders[0]} and not as a "
+                         f"dropout sweep point (its run's dropout {d} is already {base_folders[0]}'s or in its sweep); "
+                         "give parts of one reference, or of references that differ only in the run's dropout")
+        if _sweep_point_view(plans[0]) != _sweep_point_view(base):
+            raise refuse(f"--reference-parts {folders[0]}: planned otherwise than {base_folders[0]} (archs, recipe or "
+                         "settings), beyond the run's dropout; give parts of one reference, or of references that "
+                         "differ only in the run's dropout")
+        seen.add(d)
+        dropouts.append(d)
+        jobs += [j for j in plans[0]["jobs"] if j["role"] == "grid"]
+    return {**base, "jobs": jobs, "settings": {**base["settings"], "dropouts": dropouts}}
+
+
 def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
     """Put the standalone scores of a reference trained in parts into every report's per-arch
     rows (in place): each row is rebuilt from the parts' plan (the same archs, in the same
@@ -637,37 +684,48 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
     standalone score and drops out of every statistic. For reading a reference while its
     parts are still being trained; refused (exit 2) unless the folders are parts of one plan
     (the same plan but for ``--shard``, each shard once, of one N), of the reports' archs
-    and scoring settings, that agree on the tokenizer and on any run two of them hold."""
+    and scoring settings, that agree on the tokenizer and on any run two of them hold.
+
+    The parts may also be of several references that differ only in the dropout of the run
+    they were planned from (a probe whose space sets another dropout): each such reference
+    is a point of a dropout sweep, its runs named as that point of a ``--dropouts`` sweep of
+    the first reference's run would name them. The first folder's reference is the run's own
+    recipe (``untuned``); each arch keeps its best point by validation loss."""
     from cosearch.errors import UserError
     from cosearch.fidelity.plan import Plan
     from cosearch.fidelity.report import per_arch
     from cosearch.fidelity.run import merge_scores
-    plans, held, tokenizers, shards = [], [], set(), {}
+    held, tokenizers = [], set()
+    groups: dict[float | None, tuple[list[Path], list[dict], dict]] = {}  # dropout -> folders, plans, shards
     for folder in folders:
         plan, measured, (k, n) = read_part(folder)
+        g_folders, g_plans, shards = groups.setdefault(_plan_dropout(plan), ([], [], {}))
         if (k, n) in shards:
             raise refuse(f"--reference-parts: {shards[(k, n)]} and {folder} are both part {k}/{n}; give each part once")
         shards[(k, n)] = folder
         held.append((folder, measured["standalone"]))
         if measured["tokenizer"] is not None:
             tokenizers.add(str(measured["tokenizer"]))
-        plans.append(plan)
+        g_folders.append(folder)
+        g_plans.append(plan)
     try:
         scores = merge_scores(held, "--reference-parts")
     except UserError as e:
         raise refuse(str(e)) from None
-    first = {**plans[0], "settings": {**plans[0]["settings"], "shard": None}}
-    for folder, plan in zip(folders[1:], plans[1:]):
-        if {**plan, "settings": {**plan["settings"], "shard": None}} != first:
-            raise refuse(f"--reference-parts {folder}: planned otherwise than {folders[0]} (archs, recipe or "
-                         "settings); give parts of one reference")
-    if len({n for _, n in shards}) > 1:
-        raise refuse(f"--reference-parts: parts of other splits ({', '.join(f'{k}/{n}' for k, n in sorted(shards))}); "
-                     "give parts of one --shard K/N")
+    for g_folders, g_plans, shards in groups.values():
+        first = {**g_plans[0], "settings": {**g_plans[0]["settings"], "shard": None}}
+        for folder, plan in zip(g_folders[1:], g_plans[1:]):
+            if {**plan, "settings": {**plan["settings"], "shard": None}} != first:
+                raise refuse(f"--reference-parts {folder}: planned otherwise than {g_folders[0]} (archs, recipe or "
+                             "settings); give parts of one reference")
+        if len({n for _, n in shards}) > 1:
+            raise refuse(f"--reference-parts: parts of other splits ({', '.join(f'{k}/{n}' for k, n in sorted(shards))}); "
+                         "give parts of one --shard K/N")
     if len(tokenizers) > 1:
         raise refuse(f"--reference-parts: the parts scored with other tokenizers ({', '.join(sorted(tokenizers))})")
+    combined = _combined_plan([(d, f, p) for d, (f, p, _) in groups.items()])
     try:
-        plan = Plan(**plans[0])
+        plan = Plan(**combined)
     except TypeError as e:
         raise refuse(f"--reference-parts {folders[0]}: its plan.json is not a fidelity plan ({e})") from None
     held = sum(1 for j in plan.jobs if scores.get(j["name"]))
@@ -692,10 +750,14 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
             rep["settings"] = {**plan.settings, "shard": None}
     grid_done = [i for i in range(len(plan.archs)) if any(
         scores.get(j["name"]) for j in plan.jobs if j["arch"] == i and j["role"] == "grid")]
-    return {"folders": [str(f) for f in folders], "shards": [f"{k}/{n}" for k, n in sorted(shards)],
+    shards = sorted({kn for _, _, sh in groups.values() for kn in sh})
+    info = {"folders": [str(f) for f in folders], "shards": [f"{k}/{n}" for k, n in shards],
             "steps": plan.settings.get("steps"), "tokenizer": next(iter(tokenizers), None),
             "jobs_planned": len(plan.jobs), "jobs_measured": held,
             "archs_measured": len(grid_done), "archs_partly_measured": len(partial)}
+    if len(groups) > 1:
+        info["sweep_dropouts"] = list(groups)
+    return info
 
 
 def changed_values(old, new, where: str = ""):

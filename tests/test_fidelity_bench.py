@@ -247,18 +247,22 @@ def test_checks_made_by_the_command_are_gathered_and_compared(tmp_path, monkeypa
         fidelity.main(["--checks", checks])
 
 
-def _part_plan(archs, shard, dropouts=(0.1,)):
-    """A `cosearch fidelity --shard` plan.json of tiny_lm archs: one grid run per arch and
-    dropout (g0, g1, ...; with a second dropout also h0, h1, ...) and a second seed (n1) of arch 1."""
+def _part_plan(archs, shard, dropouts=(0.1,), names="gh", noise=True, steps=10):
+    """A `cosearch fidelity --shard` plan.json of tiny_lm archs planned from a run of dropout
+    ``dropouts[0]``: one grid run per arch and dropout (g0, g1, ...; with a second dropout also
+    h0, h1, ...) and, with ``noise``, a second seed (n1) of arch 1."""
     from cosearch.space import SearchSpace
-    space = SearchSpace.load("tiny_lm")
+    space = SearchSpace.load("tiny_lm").to_dict()
+    space["dropout"] = dropouts[0]
     n = len(archs)
-    jobs = [{"arch": i, "dropout": d, "steps": 10, "seed": 0, "teacher": False, "role": "grid", "name": f"{g}{i}"}
-            for i in range(n) for d, g in zip(dropouts, "gh")] + [
-        {"arch": 1, "dropout": dropouts[0], "steps": 10, "seed": 1, "teacher": False, "role": "noise", "name": "n1"}]
-    return {"run": "sup", "settings": {"seq_len": 16, "seed": 0, "shard": shard, "steps": 10}, "archs": archs,
+    jobs = [{"arch": i, "dropout": d, "steps": steps, "seed": 0, "teacher": False, "role": "grid", "name": f"{g}{i}"}
+            for i in range(n) for d, g in zip(dropouts, names)] + [
+        {"arch": 1, "dropout": dropouts[0], "steps": steps, "seed": 1, "teacher": False, "role": "noise",
+         "name": "n1"}] * noise
+    return {"run": "sup", "settings": {"seq_len": 16, "seed": 0, "shard": shard, "steps": steps,
+                                       "noise_archs": int(noise), "dropouts": list(dropouts[1:])}, "archs": archs,
             "labels": [f"b0-{i}" for i in range(n)], "bins": [0] * n, "kinds": ["uniform"] * n, "axis": [1.0] * n,
-            "in_band": [True] * n, "centres": [1.0], "space": space.to_dict(), "jobs": jobs, "noise": [1],
+            "in_band": [True] * n, "centres": [1.0], "space": space, "jobs": jobs, "noise": [1] * noise,
             "distilled": [], "format": 1}
 
 
@@ -386,6 +390,59 @@ def test_an_arch_whose_sweep_the_parts_have_scored_only_in_part_is_left_out(tmp_
     assert [r["standalone"] and r["standalone"]["valid_loss"] for r in got] == [1.0, None, 3.0, 4.0]
     assert (new["reference_parts"]["archs_measured"], new["reference_parts"]["archs_partly_measured"]) == (3, 1)
     assert new["reference_parts"]["jobs_measured"] == 7
+
+
+def test_references_planned_from_runs_of_other_dropouts_are_the_points_of_a_sweep(tmp_path, capsys):
+    import numpy as np
+    from cosearch.space import SearchSpace
+    space = SearchSpace.load("tiny_lm")
+    archs = [space.sample(np.random.default_rng(s)).to_dict() for s in range(4)]
+    rows = [{"arch": a, "inherited": {"valid_loss": i}, "standalone": None}
+            for a, i in zip(archs, [1.0, 2.0, 3.0, 4.0])]
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0}, "per_arch": rows}}}))
+
+    def score(x):
+        return {"valid_loss": x, "step": 10}
+
+    def part(name, shard, scores, **plan):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "plan.json").write_text(json.dumps(_part_plan(archs, shard, **plan)))
+        (tmp_path / name / "measured.json").write_text(json.dumps({"standalone": scores, "tokenizer": "t"}))
+        return str(tmp_path / name)
+    # the run's own dropout 0.1 (runs g*, seed noise n1) in two parts; dropout 0.3 (runs h*, no noise) in one
+    base = [part("a1", "1/2", {"g0": score(2.0), "g1": score(1.0), "n1": score(1.1)}),
+            part("a2", "2/2", {"g2": score(3.0), "g3": score(4.0)})]
+    point = part("b1", "1/1", {f"h{i}": score(x) for i, x in enumerate([1.5, 3.0, 2.5, 4.5])},
+                 dropouts=(0.3,), names="h", noise=False)
+    dest = tmp_path / "new.json"
+    assert fidelity.main(["--rescore", str(src), "--reference-parts", ",".join([*base, point]),
+                          "--result", str(dest)]) == 0
+    new = json.loads(dest.read_text())
+    got = new["reports"]["v"]["per_arch"]
+    # each arch's sweep: the run's own dropout first; its standalone is the lower validation loss
+    assert [[p["dropout"] for p in r["sweep"]] for r in got] == [[0.1, 0.3]] * 4
+    assert [r["standalone"]["valid_loss"] for r in got] == [1.5, 1.0, 2.5, 4.0]
+    assert [r["untuned"]["valid_loss"] for r in got] == [2.0, 1.0, 3.0, 4.0]
+    assert got[1]["seed2"] == score(1.1)
+    assert new["reports"]["v"]["settings"]["dropouts"] == [0.3]
+    assert new["reference_parts"]["sweep_dropouts"] == [0.1, 0.3] and new["reference_parts"]["jobs_planned"] == 9
+    # inherited 1 < 2 < 3 < 4 against the tuned 1.5, 1.0, 2.5, 4.0: one of six pairs swapped
+    assert new["reports"]["v"]["summary"]["valid_loss"]["inherited"]["kendall_tau"] == pytest.approx(4 / 6)
+
+    def refused(folders, msg):
+        with pytest.raises(SystemExit, match=msg) as e:
+            fidelity.main(["--rescore", str(src), "--reference-parts", ",".join(folders), "--result",
+                           str(tmp_path / "bad.json")])
+        assert e.value.code == 2 and not (tmp_path / "bad.json").exists()
+        capsys.readouterr()
+    # another dropout and other steps: not a sweep point of this reference
+    refused([*base, part("c1", "1/1", {}, dropouts=(0.3,), names="h", noise=False, steps=20)],
+            "beyond the run's dropout")
+    # the run's own dropout again, planned otherwise: not a part of it
+    refused([*base, part("d1", "1/1", {}, names="k")], "planned otherwise than")
+    # a point that is the first reference's own sweep point
+    refused([part("e1", "1/1", {}, dropouts=(0.1, 0.3)), point], "already")
 
 
 def test_the_seed_of_a_result_is_its_runs_or_its_gathered_checks():
