@@ -20,6 +20,7 @@ from cosearch.fidelity.pick import BIN_RATIO, pick_archs, subset, uniform_bits
 from cosearch.fidelity.plan import PLAN, Plan
 from cosearch.fidelity.proxies import decoder_params, proxy_values
 from cosearch.fidelity import report as report_mod
+from cosearch.strict_json import dumps as strict_dumps, finite_json
 from cosearch.fidelity.report import build_report
 from cosearch.fidelity.stats import (gaps, paired_tau_difference, rank_agreement, reference_ceiling, tau_difference,
                                      within_bin_tau)
@@ -118,8 +119,9 @@ def test_rank_agreement_values_and_intervals():
 def test_a_proxy_equal_for_every_arch_ranks_nothing_and_the_report_stays_strict_json():
     r = rank_agreement([5.0] * 4, [1.0, 2.0, 3.0, 4.0], n_boot=50)
     assert r["kendall_tau"] is None and r["spearman"] is None  # not nan: JSON has none
-    assert report_mod.finite_json({"a": [float("nan"), 1.0, (float("inf"), 2)], "b": {"c": float("-inf")}, "d": "x"}) \
+    assert finite_json({"a": [float("nan"), 1.0, (float("inf"), 2)], "b": {"c": float("-inf")}, "d": "x"}) \
         == {"a": [None, 1.0, [None, 2]], "b": {"c": None}, "d": "x"}
+    assert strict_dumps({"a": [float("nan"), 1.5]}) == '{"a": [null, 1.5]}'
     rows = [{"arch": None, "inherited": {"valid_loss": i}, "standalone": {"valid_loss": s}, "untuned": None,
              "sweep": [], "axis": 1.0, "weight_mb": 1.0, "params": 7, "macs": 9, "decoder_params": d}
             for i, s, d in zip([1.0, 2.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0], [4, 3, 2, 1])]

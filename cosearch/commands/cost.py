@@ -2,10 +2,10 @@
 and ``cosearch cost --gemm MxKxN [--bits W,A] --hw H [--json]`` (one GEMM)."""
 from __future__ import annotations
 
-import json
 import math
 import re
 
+from .. import strict_json
 from ..errors import UserError
 from ..hardware import cost, cost_gemm, load_hardware
 from ..hardware.arch_cost import MAX_GEMM_DIM, MAX_GEMM_MACS
@@ -83,17 +83,6 @@ def _bits(text: str) -> tuple[float, int]:
     return wb, int(ab)
 
 
-def _dumps(out: dict) -> str:
-    """Standard JSON (no NaN/Infinity tokens): a value that is not a finite number is null."""
-    def clean(v):
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
-    return json.dumps(clean(out), indent=2, allow_nan=False)
-
-
 def run(args):
     # every flag is checked before any file is read or any work is done
     power = _power(args.power_max) if args.power_max is not None else None
@@ -109,10 +98,10 @@ def run(args):
         hw = hw.with_params(power_max_w=power)
     if shape:
         out = cost_gemm(*shape, hw, *bits)
-        print(_dumps(out) if args.json else format_gemm(out))
+        print(strict_json.dumps(out, indent=2) if args.json else format_gemm(out))
         return 0
     space = SearchSpace.load(args.space)
     arch = load_arch(space, args.arch)
     rep = cost(space, arch, hw, args.scenario, seq_len=seq_len, decode_tokens=decode_tokens, batch=batch)
-    print(_dumps(rep.totals()) if args.json else format_report(rep))
+    print(strict_json.dumps(rep.totals(), indent=2) if args.json else format_report(rep))
     return 0

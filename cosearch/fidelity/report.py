@@ -281,18 +281,6 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def finite_json(v):
-    """``v`` with every nan / inf float as None, for strict JSON (``json.dumps`` would write
-    ``NaN``, which other JSON readers refuse)."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: finite_json(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [finite_json(x) for x in v]
-    return v
-
-
 def _span(v, margin: float = 0.05) -> tuple[float, float]:
     """Axis limits holding every value of ``v``, with a margin (a single value gets one too)."""
     lo, hi = float(min(v)), float(max(v))

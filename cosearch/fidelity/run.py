@@ -210,8 +210,8 @@ def _check_scores(check: Path, plan: Plan, td, out: Path, max_tokens: int) -> di
     digest = tokenizer_digest(td)
     if m.get("tokenizer") is not None and m["tokenizer"] != digest:
         # the same data trains another tokenizer under another sentencepiece build
-        theirs = m.get("sentencepiece")
-        why = f" (sentencepiece {theirs} there, {_spm_version()} here)" if theirs and theirs != _spm_version() else ""
+        theirs, ours = m.get("sentencepiece"), _spm_version()
+        why = f" (sentencepiece {theirs} there, {ours} here)" if theirs and theirs != ours else ""
         raise UserError(f"{flag} scored with another tokenizer ({m['tokenizer']}, here {digest}){why}; its scores "
                         "are other numbers: check a supernet trained on that check's data and tokenizer")
     failed = [j["name"] for j in plan.jobs if j["name"] in (m.get("failed") or {})]
@@ -294,10 +294,11 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
 def write_report(out: str | Path) -> dict:
     """(Re)build ``OUT/fidelity.json`` and ``OUT/fidelity.png`` from ``OUT/plan.json`` and
     ``OUT/measured.json``; returns the report."""
-    from .report import finite_json, plot
+    from ..strict_json import dumps, finite_json
+    from .report import plot
     out = Path(out)
     report = finite_json(read_report(out))
-    atomic_write_text(out / REPORT, json.dumps(report, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / REPORT, dumps(report, indent=1) + "\n")
     plot(report, out / PLOT)
     return report
 
