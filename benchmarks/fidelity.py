@@ -188,11 +188,11 @@ def main(argv=None) -> int:
     if not args.out and not args.rescore and not args.checks:
         p.error("the following arguments are required: --out")
     pairs = parse_pairs(args.compare)
+    command = shlex.join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)])  # as recorded
     if args.checks:
         if args.out or args.report_only or args.rescore:
             p.error("--checks gathers checks already made: give it without --out, --report-only or --rescore")
-        return gather_checks(parse_checks(args.checks), args.result, pairs,
-                             shlex.join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)]), args.note)
+        return gather_checks(parse_checks(args.checks), args.result, pairs, command, args.note)
     if args.report_only:
         return gather(Path(args.out), args.result, pairs)
     parts = None if args.reference_parts is None else [Path(f.strip()) for f in args.reference_parts.split(",")
@@ -200,8 +200,7 @@ def main(argv=None) -> int:
     if parts is not None and (not args.rescore or not parts):
         p.error("--reference-parts FOLDER,... rescores a result JSON: give it with --rescore")
     if args.rescore:
-        return rescore(Path(args.rescore), args.result, pairs, parts,
-                       shlex.join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)]))
+        return rescore(Path(args.rescore), args.result, pairs, parts, command)
     variants = parse_variants(args.variants)
 
     from cosearch.fidelity.plan import FidelitySettings, make_plan, plan_jobs, prepare_jobs, read_run
@@ -728,7 +727,7 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
         plan = Plan(**combined)
     except TypeError as e:
         raise refuse(f"--reference-parts {folders[0]}: its plan.json is not a fidelity plan ({e})") from None
-    held = sum(1 for j in plan.jobs if scores.get(j["name"]))
+    jobs_measured = sum(1 for j in plan.jobs if scores.get(j["name"]))
     partial = []
     for i in range(len(plan.archs)):  # an arch with part of its sweep scored: not scored yet
         grid = [j["name"] for j in plan.jobs if j["arch"] == i and j["role"] == "grid"]
@@ -753,7 +752,7 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
     shards = sorted({kn for _, _, sh in groups.values() for kn in sh})
     info = {"folders": [str(f) for f in folders], "shards": [f"{k}/{n}" for k, n in shards],
             "steps": plan.settings.get("steps"), "tokenizer": next(iter(tokenizers), None),
-            "jobs_planned": len(plan.jobs), "jobs_measured": held,
+            "jobs_planned": len(plan.jobs), "jobs_measured": jobs_measured,
             "archs_measured": len(grid_done), "archs_partly_measured": len(partial)}
     if len(groups) > 1:
         info["sweep_dropouts"] = list(groups)
