@@ -13,7 +13,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "cosearch"
 
 #: top-level modules every layer may use
-FOUNDATION = {"errors", "atomic", "threads", "presets", "space", "version", "jobs", "inputs", "outdirs"}
+FOUNDATION = {"errors", "atomic", "threads", "presets", "space", "version", "jobs", "inputs", "outdirs", "strict_json"}
 #: what each layer may import besides itself and the foundation
 ALLOWED = {
     "foundation": set(),
