@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 #: supernet settings a variant may set: the space's MoS mode, or a `cosearch train` flag
 TRAIN_KEYS = {"n_random": int, "distill": float, "sample_pool": int, "router_balance": float, "deep_random": int,
-              "bit_stages": str, "steps": int}
+              "bit_stages": str, "steps": int, "label_smoothing": float}
 SPACE_KEYS = {"mode": str, "experts": int}
 
 
@@ -116,6 +116,8 @@ def train_argv(args, space_file: Path, run: Path, v: dict, seed: int) -> list[st
             "--seed", str(seed), "--ckpt-every", str(max(1, v.get("steps", args.steps) // 4)), "--no-progress"]
     if args.max_len:
         argv += ["--max-len", str(args.max_len)]
+    if args.tokenizer:  # standalone jobs take the supernet's tokenizer (its cache), never their own
+        argv += ["--tokenizer", args.tokenizer]
     if args.data:
         argv += ["--data", str(Path(args.data).resolve())]
     for k in TRAIN_KEYS:
@@ -149,6 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--standalone-steps", type=int, default=None, help="standalone steps (default --steps)")
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--max-len", type=int, default=None)
+    p.add_argument("--tokenizer", choices=["unigram", "bpe"], default=None,
+                   help="the supernets' tokenizer (default: cosearch train's; code_lm's recipe is bpe)")
     p.add_argument("--variants", default="none:mode=none;layer:mode=layer")
     p.add_argument("--supernet-seeds", type=int, default=1, help="supernets per variant (seeds 0, 1, ...)")
     p.add_argument("--archs", type=int, default=24)
@@ -159,6 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--dropouts", default="", help="dropout sweep, e.g. 0,0.1")
     p.add_argument("--step-scales", default="1", help="standalone steps sweep, e.g. 1,2")
     p.add_argument("--bleu", action="store_true")
+    p.add_argument("--eval-tokens", type=int, default=None, metavar="N",
+                   help="score each model on about the first N tokens of each split (default: all)")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--supernet-share", type=float, default=0.25, help="GPU share of a supernet job")
     p.add_argument("--gpu-share", type=float, default=0.125, help="GPU share of a standalone job")
@@ -253,6 +259,7 @@ def main(argv=None) -> int:
                                 dropouts=tuple(float(x) for x in args.dropouts.split(",") if x.strip()),
                                 step_scales=tuple(float(x) for x in args.step_scales.split(",") if x.strip()),
                                 steps=args.standalone_steps or args.steps, bleu=args.bleu, gpu=args.gpu,
+                                eval_tokens=args.eval_tokens,
                                 standalone_seed=0)  # every supernet seed against the same standalone runs
     if args.standalone_from is not None:  # a reference that cannot serve is refused before any training
         check_reference(args.standalone_from, runs, settings, out)

@@ -24,13 +24,22 @@ def test_variants_parse_into_space_and_training_settings():
 
 
 def test_dry_run_prints_one_train_command_per_variant_and_seed(capsys, tmp_path):
-    assert fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none;b:router_balance=0.1",
+    assert fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none;b:router_balance=0.1,label_smoothing=0",
                           "--supernet-seeds", "2", "--steps", "7", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in lines] == ["a", "a_seed1", "b", "b_seed1"]
     assert "--router-balance 0.1" in lines[2] and "--router-balance" not in lines[0]
     assert "--seed 1" in lines[1] and "--steps 7" in lines[0]
+    assert "--label-smoothing 0.0" in lines[2] and "--label-smoothing" not in lines[0]
+    assert "--tokenizer" not in lines[0]  # cosearch train's default
     assert not (tmp_path / "o").exists()
+
+
+def test_the_tokenizer_is_passed_to_every_supernet(capsys, tmp_path):
+    assert fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none", "--supernet-seeds", "2",
+                          "--tokenizer", "bpe", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(" --tokenizer bpe" in ln for ln in lines)
 
 
 def test_the_gpu_plan_runs_this_script_with_valid_arguments(capsys, tmp_path):
@@ -146,9 +155,11 @@ def test_a_run_against_an_earlier_reference_trains_only_its_supernets(tmp_path, 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = write_lm_text(tmp_path / "t.txt")
     common = ["--space", "tiny_lm", "--task", "lm", "--data", str(data), "--steps", "4", "--max-tokens", "64",
-              "--max-len", "16", "--archs", "3", "--per-bin", "3", "--noise-archs", "0", "--parallel", "1"]
+              "--max-len", "16", "--archs", "3", "--per-bin", "3", "--noise-archs", "0", "--parallel", "1",
+              "--eval-tokens", "32"]
     ref = tmp_path / "ref"
     assert fidelity.main([*common, "--out", str(ref), "--variants", "a:mode=none"]) == 0
+    assert json.loads((ref / "fidelity" / "a" / "plan.json").read_text())["settings"]["eval_tokens"] == 32
     capsys.readouterr()
     out = tmp_path / "new"
     assert fidelity.main([*common, "--out", str(out), "--variants", "b:mode=none,deep_random=0",
