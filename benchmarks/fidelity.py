@@ -295,12 +295,18 @@ def main(argv=None) -> int:
             failed[f"fidelity-{k}"] = str(e)
         except ImportError as e:  # no scipy/matplotlib here: OUT/fidelity/K/measured.json is written
             print(f"{k}: no report here ({e}); rebuild it with --report-only where scipy is")
+    # a check trains what the wave left unfinished (e.g. a standalone run that ran out of GPU
+    # memory beside the others): such a job is done now and no longer a failure
+    retried = sorted(j.name for j in wave + teacher_jobs if j.name in failed and j.done_path(jobs_root).exists())
+    for name in retried:
+        del failed[name]
     import torch
     wall = time.time() - t0
     info = {"benchmark": "fidelity", "space": args.space, "task": args.task, "data": args.data,
             "steps": args.steps, "standalone_steps": settings.steps, "max_tokens": args.max_tokens,
             "settings": vars(args), "machine": started_on, "wall_s": round(wall, 1), "train_wave_s": round(train_s, 1),
             "gpu_seconds": round(wall * (torch.cuda.device_count() if args.gpu else 0), 1), "failed": failed,
+            "retried_by_checks": retried,
             "variants": {k: variants[variant_of(k)] for k in runs},
             # the recipe each supernet was trained with (a variant lists only what it sets;
             # the defaults, distill among them, change between versions)

@@ -881,3 +881,19 @@ def test_a_second_seed_on_every_arch_gives_a_two_seed_reference():
     assert "against the mean of both seeds: tau 1.000" in format_summary({"summary": {"valid_loss": s}})
     del rows[3]["seed2"]  # a subset only: no two-seed reference of the whole check
     assert "mean of both seeds" not in format_summary({"summary": {"valid_loss": summarise(rows, "valid_loss")}})
+
+
+def test_failed_jobs_are_one_line_naming_the_first_and_the_ones_out_of_gpu_memory(tmp_path):
+    from cosearch.fidelity.run import failure_message
+    from cosearch.jobs import JobResult
+
+    def result(name, rc, tail=""):
+        return JobResult(name, rc, 1.0, False, tmp_path / name / "log.txt", tail)
+
+    ok, crash = result("sa-1", 0), result("sa-2", 1, "ValueError: bad arch")
+    oom = result("sa-3", 1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1024.00 MiB.")
+    text = failure_message([ok, crash, oom], tmp_path / "fidelity.json")
+    assert text.startswith(f"2 of 3 standalone jobs failed (e.g. sa-2: see {tmp_path / 'sa-2' / 'log.txt'})")
+    assert "rerun the same command" in text and "\n" not in text
+    assert text.endswith("(1 ran out of GPU memory beside the others: a larger --gpu-share runs fewer at once)")
+    assert "GPU memory" not in failure_message([ok, crash], tmp_path / "fidelity.json")

@@ -179,6 +179,34 @@ def test_a_run_against_an_earlier_reference_trains_only_its_supernets(tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_standalone_run_the_wave_lost_and_a_check_retrained_is_no_failure(tmp_path, monkeypatch):
+    """A standalone run that dies in the wave (e.g. out of GPU memory beside the others) is
+    trained by the check; the result is then written, and the retry recorded."""
+    import cosearch.jobs
+    from train_fixtures import write_lm_text
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    real, lost = cosearch.jobs.run_jobs, []
+
+    def wave_loses_one(jobs, root, **kw):  # the first call with standalone jobs: one of them "dies"
+        standalone = [j for j in jobs if j.name.startswith("sa-")]
+        if not standalone or lost:
+            return real(jobs, root, **kw)
+        lost.append(standalone[0].name)
+        done = {r.name: r for r in real([j for j in jobs if j.name != lost[0]], root, **kw)}
+        dead = cosearch.jobs.JobResult(lost[0], 1, 0.0, False, Path(root) / lost[0] / "log.txt", "CUDA out of memory")
+        return [done.get(j.name, dead) for j in jobs]
+
+    monkeypatch.setattr(cosearch.jobs, "run_jobs", wave_loses_one)
+    out = tmp_path / "o"
+    assert fidelity.main(["--space", "tiny_lm", "--task", "lm", "--data", str(write_lm_text(tmp_path / "t.txt")),
+                          "--steps", "2", "--max-tokens", "64", "--max-len", "16", "--archs", "3", "--per-bin", "3",
+                          "--noise-archs", "0", "--parallel", "1", "--out", str(out), "--variants", "a:mode=none"]) == 0
+    info = json.loads((out / "result.json").read_text())
+    assert len(lost) == 1 and info["failed"] == {} and info["retried_by_checks"] == lost
+    assert (out / "standalone" / lost[0] / "run" / "summary.json").is_file()
+
+
+@pytest.mark.slow
 def test_seeds_of_one_variant_trained_with_other_settings_are_not_pooled(tmp_path, monkeypatch):
     from train_fixtures import write_lm_text
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

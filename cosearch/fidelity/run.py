@@ -285,10 +285,21 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
               "(its newest checkpoint); finish `cosearch train` first to check the trained supernet", file=sys.stderr)
     report = write_report(out)
     if failed:
-        first = next(iter(failed.items()))
-        raise UserError(f"{len(failed)} of {len(results)} standalone jobs failed (e.g. {first[0]}: see "
-                        f"{first[1]}); the report in {out / REPORT} is partial; rerun the same command to retry them")
+        raise UserError(failure_message(results, out / REPORT))
     return report
+
+
+def failure_message(results, report: Path) -> str:
+    """The one line for failed standalone jobs (``results``: every job's ``JobResult``); runs
+    that died of GPU memory get their own hint: a Ray GPU share is not a memory budget."""
+    failed = [r for r in results if not r.ok]
+    first = failed[0]
+    text = (f"{len(failed)} of {len(results)} standalone jobs failed (e.g. {first.name}: see {first.log}); the "
+            f"report in {report} is partial; rerun the same command to retry them")
+    oom = [r for r in failed if "out of memory" in r.tail.lower()]
+    if oom:
+        text += (f" ({len(oom)} ran out of GPU memory beside the others: a larger --gpu-share runs fewer at once)")
+    return text
 
 
 def write_report(out: str | Path) -> dict:
