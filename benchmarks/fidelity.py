@@ -432,8 +432,11 @@ def gather(out: Path, result: str | None, pairs: list[tuple[str, str]] | None = 
 
 def kept(rep: dict) -> dict:
     """What a result JSON keeps of a check's report (enough to rescore and compare it)."""
-    return {"supernet": rep.get("supernet"), "goals": rep["goals"], "summary": rep["summary"],
-            "per_arch": rep["per_arch"]}
+    out = {"supernet": rep.get("supernet"), "goals": rep["goals"], "summary": rep["summary"],
+           "per_arch": rep["per_arch"]}
+    if rep.get("tokenizer"):  # what a rescoring against other standalone scores compares
+        out["tokenizer"] = rep["tokenizer"]
+    return out
 
 
 def print_comparisons(comparisons: dict[str, dict]) -> None:
@@ -749,6 +752,10 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
             for g in grid:
                 scores.pop(g, None)
     for key, rep in reports.items():
+        if rep.get("tokenizer") and tokenizers and rep["tokenizer"] not in tokenizers:
+            raise refuse(f"--reference-parts: {key}'s check scored with tokenizer {rep['tokenizer']}, the parts with "
+                         f"{', '.join(sorted(tokenizers))}: its losses are over other tokens; give parts of a "
+                         "reference scored with its tokenizer")
         if [r["arch"] for r in rep["per_arch"]] != plan.archs:
             raise refuse(f"--reference-parts: {key}'s check picked other archs than the parts; give parts of a "
                          "reference of the same space, data and arch seed")

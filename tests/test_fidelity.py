@@ -442,6 +442,8 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     assert len(plan["jobs"]) == 6 and rep["jobs"] == {"planned": 6, "measured": 6, "failed": {}, "from": None,
                                                                   "shard": None}
     assert rep["supernet"] == {"checkpoint": "step_00000004.pt", "step": 4, "steps_planned": 4}
+    tokenizer = json.loads((out / "measured.json").read_text())["tokenizer"]
+    assert rep["tokenizer"] == tokenizer and len(tokenizer) == 12  # what a rescoring compares
     assert "warning" not in capsys.readouterr().err
     assert (out / "fidelity.png").stat().st_size > 10_000
     s = rep["summary"]["valid_loss"]

@@ -318,7 +318,7 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
     comparisons = {"v vs params": {"variant": "v", "baseline": "params", "n": 4, "kendall_diff": 9.0},
                    "v vs w": {"variant": "v", "baseline": "w", "n": 4, "kendall_diff": 9.0}}  # w: another JSON's
     src.write_text(json.dumps({"settings": {"old": 1}, "reports": {"v": {"settings": {"seed": 0, "steps": 5},
-                                                                        "per_arch": rows}},
+                                                                        "tokenizer": "t", "per_arch": rows}},
                                "comparisons": comparisons}))
 
     def score(x):
@@ -379,6 +379,13 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
         (folder / "plan.json").write_text(json.dumps(plan))
         (folder / "measured.json").write_text(json.dumps(measured))
         refused(["--reference-parts", f"{tmp_path / 'p1'},{folder}"], "lacks what a fidelity check writes")
+    other_tokens = tmp_path / "tok.json"  # a check scored with another tokenizer than the parts
+    other_tokens.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0}, "tokenizer": "u",
+                                                          "per_arch": rows}}}))
+    with pytest.raises(SystemExit, match="scored with tokenizer u, the parts with t") as e:
+        fidelity.main(["--rescore", str(other_tokens), "--reference-parts", given, "--result",
+                       str(tmp_path / "bad.json")])
+    assert e.value.code == 2 and not (tmp_path / "bad.json").exists()
     scored_otherwise = tmp_path / "seq.json"  # checks scored on other token windows than the parts
     scored_otherwise.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0, "seq_len": 99},
                                                               "per_arch": rows}}}))

@@ -330,4 +330,5 @@ def read_report(out: str | Path) -> dict:
     except (TypeError, KeyError) as e:
         raise UserError(f"{out}: {PLAN} or {MEASURED} lacks what a fidelity check writes "
                         f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
-    return build_report(plan, inherited, standalone, failed, m.get("supernet"), m.get("standalone_from"))
+    return build_report(plan, inherited, standalone, failed, m.get("supernet"), m.get("standalone_from"),
+                        m.get("tokenizer"))
