@@ -209,13 +209,27 @@ def main(argv=None) -> int:
         return rescore(Path(args.rescore), args.result, pairs, parts, command)
     variants = parse_variants(args.variants)
 
+    from cosearch.errors import UserError
     from cosearch.fidelity.plan import FidelitySettings, make_plan, plan_jobs, prepare_jobs, read_run
     from cosearch.jobs import Job, run_jobs
     from cosearch.space import SearchSpace
 
+    try:  # the checks' settings, refused before any training (a check would refuse them after the wave)
+        settings = FidelitySettings(archs=args.archs, per_bin=args.per_bin, seed=args.arch_seed,
+                                    noise_archs=args.noise_archs, distilled_archs=args.distilled_archs,
+                                    dropouts=tuple(float(x) for x in args.dropouts.split(",") if x.strip()),
+                                    step_scales=tuple(float(x) for x in args.step_scales.split(",") if x.strip()),
+                                    steps=args.standalone_steps or args.steps, bleu=args.bleu, gpu=args.gpu,
+                                    eval_tokens=args.eval_tokens,
+                                    standalone_seed=0)  # every supernet seed against the same standalone runs
+        settings.check()
+    except UserError as e:
+        raise refuse(str(e)) from None
+    except ValueError as e:  # a list flag that is not numbers
+        raise refuse(f"--dropouts / --step-scales: {e}; give numbers separated by commas") from None
     t0 = time.time()
     started_on = machine()  # the code the runs start from: a long run can outlive a commit
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the jobs' done-files are read relative to their own folders
     space = SearchSpace.load(args.space).to_dict()
     runs, argvs = {}, {}
     for name, v in variants.items():
@@ -254,13 +268,6 @@ def main(argv=None) -> int:
         raise SystemExit("a supernet did not start: " + "; ".join(f"{r.name}: {r.tail}" for r in res if not r.ok))
 
     check_same_recipe(runs)
-    settings = FidelitySettings(archs=args.archs, per_bin=args.per_bin, seed=args.arch_seed,
-                                noise_archs=args.noise_archs, distilled_archs=args.distilled_archs,
-                                dropouts=tuple(float(x) for x in args.dropouts.split(",") if x.strip()),
-                                step_scales=tuple(float(x) for x in args.step_scales.split(",") if x.strip()),
-                                steps=args.standalone_steps or args.steps, bleu=args.bleu, gpu=args.gpu,
-                                eval_tokens=args.eval_tokens,
-                                standalone_seed=0)  # every supernet seed against the same standalone runs
     if args.standalone_from is not None:  # a reference that cannot serve is refused before any training
         check_reference(args.standalone_from, runs, settings, out)
     # 1: the supernets and every standalone job in one wave (a standalone job shared by
@@ -282,7 +289,6 @@ def main(argv=None) -> int:
     train_s = time.time() - t0
 
     # 2: the checks (jobs done: measure and report)
-    from cosearch.errors import UserError
     from cosearch.fidelity.run import fidelity
     for k, r in runs.items():
         if f"train-{k}" in failed:  # its newest checkpoint is the start probe's: nothing to check
@@ -297,7 +303,8 @@ def main(argv=None) -> int:
             print(f"{k}: no report here ({e}); rebuild it with --report-only where scipy is")
     # a check trains what the wave left unfinished (e.g. a standalone run that ran out of GPU
     # memory beside the others): such a job is done now and no longer a failure
-    retried = sorted(j.name for j in wave + teacher_jobs if j.name in failed and j.done_path(jobs_root).exists())
+    retried = sorted(j.name for j in wave + teacher_jobs
+                     if j.name in failed and j.name in seen and j.done_path(jobs_root).exists())
     for name in retried:
         del failed[name]
     import torch
@@ -434,8 +441,10 @@ def kept(rep: dict) -> dict:
     """What a result JSON keeps of a check's report (enough to rescore and compare it)."""
     out = {"supernet": rep.get("supernet"), "goals": rep["goals"], "summary": rep["summary"],
            "per_arch": rep["per_arch"]}
-    if rep.get("tokenizer"):  # what a rescoring against other standalone scores compares
-        out["tokenizer"] = rep["tokenizer"]
+    # what a rescoring against other standalone scores compares: how the models were scored
+    for key in ("settings", "tokenizer", "max_tokens"):
+        if rep.get(key) is not None:
+            out[key] = rep[key]
     return out
 
 
@@ -643,7 +652,9 @@ def read_part(folder: Path) -> tuple[dict, dict, tuple[int, int]]:
     kn = parse_shard(shard)
     if kn is None:
         raise refuse(f"--reference-parts {folder}: its shard {shard!r} is not K/N with 1 <= K <= N; rerun that part")
-    return plan, {"standalone": scores, "tokenizer": measured.get("tokenizer")}, kn
+    batch = measured.get("max_tokens")
+    return plan, {"standalone": scores, "tokenizer": measured.get("tokenizer"),
+                  "max_tokens": batch if isinstance(batch, int) else None}, kn
 
 
 def _plan_dropout(plan: dict) -> float | None:
@@ -710,7 +721,7 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
     from cosearch.fidelity.plan import Plan
     from cosearch.fidelity.report import per_arch
     from cosearch.fidelity.run import merge_scores
-    held, tokenizers = [], set()
+    held, tokenizers, batches = [], set(), set()
     groups: dict[float | None, tuple[list[Path], list[dict], dict]] = {}  # dropout -> folders, plans, shards
     for folder in folders:
         plan, measured, (k, n) = read_part(folder)
@@ -721,6 +732,8 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
         held.append((folder, measured["standalone"]))
         if measured["tokenizer"] is not None:
             tokenizers.add(str(measured["tokenizer"]))
+        if measured["max_tokens"] is not None:
+            batches.add(measured["max_tokens"])
         g_folders.append(folder)
         g_plans.append(plan)
     try:
@@ -743,6 +756,9 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
         plan = Plan(**combined)
     except TypeError as e:
         raise refuse(f"--reference-parts {folders[0]}: its plan.json is not a fidelity plan ({e})") from None
+    if plan.settings.get("eval_tokens") is not None and len(batches) > 1:
+        raise refuse(f"--reference-parts: the parts scored their first tokens in batches of "
+                     f"{', '.join(map(str, sorted(batches)))}: other tokens; give parts scored with one --max-tokens")
     jobs_measured = sum(1 for j in plan.jobs if scores.get(j["name"]))
     partial = []
     for i in range(len(plan.archs)):  # an arch with part of its sweep scored: not scored yet
@@ -752,6 +768,11 @@ def reference_from_parts(reports: dict[str, dict], folders: list[Path]) -> dict:
             for g in grid:
                 scores.pop(g, None)
     for key, rep in reports.items():
+        if (plan.settings.get("eval_tokens") is not None and rep.get("max_tokens") is not None and batches
+                and batches != {rep["max_tokens"]}):  # a prefix of other batches is other tokens
+            raise refuse(f"--reference-parts: {key}'s check scored its first tokens in batches of "
+                         f"{rep['max_tokens']}, the parts in {', '.join(map(str, sorted(batches)))}; give parts "
+                         "scored with the same --max-tokens")
         if rep.get("tokenizer") and tokenizers and rep["tokenizer"] not in tokenizers:
             raise refuse(f"--reference-parts: {key}'s check scored with tokenizer {rep['tokenizer']}, the parts with "
                          f"{', '.join(sorted(tokenizers))}: its losses are over other tokens; give parts of a "

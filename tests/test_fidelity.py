@@ -897,5 +897,5 @@ def test_failed_jobs_are_one_line_naming_the_first_and_the_ones_out_of_gpu_memor
     text = failure_message([ok, crash, oom], tmp_path / "fidelity.json")
     assert text.startswith(f"2 of 3 standalone jobs failed (e.g. sa-2: see {tmp_path / 'sa-2' / 'log.txt'})")
     assert "rerun the same command" in text and "\n" not in text
-    assert text.endswith("(1 ran out of GPU memory beside the others: a larger --gpu-share runs fewer at once)")
+    assert text.endswith("(1 ran out of GPU memory; where jobs share a GPU, a larger --gpu-share runs fewer at once)")
     assert "GPU memory" not in failure_message([ok, crash], tmp_path / "fidelity.json")

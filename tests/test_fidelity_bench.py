@@ -35,6 +35,15 @@ def test_dry_run_prints_one_train_command_per_variant_and_seed(capsys, tmp_path)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flag, value, msg", [("--eval-tokens", "0", "--eval-tokens 0 is invalid"),
+                                              ("--archs", "2", "--archs 2 is invalid"),
+                                              ("--dropouts", "0.1,x", "--dropouts / --step-scales")])
+def test_the_checks_settings_are_refused_before_any_training(capsys, tmp_path, flag, value, msg):
+    with pytest.raises(SystemExit) as e:
+        fidelity.main(["--out", str(tmp_path / "o"), flag, value, "--dry-run"])
+    assert e.value.code == 2 and msg in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_the_tokenizer_is_passed_to_every_supernet(capsys, tmp_path):
     assert fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none", "--supernet-seeds", "2",
                           "--tokenizer", "bpe", "--dry-run"]) == 0
@@ -160,6 +169,10 @@ def test_a_run_against_an_earlier_reference_trains_only_its_supernets(tmp_path, 
     ref = tmp_path / "ref"
     assert fidelity.main([*common, "--out", str(ref), "--variants", "a:mode=none"]) == 0
     assert json.loads((ref / "fidelity" / "a" / "plan.json").read_text())["settings"]["eval_tokens"] == 32
+    measured = json.loads((ref / "fidelity" / "a" / "measured.json").read_text())
+    kept = json.loads((ref / "result.json").read_text())["reports"]["a"]  # what a later rescoring compares
+    assert kept["tokenizer"] == measured["tokenizer"] and kept["max_tokens"] == measured["max_tokens"] == 4096
+    assert kept["settings"]["eval_tokens"] == 32
     capsys.readouterr()
     out = tmp_path / "new"
     assert fidelity.main([*common, "--out", str(out), "--variants", "b:mode=none,deep_random=0",
@@ -179,13 +192,19 @@ def test_a_run_against_an_earlier_reference_trains_only_its_supernets(tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_standalone_run_the_wave_lost_and_a_check_retrained_is_no_failure(tmp_path, monkeypatch):
+@pytest.mark.parametrize("check_trains_it", [True, False])
+def test_a_standalone_run_the_wave_lost_is_no_failure_once_a_check_trained_it(tmp_path, monkeypatch, check_trains_it):
     """A standalone run that dies in the wave (e.g. out of GPU memory beside the others) is
-    trained by the check; the result is then written, and the retry recorded."""
+    trained by the check; the result is then written, and the retry recorded. If the check
+    cannot train it either, it stays a failure. (A relative --out, too.)"""
+    import cosearch.fidelity.run
     import cosearch.jobs
     from train_fixtures import write_lm_text
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     real, lost = cosearch.jobs.run_jobs, []
+
+    def dead(job_name, root):
+        return cosearch.jobs.JobResult(job_name, 1, 0.0, False, Path(root) / job_name / "log.txt", "CUDA out of memory")
 
     def wave_loses_one(jobs, root, **kw):  # the first call with standalone jobs: one of them "dies"
         standalone = [j for j in jobs if j.name.startswith("sa-")]
@@ -193,17 +212,28 @@ def test_a_standalone_run_the_wave_lost_and_a_check_retrained_is_no_failure(tmp_
             return real(jobs, root, **kw)
         lost.append(standalone[0].name)
         done = {r.name: r for r in real([j for j in jobs if j.name != lost[0]], root, **kw)}
-        dead = cosearch.jobs.JobResult(lost[0], 1, 0.0, False, Path(root) / lost[0] / "log.txt", "CUDA out of memory")
-        return [done.get(j.name, dead) for j in jobs]
+        return [done.get(j.name) or dead(j.name, root) for j in jobs]
+
+    def check_loses_it_again(jobs, root, **kw):
+        done = {r.name: r for r in real([j for j in jobs if j.name not in lost], root, **kw)}
+        return [done.get(j.name) or dead(j.name, root) for j in jobs]
 
     monkeypatch.setattr(cosearch.jobs, "run_jobs", wave_loses_one)
-    out = tmp_path / "o"
-    assert fidelity.main(["--space", "tiny_lm", "--task", "lm", "--data", str(write_lm_text(tmp_path / "t.txt")),
-                          "--steps", "2", "--max-tokens", "64", "--max-len", "16", "--archs", "3", "--per-bin", "3",
-                          "--noise-archs", "0", "--parallel", "1", "--out", str(out), "--variants", "a:mode=none"]) == 0
-    info = json.loads((out / "result.json").read_text())
-    assert len(lost) == 1 and info["failed"] == {} and info["retried_by_checks"] == lost
-    assert (out / "standalone" / lost[0] / "run" / "summary.json").is_file()
+    if not check_trains_it:
+        monkeypatch.setattr(cosearch.fidelity.run, "run_jobs", check_loses_it_again)
+    monkeypatch.chdir(tmp_path)
+    rc = fidelity.main(["--space", "tiny_lm", "--task", "lm", "--data", str(write_lm_text(tmp_path / "t.txt")),
+                        "--steps", "2", "--max-tokens", "64", "--max-len", "16", "--archs", "3", "--per-bin", "3",
+                        "--noise-archs", "0", "--parallel", "1", "--out", "o", "--variants", "a:mode=none"])
+    info = json.loads((tmp_path / "o" / "run_info.json").read_text())
+    assert len(lost) == 1
+    if check_trains_it:
+        assert rc == 0 and info["failed"] == {} and info["retried_by_checks"] == lost
+        assert (tmp_path / "o" / "standalone" / lost[0] / "run" / "summary.json").is_file()
+        assert (tmp_path / "o" / "result.json").is_file()
+    else:
+        assert rc == 1 and lost[0] in info["failed"] and "fidelity-a" in info["failed"]
+        assert info["retried_by_checks"] == [] and not (tmp_path / "o" / "result.json").exists()
 
 
 @pytest.mark.slow
@@ -386,6 +416,33 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
         fidelity.main(["--rescore", str(other_tokens), "--reference-parts", given, "--result",
                        str(tmp_path / "bad.json")])
     assert e.value.code == 2 and not (tmp_path / "bad.json").exists()
+    # a prefix (--eval-tokens) is cut into batches of --max-tokens: other batches, other tokens
+    def prefix_part(name, shard, batch, scores):
+        plan = _part_plan(archs, shard)
+        plan["settings"]["eval_tokens"] = 100
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "plan.json").write_text(json.dumps(plan))
+        (tmp_path / name / "measured.json").write_text(json.dumps({"standalone": scores, "tokenizer": "t",
+                                                                   "max_tokens": batch}))
+        return str(tmp_path / name)
+    e1, e2 = prefix_part("e1", "1/2", 4096, {"g0": score(1.0)}), prefix_part("e2", "2/2", 4096, {"g2": score(2.0)})
+    e3 = prefix_part("e3", "2/2", 512, {"g2": score(2.0)})
+    prefixed = tmp_path / "prefix.json"
+    for batch in (4096, 512):
+        prefixed.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0, "eval_tokens": 100},
+                                                          "tokenizer": "t", "max_tokens": batch, "per_arch": rows}}}))
+        argv = ["--rescore", str(prefixed), "--reference-parts", f"{e1},{e2}", "--result", str(tmp_path / "p.json")]
+        if batch == 4096:
+            assert fidelity.main(argv) == 0
+        else:
+            with pytest.raises(SystemExit, match="in batches of 512, the parts in 4096") as e:
+                fidelity.main(argv)
+            assert e.value.code == 2
+    capsys.readouterr()
+    refused_parts = ["--rescore", str(prefixed), "--reference-parts", f"{e1},{e3}", "--result", str(tmp_path / "b.json")]
+    with pytest.raises(SystemExit, match="batches of 512, 4096: other tokens") as e:
+        fidelity.main(refused_parts)
+    assert e.value.code == 2 and not (tmp_path / "b.json").exists()
     scored_otherwise = tmp_path / "seq.json"  # checks scored on other token windows than the parts
     scored_otherwise.write_text(json.dumps({"reports": {"v": {"settings": {"seed": 0, "seq_len": 99},
                                                               "per_arch": rows}}}))

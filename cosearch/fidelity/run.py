@@ -290,15 +290,16 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
 
 
 def failure_message(results, report: Path) -> str:
-    """The one line for failed standalone jobs (``results``: every job's ``JobResult``); runs
-    that died of GPU memory get their own hint: a Ray GPU share is not a memory budget."""
+    """The one line for failed standalone jobs (``results``: every job's ``JobResult``, at
+    least one failed); runs that died of GPU memory get their own hint: a Ray GPU share is
+    not a memory budget."""
     failed = [r for r in results if not r.ok]
     first = failed[0]
     text = (f"{len(failed)} of {len(results)} standalone jobs failed (e.g. {first.name}: see {first.log}); the "
             f"report in {report} is partial; rerun the same command to retry them")
     oom = [r for r in failed if "out of memory" in r.tail.lower()]
     if oom:
-        text += (f" ({len(oom)} ran out of GPU memory beside the others: a larger --gpu-share runs fewer at once)")
+        text += f" ({len(oom)} ran out of GPU memory; where jobs share a GPU, a larger --gpu-share runs fewer at once)"
     return text
 
 
@@ -331,4 +332,4 @@ def read_report(out: str | Path) -> dict:
         raise UserError(f"{out}: {PLAN} or {MEASURED} lacks what a fidelity check writes "
                         f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
     return build_report(plan, inherited, standalone, failed, m.get("supernet"), m.get("standalone_from"),
-                        m.get("tokenizer"))
+                        m.get("tokenizer"), m.get("max_tokens"))
