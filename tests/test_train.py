@@ -1,6 +1,7 @@
 """Supernet training: sandwich sampling, schedules, resume to identical weights, run folders."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -123,6 +124,22 @@ def test_checkpoint_device_errors_do_not_blame_the_file(tmp_path, monkeypatch):
     p.write_bytes(p.read_bytes()[:50])  # a damaged file on the device path still says so
     with pytest.raises(UserError, match="not a readable cosearch checkpoint"):
         load_checkpoint(p, map_location="cuda")
+
+
+def test_low_activation_bits_train_to_a_summary_and_a_digest_of_every_byte(tmp_path, one_thread):
+    # below 8 bits each activation width has a learned clip: a 0-d parameter
+    space = lm_space()
+    space["quantization"] = dict(weight_bits=[4, 8], act_bits=[4, 8])
+    res = train(space, "lm", write_lm_text(tmp_path / "t.txt"), tmp_path / "r", **dict(FAST, steps=2))
+    assert res.finished and (tmp_path / "r" / "summary.json").exists()
+    state = load_checkpoint(latest_checkpoint(tmp_path / "r"))["model"]
+    clips = [k for k, t in state.items() if t.ndim == 0 and "log_clip.b4" in k]
+    assert clips
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    assert res.state_digest == h.hexdigest()
 
 
 # --------------------------------------------------------------------------- resume

@@ -233,7 +233,8 @@ def state_digest(module: torch.nn.Module) -> str:
     for name, t in sorted(module.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # flattened first: a 0-d tensor (a learned activation clip, below 8 bits) has no byte view
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
