@@ -209,8 +209,10 @@ def main(argv=None) -> int:
         return rescore(Path(args.rescore), args.result, pairs, parts, command)
     variants = parse_variants(args.variants)
 
+    from cosearch.atomic import make_dir
     from cosearch.errors import UserError
     from cosearch.fidelity.plan import FidelitySettings, make_plan, plan_jobs, prepare_jobs, read_run
+    from cosearch.outdirs import mark
     from cosearch.jobs import Job, run_jobs
     from cosearch.space import SearchSpace
 
@@ -273,6 +275,9 @@ def main(argv=None) -> int:
     # 1: the supernets and every standalone job in one wave (a standalone job shared by
     # several variants is one job; a teacher job runs after its supernet's training)
     jobs_root = out / "standalone"
+    # marked as a check's jobs folder: it also holds the supernets' job logs (train-*), which no
+    # jobs folder of `cosearch fidelity` holds, so the checks below would not take it as theirs
+    mark(make_dir(jobs_root), "fidelity")
     wave, seen, teacher_jobs = supernet_jobs(False), set(), []
     for k, r in (runs.items() if args.standalone_from is None else ()):
         run = read_run(r)

@@ -11,12 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from cosearch.cli import main
-from cosearch.fidelity.pick import BIN_RATIO, pick_archs, subset, uniform_bits
+from cosearch.fidelity.pick import BIN_RATIO, pick_archs, subset, uniform_bits, unpicked_choices
 from cosearch.fidelity.plan import PLAN, Plan
 from cosearch.fidelity.proxies import decoder_params, proxy_values
 from cosearch.fidelity import report as report_mod
@@ -24,7 +25,7 @@ from cosearch.strict_json import dumps as strict_dumps, finite_json
 from cosearch.fidelity.report import build_report
 from cosearch.fidelity.stats import (gaps, paired_tau_difference, rank_agreement, reference_ceiling, tau_difference,
                                      within_bin_tau)
-from cosearch.space import Arch, SearchSpace
+from cosearch.space import Arch, LayerArch, SearchSpace
 
 from train_fixtures import one_thread, write_lm_text  # noqa: F401
 
@@ -74,6 +75,28 @@ def test_step_scales_that_round_to_the_same_steps_are_one_grid_point():
     # 10 x 0.01 and 10 x 0.05 both round up to 1 step; 10 x 1.01 to 11
     s = FidelitySettings(step_scales=(0.01, 0.05, 1.01), dropouts=(0.0,))
     assert grid_points(run, s) == [(0.1, 10), (0.1, 1), (0.1, 11), (0.0, 10), (0.0, 1), (0.0, 11)]
+
+
+def test_unpicked_choices_are_those_no_arch_takes_in_any_layer():
+    space = SearchSpace.from_dict(dict(
+        name="t", family="encoder_decoder", vocab_size=64, max_positions=32,
+        encoder=dict(embed_dim=[16, 32], layers=[2, 3], ffn_dim=[32, 64], heads=[2], head_dim=8),
+        decoder=dict(embed_dim=[16, 32], layers=[1, 3], ffn_dim=[32, 64], heads=[2, 4], head_dim=8,
+                     cross_layers=[1, 2]),
+        quantization=dict(weight_bits=[1.58, 4, 16], act_bits=[4, 8])))
+    la = LayerArch
+    archs = [Arch(decoder_embed_dim=16, encoder_embed_dim=32,
+                  encoder=(la(32, 2, 1.58, 4), la(32, 2, 4, 4)),
+                  decoder=(la(64, 2, 4, 8, 1), la(64, 2, 4, 8, 1), la(64, 2, 16, 8, 2))),
+             Arch(decoder_embed_dim=16, encoder_embed_dim=32, encoder=(la(32, 2, 16, 8), la(32, 2, 16, 8)),
+                  decoder=(la(64, 2, 1.58, 4, 1), la(64, 2, 1.58, 4, 1), la(64, 2, 1.58, 4, 1)))]
+    assert unpicked_choices(space, archs) == [
+        "encoder.embed_dim=16", "encoder.layers=3", "encoder.ffn_dim=64",
+        "decoder.embed_dim=32", "decoder.layers=1", "decoder.ffn_dim=32", "decoder.heads=4"]
+    assert unpicked_choices(space, archs[:1]) == [
+        "encoder.embed_dim=16", "encoder.layers=3", "encoder.ffn_dim=64", "encoder.weight_bits=16",
+        "encoder.act_bits=8", "decoder.embed_dim=32", "decoder.layers=1", "decoder.ffn_dim=32", "decoder.heads=4",
+        "decoder.weight_bits=1.58", "decoder.act_bits=4"]
 
 
 def test_subset_spreads_over_the_picks():
@@ -186,7 +209,7 @@ def test_reference_ceiling_follows_the_normal_law():
     # 400 archs whose reference has variance exactly 1; 8 noise pairs whose differences, less a
     # shift of 0.3 that the second seed gives every arch, are +-e with 8 e^2 / (2 * 7) = 0.36
     ref = np.random.default_rng(1).standard_normal(400)
-    ref = ((ref - ref.mean()) / ref.std()).tolist()
+    ref = ((ref - ref.mean()) / ref.std(ddof=1)).tolist()
     e = math.sqrt(0.36 * 2 * 7 / 8)
     first, second = [3.0] * 8, [3.3 + e, 3.3 - e] * 4
     c = reference_ceiling(ref, first, second, seed=0, n_sim=100)
@@ -212,6 +235,11 @@ def test_reference_ceiling_without_noise_is_one_and_with_only_noise_zero():
     assert c["noise_sd"] == pytest.approx(math.sqrt((25 + 25) / 2)) and c["kendall_tau"] == 0.0
     assert c["within_bin_tau"] == 0.0
     assert reference_ceiling(ref, [2.0], [2.5], size)["kendall_tau"] is None  # one pair is no estimate
+    # 3 archs of sample variance 1 (unbiased, as sigma^2 is) and noise variance 0.8: a little
+    # ranking is left (the biased variance, 2/3, would call it all noise)
+    a = math.sqrt(0.8)
+    c = reference_ceiling([0.0, 1.0, 2.0], [0.0, 0.0], [a, -a], n_sim=50)
+    assert c["noise_sd"] == pytest.approx(math.sqrt(0.8)) and c["kendall_tau"] > 0.05
 
 
 def test_reference_ceiling_leaves_out_archs_without_a_value_and_their_sizes():
@@ -411,9 +439,10 @@ def test_an_unfinished_supernet_is_checked_with_a_warning_naming_its_step(tmp_pa
     step = int(json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"])
     assert step < 400
     capsys.readouterr()
-    assert main(["fidelity", str(run), "--out", str(tmp_path / "fid"), "--archs", "3", "--per-bin", "3",
+    assert main(["fidelity", str(run), "--out", str(tmp_path / "fid"), "--archs", "3",  # --per-bin: 3 then
                  "--noise-archs", "0", "--steps", "2", "--no-progress"]) == 0
     rep = json.loads((tmp_path / "fid" / "fidelity.json").read_text())
+    assert rep["settings"]["per_bin"] == 3
     assert rep["supernet"] == {"checkpoint": f"step_{step:08d}.pt", "step": step, "steps_planned": 400}
     assert f"checked at step {step} of its 400" in capsys.readouterr().err
 
@@ -444,7 +473,18 @@ def test_fidelity_end_to_end_on_tiny_lm(tmp_path, capsys, one_thread):
     assert rep["supernet"] == {"checkpoint": "step_00000004.pt", "step": 4, "steps_planned": 4}
     tokenizer = json.loads((out / "measured.json").read_text())["tokenizer"]
     assert rep["tokenizer"] == tokenizer and len(tokenizer) == 12  # what a rescoring compares
-    assert "warning" not in capsys.readouterr().err
+    # 4 archs cannot take every choice of tiny_lm: the ones none takes are said and recorded
+    # (expected from the plan's arch dicts and the preset's choices, read here by hand)
+    taken = {"embed_dim": {a["decoder_embed_dim"] for a in plan["archs"]},
+             "layers": {len(a["decoder"]) for a in plan["archs"]},
+             **{f: {la[f] for a in plan["archs"] for la in a["decoder"]}
+                for f in ("ffn_dim", "heads", "weight_bits", "act_bits")}}
+    preset = {"embed_dim": [64, 96, 128], "layers": [1, 2, 3, 4], "ffn_dim": [128, 256, 512], "heads": [2, 4],
+              "weight_bits": [1.58, 2, 4, 8, 16], "act_bits": [8, 16]}
+    missing = [f"decoder.{f}={c:g}" for f, cs in preset.items() for c in cs if c not in taken[f]]
+    assert missing and rep["unpicked_choices"] == missing
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and f"no checked arch takes {', '.join(missing)};" in err
     assert (out / "fidelity.png").stat().st_size > 10_000
     s = rep["summary"]["valid_loss"]
     assert rep["headline"] == "valid_loss" and s["inherited"]["n"] == 4  # lm data: no test split
@@ -519,11 +559,30 @@ def test_a_killed_check_resumes_where_it_stopped(tmp_path, one_thread):
     assert rep["jobs"]["measured"] == 3 and rep["summary"]["valid_loss"]["inherited"]["n"] == 3
 
 
+def test_a_finished_job_missing_its_last_checkpoint_is_one_line_not_an_earlier_model(tmp_path, capsys, one_thread):
+    run, _ = _supernet(tmp_path, steps=2)
+    out = tmp_path / "fid"
+    argv = ["fidelity", str(run), "--out", str(out), "--archs", "3", "--per-bin", "3", "--noise-archs", "0",
+            "--steps", "3", "--no-progress"]
+    assert main(argv) == 0
+    job = out / "jobs" / json.loads((out / PLAN).read_text())["jobs"][0]["name"]
+    assert sorted(p.name for p in (job / "run" / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000003.pt"]
+    (job / "run" / "checkpoints" / "step_00000003.pt").unlink()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{job / 'run'} finished 3 steps but has its newest checkpoint at step 2" in err
+    assert f"delete that job folder ({job})" in err
+    (job / "run" / "checkpoints" / "step_00000002.pt").unlink()
+    assert main(argv) == 2 and "finished 3 steps but has no checkpoint" in capsys.readouterr().err
+
+
 def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
     run, _ = _supernet(tmp_path, steps=2)
     cases = [
         ([str(tmp_path / "nope")], "not a cosearch run"),
         ([str(run), "--archs", "2"], "--archs 2 is invalid"),
+        ([str(run), "--archs", "6001", "--per-bin", "1"], "--archs 6001 is invalid; give between 3"),
         ([str(run), "--dropouts", "0,1.5"], "--dropouts 0.0,1.5 is invalid"),
         ([str(run), "--step-scales", "1,inf"], "--step-scales 1.0,inf is invalid"),
         ([str(run), "--step-scales", "1,1e308"], "--step-scales 1e+308 is invalid: 2 x 1e+308 steps is more than"),
@@ -551,11 +610,27 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
     assert "exists and is not a cosearch fidelity check" in capsys.readouterr().err
     assert main(["fidelity", str(run), "--out", str(run / "f"), "--no-progress"]) == 2
     assert "inside the input RUN" in capsys.readouterr().err and not (run / "f").exists()
+    # a user's folder holding an sa- name is no jobs folder from before markers: refused, untouched
+    (tmp_path / "ud" / "sa-mydata").mkdir(parents=True)
+    (tmp_path / "ud" / "sa-mydata" / "notes.txt").write_text("x")
+    (tmp_path / "ud" / "README").write_text("mine")
+    assert main(["fidelity", str(run), "--out", str(tmp_path / "f"), "--jobs", str(tmp_path / "ud"),
+                 "--no-progress"]) == 2
+    assert "--jobs" in capsys.readouterr().err and not (tmp_path / "f").exists()
+    assert sorted(p.name for p in (tmp_path / "ud").rglob("*")) == ["README", "notes.txt", "sa-mydata"]
     sa = tmp_path / "sa"
     assert main(["train", "--space", "tiny_lm", "--data", str(tmp_path / "t.txt"), "--out", str(sa),
                  "--steps", "1", "--arch", "smallest", *LM]) == 0
     assert main(["fidelity", str(sa), "--no-progress"]) == 2
     assert "standalone run" in capsys.readouterr().err
+    # the run's data moved away: a check has no data flag, so the line names the run's own path
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    cfg = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps(dict(cfg, data=str(tmp_path / "gone.txt"))))
+    assert main(["fidelity", str(moved), "--out", str(tmp_path / "f"), "--no-progress"]) == 2
+    assert f"trained on {tmp_path / 'gone.txt'} (its config.json's \"data\"), which no longer exists" in \
+        capsys.readouterr().err and not (tmp_path / "f").exists()
     # a damaged supernet checkpoint is found before any standalone run trains
     bad = tmp_path / "bad"
     shutil.copytree(run, bad)
@@ -566,7 +641,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
 
 
 @pytest.mark.slow
-def test_checks_sharing_a_jobs_folder_score_each_standalone_run_once(tmp_path, one_thread, monkeypatch):
+def test_checks_sharing_a_jobs_folder_score_each_standalone_run_once(tmp_path, capsys, one_thread, monkeypatch):
     from cosearch.fidelity import measure
     run, data = _supernet(tmp_path, steps=2)
     run2 = tmp_path / "sup2"  # another supernet seed on the same data: the same standalone runs
@@ -597,6 +672,18 @@ def test_checks_sharing_a_jobs_folder_score_each_standalone_run_once(tmp_path, o
     assert len(scored) == 10 + 3
     r1 = json.loads((tmp_path / "f1" / "fidelity.json").read_text())
     assert [r["inherited"] for r in r1["per_arch"]] == [r["inherited"] for r in r2["per_arch"]]
+    # a check while another process holds the shared jobs folder stops at once, in one line, unwritten
+    from test_outdirs import _holder, _release
+    holder = _holder(jobs, "exclusive")
+    capsys.readouterr()  # what earlier commands said
+    try:
+        assert main(["fidelity", str(run2), "--out", str(tmp_path / "f4"), *common]) == 2
+    finally:
+        _release(holder)
+    err = capsys.readouterr().err
+    assert f"{jobs} is in use by another cosearch command (pid {holder.pid}); wait for it to finish or choose " \
+        "another --jobs" in err and err.count("\n") == 1
+    assert not (tmp_path / "f4").exists()
 
 
 @pytest.mark.slow
@@ -644,6 +731,7 @@ def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(t
 
     def refused(extra, msg, ref=f1):
         out = tmp_path / "f3"
+        capsys.readouterr()  # what earlier commands said
         assert main(["fidelity", str(run2), "--out", str(out), "--standalone-from", str(ref), *common,
                      *extra]) == 2
         err = capsys.readouterr().err
@@ -654,6 +742,7 @@ def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(t
     refused(["--eval-tokens", "32"], "give the same --eval-tokens")
     refused(["--jobs", str(tmp_path / "j")], "exclude each other")
     refused([], "give the --out folder of a finished fidelity check", ref=run)  # a run, not a check
+    refused([], f"--standalone-from {tmp_path / 'nosuch'} does not exist", ref=tmp_path / "nosuch")
     refused([], "is inside the input --standalone-from", ref=tmp_path)  # an --out inside it
     refused(["--distilled-archs", "1"], "give --distilled-archs 0")  # their teacher is this supernet
     # a check keeps the source of its standalone scores
@@ -748,6 +837,7 @@ def test_a_reference_trained_in_parts_serves_as_one(tmp_path, capsys, one_thread
     assert len(scored) == 3
 
     def refused(args, msg, out=tmp_path / "f3"):
+        capsys.readouterr()  # what earlier commands said
         assert main(["fidelity", *args, "--out", str(out), *common]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, err
@@ -826,6 +916,40 @@ def test_report_only_on_damaged_files_is_one_line(tmp_path, capsys, plan, measur
     assert main(["fidelity", str(tmp_path / "gone"), "--out", str(out), "--report-only"]) == 2
     err = capsys.readouterr().err
     assert re.search(msg, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_only_on_values_a_check_never_writes_is_one_line(tmp_path, capsys, one_thread):
+    from cosearch.fidelity.plan import FidelitySettings, check_or_write_plan, make_plan, read_run
+    run, _ = _supernet(tmp_path, steps=2)
+    plan = make_plan(read_run(run), FidelitySettings(archs=3, per_bin=3, noise_archs=0, steps=2))
+    good_plan = json.loads(json.dumps(asdict(plan)))
+    good = {"inherited": [{"valid_loss": 3.0 + i} for i in range(3)], "failed": {},
+            "standalone": {j["name"]: {"valid_loss": 2.0 + j["arch"]} for j in plan.jobs}}
+    out = tmp_path / "fid"
+
+    def report_only(plan_dict, measured) -> int:
+        out.mkdir(exist_ok=True)
+        (out / PLAN).write_text(json.dumps(plan_dict))
+        (out / "measured.json").write_text(json.dumps(measured))
+        return main(["fidelity", str(tmp_path / "gone"), "--out", str(out), "--report-only"])
+
+    assert report_only(good_plan, good) == 0
+    capsys.readouterr()
+
+    def damaged(edit):
+        p, m = json.loads(json.dumps(good_plan)), json.loads(json.dumps(good))
+        edit(p, m)
+        return p, m
+    cases = [damaged(lambda p, m: p["archs"][0]["decoder"][0].update(weight_bits=5)),
+             damaged(lambda p, m: p["archs"].__setitem__(0, "largest")),
+             damaged(lambda p, m: m.__setitem__("inherited", [1, 2, 3])),
+             damaged(lambda p, m: m.__setitem__("standalone", [])),
+             damaged(lambda p, m: p["settings"].update(seed="x"))]
+    for p, m in cases:
+        assert report_only(p, m) == 2
+        err = capsys.readouterr().err.strip()
+        assert "holds what a fidelity check does not write" in err and "Traceback" not in err
+        assert len(err.splitlines()) == 1
 
 
 def test_summary_lines_name_the_longer_reference_budget():

@@ -33,8 +33,8 @@ def register(sub):
                    "give it once per part of a reference trained with --shard")
     g = p.add_argument_group("which archs")
     g.add_argument("--archs", type=int, default=24, help="archs to check (default 24)")
-    g.add_argument("--per-bin", type=int, default=4, help="archs per size bin, all within +-15%% of "
-                   "each other (default 4)")
+    g.add_argument("--per-bin", type=int, default=None, help="archs per size bin, all within +-15%% of "
+                   "each other (default 4, or --archs when fewer)")
     g.add_argument("--seed", type=int, default=0, help="seed of the arch picks (default 0)")
     g.add_argument("--stratify", choices=["size", "latency"], default="size",
                    help="spread the bins over weight MB or over --hw latency (default size)")
@@ -79,14 +79,24 @@ def register(sub):
 def run(args) -> int:
     from pathlib import Path
 
-    from ..fidelity.plan import FidelitySettings
-    from ..fidelity.run import REPORT, default_out, fidelity, write_report
+    from ..errors import UserError
+    from ..fidelity.plan import PLAN, FidelitySettings
+    from ..fidelity.run import MEASURED, REPORT, default_out, fidelity, write_report
 
     if args.report_only:
-        rep = write_report(args.out or default_out(Path(args.run)))
-        print(json.dumps(rep["summary"], indent=1) if args.json else format_summary(rep))
+        out = Path(args.out or default_out(Path(args.run)))
+        try:
+            rep = write_report(out)
+            summary = json.dumps(rep["summary"], indent=1) if args.json else format_summary(rep)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            # here the two files are the input (copied, or edited by hand): a value a check never
+            # writes is one line naming them, not a traceback
+            raise UserError(f"{out}: {PLAN} or {MEASURED} holds what a fidelity check does not write "
+                            f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
+        print(summary)
         return 0
-    settings = FidelitySettings(archs=args.archs, per_bin=args.per_bin, seed=args.seed, stratify=args.stratify,
+    per_bin = args.per_bin if args.per_bin is not None else min(4, args.archs)
+    settings = FidelitySettings(archs=args.archs, per_bin=per_bin, seed=args.seed, stratify=args.stratify,
                                 hw=args.hw, seq_len=args.seq_len, noise_archs=args.noise_archs,
                                 distilled_archs=args.distilled_archs, dropouts=args.dropouts,
                                 step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu,
@@ -140,7 +150,7 @@ def format_summary(rep: dict) -> str:
         inh, best = s["inherited"], s.get("best_proxy")
         line = (f"{m}: n={inh['n']} tau {f(inh['kendall_tau'])}{ci(inh['kendall_ci'])}, spearman "
                 f"{f(inh['spearman'])}, within-bin tau {f(inh.get('within_bin_tau'))}"
-                f"{ci(inh.get('within_bin_ci'))} ({inh.get('within_bin_pairs', 0)} pairs); mean |gap| "
+                f"{ci(inh.get('within_bin_ci'))} ({_pairs(inh.get('within_bin_pairs', 0))}); mean |gap| "
                 f"{f(s['gap']['mean_abs'])}")
         if best:
             p = s["proxies"][best]
@@ -182,3 +192,7 @@ def format_summary(rep: dict) -> str:
                      "scored, so the figures above are partial; check a supernet against every part with "
                      "--standalone-from (once each)")
     return "\n".join(lines)
+
+
+def _pairs(n: int) -> str:
+    return f"{n} pair" if n == 1 else f"{n} pairs"

@@ -110,6 +110,29 @@ def pick_archs(space: SearchSpace, n: int, per_bin: int = 4, seed: int = 0,
     return out
 
 
+def unpicked_choices(space: SearchSpace, archs: Sequence[Arch]) -> list[str]:
+    """Each choice of the space that no arch of ``archs`` takes (``decoder.layers=1``,
+    ``decoder.act_bits=4``: a per-layer choice counts when any layer takes it). Bins spread
+    over sizes, and picks are drawn from distinct archs, so a choice that allows few
+    distinct archs (a shallow depth) can be missed: the check then says nothing about it."""
+    q = space.spec.quantization
+    out = []
+    for side in space.sides():
+        spec = space.side(side)
+        stacks = [a.encoder if side == "encoder" else a.decoder for a in archs]
+        layers = [la for st in stacks for la in st]
+        taken = {"embed_dim": {a.encoder_embed_dim if side == "encoder" else a.decoder_embed_dim for a in archs},
+                 "layers": {len(st) for st in stacks}}
+        choices = {"embed_dim": spec.embed_dim, "layers": spec.layers, "ffn_dim": spec.ffn_dim,
+                   "heads": spec.heads, "weight_bits": q.weight_bits, "act_bits": q.act_bits}
+        if side == "decoder" and space.is_encdec and spec.cross_layers:
+            choices["cross_layers"] = spec.cross_layers
+        for field_name, options in choices.items():
+            used = taken[field_name] if field_name in taken else {getattr(la, field_name) for la in layers}
+            out += [f"{side}.{field_name}={o:g}" for o in options if not any(abs(o - u) < 1e-6 for u in used)]
+    return out
+
+
 def subset(n: int, k: int) -> list[int]:
     """``k`` of ``range(n)`` spread evenly (the archs of the seed-noise or teacher runs;
     the picks are in bin order, so these span the sizes)."""

@@ -72,7 +72,9 @@ class FidelitySettings:
     def check(self) -> None:
         """``UserError`` naming the first bad setting (its flag)."""
         checks = [
-            ("--archs", self.archs >= 3, "at least 3 (a rank correlation needs 3)"),
+            # the picks come from 2 x CANDIDATES random archs (+2): more can never be distinct
+            ("--archs", 3 <= self.archs <= 2 * CANDIDATES,
+             f"between 3 (a rank correlation needs 3) and {2 * CANDIDATES:,} (the random archs drawn to pick from)"),
             ("--per-bin", 1 <= self.per_bin <= self.archs, "between 1 and --archs"),
             ("--seed", 0 <= self.seed < 2 ** 63, "a whole number from 0 to 2^63 - 1"),
             # the seed-noise runs use the standalone seed + 1

@@ -215,11 +215,12 @@ def score_rows(rows: list[dict], seed: int = 0) -> dict:
 def build_report(plan: Plan, inherited: list[dict | None], measured: dict[str, dict | None],
                  failed: dict[str, str] | None = None, supernet: dict | None = None,
                  standalone_from: str | list[str] | None = None, tokenizer: str | None = None,
-                 max_tokens: int | None = None) -> dict:
+                 max_tokens: int | None = None, unpicked_choices: list[str] | None = None) -> dict:
     """``standalone_from``: the earlier check (or checks) whose standalone scores were
     reused (None: trained for this check). ``tokenizer``, ``max_tokens``: the digest every
     model was scored with and the tokens per scoring batch (with ``eval_tokens`` they decide
-    which tokens were scored; a rescoring against other standalone scores compares them)."""
+    which tokens were scored; a rescoring against other standalone scores compares them).
+    ``unpicked_choices``: the space's choices no checked arch takes (None: not recorded)."""
     rows = per_arch(plan, inherited, measured)
     done = sum(1 for j in plan.jobs if measured.get(j["name"]))
     return {"run": plan.run, "supernet": supernet, "settings": plan.settings,
@@ -227,7 +228,7 @@ def build_report(plan: Plan, inherited: list[dict | None], measured: dict[str, d
             "jobs": {"planned": len(plan.jobs), "measured": done, "failed": failed or {}, "from": standalone_from,
                      "shard": plan.settings.get("shard")},
             "bins": {"centres": plan.centres, "axis": plan.settings["stratify"]}, "tokenizer": tokenizer,
-            "max_tokens": max_tokens}
+            "max_tokens": max_tokens, "unpicked_choices": unpicked_choices}
 
 
 def plot(report: dict, path: Path) -> None:

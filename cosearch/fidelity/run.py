@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +26,7 @@ from ..outdirs import check_out, lock_out, mark
 from ..errors import UserError
 from ..inputs import read_json
 from ..jobs import run_jobs
+from .pick import unpicked_choices
 from .plan import (PLAN, FidelitySettings, Plan, check_or_write_plan, make_plan, parse_shard, plan_jobs,
                    prepare_jobs, read_run)
 
@@ -77,7 +79,7 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     if sources is None:
         root = check_out(jobs_dir if jobs_dir is not None else out / "jobs", "fidelity", flag="--jobs",
                          inputs={"RUN": run.run_dir},
-                         legacy=lambda p: any(c.name.startswith("sa-") for c in p.iterdir()))
+                         legacy=_old_jobs_folder)
         if root.resolve() == out.resolve() or (root / PLAN).is_file():  # jobs mixed with a check's results
             raise UserError(f"--jobs {root} is the --out folder of a check; give its jobs folder ({root / 'jobs'}) "
                             "or a new folder")
@@ -92,12 +94,25 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     if sources is None:  # the supernet is scored after the standalone training: a damaged one stops it first
         load_checkpoint(run.checkpoint)
     reference = None if sources is None else reference_scores(sources, plan, td, out, max_tokens)
-    with lock_out(out):  # a second check of this folder stops here (one line)
+    # a second check of this folder, or of these jobs (checks may share one), stops here in one line
+    with lock_out(out), (lock_out(root, flag="--jobs") if root is not None else nullcontext()):
         check_or_write_plan(out, plan)
+        unpicked = unpicked_choices(run.space, [plan.arch(i) for i in range(len(plan.archs))])
+        if unpicked:  # said once the check goes ahead, not refused: a user may check a few archs on purpose
+            print(f"warning: no checked arch takes {', '.join(unpicked)}; the check says nothing about "
+                  f"{'it' if len(unpicked) == 1 else 'them'} (more --archs may cover them)", file=sys.stderr)
         for folder in (out,) if root is None else (out, root):
             mark(make_dir(folder), "fidelity")
         return _run_locked(run, out, root, plan, settings, td, parallel, gpu_share, max_tokens, progress, address,
-                           reference)
+                           reference, unpicked)
+
+
+def _old_jobs_folder(folder: Path) -> bool:
+    """A jobs folder from before markers: only job folders (``sa-*``) and the scores beside
+    them, and at least one job; a user's folder that merely holds an ``sa-`` name is not one."""
+    names = [c for c in folder.iterdir() if not c.name.startswith(".")]
+    jobs = [c for c in names if c.name.startswith("sa-") and c.is_dir()]
+    return bool(jobs) and all(c in jobs or c.name == "measurements.json" for c in names)
 
 
 def _sources(standalone_from) -> list[str] | None:
@@ -160,7 +175,8 @@ def reference_scores(checks, plan: Plan, td, out: Path, max_tokens: int = 4096) 
         raise UserError(f"--standalone-from {' '.join(sources)} has no score {what}of {len(missing)} of this "
                         f"check's {len(plan.jobs)} standalone runs (e.g. {missing[0]}): {which} planned other archs, "
                         f"recipe, data or settings, or a part (--shard) is missing; repeat the settings in {whose} "
-                        f"{PLAN}, give every part, or drop --standalone-from to train them")
+                        f"{PLAN} (a supernet of another seed: --standalone-seed of that check's runs), give every "
+                        "part, or drop --standalone-from to train them")
     return {"from": _recorded_source(sources), "standalone": {j["name"]: scores[j["name"]] for j in plan.jobs}}
 
 
@@ -190,6 +206,9 @@ def _check_scores(check: Path, plan: Plan, td, out: Path, max_tokens: int) -> di
     flag = f"--standalone-from {check}"
     if check == Path(out).resolve():
         raise UserError(f"{flag} is this check's own --out; give the --out folder of an earlier check")
+    if not check.is_dir():
+        raise UserError(f"{flag} {'is not a folder' if check.exists() else 'does not exist'}; give the --out folder "
+                        "of a finished fidelity check")
     for name in (PLAN, MEASURED):
         if not (check / name).is_file():
             raise UserError(f"{flag} has no {name}; give the --out folder of a finished fidelity check")
@@ -235,7 +254,8 @@ def default_out(run_dir: Path) -> Path:
 
 
 def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySettings, td, parallel,
-                gpu_share: float, max_tokens: int, progress: bool, address, reference: dict | None) -> dict:
+                gpu_share: float, max_tokens: int, progress: bool, address, reference: dict | None,
+                unpicked: list[str]) -> dict:
     """Train the jobs (unless ``reference`` scored them), measure and report, holding the
     lock of ``out``."""
     import torch
@@ -275,7 +295,7 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
     atomic_write_text(out / MEASURED, json.dumps({"inherited": inherited, "standalone": measured,
                                                   "failed": failed, "supernet": supernet,
                                                   "tokenizer": tokenizer_digest(td), "sentencepiece": _spm_version(),
-                                                  "max_tokens": max_tokens,
+                                                  "max_tokens": max_tokens, "unpicked_choices": unpicked,
                                                   "standalone_from": None if reference is None else reference["from"]},
                                                  indent=1) + "\n")
     if supernet["step"] < supernet["steps_planned"]:
@@ -332,4 +352,4 @@ def read_report(out: str | Path) -> dict:
         raise UserError(f"{out}: {PLAN} or {MEASURED} lacks what a fidelity check writes "
                         f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
     return build_report(plan, inherited, standalone, failed, m.get("supernet"), m.get("standalone_from"),
-                        m.get("tokenizer"), m.get("max_tokens"))
+                        m.get("tokenizer"), m.get("max_tokens"), m.get("unpicked_choices"))

@@ -229,7 +229,7 @@ def reference_ceiling(ref: Sequence[float | None], first: Sequence[float], secon
     z = np.random.default_rng(seed).standard_normal((n_sim, len(r)))  # one set of draws for every sigma
 
     def ceiling(sd: float) -> tuple[float, float | None]:
-        var = r.var()
+        var = r.var(ddof=1)  # unbiased, as sigma^2 is: a biased one calls small references all noise
         if var <= sd * sd:  # the spread is all noise: there is no ranking to find
             return 0.0, (None if s is None else 0.0)
         truth = r.mean() + np.sqrt((var - sd * sd) / var) * (r - r.mean())
