@@ -277,7 +277,8 @@ def main(argv=None) -> int:
     jobs_root = out / "standalone"
     # marked as a check's jobs folder: it also holds the supernets' job logs (train-*), which no
     # jobs folder of `cosearch fidelity` holds, so the checks below would not take it as theirs
-    mark(make_dir(jobs_root), "fidelity")
+    if args.standalone_from is None:
+        mark(make_dir(jobs_root), "fidelity")
     wave, seen, teacher_jobs = supernet_jobs(False), set(), []
     for k, r in (runs.items() if args.standalone_from is None else ()):
         run = read_run(r)

@@ -93,6 +93,10 @@ def test_unpicked_choices_are_those_no_arch_takes_in_any_layer():
     assert unpicked_choices(space, archs) == [
         "encoder.embed_dim=16", "encoder.layers=3", "encoder.ffn_dim=64",
         "decoder.embed_dim=32", "decoder.layers=1", "decoder.ffn_dim=32", "decoder.heads=4"]
+    one_cross = [Arch(decoder_embed_dim=a.decoder_embed_dim, encoder_embed_dim=a.encoder_embed_dim, encoder=a.encoder,
+                      decoder=tuple(LayerArch(la.ffn_dim, la.heads, la.weight_bits, la.act_bits, 1) for la in a.decoder))
+                 for a in archs]
+    assert unpicked_choices(space, one_cross) == unpicked_choices(space, archs) + ["decoder.cross_layers=2"]
     assert unpicked_choices(space, archs[:1]) == [
         "encoder.embed_dim=16", "encoder.layers=3", "encoder.ffn_dim=64", "encoder.weight_bits=16",
         "encoder.act_bits=8", "decoder.embed_dim=32", "decoder.layers=1", "decoder.ffn_dim=32", "decoder.heads=4",
@@ -565,19 +569,21 @@ def test_a_finished_job_missing_its_last_checkpoint_is_one_line_not_an_earlier_m
     argv = ["fidelity", str(run), "--out", str(out), "--archs", "3", "--per-bin", "3", "--noise-archs", "0",
             "--steps", "3", "--no-progress"]
     assert main(argv) == 0
-    job = out / "jobs" / json.loads((out / PLAN).read_text())["jobs"][0]["name"]
+    job, other = (out / "jobs" / j["name"] for j in json.loads((out / PLAN).read_text())["jobs"][:2])
     assert sorted(p.name for p in (job / "run" / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000003.pt"]
     (job / "run" / "checkpoints" / "step_00000003.pt").unlink()
+    shutil.rmtree(other / "run")  # a job the rerun would train: refused before it does
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{job / 'run'} finished 3 steps but has its newest checkpoint at step 2" in err
-    assert f"delete that job folder ({job})" in err
+    assert f"delete that job folder ({job})" in err and err.count("\n") == 1
+    assert not (other / "run").exists()
     (job / "run" / "checkpoints" / "step_00000002.pt").unlink()
     assert main(argv) == 2 and "finished 3 steps but has no checkpoint" in capsys.readouterr().err
 
 
-def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
+def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread, monkeypatch):
     run, _ = _supernet(tmp_path, steps=2)
     cases = [
         ([str(tmp_path / "nope")], "not a cosearch run"),
@@ -618,6 +624,12 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
                  "--no-progress"]) == 2
     assert "--jobs" in capsys.readouterr().err and not (tmp_path / "f").exists()
     assert sorted(p.name for p in (tmp_path / "ud").rglob("*")) == ["README", "notes.txt", "sa-mydata"]
+    (tmp_path / "uj" / "sa-0123456789ab").mkdir(parents=True)  # named as a job is, without a job's files
+    (tmp_path / "uj" / "sa-0123456789ab" / "notes.txt").write_text("x")
+    assert main(["fidelity", str(run), "--out", str(tmp_path / "f"), "--jobs", str(tmp_path / "uj"),
+                 "--no-progress"]) == 2
+    assert "--jobs" in capsys.readouterr().err and not (tmp_path / "f").exists()
+    assert sorted(p.name for p in (tmp_path / "uj").rglob("*")) == ["notes.txt", "sa-0123456789ab"]
     sa = tmp_path / "sa"
     assert main(["train", "--space", "tiny_lm", "--data", str(tmp_path / "t.txt"), "--out", str(sa),
                  "--steps", "1", "--arch", "smallest", *LM]) == 0
@@ -631,6 +643,15 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread):
     assert main(["fidelity", str(moved), "--out", str(tmp_path / "f"), "--no-progress"]) == 2
     assert f"trained on {tmp_path / 'gone.txt'} (its config.json's \"data\"), which no longer exists" in \
         capsys.readouterr().err and not (tmp_path / "f").exists()
+    (moved / "config.json").write_text(json.dumps(dict(cfg, data="t.txt")))  # relative: read from the cwd
+    monkeypatch.chdir(run)
+    assert main(["fidelity", str(moved), "--out", str(tmp_path / "f"), "--no-progress"]) == 2
+    assert f"trained on t.txt (its config.json's \"data\"), which is not found from {run} (a relative path: run " \
+        "the check from the folder the run was trained from, or put the data back there)" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # from where it was trained the data is found: the next check refuses
+    assert main(["fidelity", str(moved), "--out", str(tmp_path / "f"), "--standalone-from", str(tmp_path / "no"),
+                 "--no-progress"]) == 2
+    assert "--standalone-from" in capsys.readouterr().err and not (tmp_path / "f").exists()
     # a damaged supernet checkpoint is found before any standalone run trains
     bad = tmp_path / "bad"
     shutil.copytree(run, bad)
@@ -738,6 +759,7 @@ def test_a_check_reuses_an_earlier_checks_standalone_scores_and_trains_nothing(t
         assert msg in err and "--standalone-from" in err and err.count("\n") == 1, err
         assert not out.exists()  # nothing written
     refused(["--steps", "3"], "has no score of 4 of this check's 4")  # another recipe: other jobs
+    refused(["--standalone-seed", "1"], "(a supernet of another seed: --standalone-seed of that check's runs)")
     refused(["--noise-archs", "2"], "has no score of 2 of this check's 5")  # noise runs it never trained
     refused(["--eval-tokens", "32"], "give the same --eval-tokens")
     refused(["--jobs", str(tmp_path / "j")], "exclude each other")
@@ -950,6 +972,11 @@ def test_report_only_on_values_a_check_never_writes_is_one_line(tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert "holds what a fidelity check does not write" in err and "Traceback" not in err
         assert len(err.splitlines()) == 1
+
+
+def test_summary_lines_count_pairs_in_words():
+    from cosearch.commands.fidelity import _pairs
+    assert [_pairs(n) for n in (0, 1, 2)] == ["0 pairs", "1 pair", "2 pairs"]
 
 
 def test_summary_lines_name_the_longer_reference_budget():

@@ -26,7 +26,7 @@ def register(sub):
     p.add_argument("run", metavar="RUN", help="a supernet run folder written by `cosearch train`")
     p.add_argument("--out", default=None, help="result folder (default RUN-fidelity, next to RUN)")
     p.add_argument("--jobs", default=None, metavar="DIR", help="standalone job folder (default OUT/jobs; "
-                   "share one between checks of several supernets of one space, data and recipe)")
+                   "share one between checks of several supernets of one space, data and recipe, run one at a time)")
     p.add_argument("--standalone-from", default=None, action="append", metavar="CHECK", help="reuse the standalone "
                    "scores of an earlier check (its --out folder) instead of training: for another supernet of the "
                    "same space, data and recipe, checked with the same settings, where that check's runs are gone; "
@@ -81,18 +81,20 @@ def run(args) -> int:
 
     from ..errors import UserError
     from ..fidelity.plan import PLAN, FidelitySettings
-    from ..fidelity.run import MEASURED, REPORT, default_out, fidelity, write_report
+    from ..fidelity.run import MEASURED, REPORT, default_out, fidelity, read_report, write_report
+    from ..strict_json import finite_json
 
     if args.report_only:
         out = Path(args.out or default_out(Path(args.run)))
-        try:
-            rep = write_report(out)
+        try:  # built (nothing written yet) from the two files alone, the input here
+            rep = finite_json(read_report(out))
             summary = json.dumps(rep["summary"], indent=1) if args.json else format_summary(rep)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-            # here the two files are the input (copied, or edited by hand): a value a check never
-            # writes is one line naming them, not a traceback
+            # the files may be copied or edited by hand: a value a check never writes is one
+            # line naming them, not a traceback
             raise UserError(f"{out}: {PLAN} or {MEASURED} holds what a fidelity check does not write "
                             f"({type(e).__name__}: {e}); copy both again from the check's --out, or rerun it") from None
+        write_report(out, rep)
         print(summary)
         return 0
     per_bin = args.per_bin if args.per_bin is not None else min(4, args.archs)

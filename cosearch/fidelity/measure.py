@@ -55,8 +55,11 @@ def task_data(run_dir: Path, config: dict) -> TaskData:
     tokenizer)."""
     data = config.get("data")
     if data and not Path(data).exists():  # a check has no data flag: the fix is the run's own path
-        raise UserError(f"{run_dir} was trained on {data} (its config.json's \"data\"), which no longer exists; "
-                        "put the data back there (a check scores every model on the run's own data)")
+        where = ("no longer exists; put the data back there" if Path(data).is_absolute() else
+                 f"is not found from {Path.cwd()} (a relative path: run the check from the folder the run was "
+                 "trained from, or put the data back there)")
+        raise UserError(f"{run_dir} was trained on {data} (its config.json's \"data\"), which {where}; "
+                        "a check scores every model on the run's own data")
     td = load_task_data(config, run_dir)
     check_tokenizer(run_dir, td.tokenizer, space_of(config))
     return td
@@ -131,18 +134,22 @@ def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cac
     return out, {"checkpoint": Path(run.checkpoint).name, "step": run.step}
 
 
+def check_last_checkpoint(run_dir: Path) -> None:
+    """``UserError`` when the finished standalone run ``run_dir`` lost its last checkpoint: an
+    earlier one is another model, which would be scored without a word."""
+    found = list_checkpoints(run_dir)
+    steps = int(read_config(run_dir)["train"]["steps"])
+    if not found or found[-1][0] < steps:
+        had = f"its newest checkpoint at step {found[-1][0]}" if found else "no checkpoint"
+        raise UserError(f"{run_dir} finished {steps} steps but has {had} (deleted?); delete that job folder "
+                        f"({run_dir.parent}) and rerun the check to train it again")
+
+
 def measure_standalone(run_dir: Path, td: TaskData, cache: Cache, device: torch.device, max_tokens: int,
                        want_bleu: bool, eval_tokens: int | None = None) -> dict:
     """A finished standalone run (its own arch) scored with the shared data; its final
     checkpoint, or one line saying to train the job again."""
-    found = list_checkpoints(run_dir)
-    steps = int(read_config(run_dir)["train"]["steps"])
-    if not found or found[-1][0] < steps:
-        # the job is done (summary.json) but its last checkpoint is gone: an earlier one would be
-        # another model, scored without a word
-        had = f"its newest checkpoint at step {found[-1][0]}" if found else "no checkpoint"
-        raise UserError(f"{run_dir} finished {steps} steps but has {had} (deleted?); delete that job folder "
-                        f"({run_dir.parent}) and rerun the check to train it again")
+    check_last_checkpoint(run_dir)
     run = load_run(run_dir, device)
     if run.tokenizer.to_bytes() != td.tokenizer.to_bytes():
         raise UserError(f"{run_dir} was trained with another tokenizer than the supernet; delete that job "

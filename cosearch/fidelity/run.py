@@ -16,6 +16,7 @@ alone would?
 from __future__ import annotations
 
 import json
+import re
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,10 +28,12 @@ from ..errors import UserError
 from ..inputs import read_json
 from ..jobs import run_jobs
 from .pick import unpicked_choices
-from .plan import (PLAN, FidelitySettings, Plan, check_or_write_plan, make_plan, parse_shard, plan_jobs,
-                   prepare_jobs, read_run)
+from .plan import (JOB_ARCH, JOB_RUN, JOB_SPACE, PLAN, FidelitySettings, Plan, check_or_write_plan, make_plan,
+                   parse_shard, plan_jobs, prepare_jobs, read_run)
 
 REPORT, PLOT, MEASURED = "fidelity.json", "fidelity.png", "measured.json"
+#: a standalone job's folder name (plan.job_name: "sa-" and 12 hex digits)
+_JOB_NAME = re.compile(r"sa-[0-9a-f]{12}")
 
 
 def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: FidelitySettings = FidelitySettings(),
@@ -89,10 +92,13 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
                         f"parts would train none; give N <= {len(plan.jobs)}")
 
     from ..training.checkpoint import load_checkpoint
-    from .measure import task_data
+    from .measure import check_last_checkpoint, task_data
     td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
     if sources is None:  # the supernet is scored after the standalone training: a damaged one stops it first
         load_checkpoint(run.checkpoint)
+        for j in plan.jobs:  # a done job that lost its last checkpoint stops the rerun now, not after training
+            if (root / j["name"] / JOB_RUN / "summary.json").is_file():
+                check_last_checkpoint(root / j["name"] / JOB_RUN)
     reference = None if sources is None else reference_scores(sources, plan, td, out, max_tokens)
     # a second check of this folder, or of these jobs (checks may share one), stops here in one line
     with lock_out(out), (lock_out(root, flag="--jobs") if root is not None else nullcontext()):
@@ -108,10 +114,12 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
 
 
 def _old_jobs_folder(folder: Path) -> bool:
-    """A jobs folder from before markers: only job folders (``sa-*``) and the scores beside
-    them, and at least one job; a user's folder that merely holds an ``sa-`` name is not one."""
+    """A jobs folder from before markers: only job folders (named as jobs are, holding a job's
+    files) and the scores beside them, and at least one job; a user's folder that merely holds
+    an ``sa-`` name is not one."""
     names = [c for c in folder.iterdir() if not c.name.startswith(".")]
-    jobs = [c for c in names if c.name.startswith("sa-") and c.is_dir()]
+    jobs = [c for c in names if _JOB_NAME.fullmatch(c.name) and any((c / f).exists() for f in (JOB_SPACE, JOB_ARCH,
+                                                                                                JOB_RUN))]
     return bool(jobs) and all(c in jobs or c.name == "measurements.json" for c in names)
 
 
@@ -323,13 +331,13 @@ def failure_message(results, report: Path) -> str:
     return text
 
 
-def write_report(out: str | Path) -> dict:
+def write_report(out: str | Path, report: dict | None = None) -> dict:
     """(Re)build ``OUT/fidelity.json`` and ``OUT/fidelity.png`` from ``OUT/plan.json`` and
-    ``OUT/measured.json``; returns the report."""
+    ``OUT/measured.json`` (or write ``report``, built from them already); returns the report."""
     from ..strict_json import dumps, finite_json
     from .report import plot
     out = Path(out)
-    report = finite_json(read_report(out))
+    report = finite_json(read_report(out)) if report is None else report
     atomic_write_text(out / REPORT, dumps(report, indent=1) + "\n")
     plot(report, out / PLOT)
     return report
