@@ -27,7 +27,7 @@ from cosearch.fidelity.stats import (gaps, paired_tau_difference, rank_agreement
                                      within_bin_tau)
 from cosearch.space import Arch, LayerArch, SearchSpace
 
-from train_fixtures import one_thread, write_lm_text  # noqa: F401
+from train_fixtures import mt_space, one_thread, write_lm_text, write_word_translation  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +101,17 @@ def test_unpicked_choices_are_those_no_arch_takes_in_any_layer():
         "encoder.embed_dim=16", "encoder.layers=3", "encoder.ffn_dim=64", "encoder.weight_bits=16",
         "encoder.act_bits=8", "decoder.embed_dim=32", "decoder.layers=1", "decoder.ffn_dim=32", "decoder.heads=4",
         "decoder.weight_bits=1.58", "decoder.act_bits=4"]
+
+
+def test_jobs_of_a_data_parallel_run_take_every_workers_tokens_in_one_batch():
+    from cosearch.fidelity.plan import recipe_flags
+    train = dict(steps=100, max_tokens=1024, warmup=5)
+
+    def max_tokens(flags):
+        return flags[flags.index("--max-tokens") + 1]
+    assert max_tokens(recipe_flags(train, 10)) == max_tokens(recipe_flags(train, 10, 1)) == "1024"
+    assert max_tokens(recipe_flags(train, 10, 4)) == "4096"  # --workers 4: 4 x 1024 tokens a step
+    assert recipe_flags(train, 10, 4)[:2] == ["--steps", "10"]
 
 
 def test_subset_spreads_over_the_picks():
@@ -581,6 +592,18 @@ def test_a_finished_job_missing_its_last_checkpoint_is_one_line_not_an_earlier_m
     assert not (other / "run").exists()
     (job / "run" / "checkpoints" / "step_00000002.pt").unlink()
     assert main(argv) == 2 and "finished 3 steps but has no checkpoint" in capsys.readouterr().err
+
+
+def test_bleu_without_a_test_split_is_refused_before_any_work(tmp_path, capsys, one_thread):
+    from cosearch.training.train import train
+    data = write_word_translation(tmp_path / "mt", n_train=200)
+    for side in ("en", "de"):
+        (data / f"test.{side}").unlink()
+    train(mt_space(), "translation", data, tmp_path / "sup", steps=2, max_tokens=128, progress=False)
+    assert main(["fidelity", str(tmp_path / "sup"), "--out", str(tmp_path / "f"), "--archs", "3", "--bleu",
+                 "--no-progress"]) == 2
+    assert f"--bleu scores the test split's translations, and {data} has no test split" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
 
 
 def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread, monkeypatch):

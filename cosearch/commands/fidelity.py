@@ -49,8 +49,9 @@ def register(sub):
                    help="steps sweep as multiples of --steps (default 1)")
     g.add_argument("--standalone-seed", type=int, default=None, help="seed of the standalone runs (default: "
                    "the supernet run's; fix it to check several supernet seeds against the same runs)")
-    g.add_argument("--noise-archs", type=int, default=4, help="archs trained again with seed+1: the "
-                   "standalone seed noise, and from it the tau a perfect ranker would reach (default 4; "
+    g.add_argument("--noise-archs", type=int, default=None, help="archs trained again with seed+1: the "
+                   "standalone seed noise, and from it the tau a perfect ranker would reach (default 4, or --archs "
+                   "when fewer; "
                    "its interval narrows with more: 2.4x from low to high noise at 12, 6.6x at 4)")
     g.add_argument("--distilled-archs", type=int, default=0, help="archs also trained with the "
                    "supernet's largest as teacher (distilled-standalone control; default 0)")
@@ -67,8 +68,9 @@ def register(sub):
                    "too big for one machine or session is trained as N checks, each with its own --out; then check "
                    "a supernet against all N with --standalone-from (once per part)")
     g.add_argument("--max-tokens", type=int, default=4096, help="tokens per evaluation batch")
-    g.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="score every model on about the "
-                   "first N tokens of each split (whole batches of --max-tokens; default: all of it)")
+    g.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="score every model's loss on about "
+                   "the first N tokens of each split (whole batches of --max-tokens; default: all of it; --bleu "
+                   "still translates the whole test split)")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from OUT/plan.json and "
                    "OUT/measured.json alone (e.g. copied from a machine without scipy); trains nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -98,8 +100,9 @@ def run(args) -> int:
         print(summary)
         return 0
     per_bin = args.per_bin if args.per_bin is not None else min(4, args.archs)
+    noise_archs = args.noise_archs if args.noise_archs is not None else min(4, args.archs)
     settings = FidelitySettings(archs=args.archs, per_bin=per_bin, seed=args.seed, stratify=args.stratify,
-                                hw=args.hw, seq_len=args.seq_len, noise_archs=args.noise_archs,
+                                hw=args.hw, seq_len=args.seq_len, noise_archs=noise_archs,
                                 distilled_archs=args.distilled_archs, dropouts=args.dropouts,
                                 step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu,
                                 standalone_seed=args.standalone_seed, eval_tokens=args.eval_tokens,

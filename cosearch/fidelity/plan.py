@@ -200,10 +200,13 @@ def standalone_space(space: SearchSpace, dropout: float) -> dict:
     return d
 
 
-def recipe_flags(train: dict, steps: int) -> list[str]:
+def recipe_flags(train: dict, steps: int, workers: int | None = None) -> list[str]:
     """``cosearch train`` flags repeating the run's recipe at ``steps`` steps (warm-up
-    scaled with them; checkpoints every quarter, so a killed job loses little)."""
+    scaled with them; checkpoints every quarter, so a killed job loses little). A run of
+    ``workers`` data-parallel workers took ``max_tokens`` per worker: a job, one process,
+    takes them all in one batch, so each step sees as many tokens."""
     t = {**asdict(TrainConfig()), **train}
+    t["max_tokens"] = int(t["max_tokens"]) * max(1, int(workers or 1))
     scale = steps / max(int(t["steps"]), 1)
     stages = "off" if t["bit_stages"] is None else ",".join(repr(float(x)) for x in t["bit_stages"])
     ema = "off" if t["ema_start"] is None else repr(float(t["ema_start"]))
@@ -221,7 +224,7 @@ def job_content(run: RunInfo, arch: Arch, spec: StandaloneSpec, gpu: bool) -> di
     """Everything that decides a job's model (its name is a digest of this)."""
     return {"space": standalone_space(run.space, spec.dropout), "task": run.config["task"],
             "data": run.config["data"], "arch": arch.to_dict(), "seed": spec.seed,
-            "flags": recipe_flags(run.train, spec.steps),
+            "flags": recipe_flags(run.train, spec.steps, run.config.get("workers")),
             # the control distils even from a supernet trained without distillation
             "distill": (run.train["distill"] or TEACHER_DISTILL) if spec.teacher else 0.0,
             "teacher": str(run.run_dir) if spec.teacher else None, "gpu": bool(gpu)}

@@ -94,6 +94,9 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
     from ..training.checkpoint import load_checkpoint
     from .measure import check_last_checkpoint, task_data
     td = task_data(run.run_dir, run.config)  # data and tokenizer checked before anything is written
+    if settings.bleu and td.test is None:
+        raise UserError(f"--bleu scores the test split's translations, and {run.config.get('data')} has no test "
+                        "split; add test files there or drop --bleu")
     if sources is None:  # the supernet is scored after the standalone training: a damaged one stops it first
         load_checkpoint(run.checkpoint)
         for j in plan.jobs:  # a done job that lost its last checkpoint stops the rerun now, not after training

@@ -54,7 +54,9 @@ def within_bin_tau(pred, ref, size, ratio: float = BIN_RATIO) -> tuple[float, in
 def bootstrap_interval(stat: Callable[[np.ndarray], float], n: int, seed: int = 0,
                        n_boot: int = N_BOOT) -> list[float | None]:
     """95% percentile interval of ``stat(indices)`` over resamples of ``range(n)``
-    ([None, None] when fewer than 3 archs or the statistic is undefined)."""
+    ([None, None] when fewer than 3 archs or the statistic is undefined). One undefined
+    resample (all one arch repeated: no pair to rank) makes the whole interval undefined, so
+    with 4-5 archs the interval is in practice always None, and within bins often up to 8."""
     if n < 3:
         return [None, None]
     res = sps.bootstrap((np.arange(n),), stat, vectorized=False, n_resamples=n_boot, method="percentile",
