@@ -682,6 +682,18 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, one_thread, monk
         ckpt.write_bytes(b"junk\n")
     assert main(["fidelity", str(bad), "--out", str(tmp_path / "f"), "--no-progress"]) == 2
     assert "not a readable cosearch checkpoint" in capsys.readouterr().err and not (tmp_path / "f").exists()
+    # a diverged supernet (non-finite weights) is refused before any standalone run trains for it
+    from cosearch.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    nan = tmp_path / "nan"
+    shutil.copytree(run, nan)
+    ckpt = latest_checkpoint(nan)
+    state = load_checkpoint(ckpt)
+    name = next(k for k, t in state["model"].items() if t.is_floating_point() and t.numel() > 1)
+    state["model"][name].view(-1)[0] = float("nan")
+    save_checkpoint(ckpt, state)
+    assert main(["fidelity", str(nan), "--out", str(tmp_path / "f"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds non-finite weights ({name}): its training diverged" in err and not (tmp_path / "f").exists()
 
 
 @pytest.mark.slow

@@ -98,7 +98,12 @@ def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: Fidel
         raise UserError(f"--bleu scores the test split's translations, and {run.config.get('data')} has no test "
                         "split; add test files there or drop --bleu")
     if sources is None:  # the supernet is scored after the standalone training: a damaged one stops it first
-        load_checkpoint(run.checkpoint)
+        weights = load_checkpoint(run.checkpoint)["model"]
+        bad = next((k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:  # diverged: every inherited score would be NaN, after hours of standalone training
+            raise UserError(f"{run.run_dir}: its newest checkpoint ({Path(run.checkpoint).name}) holds non-finite "
+                            f"weights ({bad}): its training diverged and no sub-network of it can be scored; train it "
+                            "again (e.g. with a lower --lr) before checking it")
         for j in plan.jobs:  # a done job that lost its last checkpoint stops the rerun now, not after training
             if (root / j["name"] / JOB_RUN / "summary.json").is_file():
                 check_last_checkpoint(root / j["name"] / JOB_RUN)
