@@ -581,6 +581,8 @@ def test_a_finished_job_missing_its_last_checkpoint_is_one_line_not_an_earlier_m
             "--steps", "3", "--no-progress"]
     assert main(argv) == 0
     job, other = (out / "jobs" / j["name"] for j in json.loads((out / PLAN).read_text())["jobs"][:2])
+    from cosearch.fidelity.plan import JOB_NAME
+    assert JOB_NAME.fullmatch(job.name) and JOB_NAME.fullmatch(other.name)  # what an old jobs folder holds
     assert sorted(p.name for p in (job / "run" / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000003.pt"]
     (job / "run" / "checkpoints" / "step_00000003.pt").unlink()
     shutil.rmtree(other / "run")  # a job the rerun would train: refused before it does

@@ -230,6 +230,10 @@ def job_content(run: RunInfo, arch: Arch, spec: StandaloneSpec, gpu: bool) -> di
             "teacher": str(run.run_dir) if spec.teacher else None, "gpu": bool(gpu)}
 
 
+#: what job_name gives: a folder of this name is a standalone job's
+JOB_NAME = re.compile(r"sa-[0-9a-f]{12}")
+
+
 def job_name(content: dict) -> str:
     text = json.dumps(content, sort_keys=True)
     return "sa-" + hashlib.sha1(text.encode()).hexdigest()[:12]

@@ -16,7 +16,6 @@ alone would?
 from __future__ import annotations
 
 import json
-import re
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,12 +27,10 @@ from ..errors import UserError
 from ..inputs import read_json
 from ..jobs import run_jobs
 from .pick import unpicked_choices
-from .plan import (JOB_ARCH, JOB_RUN, JOB_SPACE, PLAN, FidelitySettings, Plan, check_or_write_plan, make_plan,
-                   parse_shard, plan_jobs, prepare_jobs, read_run)
+from .plan import (JOB_ARCH, JOB_NAME, JOB_RUN, JOB_SPACE, PLAN, FidelitySettings, Plan, check_or_write_plan,
+                   make_plan, parse_shard, plan_jobs, prepare_jobs, read_run)
 
 REPORT, PLOT, MEASURED = "fidelity.json", "fidelity.png", "measured.json"
-#: a standalone job's folder name (plan.job_name: "sa-" and 12 hex digits)
-_JOB_NAME = re.compile(r"sa-[0-9a-f]{12}")
 
 
 def fidelity(run_dir: str | Path, out: str | Path | None = None, settings: FidelitySettings = FidelitySettings(),
@@ -126,7 +123,7 @@ def _old_jobs_folder(folder: Path) -> bool:
     files) and the scores beside them, and at least one job; a user's folder that merely holds
     an ``sa-`` name is not one."""
     names = [c for c in folder.iterdir() if not c.name.startswith(".")]
-    jobs = [c for c in names if _JOB_NAME.fullmatch(c.name) and any((c / f).exists() for f in (JOB_SPACE, JOB_ARCH,
+    jobs = [c for c in names if JOB_NAME.fullmatch(c.name) and any((c / f).exists() for f in (JOB_SPACE, JOB_ARCH,
                                                                                                 JOB_RUN))]
     return bool(jobs) and all(c in jobs or c.name == "measurements.json" for c in names)
 
