@@ -31,6 +31,8 @@ Without training: ``--checks NAME=FOLDER,...`` gathers checks `cosearch fidelity
 ``--reference-parts PART1,PART2,...`` against a reference still being trained in parts
 (``cosearch fidelity --shard K/N`` folders), on the archs those parts have scored; parts of
 references planned from runs that differ only in dropout are the points of a dropout sweep.
+``--rescore OLD.json,NEW.json`` rescores several results as one: e.g. supernet seeds 1 and 2
+trained later (``--first-seed 1 --supernet-seeds 2``) beside the seed 0 of OLD.json.
 """
 from __future__ import annotations
 
@@ -155,6 +157,8 @@ def main(argv=None) -> int:
                    help="the supernets' tokenizer (default: cosearch train's; code_lm's recipe is bpe)")
     p.add_argument("--variants", default="none:mode=none;layer:mode=layer")
     p.add_argument("--supernet-seeds", type=int, default=1, help="supernets per variant (seeds 0, 1, ...)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first supernet seed (default 0): more seeds "
+                   "of variants already checked, gathered with theirs by --rescore OLD.json,NEW.json")
     p.add_argument("--archs", type=int, default=24)
     p.add_argument("--per-bin", type=int, default=4)
     p.add_argument("--arch-seed", type=int, default=0)
@@ -174,9 +178,10 @@ def main(argv=None) -> int:
     p.add_argument("--copy-small", default=None, metavar="DIR", help="copy the small files (no checkpoints) here")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports and the JSON from "
                    "--out's run_info, plans and measurements (e.g. copied from the GPU machine)")
-    p.add_argument("--rescore", default=None, metavar="JSON", help="score the per-arch rows kept in an "
+    p.add_argument("--rescore", default=None, metavar="JSON[,JSON...]", help="score the per-arch rows kept in an "
                    "earlier result JSON again with this version's statistics (its work folder may be gone); "
-                   "writes --result")
+                   "writes --result. Several JSONs of the same archs (e.g. other supernet seeds) become one result, "
+                   "their reports compared together: checked against one reference, or given --reference-parts")
     p.add_argument("--reference-parts", default=None, metavar="FOLDER,...", help="with --rescore: score the "
                    "kept inherited rows against a reference trained in parts (`cosearch fidelity --shard K/N` "
                    "folders), on the archs those parts have scored so far; parts of references planned from runs of "
@@ -206,7 +211,13 @@ def main(argv=None) -> int:
     if parts is not None and (not args.rescore or not parts):
         p.error("--reference-parts FOLDER,... rescores a result JSON: give it with --rescore")
     if args.rescore:
-        return rescore(Path(args.rescore), args.result, pairs, parts, command)
+        sources = [Path(f.strip()) for f in args.rescore.split(",") if f.strip()]
+        if not sources:
+            p.error("--rescore JSON[,JSON...]: give at least one result JSON")
+        return rescore(sources, args.result, pairs, parts, command)
+    if args.first_seed < 0 or args.supernet_seeds < 1:
+        raise refuse(f"--first-seed {args.first_seed} --supernet-seeds {args.supernet_seeds}: give a first seed "
+                     ">= 0 and at least 1 seed")
     variants = parse_variants(args.variants)
 
     from cosearch.atomic import make_dir
@@ -235,7 +246,7 @@ def main(argv=None) -> int:
     space = SearchSpace.load(args.space).to_dict()
     runs, argvs = {}, {}
     for name, v in variants.items():
-        for seed in range(args.supernet_seeds):
+        for seed in range(args.first_seed, args.first_seed + args.supernet_seeds):
             key = run_key(name, seed)
             sf = out / "spaces" / f"{name}.yaml"
             runs[key] = out / "supernets" / key
@@ -540,7 +551,7 @@ def gather_checks(checks: dict[str, Path], result: str | None, pairs: list[tuple
     return 0
 
 
-def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None = None,
+def rescore(paths: list[Path], result: str | None, pairs: list[tuple[str, str]] | None = None,
             parts: list[Path] | None = None, command: str = "") -> int:
     """An earlier result JSON with every report scored again from its per-arch rows, and
     its comparisons redone (``pairs`` instead, when given). ``rescored`` records this commit
@@ -552,18 +563,25 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
     :func:`reference_from_parts`) and the JSON is another result: the source's own fields,
     which describe its reference, move under ``source``; a comparison that cannot be redone
     here is dropped (named in ``comparisons_dropped``), not kept against the old reference;
-    ``changed`` is not listed (every standalone value is another)."""
+    ``changed`` is not listed (every standalone value is another).
+
+    Several JSONs (``paths``) become one result (:func:`merge_results`): e.g. more supernet
+    seeds trained later (``--first-seed``), compared with the first JSON's as one variant."""
     import copy
     from git_version import code_version
     from cosearch.fidelity.report import score_rows
     if not result:
         raise refuse("--rescore needs --result (where to write the rescored JSON)")
-    try:
-        text = path.read_text()
-        info = json.loads(text)
-    except (OSError, json.JSONDecodeError) as e:
-        raise refuse(f"--rescore {path}: not a readable result JSON ({e})") from None
-    check_kept_reports(info, path)
+    loaded, text = [], None
+    for path in paths:
+        try:
+            own = path.read_text()
+            loaded.append(json.loads(own))
+            text = own if text is None else text  # the first JSON's layout is kept
+        except (OSError, json.JSONDecodeError) as e:
+            raise refuse(f"--rescore {path}: not a readable result JSON ({e})") from None
+        check_kept_reports(loaded[-1], path)
+    info = merge_results(paths, loaded, parts is not None) if len(paths) > 1 else loaded[0]
     before = copy.deepcopy({k: info.get(k) for k in ("reports", "comparisons")})
     seed = check_seed(info)
     if parts:
@@ -598,12 +616,46 @@ def rescore(path: Path, result: str | None, pairs: list[tuple[str, str]] | None 
         print(f"changed: {len(changed) - 10} more values (all in the JSON's rescored.changed)")
     if "rescored" in info:  # an earlier rescoring's record stays, oldest first
         info["rescored_history"] = [*info.get("rescored_history", []), info["rescored"]]
-    info["rescored"] = {"from": path.name, "command": command, **code_version(),
+    info["rescored"] = {"from": ",".join(p.name for p in paths), "command": command, **code_version(),
                         "changed": [{"path": w, "old": o, "new": n} for w, o, n in changed]}
     Path(result).parent.mkdir(parents=True, exist_ok=True)
     # laid out as the source was (one line or indented), so its diff shows only what changed
     Path(result).write_text(json.dumps(info, indent=1 if "\n" in text.strip() else None))
     return 0
+
+
+def merge_results(paths: list[Path], infos: list[dict], new_reference: bool) -> dict:
+    """One result JSON of several (``--rescore A.json,B.json``): the first's fields, every
+    report of each (``merged`` lists the others' own fields, e.g. their machines and
+    commands). Refused (exit 2) unless the reports are named apart, picked the same archs
+    with the same arch seed, and, unless ``new_reference`` (``--reference-parts`` replaces
+    every standalone score), were checked against the same standalone scores: a comparison
+    pools reports against one reference."""
+    first, reports, seeds = infos[0], {}, {}
+    for path, info in zip(paths, infos):
+        for key, rep in info["reports"].items():
+            if key in reports:
+                raise refuse(f"--rescore: {path} and {reports[key][0]} both hold a report {key}; give results of "
+                             "other variants or seeds (--first-seed)")
+            reports[key] = (path, rep)
+        seeds[path] = check_seed(info)
+    (p0, r0), *rest = reports.values()
+    for path, rep in rest:
+        if [r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in r0["per_arch"]]:
+            raise refuse(f"--rescore: {path} checked other archs than {p0}; give results of one space, data and "
+                         "arch seed")
+        if not new_reference and [r["standalone"] for r in rep["per_arch"]] != [r["standalone"] for r in r0["per_arch"]]:
+            raise refuse(f"--rescore: {path} and {p0} were checked against other standalone runs; give "
+                         "--reference-parts to read them all against one reference")
+    if len(set(seeds.values())) > 1:
+        raise refuse(f"--rescore: the results' arch seeds differ ({', '.join(f'{p}: {s}' for p, s in seeds.items())})")
+    merged = {k: v for k, v in first.items() if k not in ("reports", "comparisons", "comparisons_valid")}
+    merged["reports"] = {k: rep for k, (_, rep) in reports.items()}
+    merged["comparisons"] = first.get("comparisons") or {}
+    merged["merged"] = [{"from": p.name, **{k: v for k, v in info.items()
+                                            if k not in ("reports", "comparisons", "comparisons_valid")}}
+                        for p, info in zip(paths[1:], infos[1:])]
+    return merged
 
 
 def check_kept_reports(info, path: Path) -> None:

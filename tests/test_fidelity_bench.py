@@ -35,6 +35,19 @@ def test_dry_run_prints_one_train_command_per_variant_and_seed(capsys, tmp_path)
     assert not (tmp_path / "o").exists()
 
 
+def test_more_seeds_start_at_the_first_seed_asked_for(capsys, tmp_path):
+    assert fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none", "--supernet-seeds", "2",
+                          "--first-seed", "1", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["a_seed1", "a_seed2"]
+    assert "--seed 1" in lines[0] and "--seed 2" in lines[1]
+    for bad in (["--first-seed", "-1"], ["--supernet-seeds", "0"]):
+        with pytest.raises(SystemExit) as e:
+            fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none", *bad, "--dry-run"])
+        assert e.value.code == 2 and "--first-seed" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("flag, value, msg", [("--eval-tokens", "0", "--eval-tokens 0 is invalid"),
                                               ("--archs", "2", "--archs 2 is invalid"),
                                               ("--dropouts", "0.1,x", "--dropouts / --step-scales")])
@@ -137,6 +150,51 @@ def test_rescore_scores_kept_rows_again_and_keeps_what_it_cannot_redo(tmp_path):
     assert twice["rescored"]["changed"] == []  # nothing moved the second time
     with pytest.raises(SystemExit):
         fidelity.main(["--rescore", str(src)])
+
+
+def _result_json(path, rows_by_key, arch_seed=0, **extra):
+    path.write_text(json.dumps({"settings": {"arch_seed": arch_seed}, **extra,
+                                "reports": {k: {"per_arch": r} for k, r in rows_by_key.items()}}))
+    return path
+
+
+def test_results_of_other_seeds_are_rescored_as_one(tmp_path, capsys):
+    ref = [1.0, 2.0, 3.0, 4.0]
+    rows = lambda inh: [_row(k, i, s) for k, (i, s) in enumerate(zip(inh, ref))]  # noqa: E731
+    # seed 0 in one JSON (layer ranks perfectly, none swaps one pair), seed 1 of each in another
+    a = _result_json(tmp_path / "a.json", {"none": rows([2, 1, 3, 4]), "layer": rows([1, 2, 3, 4])}, machine="gpu0",
+                     comparisons={"layer": {"variant": "layer", "baseline": "none", "kendall_diff": 9.0}})
+    b = _result_json(tmp_path / "b.json", {"none_seed1": rows([1, 2, 4, 3]), "layer_seed1": rows([1, 3, 2, 4])},
+                     machine="gpu1")
+    dest = tmp_path / "ab.json"
+    assert fidelity.main(["--rescore", f"{a},{b}", "--result", str(dest)]) == 0
+    got = json.loads(dest.read_text())
+    assert list(got["reports"]) == ["none", "layer", "none_seed1", "layer_seed1"]
+    c = got["comparisons"]["layer"]  # both seeds of each variant pooled
+    assert (c["seeds_a"], c["seeds_b"]) == (2, 2)
+    assert c["kendall_a"] == pytest.approx([1.0, 4 / 6]) and c["kendall_b"] == pytest.approx([4 / 6, 4 / 6])
+    assert c["kendall_diff"] == pytest.approx((1 + 4 / 6) / 2 - 4 / 6)
+    assert got["machine"] == "gpu0" and got["merged"] == [{"from": "b.json", "settings": {"arch_seed": 0},
+                                                          "machine": "gpu1"}]
+    assert got["rescored"]["from"] == "a.json,b.json"
+    # refused before anything is written: a report in both, other archs, other standalone
+    # runs (without --reference-parts), another arch seed
+    other_ref = [_row(k, i, s + 0.5) for k, (i, s) in enumerate(zip([1, 2, 3, 4], ref))]
+    moved = rows([1, 2, 3, 4])
+    moved[0]["arch"] = "z"
+    bad = {"both hold a report none": {"none": rows([1, 2, 3, 4])},
+           "checked other archs": {"none_seed2": moved},
+           "other standalone runs": {"none_seed2": other_ref}}
+    for msg, reps in bad.items():
+        c_json = _result_json(tmp_path / "c.json", reps)
+        with pytest.raises(SystemExit) as e:
+            fidelity.main(["--rescore", f"{a},{c_json}", "--result", str(tmp_path / "no.json")])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    c_json = _result_json(tmp_path / "c.json", {"none_seed2": rows([1, 2, 3, 4])}, arch_seed=3)
+    with pytest.raises(SystemExit) as e:
+        fidelity.main(["--rescore", f"{a},{c_json}", "--result", str(tmp_path / "no.json")])
+    assert e.value.code == 2 and "arch seeds differ" in capsys.readouterr().err
+    assert not (tmp_path / "no.json").exists()
 
 
 def test_report_only_keeps_the_comparisons_the_run_was_given(tmp_path, monkeypatch):
@@ -378,6 +436,24 @@ def test_kept_rows_are_scored_against_the_parts_of_a_reference_trained_so_far(tm
     assert new["source"] == {"settings": {"old": 1}} and got["settings"]["steps"] == 10
     assert list(new["comparisons"]) == ["v vs params"] and new["comparisons_dropped"] == ["v vs w"]
     assert new["comparisons"]["v vs params"]["n"] == 3  # redone on the archs the parts scored
+    # a later seed of v, checked against another reference, read against the parts with the first
+    rows1 = [{**r, "inherited": {"valid_loss": i, "test_loss": i}, "standalone": {"valid_loss": 7.0, "test_loss": 7.0}}
+             for r, i in zip(rows, [1.0, 3.0, 2.0, 4.0])]
+    src1 = tmp_path / "r1.json"
+    src1.write_text(json.dumps({"settings": {"other": 2}, "reports": {"v_seed1": {"settings": {"seed": 0, "steps": 5},
+                                                                                  "tokenizer": "t",
+                                                                                  "per_arch": rows1}}}))
+    both = tmp_path / "both.json"
+    assert fidelity.main(["--rescore", f"{src},{src1}", "--reference-parts", given, "--result", str(both)]) == 0
+    two = json.loads(both.read_text())
+    seed1 = two["reports"]["v_seed1"]
+    assert [r["standalone"] and r["standalone"]["valid_loss"] for r in seed1["per_arch"]] == [1.0, 3.0, 2.0, None]
+    assert seed1["summary"]["valid_loss"]["inherited"]["kendall_tau"] == pytest.approx(1.0)  # 1, 3, 2 against 1, 3, 2
+    assert two["reports"]["v"]["summary"] == got["summary"]
+    assert two["comparisons"]["v vs params"]["seeds_a"] == 2
+    assert two["source"]["merged"] == [{"from": "r1.json", "settings": {"other": 2}}]
+    with pytest.raises(SystemExit, match="other standalone runs"):  # without the parts: two references
+        fidelity.main(["--rescore", f"{src},{src1}", "--result", str(tmp_path / "bad.json")])
 
     def refused(args, msg):
         with pytest.raises(SystemExit, match=msg) as e:
