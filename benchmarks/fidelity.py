@@ -156,7 +156,8 @@ def main(argv=None) -> int:
     p.add_argument("--tokenizer", choices=["unigram", "bpe"], default=None,
                    help="the supernets' tokenizer (default: cosearch train's; code_lm's recipe is bpe)")
     p.add_argument("--variants", default="none:mode=none;layer:mode=layer")
-    p.add_argument("--supernet-seeds", type=int, default=1, help="supernets per variant (seeds 0, 1, ...)")
+    p.add_argument("--supernet-seeds", type=int, default=1, help="supernets per variant (seeds --first-seed, "
+                   "--first-seed + 1, ...)")
     p.add_argument("--first-seed", type=int, default=0, help="the first supernet seed (default 0): more seeds "
                    "of variants already checked, gathered with theirs by --rescore OLD.json,NEW.json")
     p.add_argument("--archs", type=int, default=24)
@@ -200,6 +201,8 @@ def main(argv=None) -> int:
         p.error("the following arguments are required: --out")
     pairs = parse_pairs(args.compare)
     command = shlex.join(["benchmarks/fidelity.py", *(sys.argv[1:] if argv is None else argv)])  # as recorded
+    if args.first_seed and (args.checks or args.report_only or args.rescore):
+        p.error("--first-seed chooses the supernets to train: give it without --checks, --report-only or --rescore")
     if args.checks:
         if args.out or args.report_only or args.rescore:
             p.error("--checks gathers checks already made: give it without --out, --report-only or --rescore")
@@ -251,6 +254,14 @@ def main(argv=None) -> int:
             sf = out / "spaces" / f"{name}.yaml"
             runs[key] = out / "supernets" / key
             argvs[key] = (sf, variant_space(space, v), train_argv(args, sf, runs[key], v, seed))
+    try:  # a rerun resumes; a run of other supernets here would drop theirs
+        before = _read(out / "run_info.json")
+    except (OSError, json.JSONDecodeError):  # damaged: this run writes it again
+        before = None
+    lost = sorted(set(before.get("supernets") or {}) - set(runs)) if isinstance(before, dict) else []
+    if lost:
+        raise refuse(f"--out {out} holds the checks of {', '.join(lost)}, which this run would drop from its "
+                     "result; give a new --out and gather both results with --rescore A.json,B.json")
     if args.dry_run:
         for key, (_, _, a) in argvs.items():
             print(key, " ".join(a))
@@ -358,11 +369,17 @@ def check_same_recipe(runs: dict[str, Path]) -> None:
 def recipe_difference(runs: dict[str, Path]) -> tuple | None:
     """The first training setting on which two supernet seeds of one variant differ:
     (variant, first seed's run, other run, setting, first's value, other's value), else None."""
+    return train_difference({key: json.loads((run / "config.json").read_text())["train"] for key, run in runs.items()})
+
+
+def train_difference(trains: dict[str, dict]) -> tuple | None:
+    """:func:`recipe_difference` of recorded training settings (run or report name -> its
+    ``train`` settings)."""
     from cosearch.training.train import recorded_defaults
     base = recorded_defaults()  # what a setting missing from an older run was
     first: dict[str, tuple[str, dict]] = {}
-    for key, run in runs.items():
-        train = {**base, **json.loads((run / "config.json").read_text())["train"]}
+    for key, own in trains.items():
+        train = {**base, **own}
         name = variant_of(key)
         if name not in first:
             first[name] = (key, train)
@@ -609,7 +626,9 @@ def rescore(paths: list[Path], result: str | None, pairs: list[tuple[str, str]] 
             info["comparisons_dropped"] = dropped
     add_valid_comparisons(info, pairs if pairs is not None else
                           [(c["variant"], c["baseline"]) for c in (info.get("comparisons") or {}).values()])
-    changed = [] if parts else list(changed_values(before, {k: info.get(k) for k in before}))
+    # against parts every standalone value is another, and merged seeds pool into new comparisons:
+    # neither is a statistic that moved between versions
+    changed = [] if parts or len(paths) > 1 else list(changed_values(before, {k: info.get(k) for k in before}))
     for where, old, new in changed[:10]:
         print(f"changed: {where}: {old} -> {new}")
     if len(changed) > 10:
@@ -649,9 +668,26 @@ def merge_results(paths: list[Path], infos: list[dict], new_reference: bool) -> 
                          "--reference-parts to read them all against one reference")
     if len(set(seeds.values())) > 1:
         raise refuse(f"--rescore: the results' arch seeds differ ({', '.join(f'{p}: {s}' for p, s in seeds.items())})")
+    # seeds pooled under one variant name must be seeds of one recipe (as within one --out)
+    trains = {k: ((info.get("supernets") or {}).get(k) or {}).get("train") for info in infos for k in info["reports"]}
+    d = train_difference({k: t for k, t in trains.items() if t is not None})
+    if d is not None:
+        raise refuse(f"--rescore: {d[1]} ({reports[d[1]][0]}) and {d[2]} ({reports[d[2]][0]}), seeds of {d[0]}, "
+                     f"come from supernets trained with other {d[3]} ({d[4]!r} vs {d[5]!r}); give results of "
+                     "one recipe per variant name")
+    steps: dict[str, dict] = {}
+    for k, (path, rep) in reports.items():
+        steps.setdefault(variant_of(k), {})[k] = (rep.get("supernet") or {}).get("steps_planned")
+    for name, by_key in steps.items():
+        if len({v for v in by_key.values() if v is not None}) > 1:
+            raise refuse(f"--rescore: the seeds of {name} come from supernets of other step counts ({by_key}); "
+                         "give results of one recipe per variant name")
     merged = {k: v for k, v in first.items() if k not in ("reports", "comparisons", "comparisons_valid")}
     merged["reports"] = {k: rep for k, (_, rep) in reports.items()}
-    merged["comparisons"] = first.get("comparisons") or {}
+    merged["comparisons"] = {}
+    for info in infos:  # every JSON's comparisons, the first's on a name they share
+        for name, c in (info.get("comparisons") or {}).items():
+            merged["comparisons"].setdefault(name, c)
     merged["merged"] = [{"from": p.name, **{k: v for k, v in info.items()
                                             if k not in ("reports", "comparisons", "comparisons_valid")}}
                         for p, info in zip(paths[1:], infos[1:])]

@@ -46,6 +46,17 @@ def test_more_seeds_start_at_the_first_seed_asked_for(capsys, tmp_path):
             fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none", *bad, "--dry-run"])
         assert e.value.code == 2 and "--first-seed" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit) as e:  # only a training run chooses seeds
+        fidelity.main(["--rescore", "a.json", "--result", "b.json", "--first-seed", "1"])
+    assert e.value.code == 2 and "--first-seed chooses the supernets to train" in capsys.readouterr().err
+    # more seeds in the --out of seed 0 would drop seed 0 from its result: refused before any work
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "run_info.json").write_text(json.dumps({"supernets": {"a": {}}}))
+    with pytest.raises(SystemExit) as e:
+        fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none", "--first-seed", "1", "--dry-run"])
+    assert e.value.code == 2 and "holds the checks of a, which this run would drop" in capsys.readouterr().err
+    assert fidelity.main(["--out", str(tmp_path / "o"), "--variants", "a:mode=none", "--supernet-seeds", "2",
+                          "--dry-run"]) == 0  # seed 0 again, and seed 1: nothing dropped
 
 
 @pytest.mark.parametrize("flag, value, msg", [("--eval-tokens", "0", "--eval-tokens 0 is invalid"),
@@ -163,20 +174,28 @@ def test_results_of_other_seeds_are_rescored_as_one(tmp_path, capsys):
     rows = lambda inh: [_row(k, i, s) for k, (i, s) in enumerate(zip(inh, ref))]  # noqa: E731
     # seed 0 in one JSON (layer ranks perfectly, none swaps one pair), seed 1 of each in another
     a = _result_json(tmp_path / "a.json", {"none": rows([2, 1, 3, 4]), "layer": rows([1, 2, 3, 4])}, machine="gpu0",
-                     comparisons={"layer": {"variant": "layer", "baseline": "none", "kendall_diff": 9.0}})
+                     comparisons={"layer": {"variant": "layer", "baseline": "none", "kendall_diff": 9.0}},
+                     supernets={"none": {"train": {"lr": 0.001}}})
+    a.write_text(json.dumps(json.loads(a.read_text()), indent=1))  # the first JSON's layout is kept
     b = _result_json(tmp_path / "b.json", {"none_seed1": rows([1, 2, 4, 3]), "layer_seed1": rows([1, 3, 2, 4])},
-                     machine="gpu1")
+                     machine="gpu1", comparisons={"none vs params": {"variant": "none", "baseline": "params"}},
+                     comparisons_valid={"stale": {}}, supernets={"none_seed1": {"train": {"lr": 0.001}}})
     dest = tmp_path / "ab.json"
     assert fidelity.main(["--rescore", f"{a},{b}", "--result", str(dest)]) == 0
     got = json.loads(dest.read_text())
+    assert dest.read_text().count("\n") > 100
     assert list(got["reports"]) == ["none", "layer", "none_seed1", "layer_seed1"]
+    assert list(got["comparisons"]) == ["layer", "none vs params"]  # each JSON's, redone
     c = got["comparisons"]["layer"]  # both seeds of each variant pooled
     assert (c["seeds_a"], c["seeds_b"]) == (2, 2)
     assert c["kendall_a"] == pytest.approx([1.0, 4 / 6]) and c["kendall_b"] == pytest.approx([4 / 6, 4 / 6])
     assert c["kendall_diff"] == pytest.approx((1 + 4 / 6) / 2 - 4 / 6)
+    assert got["comparisons"]["none vs params"]["seeds_a"] == 2
     assert got["machine"] == "gpu0" and got["merged"] == [{"from": "b.json", "settings": {"arch_seed": 0},
-                                                          "machine": "gpu1"}]
+                                                          "machine": "gpu1",
+                                                          "supernets": {"none_seed1": {"train": {"lr": 0.001}}}}]
     assert got["rescored"]["from"] == "a.json,b.json"
+    assert got["rescored"]["changed"] == []  # pooled seeds are new comparisons, not moved statistics
     # refused before anything is written: a report in both, other archs, other standalone
     # runs (without --reference-parts), another arch seed
     other_ref = [_row(k, i, s + 0.5) for k, (i, s) in enumerate(zip([1, 2, 3, 4], ref))]
@@ -190,6 +209,23 @@ def test_results_of_other_seeds_are_rescored_as_one(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             fidelity.main(["--rescore", f"{a},{c_json}", "--result", str(tmp_path / "no.json")])
         assert e.value.code == 2 and msg in capsys.readouterr().err
+    # seeds of one name from supernets of other recipes or step counts
+    c_json = _result_json(tmp_path / "c.json", {"none_seed2": rows([1, 2, 3, 4])},
+                          supernets={"none_seed2": {"train": {"lr": 0.002}}})
+    with pytest.raises(SystemExit) as e:
+        fidelity.main(["--rescore", f"{a},{c_json}", "--result", str(tmp_path / "no.json")])
+    assert e.value.code == 2 and "trained with other lr (0.001 vs 0.002)" in capsys.readouterr().err
+    steps = json.loads(a.read_text())
+    steps["reports"]["none"]["supernet"] = {"steps_planned": 300}
+    a2 = tmp_path / "a2.json"
+    a2.write_text(json.dumps(steps))
+    c_json = _result_json(tmp_path / "c.json", {"none_seed2": rows([1, 2, 3, 4])})
+    c_doc = json.loads(c_json.read_text())
+    c_doc["reports"]["none_seed2"]["supernet"] = {"steps_planned": 900}
+    c_json.write_text(json.dumps(c_doc))
+    with pytest.raises(SystemExit) as e:
+        fidelity.main(["--rescore", f"{a2},{c_json}", "--result", str(tmp_path / "no.json")])
+    assert e.value.code == 2 and "seeds of none come from supernets of other step counts" in capsys.readouterr().err
     c_json = _result_json(tmp_path / "c.json", {"none_seed2": rows([1, 2, 3, 4])}, arch_seed=3)
     with pytest.raises(SystemExit) as e:
         fidelity.main(["--rescore", f"{a},{c_json}", "--result", str(tmp_path / "no.json")])
