@@ -372,14 +372,19 @@ def recipe_difference(runs: dict[str, Path]) -> tuple | None:
     return train_difference({key: json.loads((run / "config.json").read_text())["train"] for key, run in runs.items()})
 
 
+#: training settings that keep a run's weights as they are: how often it logs and checkpoints
+BOOKKEEPING = ("ckpt_every", "log_every", "keep_checkpoints")
+
+
 def train_difference(trains: dict[str, dict]) -> tuple | None:
     """:func:`recipe_difference` of recorded training settings (run or report name -> its
-    ``train`` settings)."""
+    ``train`` settings), :data:`BOOKKEEPING` left out (a run of this script checkpoints every
+    quarter of its steps, one of `cosearch train` every 500)."""
     from cosearch.training.train import recorded_defaults
     base = recorded_defaults()  # what a setting missing from an older run was
     first: dict[str, tuple[str, dict]] = {}
     for key, own in trains.items():
-        train = {**base, **own}
+        train = {k: v for k, v in {**base, **own}.items() if k not in BOOKKEEPING}
         name = variant_of(key)
         if name not in first:
             first[name] = (key, train)

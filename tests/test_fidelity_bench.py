@@ -346,6 +346,10 @@ def test_seeds_of_one_variant_trained_with_other_settings_are_not_pooled(tmp_pat
     config.write_text(json.dumps(c))
     with pytest.raises(SystemExit, match=r"a: a was trained with deep_random=0, a_seed1 with 1 .*add deep_random=0"):
         fidelity.main(argv + ["--supernet-seeds", "2"])
+    # how often a run logs or checkpoints is not its recipe: recorded otherwise, still one recipe
+    assert fidelity.train_difference({"a": {"lr": 0.1, "ckpt_every": 243, "log_every": 10},
+                                      "a_seed1": {"lr": 0.1, "ckpt_every": 500, "log_every": 1}}) is None
+    assert fidelity.train_difference({"a": {"lr": 0.1}, "a_seed1": {"lr": 0.2}})[3:] == ("lr", 0.1, 0.2)
 
 
 def _check_report(inherited, standalone, steps=300):
