@@ -396,6 +396,16 @@ def train_difference(trains: dict[str, dict]) -> tuple | None:
     return None
 
 
+def step_count_difference(reports: dict[str, dict]) -> tuple[str, dict] | None:
+    """(variant, {report name: its supernet's planned steps}) for the first variant whose
+    seeds come from supernets of other step counts (one unrecorded among them counts as
+    other), else None."""
+    steps: dict[str, dict] = {}
+    for k, rep in reports.items():
+        steps.setdefault(variant_of(k), {})[k] = (rep.get("supernet") or {}).get("steps_planned")
+    return next(((v, by_key) for v, by_key in steps.items() if len(set(by_key.values())) > 1), None)
+
+
 def check_reference(reference: list[str], runs: dict[str, Path], settings, out: Path) -> None:
     """SystemExit unless ``reference`` (each ``--standalone-from``) together scored every standalone job of
     every supernet's check (``cosearch.fidelity.run.reference_scores``)."""
@@ -558,11 +568,10 @@ def gather_checks(checks: dict[str, Path], result: str | None, pairs: list[tuple
             raise refuse(f"--checks: {d[1]} and {d[2]}, seeds of {d[0]}, come from supernets trained with "
                          f"other {d[3]} ({d[4]!r} vs {d[5]!r}); give them other variant names")
     else:  # the runs live elsewhere (e.g. checks copied from a GPU machine): their step counts at least
-        for v in names:
-            steps = {k: (reports[k]["supernet"] or {}).get("steps_planned") for k in reports if variant_of(k) == v}
-            if len(set(steps.values())) > 1:
-                raise refuse(f"--checks: the seeds of {v} come from supernets of other step counts ({steps}); "
-                             "give them other variant names")
+        d = step_count_difference(reports)
+        if d is not None:
+            raise refuse(f"--checks: the seeds of {d[0]} come from supernets of other step counts ({d[1]}); "
+                         "give them other variant names")
     info = {"benchmark": "fidelity (checks made by cosearch fidelity)", "command": command, "what": note,
             "machine": machine(), "checks": {k: str(v) for k, v in checks.items()}, "reports": reports}
     info["comparisons"] = compare_variants(reports, pairs)
@@ -680,13 +689,10 @@ def merge_results(paths: list[Path], infos: list[dict], new_reference: bool) -> 
         raise refuse(f"--rescore: {d[1]} ({reports[d[1]][0]}) and {d[2]} ({reports[d[2]][0]}), seeds of {d[0]}, "
                      f"come from supernets trained with other {d[3]} ({d[4]!r} vs {d[5]!r}); give results of "
                      "one recipe per variant name")
-    steps: dict[str, dict] = {}
-    for k, (path, rep) in reports.items():
-        steps.setdefault(variant_of(k), {})[k] = (rep.get("supernet") or {}).get("steps_planned")
-    for name, by_key in steps.items():
-        if len({v for v in by_key.values() if v is not None}) > 1:
-            raise refuse(f"--rescore: the seeds of {name} come from supernets of other step counts ({by_key}); "
-                         "give results of one recipe per variant name")
+    d = step_count_difference({k: rep for k, (_, rep) in reports.items()})
+    if d is not None:
+        raise refuse(f"--rescore: the seeds of {d[0]} come from supernets of other step counts ({d[1]}); "
+                     "give results of one recipe per variant name")
     merged = {k: v for k, v in first.items() if k not in ("reports", "comparisons", "comparisons_valid")}
     merged["reports"] = {k: rep for k, (_, rep) in reports.items()}
     merged["comparisons"] = {}
