@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 #: supernet settings a variant may set: the space's MoS mode, or a `cosearch train` flag
-TRAIN_KEYS = {"n_random": int, "distill": float, "sample_pool": int, "router_balance": float, "deep_random": int,
+TRAIN_KEYS = {"n_random": int, "distill": float, "sample_pool": int, "router_balance": float, "deep_random": int, "shallow_random": int,
               "bit_stages": str, "steps": int, "label_smoothing": float}
 SPACE_KEYS = {"mode": str, "experts": int}
 

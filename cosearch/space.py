@@ -436,13 +436,17 @@ class SearchSpace:
         return v
 
     # ---- sampling and variation
-    def sample(self, rng=None, deepest: bool = False) -> Arch:
-        """A uniform random arch; ``deepest``: the same draws with every stack at its most
-        layers (the draws are made either way, so the stream after it does not depend on it)."""
+    def sample(self, rng=None, deepest: bool = False, shallowest: bool = False) -> Arch:
+        """A uniform random arch; ``deepest`` / ``shallowest``: the same draws with every stack
+        at its most / fewest layers (the draws are made either way, so the stream after it does
+        not depend on them)."""
+        if deepest and shallowest:
+            raise ValueError("an arch cannot be both deepest and shallowest")
         rng = np.random.default_rng(rng)
         genes = {key: opts[rng.integers(len(opts))] for key, opts in self.genes()}
-        if deepest:
-            genes.update({key: max(opts) for key, opts in self.genes() if key[1:] == ("layers",)})
+        if deepest or shallowest:
+            pick = max if deepest else min
+            genes.update({key: pick(opts) for key, opts in self.genes() if key[1:] == ("layers",)})
         return self._from_genes(genes)
 
     def _extreme(self, pick) -> Arch:

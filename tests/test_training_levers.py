@@ -176,6 +176,73 @@ def test_a_run_from_before_deep_members_resumes_as_it_was_made(tmp_path, one_thr
     assert train(lm_space(), "lm", data, tmp_path / "new", **kw).state_digest == full.state_digest
 
 
+# --------------------------------------------------------------------------- shallow random members
+def test_shallow_random_members_take_every_stacks_fewest_layers_after_the_deep_ones():
+    from train_fixtures import mt_space
+    space = SearchSpace.from_dict(mt_space())  # encoder and decoder of 1 or 2 layers
+    depths = []
+    for step in range(20):
+        plain = sandwich(space, 3, step, 20, n_random=3, deep_random=1)
+        mixed = sandwich(space, 3, step, 20, n_random=3, deep_random=1, shallow_random=1)
+        assert mixed[:3] == plain[:3]  # largest, smallest and the deep member untouched
+        shallow, drawn = mixed[3].arch, plain[3].arch
+        assert (len(shallow.encoder), len(shallow.decoder)) == (1, 1)
+        # the same draws: the shallow member keeps the drawn widths of its first layers
+        assert (shallow.encoder_embed_dim, shallow.decoder_embed_dim) == (drawn.encoder_embed_dim,
+                                                                          drawn.decoder_embed_dim)
+        assert (shallow.decoder[0].ffn_dim, shallow.decoder[0].heads) == (drawn.decoder[0].ffn_dim,
+                                                                          drawn.decoder[0].heads)
+        depths.append((len(drawn.encoder), len(drawn.decoder)))
+        depths.append(tuple(len(getattr(mixed[4].arch, side)) for side in ("encoder", "decoder")))
+    # uniform draws (the plain member, and the mixed sandwich's last one) are not all shallow
+    assert any(d != (1, 1) for d in depths)
+    every = [m.arch for step in range(20)
+             for m in sandwich(space, 3, step, 20, n_random=2, deep_random=0, shallow_random=2)[2:]]
+    assert all((len(a.encoder), len(a.decoder)) == (1, 1) for a in every)
+    assert sandwich(space, 3, 5, 20, n_random=3, shallow_random=0) == sandwich(space, 3, 5, 20, n_random=3)
+    with pytest.raises(ValueError, match="both deepest and shallowest"):
+        space.sample(0, deepest=True, shallowest=True)
+
+
+def test_shallow_random_is_checked_recorded_and_resumed(tmp_path, one_thread):
+    data = write_lm_text(tmp_path / "t.txt")
+    kw = dict(FAST, steps=4, seed=2, deep_random=0, shallow_random=1)
+
+    def cfg(name):
+        return json.loads((tmp_path / name / "config.json").read_text())["train"]
+    full = train(lm_space(), "lm", data, tmp_path / "a", **kw)
+    assert cfg("a")["shallow_random"] == 1
+    plain = train(lm_space(), "lm", data, tmp_path / "p", **dict(kw, shallow_random=0))
+    assert plain.state_digest != full.state_digest  # applied, not only recorded
+    # left out on the rerun of a killed run: resumed with the recorded member, same weights
+    train(lm_space(), "lm", data, tmp_path / "b", stop_at=2, **kw)
+    resumed = train(lm_space(), "lm", data, tmp_path / "b", **dict(kw, shallow_random=None))
+    assert resumed.start_step == 2 and resumed.state_digest == full.state_digest
+    # beyond the random members the deep ones leave (2 random, 1 deep by default)
+    with pytest.raises(UserError, match=r"shallow_random=2 is invalid.*n_random - deep_random \(2 - 1"):
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, deep_random=None, shallow_random=2))
+    with pytest.raises(UserError, match="--shallow-random 1 and --sample-pool 2 do not combine"):
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, sample_pool=2))
+    space = SearchSpace.from_dict(lm_space())
+    with pytest.raises(UserError, match="a standalone --arch run has none"):
+        train(space, "lm", data, tmp_path / "c", arch=space.smallest(), **dict(kw, deep_random=None))
+    assert not (tmp_path / "c").exists()
+    # another flag on an existing run is refused naming the change
+    with pytest.raises(UserError, match="made with shallow_random=1, but this command gives shallow_random=0"):
+        train(lm_space(), "lm", data, tmp_path / "a", **dict(kw, shallow_random=0))
+    # a run made before the setting existed resumes as made (0), and the CLI flag records it
+    train(lm_space(), "lm", data, tmp_path / "old", stop_at=2, **dict(kw, shallow_random=0))
+    path = tmp_path / "old" / "config.json"
+    config = json.loads(path.read_text())
+    del config["train"]["shallow_random"]
+    path.write_text(json.dumps(config))
+    old = train(lm_space(), "lm", data, tmp_path / "old", **dict(kw, shallow_random=None))
+    assert old.start_step == 2 and old.state_digest == plain.state_digest
+    cli = ["train", "--space", "tiny_lm", "--task", "lm", "--data", str(data), "--steps", "1", "--max-tokens", "64",
+           "--max-len", "16", "--no-progress", "--deep-random", "0", "--shallow-random", "2"]
+    assert main([*cli, "--out", str(tmp_path / "cli")]) == 0 and cfg("cli")["shallow_random"] == 2
+
+
 # --------------------------------------------------------------------------- worst-of-pool
 def test_candidate_pools_hold_archs_of_about_the_members_size():
     space = SearchSpace.from_dict(lm_space())

@@ -69,6 +69,9 @@ def register(sub):
                    help="of the --n-random random sub-networks, N are drawn at every stack's most layers "
                    "(random widths and bits; default 1, as it ranked sub-networks better on every task measured; "
                    "0 with --n-random under 2, --sample-pool > 1 or an --arch; an existing run resumes with its own)")
+    g.add_argument("--shallow-random", type=int, default=None, metavar="N",
+                   help="of the random sub-networks after the deep ones, N are drawn at every stack's fewest "
+                   "layers (random widths and bits; default 0; an existing run resumes with its own)")
     g.add_argument("--router-balance", type=float, default=0.0, metavar="W",
                    help="weight of the term keeping MoS mixtures arch-dependent (mutual information of "
                    "arch and expert; default 0: off)")
@@ -124,7 +127,8 @@ def run(args) -> int:
                     log_every=args.log_every, ckpt_every=args.ckpt_every,
                     max_len=args.max_len, src=args.src, tgt=args.tgt, tokenizer=args.tokenizer,
                     arch=arch, deadline=deadline, sample_pool=args.sample_pool,
-                    router_balance=args.router_balance, deep_random=args.deep_random, teacher=args.teacher)
+                    router_balance=args.router_balance, deep_random=args.deep_random, shallow_random=args.shallow_random,
+                    teacher=args.teacher)
     report(summary, args.json)
     return 0
 

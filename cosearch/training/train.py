@@ -116,6 +116,9 @@ class TrainConfig:
     #: (random widths and bits). None: ``DEEP_RANDOM_DEFAULT`` with 2 or more random members
     #: and no worst-of-pool, else 0 (see ``resolved``)
     deep_random: int | None = None
+    #: of the random members after the deep ones, how many are drawn at every stack's fewest
+    #: layers (random widths and bits; 0: none, the default)
+    shallow_random: int = 0
     log_every: int = 10
     ckpt_every: int = 500
     keep_checkpoints: int = 2
@@ -153,6 +156,9 @@ class TrainConfig:
                   ("ema_decay", 0 <= c.ema_decay < 1, "in [0, 1)"),
                   ("sample_pool", 1 <= c.sample_pool <= 64, "between 1 and 64 (each candidate costs a forward pass)"), ("router_balance", c.router_balance >= 0, ">= 0"),
                   ("deep_random", 0 <= c.deep_random <= c.n_random, f"between 0 and n_random ({c.n_random})"),
+                  ("shallow_random", 0 <= c.shallow_random <= c.n_random - c.deep_random,
+                   f"between 0 and n_random - deep_random ({c.n_random} - {c.deep_random}; give --deep-random 0 "
+                   "to make every random member shallow)"),
                   ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
                   ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
                   ("tokenizer", c.tokenizer in TOKENIZER_MODELS, f"one of {', '.join(TOKENIZER_MODELS)}"),
@@ -392,7 +398,7 @@ def _mismatch(e: Exception) -> str:
 
 #: the settings that shape the supernet's sandwich only, at the values that do nothing: a
 #: standalone run (and a retraining of one arch from a supernet's recipe) takes these
-SANDWICH_ONLY = {"sample_pool": 1, "router_balance": 0.0, "deep_random": 0}
+SANDWICH_ONLY = {"sample_pool": 1, "router_balance": 0.0, "deep_random": 0, "shallow_random": 0}
 
 
 # --------------------------------------------------------------------------- the loop
@@ -400,7 +406,8 @@ def step_members(space: SearchSpace, arch: Arch | None, seed: int, step: int, cf
     """What trains at ``step``: the sandwich of a supernet run, or the standalone arch."""
     if arch is not None:
         return standalone(space, arch, step, cfg.steps, cfg.bit_stages)
-    return sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages, cfg.deep_random)
+    return sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages, cfg.deep_random,
+                    cfg.shallow_random)
 
 
 def specialisation_probes(space: SearchSpace) -> list[Arch]:
@@ -706,6 +713,13 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         if recorded is not None and (recorded > n_random or (recorded and (hparams.get("sample_pool") or 1) > 1)):
             recorded = None  # other sandwich flags than the run's: check_config names the change, not this
         hparams["deep_random"] = recorded if recorded is not None else 0 if arch is not None else None
+    if hparams.get("shallow_random") is None:  # not given: what the run recorded (0 before it existed), else 0
+        recorded = (_recorded(out, "shallow_random") if arch is None else None) or 0
+        n_random = hparams.get("n_random")
+        n_random = TrainConfig.n_random if n_random is None else n_random
+        if recorded > n_random - (hparams.get("deep_random") or 0) or (hparams.get("sample_pool") or 1) > 1:
+            recorded = 0  # other sandwich flags than the run's: check_config names the change, not this
+        hparams["shallow_random"] = recorded
     try:
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
     except TypeError as e:
@@ -713,12 +727,13 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
     # the sandwich's levers do nothing to one standalone arch or a space without routers:
     # refuse them rather than record a recipe that was not applied
     if arch is not None and any(getattr(cfg, k) != v for k, v in SANDWICH_ONLY.items()):
-        raise UserError("--sample-pool, --router-balance and --deep-random shape the supernet's sandwich; a "
-                        "standalone --arch run has none: leave them out")
-    if cfg.deep_random > 0 and cfg.sample_pool > 1:
-        # worst-of-pool would swap a deep member for a candidate of any depth
-        raise UserError(f"--deep-random {cfg.deep_random} and --sample-pool {cfg.sample_pool} do not combine (the "
-                        "pool would replace the deep members): give one of them")
+        raise UserError("--sample-pool, --router-balance, --deep-random and --shallow-random shape the supernet's "
+                        "sandwich; a standalone --arch run has none: leave them out")
+    for flag, n in (("--deep-random", cfg.deep_random), ("--shallow-random", cfg.shallow_random)):
+        if n > 0 and cfg.sample_pool > 1:
+            # worst-of-pool would swap a deep (shallow) member for a candidate of any depth
+            raise UserError(f"{flag} {n} and --sample-pool {cfg.sample_pool} do not combine (the pool would "
+                            f"replace those members): give one of them")
     if cfg.router_balance > 0 and space.spec.mos.mode == "none":
         raise UserError(f"--router-balance {cfg.router_balance:g} needs MoS routers, but space {space.name!r} has "
                         "mos mode 'none': leave it out (or use a layer/neuron MoS space)")
