@@ -47,7 +47,8 @@ def run_space(name: str, steps: int, seed: int, backend: str) -> dict:
         src = torch.randint(1, space.vocab_size, (b, t), generator=g)
         tgt = torch.randint(1, space.vocab_size, (b, t + 1 + step % 4), generator=g)
         inputs, target = ((src, tgt[:, :-1]), tgt[:, 1:]) if space.is_encdec else ((tgt[:, :-1],), tgt[:, 1:])
-        members = sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages, cfg.deep_random)
+        members = sandwich(space, seed, step, cfg.steps, cfg.n_random, cfg.bit_stages, cfg.deep_random,
+                           cfg.shallow_random)
         sandwich_step(net, net, opt, members, inputs, target, cfg, net.pad_id, space.vocab_size, forward=fwd)
         per_step.append(compile_counts().get("bucketed_members", 0) - before)
         print(f"{name} step {step}: {per_step[-1]} graphs", flush=True)

@@ -62,7 +62,8 @@ def train_steps(args, rank: int | None, out: str, init: str | None = None) -> No
             if rank is not None:
                 rows = rows.chunk(WORLD)[rank]
             step = (2, 5, 9, 10)[i % 4]  # float, >= 3 bits, all bits
-            members = sandwich(space, 0, step, cfg.steps, cfg.n_random, cfg.bit_stages, cfg.deep_random)
+            members = sandwich(space, 0, step, cfg.steps, cfg.n_random, cfg.bit_stages, cfg.deep_random,
+                               cfg.shallow_random)
             inputs = (rows[:, :-1], rows[:, :-1]) if space.is_encdec else (rows[:, :-1],)
             sandwich_step(model, net, opt, members, inputs, rows[:, 1:], cfg, 0, space.vocab_size, autocast,
                           ddp=rank is not None, forward=forward)

@@ -266,7 +266,8 @@ def measure_throughput(space, td, device, max_tokens: int, n_random: int, warmup
                           forward=forward)
         return step
 
-    full = supernet_step(lambda s: sandwich(space, seed, s, cfg.steps, n_random, None, cfg.deep_random))
+    full = supernet_step(lambda s: sandwich(space, seed, s, cfg.steps, n_random, None, cfg.deep_random,
+                                            cfg.shallow_random))
     only_largest = supernet_step(lambda s: [Member("largest", largest)])
     t_full = _median_step_time(full, batches, device, warmup, repeats)
     t_sup_largest = _median_step_time(only_largest, batches, device, warmup, repeats)

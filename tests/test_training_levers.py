@@ -218,9 +218,21 @@ def test_shallow_random_is_checked_recorded_and_resumed(tmp_path, one_thread):
     train(lm_space(), "lm", data, tmp_path / "b", stop_at=2, **kw)
     resumed = train(lm_space(), "lm", data, tmp_path / "b", **dict(kw, shallow_random=None))
     assert resumed.start_step == 2 and resumed.state_digest == full.state_digest
-    # beyond the random members the deep ones leave (2 random, 1 deep by default)
-    with pytest.raises(UserError, match=r"shallow_random=2 is invalid.*n_random - deep_random \(2 - 1"):
-        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, deep_random=None, shallow_random=2))
+    # beyond the random members the deep ones leave
+    with pytest.raises(UserError, match=r"shallow_random=2 is invalid.*n_random - deep_random \(2 - 1\): lower "
+                                        "--shallow-random, lower --deep-random or raise --n-random"):
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, deep_random=1, shallow_random=2))
+    with pytest.raises(UserError, match=r"shallow_random=3 is invalid.*\(2 - 0\): lower --shallow-random or raise"):
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, shallow_random=3))
+    with pytest.raises(UserError, match=r"shallow_random=-1 is invalid; it must be between 0 and n_random - "
+                                        r"deep_random \(2 - 0\)$"):
+        train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, shallow_random=-1))
+    # asked for with the automatic deep member left out: that one is 0 (they pull depth opposite ways)
+    train(lm_space(), "lm", data, tmp_path / "auto", **dict(kw, deep_random=None))
+    assert (cfg("auto")["deep_random"], cfg("auto")["shallow_random"]) == (0, 1)
+    # a rerun with another sandwich is refused naming the change, not the carried member
+    with pytest.raises(UserError, match="made with n_random=2, but this command gives n_random=0"):
+        train(lm_space(), "lm", data, tmp_path / "a", **dict(kw, n_random=0, shallow_random=None))
     with pytest.raises(UserError, match="--shallow-random 1 and --sample-pool 2 do not combine"):
         train(lm_space(), "lm", data, tmp_path / "c", **dict(kw, sample_pool=2))
     space = SearchSpace.from_dict(lm_space())

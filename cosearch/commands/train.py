@@ -71,7 +71,8 @@ def register(sub):
                    "0 with --n-random under 2, --sample-pool > 1 or an --arch; an existing run resumes with its own)")
     g.add_argument("--shallow-random", type=int, default=None, metavar="N",
                    help="of the random sub-networks after the deep ones, N are drawn at every stack's fewest "
-                   "layers (random widths and bits; default 0; an existing run resumes with its own)")
+                   "layers (random widths and bits; default 0; with N > 0 --deep-random defaults to 0; an "
+                   "existing run resumes with its own)")
     g.add_argument("--router-balance", type=float, default=0.0, metavar="W",
                    help="weight of the term keeping MoS mixtures arch-dependent (mutual information of "
                    "arch and expert; default 0: off)")

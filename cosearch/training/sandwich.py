@@ -90,7 +90,8 @@ def sandwich(space: SearchSpace, seed: int, step: int, steps: int, n_random: int
     layers, the mirror lever. On Multi30k inherited losses rank deep decoders *better* than
     training them alone for 2,600 steps does (tau of decoder depth with loss -0.48 against
     -0.23), and deep members made that worse; a shallow member trains the first layers as a
-    stack's last ones, at random widths and bits, every step."""
+    stack's last ones, at random widths and bits, every step. It draws bits for fewer layers,
+    so the members after it change too; 0 leaves the step as it was."""
     wbits, abits = enabled_bits(space, step, steps, stages)
     rng = step_rng(seed, step)
     members = [Member("largest", space.largest()),

@@ -135,8 +135,10 @@ class TrainConfig:
         max_len = self.max_len if self.max_len is not None else space.spec.max_positions
         deep_random = self.deep_random
         if deep_random is None:  # worst-of-pool would swap a deep member away (the two are refused together);
-            # with fewer than 2 random members every one would be deep, which was never measured
-            deep_random = DEEP_RANDOM_DEFAULT if self.n_random >= 2 and self.sample_pool == 1 else 0
+            # with fewer than 2 random members every one would be deep, which was never measured; shallow
+            # members are asked for where depth is over-rewarded, against what a deep one does
+            deep_random = (DEEP_RANDOM_DEFAULT if self.n_random >= 2 and self.sample_pool == 1
+                           and not self.shallow_random else 0)
         c = _replace(self, warmup=warmup, max_len=max_len, deep_random=deep_random,
                      betas=tuple(self.betas),
                      bit_stages=None if self.bit_stages is None else tuple(self.bit_stages))
@@ -157,8 +159,9 @@ class TrainConfig:
                   ("sample_pool", 1 <= c.sample_pool <= 64, "between 1 and 64 (each candidate costs a forward pass)"), ("router_balance", c.router_balance >= 0, ">= 0"),
                   ("deep_random", 0 <= c.deep_random <= c.n_random, f"between 0 and n_random ({c.n_random})"),
                   ("shallow_random", 0 <= c.shallow_random <= c.n_random - c.deep_random,
-                   f"between 0 and n_random - deep_random ({c.n_random} - {c.deep_random}; give --deep-random 0 "
-                   "to make every random member shallow)"),
+                   f"between 0 and n_random - deep_random ({c.n_random} - {c.deep_random})" +
+                   ("" if c.shallow_random < 0 else ": lower --shallow-random" +
+                    (", lower --deep-random" if c.deep_random else "") + " or raise --n-random")),
                   ("log_every", c.log_every >= 1, ">= 1"), ("ckpt_every", c.ckpt_every >= 1, ">= 1"),
                   ("keep_checkpoints", c.keep_checkpoints >= 1, ">= 1"),
                   ("tokenizer", c.tokenizer in TOKENIZER_MODELS, f"one of {', '.join(TOKENIZER_MODELS)}"),
