@@ -53,8 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 #: supernet settings a variant may set: the space's MoS mode, or a `cosearch train` flag
-TRAIN_KEYS = {"n_random": int, "distill": float, "sample_pool": int, "router_balance": float, "deep_random": int, "shallow_random": int,
-              "bit_stages": str, "steps": int, "label_smoothing": float}
+TRAIN_KEYS = {"n_random": int, "distill": float, "sample_pool": int, "router_balance": float, "deep_random": int,
+              "shallow_random": int, "bit_stages": str, "steps": int, "label_smoothing": float}
 SPACE_KEYS = {"mode": str, "experts": int}
 
 
@@ -677,7 +677,8 @@ def merge_results(paths: list[Path], infos: list[dict], new_reference: bool) -> 
         if [r["arch"] for r in rep["per_arch"]] != [r["arch"] for r in r0["per_arch"]]:
             raise refuse(f"--rescore: {path} checked other archs than {p0}; give results of one space, data and "
                          "arch seed")
-        if not new_reference and [r["standalone"] for r in rep["per_arch"]] != [r["standalone"] for r in r0["per_arch"]]:
+        standalone = [r["standalone"] for r in rep["per_arch"]]
+        if not new_reference and standalone != [r["standalone"] for r in r0["per_arch"]]:
             raise refuse(f"--rescore: {path} and {p0} were checked against other standalone runs; give "
                          "--reference-parts to read them all against one reference")
     if len(set(seeds.values())) > 1:

@@ -128,8 +128,8 @@ def run(args) -> int:
                     log_every=args.log_every, ckpt_every=args.ckpt_every,
                     max_len=args.max_len, src=args.src, tgt=args.tgt, tokenizer=args.tokenizer,
                     arch=arch, deadline=deadline, sample_pool=args.sample_pool,
-                    router_balance=args.router_balance, deep_random=args.deep_random, shallow_random=args.shallow_random,
-                    teacher=args.teacher)
+                    router_balance=args.router_balance, deep_random=args.deep_random,
+                    shallow_random=args.shallow_random, teacher=args.teacher)
     report(summary, args.json)
     return 0
 

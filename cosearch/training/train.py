@@ -709,19 +709,19 @@ def train(space: SearchSpace | str | Path | dict, task: str, data: str | Path | 
         recorded = _recorded(out, "distill")
         if recorded is not None:
             hparams["distill"] = recorded
+    # the sandwich a rerun asks for; a recorded member count that no longer fits it is not carried
+    # over (check_config then names the flag that changed, not this)
+    n_random = TrainConfig.n_random if hparams.get("n_random") is None else hparams["n_random"]
+    pooled = (hparams.get("sample_pool") or 1) > 1
     if hparams.get("deep_random") is None:  # not given: what the run recorded, 0 for one arch, else automatic
         recorded = _recorded(out, "deep_random")
-        n_random = hparams.get("n_random")
-        n_random = TrainConfig.n_random if n_random is None else n_random
-        if recorded is not None and (recorded > n_random or (recorded and (hparams.get("sample_pool") or 1) > 1)):
-            recorded = None  # other sandwich flags than the run's: check_config names the change, not this
+        if recorded is not None and (recorded > n_random or (recorded and pooled)):
+            recorded = None
         hparams["deep_random"] = recorded if recorded is not None else 0 if arch is not None else None
     if hparams.get("shallow_random") is None:  # not given: what the run recorded (0 before it existed), else 0
         recorded = (_recorded(out, "shallow_random") if arch is None else None) or 0
-        n_random = hparams.get("n_random")
-        n_random = TrainConfig.n_random if n_random is None else n_random
-        if recorded > n_random - (hparams.get("deep_random") or 0) or (hparams.get("sample_pool") or 1) > 1:
-            recorded = 0  # other sandwich flags than the run's: check_config names the change, not this
+        if recorded > n_random - (hparams.get("deep_random") or 0) or pooled:
+            recorded = 0
         hparams["shallow_random"] = recorded
     try:
         cfg = train_config_from_dict({"steps": steps, **hparams}).resolved(space)
