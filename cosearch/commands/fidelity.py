@@ -56,6 +56,13 @@ def register(sub):
     g.add_argument("--distilled-archs", type=int, default=0, help="archs also trained with the "
                    "supernet's largest as teacher (distilled-standalone control; default 0)")
     g.add_argument("--bleu", action="store_true", help="also test BLEU (translation, beam 4)")
+    g = p.add_argument_group("the supernet's scores")
+    g.add_argument("--finetune-steps", type=int, default=None, metavar="K", help="train each arch K steps of its "
+                   "own from the supernet's weights (quantized at its bits, the same batches for every arch) before "
+                   "scoring it: a ranking for a small fraction of a standalone run's cost (default: none, the "
+                   "inherited weights as they are)")
+    g.add_argument("--finetune-lr", type=float, default=None, metavar="LR", help="the finetune's constant learning "
+                   "rate (default 0.3 x the run's --lr)")
     g = p.add_argument_group("where it runs")
     g.add_argument("--gpu", action="store_true", help="train and measure on CUDA")
     g.add_argument("--gpu-share", type=float, default=0.125, help="each job's share of a GPU (default "
@@ -106,7 +113,8 @@ def run(args) -> int:
                                 distilled_archs=args.distilled_archs, dropouts=args.dropouts,
                                 step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu,
                                 standalone_seed=args.standalone_seed, eval_tokens=args.eval_tokens,
-                                shard=_canonical_shard(args.shard))
+                                shard=_canonical_shard(args.shard), finetune_steps=args.finetune_steps or None,
+                                finetune_lr=args.finetune_lr)
     parallel = args.parallel if args.parallel is not None else (None if args.gpu else 1)
     rep = fidelity(args.run, args.out, settings, jobs_dir=args.jobs, parallel=parallel, gpu_share=args.gpu_share,
                    max_tokens=args.max_tokens, progress=not args.no_progress, address=args.address,
@@ -151,6 +159,12 @@ def format_summary(rep: dict) -> str:
     def ci(c):
         return "" if not c or c[0] is None else f" [{c[0]:.2f}, {c[1]:.2f}]"
     lines = []
+    settings = rep.get("settings") or {}
+    if settings.get("finetune_steps"):
+        lr = settings.get("finetune_lr")
+        rate = "0.3 x the run's lr" if lr is None else f"lr {lr:g}"
+        lines.append(f"inherited: each arch scored after {settings['finetune_steps']} steps of its own training from "
+                     f"the supernet's weights ({rate})")
     for m, s in rep["summary"].items():
         inh, best = s["inherited"], s.get("best_proxy")
         line = (f"{m}: n={inh['n']} tau {f(inh['kendall_tau'])}{ci(inh['kendall_ci'])}, spearman "

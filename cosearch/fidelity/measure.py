@@ -27,7 +27,8 @@ from ..training.evaluate import bleu as corpus_bleu
 from ..training.evaluate import eval_loss, load_run, translate
 from ..training.checkpoint import list_checkpoints
 from ..training.rundir import read_config, space_of
-from ..training.train import check_tokenizer, load_task_data
+from ..training.finetune import Finetune, finetuned
+from ..training.train import check_tokenizer, load_task_data, train_config_from_dict
 
 CACHE = "measurements.json"
 
@@ -110,21 +111,24 @@ def _key(*parts: str, eval_tokens: int | None, max_tokens: int) -> str:
 
 def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cache, device: torch.device,
                       max_tokens: int, want_bleu: bool, progress: Callable | None = None,
-                      eval_tokens: int | None = None) -> tuple[list[dict], dict]:
-    """Every arch extracted from the supernet's newest checkpoint and scored; and which
-    checkpoint that was (``checkpoint``, ``step``: a run still training may have a newer one
-    than when the check began)."""
+                      eval_tokens: int | None = None, finetune: Finetune = Finetune()) -> tuple[list[dict], dict]:
+    """Every arch extracted from the supernet's newest checkpoint (after ``finetune``'s
+    steps of its own training, if any) and scored; and which checkpoint that was
+    (``checkpoint``, ``step``: a run still training may have a newer one than when the
+    check began)."""
     run = load_run(run_dir, device)
+    cfg = train_config_from_dict(run.config["train"])
+    tuned = (finetune.key(cfg),) if finetune.steps else ()
     # the file's size and time too: a supernet trained again in the same folder writes a
     # checkpoint of the same name, whose archs are other models
     ckpt = Path(run.checkpoint).stat()
     out = []
     for a in archs:
-        key = _key("inherited", Path(run.checkpoint).name, f"{ckpt.st_size}-{ckpt.st_mtime_ns}", a.digest(),
+        key = _key("inherited", Path(run.checkpoint).name, f"{ckpt.st_size}-{ckpt.st_mtime_ns}", a.digest(), *tuned,
                    eval_tokens=eval_tokens, max_tokens=max_tokens)
         entry = cache.get(key)
         if not complete(entry, want_bleu, td):
-            model = run.net.extract(a).to(device).eval()
+            model = finetuned(run.net, a, td, cfg, finetune, device).to(device).eval()
             entry = score(model, td, run.config["train"], device, max_tokens, want_bleu, run.space.spec.max_positions,
                           eval_tokens)
             cache.put(key, entry)

@@ -68,6 +68,15 @@ class FidelitySettings:
     #: training cost, :func:`shard_jobs`). A reference too big for one machine session is
     #: trained as N checks; a later check reads them all (``--standalone-from`` each)
     shard: str | None = None
+    #: steps of each arch's own training from the supernet's weights before it is scored
+    #: (``training.finetune``; None or 0: scored as inherited); ``finetune_lr`` None: the
+    #: default fraction of the run's lr. Neither changes a standalone job.
+    finetune_steps: int | None = None
+    finetune_lr: float | None = None
+
+    def finetune(self):
+        from ..training.finetune import Finetune
+        return Finetune(steps=self.finetune_steps or 0, lr=self.finetune_lr)
 
     def check(self) -> None:
         """``UserError`` naming the first bad setting (its flag)."""
@@ -96,6 +105,10 @@ class FidelitySettings:
             if not ok:
                 value = getattr(self, flag[2:].replace("-", "_"))
                 raise UserError(f"{flag} {_show(value)} is invalid; give {want}")
+        self.finetune().check()
+        if self.finetune_lr is not None and not self.finetune_steps:
+            raise UserError(f"--finetune-lr {self.finetune_lr:g} sets the rate of --finetune-steps; give --finetune-steps "
+                            "too, or drop --finetune-lr")
         from ..hardware import load_hardware
         if not str(self.hw).strip():
             raise UserError("--hw '' is invalid; give a preset name (e.g. zcu102) or a hardware YAML file")

@@ -290,7 +290,8 @@ def _run_locked(run, out: Path, root: Path | None, plan, settings: FidelitySetti
         bar = tqdm(total=len(plan.archs) + len(results), desc="measure", unit="model", dynamic_ncols=True)
     tick = bar.update if bar is not None else None
     inherited, loaded = measure_inherited(run.run_dir, [plan.arch(i) for i in range(len(plan.archs))], td, cache,
-                                          device, max_tokens, settings.bleu, tick, settings.eval_tokens)
+                                          device, max_tokens, settings.bleu, tick, settings.eval_tokens,
+                                          settings.finetune())
     measured = {} if reference is None else dict(reference["standalone"])
     if results:
         # a standalone run's score depends on it and the data only: kept beside the jobs, so the
