@@ -78,3 +78,34 @@ def test_gpu_without_cuda_is_one_line_before_anything_is_written(lm_run, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "drop --gpu" in err[0]
     assert not (tmp_path / "g").exists()
+
+
+def test_search_with_finetune_steps_measures_each_arch_after_its_own_training(lm_run, tmp_path):
+    from cosearch.training.finetune import Finetune, finetuned
+    from cosearch.training.train import train_config_from_dict
+    kw = dict(out=tmp_path / "f", trials=4, sampler="random", batch=4, max_batches=2, progress=False, plots=False,
+              objectives="quality,size", repeats=1)
+    search(lm_run, "zcu102", **kw, finetune_steps=3)
+    df = pd.read_csv(tmp_path / "f" / "trials.csv")
+    q = SupernetQuality(lm_run, MeasureSettings(max_batches=2))
+    cfg = train_config_from_dict(q.run.config["train"])
+    tok = q.td.tokenizer
+    for i in (0, 3):
+        a = Arch.from_json(df["arch"].iloc[i])
+        model = finetuned(q.run.net, a, q.td, cfg, Finetune(3), q.device).eval()
+        sums, counts = q.ev.batch_losses(model, q.batches, tok.pad_id, tok.vocab_size, q.device)
+        assert df["quality"].iloc[i] == pytest.approx(float(sums.sum() / counts.sum()), rel=1e-5)
+        assert df["quality"].iloc[i] != pytest.approx(q.measure(a)["loss"], rel=1e-5)  # not the inherited loss
+    # its scores are another quality source: resuming the study without the finetune is refused
+    with pytest.raises(UserError, match="made with quality='supernet:valid:2:finetune3', but this command gives "
+                                        "quality='supernet:valid:2'"):
+        search(lm_run, "zcu102", **dict(kw, trials=6))
+
+
+def test_finetune_steps_need_a_supernet(tmp_path):
+    with pytest.raises(UserError, match="--finetune-steps trains archs of a supernet"):
+        search(None, "zcu102", space="tiny_lm", quality="synthetic", out=tmp_path / "x", trials=2,
+               finetune_steps=2, progress=False, plots=False)
+    with pytest.raises(UserError, match="--finetune-steps -1: give a whole number from 0"):
+        search(None, "zcu102", space="tiny_lm", quality="synthetic", out=tmp_path / "x", trials=2,
+               finetune_steps=-1, progress=False, plots=False)

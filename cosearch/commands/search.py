@@ -26,6 +26,10 @@ def register(sub):
     obj.add_argument("--predictor-warmup", type=int, default=1000,
                      help="archs measured before the predictor screens candidates (HAT: ~1-2k; default 1000)")
     obj.add_argument("--max-batches", type=int, default=20, help="validation batches per quality measurement")
+    obj.add_argument("--finetune-steps", type=int, default=0, metavar="K",
+                     help="train each measured arch K steps of its own from the supernet's weights before "
+                     "measuring it (as `cosearch fidelity --finetune-steps`): a better ranking for K training "
+                     "steps per arch (default 0: the inherited weights as they are)")
     obj.add_argument("--bleu-sentences", type=int, default=200,
                      help="BLEU (greedy) on the first N validation sentences (default 200)")
     obj.add_argument("--repeats", type=int,
@@ -72,7 +76,7 @@ def run_search(args):
                        predictor=args.predictor, predictor_warmup=args.predictor_warmup, batch=args.batch,
                        population=args.population, max_batches=args.max_batches,
                        bleu_sentences=args.bleu_sentences, progress=not args.no_progress, repeats=args.repeats,
-                       repeat_margin=args.repeat_margin)
+                       repeat_margin=args.repeat_margin, finetune_steps=args.finetune_steps)
     res = search(config=cfg)
     print(f"{res.trials} trials ({res.feasible} feasible, {res.measured} measured now), "
           f"{len(res.pareto)} on the Pareto front -> {res.out}/pareto.csv")

@@ -54,6 +54,9 @@ class SearchConfig:
     max_batches: int = 20
     max_tokens: int = 4096
     bleu_sentences: int = 200
+    #: steps of each measured arch's own training from the supernet's weights before it is
+    #: measured (``training.finetune``; 0: the inherited weights as they are)
+    finetune_steps: int = 0
     # noise-aware measurement (``search.repeats``): front candidates measured up to this many
     # times in all, on fresh batches; a candidate: a point `repeat_margin` standard errors
     # optimistic. None: DEFAULT_REPEATS where the quality source has data for them, else fewer
@@ -75,6 +78,11 @@ class SearchConfig:
         for name in ("trials", "workers", "max_batches", "max_tokens", "bleu_sentences", "repeats"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: give a number >= 1")
+        if not 0 <= self.finetune_steps <= 1_000_000:
+            raise UserError(f"--finetune-steps {self.finetune_steps}: give a whole number from 0 (none) to 1,000,000")
+        if self.finetune_steps and (self.quality is not None or self.run_dir is None):
+            raise UserError("--finetune-steps trains archs of a supernet: give it with --run RUN, not with "
+                            "--synthetic-quality")
         if not 0 <= self.repeat_margin < float("inf"):  # nan fails every comparison
             raise UserError(f"--repeat-margin {self.repeat_margin}: give a finite number >= 0")
         if self.population < 2:

@@ -175,6 +175,9 @@ class MeasureSettings:
     #: the fixed cost of one forward, in token positions, that decides which batches merge
     #: (``merge_batches``); None: ``FORWARD_COST_POSITIONS``
     forward_cost: int | None = None
+    #: steps of each arch's own training from the supernet's weights before it is measured
+    #: (``training.finetune``, its default rate and batches; 0: inherited weights as they are)
+    finetune_steps: int = 0
 
     @property
     def cost_per_forward(self) -> int:
@@ -205,7 +208,8 @@ class SupernetSpec:
     @property
     def name(self) -> str:
         s = self.settings
-        return f"supernet:{s.split}:{s.max_batches}" + (f":bleu{s.bleu_sentences}" if s.bleu else "")
+        return (f"supernet:{s.split}:{s.max_batches}" + (f":bleu{s.bleu_sentences}" if s.bleu else "")
+                + (f":finetune{s.finetune_steps}" if s.finetune_steps else ""))
 
     def __call__(self) -> "SupernetQuality":
         return SupernetQuality(self.run_dir, self.settings)
@@ -294,6 +298,11 @@ class SupernetQuality:
                             for b in self.batch_sets]
 
     def model(self, arch: Arch):
+        if self.settings.finetune_steps:  # trained in a copy of the supernet: the next arch starts from its weights
+            from ..training.finetune import Finetune, finetuned
+            from ..training.train import train_config_from_dict
+            cfg = train_config_from_dict(self.run.config["train"])
+            return finetuned(self.run.net, arch, self.td, cfg, Finetune(self.settings.finetune_steps), self.device).eval()
         # extraction makes every tensor from the supernet's, on its device: no host copies
         return self.run.net.extract(arch).eval()
 

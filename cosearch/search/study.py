@@ -100,6 +100,7 @@ def _quality_factory(cfg: SearchConfig, space: SearchSpace, bleu: bool) -> tuple
         ms = MeasureSettings(split=cfg.split, max_batches=cfg.max_batches, max_tokens=cfg.max_tokens, bleu=bleu,
                              repeats=cfg.repeats or DEFAULT_REPEATS,
                              bleu_sentences=cfg.bleu_sentences, device="cuda" if cfg.gpu else "cpu",
+                             finetune_steps=cfg.finetune_steps,
                              **forward_settings_from_env())
         spec = SupernetSpec(str(cfg.run_dir), ms)
         # the device is not part of the name: a search started on CPU may resume on a GPU
