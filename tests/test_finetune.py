@@ -80,6 +80,42 @@ def test_low_bit_weights_stay_on_their_grid_after_training(tiny):
         assert levels.numel() <= 4  # 2 bits: at most 4 levels (times each row's scale)
 
 
+def test_the_arch_trains_with_its_quantizers_and_dropout_on_at_the_given_rate(tiny, monkeypatch):
+    """Every training forward runs the arch itself (its bits: quantizers on, as a standalone run of
+    the recipe) in training mode (dropout on); the rate is the one asked for."""
+    from cosearch.model.supernet import Supernet
+    run, td, cfg = tiny
+    a = _arch(2)
+    seen, forward = [], Supernet.forward
+
+    def spy(self, *inputs, arch=None, **masks):
+        if torch.is_grad_enabled():
+            seen.append((arch, self.training, self.arch))
+        return forward(self, *inputs, arch=arch, **masks)
+    monkeypatch.setattr(Supernet, "forward", spy)
+    slow = _state(finetuned(run.net, a, td, cfg, Finetune(steps=3, lr=1e-4), CPU))
+    assert len(seen) == 3 and all(x == (a, True, a) for x in seen)
+    fast = _state(finetuned(run.net, a, td, cfg, Finetune(steps=3, lr=1e-2), CPU))
+    assert any(not torch.equal(slow[k], fast[k]) for k in slow)
+
+
+def test_the_recipe_takes_a_standalone_runs_tokens_per_step(tiny):
+    """A run of N data-parallel workers took max_tokens per worker: its standalone runs (and a
+    finetune) take N times that per step."""
+    from cosearch.training.finetune import recipe
+    run, _, cfg = tiny
+    assert recipe(run.config).max_tokens == cfg.max_tokens == 128
+    assert recipe({**run.config, "workers": 4}).max_tokens == 512
+    assert recipe({**run.config, "workers": 4}).lr == cfg.lr
+
+
+def test_a_finetune_of_zero_steps_is_recorded_as_none():
+    from cosearch.fidelity.plan import FidelitySettings
+    assert FidelitySettings(finetune_steps=0) == FidelitySettings()
+    assert FidelitySettings(finetune_steps=3).finetune() == Finetune(3)
+    assert FidelitySettings(finetune_steps=3, finetune_lr=0.01).finetune() == Finetune(3, 0.01)
+
+
 def test_the_same_seed_gives_the_same_model_whatever_ran_before(tiny):
     """Every arch of a check sees the same batches and dropout masks: the result is a function
     of the arch and the seed, not of the global random state a previous arch left."""
@@ -101,7 +137,9 @@ def test_default_rate_is_three_tenths_of_the_runs_and_named_in_the_cache_key(tin
     assert Finetune(steps=5, lr=0.02).rate(cfg) == 0.02
     assert Finetune(steps=5).key(cfg) != Finetune(steps=6).key(cfg) != Finetune(steps=6, lr=0.02).key(cfg)
     for bad, msg in ((Finetune(steps=-1), "--finetune-steps -1 is invalid"),
+                     (Finetune(steps=1.5), "--finetune-steps 1.5 is invalid"),
                      (Finetune(steps=2, lr=0.0), "--finetune-lr 0 is invalid"),
+                     (Finetune(steps=2, lr=float("inf")), "--finetune-lr inf is invalid; give a finite"),
                      (Finetune(steps=2, lr=float("nan")), "--finetune-lr nan is invalid")):
         with pytest.raises(UserError, match=msg):
             bad.check()
@@ -147,6 +185,14 @@ def test_fidelity_finetune_steps_end_to_end(tmp_path, capsys, one_thread):
     ft = json.loads((tmp_path / "ft" / "measured.json").read_text())
     assert ft["standalone"] == plain["standalone"]  # the standalone runs do not depend on it
     assert all(a["valid_loss"] != b["valid_loss"] for a, b in zip(ft["inherited"], plain["inherited"]))
+    # --finetune-lr reaches the measurement (its scores are cached under that rate)
+    assert main(base + ["--out", str(tmp_path / "lr"), "--standalone-from", str(tmp_path / "plain"),
+                        "--finetune-steps", "3", "--finetune-lr", "0.004"]) == 0
+    assert "(lr 0.004)" in capsys.readouterr().out
+    keys = json.loads((tmp_path / "lr" / "measurements.json").read_text())
+    assert len(keys) == 3 and all("finetune3-lr0.004-seed0" in k for k in keys)
+    lr = json.loads((tmp_path / "lr" / "measured.json").read_text())
+    assert all(a["valid_loss"] != b["valid_loss"] for a, b in zip(lr["inherited"], ft["inherited"]))
     # a rerun with other finetune settings is another check: refused in one line
     assert main(base + ["--out", str(tmp_path / "ft"), "--standalone-from", str(tmp_path / "plain"),
                         "--finetune-steps", "4"]) == 2
@@ -154,9 +200,10 @@ def test_fidelity_finetune_steps_end_to_end(tmp_path, capsys, one_thread):
 
 
 @pytest.mark.parametrize("flags, msg", [
-    (["--finetune-steps", "-2"], "--finetune-steps -2 is invalid; give a whole number from 0 (none) to 1,000,000"),
-    (["--finetune-lr", "0.01"], "--finetune-lr 0.01 sets the rate of --finetune-steps; give --finetune-steps too"),
-    (["--finetune-steps", "5", "--finetune-lr", "-1"], "--finetune-lr -1 is invalid; give a learning rate > 0"),
+    (["--finetune-steps", "-2"], "--finetune-steps -2 is invalid; give a whole number from 0 to 100000"),
+    (["--finetune-lr", "0.01"], "--finetune-lr 0.01 sets the rate of --finetune-steps K >= 1; give --finetune-steps"),
+    (["--finetune-steps", "0", "--finetune-lr", "0.01"], "--finetune-lr 0.01 sets the rate of --finetune-steps K"),
+    (["--finetune-steps", "5", "--finetune-lr", "-1"], "--finetune-lr -1 is invalid; give a finite learning rate > 0"),
 ])
 def test_bad_finetune_flags_are_one_line_before_any_work(tmp_path, capsys, flags, msg):
     out = tmp_path / "chk"

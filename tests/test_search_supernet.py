@@ -97,15 +97,43 @@ def test_search_with_finetune_steps_measures_each_arch_after_its_own_training(lm
         assert df["quality"].iloc[i] == pytest.approx(float(sums.sum() / counts.sum()), rel=1e-5)
         assert df["quality"].iloc[i] != pytest.approx(q.measure(a)["loss"], rel=1e-5)  # not the inherited loss
     # its scores are another quality source: resuming the study without the finetune is refused
-    with pytest.raises(UserError, match="made with quality='supernet:valid:2:finetune3', but this command gives "
-                                        "quality='supernet:valid:2'"):
+    with pytest.raises(UserError, match="made with quality='supernet:valid:2:finetune3:cpu', but this command "
+                                        "gives quality='supernet:valid:2'"):
         search(lm_run, "zcu102", **dict(kw, trials=6))
+    # the export of a pick is the model the search measured: the arch after its finetune
+    from cosearch.export import export, load_exported
+    best = df.sort_values("quality").iloc[0]
+    a = Arch.from_json(best["arch"])
+    out = export(tmp_path / "e", search=tmp_path / "f", pick="best-quality")
+    got = load_exported(out).state_dict()
+    want = finetuned(q.run.net, a, q.td, cfg, Finetune(3), q.device).state_dict()
+    assert set(want) <= set(got) and all(torch.equal(got[k], want[k]) for k in want)
+    assert json.loads((out / "config.json").read_text())["source"]["finetune_steps"] == 3
+
+
+def test_a_finetuned_arch_is_trained_once_for_all_its_measurements(lm_run, monkeypatch):
+    from cosearch.training import finetune
+    calls = []
+    real = finetune.finetuned
+    monkeypatch.setattr(finetune, "finetuned", lambda *a, **k: calls.append(1) or real(*a, **k))
+    q = SupernetQuality(lm_run, MeasureSettings(max_batches=1, max_tokens=64, repeats=2, finetune_steps=2))
+    a = q.run.space.smallest()
+    first = q.measure(a)
+    assert q.repeats == 2 and q.measure(a, repeat=1) != first and len(calls) == 1
+
+
+def test_finetune_steps_need_a_quality_objective(lm_run, tmp_path):
+    with pytest.raises(UserError, match="--finetune-steps changes how quality is measured, and --objectives "
+                                        "latency,size measures none"):
+        search(lm_run, "zcu102", out=tmp_path / "x", trials=2, objectives="latency,size", finetune_steps=2,
+               progress=False, plots=False)
+    assert not (tmp_path / "x").exists()
 
 
 def test_finetune_steps_need_a_supernet(tmp_path):
     with pytest.raises(UserError, match="--finetune-steps trains archs of a supernet"):
         search(None, "zcu102", space="tiny_lm", quality="synthetic", out=tmp_path / "x", trials=2,
                finetune_steps=2, progress=False, plots=False)
-    with pytest.raises(UserError, match="--finetune-steps -1: give a whole number from 0"):
+    with pytest.raises(UserError, match="--finetune-steps -1 is invalid; give a whole number from 0 to 100000"):
         search(None, "zcu102", space="tiny_lm", quality="synthetic", out=tmp_path / "x", trials=2,
                finetune_steps=-1, progress=False, plots=False)

@@ -28,8 +28,9 @@ def register(sub):
     obj.add_argument("--max-batches", type=int, default=20, help="validation batches per quality measurement")
     obj.add_argument("--finetune-steps", type=int, default=0, metavar="K",
                      help="train each measured arch K steps of its own from the supernet's weights before "
-                     "measuring it (as `cosearch fidelity --finetune-steps`): a better ranking for K training "
-                     "steps per arch (default 0: the inherited weights as they are)")
+                     "measuring it (as `cosearch fidelity --finetune-steps`; check there first that it ranks "
+                     "better for your budget): K training steps per measured arch (default 0: the inherited "
+                     "weights as they are)")
     obj.add_argument("--bleu-sentences", type=int, default=200,
                      help="BLEU (greedy) on the first N validation sentences (default 200)")
     obj.add_argument("--repeats", type=int,

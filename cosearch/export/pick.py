@@ -7,6 +7,7 @@ those within ``--latency-max`` when given.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +108,13 @@ def search_defaults(search: str | Path) -> dict:
     return {"run": _first(cfg, "run", "run_dir", "supernet"), "hardware": _first(cfg, "hardware", "hw"),
             "scenario": scenario.get("name") if isinstance(scenario, dict) else scenario,
             "space": cfg.get("space")}
+
+
+def search_finetune_steps(search: str | Path) -> int:
+    """The ``--finetune-steps`` of the search in ``search`` (0: its qualities are of inherited
+    weights), read from the quality source's name in its search.json."""
+    m = re.search(r":finetune(\d+)", str(_search_config(Path(search)).get("quality") or ""))
+    return int(m.group(1)) if m else 0
 
 
 def _best_quality(df, path: Path, pick: str, latency_max: float | None):

@@ -135,6 +135,7 @@ def _export(out: Path, *, run, supernet, arch, search, trial, pick, latency_max,
                         "(the folder the search measured)")
     if arch is None:
         raise UserError("say which sub-network to export: --trial N, --pick best-quality, or --arch FILE.json")
+    loaded = None
     if supernet is None:
         if run is None:
             raise UserError("export needs the trained supernet: a run folder (or a search made from one)")
@@ -155,9 +156,23 @@ def _export(out: Path, *, run, supernet, arch, search, trial, pick, latency_max,
     if hardware is not None:
         hw_info, predicted, schedule = hardware_report(space, arch, hardware, hardware_params,
                                                         scenario or "prefill")
+    tuned = 0
+    if search is not None:
+        from .pick import search_finetune_steps
+        tuned = search_finetune_steps(search)
     was_training = supernet.training
-    with torch.no_grad():
-        model = supernet.eval().extract(arch)
+    if tuned:  # the search measured each arch after its finetune: export that model, not the inherited one
+        if loaded is None:
+            raise UserError(f"{search} measured archs after --finetune-steps {tuned}, which trains on the run's data; "
+                            "export from the search with its run folder (--run RUN), not an in-memory supernet")
+        from ..training.finetune import Finetune, finetuned, recipe
+        from ..training.train import load_task_data
+        model = finetuned(supernet.eval(), arch, load_task_data(loaded.config, run), recipe(loaded.config),
+                          Finetune(tuned), next(supernet.parameters()).device).eval()
+        source.update(finetune_steps=tuned)
+    else:
+        with torch.no_grad():
+            model = supernet.eval().extract(arch)
     supernet.train(was_training)
     return write_export(out, model, space, arch, tokenizer=tokenizer, task=task, hardware=hw_info,
                         predicted=predicted, metrics=metrics, schedule=schedule, source=source,

@@ -74,6 +74,10 @@ class FidelitySettings:
     finetune_steps: int | None = None
     finetune_lr: float | None = None
 
+    def __post_init__(self):
+        if self.finetune_steps == 0 and not isinstance(self.finetune_steps, bool):  # 0 and None: no finetune,
+            object.__setattr__(self, "finetune_steps", None)  # recorded alike (a rerun of either resumes)
+
     def finetune(self):
         from ..training.finetune import Finetune
         return Finetune(steps=self.finetune_steps or 0, lr=self.finetune_lr)
@@ -107,8 +111,8 @@ class FidelitySettings:
                 raise UserError(f"{flag} {_show(value)} is invalid; give {want}")
         self.finetune().check()
         if self.finetune_lr is not None and not self.finetune_steps:
-            raise UserError(f"--finetune-lr {self.finetune_lr:g} sets the rate of --finetune-steps; give --finetune-steps "
-                            "too, or drop --finetune-lr")
+            raise UserError(f"--finetune-lr {self.finetune_lr:g} sets the rate of --finetune-steps K >= 1; give "
+                            "--finetune-steps too, or drop --finetune-lr")
         from ..hardware import load_hardware
         if not str(self.hw).strip():
             raise UserError("--hw '' is invalid; give a preset name (e.g. zcu102) or a hardware YAML file")

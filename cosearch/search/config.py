@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..inputs import check_number
 from .evolution import EvolutionSettings
 
 SAMPLERS = ("nsga2", "tpe", "random", "evolution")
@@ -78,11 +79,14 @@ class SearchConfig:
         for name in ("trials", "workers", "max_batches", "max_tokens", "bleu_sentences", "repeats"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: give a number >= 1")
-        if not 0 <= self.finetune_steps <= 1_000_000:
-            raise UserError(f"--finetune-steps {self.finetune_steps}: give a whole number from 0 (none) to 1,000,000")
+        check_number("--finetune-steps", self.finetune_steps, low=0, high=100_000, integer=True)  # finetune.MAX_STEPS
         if self.finetune_steps and (self.quality is not None or self.run_dir is None):
             raise UserError("--finetune-steps trains archs of a supernet: give it with --run RUN, not with "
                             "--synthetic-quality")
+        if self.finetune_steps and isinstance(self.objectives, str) and not {"quality", "bleu"} & {
+                o.strip() for o in self.objectives.split(",")}:
+            raise UserError(f"--finetune-steps changes how quality is measured, and --objectives {self.objectives} "
+                            "measures none; add quality (or bleu) to --objectives, or drop --finetune-steps")
         if not 0 <= self.repeat_margin < float("inf"):  # nan fails every comparison
             raise UserError(f"--repeat-margin {self.repeat_margin}: give a finite number >= 0")
         if self.population < 2:

@@ -208,8 +208,10 @@ class SupernetSpec:
     @property
     def name(self) -> str:
         s = self.settings
-        return (f"supernet:{s.split}:{s.max_batches}" + (f":bleu{s.bleu_sentences}" if s.bleu else "")
-                + (f":finetune{s.finetune_steps}" if s.finetune_steps else ""))
+        # a finetune trains in bf16 on CUDA and in fp32 on the CPU: other models, so the
+        # device joins the name (without one, a search started on the CPU may resume on a GPU)
+        tuned = f":finetune{s.finetune_steps}:{s.device.split(':')[0]}" if s.finetune_steps else ""
+        return f"supernet:{s.split}:{s.max_batches}" + (f":bleu{s.bleu_sentences}" if s.bleu else "") + tuned
 
     def __call__(self) -> "SupernetQuality":
         return SupernetQuality(self.run_dir, self.settings)
@@ -258,6 +260,7 @@ class SupernetQuality:
             raise UserError("--gpu was given but torch sees no CUDA device; drop --gpu")
         self.device = torch.device(s.device)
         self.run = ev.load_run(run_dir, self.device)
+        self._tuned: dict = {}  # arch digest -> finetuned model (``settings.finetune_steps``)
         td = load_task_data(self.run.config, self.run.run_dir)
         check_tokenizer(self.run.run_dir, td.tokenizer, self.run.space)
         if td.task == "translation":
@@ -298,13 +301,24 @@ class SupernetQuality:
                             for b in self.batch_sets]
 
     def model(self, arch: Arch):
-        if self.settings.finetune_steps:  # trained in a copy of the supernet: the next arch starts from its weights
-            from ..training.finetune import Finetune, finetuned
-            from ..training.train import train_config_from_dict
-            cfg = train_config_from_dict(self.run.config["train"])
-            return finetuned(self.run.net, arch, self.td, cfg, Finetune(self.settings.finetune_steps), self.device).eval()
+        if self.settings.finetune_steps:
+            return self._finetuned(arch)
         # extraction makes every tensor from the supernet's, on its device: no host copies
         return self.run.net.extract(arch).eval()
+
+    def _finetuned(self, arch: Arch):
+        """The arch after its finetune (trained in a copy of the supernet, so the next arch
+        starts from the supernet's weights); the last few are kept, as a front candidate is
+        measured again (``repeats``) with the same model on other batches."""
+        from ..training.finetune import Finetune, finetuned, recipe
+        key = arch.digest()
+        if key not in self._tuned:
+            model = finetuned(self.run.net, arch, self.td, recipe(self.run.config),
+                              Finetune(self.settings.finetune_steps), self.device).eval()
+            self._tuned[key] = model
+            while len(self._tuned) > 8:
+                self._tuned.pop(next(iter(self._tuned)))
+        return self._tuned[key]
 
     @contextmanager
     def precision(self):

@@ -2,10 +2,10 @@
 
 Inherited weights are shared by every sub-network, so each one is scored at a point none
 of them would reach alone. A few steps of the arch's own training move it towards its
-own optimum at a small fraction of a standalone run's cost; what it gains there is what
-the ranking lacked (on tinyshakespeare, 50 steps lifted Kendall tau against 300-step
-standalone runs from 0.84 to 0.90, and within size bins from 0.55 to 0.80; see
-``benchmarks/README.md`` for the measured tasks).
+own optimum. Measured (``benchmarks/README.md`` section 3): it ranks closer to standalone
+runs about as short as the finetune is to the supernet (tinyshakespeare's 300-step runs,
+Multi30k's 900-step ones) and further from long ones (Multi30k's 2,600-step runs): a
+short finetune favours the archs that learn fast. So it is off unless asked.
 
 The arch trains inside a copy of the supernet, as a standalone run of the recipe trains
 (``cosearch train --arch``): the quantizers fake-quantize every weight and activation
@@ -19,19 +19,25 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..data import TaskData
 from ..errors import UserError
+from ..inputs import check_number
 from ..space import Arch
 from .sandwich import task_loss
-from .train import DistInfo, TrainConfig, make_batches, make_optimizer, model_inputs, to_device
+from .train import (DistInfo, TrainConfig, make_batches, make_optimizer, model_inputs, to_device,
+                    train_config_from_dict)
+
+#: the most finetune steps (0: none); ``search.config`` checks the same range without torch
+MAX_STEPS = 100_000
 
 #: the finetune's constant learning rate as a fraction of the run's peak ``lr``: chosen on
-#: tinyshakespeare's validation split (0.3: tau 0.897 after 50 steps; 1.0: 0.874; one
-#: supernet, 48 archs); no warm-up (the weights are trained already)
+#: tinyshakespeare's validation split with a first version of this loop (one supernet, 48
+#: archs; 0.3 ranked better than 1.0 after 50 steps: fidelity_notes.md, twentieth session);
+#: no warm-up (the weights are trained already)
 LR_SCALE = 0.3
 
 
@@ -45,10 +51,9 @@ class Finetune:
     seed: int = 0
 
     def check(self) -> None:
-        if not 0 <= self.steps <= 1_000_000:
-            raise UserError(f"--finetune-steps {self.steps} is invalid; give a whole number from 0 (none) to 1,000,000")
+        check_number("--finetune-steps", self.steps, low=0, high=MAX_STEPS, integer=True)
         if self.lr is not None and not (0 < self.lr < math.inf):
-            raise UserError(f"--finetune-lr {self.lr:g} is invalid; give a learning rate > 0")
+            raise UserError(f"--finetune-lr {self.lr:g} is invalid; give a finite learning rate > 0")
 
     def rate(self, cfg: TrainConfig) -> float:
         return self.lr if self.lr is not None else LR_SCALE * cfg.lr
@@ -56,6 +61,15 @@ class Finetune:
     def key(self, cfg: TrainConfig) -> str:
         """What a cached score of a finetuned arch depends on besides the arch and weights."""
         return f"finetune{self.steps}-lr{self.rate(cfg):g}-seed{self.seed}"
+
+
+def recipe(config: dict) -> TrainConfig:
+    """The training settings a finetune of the run ``config`` uses: the run's, with one
+    step's tokens as a standalone run of its recipe takes them (a run of N data-parallel
+    workers took ``max_tokens`` per worker, so N times that per step)."""
+    cfg = train_config_from_dict(config["train"])
+    workers = max(1, int(config.get("workers") or 1))
+    return replace(cfg, max_tokens=cfg.max_tokens * workers)
 
 
 def finetuned(net: torch.nn.Module, arch: Arch, td: TaskData, cfg: TrainConfig, ft: Finetune,
@@ -73,8 +87,9 @@ def finetuned(net: torch.nn.Module, arch: Arch, td: TaskData, cfg: TrainConfig, 
     batches = make_batches(td, cfg, ft.seed, DistInfo(device=device))
     pad, vocab = td.tokenizer.pad_id, td.tokenizer.vocab_size
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    torch.manual_seed(ft.seed)  # the dropout masks
-    with torch.enable_grad():
+    # the dropout masks from the seed, without resetting the caller's random state
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad():
+        torch.manual_seed(ft.seed)
         for _ in range(ft.steps):
             inputs, target = model_inputs(to_device(next(batches), device))
             with autocast:
