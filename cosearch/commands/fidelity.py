@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..training.finetune_settings import LR_SCALE
+
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
@@ -62,7 +64,7 @@ def register(sub):
                    "scoring it: measured to rank closer to short standalone runs (1-3x the supernet's steps) and "
                    "further from long ones (9x on Multi30k) (default: none, the inherited weights as they are)")
     g.add_argument("--finetune-lr", type=float, default=None, metavar="LR", help="the finetune's constant learning "
-                   "rate (default 0.3 x the run's --lr)")
+                   f"rate (default {LR_SCALE:g} x the run's --lr)")
     g = p.add_argument_group("where it runs")
     g.add_argument("--gpu", action="store_true", help="train and measure on CUDA")
     g.add_argument("--gpu-share", type=float, default=0.125, help="each job's share of a GPU (default "
@@ -113,7 +115,7 @@ def run(args) -> int:
                                 distilled_archs=args.distilled_archs, dropouts=args.dropouts,
                                 step_scales=args.step_scales, steps=args.steps, bleu=args.bleu, gpu=args.gpu,
                                 standalone_seed=args.standalone_seed, eval_tokens=args.eval_tokens,
-                                shard=_canonical_shard(args.shard), finetune_steps=args.finetune_steps or None,
+                                shard=_canonical_shard(args.shard), finetune_steps=args.finetune_steps,
                                 finetune_lr=args.finetune_lr)
     parallel = args.parallel if args.parallel is not None else (None if args.gpu else 1)
     rep = fidelity(args.run, args.out, settings, jobs_dir=args.jobs, parallel=parallel, gpu_share=args.gpu_share,
@@ -162,7 +164,7 @@ def format_summary(rep: dict) -> str:
     settings = rep.get("settings") or {}
     if settings.get("finetune_steps"):
         lr = settings.get("finetune_lr")
-        rate = "0.3 x the run's lr" if lr is None else f"lr {lr:g}"
+        rate = f"{LR_SCALE:g} x the run's lr" if lr is None else f"lr {lr:g}"
         lines.append(f"inherited: each arch scored after {settings['finetune_steps']} steps of its own training from "
                      f"the supernet's weights ({rate})")
     for m, s in rep["summary"].items():

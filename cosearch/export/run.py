@@ -165,7 +165,8 @@ def _export(out: Path, *, run, supernet, arch, search, trial, pick, latency_max,
         if loaded is None:
             raise UserError(f"{search} measured archs after --finetune-steps {tuned}, which trains on the run's data; "
                             "export from the search with its run folder (--run RUN), not an in-memory supernet")
-        from ..training.finetune import Finetune, finetuned, recipe
+        from ..training.finetune import finetuned, recipe
+        from ..training.finetune_settings import Finetune
         from ..training.train import load_task_data
         model = finetuned(supernet.eval(), arch, load_task_data(loaded.config, run), recipe(loaded.config),
                           Finetune(tuned), next(supernet.parameters()).device).eval()

@@ -27,7 +27,8 @@ from ..training.evaluate import bleu as corpus_bleu
 from ..training.evaluate import eval_loss, load_run, translate
 from ..training.checkpoint import list_checkpoints
 from ..training.rundir import read_config, space_of
-from ..training.finetune import Finetune, finetuned, recipe
+from ..training.finetune import finetuned, recipe
+from ..training.finetune_settings import Finetune
 from ..training.train import check_tokenizer, load_task_data
 
 CACHE = "measurements.json"
@@ -117,7 +118,7 @@ def measure_inherited(run_dir: Path, archs: list[Arch], td: TaskData, cache: Cac
     (``checkpoint``, ``step``: a run still training may have a newer one than when the
     check began)."""
     run = load_run(run_dir, device)
-    cfg = recipe(run.config)
+    cfg = recipe(run.config) if finetune.steps else None
     tuned = (finetune.key(cfg),) if finetune.steps else ()
     # the file's size and time too: a supernet trained again in the same folder writes a
     # checkpoint of the same name, whose archs are other models

@@ -79,7 +79,7 @@ class FidelitySettings:
             object.__setattr__(self, "finetune_steps", None)  # recorded alike (a rerun of either resumes)
 
     def finetune(self):
-        from ..training.finetune import Finetune
+        from ..training.finetune_settings import Finetune
         return Finetune(steps=self.finetune_steps or 0, lr=self.finetune_lr)
 
     def check(self) -> None:

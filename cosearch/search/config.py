@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..inputs import check_number
+from ..training.finetune_settings import MAX_STEPS as MAX_FINETUNE_STEPS
 from .evolution import EvolutionSettings
 
 SAMPLERS = ("nsga2", "tpe", "random", "evolution")
@@ -79,7 +80,7 @@ class SearchConfig:
         for name in ("trials", "workers", "max_batches", "max_tokens", "bleu_sentences", "repeats"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: give a number >= 1")
-        check_number("--finetune-steps", self.finetune_steps, low=0, high=100_000, integer=True)  # finetune.MAX_STEPS
+        check_number("--finetune-steps", self.finetune_steps, low=0, high=MAX_FINETUNE_STEPS, integer=True)
         if self.finetune_steps and (self.quality is not None or self.run_dir is None):
             raise UserError("--finetune-steps trains archs of a supernet: give it with --run RUN, not with "
                             "--synthetic-quality")

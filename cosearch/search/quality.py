@@ -310,7 +310,8 @@ class SupernetQuality:
         """The arch after its finetune (trained in a copy of the supernet, so the next arch
         starts from the supernet's weights); the last few are kept, as a front candidate is
         measured again (``repeats``) with the same model on other batches."""
-        from ..training.finetune import Finetune, finetuned, recipe
+        from ..training.finetune import finetuned, recipe
+        from ..training.finetune_settings import Finetune
         key = arch.digest()
         if key not in self._tuned:
             model = finetuned(self.run.net, arch, self.td, recipe(self.run.config),

@@ -17,51 +17,17 @@ low-bit weights into floats at the first update. Every arch sees the same batche
 from __future__ import annotations
 
 import copy
-import math
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
 from ..data import TaskData
-from ..errors import UserError
-from ..inputs import check_number
 from ..space import Arch
+from .finetune_settings import Finetune
 from .sandwich import task_loss
 from .train import (DistInfo, TrainConfig, make_batches, make_optimizer, model_inputs, to_device,
                     train_config_from_dict)
-
-#: the most finetune steps (0: none); ``search.config`` checks the same range without torch
-MAX_STEPS = 100_000
-
-#: the finetune's constant learning rate as a fraction of the run's peak ``lr``: chosen on
-#: tinyshakespeare's validation split with a first version of this loop (one supernet, 48
-#: archs; 0.3 ranked better than 1.0 after 50 steps: fidelity_notes.md, twentieth session);
-#: no warm-up (the weights are trained already)
-LR_SCALE = 0.3
-
-
-@dataclass(frozen=True)
-class Finetune:
-    """``steps`` of training of each arch before it is scored (0: none), at ``lr`` (None:
-    ``LR_SCALE`` x the run's lr), on the batches of ``seed``."""
-
-    steps: int = 0
-    lr: float | None = None
-    seed: int = 0
-
-    def check(self) -> None:
-        check_number("--finetune-steps", self.steps, low=0, high=MAX_STEPS, integer=True)
-        if self.lr is not None and not (0 < self.lr < math.inf):
-            raise UserError(f"--finetune-lr {self.lr:g} is invalid; give a finite learning rate > 0")
-
-    def rate(self, cfg: TrainConfig) -> float:
-        return self.lr if self.lr is not None else LR_SCALE * cfg.lr
-
-    def key(self, cfg: TrainConfig) -> str:
-        """What a cached score of a finetuned arch depends on besides the arch and weights."""
-        return f"finetune{self.steps}-lr{self.rate(cfg):g}-seed{self.seed}"
-
 
 def recipe(config: dict) -> TrainConfig:
     """The training settings a finetune of the run ``config`` uses: the run's, with one
