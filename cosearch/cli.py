@@ -68,5 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     return int(rc or 0)
 
 
+def run() -> None:
+    """The console entry point: the command, then the interpreter's exit."""
+    rc = main()
+    # The command is done. A Ctrl-C while the interpreter runs its exit hooks (torch's among
+    # them) would print a traceback from a hook and still exit 0; with the default action it
+    # ends the process at once, quietly.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
