@@ -1,0 +1,134 @@
+"""Screen of a lever before building it: few-shot splitting of a trained supernet by decoder
+depth (issue 21's "few-shot splitting of the supernet by depth").
+
+For each decoder depth d of the space, a copy of the trained supernet trains ``--steps`` more
+sandwich steps whose members are drawn only from depth d (largest, smallest and random
+members of that depth, every bit-width enabled); each checked arch is then scored with its
+depth's copy. The control trains the whole supernet (every depth) for as many extra steps as
+the splits together (``--steps`` x depths), so both spend the same compute. Both use a
+constant rate, ``--rate`` x the run's lr, as ``--finetune-steps`` does.
+
+It reads checks that ``cosearch fidelity`` wrote (their archs, standalone and inherited
+validation losses) and their supernet runs, and reports per supernet and pooled over seeds
+(paired bootstrap over archs, ``cosearch.fidelity.stats.tau_difference``): split minus
+inherited, split minus the control, control minus inherited. Not a cosearch feature: it is
+how the lever was measured before deciding whether to build it.
+
+    python3 benchmarks/fewshot_split_screen.py --runs /tmp/fid48_sh/supernets \\
+        --checks /tmp/fid48_sh/fidelity --variants deep1,uniform --seeds ,_seed1,_seed2 \\
+        --out benchmarks/results/fewshot_split_screen_tiny_lm_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from cosearch.fidelity.measure import score, task_data  # noqa: E402
+from cosearch.fidelity.stats import kendall, tau_difference, within_bin_tau  # noqa: E402
+from cosearch.space import Arch, SearchSpace  # noqa: E402
+from cosearch.training.evaluate import load_run  # noqa: E402
+from cosearch.training.finetune import recipe  # noqa: E402
+from cosearch.training.sandwich import sandwich  # noqa: E402
+from cosearch.training.train import DistInfo, make_batches, make_optimizer, model_inputs, sandwich_step  # noqa: E402
+from fidelity import machine  # noqa: E402
+
+DEVICE = torch.device("cpu")
+
+
+def trained_on(run, td, cfg, space: SearchSpace, steps: int, rate: float, seed: int) -> torch.nn.Module:
+    """A copy of ``run``'s supernet after ``steps`` sandwich steps drawn from ``space``."""
+    work = copy.deepcopy(run.net)
+    work.train()
+    opt = make_optimizer(work, cfg)
+    for g in opt.param_groups:
+        g["lr"] = rate * cfg.lr
+    batches = make_batches(td, cfg, seed, DistInfo(device=DEVICE))
+    with torch.random.fork_rng(), torch.enable_grad():
+        torch.manual_seed(seed)
+        for s in range(1, steps + 1):
+            # every bit-width enabled (stages None): the supernet finished its staged QAT
+            members = sandwich(space, seed, s, steps, cfg.n_random, None, cfg.deep_random, cfg.shallow_random)
+            inputs, target = model_inputs(next(batches))
+            sandwich_step(work, work, opt, members, inputs, target, cfg, td.tokenizer.pad_id, td.tokenizer.vocab_size)
+    return work.eval()
+
+
+def screen_one(run_dir: Path, check: dict, steps: int, rate: float) -> dict:
+    run = load_run(run_dir, DEVICE)
+    td = task_data(run_dir, run.config)
+    cfg = recipe(run.config)
+    rows = check["per_arch"]
+    archs = [Arch.from_dict(r["arch"]) for r in rows]
+
+    def scored(net, a):
+        return score(net.extract(a), td, run.config["train"], DEVICE, check["max_tokens"], False, 0)["valid_loss"]
+
+    # the check's inherited scores are what this scoring gives (same checkpoint, same batches)
+    assert abs(scored(run.net, archs[0]) - rows[0]["inherited"]["valid_loss"]) < 1e-4
+    base = run.space.to_dict()
+    depths = list(base["decoder"]["layers"])
+    t0 = time.time()
+    split = [None] * len(archs)
+    for d in depths:
+        sub = copy.deepcopy(base)
+        sub["decoder"]["layers"] = [d]
+        net = trained_on(run, td, cfg, SearchSpace.from_dict(sub), steps, rate, 1000 + d)
+        for i, a in enumerate(archs):
+            if len(a.decoder) == d:
+                split[i] = scored(net, a)
+    t_split = time.time() - t0
+    net = trained_on(run, td, cfg, run.space, steps * len(depths), rate, 1000)
+    control = [scored(net, a) for a in archs]
+    return {"run": str(run_dir), "depths": depths, "split": split, "control": control,
+            "inherited": [r["inherited"]["valid_loss"] for r in rows],
+            "standalone": [r["standalone"]["valid_loss"] for r in rows], "weight_mb": [r["weight_mb"] for r in rows],
+            "seconds": {"split": round(t_split), "control": round(time.time() - t0 - t_split)}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=Path, required=True, help="folder of supernet runs, one per variant and seed")
+    p.add_argument("--checks", type=Path, required=True, help="folder of their `cosearch fidelity` checks")
+    p.add_argument("--variants", default="deep1,uniform")
+    p.add_argument("--seeds", default=",_seed1,_seed2", help="name suffixes of the supernet seeds")
+    p.add_argument("--steps", type=int, default=100, help="extra steps per depth (the control: x depths)")
+    p.add_argument("--rate", type=float, default=0.3, help="constant lr, times the run's")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    result = {"benchmark": "fewshot_split_screen", "command": " ".join(sys.argv), "machine": machine(),
+              "steps_per_depth": a.steps, "rate": a.rate, "split_seeds": "1000 + depth; control 1000",
+              "metric": "valid_loss", "runs": {}, "pooled": {}}
+    for v in a.variants.split(","):
+        names = [v + s for s in a.seeds.split(",")]
+        for n in names:
+            r = screen_one(a.runs / n, json.loads((a.checks / n / "fidelity.json").read_text()), a.steps, a.rate)
+            for k in ("split", "control", "inherited"):
+                r[f"tau_{k}"] = kendall(r[k], r["standalone"])
+                r[f"within_bin_{k}"] = within_bin_tau(r[k], r["standalone"], r["weight_mb"])[0]
+            result["runs"][n] = r
+            print(n, {k: round(r[k], 3) for k in r if k.startswith(("tau_", "within_bin_"))}, flush=True)
+        runs = [result["runs"][n] for n in names]
+        ref, size = runs[0]["standalone"], runs[0]["weight_mb"]
+        for label, x, y in (("split - inherited", "split", "inherited"), ("split - control", "split", "control"),
+                            ("control - inherited", "control", "inherited")):
+            d = tau_difference([r[x] for r in runs], [r[y] for r in runs], ref, size)
+            result["pooled"][f"{v}: {label}"] = d
+            print(v, label, round(d["kendall_diff"], 3), d["kendall_diff_ci"], "within bins",
+                  round(d["within_bin_diff"], 3), d["within_bin_diff_ci"], flush=True)
+    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
