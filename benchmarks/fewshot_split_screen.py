@@ -9,14 +9,15 @@ the splits together (``--steps`` x depths), so both spend the same compute. Both
 constant rate, ``--rate`` x the run's lr, as ``--finetune-steps`` does.
 
 It reads checks that ``cosearch fidelity`` wrote (their archs, standalone and inherited
-validation losses) and their supernet runs, and reports per supernet and pooled over seeds
-(paired bootstrap over archs, ``cosearch.fidelity.stats.tau_difference``): split minus
-inherited, split minus the control, control minus inherited. Not a cosearch feature: it is
+validation and, where the data has one, test losses) and their supernet runs, and reports per
+supernet and pooled over seeds (paired bootstrap over archs,
+``cosearch.fidelity.stats.tau_difference``): split minus inherited, split minus the control,
+control minus inherited. Not a cosearch feature: it is
 how the lever was measured before deciding whether to build it.
 
     python3 benchmarks/fewshot_split_screen.py --runs /tmp/fid48_sh/supernets \\
-        --checks /tmp/fid48_sh/fidelity --variants deep1,uniform --seeds ,_seed1,_seed2 \\
-        --out benchmarks/results/fewshot_split_screen_tiny_lm_cpu.json
+        --checks /tmp/fid48_sh/fidelity --variants deep1 --seeds ,_seed1,_seed2 \\
+        --out benchmarks/results/fewshot_split_screen_tiny_lm_deep1_cpu.json
 """
 from __future__ import annotations
 
@@ -70,11 +71,11 @@ def screen_one(run_dir: Path, check: dict, steps: int, rate: float) -> dict:
     rows = check["per_arch"]
     archs = [Arch.from_dict(r["arch"]) for r in rows]
 
-    def scored(net, a):
-        return score(net.extract(a), td, run.config["train"], DEVICE, check["max_tokens"], False, 0)["valid_loss"]
+    def scored(net, a):  # valid_loss, and test_loss where the data has a test split
+        return score(net.extract(a), td, run.config["train"], DEVICE, check["max_tokens"], False, 0)
 
     # the check's inherited scores are what this scoring gives (same checkpoint, same batches)
-    assert abs(scored(run.net, archs[0]) - rows[0]["inherited"]["valid_loss"]) < 1e-4
+    assert abs(scored(run.net, archs[0])["valid_loss"] - rows[0]["inherited"]["valid_loss"]) < 1e-4
     base = run.space.to_dict()
     depths = list(base["decoder"]["layers"])
     t0 = time.time()
@@ -89,10 +90,13 @@ def screen_one(run_dir: Path, check: dict, steps: int, rate: float) -> dict:
     t_split = time.time() - t0
     net = trained_on(run, td, cfg, run.space, steps * len(depths), rate, 1000)
     control = [scored(net, a) for a in archs]
-    return {"run": str(run_dir), "depths": depths, "split": split, "control": control,
-            "inherited": [r["inherited"]["valid_loss"] for r in rows],
-            "standalone": [r["standalone"]["valid_loss"] for r in rows], "weight_mb": [r["weight_mb"] for r in rows],
-            "seconds": {"split": round(t_split), "control": round(time.time() - t0 - t_split)}}
+    out = {"run": str(run_dir), "depths": depths, "weight_mb": [r["weight_mb"] for r in rows],
+           "seconds": {"split": round(t_split), "control": round(time.time() - t0 - t_split)}}
+    for metric in split[0]:
+        out[metric] = {"split": [e[metric] for e in split], "control": [e[metric] for e in control],
+                       "inherited": [r["inherited"][metric] for r in rows],
+                       "standalone": [r["standalone"][metric] for r in rows]}
+    return out
 
 
 def main(argv=None) -> int:
@@ -108,24 +112,27 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     result = {"benchmark": "fewshot_split_screen", "command": " ".join(sys.argv), "machine": machine(),
               "steps_per_depth": a.steps, "rate": a.rate, "split_seeds": "1000 + depth; control 1000",
-              "metric": "valid_loss", "runs": {}, "pooled": {}}
+              "runs": {}, "pooled": {}}
     for v in a.variants.split(","):
         names = [v + s for s in a.seeds.split(",")]
         for n in names:
             r = screen_one(a.runs / n, json.loads((a.checks / n / "fidelity.json").read_text()), a.steps, a.rate)
-            for k in ("split", "control", "inherited"):
-                r[f"tau_{k}"] = kendall(r[k], r["standalone"])
-                r[f"within_bin_{k}"] = within_bin_tau(r[k], r["standalone"], r["weight_mb"])[0]
+            for metric in (m for m in ("valid_loss", "test_loss") if m in r):
+                c = r[metric]
+                for k in ("split", "control", "inherited"):
+                    c[f"tau_{k}"] = kendall(c[k], c["standalone"])
+                    c[f"within_bin_{k}"] = within_bin_tau(c[k], c["standalone"], r["weight_mb"])[0]
+                print(n, metric, {k: round(c[k], 3) for k in c if k.startswith(("tau_", "within_bin_"))}, flush=True)
             result["runs"][n] = r
-            print(n, {k: round(r[k], 3) for k in r if k.startswith(("tau_", "within_bin_"))}, flush=True)
         runs = [result["runs"][n] for n in names]
-        ref, size = runs[0]["standalone"], runs[0]["weight_mb"]
-        for label, x, y in (("split - inherited", "split", "inherited"), ("split - control", "split", "control"),
-                            ("control - inherited", "control", "inherited")):
-            d = tau_difference([r[x] for r in runs], [r[y] for r in runs], ref, size)
-            result["pooled"][f"{v}: {label}"] = d
-            print(v, label, round(d["kendall_diff"], 3), d["kendall_diff_ci"], "within bins",
-                  round(d["within_bin_diff"], 3), d["within_bin_diff_ci"], flush=True)
+        for metric in (m for m in ("valid_loss", "test_loss") if m in runs[0]):
+            ref, size = runs[0][metric]["standalone"], runs[0]["weight_mb"]
+            for label, x, y in (("split - inherited", "split", "inherited"), ("split - control", "split", "control"),
+                                ("control - inherited", "control", "inherited")):
+                d = tau_difference([r[metric][x] for r in runs], [r[metric][y] for r in runs], ref, size)
+                result["pooled"][f"{v}, {metric}: {label}"] = d
+                print(v, metric, label, round(d["kendall_diff"], 3), d["kendall_diff_ci"], "within bins",
+                      round(d["within_bin_diff"], 3), d["within_bin_diff_ci"], flush=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
