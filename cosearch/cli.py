@@ -70,11 +70,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The console entry point: the command, then the interpreter's exit."""
-    rc = main()
+    try:
+        rc = main()
+    except KeyboardInterrupt:  # outside the command's own handler: at start-up, or just after it returned
+        rc = 130
     # The command is done. A Ctrl-C while the interpreter runs its exit hooks (torch's among
     # them) would print a traceback from a hook and still exit 0; with the default action it
-    # ends the process at once, quietly.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # ends the process at once, quietly. (A process started with Ctrl-C ignored keeps it so.)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.exit(rc)
 
 
