@@ -5,7 +5,8 @@ For each decoder depth d of the space, a copy of the trained supernet trains ``-
 sandwich steps whose members are drawn only from depth d (largest, smallest and random
 members of that depth, every bit-width enabled); each checked arch is then scored with its
 depth's copy. The control trains the whole supernet (every depth) for as many extra steps as
-the splits together (``--steps`` x depths), so both spend the same compute. Both use a
+the splits together (``--steps`` x depths): the same number of steps and batches (not the
+same FLOPs: its members average other depths). Both use a
 constant rate, ``--rate`` x the run's lr, as ``--finetune-steps`` does.
 
 It reads checks that ``cosearch fidelity`` wrote (their archs, standalone and inherited
@@ -72,10 +73,15 @@ def screen_one(run_dir: Path, check: dict, steps: int, rate: float) -> dict:
     archs = [Arch.from_dict(r["arch"]) for r in rows]
 
     def scored(net, a):  # valid_loss, and test_loss where the data has a test split
-        return score(net.extract(a), td, run.config["train"], DEVICE, check["max_tokens"], False, 0)
+        return score(net.extract(a), td, run.config["train"], DEVICE, check["max_tokens"], False, 0,
+                     check["settings"].get("eval_tokens"))
 
     # the check's inherited scores are what this scoring gives (same checkpoint, same batches)
-    assert abs(scored(run.net, archs[0])["valid_loss"] - rows[0]["inherited"]["valid_loss"]) < 1e-4
+    for i in (0, len(archs) // 2, len(archs) - 1):
+        for metric, value in scored(run.net, archs[i]).items():
+            if abs(value - rows[i]["inherited"][metric]) > 1e-4:
+                raise SystemExit(f"{run_dir}: {rows[i]['label']}'s inherited {metric} is {value}, the check says "
+                                 f"{rows[i]['inherited'][metric]}: not the check's supernet or scoring")
     base = run.space.to_dict()
     depths = list(base["decoder"]["layers"])
     t0 = time.time()
@@ -90,7 +96,8 @@ def screen_one(run_dir: Path, check: dict, steps: int, rate: float) -> dict:
     t_split = time.time() - t0
     net = trained_on(run, td, cfg, run.space, steps * len(depths), rate, 1000)
     control = [scored(net, a) for a in archs]
-    out = {"run": str(run_dir), "depths": depths, "weight_mb": [r["weight_mb"] for r in rows],
+    out = {"run": str(run_dir), "depths": depths, "labels": [r["label"] for r in rows],
+           "decoder_layers": [len(a.decoder) for a in archs], "weight_mb": [r["weight_mb"] for r in rows],
            "seconds": {"split": round(t_split), "control": round(time.time() - t0 - t_split)}}
     for metric in split[0]:
         out[metric] = {"split": [e[metric] for e in split], "control": [e[metric] for e in control],
@@ -122,9 +129,17 @@ def main(argv=None) -> int:
                 for k in ("split", "control", "inherited"):
                     c[f"tau_{k}"] = kendall(c[k], c["standalone"])
                     c[f"within_bin_{k}"] = within_bin_tau(c[k], c["standalone"], r["weight_mb"])[0]
-                print(n, metric, {k: round(c[k], 3) for k in c if k.startswith(("tau_", "within_bin_"))}, flush=True)
+                # how much each ranking rewards depth (the standalone runs' own is the target)
+                for k in ("split", "control", "inherited", "standalone"):
+                    c[f"depth_tau_{k}"] = kendall(r["decoder_layers"], c[k])
+                print(n, metric, {k: round(c[k], 3) for k in c if k.startswith(("tau_", "within_bin_", "depth_"))},
+                      flush=True)
             result["runs"][n] = r
         runs = [result["runs"][n] for n in names]
+        for r in runs[1:]:  # the seeds' checks pick the same archs and share the standalone runs
+            if (r["labels"], r["weight_mb"]) != (runs[0]["labels"], runs[0]["weight_mb"]) or any(
+                    r[m]["standalone"] != runs[0][m]["standalone"] for m in ("valid_loss", "test_loss") if m in r):
+                raise SystemExit(f"{r['run']}: its check has other archs or standalone runs than {runs[0]['run']}'s")
         for metric in (m for m in ("valid_loss", "test_loss") if m in runs[0]):
             ref, size = runs[0][metric]["standalone"], runs[0]["weight_mb"]
             for label, x, y in (("split - inherited", "split", "inherited"), ("split - control", "split", "control"),
