@@ -6,19 +6,19 @@ sandwich steps whose members are drawn only from depth d (largest, smallest and 
 members of that depth, every bit-width enabled); each checked arch is then scored with its
 depth's copy. The control trains the whole supernet (every depth) for as many extra steps as
 the splits together (``--steps`` x depths): the same number of steps and batches (not the
-same FLOPs: its members average other depths). Both use a
-constant rate, ``--rate`` x the run's lr, as ``--finetune-steps`` does.
+same FLOPs: its members average other depths). Both use a constant rate, ``--rate`` x the
+run's lr, as ``--finetune-steps`` does.
 
 It reads checks that ``cosearch fidelity`` wrote (their archs, standalone and inherited
 validation and, where the data has one, test losses) and their supernet runs, and reports per
 supernet and pooled over seeds (paired bootstrap over archs,
 ``cosearch.fidelity.stats.tau_difference``): split minus inherited, split minus the control,
-control minus inherited. Not a cosearch feature: it is
-how the lever was measured before deciding whether to build it.
+control minus inherited; with ``--finetuned-checks``, split minus the per-arch finetune. Not a
+cosearch feature: it is how the lever was measured before deciding whether to build it.
 
     python3 benchmarks/fewshot_split_screen.py --runs /tmp/fid48_sh/supernets \\
         --checks /tmp/fid48_sh/fidelity --variants deep1 --seeds ,_seed1,_seed2 \\
-        --out benchmarks/results/fewshot_split_screen_tiny_lm_deep1_cpu.json
+        --finetuned-checks /tmp/ft_sh --out benchmarks/results/fewshot_split_screen_tiny_lm_deep1_cpu.json
 """
 from __future__ import annotations
 
@@ -114,6 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default=",_seed1,_seed2", help="name suffixes of the supernet seeds")
     p.add_argument("--steps", type=int, default=100, help="extra steps per depth (the control: x depths)")
     p.add_argument("--rate", type=float, default=0.3, help="constant lr, times the run's")
+    p.add_argument("--finetuned-checks", type=Path, default=None,
+                   help="checks of the same supernets and archs with --finetune-steps: also split minus them")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -140,10 +142,22 @@ def main(argv=None) -> int:
             if (r["labels"], r["weight_mb"]) != (runs[0]["labels"], runs[0]["weight_mb"]) or any(
                     r[m]["standalone"] != runs[0][m]["standalone"] for m in ("valid_loss", "test_loss") if m in r):
                 raise SystemExit(f"{r['run']}: its check has other archs or standalone runs than {runs[0]['run']}'s")
+        finetuned = {}
+        if a.finetuned_checks is not None:  # the per-arch finetune's scores, as other columns of the same rows
+            for n, r in zip(names, runs):
+                rows = json.loads((a.finetuned_checks / n / "fidelity.json").read_text())["per_arch"]
+                if [x["label"] for x in rows] != r["labels"]:
+                    raise SystemExit(f"{a.finetuned_checks / n}: other archs than {a.checks / n}")
+                finetuned[n] = {m: [x["inherited"][m] for x in rows] for m in ("valid_loss", "test_loss") if m in r}
+            result["finetuned_checks"] = str(a.finetuned_checks)
         for metric in (m for m in ("valid_loss", "test_loss") if m in runs[0]):
             ref, size = runs[0][metric]["standalone"], runs[0]["weight_mb"]
-            for label, x, y in (("split - inherited", "split", "inherited"), ("split - control", "split", "control"),
-                                ("control - inherited", "control", "inherited")):
+            for r, n in zip(runs, names):
+                if finetuned:
+                    r[metric]["finetuned"] = finetuned[n][metric]
+            pairs = [("split - inherited", "split", "inherited"), ("split - control", "split", "control"),
+                     ("control - inherited", "control", "inherited")]
+            for label, x, y in pairs + ([("split - finetuned", "split", "finetuned")] if finetuned else []):
                 d = tau_difference([r[metric][x] for r in runs], [r[metric][y] for r in runs], ref, size)
                 result["pooled"][f"{v}, {metric}: {label}"] = d
                 print(v, metric, label, round(d["kendall_diff"], 3), d["kendall_diff_ci"], "within bins",
