@@ -7,7 +7,6 @@ those within ``--latency-max`` when given.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,9 +111,8 @@ def search_defaults(search: str | Path) -> dict:
 
 def search_finetune_steps(search: str | Path) -> int:
     """The ``--finetune-steps`` of the search in ``search`` (0: its qualities are of inherited
-    weights), read from the quality source's name in its search.json."""
-    m = re.search(r":finetune(\d+)", str(_search_config(Path(search)).get("quality") or ""))
-    return int(m.group(1)) if m else 0
+    weights), as its search.json records it."""
+    return int(_search_config(Path(search)).get("finetune_steps") or 0)
 
 
 def _best_quality(df, path: Path, pick: str, latency_max: float | None):

@@ -103,7 +103,8 @@ def _quality_factory(cfg: SearchConfig, space: SearchSpace, bleu: bool) -> tuple
                              finetune_steps=cfg.finetune_steps,
                              **forward_settings_from_env())
         spec = SupernetSpec(str(cfg.run_dir), ms)
-        # the device is not part of the name: a search started on CPU may resume on a GPU
+        # the device is not part of the name (a search started on the CPU may resume on a GPU),
+        # but with a finetune, which trains other models on each (SupernetSpec.name)
         return spec, spec.name
     if cfg.quality == "synthetic":
         return _SyntheticSpec(space.to_dict(), space.source), "synthetic"
@@ -267,6 +268,8 @@ class _Search:
             if isinstance(self.factory, SupernetSpec) else None,
             "quality_forward_cost": self.factory.settings.cost_per_forward
             if isinstance(self.factory, SupernetSpec) else None,
+            # each measured arch's own training steps first (`cosearch export` trains the pick so too)
+            "finetune_steps": self.factory.settings.finetune_steps if isinstance(self.factory, SupernetSpec) else None,
             # the supernet measured: `cosearch export DIR --pick ...` loads it without --run
             "run": str(Path(cfg.run_dir).resolve()) if cfg.run_dir is not None else None}
         if cfg.write:
