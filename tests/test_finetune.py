@@ -138,9 +138,9 @@ def test_default_rate_is_three_tenths_of_the_runs_and_named_in_the_cache_key(tin
     assert Finetune(steps=5).key(cfg) != Finetune(steps=6).key(cfg) != Finetune(steps=6, lr=0.02).key(cfg)
     for bad, msg in ((Finetune(steps=-1), "--finetune-steps -1 is invalid"),
                      (Finetune(steps=1.5), "--finetune-steps 1.5 is invalid"),
-                     (Finetune(steps=2, lr=0.0), "--finetune-lr 0 is invalid"),
-                     (Finetune(steps=2, lr=float("inf")), "--finetune-lr inf is invalid; give a finite"),
-                     (Finetune(steps=2, lr=float("nan")), "--finetune-lr nan is invalid")):
+                     (Finetune(steps=2, lr=0.0), "--finetune-lr 0.0 is invalid; give a finite number > 0"),
+                     (Finetune(steps=2, lr=float("inf")), "--finetune-lr inf is invalid; give a finite number > 0"),
+                     (Finetune(steps=2, lr=float("nan")), "--finetune-lr nan is invalid; give a finite number > 0")):
         with pytest.raises(UserError, match=msg):
             bad.check()
 
@@ -203,7 +203,7 @@ def test_fidelity_finetune_steps_end_to_end(tmp_path, capsys, one_thread):
     (["--finetune-steps", "-2"], "--finetune-steps -2 is invalid; give a whole number from 0 to 100000"),
     (["--finetune-lr", "0.01"], "--finetune-lr 0.01 sets the rate of --finetune-steps K >= 1; give --finetune-steps"),
     (["--finetune-steps", "0", "--finetune-lr", "0.01"], "--finetune-lr 0.01 sets the rate of --finetune-steps K"),
-    (["--finetune-steps", "5", "--finetune-lr", "-1"], "--finetune-lr -1 is invalid; give a finite learning rate > 0"),
+    (["--finetune-steps", "5", "--finetune-lr", "-1"], "--finetune-lr -1.0 is invalid; give a finite number > 0"),
 ])
 def test_bad_finetune_flags_are_one_line_before_any_work(tmp_path, capsys, flags, msg):
     out = tmp_path / "chk"

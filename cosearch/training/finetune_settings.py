@@ -3,11 +3,9 @@
 configuration and the command line read them without loading it (``finetune`` trains)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import UserError
 from ..inputs import check_number
 
 if TYPE_CHECKING:
@@ -34,8 +32,8 @@ class Finetune:
 
     def check(self) -> None:
         check_number("--finetune-steps", self.steps, low=0, high=MAX_STEPS, integer=True)
-        if self.lr is not None and not (0 < self.lr < math.inf):
-            raise UserError(f"--finetune-lr {self.lr:g} is invalid; give a finite learning rate > 0")
+        if self.lr is not None:
+            check_number("--finetune-lr", self.lr, low=0, low_open=True)
 
     def rate(self, cfg: TrainConfig) -> float:
         return self.lr if self.lr is not None else LR_SCALE * cfg.lr
