@@ -975,8 +975,11 @@ def test_output_piped_into_head_ends_quietly():
 # --------------------------------------------------------------------------- issue 26: real faults
 def _popen(argv, cwd=None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # a test runner started in the background passes SIGINT ignored down: the SIGINT cases
+    # would then test nothing, so the command starts as from a terminal
     return subprocess.Popen([sys.executable, "-m", "cosearch.cli", *map(str, argv)], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.slow
@@ -1170,11 +1173,17 @@ run()
 """
 
 
-def _ctrl_c_in_the_exit_hook(tmp_path, hook_seconds: float, **popen) -> tuple[int, str, str]:
+def _ctrl_c_in_the_exit_hook(tmp_path, hook_seconds: float, start_with) -> tuple[int, str, str]:
+    """``cosearch space show`` started with SIGINT's action ``start_with`` (and unblocked): a
+    test runner started in the background passes SIG_IGN down, which would decide the case."""
+    def starting_state():
+        signal.signal(signal.SIGINT, start_with)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     flag = tmp_path / "hook"
     p = subprocess.Popen([sys.executable, "-c", CLI_WITH_A_SLOW_EXIT_HOOK, str(flag), str(hook_seconds)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=starting_state)
     try:
         t0 = time.time()
         while not flag.exists() and p.poll() is None and time.time() - t0 < 120:
@@ -1191,7 +1200,7 @@ def _ctrl_c_in_the_exit_hook(tmp_path, hook_seconds: float, **popen) -> tuple[in
 def test_ctrl_c_while_the_interpreter_exits_ends_it_quietly(tmp_path):
     """After the command is done, a Ctrl-C during the exit hooks ends the process by the
     signal at once: no traceback from a hook, no wait for it."""
-    rc, out, err = _ctrl_c_in_the_exit_hook(tmp_path, 60)
+    rc, out, err = _ctrl_c_in_the_exit_hook(tmp_path, 60, signal.SIG_DFL)
     assert "tiny_lm" in out  # the command ran first
     assert rc == INTERRUPTED_WHILE_EXITING, (rc, err)
     assert "Traceback" not in err and "Exception ignored" not in err, err
@@ -1199,5 +1208,5 @@ def test_ctrl_c_while_the_interpreter_exits_ends_it_quietly(tmp_path):
 
 def test_a_command_started_with_ctrl_c_ignored_keeps_it_ignored_while_it_exits(tmp_path):
     """``cmd &`` in a script starts it with SIGINT ignored: the exit keeps that."""
-    rc, out, err = _ctrl_c_in_the_exit_hook(tmp_path, 1, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    rc, out, err = _ctrl_c_in_the_exit_hook(tmp_path, 1, signal.SIG_IGN)
     assert (rc, "tiny_lm" in out, err) == (0, True, "")
